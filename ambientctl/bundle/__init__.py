@@ -1,0 +1,1 @@
+"""Support bundles: the layout contract, reading (dir or .tar.gz) and writing."""

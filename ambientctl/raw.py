@@ -1,0 +1,52 @@
+"""The contract between collectors and the bundle writer: one command's raw result.
+
+Collectors never decode, strip or parse: they return the bytes exactly as received,
+with a status that says whether the command ran. A failed command is data, not an
+exception: it goes into the manifest and the analyzers report it as missing.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+
+
+class RawStatus(StrEnum):
+    """How one planned command ended."""
+
+    OK = "ok"
+    NONZERO_EXIT = "nonzero-exit"
+    NOT_FOUND = "not-found"  # the binary is not on the target (distroless ztunnel)
+    TIMEOUT = "timeout"
+    TRANSPORT_ERROR = "transport-error"  # could not reach the target at all
+    SKIPPED = "skipped"  # not run (filtered, interrupted, not applicable)
+
+
+@dataclass(frozen=True, slots=True)
+class ExecResult:
+    """What a transport returns for one argv: exit code and both streams, as bytes."""
+
+    exit_code: int | None
+    stdout: bytes
+    stderr: bytes
+    duration_ms: int
+    timed_out: bool = False
+    not_found: bool = False
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RawOutput:
+    """One planned command's outcome, ready to be stored at `path` in the bundle."""
+
+    path: str  # bundle-relative destination, from bundle.layout
+    target: str  # "node/<node>" or "pod/<namespace>/<name>"
+    argv: tuple[str, ...]  # as run INSIDE the target's netns
+    transport: str  # local | docker | kube | ssh
+    status: RawStatus
+    exit_code: int | None
+    stdout: bytes
+    stderr: bytes
+    started_at: str  # RFC 3339 UTC
+    duration_ms: int
+    wrapper: tuple[str, ...] = ()  # how the argv was entered (nsenter/ip netns exec/...)
+    note: str | None = None  # reason for skipped / transport error text
