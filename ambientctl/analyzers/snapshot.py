@@ -1,0 +1,251 @@
+"""Build a `Snapshot` from a bundle's files: pure, given a way to read them.
+
+Each raw file is parsed by its parser. A file that is absent leaves its slot `None`; a
+file that fails to parse leaves it `None` and records a `Problem` naming the file and
+line; the rest of the bundle is still used. Entries the manifest marks as failed (the
+command did not run on the node) become problems too, with the node's own stderr.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+
+from ambientctl.bundle.layout import CLUSTER_FILES, split_netns_dir
+from ambientctl.errors import ParseError
+from ambientctl.model import (
+    Cluster,
+    IpSet,
+    NetNamespace,
+    NodeState,
+    PodRef,
+    Problem,
+    Ruleset,
+    Snapshot,
+)
+
+
+@dataclass(frozen=True)
+class BundleView:
+    """What the snapshot builder needs from a bundle: its file list and a reader."""
+
+    location: str
+    paths: tuple[str, ...]
+    read_text: Callable[[str], str]
+    manifest: Mapping[str, object] | None = None
+
+
+def _parse(problems: list[Problem], path: str, fn: Callable[[], object]) -> object | None:
+    try:
+        return fn()
+    except ParseError as exc:
+        problems.append(Problem(exc.path, exc.line, exc.reason))
+    except (ValueError, KeyError, TypeError, IndexError) as exc:  # defensive: parser bug
+        problems.append(Problem(path, None, f"could not be parsed ({type(exc).__name__}: {exc})"))
+    return None
+
+
+def _failed_entries(manifest: Mapping[str, object] | None) -> dict[str, str]:
+    """Planned commands that did not produce a file: destination path -> why."""
+    out: dict[str, str] = {}
+    if not manifest:
+        return out
+    for entry in manifest.get("entries", []) or []:  # type: ignore[union-attr]
+        if not isinstance(entry, dict):
+            continue
+        status = entry.get("status")
+        dest = entry.get("planned_path") or entry.get("path")
+        if status and status != "ok" and dest:
+            stderr = str(entry.get("stderr") or "").strip().splitlines()
+            detail = f": {stderr[-1]}" if stderr else ""
+            out[str(dest)] = f"{status} on the node (exit {entry.get('exit_code')}){detail}"
+    return out
+
+
+def build_snapshot(view: BundleView) -> Snapshot:
+    """Parse every file of the bundle into a `Snapshot`."""
+    from ambientctl.analyzers.parse import cluster as pc
+
+    problems: list[Problem] = []
+    if view.manifest is None:
+        problems.append(Problem("manifest.json", None,
+                                "no manifest.json: a hand-assembled bundle; files read by name, "
+                                "hashes not checked", "warning"))
+    failed = _failed_entries(view.manifest)
+    paths = set(view.paths)
+
+    def cluster_file(kind: str, fn: Callable[[str, str], tuple]) -> tuple:
+        rel = CLUSTER_FILES[kind]
+        if rel not in paths:
+            if kind != "endpointslices":
+                problems.append(Problem(rel, None, "missing from the bundle", "warning"))
+            return ()
+        got = _parse(problems, rel, lambda: fn(view.read_text(rel), rel))
+        return got if isinstance(got, tuple) else ()
+
+    cluster = Cluster(
+        pods=cluster_file("pods", pc.parse_pods),
+        services=cluster_file("services", pc.parse_services),
+        namespaces=cluster_file("namespaces", pc.parse_namespaces),
+        nodes=cluster_file("nodes", pc.parse_nodes),
+    )
+
+    groups: dict[tuple[str, str | None, str | None], set[str]] = {}
+    for rel in list(paths) + list(failed):
+        split = split_netns_dir(rel)
+        if split is None:
+            continue
+        node, ns_name, pod, fname = split
+        groups.setdefault((node, ns_name, pod), set())
+        if rel in paths:
+            groups[(node, ns_name, pod)].add(fname)
+
+    nodes: dict[str, dict[str, object]] = {}
+    for (node, ns_name, pod), files in sorted(groups.items(), key=lambda kv: str(kv[0])):
+        ns = build_netns(view, node, ns_name, pod, files, failed)
+        slot = nodes.setdefault(node, {"host": None, "pods": {}})
+        if pod is None:
+            slot["host"] = ns
+        else:
+            slot["pods"][PodRef(ns_name or "", pod)] = ns  # type: ignore[index]
+
+    dumps: dict[str, object] = {}
+    for rel in view.paths:
+        parts = rel.split("/")
+        if len(parts) == 4 and parts[0] == "nodes" and parts[2] == "ztunnel" \
+                and parts[3] == "config_dump.json":
+            try:
+                dumps[parts[1]] = json.loads(view.read_text(rel))
+            except ValueError as exc:
+                problems.append(Problem(rel, None, f"not valid JSON ({exc})"))
+
+    return Snapshot(
+        source=view.location,
+        cluster=cluster,
+        nodes={name: NodeState(name, s["host"], s["pods"])  # type: ignore[arg-type]
+               for name, s in sorted(nodes.items())},
+        problems=tuple(problems),
+        manifest=view.manifest,
+        config_dumps=dumps,
+    )
+
+
+def build_netns(view: BundleView, node: str, ns_name: str | None, pod: str | None,
+                files: Iterable[str], failed: Mapping[str, str]) -> NetNamespace:
+    """Parse the files of one network-namespace directory."""
+    from ambientctl.analyzers.parse import host as ph
+    from ambientctl.analyzers.parse import iproute as pr
+    from ambientctl.analyzers.parse import ipset as ps
+    from ambientctl.analyzers.parse import iptables as pt
+
+    files = set(files)
+    d = f"nodes/{node}/host" if pod is None else f"nodes/{node}/pods/{ns_name}/{pod}"
+    problems: list[Problem] = []
+    for rel, why in sorted(failed.items()):
+        if rel.startswith(d + "/") and rel.rsplit("/", 1)[1] not in files:
+            problems.append(Problem(rel, None, f"not collected: {why}"))
+
+    def rel(name: str) -> str:
+        return f"{d}/{name}"
+
+    def text(name: str) -> str:
+        return view.read_text(rel(name))
+
+    def first(*names: str) -> str | None:
+        return next((n for n in names if n in files), None)
+
+    # ---- links
+    links = None
+    if (f := first("ip-addr.txt", "ip-addr.json")) is not None:
+        links = _parse(problems, rel(f), lambda: pr.parse_ip_addr(text(f), rel(f)))
+    # ---- routes and rules (v4 and v6 files merged)
+    routes: list = []
+    routes_ok = False
+    # Text first for rules and routes: evidence is then the line `ip` printed (both are
+    # collected; JSON is the fallback, e.g. for hand-assembled bundles).
+    for fam, names in ((4, ("ip-route.txt", "ip-route.json")), (6, ("ip6-route.txt",
+                                                                     "ip6-route.json"))):
+        if (f := first(*names)) is not None:
+            got = _parse(problems, rel(f),
+                         lambda f=f, fam=fam: pr.parse_ip_route(text(f), rel(f), family=fam))
+            if got is not None:
+                routes.extend(got)  # type: ignore[arg-type]
+                routes_ok = routes_ok or fam == 4
+    rules: list = []
+    rules_ok = False
+    for fam, names in ((4, ("ip-rule.txt", "ip-rule.json")), (6, ("ip6-rule.txt",
+                                                                   "ip6-rule.json"))):
+        if (f := first(*names)) is not None:
+            got = _parse(problems, rel(f),
+                         lambda f=f, fam=fam: pr.parse_ip_rule(text(f), rel(f), family=fam))
+            if got is not None:
+                rules.extend(got)  # type: ignore[arg-type]
+                rules_ok = rules_ok or fam == 4
+    # ---- netfilter
+    rulesets: list[Ruleset] = []
+    nf_seen = False
+    for name, backend in (("iptables-save.txt", None), ("ip6tables-save.txt", None),
+                          ("iptables-legacy-save.txt", "iptables-legacy"),
+                          ("ip6tables-legacy-save.txt", "iptables-legacy")):
+        if name in files:
+            nf_seen = True
+            got = _parse(problems, rel(name),
+                         lambda n=name, b=backend: pt.parse_iptables_save(text(n), rel(n),
+                                                                          backend=b))
+            if isinstance(got, Ruleset):
+                rulesets.append(got)
+    ipsets: dict[str, IpSet] | None = None
+    nft_name = first("nft-ruleset.json", "nft-ruleset.txt")
+    if nft_name is not None:
+        from ambientctl.analyzers.parse import nft as pn
+
+        nf_seen = True
+        fn = pn.parse_nft_json if nft_name.endswith(".json") else pn.parse_nft_text
+        got = _parse(problems, rel(nft_name), lambda: fn(text(nft_name), rel(nft_name)))
+        if isinstance(got, Ruleset):
+            rulesets.append(got)
+        sets = _parse(problems, rel(nft_name), lambda: pn.nft_sets(text(nft_name),
+                                                                   rel(nft_name)))
+        if isinstance(sets, dict) and sets:
+            ipsets = dict(sets)
+    if "ipset.txt" in files:
+        got = _parse(problems, rel("ipset.txt"),
+                     lambda: ps.parse_ipset(text("ipset.txt"), rel("ipset.txt")))
+        if isinstance(got, dict):
+            ipsets = {**(ipsets or {}), **got}
+            for s in got.values():
+                if s.declared_entries is not None and s.declared_entries != len(s.members):
+                    problems.append(Problem(
+                        s.source.path, s.source.line,
+                        f"ipset {s.name} declares {s.declared_entries} entries but lists "
+                        f"{len(s.members)}: the output looks truncated", "warning"))
+    elif ipsets is None and nf_seen:
+        ipsets = None
+    listeners = None
+    if "ss-listen.txt" in files:
+        listeners = _parse(problems, rel("ss-listen.txt"),
+                           lambda: ph.parse_ss_listen(text("ss-listen.txt"), rel("ss-listen.txt")))
+    sysctls = None
+    if "sysctl.txt" in files:
+        sysctls = _parse(problems, rel("sysctl.txt"),
+                         lambda: ph.parse_sysctl(text("sysctl.txt"), rel("sysctl.txt")))
+    failed_nf = any(p.path.endswith(("iptables-save.txt", "ip6tables-save.txt",
+                                     "nft-ruleset.json", "nft-ruleset.txt"))
+                    and p.severity == "error" for p in problems)
+    return NetNamespace(
+        id=f"{node}/host" if pod is None else f"{node}/pod/{ns_name}/{pod}",
+        node=node,
+        pod=None if pod is None else PodRef(ns_name or "", pod),
+        dir=d,
+        links=links,  # type: ignore[arg-type]
+        routes=tuple(routes) if routes_ok else None,
+        rules=tuple(rules) if rules_ok else None,
+        rulesets=None if (not nf_seen or (failed_nf and not rulesets)) else tuple(rulesets),
+        ipsets=ipsets,
+        listeners=listeners,  # type: ignore[arg-type]
+        sysctls=sysctls,  # type: ignore[arg-type]
+        problems=tuple(problems),
+        files=frozenset(files),
+    )
+
