@@ -1,0 +1,805 @@
+"""Netfilter simulation: walk one hook of one namespace the way the kernel does.
+
+All tables that register at a hook (iptables-nft, iptables-legacy and native nft tables
+alike) run in order of priority (`BaseHook.priority`; raw -300, mangle -150, DNAT -100,
+filter 0, SNAT 100). Within a base chain rules run in order; a rule matches when ALL of
+its matches do (they are ANDed). `-j CHAIN` pushes a return point, `-g CHAIN` does not
+(RETURN from a chain entered by goto returns to the caller of the chain that did the
+goto), RETURN or the end of a user chain pops, the end of a base chain applies its policy
+(iptables(8), "TARGETS"). ACCEPT ends only the current table's walk: the next table at
+the same hook still runs. DROP/REJECT end the packet.
+
+Matches are evaluated in three-valued logic (Diekmann et al., FM 2015): True, False or
+None (not modelled). An unknown match on a rule whose target could change the path stops
+the walk with `insufficient-info` naming that rule; on a rule that cannot (LOG, a
+counting rule) it is noted and skipped. `-m statistic` forks: every branch is walked and
+reported, the first (rule taken) is followed.
+
+NAT tables only see the first packet of a connection, and only once per manip type:
+after nat OUTPUT decided the destination, a packet looped back through `lo` does not
+consult nat PREROUTING again (`nf_nat_inet_fn`: rules run only while the manip is not
+initialised).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field, replace
+
+from ambientctl.analyzers.packet import Packet, SocketAddr
+from ambientctl.errors import ParseError
+from ambientctl.model import (
+    ALL_ONES,
+    Chain,
+    IPAddress,
+    Listener,
+    Match,
+    NetNamespace,
+    Rule,
+    RouteType,
+    SourceRef,
+    Table,
+)
+
+# Tables whose chains are not evaluated on a given family's packets.
+_FAMILY_TABLES = {4: ("ip", "inet"), 6: ("ip6", "inet")}
+
+# Targets that never change the packet's path (kept in the trace, nothing else).
+_NOOP_TARGETS = {"LOG", "NFLOG", "ULOG", "TRACE", "CHECKSUM", "TCPMSS", "DSCP", "TOS",
+                 "CLASSIFY", "AUDIT", "NOTRACK", "TEE", "IDLETIMER", "LED", "SECMARK",
+                 "CONNSECMARK", "RATEEST", "HL", "TTL", "ECN"}
+
+
+# --------------------------------------------------------------------------- results
+
+
+@dataclass(frozen=True, slots=True)
+class NfStep:
+    """A rule (or policy) that did something to the packet."""
+
+    table: Table
+    chain: str
+    position: int | None  # None for a policy
+    action: str  # "jump" | "goto" | "return" | "accept" | "drop" | "reject" | "mark" | "nat" |
+    # "tproxy" | "continue" | "policy" | "unknown-skipped" | "insufficient-info"
+    summary: str
+    source: SourceRef
+    mark_before: int
+    mark_after: int
+    rule: Rule | None = None
+    branches: tuple[str, ...] = ()  # statistic alternatives, described
+
+
+@dataclass(frozen=True, slots=True)
+class HookResult:
+    """The outcome of one hook: a verdict, the packet after it, and the steps taken."""
+
+    verdict: str  # "accept" | "drop" | "reject" | "insufficient-info"
+    packet: Packet
+    steps: tuple[NfStep, ...]
+    reason: str | None = None  # for drop/reject/insufficient-info
+    culprit: SourceRef | None = None
+    notes: tuple[str, ...] = ()
+
+
+@dataclass
+class Context:
+    """What rule evaluation needs to know about the namespace beyond the packet."""
+
+    ns: NetNamespace
+    local_addresses: frozenset[IPAddress]
+    listeners: tuple[Listener, ...] | None
+    out_dev: str | None = None  # for -o in FORWARD/POSTROUTING and MASQUERADE
+    out_src: IPAddress | None = None  # address MASQUERADE would use
+    notes: list[str] = field(default_factory=list)
+
+
+def local_addresses(ns: NetNamespace) -> frozenset[IPAddress]:
+    """Addresses the kernel treats as local: on any link, plus `local` routes (table local)."""
+    found: set[IPAddress] = {a.interface.ip for _, a in ns.addresses()}
+    for route in ns.routes or ():
+        if route.type == RouteType.LOCAL and route.dst.num_addresses == 1:
+            found.add(route.dst.network_address)
+    found.add(ipaddress.ip_address("127.0.0.1"))
+    found.add(ipaddress.ip_address("::1"))
+    return frozenset(found)
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _int(text: str) -> int:
+    return int(text, 0)
+
+
+def parse_mark(text: str) -> tuple[int, int]:
+    """`0x100/0x100` -> (value, mask); no mask means all ones."""
+    if "/" in text:
+        value, mask = text.split("/", 1)
+        return _int(value), _int(mask)
+    return _int(text), ALL_ONES
+
+
+def _networks(text: str) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
+    return [ipaddress.ip_network(part, strict=False) for part in text.split(",") if part]
+
+
+def _iface_match(pattern: str, name: str | None) -> bool:
+    if name is None:
+        return False
+    if pattern.endswith("+"):
+        return name.startswith(pattern[:-1])
+    return name == pattern
+
+
+def _port_match(spec: str, port: int) -> bool:
+    for part in spec.split(","):
+        if ":" in part:
+            lo, hi = part.split(":", 1)
+            if (int(lo) if lo else 0) <= port <= (int(hi) if hi else 65535):
+                return True
+        elif "-" in part:  # nft-style ranges
+            lo, hi = part.split("-", 1)
+            if int(lo) <= port <= int(hi):
+                return True
+        elif part and int(part) == port:
+            return True
+    return False
+
+
+_PROTO_NUMBERS = {"6": "tcp", "17": "udp", "1": "icmp", "58": "ipv6-icmp"}
+
+
+# --------------------------------------------------------------------------- matches
+
+
+Tri = bool | None
+MatchFn = Callable[[Match, Packet, "Context", str], Tri]
+
+
+def _m_src(m: Match, p: Packet, c: Context, hook: str) -> Tri:
+    if p.src is None:
+        return None
+    return any(p.src in n for n in _networks(m.args[0]) if n.version == p.family)
+
+
+def _m_dst(m: Match, p: Packet, c: Context, hook: str) -> Tri:
+    return any(p.dst in n for n in _networks(m.args[0]) if n.version == p.family)
+
+
+def _m_proto(m: Match, p: Packet, c: Context, hook: str) -> Tri:
+    want = m.args[0].lower()
+    want = _PROTO_NUMBERS.get(want, want)
+    return want in ("all", "0") or want == p.proto
+
+
+def _m_iif(m: Match, p: Packet, c: Context, hook: str) -> Tri:
+    if hook in ("output", "postrouting") and p.iif is None:
+        return False
+    return _iface_match(m.args[0], p.iif)
+
+
+def _m_oif(m: Match, p: Packet, c: Context, hook: str) -> Tri:
+    if hook in ("prerouting", "input"):
+        return False
+    if c.out_dev is None:
+        return None
+    return _iface_match(m.args[0], c.out_dev)
+
+
+def _m_dport(m: Match, p: Packet, c: Context, hook: str) -> Tri:
+    if m.module in ("tcp", "udp") and m.module != p.proto:
+        return False
+    return _port_match(m.args[0], p.dport)
+
+
+def _m_sport(m: Match, p: Packet, c: Context, hook: str) -> Tri:
+    if m.module in ("tcp", "udp") and m.module != p.proto:
+        return False
+    return _port_match(m.args[0], p.sport)
+
+
+def _m_multiport(m: Match, p: Packet, c: Context, hook: str) -> Tri:
+    if m.option in ("--dports", "--destination-ports"):
+        return _port_match(m.args[0], p.dport)
+    if m.option in ("--sports", "--source-ports"):
+        return _port_match(m.args[0], p.sport)
+    if m.option == "--ports":
+        return _port_match(m.args[0], p.dport) or _port_match(m.args[0], p.sport)
+    return None
+
+
+def _m_tcp_flags(m: Match, p: Packet, c: Context, hook: str) -> Tri:
+    # We simulate a connection's first packet (SYN) and its answer (SYN,ACK).
+    if p.proto != "tcp":
+        return False
+    flags = set(p.tcp_flags.split(","))
+    if m.option == "--syn":  # SYN set, RST/ACK/FIN clear
+        return flags == {"SYN"}
+    if m.option == "--tcp-flags" and len(m.args) >= 2:
+        mask = set(m.args[0].upper().split(","))
+        comp = set(m.args[1].upper().split(",")) - {"NONE"}
+        if "ALL" in mask:
+            mask = {"SYN", "ACK", "FIN", "RST", "URG", "PSH", "ECE", "CWR"}
+        return (flags & mask) == comp
+    return None
+
+
+def _m_mark(m: Match, p: Packet, c: Context, hook: str) -> Tri:
+    value, mask = parse_mark(m.args[0])
+    return (p.mark & mask) == value
+
+
+def _m_connmark(m: Match, p: Packet, c: Context, hook: str) -> Tri:
+    value, mask = parse_mark(m.args[0])
+    return (p.ctmark & mask) == value
+
+
+def _m_ctstate(m: Match, p: Packet, c: Context, hook: str) -> Tri:
+    states = {s.upper() for s in m.args[0].split(",")}
+    return p.ctstate in states or ("UNTRACKED" in states and False)
+
+
+def _m_set(m: Match, p: Packet, c: Context, hook: str) -> Tri:
+    name = m.args[0]
+    flags = m.args[1].split(",") if len(m.args) > 1 else ["src"]
+    sets = c.ns.ipsets
+    if sets is None or name not in sets:
+        c.notes.append(f"ipset {name} is not in the bundle for {c.ns.label}")
+        return None
+    which = p.src if flags[0] == "src" else p.dst
+    if which is None:
+        return None
+    return sets[name].lookup(which) is not None
+
+
+def _m_addrtype(m: Match, p: Packet, c: Context, hook: str) -> Tri:
+    want = {t.upper() for t in m.args[0].split(",")}
+    ip = p.dst if m.option == "--dst-type" else p.src
+    if m.option not in ("--dst-type", "--src-type") or ip is None:
+        return None
+    if ip in c.local_addresses:
+        kind = "LOCAL"
+    elif ip.is_multicast:
+        kind = "MULTICAST"
+    elif isinstance(ip, ipaddress.IPv4Address) and ip == ipaddress.IPv4Address("255.255.255.255"):
+        kind = "BROADCAST"
+    else:
+        kind = "UNICAST"
+    return kind in want
+
+
+def _m_owner(m: Match, p: Packet, c: Context, hook: str) -> Tri:
+    if m.option == "--socket-exists":
+        return p.local_socket
+    if m.option in ("--uid-owner", "--gid-owner"):
+        if not p.local_socket:
+            return False
+        have = p.uid if m.option == "--uid-owner" else p.gid
+        spec = m.args[0]
+        if have is None:
+            # An application socket: its owner is not a numeric id that iptables names
+            # (Istio names only the proxy's 1337), stated as an assumption by the trace.
+            return False
+        if "-" in spec:
+            lo, hi = spec.split("-", 1)
+            return int(lo) <= have <= int(hi)
+        return spec.isdigit() and int(spec) == have
+    return None
+
+
+def _m_true(m: Match, p: Packet, c: Context, hook: str) -> Tri:
+    return True
+
+
+def _m_iprange(m: Match, p: Packet, c: Context, hook: str) -> Tri:
+    ip = p.src if m.option == "--src-range" else p.dst
+    if ip is None:
+        return None
+    lo_s, hi_s = m.args[0].split("-", 1)
+    return ipaddress.ip_address(lo_s) <= ip <= ipaddress.ip_address(hi_s)  # type: ignore[operator]
+
+
+def _m_socket(m: Match, p: Packet, c: Context, hook: str) -> Tri:
+    # `-m socket` matches when an ESTABLISHED local socket owns the packet: never the
+    # first SYN (listeners count only with --nowildcard off and a non-wildcard bind).
+    return False
+
+
+def _m_pkttype(m: Match, p: Packet, c: Context, hook: str) -> Tri:
+    return m.args[0].lower() == "unicast"
+
+
+def _m_family4(m: Match, p: Packet, c: Context, hook: str) -> Tri:
+    return p.family == 4
+
+
+def _m_family6(m: Match, p: Packet, c: Context, hook: str) -> Tri:
+    return p.family == 6
+
+
+MATCHES: dict[tuple[str | None, str], MatchFn] = {
+    # `-4`/`-6`: the nft translator's family guard for `ip ...`/`ip6 ...` in inet tables
+    # (iptables-restore accepts the same flags).
+    (None, "-4"): _m_family4,
+    (None, "-6"): _m_family6,
+    (None, "-s"): _m_src,
+    (None, "--source"): _m_src,
+    (None, "--src"): _m_src,
+    (None, "-d"): _m_dst,
+    (None, "--destination"): _m_dst,
+    (None, "--dst"): _m_dst,
+    (None, "-p"): _m_proto,
+    (None, "--protocol"): _m_proto,
+    (None, "-i"): _m_iif,
+    (None, "--in-interface"): _m_iif,
+    (None, "-o"): _m_oif,
+    (None, "--out-interface"): _m_oif,
+    ("tcp", "--dport"): _m_dport,
+    ("tcp", "--destination-port"): _m_dport,
+    ("tcp", "--sport"): _m_sport,
+    ("tcp", "--source-port"): _m_sport,
+    ("tcp", "--syn"): _m_tcp_flags,
+    ("tcp", "--tcp-flags"): _m_tcp_flags,
+    ("udp", "--dport"): _m_dport,
+    ("udp", "--destination-port"): _m_dport,
+    ("udp", "--sport"): _m_sport,
+    ("udp", "--source-port"): _m_sport,
+    ("multiport", "--dports"): _m_multiport,
+    ("multiport", "--destination-ports"): _m_multiport,
+    ("multiport", "--sports"): _m_multiport,
+    ("multiport", "--source-ports"): _m_multiport,
+    ("multiport", "--ports"): _m_multiport,
+    ("mark", "--mark"): _m_mark,
+    ("connmark", "--mark"): _m_connmark,
+    ("conntrack", "--ctstate"): _m_ctstate,
+    ("state", "--state"): _m_ctstate,
+    ("set", "--match-set"): _m_set,
+    ("addrtype", "--dst-type"): _m_addrtype,
+    ("addrtype", "--src-type"): _m_addrtype,
+    ("owner", "--socket-exists"): _m_owner,
+    ("owner", "--uid-owner"): _m_owner,
+    ("owner", "--gid-owner"): _m_owner,
+    ("comment", "--comment"): _m_true,
+    ("iprange", "--src-range"): _m_iprange,
+    ("iprange", "--dst-range"): _m_iprange,
+    ("socket", "--transparent"): _m_socket,
+    ("socket", "--nowildcard"): _m_socket,
+    ("socket", "--restore-skmark"): _m_socket,
+    ("pkttype", "--pkt-type"): _m_pkttype,
+    # `-m limit`: assumed under its rate for one packet (stated by the trace).
+    ("limit", "--limit"): _m_true,
+    ("limit", "--limit-burst"): _m_true,
+    # set-match options that only affect counters
+    ("set", "--return-nomatch"): _m_true,
+    ("set", "--update-counters"): _m_true,
+    ("set", "--update-subcounters"): _m_true,
+    ("addrtype", "--limit-iface-in"): _m_true,
+    ("addrtype", "--limit-iface-out"): _m_true,
+}
+
+# Options that appear with a module but carry no condition of their own.
+_MODULE_ONLY = {"-m", "--match"}
+
+
+def eval_match(m: Match, p: Packet, c: Context, hook: str) -> Tri:
+    """Evaluate one match; None when it is not modelled (the caller decides what that means)."""
+    if m.option in _MODULE_ONLY:
+        return True
+    if m.module == "statistic":
+        return None  # handled as a fork by the walker
+    fn = MATCHES.get((m.module, m.option))
+    if fn is None:
+        return None
+    try:
+        result = fn(m, p, c, hook)
+    except (ValueError, IndexError):
+        return None
+    if result is None:
+        return None
+    return (not result) if m.negated else result
+
+
+# --------------------------------------------------------------------------- targets
+
+
+def _xmark(old: int, value: int, mask: int) -> int:
+    """`--set-xmark value/mask`: zero the mask bits, then XOR the value (iptables-extensions(8))."""
+    return ((old & ~mask) ^ value) & ALL_ONES
+
+
+def _opt(rule: Rule, *names: str) -> str | None:
+    args = rule.target_option(*names)
+    if args is None:
+        return None
+    return args[0] if args else ""
+
+
+def _first_addr(ns: NetNamespace, dev: str | None, family: int) -> IPAddress | None:
+    """The primary address of `dev` (first one, as `ip addr` lists them)."""
+    if dev is None:
+        return None
+    link = ns.link(dev)
+    for addr in link.addresses if link else ():
+        if addr.interface.version == family:
+            return addr.interface.ip
+    return None
+
+
+@dataclass(frozen=True, slots=True)
+class _Effect:
+    kind: str  # "continue" | "accept" | "drop" | "reject" | "return" | "jump" | "goto" | "unknown"
+    packet: Packet
+    summary: str
+    action: str
+
+
+def apply_target(rule: Rule, p: Packet, c: Context, hook: str) -> _Effect:
+    """Apply a matched rule's target to the packet."""
+    t = rule.target
+    if t is None:
+        return _Effect("continue", p, "counted (rule has no target)", "continue")
+    if t == "ACCEPT":
+        return _Effect("accept", p, "ACCEPT", "accept")
+    if t == "DROP":
+        return _Effect("drop", p, "DROP", "drop")
+    if t == "REJECT":
+        how = _opt(rule, "--reject-with") or "icmp-port-unreachable"
+        return _Effect("reject", p, f"REJECT --reject-with {how}", "reject")
+    if t == "RETURN":
+        return _Effect("return", p, "RETURN", "return")
+    if t in _NOOP_TARGETS:
+        return _Effect("continue", p, f"{t} (does not change the packet)", "continue")
+    if t == "MARK":
+        old = p.mark
+        if (v := _opt(rule, "--set-xmark")) is not None:
+            value, mask = parse_mark(v)
+            new = _xmark(old, value, mask)
+        elif (v := _opt(rule, "--set-mark")) is not None:
+            value, mask = parse_mark(v)
+            new = ((old & ~mask) | value) & ALL_ONES
+        elif (v := _opt(rule, "--and-mark")) is not None:
+            new = old & _int(v)
+        elif (v := _opt(rule, "--or-mark")) is not None:
+            new = old | _int(v)
+        elif (v := _opt(rule, "--xor-mark")) is not None:
+            new = old ^ _int(v)
+        else:
+            return _Effect("unknown", p, f"MARK with unmodelled options: {rule.text}", "unknown")
+        return _Effect("continue", replace(p, mark=new), f"MARK {old:#x} -> {new:#x}", "mark")
+    if t == "CONNMARK":
+        old_ct, old = p.ctmark, p.mark
+        nfmask = _int(_opt(rule, "--nfmask") or _opt(rule, "--mask") or "0xffffffff")
+        ctmask = _int(_opt(rule, "--ctmask") or _opt(rule, "--mask") or "0xffffffff")
+        if rule.target_option("--save-mark") is not None:
+            # ctmark = (ctmark & ~ctmask) ^ (nfmark & nfmask)
+            new_ct = ((old_ct & ~ctmask) ^ (old & nfmask)) & ALL_ONES
+            return _Effect("continue", replace(p, ctmark=new_ct),
+                           f"CONNMARK save: ctmark {old_ct:#x} -> {new_ct:#x}", "mark")
+        if rule.target_option("--restore-mark") is not None:
+            # nfmark = (nfmark & ~nfmask) ^ (ctmark & ctmask)
+            new = ((old & ~nfmask) ^ (old_ct & ctmask)) & ALL_ONES
+            return _Effect("continue", replace(p, mark=new),
+                           f"CONNMARK restore: mark {old:#x} -> {new:#x}", "mark")
+        if (v := _opt(rule, "--set-xmark")) is not None:
+            value, mask = parse_mark(v)
+            new_ct = _xmark(old_ct, value, mask)
+        elif (v := _opt(rule, "--set-mark")) is not None:
+            value, mask = parse_mark(v)
+            new_ct = ((old_ct & ~mask) | value) & ALL_ONES
+        else:
+            return _Effect("unknown", p, f"CONNMARK with unmodelled options: {rule.text}", "unknown")
+        return _Effect("continue", replace(p, ctmark=new_ct),
+                       f"CONNMARK ctmark {old_ct:#x} -> {new_ct:#x}", "mark")
+    if t == "CT":
+        if (z := _opt(rule, "--zone")) is not None:
+            return _Effect("continue", replace(p, ct_zone=int(z)), f"CT zone {z}", "continue")
+        if rule.target_option("--notrack") is not None:
+            return _Effect("continue", replace(p, ctstate="UNTRACKED"), "CT notrack", "continue")
+        return _Effect("continue", p, "CT (no effect on the path)", "continue")
+    if t == "TPROXY":
+        return _tproxy(rule, p, c, hook)
+    if t == "REDIRECT":
+        return _redirect(rule, p, c, hook)
+    if t == "DNAT":
+        spec = _opt(rule, "--to-destination", "--to")
+        if not spec:
+            return _Effect("unknown", p, f"DNAT without --to-destination: {rule.text}", "unknown")
+        ip, port = _split_hostport(spec, p.dport)
+        q = replace(p, dst=ip, dport=port, dnat_done=True,
+                    original_dst=p.original_dst or p.dst_addr)
+        return _Effect("accept", q, f"DNAT {p.dst_addr} -> {SocketAddr(ip, port)}", "nat")
+    if t == "SNAT":
+        spec = _opt(rule, "--to-source", "--to")
+        if not spec:
+            return _Effect("unknown", p, f"SNAT without --to-source: {rule.text}", "unknown")
+        ip, port = _split_hostport(spec, p.sport)
+        q = replace(p, src=ip, sport=port, snat_done=True)
+        return _Effect("accept", q, f"SNAT source -> {SocketAddr(ip, port)}", "nat")
+    if t == "MASQUERADE":
+        if c.out_src is None:
+            return _Effect("unknown", p, "MASQUERADE: outgoing address unknown", "unknown")
+        q = replace(p, src=c.out_src, snat_done=True)
+        return _Effect("accept", q, f"MASQUERADE source -> {c.out_src}", "nat")
+    # A chain of the same table: jump or goto.
+    return _Effect("goto" if rule.goto else "jump", p, f"{'goto' if rule.goto else 'jump'} {t}",
+                   "goto" if rule.goto else "jump")
+
+
+def _split_hostport(spec: str, default_port: int) -> tuple[IPAddress, int]:
+    spec = spec.split("-")[0] if spec.count(":") <= 1 and "-" in spec.split(":")[0] else spec
+    if spec.startswith("["):
+        host, _, rest = spec[1:].partition("]")
+        port = int(rest[1:].split("-")[0]) if rest.startswith(":") else default_port
+        return ipaddress.ip_address(host), port
+    if spec.count(":") == 1:
+        host, port_s = spec.split(":")
+        port = int(port_s.split("-")[0]) if port_s else default_port
+        return ipaddress.ip_address(host.split("-")[0]), port
+    return ipaddress.ip_address(spec.split("-")[0]), default_port
+
+
+def _tproxy(rule: Rule, p: Packet, c: Context, hook: str) -> _Effect:
+    """TPROXY (iptables-extensions(8)): assign the packet to a transparent local listener.
+
+    The listener is looked up on --on-ip (default: the primary address of the incoming
+    device, else the packet's destination; `nf_tproxy_laddr4`) and --on-port (0: keep the
+    destination port). The destination is NOT rewritten: the accepted socket's
+    getsockname() is the original destination. When no transparent listener exists the
+    kernel drops the packet (`tproxy_tg4` returns NF_DROP). On success the mark is set
+    (`--tproxy-mark value/mask`) so an `ip rule` can route it to `local` and the rule is
+    terminal (NF_ACCEPT).
+    """
+    if hook != "prerouting":
+        return _Effect("unknown", p, "TPROXY outside PREROUTING", "unknown")
+    port_s = _opt(rule, "--on-port")
+    ip_s = _opt(rule, "--on-ip")
+    port = int(port_s) if port_s and int(port_s) else p.dport
+    ip = ipaddress.ip_address(ip_s) if ip_s else None
+    if ip is None or ip.is_unspecified:
+        ip = _first_addr(c.ns, p.iif, p.family) or p.dst
+    mark_s = _opt(rule, "--tproxy-mark")
+    new_mark = p.mark
+    if mark_s:
+        value, mask = parse_mark(mark_s)
+        new_mark = _xmark(p.mark, value, mask)
+    listener = find_listener(c.listeners, ip, port)
+    target = SocketAddr(ip, port)
+    if c.listeners is not None and listener is None:
+        return _Effect("drop", p, f"TPROXY to {target}: no listener there, the kernel drops it",
+                       "drop")
+    if c.listeners is None:
+        c.notes.append(
+            f"{c.ns.label}: no ss-listen.txt in the bundle; assumed a transparent listener on {target}"
+        )
+    q = replace(p, mark=new_mark, tproxy=target)
+    if rule.target_option("--nft-no-verdict") is not None:
+        # nft `tproxy` without a verdict statement: the socket is assigned and the rule
+        # set continues (the iptables target is terminal).
+        return _Effect("continue", q, f"tproxy -> listener {target}, mark {p.mark:#x} -> "
+                       f"{new_mark:#x} (no verdict: evaluation continues)", "tproxy")
+    return _Effect("accept", q, f"TPROXY -> listener {target}, mark {p.mark:#x} -> {new_mark:#x}",
+                   "tproxy")
+
+
+def _redirect(rule: Rule, p: Packet, c: Context, hook: str) -> _Effect:
+    """REDIRECT: DNAT to the incoming interface's primary address, or to the loopback
+    address for locally generated packets (127.0.0.1 / ::1), port --to-ports."""
+    ports = _opt(rule, "--to-ports", "--to-port")
+    port = int(ports.split("-")[0].split(":")[0]) if ports else p.dport
+    if hook == "output" or p.iif is None:
+        ip: IPAddress = ipaddress.ip_address("127.0.0.1" if p.family == 4 else "::1")
+    else:
+        found = _first_addr(c.ns, p.iif, p.family)
+        if found is None:
+            return _Effect("drop", p, f"REDIRECT: {p.iif} has no address, the kernel drops it",
+                           "drop")
+        ip = found
+    q = replace(p, dst=ip, dport=port, dnat_done=True, original_dst=p.original_dst or p.dst_addr)
+    return _Effect("accept", q, f"REDIRECT {p.dst_addr} -> {SocketAddr(ip, port)}", "nat")
+
+
+def find_listener(listeners: tuple[Listener, ...] | None, ip: IPAddress, port: int) -> Listener | None:
+    """The socket that would take a connection to ip:port: an exact bind beats a wildcard."""
+    best: Listener | None = None
+    for lst in listeners or ():
+        if lst.port != port or lst.proto != "tcp" or not lst.accepts(ip):
+            continue
+        if lst.address is not None and lst.address == ip:
+            return lst
+        best = best or lst
+    return best
+
+
+# --------------------------------------------------------------------------- the walk
+
+
+class _Stop(Exception):
+    """Internal: the walk cannot decide (insufficient-info)."""
+
+    def __init__(self, reason: str, culprit: SourceRef) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.culprit = culprit
+
+
+def hook_tables(ns: NetNamespace, hook: str, family: int) -> list[tuple[Table, Chain]]:
+    """Base chains registered at `hook` for `family`, in the order the kernel runs them."""
+    found: list[tuple[int, int, Table, Chain]] = []
+    order = 0
+    for table in ns.tables():
+        if table.family not in _FAMILY_TABLES[family]:
+            continue
+        for chain in table.base_chains():
+            assert chain.base is not None
+            if chain.base.hook == hook:
+                found.append((chain.base.priority, order, table, chain))
+                order += 1
+    found.sort(key=lambda item: (item[0], item[1]))
+    return [(t, ch) for _, _, t, ch in found]
+
+
+def run_hook(ns: NetNamespace, hook: str, packet: Packet, ctx: Context) -> HookResult:
+    """Run every base chain at `hook`, following the first branch of any statistic fork."""
+    p = packet
+    steps: list[NfStep] = []
+    for table, chain in hook_tables(ns, hook, p.family):
+        assert chain.base is not None
+        if chain.base.kind == "nat":
+            is_dst = hook in ("prerouting", "output")
+            if p.ctstate != "NEW" or (p.dnat_done if is_dst else p.snat_done):
+                continue
+        try:
+            verdict, p2, sub, branches = _walk_base(table, chain, p, ctx, hook)
+        except _Stop as stop:
+            return HookResult("insufficient-info", p, tuple(steps), stop.reason, stop.culprit,
+                              tuple(ctx.notes))
+        except ParseError as exc:
+            src = SourceRef(exc.path, exc.line)
+            return HookResult("insufficient-info", p, tuple(steps), exc.message, src,
+                              tuple(ctx.notes))
+        steps.extend(sub)
+        if chain.base.kind == "nat":
+            # Whatever the rules said, this manip is now decided for the connection.
+            if hook in ("prerouting", "output"):
+                p2 = replace(p2, dnat_done=True)
+            else:
+                p2 = replace(p2, snat_done=True)
+        if verdict in ("drop", "reject"):
+            last = sub[-1] if sub else None
+            return HookResult(verdict, p2, tuple(steps), last.summary if last else verdict,
+                              last.source if last else None, tuple(ctx.notes))
+        p = p2
+    return HookResult("accept", p, tuple(steps), notes=tuple(ctx.notes))
+
+
+def _walk_base(
+    table: Table, base: Chain, p: Packet, ctx: Context, hook: str
+) -> tuple[str, Packet, list[NfStep], list[str]]:
+    """Walk one base chain; returns (verdict, packet, steps, statistic branch notes)."""
+    decisions: list[bool] = []
+    verdict, q, steps, points = _walk(table, base, p, ctx, hook, decisions)
+    if not points:
+        return verdict, q, steps, []
+    # Enumerate the other statistic branches (bounded), describing where each leads.
+    alternatives: list[str] = []
+    queue: list[list[bool]] = [[True] * i + [False] for i in range(len(points))]
+    seen = 0
+    while queue and seen < 32:
+        prefix = queue.pop(0)
+        seen += 1
+        try:
+            v2, q2, s2, pts2 = _walk(table, base, p, Context(ctx.ns, ctx.local_addresses,
+                                     ctx.listeners, ctx.out_dev, ctx.out_src), hook, list(prefix))
+        except (_Stop, ParseError):
+            alternatives.append("another branch cannot be decided")
+            continue
+        last = next((s for s in reversed(s2) if s.action in ("nat", "accept", "drop", "reject",
+                                                              "tproxy", "policy")), None)
+        alternatives.append(f"{v2}: {last.summary if last else 'falls through'}"
+                            + (f" ({q2.dst_addr})" if q2.dst_addr != p.dst_addr else ""))
+        for i in range(len(prefix), len(pts2)):
+            queue.append(prefix + [True] * (i - len(prefix)) + [False])
+    # Attach the alternatives to the first statistic step of the main walk.
+    for i, st in enumerate(steps):
+        if st.action == "jump" and st.rule is not None and any(
+            m.module == "statistic" for m in st.rule.matches
+        ) or (st.rule is not None and any(m.module == "statistic" for m in st.rule.matches)):
+            steps[i] = replace(st, branches=tuple(alternatives))
+            break
+    return verdict, q, steps, alternatives
+
+
+def _walk(
+    table: Table, base: Chain, p: Packet, ctx: Context, hook: str, decisions: list[bool]
+) -> tuple[str, Packet, list[NfStep], list[int]]:
+    steps: list[NfStep] = []
+    points: list[int] = []  # indices of statistic decisions taken
+    stack: list[tuple[Chain, int]] = []  # return points: (chain, next index)
+    chain, index = base, 0
+    depth = 0
+    while True:
+        rules = chain.rules
+        if index >= len(rules):
+            if chain is not base and stack:
+                chain, index = stack.pop()
+                continue
+            # End of the base chain, or of a user chain the base chain entered by goto:
+            # the base chain's policy applies.
+            return _policy(table, base, p, steps, points)
+        rule = rules[index]
+        index += 1
+        matched = True
+        unknown: Match | None = None
+        for m in rule.matches:
+            if m.module == "statistic":
+                continue
+            r = eval_match(m, p, ctx, hook)
+            if r is False:
+                matched = False
+                break
+            if r is None:
+                unknown = unknown or m
+        if not matched:
+            continue
+        if any(m.module == "statistic" for m in rule.matches):
+            pos = len(points)
+            points.append(pos)
+            take = decisions[pos] if pos < len(decisions) else True
+            if pos >= len(decisions):
+                decisions.append(True)
+            if not take:
+                continue
+        if unknown is not None:
+            if rule.target is None or rule.target in _NOOP_TARGETS:
+                steps.append(NfStep(table, chain.name, rule.position, "unknown-skipped",
+                                    f"match `{unknown}` not modelled; the rule cannot change the "
+                                    "path, skipped", rule.source, p.mark, p.mark, rule))
+                continue
+            raise _Stop(f"cannot decide rule {table.name}/{chain.name} #{rule.position}: "
+                        f"match `{unknown}` is not modelled", rule.source)
+        eff = apply_target(rule, p, ctx, hook)
+        if eff.kind == "unknown":
+            raise _Stop(f"cannot apply {table.name}/{chain.name} #{rule.position}: {eff.summary}",
+                        rule.source)
+        steps.append(NfStep(table, chain.name, rule.position, eff.action, eff.summary,
+                            rule.source, p.mark, eff.packet.mark, rule))
+        p = eff.packet
+        if eff.kind == "continue":
+            continue
+        if eff.kind in ("accept", "drop", "reject"):
+            return eff.kind, p, steps, points
+        if eff.kind == "return":
+            if not stack:
+                return _policy(table, base, p, steps, points)
+            chain, index = stack.pop()
+            continue
+        target = table.chains.get(rule.target or "")
+        if target is None:
+            raise _Stop(f"{table.name}/{chain.name} #{rule.position}: target {rule.target} is "
+                        "neither a known target nor a chain of this table", rule.source)
+        depth += 1
+        if depth > 10_000:
+            raise _Stop("chain walk does not terminate (loop?)", rule.source)
+        if eff.kind == "jump":
+            stack.append((chain, index))
+        chain, index = target, 0
+
+
+def _policy(
+    table: Table, base: Chain, p: Packet, steps: list[NfStep], points: list[int]
+) -> tuple[str, Packet, list[NfStep], list[int]]:
+    # nft base chains and iptables built-in chains have a policy; default accept.
+    pol = (base.policy or "ACCEPT").upper()
+    steps.append(NfStep(table, base.name, None, "policy", f"end of {base.name}: policy {pol}",
+                        base.source, p.mark, p.mark))
+    return ("accept" if pol == "ACCEPT" else "drop"), p, steps, points
+
+
+def iter_rules(ns: NetNamespace) -> Iterator[tuple[Table, Chain, Rule]]:
+    """Every parsed rule of a namespace (tokenising all chains: for checks, not hot paths)."""
+    for table in ns.tables():
+        for chain in table.chains.values():
+            for rule in chain.rules:
+                yield table, chain, rule
