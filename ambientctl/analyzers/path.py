@@ -1,0 +1,648 @@
+"""Follow one packet through the kernel, namespace by namespace, until a socket takes it.
+
+This is the datapath half of the trace: a *leg* starts at a socket that opens a
+connection and ends at the socket that accepts it (a ztunnel listener or the app), or
+where the packet dies. In each namespace the kernel's order is followed:
+
+    locally generated: route (source selection) -> OUTPUT (raw, mangle, nat, filter)
+                       -> reroute if mark/destination changed -> POSTROUTING -> device
+                       (a `local` route loops through `lo`: PREROUTING raw/mangle, INPUT)
+    received:          PREROUTING (raw, mangle, nat) -> route (ip rule, table) with
+                       reverse-path check -> INPUT -> socket, or ip_forward -> FORWARD
+                       -> POSTROUTING -> device
+
+Leaving by a device hands the packet to the namespace at the other end: the veth peer
+(matched by ifindex pairs, `eth0@if7`), the far end of a tunnel (geneve/vxlan `remote`),
+or, when the link's other end is not in the bundle (kind's docker bridge, a cloud
+fabric), the namespace that owns the next-hop address.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Iterable
+from dataclasses import dataclass, field, replace
+from enum import StrEnum
+
+from ambientctl.analyzers import netfilter, routing
+from ambientctl.analyzers.packet import Packet, SocketAddr
+from ambientctl.model import IPAddress, Link, Listener, NetNamespace, SourceRef, Snapshot
+
+MAX_HOPS = 24
+ZTUNNEL_PORTS = {15001: "ztunnel-outbound", 15006: "ztunnel-inbound-plaintext",
+                 15008: "ztunnel-inbound-hbone", 15053: "ztunnel-dns"}
+SIDECAR_PORTS = {15001: "sidecar-outbound", 15006: "sidecar-inbound"}
+
+
+class Disposition(StrEnum):
+    """How a leg (or the whole trace) ends."""
+
+    DELIVERED = "delivered"
+    BYPASSED_MESH = "bypassed-mesh"
+    REFUSED = "refused"
+    DROPPED = "dropped"
+    NO_ROUTE = "no-route"
+    INSUFFICIENT_INFO = "insufficient-info"
+    LEFT_BUNDLE = "left-bundle"  # forwarded to something the bundle does not describe
+    LOOP = "loop"
+
+
+@dataclass(frozen=True, slots=True)
+class Step:
+    """One thing the kernel did to the packet, with the evidence that says so."""
+
+    kind: str  # enter | route | rule | policy | sysctl | exit | deliver | drop | note | ztunnel
+    summary: str
+    source: SourceRef | None = None
+    hook: str | None = None
+    table: str | None = None
+    chain: str | None = None
+    position: int | None = None
+    mark_before: int | None = None
+    mark_after: int | None = None
+    rule_priority: int | None = None
+    route_table: str | None = None
+    device: str | None = None
+    next_netns: str | None = None
+    backend: str | None = None
+    branches: tuple[str, ...] = ()
+    packet: str | None = None  # the packet after this step, when it changed
+
+
+@dataclass
+class Hop:
+    """The packet's visit to one network namespace."""
+
+    node: str
+    netns: str
+    pod: str | None
+    role: str
+    steps: list[Step] = field(default_factory=list)
+
+
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    """The socket that accepted the connection."""
+
+    node: str
+    pod: str | None
+    netns: str
+    address: str  # the listening socket's bound address ("0.0.0.0", "::", "127.0.0.1")
+    port: int
+    component: str  # ztunnel-outbound | ztunnel-inbound-hbone | ztunnel-inbound-plaintext | app ...
+    local: SocketAddr  # getsockname() of the accepted socket
+    listener: SourceRef | None = None  # the ss line, when collected
+
+
+Tuple4 = tuple[IPAddress, int, IPAddress, int]  # src, sport, dst, dport
+
+
+@dataclass(frozen=True, slots=True)
+class ConnEntry:
+    """The conntrack entry a leg's first packet left in one namespace.
+
+    `t_in` is the tuple as the packet arrived (or was sent), `t_out` as it left or was
+    delivered (after DNAT/REDIRECT/SNAT). An answer whose tuple is the reverse of `t_out`
+    belongs to this connection: it is ESTABLISHED, carries the entry's connmark, bypasses
+    the nat tables, and is un-NATed back to the reverse of `t_in`.
+    """
+
+    netns: str
+    t_in: Tuple4
+    t_out: Tuple4
+    ctmark: int
+
+
+def _tuple(p: Packet) -> Tuple4:
+    assert p.src is not None
+    return (p.src, p.sport, p.dst, p.dport)
+
+
+def _reverse(t: Tuple4) -> Tuple4:
+    return (t[2], t[3], t[0], t[1])
+
+
+@dataclass
+class LegResult:
+    """The datapath of one connection."""
+
+    disposition: Disposition
+    hops: list[Hop]
+    packet: Packet  # as it was when the leg ended
+    first_packet: Packet
+    delivered_to: Delivery | None = None
+    original_destination: SocketAddr | None = None
+    reason: str | None = None
+    culprit: SourceRef | None = None
+    client: SocketAddr | None = None  # the connecting socket's address (after source selection)
+    conntrack: list[ConnEntry] = field(default_factory=list)
+    reply: LegResult | None = None  # the SYN-ACK's way back, once simulated
+
+
+@dataclass(frozen=True)
+class World:
+    """Indices over a snapshot that the walk needs at every hop."""
+
+    snap: Snapshot
+    by_id: dict[str, NetNamespace]
+    owners: dict[IPAddress, list[tuple[NetNamespace, Link]]]
+    local: dict[str, frozenset[IPAddress]]
+    roles: dict[str, str]
+
+    @classmethod
+    def build(cls, snap: Snapshot, roles: dict[str, str]) -> World:
+        by_id: dict[str, NetNamespace] = {}
+        owners: dict[IPAddress, list[tuple[NetNamespace, Link]]] = {}
+        local: dict[str, frozenset[IPAddress]] = {}
+        for ns in snap.namespaces():
+            by_id[ns.id] = ns
+            for link, addr in ns.addresses():
+                ip = addr.interface.ip
+                if ip.is_loopback or (ip.version == 6 and ip.is_link_local):
+                    continue
+                owners.setdefault(ip, []).append((ns, link))
+            local[ns.id] = netfilter.local_addresses(ns)
+        return cls(snap, by_id, owners, local, roles)
+
+
+def _step_from_nf(s: netfilter.NfStep, hook: str, p_after: Packet | None = None) -> Step:
+    where = f"{s.table.family} {s.table.name} {s.chain}" + (
+        f" #{s.position}" if s.position is not None else "")
+    return Step(
+        kind="policy" if s.action == "policy" else "rule",
+        summary=f"{where}: {s.summary}",
+        source=s.source,
+        hook=hook.upper(),
+        table=s.table.name,
+        chain=s.chain,
+        position=s.position,
+        mark_before=s.mark_before,
+        mark_after=s.mark_after,
+        backend=s.table.backend,
+        branches=s.branches,
+    )
+
+
+def _route_steps(r: routing.RouteResult, assumed_note: list[str], ns: NetNamespace) -> list[Step]:
+    out: list[Step] = []
+    if r.assumed_rules:
+        assumed_note.append(f"{ns.label}: ip rule was not collected; assumed the default rules "
+                            "(0 local, 32766 main, 32767 default)")
+    for rs in r.steps:
+        rule = rs.rule
+        if rs.outcome == "hit":
+            route = rs.route
+            assert route is not None
+            out.append(Step("ip-rule", f"ip rule {rule.priority} matches: lookup table "
+                            f"{route.table}", rule.source, rule_priority=rule.priority))
+            how = f"via {r.gateway} " if r.gateway else ""
+            out.append(Step("route", f"table {route.table}: {route.type} {route.dst} "
+                            f"{how}dev {r.dev}" + (f" src {r.src}" if r.src else ""),
+                            route.source, rule_priority=rule.priority, route_table=route.table,
+                            device=r.dev))
+        else:
+            out.append(Step("ip-rule", f"ip rule {rule.priority} matches: {rs.note or rs.outcome}",
+                            rule.source, rule_priority=rule.priority))
+    for s in r.skipped:
+        out.append(Step("note", f"route not usable: {s}"))
+    return out
+
+
+class PathWalker:
+    """Walks legs through a `World`. Collects assumptions as it goes."""
+
+    def __init__(self, world: World) -> None:
+        self.world = world
+        self.assumptions: list[str] = []
+        self._client: SocketAddr | None = None
+        # forward: conntrack entries being built; reply: the entries to match against
+        self._open: dict[str, Tuple4] = {}
+        self._conns: list[ConnEntry] = []
+        self._reply_to: tuple[str, SocketAddr] | None = None
+
+    # ---------------------------------------------------------------- helpers
+    def _ctx(self, ns: NetNamespace, out_dev: str | None = None,
+             out_src: IPAddress | None = None) -> netfilter.Context:
+        return netfilter.Context(ns, self.world.local[ns.id], ns.listeners, out_dev, out_src)
+
+    def _hook(self, hop: Hop, ns: NetNamespace, hook: str, p: Packet,
+              ctx: netfilter.Context) -> netfilter.HookResult:
+        res = netfilter.run_hook(ns, hook, p, ctx)
+        for s in res.steps:
+            hop.steps.append(_step_from_nf(s, hook))
+        for n in res.notes:
+            if n not in self.assumptions:
+                self.assumptions.append(n)
+        if res.packet != p and (res.packet.dst != p.dst or res.packet.dport != p.dport
+                                or res.packet.src != p.src):
+            hop.steps.append(Step("note", f"packet now {res.packet.describe()}",
+                                  packet=res.packet.describe()))
+        return res
+
+    def _nf_missing(self, ns: NetNamespace) -> str | None:
+        if ns.rulesets is None:
+            return f"{ns.label}: no netfilter rules in the bundle ({ns.dir}/iptables-save.txt)"
+        return None
+
+    def _sysctl_default(self, ns: NetNamespace) -> int:
+        return 1 if ns.pod is None else 0
+
+    # ---------------------------------------------------------------- the leg
+    def connect(
+        self,
+        start: NetNamespace,
+        *,
+        dst: IPAddress,
+        dport: int,
+        proto: str = "tcp",
+        src: IPAddress | None = None,
+        sport: int = 40000,
+        mark: int = 0,
+        uid: int | None = None,
+    ) -> LegResult:
+        """A socket in `start` connects to dst:dport (optionally bound to `src`, with SO_MARK)."""
+        p = Packet(family=dst.version, proto=proto, src=src, dst=dst, sport=sport, dport=dport,
+                   mark=mark, local_socket=True, uid=uid)
+        hops: list[Hop] = []
+        first = p
+        ns = start
+        hop = self._new_hop(ns, hops)
+        hop.steps.append(Step("enter", f"socket in {ns.label} connects to {p.dst_addr}"
+                              + (f" from {src}" if src else "")
+                              + (f" with SO_MARK {mark:#x}" if mark else "")))
+        self._client = SocketAddr(src, sport) if src is not None else None
+        self._open, self._conns, self._reply_to = {}, [], None
+        if src is not None:
+            self._open[ns.id] = _tuple(p)
+        result = self._local_out(ns, p, hop, hops)
+        return self._run(result, hops, first)
+
+    def _run(self, result: LegResult | tuple[NetNamespace, Packet], hops: list[Hop],
+             first: Packet) -> LegResult:
+        p = first
+        for _ in range(MAX_HOPS):
+            if isinstance(result, LegResult):
+                result.first_packet = first
+                result.client = self._client
+                result.conntrack = list(self._conns)
+                return result
+            ns, p = result
+            hop = self._new_hop(ns, hops)
+            hop.steps.append(Step("enter", f"arrives on {p.iif} in {ns.label}: {p.describe()}",
+                                  device=p.iif))
+            result = self._receive(ns, p, hop, hops)
+        return LegResult(Disposition.LOOP, hops, p, first,
+                         reason=f"more than {MAX_HOPS} namespaces crossed: a routing loop?")
+
+    def reply(self, fwd: LegResult, *, mark: int, mark_why: str) -> LegResult:
+        """Simulate the answer (SYN-ACK, or the kernel's RST) back to the connecting socket.
+
+        A connection only exists when its answer finds the way back: on the 2022 design an
+        asymmetric return (a pod still in the ipset, a missing table-100 route) sends the
+        answer into a ztunnel tunnel instead of to the client, and the client never hears
+        back. A SYN-ACK leaves the accepting socket with that socket's SO_MARK; a RST for a
+        closed port is sent by the kernel with mark 0 and no socket (`tcp_v4_send_reset`,
+        unless net.ipv4.fwmark_reflect). Either meets the connection's conntrack entry in
+        every namespace it crosses.
+        """
+        p0 = fwd.packet
+        assert p0.src is not None and fwd.client is not None and fwd.hops
+        refused = fwd.disposition == Disposition.REFUSED
+        ns = self.world.by_id[fwd.delivered_to.netns if fwd.delivered_to else fwd.hops[-1].netns]
+        entry = next((e for e in reversed(fwd.conntrack) if e.netns == ns.id), None)
+        if refused and entry is None:
+            entry = ConnEntry(ns.id, self._open.get(ns.id, _tuple(p0)), _tuple(p0), p0.ctmark)
+        # The answer leaves with the tuple the socket sees: from the address the SYN was
+        # addressed to (TPROXY never rewrote it; conntrack maps a REDIRECT back after
+        # OUTPUT) to the peer.
+        p = Packet(family=p0.family, proto=p0.proto, src=p0.dst, sport=p0.dport,
+                   dst=p0.src, dport=p0.sport, mark=0 if refused else mark,
+                   local_socket=not refused, ctstate="ESTABLISHED",
+                   ctmark=entry.ctmark if entry else 0, dnat_done=True, snat_done=True,
+                   tcp_flags="RST,ACK" if refused else "SYN,ACK")
+        self._conns = list(fwd.conntrack) + ([entry] if refused and entry else [])
+        self._reply_to = (fwd.hops[0].netns, fwd.client)
+        hops: list[Hop] = []
+        hop = self._new_hop(ns, hops)
+        if refused:
+            hop.steps.append(Step("enter", f"nothing listens: the kernel answers with a reset "
+                                  f"{p.describe()}"))
+        else:
+            hop.steps.append(Step("enter", f"the accepting socket answers: {p.describe()}"
+                                  + (f" (SO_MARK {mark:#x}: {mark_why})" if mark else "")))
+        result = self._local_out(ns, p, hop, hops, entry=entry)
+        out = self._run(result, hops, p)
+        self._reply_to = None
+        return out
+
+    def _start_of(self, fwd: LegResult) -> str:
+        return fwd.hops[0].netns
+
+    def _reply_arrived(self, ns: NetNamespace, p: Packet, hop: Hop, hops: list[Hop]) -> LegResult:
+        assert self._reply_to is not None
+        want_ns, client = self._reply_to
+        if ns.id == want_ns and p.dst == client.ip and p.dport == client.port:
+            hop.steps.append(Step("deliver", f"the answer reaches the connecting socket {client}: "
+                                  "the handshake completes"))
+            return LegResult(Disposition.DELIVERED, hops, p, p)
+        where = self.world.by_id[want_ns].label
+        reason = (f"the answer to {client} is delivered locally in {ns.label}"
+                  + (f" (TPROXY to {p.tproxy})" if p.tproxy else "")
+                  + f" instead of returning to the client in {where}: the handshake never "
+                  "completes")
+        hop.steps.append(Step("drop", reason))
+        return LegResult(Disposition.DROPPED, hops, p, p, reason=reason)
+
+    def _new_hop(self, ns: NetNamespace, hops: list[Hop]) -> Hop:
+        hop = Hop(ns.node, ns.id, str(ns.pod) if ns.pod else None,
+                  self.world.roles.get(ns.id, "unknown"))
+        hops.append(hop)
+        return hop
+
+    def _end(self, disp: Disposition, hops: list[Hop], p: Packet, reason: str,
+             culprit: SourceRef | None = None) -> LegResult:
+        hops[-1].steps.append(Step("drop", reason, culprit))
+        return LegResult(disp, hops, p, p, reason=reason, culprit=culprit)
+
+    def _route(self, ns: NetNamespace, p: Packet, hop: Hop, *, iif: str | None
+               ) -> routing.RouteResult:
+        r = routing.lookup(ns, dst=p.dst, src=p.src, mark=p.mark, iif=iif,
+                           oif=p.bound_dev, proto=p.proto, sport=p.sport, dport=p.dport, uid=p.uid)
+        hop.steps.extend(_route_steps(r, self.assumptions, ns))
+        return r
+
+    def _route_fail(self, r: routing.RouteResult, hops: list[Hop], p: Packet) -> LegResult:
+        if r.kind == "insufficient-info":
+            return self._end(Disposition.INSUFFICIENT_INFO, hops, p, r.reason or "routing unknown")
+        culprit = r.route.source if r.route else (r.rule.source if r.rule else None)
+        if r.kind == "no-route":
+            return self._end(Disposition.NO_ROUTE, hops, p, r.reason or "no route", culprit)
+        return self._end(Disposition.DROPPED if r.kind == "blackhole" else Disposition.NO_ROUTE,
+                         hops, p, r.reason or r.kind, culprit)
+
+    def _local_out(self, ns: NetNamespace, p: Packet, hop: Hop, hops: list[Hop],
+                   entry: ConnEntry | None = None) -> LegResult | tuple[NetNamespace, Packet]:
+        if (why := self._nf_missing(ns)) is not None:
+            return self._end(Disposition.INSUFFICIENT_INFO, hops, p, why)
+        r = self._route(ns, p, hop, iif=None)
+        if r.kind not in ("unicast", "local"):
+            return self._route_fail(r, hops, p)
+        if p.src is None:
+            if r.src is None:
+                return self._end(Disposition.INSUFFICIENT_INFO, hops, p,
+                                 f"no source address for the route via {r.dev} in {ns.label}")
+            p = replace(p, src=r.src)
+            self._client = SocketAddr(r.src, p.sport)
+            self._open[ns.id] = _tuple(p)
+            hop.steps.append(Step("note", f"source address {r.src} (from the route)",
+                                  packet=p.describe()))
+        before = p
+        res = self._hook(hop, ns, "output", p, self._ctx(ns, r.dev, r.src))
+        if res.verdict != "accept":
+            return self._nf_fail(res, hops)
+        p = res.packet
+        if entry is not None:
+            p = self._unnat(p, entry, hop)
+        if p.mark != before.mark or p.dst != before.dst:
+            # mangle OUTPUT (a "route" chain) or nat OUTPUT changed what routing looks at:
+            # the kernel re-routes (`ip_route_me_harder`).
+            hop.steps.append(Step("note", "mark or destination changed in OUTPUT: re-route"))
+            r = self._route(ns, p, hop, iif=None)
+            if r.kind not in ("unicast", "local"):
+                return self._route_fail(r, hops, p)
+        out_dev = "lo" if r.kind == "local" else r.dev
+        res = self._hook(hop, ns, "postrouting", p, self._ctx(ns, out_dev, p.src))
+        if res.verdict != "accept":
+            return self._nf_fail(res, hops)
+        p = res.packet
+        if r.kind == "local":
+            # Looped back through lo: PREROUTING (raw, mangle; nat already decided), then
+            # INPUT. The output route stays attached to the skb: no new routing decision.
+            hop.steps.append(Step("exit", "local destination: loops back through lo",
+                                  device="lo"))
+            p = replace(p, iif="lo")
+            res = self._hook(hop, ns, "prerouting", p, self._ctx(ns))
+            if res.verdict != "accept":
+                return self._nf_fail(res, hops)
+            return self._local_in(ns, res.packet, hop, hops)
+        return self._exit(ns, p, r, hop, hops)
+
+    def _receive(self, ns: NetNamespace, p: Packet, hop: Hop, hops: list[Hop]
+                 ) -> LegResult | tuple[NetNamespace, Packet]:
+        if (why := self._nf_missing(ns)) is not None:
+            return self._end(Disposition.INSUFFICIENT_INFO, hops, p, why)
+        entry: ConnEntry | None = None
+        if self._reply_to is None:
+            self._open[ns.id] = _tuple(p)
+        else:
+            entry = self._match(ns, p)
+            if entry is not None:
+                p = replace(p, ctstate="ESTABLISHED", ctmark=entry.ctmark, dnat_done=True,
+                            snat_done=True)
+                hop.steps.append(Step("note", f"conntrack: answer of the connection seen here "
+                                      f"(ctmark {entry.ctmark:#x}); nat tables are skipped"))
+        res = self._hook(hop, ns, "prerouting", p, self._ctx(ns))
+        if res.verdict != "accept":
+            return self._nf_fail(res, hops)
+        p = res.packet
+        if entry is not None:
+            p = self._unnat(p, entry, hop)
+        assert p.iif is not None
+        r = self._route(ns, p, hop, iif=p.iif)
+        if r.kind not in ("unicast", "local"):
+            return self._route_fail(r, hops, p)
+        assert p.src is not None
+        check = routing.validate_source(ns, src=p.src, dst=p.dst, iif=p.iif, mark=p.mark)
+        if check.assumed:
+            self._assume(f"{ns.label}: rp_filter not in the bundle; assumed 0 (kernel default)")
+        if not check.ok:
+            return self._end(Disposition.DROPPED, hops, p, check.summary,
+                             check.evidence[-1] if check.evidence else None)
+        if check.evidence or "rp_filter=0" not in check.summary:
+            hop.steps.append(Step("sysctl", check.summary,
+                                  check.evidence[-1] if check.evidence else None))
+        if r.kind == "local":
+            return self._local_in(ns, p, hop, hops)
+        if p.tproxy is not None:
+            # ip_forward() drops an skb that already has a socket assigned.
+            return self._end(Disposition.DROPPED, hops, p,
+                             f"TPROXY assigned {p.tproxy} but the route is not local (no ip rule "
+                             "sends the TPROXY mark to a local table): the kernel drops it")
+        fwd = routing.ip_forward(ns, p.family, self._sysctl_default(ns))
+        if fwd.assumed:
+            self._assume(f"{ns.label}: ip_forward not in the bundle; assumed "
+                         f"{fwd.value} ({'node' if ns.pod is None else 'pod'} default)")
+        if not fwd.value:
+            return self._end(Disposition.DROPPED, hops, p, f"{ns.label} does not forward "
+                             f"(ip_forward=0) and {p.dst} is not local", fwd.source)
+        hop.steps.append(Step("sysctl", f"forwarding (ip_forward={fwd.value})", fwd.source))
+        res = self._hook(hop, ns, "forward", p, self._ctx(ns, r.dev))
+        if res.verdict != "accept":
+            return self._nf_fail(res, hops)
+        p = res.packet
+        out_src = routing.select_source(ns, r.route, p.dst) if r.route else None
+        res = self._hook(hop, ns, "postrouting", p, self._ctx(ns, r.dev, out_src))
+        if res.verdict != "accept":
+            return self._nf_fail(res, hops)
+        return self._exit(ns, res.packet, r, hop, hops)
+
+    def _assume(self, text: str) -> None:
+        if text not in self.assumptions:
+            self.assumptions.append(text)
+
+    def _nf_fail(self, res: netfilter.HookResult, hops: list[Hop]) -> LegResult:
+        if res.verdict == "insufficient-info":
+            return self._end(Disposition.INSUFFICIENT_INFO, hops, res.packet,
+                             res.reason or "netfilter undecidable", res.culprit)
+        return self._end(Disposition.DROPPED, hops, res.packet,
+                         f"{res.verdict}: {res.reason}", res.culprit)
+
+    def _local_in(self, ns: NetNamespace, p: Packet, hop: Hop, hops: list[Hop]) -> LegResult:
+        res = self._hook(hop, ns, "input", p, self._ctx(ns))
+        if res.verdict != "accept":
+            return self._nf_fail(res, hops)
+        p = res.packet
+        return self._deliver(ns, p, hop, hops)
+
+    def _close(self, ns: NetNamespace, p: Packet) -> None:
+        if self._reply_to is None and ns.id in self._open:
+            self._conns.append(ConnEntry(ns.id, self._open.pop(ns.id), _tuple(p), p.ctmark))
+
+    def _match(self, ns: NetNamespace, p: Packet) -> ConnEntry | None:
+        if p.src is None:
+            return None
+        for e in self._conns:
+            if e.netns == ns.id and _reverse(e.t_out) == _tuple(p):
+                return e
+        return None
+
+    def _unnat(self, p: Packet, e: ConnEntry, hop: Hop) -> Packet:
+        """Undo the connection's NAT on its answer: back to the reverse of the tuple it came in as."""
+        want = _reverse(e.t_in)
+        if _tuple(p) != want:
+            q = replace(p, src=want[0], sport=want[1], dst=want[2], dport=want[3])
+            hop.steps.append(Step("note", f"conntrack reverses the NAT: {q.describe()}",
+                                  packet=q.describe()))
+            return q
+        return p
+
+    def _deliver(self, ns: NetNamespace, p: Packet, hop: Hop, hops: list[Hop]) -> LegResult:
+        if self._reply_to is not None:
+            return self._reply_arrived(ns, p, hop, hops)
+        self._close(ns, p)
+        if p.tproxy is not None:
+            want, local = p.tproxy, p.dst_addr  # TPROXY: getsockname() is the original dst
+            original = p.dst_addr
+        else:
+            want = p.dst_addr
+            local = p.dst_addr
+            original = p.original_dst or p.dst_addr
+        listener = netfilter.find_listener(ns.listeners, want.ip, want.port)
+        if ns.listeners is not None and listener is None:
+            return LegResult(Disposition.REFUSED, hops, p, p,
+                             reason=f"nothing listens on {want} in {ns.label}: the kernel "
+                             "answers with a TCP reset (connection refused)",
+                             culprit=SourceRef(f"{ns.dir}/ss-listen.txt"))
+        if listener is None:
+            self._assume(f"{ns.label}: no ss-listen.txt; assumed something listens on {want}")
+        bound = _bound(listener, want)
+        component = self.component(ns, want.port, listener)
+        delivery = Delivery(node=ns.node, pod=str(ns.pod) if ns.pod else None, netns=ns.id,
+                            address=bound, port=want.port, component=component, local=local,
+                            listener=listener.source if listener else None)
+        proc = f" ({listener.process})" if listener and listener.process else ""
+        hop.steps.append(Step("deliver", f"delivered to {component} listening on "
+                              f"{bound}:{want.port}{proc}; original destination {original}",
+                              listener.source if listener else None))
+        return LegResult(Disposition.DELIVERED, hops, p, p, delivery, original)
+
+    def component(self, ns: NetNamespace, port: int, listener: Listener | None) -> str:
+        """Which program a port in this namespace belongs to, from the namespace's role."""
+        role = self.world.roles.get(ns.id, "")
+        proc = (listener.process or "") if listener else ""
+        if port in ZTUNNEL_PORTS and (
+            role in ("legacy-ztunnel", "inpod-ambient", "cilium-ztunnel") or "ztunnel" in proc
+        ):
+            return ZTUNNEL_PORTS[port]
+        if port in SIDECAR_PORTS and (role == "sidecar" or "envoy" in proc):
+            return SIDECAR_PORTS[port]
+        return "app"
+
+    # ---------------------------------------------------------------- crossing
+    def _exit(self, ns: NetNamespace, p: Packet, r: routing.RouteResult, hop: Hop,
+              hops: list[Hop]) -> LegResult | tuple[NetNamespace, Packet]:
+        dev = r.dev
+        if dev is None:
+            return self._end(Disposition.INSUFFICIENT_INFO, hops, p, "route without a device")
+        link = ns.link(dev)
+        if link is None:
+            return self._end(Disposition.INSUFFICIENT_INFO, hops, p,
+                             f"device {dev} is not in {ns.dir}/ip-addr.*")
+        if not link.admin_up:
+            return self._end(Disposition.DROPPED, hops, p, f"device {dev} is down",
+                             link.source)
+        nexthop = r.gateway or p.dst
+        found = self.next_namespace(ns, link, nexthop)
+        if found is None:
+            return self._end(Disposition.LEFT_BUNDLE, hops, p,
+                             f"leaves {ns.label} by {dev} towards {nexthop}: nothing in the bundle "
+                             "owns that next hop", link.source)
+        nxt, in_link, how = found
+        if not in_link.admin_up:
+            return self._end(Disposition.DROPPED, hops, p,
+                             f"{in_link.name} in {nxt.label} is down", in_link.source)
+        hop.steps.append(Step("exit", f"leaves by {dev} ({how}) -> {nxt.label} {in_link.name}",
+                              link.source, device=dev, next_netns=nxt.id))
+        self._close(ns, p)
+        crossed = p.crossed(in_link.name)
+        if self._reply_to is not None:
+            crossed = replace(crossed, tcp_flags=p.tcp_flags, ctstate="NEW")
+        return nxt, crossed
+
+    def next_namespace(self, ns: NetNamespace, link: Link, nexthop: IPAddress
+                       ) -> tuple[NetNamespace, Link, str] | None:
+        """Where a packet sent on `link` towards `nexthop` arrives."""
+        if link.peer_index is not None and link.kind in (None, "veth"):
+            cands = []
+            for other in self.world.by_id.values():
+                if other.id == ns.id:
+                    continue
+                peer = other.link_by_index(link.peer_index)
+                if peer is not None and peer.peer_index == link.index and (
+                    peer.kind in (None, "veth")
+                ):
+                    cands.append((0 if other.node == ns.node else 1, other, peer))
+            cands.sort(key=lambda c: (c[0], c[1].id))
+            same = [c for c in cands if c[0] == 0]
+            if len(same) == 1 or (cands and not same and len(cands) == 1):
+                _, other, peer = (same or cands)[0]
+                return other, peer, f"veth peer {peer.name}@if{link.index}"
+        if link.kind in ("geneve", "vxlan") and link.tunnel_remote is not None:
+            for other, olink in self.world.owners.get(link.tunnel_remote, []):
+                for tl in other.links or ():
+                    if tl.kind == link.kind and tl.tunnel_id == link.tunnel_id:
+                        return other, tl, (f"{link.kind} id {link.tunnel_id} to "
+                                           f"{link.tunnel_remote}")
+        for other, olink in self.world.owners.get(nexthop, []):
+            if other.id != ns.id:
+                return other, olink, f"next hop {nexthop} is {other.label}'s {olink.name}"
+        return None
+
+
+def _bound(listener: Listener | None, want: SocketAddr) -> str:
+    if listener is None:
+        return str(want.ip)
+    if listener.address is None:
+        return "0.0.0.0" if listener.family == 4 else "::" if listener.family == 6 else "*"
+    return str(listener.address)
+
+
+def addresses_of(items: Iterable[str]) -> list[IPAddress]:
+    """Parse a list of addresses, skipping junk."""
+    out = []
+    for it in items:
+        try:
+            out.append(ipaddress.ip_address(it))
+        except ValueError:
+            continue
+    return out

@@ -1,0 +1,422 @@
+"""The whole trace of a request: legs joined by what ztunnel does between them.
+
+Leg 1 is the application's own connection. When a ztunnel listener takes it, ztunnel
+opens the next connection, and so on until the application at the destination accepts
+it or a packet dies:
+
+    2022 node-level design (seed):   app -> ztunnel 15001 (node A, via TPROXY)
+                                     ztunnel A -> dst pod IP:15008 (HBONE: mTLS + HTTP/2
+                                     CONNECT) -> ztunnel 15008 (node B, via TPROXY)
+                                     ztunnel B -> app, spoofing the client's address
+    in-pod design (Istio >= 1.21):   app -> ztunnel 15001 in the app's own netns (REDIRECT)
+                                     ztunnel, from that netns with SO_MARK 0x539 -> dst:15008
+                                     -> ztunnel 15008 in the destination pod's netns
+                                     ztunnel -> app over lo, SO_MARK 0x539, client's address
+
+What ztunnel decides (which endpoint, HBONE or plaintext) is explained from the cluster
+objects and the capture state of the destination, with evidence, and each decision's
+connection is then simulated like any other.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from ambientctl.analyzers.packet import SocketAddr
+from ambientctl.analyzers.path import (
+    Delivery,
+    Disposition,
+    LegResult,
+    PathWalker,
+    Step,
+    World,
+)
+from ambientctl.analyzers.selectors import Endpoint
+from ambientctl.model import IPAddress, NetNamespace, Pod, Service, Snapshot, SourceRef
+
+INPOD_MARK = 0x539
+LEGACY_IPSET = "ztunnel-pods-ips"
+REDIRECTION = "ambient.istio.io/redirection"
+HBONE_PORT = 15008
+
+
+@dataclass
+class Leg:
+    """One connection, from the socket that opens it to the socket that takes it."""
+
+    index: int
+    direction: str  # outbound | hbone | inbound | plaintext
+    opener: str  # who opens the connection ("sleep-... (app)", "ztunnel on ambient-worker")
+    start_netns: str
+    result: LegResult
+    explanation: list[Step] = field(default_factory=list)  # what ztunnel decided before it
+    request: str = ""
+    target: SocketAddr | None = None  # what the opener connects to
+    bind: IPAddress | None = None  # source address the opener binds (ztunnel's spoofing)
+    mark: int = 0  # SO_MARK of the opener's socket
+
+
+@dataclass
+class Trace:
+    """A request from SRC to DST, leg by leg."""
+
+    source: Endpoint
+    destination: Endpoint
+    request: SocketAddr
+    disposition: Disposition
+    legs: list[Leg]
+    summary: str
+    assumptions: list[str]
+    warnings: list[str]
+    reason: str | None = None
+    plaintext: bool = False
+
+
+@dataclass(frozen=True)
+class _Next:
+    direction: str
+    opener: str
+    netns: NetNamespace
+    dst: IPAddress
+    dport: int
+    src: IPAddress | None
+    mark: int
+    explanation: list[Step]
+    authority: SocketAddr | None = None
+
+
+def _default_roles(snap: Snapshot) -> dict[str, str]:
+    try:
+        from ambientctl.analyzers.classify import classify  # type: ignore[attr-defined]
+    except ImportError:  # pragma: no cover - classify lands with in-pod support
+        classify = None  # type: ignore[assignment]
+    roles: dict[str, str] = {}
+    for ns in snap.namespaces():
+        kind = None
+        if classify is not None:
+            try:
+                kind = classify(ns).kind
+            except Exception:  # classification is advisory: a broken rule must not stop a trace
+                kind = None
+        roles[ns.id] = kind or _fallback_role(ns)
+    return roles
+
+
+def _fallback_role(ns: NetNamespace) -> str:
+    names = {lnk.name for lnk in ns.links or ()}
+    chains = {c for t in ns.tables() for c in t.chains}
+    if {"pistioin", "pistioout"} & names:
+        return "legacy-ztunnel"
+    if "ztunnel-PREROUTING" in chains or "istioin" in names:
+        return "legacy-node"
+    if "ISTIO_INBOUND" in chains or "ISTIO_REDIRECT" in chains:
+        return "sidecar"
+    if "ISTIO_PRERT" in chains or any(t.name.startswith("istio-ambient") for t in ns.tables()):
+        return "inpod-host" if ns.pod is None else "inpod-ambient"
+    return "not-captured"
+
+
+LEGACY_SOCKET_MARKS = {
+    # The 2022 ztunnel marked its listeners' sockets so that answers leave through the
+    # tunnel they came from (init script: PROXY_OUTBOUND_MARK / PROXY_INBOUND_MARK,
+    # ip rules 20001/20002 -> tables 101/102); istio-datapath.md section 2.2.
+    "ztunnel-outbound": (0x401, "2022 ztunnel's outbound sockets, ip rule 20001 -> table 101"),
+    "ztunnel-inbound-hbone": (0x402, "2022 ztunnel's inbound sockets, ip rule 20002 -> table 102"),
+    "ztunnel-inbound-plaintext": (0x402, "2022 ztunnel's inbound sockets, ip rule 20002 -> "
+                                  "table 102"),
+}
+
+
+class Tracer:
+    """Builds `Trace`s over one snapshot (indices are built once)."""
+
+    def __init__(self, snap: Snapshot, roles: dict[str, str] | None = None) -> None:
+        self.snap = snap
+        self.world = World.build(snap, roles or _default_roles(snap))
+
+    # ------------------------------------------------------------------ lookups
+    def pod_by_ip(self, ip: IPAddress) -> Pod | None:
+        """The (non host-network) pod that owns `ip`."""
+        for pod in self.snap.cluster.pods:
+            if ip in pod.ips and not pod.host_network:
+                return pod
+        return None
+
+    def service_by_vip(self, addr: SocketAddr) -> tuple[Service, int] | None:
+        """The Service whose ClusterIP:port is `addr`, with the port's index."""
+        for svc in self.snap.cluster.services:
+            if addr.ip in svc.cluster_ips:
+                for i, port in enumerate(svc.ports):
+                    if port.port == addr.port:
+                        return svc, i
+        return None
+
+    def endpoints(self, svc: Service) -> list[Pod]:
+        """Pods selected by the Service, with an address, in name order."""
+        if not svc.selector:
+            return []
+        out = [p for p in self.snap.cluster.pods
+               if p.namespace == svc.namespace and p.ips and not p.host_network
+               and p.phase in (None, "Running")
+               and all(p.labels.get(k) == v for k, v in svc.selector.items())]
+        return sorted(out, key=lambda p: p.name)
+
+    @staticmethod
+    def target_port(svc: Service, index: int, pod: Pod) -> int | None:
+        """Resolve a Service port's targetPort (a number or a named container port)."""
+        tp = svc.ports[index].target_port
+        if tp.isdigit():
+            return int(tp)
+        for name, port, _proto in pod.container_ports:
+            if name == tp:
+                return port
+        return None
+
+    def label_of(self, ns: NetNamespace) -> str:
+        """Short name of a namespace for summaries: app label or pod name, or the node."""
+        if ns.pod is None:
+            return f"[{ns.node}]"
+        for pod in self.snap.cluster.pods:
+            if pod.ref == ns.pod:
+                return pod.labels.get("app") or pod.name
+        return ns.pod.name
+
+    # ------------------------------------------------------------------ capture state
+    def captured(self, pod: Pod) -> tuple[bool | None, Step]:
+        """Is `pod` in the mesh (does ztunnel send it HBONE)? With the evidence."""
+        ann = pod.annotations.get(REDIRECTION)
+        state = self.snap.nodes.get(pod.node or "")
+        host = state.host if state else None
+        ip = pod.ips[0] if pod.ips else None
+        if host is not None and host.ipsets is not None and LEGACY_IPSET in host.ipsets and ip:
+            member = host.ipsets[LEGACY_IPSET].lookup(ip)
+            if member is not None:
+                return True, Step("ztunnel", f"{pod.name} {ip} is in ipset {LEGACY_IPSET} on "
+                                  f"{pod.node}: captured, in the mesh", member.source)
+            return False, Step("ztunnel", f"{pod.name} {ip} is NOT in ipset {LEGACY_IPSET} on "
+                               f"{pod.node}: not captured", host.ipsets[LEGACY_IPSET].source)
+        if ann is not None:
+            return ann == "enabled", Step(
+                "ztunnel", f"{pod.name} is annotated {REDIRECTION}: {ann} (istiod tells ztunnel "
+                f"{'HBONE' if ann == 'enabled' else 'TCP'} for it)", pod.source)
+        return None, Step("ztunnel", f"{pod.name}: no capture state in the bundle", pod.source)
+
+    # ------------------------------------------------------------------ ztunnel logic
+    def _generation(self, d: Delivery) -> str:
+        role = self.world.roles.get(d.netns, "")
+        return "legacy" if role == "legacy-ztunnel" else "inpod"
+
+    def ztunnel_next(self, d: Delivery, original: SocketAddr, client: IPAddress,
+                     dst_ep: Endpoint, authority: SocketAddr | None) -> _Next | str:
+        """The connection ztunnel opens after accepting `d`; a string says why none."""
+        ns = self.world.by_id[d.netns]
+        gen = self._generation(d)
+        where = f"ztunnel ({'ztunnel pod' if gen == 'legacy' else 'in the pod netns'}) on {d.node}"
+        expl: list[Step] = []
+        if d.component == "ztunnel-outbound":
+            expl.append(Step("ztunnel", f"{where} takes the outbound connection; the original "
+                             f"destination is {original}"
+                             + (" (read with getsockname(), TPROXY)" if gen == "legacy"
+                                else " (read with SO_ORIGINAL_DST, REDIRECT)")))
+            target_pod: Pod | None = None
+            port = original.port
+            found = self.service_by_vip(original)
+            if found is not None:
+                svc, idx = found
+                eps = self.endpoints(svc)
+                if not eps:
+                    return f"Service {svc.namespace}/{svc.name} has no ready endpoints"
+                target_pod = next((p for p in eps if dst_ep.pod is not None
+                                   and p.ref == dst_ep.pod.ref), eps[0])
+                tp = self.target_port(svc, idx, target_pod)
+                if tp is None:
+                    return (f"Service {svc.namespace}/{svc.name} targetPort "
+                            f"{svc.ports[idx].target_port} is not a port of {target_pod.name}")
+                port = tp
+                others = [p.name for p in eps if p is not target_pod]
+                expl.append(Step(
+                    "ztunnel", f"{original} is Service {svc.namespace}/{svc.name} port "
+                    f"{svc.ports[idx].port}: ztunnel load-balances to endpoint {target_pod.name} "
+                    f"{target_pod.ips[0]}:{port}"
+                    + (f" (others: {', '.join(others)})" if others else ""), svc.source))
+            else:
+                target_pod = self.pod_by_ip(original.ip)
+                if target_pod is not None:
+                    expl.append(Step("ztunnel", f"{original.ip} is pod {target_pod.namespace}/"
+                                     f"{target_pod.name}", target_pod.source))
+            if target_pod is None:
+                expl.append(Step("ztunnel", f"{original} is neither a Service nor a pod of the "
+                                 "cluster: ztunnel passes it through as plain TCP"))
+                return _Next("passthrough", f"ztunnel on {d.node}", ns, original.ip,
+                             original.port, None, INPOD_MARK if gen == "inpod" else 0, expl)
+            dst_ip = target_pod.ips[0]
+            inmesh, why = self.captured(target_pod)
+            expl.append(why)
+            if inmesh:
+                auth = SocketAddr(dst_ip, port)
+                expl.append(Step("ztunnel", f"HBONE: mTLS (SPIFFE identities) + HTTP/2 CONNECT to "
+                                 f"{SocketAddr(dst_ip, HBONE_PORT)} with :authority {auth}"
+                                 + (", socket marked 0x539 so the pod's own rules let it out"
+                                    if gen == "inpod" else ", from the ztunnel pod's address")))
+                return _Next("hbone", f"ztunnel on {d.node}", ns, dst_ip, HBONE_PORT, None,
+                             INPOD_MARK if gen == "inpod" else 0, expl, auth)
+            expl.append(Step("ztunnel", f"destination not in the mesh: plain TCP to "
+                             f"{SocketAddr(dst_ip, port)}"))
+            return _Next("plaintext", f"ztunnel on {d.node}", ns, dst_ip, port, None,
+                         INPOD_MARK if gen == "inpod" else 0, expl)
+        if d.component in ("ztunnel-inbound-hbone", "ztunnel-inbound-plaintext"):
+            if d.component == "ztunnel-inbound-hbone":
+                if authority is None:
+                    return "HBONE arrived without a CONNECT target this trace knows"
+                target = authority
+                expl.append(Step("ztunnel", f"{where} terminates mTLS, checks authorization and "
+                                 f"the CONNECT :authority {target}"))
+            else:
+                target = original
+                expl.append(Step("ztunnel", f"{where} takes plaintext for {target} (inbound "
+                                 "passthrough: no peer identity, rejected under STRICT mTLS or "
+                                 "allow-only policies)"))
+            expl.append(Step("ztunnel", f"then connects to the application {target}, spoofing the "
+                             f"client address {client}"
+                             + (" with SO_MARK 0x539 (over lo)" if gen == "inpod" else
+                                " (IP_TRANSPARENT)")))
+            return _Next("inbound", f"ztunnel on {d.node}", ns, target.ip, target.port, client,
+                         INPOD_MARK if gen == "inpod" else 0, expl)
+        return f"{d.component} on {d.node} is not modelled"
+
+    def socket_mark(self, d: Delivery) -> tuple[int, str]:
+        """SO_MARK of the socket that accepted `d` (it marks the answer)."""
+        if not d.component.startswith("ztunnel-"):
+            return 0, ""
+        if self._generation(d) == "legacy":
+            return LEGACY_SOCKET_MARKS.get(d.component, (0, ""))
+        return INPOD_MARK, "in-pod ztunnel sockets carry SO_MARK 1337 (0x539)"
+
+    def _with_reply(self, walker: PathWalker, result: LegResult) -> LegResult:
+        """Simulate the answer of a delivered leg; a lost answer means no connection."""
+        if result.disposition == Disposition.REFUSED:
+            rep = walker.reply(result, mark=0, mark_why="")
+            result.reply = rep
+            if rep.disposition != Disposition.DELIVERED:
+                result.disposition = Disposition.DROPPED
+                result.reason = (f"{result.reason}; but the reset never returns to the client "
+                                 f"(it sees a timeout): {rep.reason}")
+                result.culprit = rep.culprit
+            return result
+        if result.disposition != Disposition.DELIVERED or result.delivered_to is None:
+            return result
+        mark, why = self.socket_mark(result.delivered_to)
+        rep = walker.reply(result, mark=mark, mark_why=why)
+        result.reply = rep
+        if rep.disposition != Disposition.DELIVERED:
+            d = result.delivered_to
+            result.disposition = Disposition.DROPPED
+            result.reason = (f"the SYN reaches {d.component} on {d.node} ({d.address}:{d.port}), "
+                             f"but the answer never returns: {rep.reason}")
+            result.culprit = rep.culprit
+        return result
+
+    # ------------------------------------------------------------------ the trace
+    def trace(self, src: Endpoint, dst: Endpoint, *, proto: str = "tcp",
+              plaintext: bool = False) -> Trace:
+        """Trace a connection from `src` to `dst` (whose `port` must be set)."""
+        walker = PathWalker(self.world)
+        assert dst.ip is not None and dst.port is not None
+        request = SocketAddr(dst.ip, dst.port)
+        start = src.netns
+        warnings: list[str] = []
+        opener = f"{src.label} (app)"
+        if plaintext:
+            state = self.snap.nodes.get(src.node or "")
+            if state is None or state.host is None:
+                raise ValueError("no node network namespace for --plaintext")
+            start = state.host
+            opener = f"a client outside the mesh on {src.node} (host network)"
+        assert start is not None
+        legs: list[Leg] = []
+        result = self._with_reply(walker, walker.connect(start, dst=dst.ip, dport=dst.port,
+                                                         proto=proto))
+        legs.append(Leg(1, "outbound", opener, start.id, result,
+                        request=f"{proto} connect to {request}", target=request))
+        client = result.client.ip if result.client else None
+        authority: SocketAddr | None = None
+        reason = result.reason
+        while result.disposition == Disposition.DELIVERED and result.delivered_to is not None \
+                and result.delivered_to.component.startswith("ztunnel-") and len(legs) < 6:
+            d = result.delivered_to
+            assert result.original_destination is not None and client is not None
+            nxt = self.ztunnel_next(d, result.original_destination, client, dst, authority)
+            if isinstance(nxt, str):
+                reason = nxt
+                legs[-1].explanation.append(Step("ztunnel", nxt))
+                return self._finish(src, dst, request, legs, walker, warnings,
+                                    Disposition.INSUFFICIENT_INFO, nxt, plaintext)
+            if nxt.authority is not None:
+                authority = nxt.authority
+            result = self._with_reply(walker, walker.connect(
+                nxt.netns, dst=nxt.dst, dport=nxt.dport, src=nxt.src, mark=nxt.mark, proto=proto))
+            legs.append(Leg(len(legs) + 1, nxt.direction, nxt.opener, nxt.netns.id, result,
+                            nxt.explanation, f"{proto} connect to {SocketAddr(nxt.dst, nxt.dport)}"
+                            + (f" from {nxt.src}" if nxt.src else "")
+                            + (f" mark {nxt.mark:#x}" if nxt.mark else ""),
+                            SocketAddr(nxt.dst, nxt.dport), nxt.src, nxt.mark))
+            reason = result.reason
+        last = legs[-1].result
+        if last.disposition == Disposition.DELIVERED:
+            via_ztunnel = any(leg.result.delivered_to is not None
+                              and leg.result.delivered_to.component.startswith("ztunnel-")
+                              for leg in legs)
+            disp = Disposition.DELIVERED if via_ztunnel else Disposition.BYPASSED_MESH
+            if disp == Disposition.BYPASSED_MESH:
+                reason = "reached the application without passing through any ztunnel"
+        else:
+            disp = last.disposition
+        return self._finish(src, dst, request, legs, walker, warnings, disp, reason, plaintext)
+
+    def _finish(self, src: Endpoint, dst: Endpoint, request: SocketAddr, legs: list[Leg],
+                walker: PathWalker, warnings: list[str], disp: Disposition,
+                reason: str | None, plaintext: bool) -> Trace:
+        for leg in legs:
+            for hop in leg.result.hops:
+                ns = self.world.by_id.get(hop.netns)
+                for prob in ns.problems if ns else ():
+                    text = str(prob)
+                    if text not in warnings:
+                        warnings.append(text)
+        summary = self.summary(src, legs, disp)
+        return Trace(src, dst, request, disp, legs, summary, walker.assumptions, warnings,
+                     reason, plaintext)
+
+    def summary(self, src: Endpoint, legs: list[Leg], disp: Disposition) -> str:
+        """`sleep -> [ambient-worker] ztunnel:15001 -> HBONE -> [ambient-worker2] ztunnel:15008 -> productpage`."""
+        parts = [src.short if not legs or legs[0].start_netns == (src.netns.id if src.netns else "")
+                 else f"[{src.node}]"]
+        for leg in legs:
+            r = leg.result
+            if leg.direction == "hbone":
+                parts.append("HBONE")
+            elif leg.direction in ("plaintext", "passthrough"):
+                parts.append("plaintext")
+            if r.delivered_to is not None:
+                d = r.delivered_to
+                if d.component.startswith("ztunnel-"):
+                    parts.append(f"[{d.node}] ztunnel:{d.port}")
+                elif d.component.startswith("sidecar-"):
+                    parts.append(f"[{d.node}] sidecar:{d.port}")
+                else:
+                    ns = self.world.by_id[d.netns]
+                    parts.append(f"{self.label_of(ns)}:{d.port}")
+            else:
+                last_hop = r.hops[-1] if r.hops else None
+                where = f"[{last_hop.node}]" if last_hop else ""
+                parts.append(f"{where} {r.disposition.value.upper()}".strip())
+        return " -> ".join(parts) + f"  ({disp.value})"
+
+
+def trace(snap: Snapshot, src: Endpoint, dst: Endpoint, **kw: object) -> Trace:
+    """Convenience: one trace over a snapshot."""
+    return Tracer(snap).trace(src, dst, **kw)  # type: ignore[arg-type]
+
+
+SourceLike = Callable[[], SourceRef]

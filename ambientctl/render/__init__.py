@@ -1,0 +1,1 @@
+"""Renderers: one model, several views (summary text, detailed text, JSON)."""

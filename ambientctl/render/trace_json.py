@@ -1,0 +1,105 @@
+"""`ambientctl trace -o json`: the `ambientctl.trace/v1` document (docs/schemas/trace-v1.json)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ambientctl.analyzers.path import Delivery, Hop, Step
+from ambientctl.analyzers.selectors import Endpoint
+from ambientctl.analyzers.trace import Leg, Trace
+from ambientctl.model import SourceRef
+
+SCHEMA = "ambientctl.trace/v1"
+
+
+def _src(ref: SourceRef | None) -> dict[str, Any] | None:
+    if ref is None:
+        return None
+    return {"path": ref.path, "line": ref.line, "text": ref.text}
+
+
+def _mark(v: int | None) -> str | None:
+    return None if v is None else f"{v:#x}"
+
+
+def step_json(s: Step) -> dict[str, Any]:
+    """One step."""
+    return {
+        "kind": s.kind,
+        "summary": s.summary,
+        "source": _src(s.source),
+        "hook": s.hook,
+        "table": s.table,
+        "chain": s.chain,
+        "position": s.position,
+        "backend": s.backend,
+        "mark_before": _mark(s.mark_before),
+        "mark_after": _mark(s.mark_after),
+        "rule_priority": s.rule_priority,
+        "route_table": s.route_table,
+        "device": s.device,
+        "next_netns": s.next_netns,
+        "branches": list(s.branches),
+        "packet": s.packet,
+    }
+
+
+def _hop(h: Hop) -> dict[str, Any]:
+    return {"node": h.node, "netns": h.netns, "pod": h.pod, "role": h.role,
+            "steps": [step_json(s) for s in h.steps]}
+
+
+def _delivery(d: Delivery | None) -> dict[str, Any] | None:
+    if d is None:
+        return None
+    return {"node": d.node, "pod": d.pod, "netns": d.netns, "address": d.address,
+            "port": d.port, "component": d.component, "local": str(d.local),
+            "listener": _src(d.listener)}
+
+
+def _endpoint(e: Endpoint) -> dict[str, Any]:
+    return {
+        "kind": e.kind,
+        "name": e.pod.name if e.pod else (e.service.name if e.service else e.label),
+        "namespace": e.pod.namespace if e.pod else (e.service.namespace if e.service else None),
+        "ip": str(e.ip) if e.ip is not None else None,
+        "port": e.port,
+        "node": e.node,
+        "netns": e.netns.id if e.netns else None,
+    }
+
+
+def _leg(leg: Leg) -> dict[str, Any]:
+    r = leg.result
+    return {
+        "index": leg.index,
+        "direction": leg.direction,
+        "opened_by": leg.opener,
+        "start_netns": leg.start_netns,
+        "request": leg.request,
+        "disposition": r.disposition.value,
+        "reason": r.reason,
+        "culprit": _src(r.culprit),
+        "delivered_to": _delivery(r.delivered_to),
+        "original_destination": str(r.original_destination) if r.original_destination else None,
+        "ztunnel": [step_json(s) for s in leg.explanation],
+        "hops": [_hop(h) for h in r.hops],
+    }
+
+
+def trace_document(t: Trace, bundle: str) -> dict[str, Any]:
+    """The whole JSON document."""
+    return {
+        "schema": SCHEMA,
+        "bundle": bundle,
+        "source": _endpoint(t.source),
+        "destination": _endpoint(t.destination),
+        "request": str(t.request),
+        "plaintext": t.plaintext,
+        "disposition": t.disposition.value,
+        "reason": t.reason,
+        "summary": t.summary,
+        "legs": [_leg(leg) for leg in t.legs],
+        "assumptions": list(t.assumptions),
+        "warnings": list(t.warnings),
+    }

@@ -1,0 +1,71 @@
+"""`ambientctl trace` as text: a summary line, one line per leg, and with -v every step.
+
+Like ovn-trace's summary/detailed levels: the same `Trace`, filtered.
+"""
+
+from __future__ import annotations
+
+from ambientctl.analyzers.path import Step
+from ambientctl.analyzers.trace import Leg, Trace
+
+_ARROW = " -> "
+
+
+def _leg_line(leg: Leg) -> str:
+    r = leg.result
+    head = f"leg {leg.index} {leg.direction}: {leg.opener}: {leg.request}"
+    if r.delivered_to is not None:
+        d = r.delivered_to
+        where = f"{d.pod or d.node + ' (node)'}"
+        return (f"{head}\n    => {r.disposition.value}: {d.component} {d.address}:{d.port} in "
+                f"{where} on {d.node}; original destination {r.original_destination}")
+    return f"{head}\n    => {r.disposition.value.upper()}: {r.reason}"
+
+
+def _step_line(s: Step) -> list[str]:
+    tag = s.hook or s.kind
+    lines = [f"      {tag:<11} {s.summary}"]
+    if s.source is not None and s.kind in ("rule", "policy", "route", "ip-rule", "deliver",
+                                           "drop", "sysctl", "ztunnel", "exit"):
+        where = f"{s.source.path}:{s.source.line}" if s.source.line else s.source.path
+        text = (s.source.text or "").strip()
+        if text and s.kind in ("rule", "route", "ip-rule", "sysctl"):
+            lines.append(f"      {'':<11}   {text}    [{where}]")
+        else:
+            lines.append(f"      {'':<11}   [{where}]")
+    for b in s.branches:
+        lines.append(f"      {'':<11}   other branch: {b}")
+    return lines
+
+
+def render(t: Trace, *, verbose: bool = False) -> str:
+    """The text view."""
+    out = [t.summary, ""]
+    if t.reason and t.disposition.value not in ("delivered",):
+        out.append(f"why: {t.reason}")
+        out.append("")
+    for leg in t.legs:
+        for s in leg.explanation:
+            out.append(f"  ztunnel: {s.summary}")
+            if verbose and s.source is not None:
+                out.append(f"           [{s.source}]")
+        out.append(_leg_line(leg))
+        if verbose:
+            for hop in leg.result.hops:
+                who = f"pod {hop.pod}" if hop.pod else "node"
+                out.append(f"    [{hop.node}] {who} ({hop.role})")
+                for s in hop.steps:
+                    out.extend(_step_line(s))
+            if leg.result.culprit is not None and leg.result.delivered_to is None:
+                c = leg.result.culprit
+                out.append(f"    culprit: {c}" + (f"  {c.text.strip()}" if c.text else ""))
+        out.append("")
+    if t.assumptions:
+        out.append("assumptions:")
+        out.extend(f"  - {a}" for a in t.assumptions)
+    if t.warnings:
+        out.append("warnings about the data used:")
+        out.extend(f"  - {w}" for w in t.warnings)
+    if not verbose:
+        out.append("(-v shows every rule, route and device behind each hop)")
+    return "\n".join(out).rstrip() + "\n"
