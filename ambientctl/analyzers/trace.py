@@ -20,6 +20,7 @@ connection is then simulated like any other.
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -36,6 +37,8 @@ from ambientctl.analyzers.selectors import Endpoint
 from ambientctl.model import IPAddress, NetNamespace, Pod, Service, Snapshot, SourceRef
 
 INPOD_MARK = 0x539
+SIDECAR_UID = 1337  # istio-proxy's uid: sidecar rules RETURN on --uid-owner 1337
+SIDECAR_INBOUND_SRC = ipaddress.ip_address("127.0.0.6")
 LEGACY_IPSET = "ztunnel-pods-ips"
 REDIRECTION = "ambient.istio.io/redirection"
 HBONE_PORT = 15008
@@ -55,6 +58,7 @@ class Leg:
     target: SocketAddr | None = None  # what the opener connects to
     bind: IPAddress | None = None  # source address the opener binds (ztunnel's spoofing)
     mark: int = 0  # SO_MARK of the opener's socket
+    uid: int | None = None  # owner of the opener's socket, when it matters (a sidecar's 1337)
 
 
 @dataclass
@@ -84,6 +88,7 @@ class _Next:
     mark: int
     explanation: list[Step]
     authority: SocketAddr | None = None
+    uid: int | None = None
 
 
 def _default_roles(snap: Snapshot) -> dict[str, str]:
@@ -183,24 +188,84 @@ class Tracer:
         return ns.pod.name
 
     # ------------------------------------------------------------------ capture state
-    def captured(self, pod: Pod) -> tuple[bool | None, Step]:
-        """Is `pod` in the mesh (does ztunnel send it HBONE)? With the evidence."""
-        ann = pod.annotations.get(REDIRECTION)
+    def ztunnel_view(self, ip: IPAddress) -> tuple[dict[str, object], SourceRef] | None:
+        """The workload ztunnel knows at `ip`, from any collected config_dump."""
+        for node, dump in sorted(self.snap.config_dumps.items()):
+            if not isinstance(dump, dict):
+                continue
+            workloads = dump.get("workloads") or []
+            items = workloads.values() if isinstance(workloads, dict) else workloads
+            for w in items:
+                if isinstance(w, dict) and str(ip) in [str(x) for x in
+                                                        w.get("workloadIps", []) or []]:
+                    return w, SourceRef(f"nodes/{node}/ztunnel/config_dump.json", None,
+                                        f"{w.get('namespace')}/{w.get('name')} protocol "
+                                        f"{w.get('protocol')} waypoint {w.get('waypoint')}")
+        return None
+
+    def captured(self, pod: Pod) -> tuple[bool | None, list[Step]]:
+        """Does ztunnel send `pod` HBONE (is it in the mesh)? With the evidence.
+
+        ztunnel's own view (config_dump `protocol`) wins when the bundle has it; else the
+        2022 node ipset; else what istiod derives it from: the `ambient.istio.io/redirection`
+        annotation, or `networking.istio.io/tunnel: http` (a sidecar that speaks HBONE).
+        """
+        ip = pod.ips[0] if pod.ips else None
+        steps: list[Step] = []
+        view = self.ztunnel_view(ip) if ip is not None else None
+        if view is not None:
+            w, ref = view
+            proto = str(w.get("protocol") or "TCP")
+            steps.append(Step("ztunnel", f"ztunnel's config_dump lists {pod.name} with protocol "
+                              f"{proto}" + (f", waypoint {w.get('waypoint')}" if w.get("waypoint")
+                                            else ""), ref))
+            steps.extend(self._disagreement(pod, proto))
+            return proto == "HBONE", steps
         state = self.snap.nodes.get(pod.node or "")
         host = state.host if state else None
-        ip = pod.ips[0] if pod.ips else None
         if host is not None and host.ipsets is not None and LEGACY_IPSET in host.ipsets and ip:
             member = host.ipsets[LEGACY_IPSET].lookup(ip)
             if member is not None:
-                return True, Step("ztunnel", f"{pod.name} {ip} is in ipset {LEGACY_IPSET} on "
-                                  f"{pod.node}: captured, in the mesh", member.source)
-            return False, Step("ztunnel", f"{pod.name} {ip} is NOT in ipset {LEGACY_IPSET} on "
-                               f"{pod.node}: not captured", host.ipsets[LEGACY_IPSET].source)
+                return True, [Step("ztunnel", f"{pod.name} {ip} is in ipset {LEGACY_IPSET} on "
+                                   f"{pod.node}: captured, in the mesh", member.source)]
+            return False, [Step("ztunnel", f"{pod.name} {ip} is NOT in ipset {LEGACY_IPSET} on "
+                                f"{pod.node}: not captured", host.ipsets[LEGACY_IPSET].source)]
+        ann = pod.annotations.get(REDIRECTION)
         if ann is not None:
-            return ann == "enabled", Step(
-                "ztunnel", f"{pod.name} is annotated {REDIRECTION}: {ann} (istiod tells ztunnel "
-                f"{'HBONE' if ann == 'enabled' else 'TCP'} for it)", pod.source)
-        return None, Step("ztunnel", f"{pod.name}: no capture state in the bundle", pod.source)
+            proto = "HBONE" if ann == "enabled" else "TCP"
+            steps.append(Step("ztunnel", f"{pod.name} is annotated {REDIRECTION}: {ann} (istiod "
+                              f"tells ztunnel {proto} for it)", pod.source))
+            steps.extend(self._disagreement(pod, proto))
+            return ann == "enabled", steps
+        if pod.labels.get("networking.istio.io/tunnel") == "http":
+            return True, [Step("ztunnel", f"{pod.name} is labelled networking.istio.io/tunnel: "
+                               "http: it accepts HBONE", pod.source)]
+        if "sidecar.istio.io/status" in pod.annotations:
+            return False, [Step("ztunnel", f"{pod.name} has a sidecar (sidecar.istio.io/status) "
+                                "and no HBONE tunnel label: ztunnel sends it plain TCP, its "
+                                "sidecar takes it", pod.source)]
+        return False, [Step("ztunnel", f"{pod.name} is not enrolled (no {REDIRECTION} "
+                            "annotation): plain TCP", pod.source)]
+
+    def _disagreement(self, pod: Pod, proto: str) -> list[Step]:
+        """Flag where ztunnel's view and the destination's kernel state disagree."""
+        if proto != "HBONE":
+            return []
+        ns = self.snap.pod_netns(pod.ref)
+        if ns is None or self.world.roles.get(ns.id) in ("legacy-ztunnel", "legacy-node"):
+            return []
+        out = []
+        role = self.world.roles.get(ns.id, "")
+        if ns.rulesets is not None and role not in ("inpod-ambient", "cilium-ztunnel"):
+            out.append(Step("ztunnel", f"DISAGREEMENT: ztunnel will send HBONE to {pod.name}, "
+                            f"but its netns has no in-pod redirection rules ({role}): the pod "
+                            "is not captured (istio/istio#61182)", SourceRef(f"{ns.dir}/"
+                                                                              "iptables-save.txt")))
+        if ns.listeners is not None and not any(lst.port == HBONE_PORT for lst in ns.listeners):
+            out.append(Step("ztunnel", f"DISAGREEMENT: ztunnel will send HBONE to {pod.name}:15008, "
+                            "but nothing listens on 15008 in its netns (ztunnel is not serving "
+                            "this pod)", SourceRef(f"{ns.dir}/ss-listen.txt")))
+        return out
 
     # ------------------------------------------------------------------ ztunnel logic
     def _generation(self, d: Delivery) -> str:
@@ -252,7 +317,7 @@ class Tracer:
                              original.port, None, INPOD_MARK if gen == "inpod" else 0, expl)
             dst_ip = target_pod.ips[0]
             inmesh, why = self.captured(target_pod)
-            expl.append(why)
+            expl.extend(why)
             if inmesh:
                 auth = SocketAddr(dst_ip, port)
                 expl.append(Step("ztunnel", f"HBONE: mTLS (SPIFFE identities) + HTTP/2 CONNECT to "
@@ -284,6 +349,34 @@ class Tracer:
             return _Next("inbound", f"ztunnel on {d.node}", ns, target.ip, target.port, client,
                          INPOD_MARK if gen == "inpod" else 0, expl)
         return f"{d.component} on {d.node} is not modelled"
+
+    def sidecar_next(self, d: Delivery, original: SocketAddr, dst_ep: Endpoint) -> _Next | str:
+        """What a sidecar's Envoy (uid 1337) connects to after taking a connection."""
+        ns = self.world.by_id[d.netns]
+        if d.component == "sidecar-inbound":
+            expl = [Step("ztunnel", f"the sidecar's Envoy on {d.node} takes the inbound "
+                         f"connection for {original} and forwards it to the application from "
+                         "127.0.0.6 as uid 1337 (Istio's inbound passthrough source)")]
+            return _Next("inbound", f"sidecar on {d.node}", ns, original.ip, original.port,
+                         SIDECAR_INBOUND_SRC, 0, expl, uid=SIDECAR_UID)
+        found = self.service_by_vip(original)
+        target: SocketAddr = original
+        expl = [Step("ztunnel", f"the sidecar's Envoy on {d.node} takes the outbound connection "
+                     f"for {original} (uid 1337 skips its own redirect)")]
+        if found is not None:
+            svc, idx = found
+            eps = self.endpoints(svc)
+            if eps:
+                pod = next((p for p in eps if dst_ep.pod is not None and p.ref == dst_ep.pod.ref),
+                           eps[0])
+                tp = self.target_port(svc, idx, pod)
+                if tp is not None:
+                    target = SocketAddr(pod.ips[0], tp)
+                    expl.append(Step("ztunnel", f"Envoy load-balances Service {svc.namespace}/"
+                                     f"{svc.name} to {pod.name} {target} (mTLS when the peer "
+                                     "has a sidecar or ztunnel, else plain TCP)", svc.source))
+        return _Next("outbound-sidecar", f"sidecar on {d.node}", ns, target.ip, target.port,
+                     None, 0, expl, uid=SIDECAR_UID)
 
     def socket_mark(self, d: Delivery) -> tuple[int, str]:
         """SO_MARK of the socket that accepted `d` (it marks the answer)."""
@@ -343,10 +436,14 @@ class Tracer:
         authority: SocketAddr | None = None
         reason = result.reason
         while result.disposition == Disposition.DELIVERED and result.delivered_to is not None \
-                and result.delivered_to.component.startswith("ztunnel-") and len(legs) < 6:
+                and result.delivered_to.component.startswith(("ztunnel-", "sidecar-")) \
+                and len(legs) < 6:
             d = result.delivered_to
             assert result.original_destination is not None and client is not None
-            nxt = self.ztunnel_next(d, result.original_destination, client, dst, authority)
+            if d.component.startswith("sidecar-"):
+                nxt = self.sidecar_next(d, result.original_destination, dst)
+            else:
+                nxt = self.ztunnel_next(d, result.original_destination, client, dst, authority)
             if isinstance(nxt, str):
                 reason = nxt
                 legs[-1].explanation.append(Step("ztunnel", nxt))
@@ -355,17 +452,19 @@ class Tracer:
             if nxt.authority is not None:
                 authority = nxt.authority
             result = self._with_reply(walker, walker.connect(
-                nxt.netns, dst=nxt.dst, dport=nxt.dport, src=nxt.src, mark=nxt.mark, proto=proto))
+                nxt.netns, dst=nxt.dst, dport=nxt.dport, src=nxt.src, mark=nxt.mark, proto=proto,
+                uid=nxt.uid))
             legs.append(Leg(len(legs) + 1, nxt.direction, nxt.opener, nxt.netns.id, result,
                             nxt.explanation, f"{proto} connect to {SocketAddr(nxt.dst, nxt.dport)}"
                             + (f" from {nxt.src}" if nxt.src else "")
                             + (f" mark {nxt.mark:#x}" if nxt.mark else ""),
-                            SocketAddr(nxt.dst, nxt.dport), nxt.src, nxt.mark))
+                            SocketAddr(nxt.dst, nxt.dport), nxt.src, nxt.mark, nxt.uid))
             reason = result.reason
         last = legs[-1].result
         if last.disposition == Disposition.DELIVERED:
             via_ztunnel = any(leg.result.delivered_to is not None
-                              and leg.result.delivered_to.component.startswith("ztunnel-")
+                              and leg.result.delivered_to.component.startswith(("ztunnel-",
+                                                                                "sidecar-"))
                               for leg in legs)
             disp = Disposition.DELIVERED if via_ztunnel else Disposition.BYPASSED_MESH
             if disp == Disposition.BYPASSED_MESH:

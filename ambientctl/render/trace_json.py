@@ -77,6 +77,10 @@ def _leg(leg: Leg) -> dict[str, Any]:
         "opened_by": leg.opener,
         "start_netns": leg.start_netns,
         "request": leg.request,
+        "target": str(leg.target) if leg.target else None,
+        "bind": str(leg.bind) if leg.bind else None,
+        "mark": f"{leg.mark:#x}",
+        "uid": leg.uid,
         "disposition": r.disposition.value,
         "reason": r.reason,
         "culprit": _src(r.culprit),
@@ -84,6 +88,11 @@ def _leg(leg: Leg) -> dict[str, Any]:
         "original_destination": str(r.original_destination) if r.original_destination else None,
         "ztunnel": [step_json(s) for s in leg.explanation],
         "hops": [_hop(h) for h in r.hops],
+        "reply": None if r.reply is None else {
+            "disposition": r.reply.disposition.value,
+            "reason": r.reply.reason,
+            "hops": [_hop(h) for h in r.reply.hops],
+        },
     }
 
 

@@ -56,6 +56,14 @@ def render(t: Trace, *, verbose: bool = False) -> str:
                 out.append(f"    [{hop.node}] {who} ({hop.role})")
                 for s in hop.steps:
                     out.extend(_step_line(s))
+            rep = leg.result.reply
+            if rep is not None:
+                out.append(f"    answer ({'returns' if rep.disposition.value == 'delivered' else rep.disposition.value}):")
+                for hop in rep.hops:
+                    who = f"pod {hop.pod}" if hop.pod else "node"
+                    out.append(f"    [{hop.node}] {who} ({hop.role})")
+                    for s in hop.steps:
+                        out.extend(_step_line(s))
             if leg.result.culprit is not None and leg.result.delivered_to is None:
                 c = leg.result.culprit
                 out.append(f"    culprit: {c}" + (f"  {c.text.strip()}" if c.text else ""))
