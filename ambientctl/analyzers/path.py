@@ -29,6 +29,10 @@ from ambientctl.analyzers.packet import Packet, SocketAddr
 from ambientctl.model import IPAddress, Link, Listener, NetNamespace, SourceRef, Snapshot
 
 MAX_HOPS = 24
+NF_FILES = {
+    4: ("iptables-save.txt", "iptables-legacy-save.txt", "nft-ruleset.json", "nft-ruleset.txt"),
+    6: ("ip6tables-save.txt", "ip6tables-legacy-save.txt", "nft-ruleset.json", "nft-ruleset.txt"),
+}
 ZTUNNEL_PORTS = {15001: "ztunnel-outbound", 15006: "ztunnel-inbound-plaintext",
                  15008: "ztunnel-inbound-hbone", 15053: "ztunnel-dns"}
 SIDECAR_PORTS = {15001: "sidecar-outbound", 15006: "sidecar-inbound"}
@@ -239,9 +243,18 @@ class PathWalker:
                                   packet=res.packet.describe()))
         return res
 
-    def _nf_missing(self, ns: NetNamespace) -> str | None:
+    def _nf_missing(self, ns: NetNamespace, family: int) -> str | None:
+        """Why this namespace's netfilter state for `family` cannot be trusted, if it can't.
+
+        A dump that failed to parse (truncated, garbage) must stop the trace rather than be
+        simulated as if the rules it lost did not exist.
+        """
         if ns.rulesets is None:
             return f"{ns.label}: no netfilter rules in the bundle ({ns.dir}/iptables-save.txt)"
+        files = NF_FILES[family]
+        for prob in ns.problems:
+            if prob.severity == "error" and prob.path.rsplit("/", 1)[-1] in files:
+                return f"{ns.label}: netfilter rules unusable: {prob}"
         return None
 
     def _sysctl_default(self, ns: NetNamespace) -> int:
@@ -382,7 +395,7 @@ class PathWalker:
 
     def _local_out(self, ns: NetNamespace, p: Packet, hop: Hop, hops: list[Hop],
                    entry: ConnEntry | None = None) -> LegResult | tuple[NetNamespace, Packet]:
-        if (why := self._nf_missing(ns)) is not None:
+        if (why := self._nf_missing(ns, p.family)) is not None:
             return self._end(Disposition.INSUFFICIENT_INFO, hops, p, why)
         r = self._route(ns, p, hop, iif=None)
         if r.kind not in ("unicast", "local"):
@@ -429,7 +442,7 @@ class PathWalker:
 
     def _receive(self, ns: NetNamespace, p: Packet, hop: Hop, hops: list[Hop]
                  ) -> LegResult | tuple[NetNamespace, Packet]:
-        if (why := self._nf_missing(ns)) is not None:
+        if (why := self._nf_missing(ns, p.family)) is not None:
             return self._end(Disposition.INSUFFICIENT_INFO, hops, p, why)
         entry: ConnEntry | None = None
         if self._reply_to is None:

@@ -155,33 +155,32 @@ def build_netns(view: BundleView, node: str, ns_name: str | None, pod: str | Non
     def first(*names: str) -> str | None:
         return next((n for n in names if n in files), None)
 
+    def first_parsed(names: tuple[str, ...], fn: Callable[[str, str], object]) -> object | None:
+        # Alternatives of one command (text, JSON): the first that parses wins; a broken
+        # one is still reported.
+        for name in names:
+            if name in files:
+                got = _parse(problems, rel(name), lambda n=name: fn(text(n), rel(n)))
+                if got is not None:
+                    return got
+        return None
+
     # ---- links
-    links = None
-    if (f := first("ip-addr.txt", "ip-addr.json")) is not None:
-        links = _parse(problems, rel(f), lambda: pr.parse_ip_addr(text(f), rel(f)))
-    # ---- routes and rules (v4 and v6 files merged)
-    routes: list = []
-    routes_ok = False
-    # Text first for rules and routes: evidence is then the line `ip` printed (both are
-    # collected; JSON is the fallback, e.g. for hand-assembled bundles).
-    for fam, names in ((4, ("ip-route.txt", "ip-route.json")), (6, ("ip6-route.txt",
-                                                                     "ip6-route.json"))):
-        if (f := first(*names)) is not None:
-            got = _parse(problems, rel(f),
-                         lambda f=f, fam=fam: pr.parse_ip_route(text(f), rel(f), family=fam))
-            if got is not None:
-                routes.extend(got)  # type: ignore[arg-type]
-                routes_ok = routes_ok or fam == 4
-    rules: list = []
-    rules_ok = False
-    for fam, names in ((4, ("ip-rule.txt", "ip-rule.json")), (6, ("ip6-rule.txt",
-                                                                   "ip6-rule.json"))):
-        if (f := first(*names)) is not None:
-            got = _parse(problems, rel(f),
-                         lambda f=f, fam=fam: pr.parse_ip_rule(text(f), rel(f), family=fam))
-            if got is not None:
-                rules.extend(got)  # type: ignore[arg-type]
-                rules_ok = rules_ok or fam == 4
+    links = first_parsed(("ip-addr.txt", "ip-addr.json"), pr.parse_ip_addr)
+    # ---- routes and rules (v4 and v6 files merged). Text first: evidence is then the
+    # line `ip` printed (both are collected; JSON is the fallback).
+    got4 = first_parsed(("ip-route.txt", "ip-route.json"),
+                        lambda t, r: pr.parse_ip_route(t, r, family=4))
+    got6 = first_parsed(("ip6-route.txt", "ip6-route.json"),
+                        lambda t, r: pr.parse_ip_route(t, r, family=6))
+    routes: list = [*(got4 or ()), *(got6 or ())]  # type: ignore[misc]
+    routes_ok = got4 is not None
+    got4 = first_parsed(("ip-rule.txt", "ip-rule.json"),
+                        lambda t, r: pr.parse_ip_rule(t, r, family=4))
+    got6 = first_parsed(("ip6-rule.txt", "ip6-rule.json"),
+                        lambda t, r: pr.parse_ip_rule(t, r, family=6))
+    rules: list = [*(got4 or ()), *(got6 or ())]  # type: ignore[misc]
+    rules_ok = got4 is not None
     # ---- netfilter
     rulesets: list[Ruleset] = []
     nf_seen = False

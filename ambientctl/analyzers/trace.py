@@ -75,6 +75,7 @@ class Trace:
     warnings: list[str]
     reason: str | None = None
     plaintext: bool = False
+    data_errors: list[str] = field(default_factory=list)  # unusable files on the path
 
 
 @dataclass(frozen=True)
@@ -476,16 +477,20 @@ class Tracer:
     def _finish(self, src: Endpoint, dst: Endpoint, request: SocketAddr, legs: list[Leg],
                 walker: PathWalker, warnings: list[str], disp: Disposition,
                 reason: str | None, plaintext: bool) -> Trace:
+        errors: list[str] = []
         for leg in legs:
-            for hop in leg.result.hops:
+            hops = list(leg.result.hops) + (list(leg.result.reply.hops) if leg.result.reply
+                                            else [])
+            for hop in hops:
                 ns = self.world.by_id.get(hop.netns)
                 for prob in ns.problems if ns else ():
                     text = str(prob)
-                    if text not in warnings:
-                        warnings.append(text)
+                    bucket = errors if prob.severity == "error" else warnings
+                    if text not in bucket:
+                        bucket.append(text)
         summary = self.summary(src, legs, disp)
         return Trace(src, dst, request, disp, legs, summary, walker.assumptions, warnings,
-                     reason, plaintext)
+                     reason, plaintext, errors)
 
     def summary(self, src: Endpoint, legs: list[Leg], disp: Disposition) -> str:
         """`sleep -> [ambient-worker] ztunnel:15001 -> HBONE -> [ambient-worker2] ztunnel:15008 -> productpage`."""

@@ -56,11 +56,14 @@ def trace_cmd(src: str, dst: str, port: int | None, plaintext: bool, output: str
     else:
         click.echo(trace_text.render(t, verbose=verbose), nl=False)
     # Bad data on the path: one line per problem on stderr and the bundle exit code.
+    for problem in t.data_errors:
+        click.echo(f"error: {problem}", err=True)
     culprits = [leg.result for leg in t.legs if leg.result.disposition.value == "insufficient-info"]
     if culprits:
         r = culprits[0]
         where = f" ({r.culprit})" if r.culprit else ""
         click.echo(f"error: cannot finish the trace: {r.reason}{where}", err=True)
+    if culprits or t.data_errors:
         return int(ExitCode.BUNDLE)
     if expect and t.disposition.value != expect:
         click.echo(f"expected {expect}, got {t.disposition.value}", err=True)

@@ -111,4 +111,5 @@ def trace_document(t: Trace, bundle: str) -> dict[str, Any]:
         "legs": [_leg(leg) for leg in t.legs],
         "assumptions": list(t.assumptions),
         "warnings": list(t.warnings),
+        "data_errors": list(t.data_errors),
     }

@@ -71,6 +71,9 @@ def render(t: Trace, *, verbose: bool = False) -> str:
     if t.assumptions:
         out.append("assumptions:")
         out.extend(f"  - {a}" for a in t.assumptions)
+    if t.data_errors:
+        out.append("unusable data on the path (the trace cannot be trusted past it):")
+        out.extend(f"  - {w}" for w in t.data_errors)
     if t.warnings:
         out.append("warnings about the data used:")
         out.extend(f"  - {w}" for w in t.warnings)
