@@ -23,6 +23,7 @@ initialised).
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
@@ -121,8 +122,10 @@ def parse_mark(text: str) -> tuple[int, int]:
     return _int(text), ALL_ONES
 
 
-def _networks(text: str) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
-    return [ipaddress.ip_network(part, strict=False) for part in text.split(",") if part]
+@functools.lru_cache(maxsize=65536)
+def _networks(text: str) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+    # Cached: a kube-proxy KUBE-SERVICES chain is 10k `-d VIP/32` rules walked per trace.
+    return tuple(ipaddress.ip_network(part, strict=False) for part in text.split(",") if part)
 
 
 def _iface_match(pattern: str, name: str | None) -> bool:
