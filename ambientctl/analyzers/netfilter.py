@@ -704,11 +704,9 @@ def _walk_base(
                             + (f" ({q2.dst_addr})" if q2.dst_addr != p.dst_addr else ""))
         for i in range(len(prefix), len(pts2)):
             queue.append(prefix + [True] * (i - len(prefix)) + [False])
-    # Attach the alternatives to the first statistic step of the main walk.
+    # Attach the alternatives to the first statistic rule the main walk took.
     for i, st in enumerate(steps):
-        if st.action == "jump" and st.rule is not None and any(
-            m.module == "statistic" for m in st.rule.matches
-        ) or (st.rule is not None and any(m.module == "statistic" for m in st.rule.matches)):
+        if st.rule is not None and any(m.module == "statistic" for m in st.rule.matches):
             steps[i] = replace(st, branches=tuple(alternatives))
             break
     return verdict, q, steps, alternatives

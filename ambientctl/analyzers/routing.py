@@ -349,5 +349,3 @@ def validate_source(
     return SourceCheck(True, f"rp_filter={rpf}: route back to {src} via {reverse.dev}", evidence,
                        assumed)
 
-
-ALL = ALL_ONES
