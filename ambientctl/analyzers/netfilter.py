@@ -647,12 +647,18 @@ def run_hook(ns: NetNamespace, hook: str, packet: Packet, ctx: Context) -> HookR
     """Run every base chain at `hook`, following the first branch of any statistic fork."""
     p = packet
     steps: list[NfStep] = []
+    is_dst = hook in ("prerouting", "output")
+    nat_seen = False
     for table, chain in hook_tables(ns, hook, p.family):
         assert chain.base is not None
         if chain.base.kind == "nat":
-            is_dst = hook in ("prerouting", "output")
+            # nf_nat_inet_fn: the nat chains of a hook run in priority order only until one
+            # of them binds this manip (DNAT/REDIRECT, SNAT/MASQUERADE); a chain that ends
+            # in ACCEPT without NAT hands over to the next nat chain (iptables' and nft's
+            # alike).
             if p.ctstate != "NEW" or (p.dnat_done if is_dst else p.snat_done):
                 continue
+            nat_seen = True
         try:
             verdict, p2, sub, branches = _walk_base(table, chain, p, ctx, hook)
         except _Stop as stop:
@@ -663,17 +669,15 @@ def run_hook(ns: NetNamespace, hook: str, packet: Packet, ctx: Context) -> HookR
             return HookResult("insufficient-info", p, tuple(steps), exc.message, src,
                               tuple(ctx.notes))
         steps.extend(sub)
-        if chain.base.kind == "nat":
-            # Whatever the rules said, this manip is now decided for the connection.
-            if hook in ("prerouting", "output"):
-                p2 = replace(p2, dnat_done=True)
-            else:
-                p2 = replace(p2, snat_done=True)
         if verdict in ("drop", "reject"):
             last = sub[-1] if sub else None
             return HookResult(verdict, p2, tuple(steps), last.summary if last else verdict,
                               last.source if last else None, tuple(ctx.notes))
         p = p2
+    if nat_seen:
+        # No nat chain bound it: the kernel installs a null binding
+        # (nf_nat_alloc_null_binding), so this manip is now decided for the connection.
+        p = replace(p, dnat_done=True) if is_dst else replace(p, snat_done=True)
     return HookResult("accept", p, tuple(steps), notes=tuple(ctx.notes))
 
 

@@ -544,8 +544,12 @@ class PathWalker:
             return self._reply_arrived(ns, p, hop, hops)
         self._close(ns, p)
         if p.tproxy is not None:
-            want, local = p.tproxy, p.dst_addr  # TPROXY: getsockname() is the original dst
-            original = p.dst_addr
+            # TPROXY picks the socket without rewriting the packet: getsockname() is the
+            # destination as it arrived, unless a nat chain after mangle (REDIRECT/DNAT)
+            # rewrote it too. The original destination is conntrack's original tuple
+            # (SO_ORIGINAL_DST, which ztunnel reads before getsockname()).
+            want, local = p.tproxy, p.dst_addr
+            original = p.original_dst or p.dst_addr
         else:
             want = p.dst_addr
             local = p.dst_addr

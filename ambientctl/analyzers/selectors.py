@@ -10,7 +10,7 @@ single backing pod. More than one candidate is an error that lists them.
 from __future__ import annotations
 
 import ipaddress
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from ambientctl.errors import SelectorError
 from ambientctl.model import IPAddress, NetNamespace, Pod, Service, Snapshot
@@ -91,7 +91,19 @@ def _service_endpoint(svc: Service, port: int | None) -> Endpoint:
 
 
 def resolve(snap: Snapshot, text: str, *, role: str, port: int | None = None) -> Endpoint:
-    """Resolve SRC or DST (`role` is "source" or "destination")."""
+    """Resolve SRC or DST (`role` is "source" or "destination").
+
+    A pod destination without `port` takes its only TCP container port.
+    """
+    ep = _resolve(snap, text, role=role, port=port)
+    if role == "destination" and ep.port is None and ep.pod is not None:
+        tcp = sorted({p for _n, p, proto in ep.pod.container_ports if proto.upper() == "TCP"})
+        if len(tcp) == 1:
+            return replace(ep, port=tcp[0])
+    return ep
+
+
+def _resolve(snap: Snapshot, text: str, *, role: str, port: int | None = None) -> Endpoint:
     pods = snap.cluster.pods
     services = snap.cluster.services
     # 1. an IP address

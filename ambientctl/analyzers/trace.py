@@ -413,8 +413,13 @@ class Tracer:
 
     # ------------------------------------------------------------------ the trace
     def trace(self, src: Endpoint, dst: Endpoint, *, proto: str = "tcp",
-              plaintext: bool = False) -> Trace:
-        """Trace a connection from `src` to `dst` (whose `port` must be set)."""
+              plaintext: bool = False, uid: int | None = None) -> Trace:
+        """Trace a connection from `src` to `dst` (whose `port` must be set).
+
+        `uid` owns the client's socket when rules match on it: the node's probe SNAT of
+        the nftables backend is `meta skuid <kubelet uid>` (istio-datapath.md 3.6), so a
+        kubelet probe and a root process on the node take different paths.
+        """
         walker = PathWalker(self.world)
         assert dst.ip is not None and dst.port is not None
         request = SocketAddr(dst.ip, dst.port)
@@ -430,9 +435,11 @@ class Tracer:
         assert start is not None
         legs: list[Leg] = []
         result = self._with_reply(walker, walker.connect(start, dst=dst.ip, dport=dst.port,
-                                                         proto=proto))
+                                                         proto=proto, uid=uid))
         legs.append(Leg(1, "outbound", opener, start.id, result,
-                        request=f"{proto} connect to {request}", target=request))
+                        request=f"{proto} connect to {request}"
+                        + (f" as uid {uid}" if uid is not None else ""), target=request,
+                        uid=uid))
         client = result.client.ip if result.client else None
         authority: SocketAddr | None = None
         reason = result.reason
