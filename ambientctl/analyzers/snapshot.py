@@ -173,7 +173,15 @@ def build_netns(view: BundleView, node: str, ns_name: str | None, pod: str | Non
                         lambda t, r: pr.parse_ip_route(t, r, family=4))
     got6 = first_parsed(("ip6-route.txt", "ip6-route.json"),
                         lambda t, r: pr.parse_ip_route(t, r, family=6))
-    routes: list = [*(got4 or ()), *(got6 or ())]  # type: ignore[misc]
+    # iproute2 >= 6 prints IPv6 routes in `ip route show table all` too: keep one of each.
+    routes: list = []
+    seen_routes: set[tuple] = set()
+    for route in [*(got4 or ()), *(got6 or ())]:  # type: ignore[misc]
+        key = (route.family, route.table, route.type, route.dst, route.gateway, route.dev,
+               route.metric)
+        if key not in seen_routes:
+            seen_routes.add(key)
+            routes.append(route)
     routes_ok = got4 is not None
     got4 = first_parsed(("ip-rule.txt", "ip-rule.json"),
                         lambda t, r: pr.parse_ip_rule(t, r, family=4))

@@ -1,0 +1,169 @@
+"""Host facts: `sysctl -a` and `ss -Hltnp` output.
+
+`sysctl -a` sample (procps-ng; only `net.*` lines matter, any subset is fine)::
+
+    net.ipv4.conf.all.rp_filter = 0
+    net.ipv4.conf.eth0.rp_filter = 2
+    net.ipv4.conf.eth0/100.rp_filter = 0
+    net.ipv4.ip_forward = 1
+    net.ipv4.tcp_rmem = 4096	131072	6291456
+    net.ipv6.conf.all.stable_secret =
+    sysctl: permission denied on key 'net.ipv6.conf.all.stable_secret'
+
+Variants: a multi-line value is printed as one `name = line` per line (`kernel.core_modes`)
+and is joined back with newlines; stderr lines (`sysctl: permission denied on key ...`,
+`sysctl: cannot stat /proc/sys/...`, `sysctl: reading key "..."`) merged into the file are
+skipped; a value may be empty or hold tabs (kept verbatim); a dot inside an interface name is
+printed as `/`. An empty file is a ParseError: `sysctl -a` always prints hundreds of lines, so
+the command failed.
+
+`ss -Hltnp` sample (iproute2 6.1; `ss -ltnp`/`ss -ntlp` print a `State ...` header first, and
+`ss -a` a leading `Netid` column)::
+
+    LISTEN 0      4096       127.0.0.1:15001      0.0.0.0:*    users:(("ztunnel",pid=1,fd=3))
+    LISTEN 0      128     127.0.0.1%lo:53         0.0.0.0:*    users:(("coredns",pid=9,fd=5))
+    LISTEN 0      5               [::]:15009         [::]:*
+    LISTEN 0      4096               *:15008            *:*    users:(("ztunnel",pid=1,fd=4))
+    LISTEN 0      5     [::ffff:127.0.0.1]:80            *:*
+
+How ss prints wildcards (ss.c `inet_addr_print`, checked on this kernel with real sockets):
+`0.0.0.0` is the IPv4 wildcard (family 4); `*` is an IPv6 wildcard socket *without*
+IPV6_V6ONLY, which also accepts IPv4 (family None, dual stack); `[::]` is an IPv6 wildcard
+*with* IPV6_V6ONLY (family 6, IPv6 only). All three get `address=None`. Very old ss printed
+`:::PORT` for every IPv6 wildcard: read as dual stack. An empty file is valid (nothing listens).
+
+>>> line = 'LISTEN 0 4096 *:15008 *:* users:(("ztunnel",pid=1,fd=4))\\n'
+>>> ls = parse_ss_listen(line, "ss-listen.txt")
+>>> ls[0].address, ls[0].family, ls[0].port, ls[0].process
+(None, None, 15008, 'users:(("ztunnel",pid=1,fd=4))')
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+
+from ambientctl import model
+from ambientctl.analyzers.parse._common import shorten, split_lines
+from ambientctl.errors import ParseError
+
+__all__ = ["parse_ss_listen", "parse_sysctl"]
+
+_SYSCTL_LINE = re.compile(r"^([^\s=]+)\s*=\s?(.*)$")
+
+
+def parse_sysctl(text: str, path: str) -> dict[str, model.Sysctl]:
+    """Parse `sysctl -a` (or `sysctl KEY...`) output: name -> value, verbatim."""
+    out: dict[str, model.Sysctl] = {}
+    for idx, line in enumerate(split_lines(text)):
+        if not line.strip() or line.startswith("sysctl: "):
+            continue
+        m = _SYSCTL_LINE.match(line)
+        if m is None:
+            raise ParseError(
+                path, idx + 1, f"not sysctl output: {shorten(line)} (expected 'name = value')"
+            )
+        name, value = m.group(1), m.group(2)
+        prev = out.get(name)
+        if prev is not None:
+            # A multi-line value (kernel.core_modes) is printed as one "name = line" per line.
+            value = f"{prev.value}\n{value}"
+        source = prev.source if prev is not None else model.SourceRef(path, idx + 1, line)
+        out[name] = model.Sysctl(name=name, value=value, source=source)
+    if not out:
+        raise ParseError(
+            path, None, "no sysctl values: `sysctl -a` always prints many lines",
+            hint="the command probably failed; re-collect",
+        )  # fmt: skip
+    return out
+
+
+_STATES = {
+    "LISTEN", "UNCONN", "ESTAB", "SYN-SENT", "SYN-RECV", "FIN-WAIT-1", "FIN-WAIT-2",
+    "TIME-WAIT", "CLOSE-WAIT", "LAST-ACK", "CLOSING", "CLOSED", "UNKNOWN",
+}  # fmt: skip
+_NETIDS = {
+    "tcp",
+    "udp",
+    "raw",
+    "sctp",
+    "dccp",
+    "mptcp",
+    "u_str",
+    "u_dgr",
+    "u_seq",
+    "nl",
+    "p_raw",
+    "p_dgr",
+}
+
+
+def parse_ss_listen(text: str, path: str) -> tuple[model.Listener, ...]:
+    """Parse `ss -Hltnp` / `ss -ltnp` (header optional) into listening sockets."""
+    out: list[model.Listener] = []
+    for idx, line in enumerate(split_lines(text)):
+        lineno = idx + 1
+        toks = line.split()
+        if not toks:
+            continue
+        if toks[0] in ("State", "Netid") and "Local" in toks:
+            continue  # the header of `ss -ltnp`
+        proto = "tcp"
+        if toks[0] in _NETIDS:
+            proto = toks.pop(0)
+        if (
+            len(toks) < 5
+            or toks[0] not in _STATES
+            or not toks[1].isdigit()
+            or not toks[2].isdigit()
+        ):
+            raise ParseError(
+                path,
+                lineno,
+                f"not ss output: {shorten(line)} (expected 'STATE RECV-Q SEND-Q LOCAL PEER')",
+            )
+        if toks[0] != "LISTEN" and proto == "tcp":
+            continue  # `ss -tnp` without -l: connections are not listeners
+        address, family, interface, port = _local(toks[3], path, lineno)
+        out.append(
+            model.Listener(
+                proto=proto,
+                address=address,
+                port=port,
+                source=model.SourceRef(path, lineno, line),
+                family=family,
+                process=" ".join(toks[5:]) or None,
+                interface=interface,
+            )
+        )
+    return tuple(out)
+
+
+def _local(
+    value: str, path: str, line: int
+) -> tuple[model.IPAddress | None, int | None, str | None, int]:
+    """`127.0.0.1%lo:53` -> (127.0.0.1, 4, "lo", 53); wildcards -> address None."""
+    host, sep, port_s = value.rpartition(":")
+    if not sep or not host:
+        raise ParseError(path, line, f"local address {value!r} has no port")
+    if not port_s.isdigit():
+        raise ParseError(path, line, f"port {port_s!r} is not numeric (collect with `ss -n`)")
+    port = int(port_s)
+    interface = None
+    if "%" in host:  # bound to a device: `127.0.0.1%lo`, `[fe80::1]%eth0`, `*%eth0`
+        host, _, interface = host.rpartition("%")
+    if host == "*":
+        return None, None, interface, port
+    if host == "[::]":
+        return None, 6, interface, port
+    if host == "::":  # very old ss: `:::22`
+        return None, None, interface, port
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    try:
+        addr = ipaddress.ip_address(host)
+    except ValueError:
+        raise ParseError(path, line, f"local address {host!r} is not an IP address") from None
+    if addr.is_unspecified:
+        return None, addr.version, interface, port
+    return addr, addr.version, interface, port
