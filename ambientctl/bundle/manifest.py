@@ -1,0 +1,141 @@
+"""`manifest.json`: what a bundle holds and how each file came to be.
+
+The manifest is written by `collect` and read (optionally) by everything else. Schema
+(`"schema": "ambientctl.bundle/v1"`, checked by the reader):
+
+    {
+      "schema": "ambientctl.bundle/v1",
+      "format_version": 1,
+      "bundle_id": "sha256:<hash of the canonical entries list>",
+      "created_at": "2022-10-12T07:34:33Z",
+      "tool": {"name": "ambientctl", "version": "0.1.0"},
+      "collection": {"mode": "local", "argv": [...], "timeout_s": 30, "concurrency": 8},
+      "partial": false,
+      "targets": [{"id": "node/w1", "kind": "node", "node": "w1", "netns": {...},
+                   "dir": "nodes/w1/host", "tool_versions": {"iptables": "iptables v1.8.9 ..."}}],
+      "entries": [{"path": "nodes/w1/host/iptables-save.txt" | null, "spec": "iptables-save.txt",
+                   "target": "node/w1", "argv": [...], "wrapper": [...], "transport": "local",
+                   "status": "ok", "exit_code": 0, "stderr": "", "stderr_truncated": false,
+                   "note": null, "started_at": "...", "duration_ms": 12,
+                   "size": 3112 | null, "sha256": "..." | null}]
+    }
+
+Every planned command has an entry, failed / timed-out / skipped ones included; `path`,
+`size` and `sha256` are null when nothing was stored. Cluster files copied from a
+directory are entries too (`target: "cluster"`, `transport: "file"`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from ambientctl import __version__
+from ambientctl.bundle.layout import FORMAT_VERSION, MANIFEST_SCHEMA
+from ambientctl.raw import RawOutput, RawStatus
+
+STDERR_LIMIT = 4096  # bytes of stderr kept per entry: enough for any error message
+
+
+def sha256_hex(data: bytes) -> str:
+    """The hex sha256 of `data` (the manifest's hash of stored bytes)."""
+    return hashlib.sha256(data).hexdigest()
+
+
+def _stderr_text(stderr: bytes) -> tuple[str, bool]:
+    if len(stderr) <= STDERR_LIMIT:
+        return stderr.decode("utf-8", errors="replace"), False
+    return stderr[:STDERR_LIMIT].decode("utf-8", errors="replace"), True
+
+
+def spec_id_of(path: str | None, argv: Sequence[str]) -> str:
+    """A short id for an entry: its file name ("ip-addr.json"), else argv[0]."""
+    if path:
+        return path.rsplit("/", 1)[-1]
+    return argv[0] if argv else "?"
+
+
+def entry_for(output: RawOutput, *, stored: bool, spec: str | None = None) -> dict[str, Any]:
+    """The manifest entry of one planned command (`stored`: did its stdout become a file)."""
+    stderr, truncated = _stderr_text(output.stderr)
+    return {
+        "path": output.path if stored else None,
+        "spec": spec or spec_id_of(output.path, output.argv),
+        "target": output.target,
+        "argv": list(output.argv),
+        "wrapper": list(output.wrapper),
+        "transport": output.transport,
+        "status": str(output.status),
+        "exit_code": output.exit_code,
+        "stderr": stderr,
+        "stderr_truncated": truncated,
+        "note": output.note,
+        "started_at": output.started_at,
+        "duration_ms": output.duration_ms,
+        "size": len(output.stdout) if stored else None,
+        "sha256": sha256_hex(output.stdout) if stored else None,
+    }
+
+
+def file_entry(path: str, data: bytes, *, source: str, started_at: str) -> dict[str, Any]:
+    """The entry of a file copied into the bundle (cluster/*.json from `--cluster-dir`)."""
+    return {
+        "path": path,
+        "spec": spec_id_of(path, ()),
+        "target": "cluster",
+        "argv": [],
+        "wrapper": [],
+        "transport": "file",
+        "source": source,
+        "status": str(RawStatus.OK),
+        "exit_code": None,
+        "stderr": "",
+        "stderr_truncated": False,
+        "note": None,
+        "started_at": started_at,
+        "duration_ms": 0,
+        "size": len(data),
+        "sha256": sha256_hex(data),
+    }
+
+
+def canonical(doc: Any) -> bytes:
+    """Canonical JSON bytes (sorted keys, no whitespace) for hashing."""
+    return json.dumps(doc, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def bundle_id(entries: Iterable[Mapping[str, Any]]) -> str:
+    """`sha256:` of the canonical entries list: names the exact input of an analysis."""
+    return "sha256:" + sha256_hex(canonical(list(entries)))
+
+
+@dataclass
+class Manifest:
+    """A manifest being assembled; `to_json()` gives the bytes written to the bundle."""
+
+    created_at: str
+    collection: dict[str, Any]
+    targets: list[dict[str, Any]] = field(default_factory=list)
+    entries: list[dict[str, Any]] = field(default_factory=list)
+    partial: bool = False
+
+    def document(self) -> dict[str, Any]:
+        """The manifest as a JSON-ready mapping, keys in a stable, readable order."""
+        return {
+            "schema": MANIFEST_SCHEMA,
+            "format_version": FORMAT_VERSION,
+            "bundle_id": bundle_id(self.entries),
+            "created_at": self.created_at,
+            "tool": {"name": "ambientctl", "version": __version__},
+            "collection": self.collection,
+            "partial": self.partial,
+            "targets": self.targets,
+            "entries": self.entries,
+        }
+
+    def to_json(self) -> bytes:
+        """Pretty JSON (2-space indent, trailing newline): humans read manifests too."""
+        return (json.dumps(self.document(), indent=2, ensure_ascii=False) + "\n").encode()

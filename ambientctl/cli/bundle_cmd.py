@@ -1,0 +1,44 @@
+"""`ambientctl bundle ...`: operations on a bundle itself (not on what it describes).
+
+    ambientctl bundle verify PATH     # recheck every sha256 of manifest.json
+
+`verify` prints one line per problem (`path: reason`) on stdout and exits 4 when there is
+any; a clean bundle prints nothing on stdout and exits 0.
+"""
+
+from __future__ import annotations
+
+import click
+
+from ambientctl.cli import cli
+from ambientctl.errors import ExitCode
+
+
+@cli.group("bundle")
+def bundle() -> None:
+    """Inspect support bundles."""
+
+
+@bundle.command("verify")
+@click.argument("path", metavar="PATH")
+@click.pass_context
+def verify(ctx: click.Context, path: str) -> None:
+    """Recheck every file of a bundle against the sha256 in its manifest."""
+    from ambientctl.bundle.reader import open_bundle
+
+    opened = open_bundle(path)
+    try:
+        mismatches = opened.verify()
+        checked = sum(
+            1
+            for e in (opened.manifest or {}).get("entries", [])  # type: ignore[union-attr]
+            if isinstance(e, dict) and e.get("path")
+        )
+    finally:
+        opened.close()
+    for mismatch in mismatches:
+        click.echo(str(mismatch))
+    if mismatches:
+        click.echo(f"{len(mismatches)} problem(s) in {path}", err=True)
+        ctx.exit(int(ExitCode.BUNDLE))
+    click.echo(f"ok: {checked} files match manifest.json", err=True)

@@ -1,0 +1,154 @@
+"""`ambientctl collect`: gather raw state into a support bundle.
+
+    ambientctl collect --local -o bundle/                      # this machine's netns
+    ambientctl collect --local --pod cni-1a2b=default/sleep-x -o b.tar.gz
+    ambientctl collect --local --targets lab.json --cluster-dir cluster/ -o b/
+
+`--local` collects this machine: the current network namespace as node `--node-name`
+(default: the hostname) plus each `--pod NETNS=namespace/pod`; or, for a lab that
+emulates several nodes with namespaces, the nodes and pods of `--targets FILE`.
+
+Exit codes: 0 complete; 7 (partial) when some commands failed but a bundle was written;
+3 when nothing could be collected; 130 when interrupted (the bundle is still written,
+marked partial). The bundle path is the only thing printed on stdout.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import sys
+from collections.abc import Callable
+from typing import Any
+
+import click
+
+from ambientctl.cli import cli
+from ambientctl.errors import ExitCode, UsageError
+
+
+def _progress(quiet: bool) -> Callable[[str], None] | None:
+    """A progress printer on stderr, only for a human watching a terminal."""
+    if quiet or not sys.stderr.isatty():
+        return None
+    return lambda line: click.echo(f"  {line}", err=True)
+
+
+def _failure_lines(failed: tuple[dict[str, Any], ...]) -> list[str]:
+    """One line per (target, status, reason), naming the specs it hit."""
+    groups: dict[tuple[str, str, str], list[str]] = {}
+    for entry in failed:
+        why = entry["note"] or next(iter(str(entry["stderr"]).strip().splitlines()), "")
+        groups.setdefault((entry["target"], entry["status"], why), []).append(entry["spec"])
+    return [
+        f"{target}: {status} ({', '.join(specs)}){': ' + why if why else ''}"
+        for (target, status, why), specs in groups.items()
+    ]
+
+
+def _default_node_name() -> str:
+    return socket.gethostname().split(".", 1)[0].lower()
+
+
+@cli.command("collect")
+@click.option("--local", "local", is_flag=True, help="Collect this machine (run commands here).")
+@click.option(
+    "-o", "--output", "out", required=True, metavar="DIR|FILE.tar.gz",
+    help="Where to write the bundle (must not exist).",
+)
+@click.option("--node-name", metavar="NAME", help="Node name for this machine [default: hostname].")
+@click.option(
+    "--pod", "pods", multiple=True, metavar="NETNS=NAMESPACE/POD",
+    help="Also collect a pod's netns (a name under /var/run/netns, or a path). Repeatable.",
+)
+@click.option(
+    "--targets", "targets_file", type=click.Path(exists=True, dir_okay=False),
+    help="JSON file listing nodes and pods by netns (labs emulating several nodes).",
+)
+@click.option(
+    "--cluster-dir", type=click.Path(exists=True, file_okay=False),
+    help="Copy pods/services/namespaces/nodes/endpointslices .json from here into cluster/.",
+)
+@click.option("--timeout", type=float, default=30.0, show_default=True,
+              help="Seconds before one command is killed.")
+@click.option("--concurrency", type=int, default=8, show_default=True,
+              help="Targets collected at the same time.")
+@click.option("-q", "--quiet", is_flag=True, help="No progress or summary on stderr.")
+@click.pass_context
+def collect(
+    ctx: click.Context,
+    local: bool,
+    out: str,
+    node_name: str | None,
+    pods: tuple[str, ...],
+    targets_file: str | None,
+    cluster_dir: str | None,
+    timeout: float,
+    concurrency: int,
+    quiet: bool,
+) -> None:
+    """Collect iptables, ipsets, routes, rules, addresses, listeners and sysctls into a bundle."""
+    from ambientctl.collectors.local import (
+        LocalTransport,
+        parse_pod_option,
+        targets_from_document,
+    )
+    from ambientctl.collectors.runner import Plan, Target, collect_bundle, read_cluster_dir
+    from ambientctl.collectors.transport import NetnsRef
+
+    if not local:
+        raise UsageError("choose what to collect", hint="use --local to collect this machine")
+    if targets_file and (pods or node_name):
+        raise UsageError("--targets cannot be combined with --pod or --node-name")
+    if targets_file:
+        try:
+            with open(targets_file, encoding="utf-8") as fh:
+                doc = json.load(fh)
+        except ValueError as exc:
+            raise UsageError(f"{targets_file}: not valid JSON ({exc})") from exc
+        targets = targets_from_document(doc, source=targets_file)
+    else:
+        node = node_name or _default_node_name()
+        targets = [Target.node_target(node, NetnsRef())]
+        for value in pods:
+            netns, namespace, pod = parse_pod_option(value)
+            targets.append(Target.pod_target(node, namespace, pod, netns))
+    plan = Plan(tuple(targets))
+    extra = read_cluster_dir(cluster_dir) if cluster_dir else []
+    collection = {
+        "mode": "local",
+        "argv": ["ambientctl", *sys.argv[1:]] if sys.argv else ["ambientctl", "collect"],
+    }
+    if cluster_dir:
+        collection["cluster_dir"] = cluster_dir
+    progress = _progress(quiet)
+    if progress:
+        progress(f"collecting {len(plan.targets)} network namespaces ...")
+    written, interrupted = collect_bundle(
+        LocalTransport(),
+        plan,
+        out,
+        collection=collection,
+        extra_files=extra,
+        timeout=timeout,
+        concurrency=concurrency,
+        progress=progress,
+    )
+    click.echo(written.path)
+    if not quiet:
+        total = len(written.manifest["entries"])
+        if written.failed:
+            click.echo(
+                f"warning: {len(written.failed)} of {total} entries failed; bundle marked partial",
+                err=True,
+            )
+            for line in _failure_lines(written.failed)[:10]:
+                click.echo(f"  {line}", err=True)
+            click.echo(f"  details: {written.path} manifest.json", err=True)
+        elif sys.stderr.isatty():
+            click.echo(f"collected {total} entries, {written.manifest['bundle_id']}", err=True)
+    if interrupted:
+        click.echo("interrupted: bundle written and marked partial", err=True)
+        ctx.exit(int(ExitCode.INTERRUPTED))
+    if written.failed:
+        ctx.exit(int(ExitCode.PARTIAL))

@@ -1,0 +1,216 @@
+"""The `local` transport: run argv vectors on this machine, optionally in another netns.
+
+- Never a shell: `subprocess.Popen(list)`, stdin closed, `LC_ALL=C` so that tools print the
+  same words everywhere.
+- `start_new_session=True` puts each command (and anything it forks) in its own process
+  group: a timeout kills the whole group, and a Ctrl-C on the terminal does not reach it
+  (the runner decides what an interrupt means).
+- A named netns is entered with `ip netns exec NAME` (which also bind-mounts the netns'
+  /sys, so `ip -d` and `sysctl` see that namespace), a path with `nsenter --net=PATH --`.
+  Both exec the command in place, so the child's exit code is the command's.
+- A binary missing from PATH is reported as `not_found` before anything is started: the
+  wrappers would only say `exec of "x" failed` with exit code 1/127.
+- A namespace that does not exist raises `TransportError`: every command for that target
+  would fail the same way, and the runner records them all as transport errors.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import threading
+import time
+from collections.abc import Sequence
+
+from ambientctl.bundle.layout import valid_name
+from ambientctl.collectors.runner import Target
+from ambientctl.collectors.transport import NetnsRef
+from ambientctl.errors import TransportError, UsageError
+from ambientctl.raw import ExecResult
+
+NETNS_RUN_DIR = "/var/run/netns"
+
+
+def _env() -> dict[str, str]:
+    """The child environment: the caller's PATH, a fixed locale, nothing else needed."""
+    env = {"PATH": os.environ.get("PATH", "/usr/sbin:/usr/bin:/sbin:/bin"), "LC_ALL": "C"}
+    return env
+
+
+class LocalTransport:
+    """Runs commands on this machine (see the module docstring for the guarantees)."""
+
+    name = "local"
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._running: set[subprocess.Popen[bytes]] = set()
+        self._closed = False
+
+    # ------------------------------------------------------------------ checks
+    @staticmethod
+    def _check_netns(netns: NetnsRef | None) -> None:
+        if netns is None:
+            return
+        if netns.name is not None:
+            path = os.path.join(NETNS_RUN_DIR, netns.name)
+            if not os.path.exists(path):
+                raise TransportError(
+                    f"network namespace {netns.name!r} not found in {NETNS_RUN_DIR}",
+                    hint="list them with `ip netns list`",
+                )
+        elif netns.path is not None and not os.path.exists(netns.path):
+            raise TransportError(f"network namespace file {netns.path} does not exist")
+        elif netns.pid is not None and not os.path.exists(f"/proc/{netns.pid}/ns/net"):
+            raise TransportError(f"process {netns.pid} does not exist (no /proc/{netns.pid}/ns/net)")
+
+    # ------------------------------------------------------------------ run
+    def run(self, argv: Sequence[str], *, netns: NetnsRef | None, timeout: float) -> ExecResult:
+        """Run `argv` (inside `netns` when given); see the module docstring."""
+        if self._closed:
+            raise TransportError("local transport closed (collection interrupted)")
+        self._check_netns(netns)
+        env = _env()
+        if shutil.which(argv[0], path=env["PATH"]) is None:
+            return ExecResult(
+                exit_code=None,
+                stdout=b"",
+                stderr=f"{argv[0]}: command not found in PATH".encode(),
+                duration_ms=0,
+                not_found=True,
+            )
+        wrapper = netns.wrapper() if netns is not None else ()
+        full = [*wrapper, *argv]
+        if wrapper and shutil.which(wrapper[0], path=env["PATH"]) is None:
+            raise TransportError(
+                f"{wrapper[0]} is not installed: cannot enter network namespaces",
+                hint="install iproute2 (ip) and util-linux (nsenter)",
+            )
+        start = time.monotonic()
+        try:
+            proc = subprocess.Popen(
+                full,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                env=env,
+                start_new_session=True,
+                close_fds=True,
+            )
+        except OSError as exc:
+            raise TransportError(f"cannot start {full[0]}: {exc.strerror or exc}") from exc
+        with self._lock:
+            self._running.add(proc)
+        timed_out = False
+        try:
+            try:
+                stdout, stderr = proc.communicate(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                timed_out = True
+                self._kill_group(proc)
+                stdout, stderr = proc.communicate()
+        finally:
+            with self._lock:
+                self._running.discard(proc)
+        duration_ms = int((time.monotonic() - start) * 1000)
+        return ExecResult(
+            exit_code=proc.returncode,
+            stdout=stdout,
+            stderr=stderr,
+            duration_ms=duration_ms,
+            timed_out=timed_out,
+        )
+
+    @staticmethod
+    def _kill_group(proc: subprocess.Popen[bytes]) -> None:
+        """SIGKILL the command's whole process group (it leads its own session)."""
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+    def close(self) -> None:
+        """Kill whatever still runs (an interrupted collection) and refuse new commands."""
+        self._closed = True
+        with self._lock:
+            running = list(self._running)
+        for proc in running:
+            self._kill_group(proc)
+
+
+# --------------------------------------------------------------------------- planning
+
+
+def netns_ref(value: str) -> NetnsRef:
+    """`--pod`/`--targets` netns syntax: a path when it contains "/", else a netns name.
+
+    Names are checked against DNS-1123 (they reach an argv); paths must be absolute.
+    """
+    if "/" in value:
+        if not value.startswith("/"):
+            raise UsageError(f"network namespace path {value!r} must be absolute")
+        return NetnsRef(path=os.path.normpath(value))
+    if not valid_name(value):
+        raise UsageError(
+            f"invalid network namespace name {value!r}",
+            hint="pass a name listed by `ip netns list`, or an absolute path",
+        )
+    return NetnsRef(name=value)
+
+
+def parse_pod_option(value: str) -> tuple[NetnsRef, str, str]:
+    """`NETNS=namespace/pod` -> (netns, namespace, pod)."""
+    netns, sep, ref = value.partition("=")
+    namespace, slash, pod = ref.partition("/")
+    if not sep or not slash or not netns or not namespace or not pod or "/" in pod:
+        raise UsageError(
+            f"--pod {value!r}: expected NETNS=NAMESPACE/POD",
+            hint="e.g. --pod cni-1234=default/sleep-7b85956664-z6qh7",
+        )
+    return netns_ref(netns), namespace, pod
+
+
+def targets_from_document(doc: object, *, source: str) -> list[Target]:
+    """Targets from a `--targets` JSON document (several emulated nodes on one machine).
+
+    Shape: {"nodes": [{"name": N, "host_netns": NETNS | null,
+                       "pods": [{"namespace": NS, "name": P, "netns": NETNS}]}]}
+    `host_netns` null (or absent) means the current network namespace.
+    """
+    def bad(why: str) -> UsageError:
+        return UsageError(f"{source}: {why}", hint='expected {"nodes": [{"name": ..., ...}]}')
+
+    if not isinstance(doc, dict) or not isinstance(doc.get("nodes"), list):
+        raise bad('no "nodes" list')
+    targets: list[Target] = []
+    current_used = False
+    for i, node in enumerate(doc["nodes"]):
+        if not isinstance(node, dict) or not isinstance(node.get("name"), str):
+            raise bad(f"nodes[{i}] has no name")
+        host = node.get("host_netns")
+        if host is None:
+            if current_used:
+                raise bad("only one node may use the current network namespace")
+            current_used = True
+            ref = NetnsRef()
+        elif isinstance(host, str):
+            ref = netns_ref(host)
+        else:
+            raise bad(f"nodes[{i}].host_netns must be a string or null")
+        targets.append(Target.node_target(node["name"], ref))
+        pods = node.get("pods", [])
+        if not isinstance(pods, list):
+            raise bad(f"nodes[{i}].pods must be a list")
+        for j, pod in enumerate(pods):
+            if not isinstance(pod, dict) or not all(
+                isinstance(pod.get(k), str) for k in ("namespace", "name", "netns")
+            ):
+                raise bad(f"nodes[{i}].pods[{j}] needs namespace, name and netns strings")
+            targets.append(
+                Target.pod_target(node["name"], pod["namespace"], pod["name"], netns_ref(pod["netns"]))
+            )
+    if not targets:
+        raise bad("no targets")
+    return targets

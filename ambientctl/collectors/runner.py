@@ -1,0 +1,479 @@
+"""Run a collection plan (targets x command specs) through any `Transport`.
+
+The runner is transport-agnostic: it knows targets, specs, timeouts and concurrency, and
+turns every outcome into a `RawOutput` - failures included, because a failed command is
+data (it becomes a manifest entry and, later, a finding), not an exception.
+
+Concurrency: targets run in parallel (default 8 at a time), the commands of one target run
+one after the other. Serial per target is what keeps `iptables*-save` one at a time per
+network namespace (iptables-legacy takes the xtables lock; the nft backend reads the
+ruleset generation) and keeps a pod's netns from being entered a dozen times at once.
+
+Interruption: a Ctrl-C (KeyboardInterrupt in the main thread) stops scheduling, closes the
+transport (the local one kills running process groups), and every command that did not
+finish becomes `SKIPPED` with note "interrupted". `RunResult.interrupted` tells the writer to
+mark the bundle partial.
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from ambientctl.bundle import layout
+from ambientctl.bundle.writer import (
+    ExtraFile,
+    WrittenBundle,
+    check_output_path,
+    rfc3339,
+    write_bundle,
+)
+from ambientctl.collectors.specs import NETNS_SPECS, VERSION_SPECS, CommandSpec, VersionSpec
+from ambientctl.collectors.transport import NetnsRef, Transport
+from ambientctl.errors import CollectionError, TransportError, UsageError
+from ambientctl.raw import ExecResult, RawOutput, RawStatus
+
+DEFAULT_TIMEOUT = 30.0
+DEFAULT_CONCURRENCY = 8
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    """One network namespace to collect: a node's own, or one pod's.
+
+    `id` is "node/<node>" or "pod/<namespace>/<name>" (the manifest's target ids);
+    `dir` is its bundle directory from `layout`. Names are validated here, once, before
+    any of them reaches a path or an argv.
+    """
+
+    id: str
+    kind: str  # "node" | "pod"
+    node: str
+    netns: NetnsRef
+    namespace: str | None = None
+    pod: str | None = None
+
+    @property
+    def dir(self) -> str:
+        """The bundle directory of this target's files."""
+        if self.kind == "node":
+            return layout.host_dir(self.node)
+        assert self.namespace is not None and self.pod is not None
+        return layout.pod_dir(self.node, self.namespace, self.pod)
+
+    @classmethod
+    def node_target(cls, node: str, netns: NetnsRef) -> Target:
+        """The root netns of `node`."""
+        _require_name("node", node)
+        _require_netns(netns)
+        return cls(id=f"node/{node}", kind="node", node=node, netns=netns)
+
+    @classmethod
+    def pod_target(cls, node: str, namespace: str, pod: str, netns: NetnsRef) -> Target:
+        """The netns of pod `namespace/pod` on `node`."""
+        _require_name("node", node)
+        _require_name("namespace", namespace)
+        _require_name("pod", pod)
+        _require_netns(netns)
+        return cls(
+            id=f"pod/{namespace}/{pod}",
+            kind="pod",
+            node=node,
+            netns=netns,
+            namespace=namespace,
+            pod=pod,
+        )
+
+    def describe(self) -> dict[str, object]:
+        """The manifest's view of this target."""
+        doc: dict[str, object] = {"id": self.id, "kind": self.kind, "node": self.node}
+        if self.kind == "pod":
+            doc["pod"] = {"namespace": self.namespace, "name": self.pod}
+        netns = {
+            k: v
+            for k, v in (("name", self.netns.name), ("path", self.netns.path), ("pid", self.netns.pid))
+            if v is not None
+        }
+        doc["netns"] = netns or None
+        doc["dir"] = self.dir
+        return doc
+
+
+def _require_name(what: str, name: str) -> None:
+    if not layout.valid_name(name):
+        raise UsageError(
+            f"invalid {what} name {name!r}",
+            hint="names must be DNS-1123: lowercase letters, digits, '-' and '.'",
+        )
+
+
+def _require_netns(netns: NetnsRef) -> None:
+    if netns.name is not None and not layout.valid_name(netns.name):
+        raise UsageError(
+            f"invalid network namespace name {netns.name!r}",
+            hint="pass a name listed by `ip netns list`, or an absolute path",
+        )
+    if netns.path is not None and not netns.path.startswith("/"):
+        raise UsageError(f"network namespace path {netns.path!r} must be absolute")
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    """What to collect: targets (in manifest order) and the specs to run on each."""
+
+    targets: tuple[Target, ...]
+    specs: tuple[CommandSpec, ...] = NETNS_SPECS
+    versions: tuple[VersionSpec, ...] = VERSION_SPECS
+
+    def __post_init__(self) -> None:
+        ids = [t.id for t in self.targets]
+        dupes = sorted({i for i in ids if ids.count(i) > 1})
+        if dupes:
+            raise UsageError(f"target listed twice: {', '.join(dupes)}")
+        dirs = [t.dir for t in self.targets]
+        if len(set(dirs)) != len(dirs):
+            raise UsageError("two targets map to the same bundle directory")
+
+    def specs_for(self, target: Target) -> tuple[CommandSpec, ...]:
+        """The specs that run on `target`."""
+        return tuple(s for s in self.specs if target.kind in s.targets)
+
+
+@dataclass(frozen=True, slots=True)
+class VersionResult:
+    """One tool-version command's outcome, for the manifest."""
+
+    tool: str
+    argv: tuple[str, ...]
+    status: RawStatus
+    output: str | None
+
+
+@dataclass
+class RunResult:
+    """Everything a run produced, in plan order."""
+
+    outputs: list[RawOutput] = field(default_factory=list)
+    versions: dict[str, list[VersionResult]] = field(default_factory=dict)  # target id -> ...
+    not_kept: set[str] = field(default_factory=set)  # paths whose output a spec's `keep` refused
+    interrupted: bool = False
+
+
+def _now() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def _status(res: ExecResult) -> RawStatus:
+    if res.not_found:
+        return RawStatus.NOT_FOUND
+    if res.timed_out:
+        return RawStatus.TIMEOUT
+    if res.exit_code == 0:
+        return RawStatus.OK
+    return RawStatus.NONZERO_EXIT
+
+
+class Runner:
+    """Runs a `Plan` through one transport (see the module docstring)."""
+
+    def __init__(
+        self,
+        transport: Transport,
+        *,
+        timeout: float = DEFAULT_TIMEOUT,
+        concurrency: int = DEFAULT_CONCURRENCY,
+        progress: Callable[[str], None] | None = None,
+    ) -> None:
+        if concurrency < 1:
+            raise UsageError("concurrency must be at least 1")
+        if timeout <= 0:
+            raise UsageError("timeout must be positive")
+        self.transport = transport
+        self.timeout = timeout
+        self.concurrency = concurrency
+        self._progress = progress
+        self._cancel = threading.Event()
+        self._lock = threading.Lock()
+        self._not_kept: set[str] = set()
+        self._results: dict[str, tuple[list[RawOutput], list[VersionResult]]] = {}
+        self._cv = threading.Condition(self._lock)
+        self._busy = 0  # targets taken off the queue whose outcome is not in yet
+        self._errors: list[BaseException] = []
+
+    # ------------------------------------------------------------------ one target
+    def _wrapper(self, netns: NetnsRef) -> tuple[str, ...]:
+        describe = getattr(self.transport, "describe_wrapper", None)
+        if callable(describe):
+            return tuple(describe(netns))
+        return netns.wrapper()
+
+    def _skipped(self, target: Target, spec: CommandSpec, note: str, status: RawStatus) -> RawOutput:
+        return RawOutput(
+            path=f"{target.dir}/{spec.file}",
+            target=target.id,
+            argv=spec.argv,
+            transport=self.transport.name,
+            status=status,
+            exit_code=None,
+            stdout=b"",
+            stderr=b"",
+            started_at=_now(),
+            duration_ms=0,
+            wrapper=self._wrapper(target.netns),
+            note=note,
+        )
+
+    def _run_target(
+        self, plan: Plan, target: Target
+    ) -> tuple[list[RawOutput], list[VersionResult]]:
+        outputs: list[RawOutput] = []
+        versions: list[VersionResult] = []
+        broken: str | None = None  # transport error text: the target is unreachable
+        wrapper = self._wrapper(target.netns)
+        for spec in plan.specs_for(target):
+            if self._cancel.is_set():
+                outputs.append(self._skipped(target, spec, "interrupted", RawStatus.SKIPPED))
+                continue
+            if broken is not None:
+                outputs.append(self._skipped(target, spec, broken, RawStatus.TRANSPORT_ERROR))
+                continue
+            started = _now()
+            try:
+                res = self.transport.run(spec.argv, netns=target.netns, timeout=self.timeout)
+            except TransportError as exc:
+                if self._cancel.is_set():
+                    outputs.append(self._skipped(target, spec, "interrupted", RawStatus.SKIPPED))
+                    continue
+                broken = exc.message
+                outputs.append(self._skipped(target, spec, broken, RawStatus.TRANSPORT_ERROR))
+                continue
+            status = _status(res)
+            note = None
+            if self._cancel.is_set() and status is not RawStatus.OK:
+                status, note = RawStatus.SKIPPED, "interrupted"
+            elif status is RawStatus.TIMEOUT:
+                note = f"killed after {self.timeout:g}s"
+            elif status is RawStatus.NOT_FOUND:
+                note = f"{spec.binary} is not installed on the target"
+            stdout = res.stdout
+            if status is RawStatus.OK and spec.keep is not None and not spec.keep(stdout):
+                note = spec.keep_reason or "output not kept"
+                with self._lock:
+                    self._not_kept.add(f"{target.dir}/{spec.file}")
+            outputs.append(
+                RawOutput(
+                    path=f"{target.dir}/{spec.file}",
+                    target=target.id,
+                    argv=spec.argv,
+                    transport=self.transport.name,
+                    status=status,
+                    exit_code=res.exit_code,
+                    stdout=stdout,
+                    stderr=res.stderr,
+                    started_at=started,
+                    duration_ms=res.duration_ms,
+                    wrapper=wrapper,
+                    note=note,
+                )
+            )
+        if target.kind == "node":
+            for vspec in plan.versions:
+                if self._cancel.is_set() or broken is not None:
+                    versions.append(VersionResult(vspec.tool, vspec.argv, RawStatus.SKIPPED, None))
+                    continue
+                try:
+                    res = self.transport.run(vspec.argv, netns=target.netns, timeout=self.timeout)
+                except TransportError:
+                    versions.append(
+                        VersionResult(vspec.tool, vspec.argv, RawStatus.TRANSPORT_ERROR, None)
+                    )
+                    continue
+                status = _status(res)
+                text = None
+                if status is RawStatus.OK:
+                    text = res.stdout.decode("utf-8", errors="replace").strip() or (
+                        res.stderr.decode("utf-8", errors="replace").strip()
+                    )
+                versions.append(VersionResult(vspec.tool, vspec.argv, status, text))
+        if self._progress is not None and not self._cancel.is_set():
+            failed = sum(1 for o in outputs if o.status is not RawStatus.OK)
+            self._progress(
+                f"{target.id}: {len(outputs) - failed}/{len(outputs)} commands ok"
+            )
+        return outputs, versions
+
+    # ------------------------------------------------------------------ whole plan
+    def _worker(self, plan: Plan, targets: queue.SimpleQueue[Target]) -> None:
+        """Take targets off the queue until it is empty or the run is cancelled.
+
+        Taking a target and counting it busy happen under one lock, the same the main
+        thread holds to cancel: after a cancel, no target is started, and `_busy` counts
+        exactly the targets whose outcome is still to come.
+        """
+        while True:
+            with self._cv:
+                if self._cancel.is_set() or self._errors:
+                    return
+                try:
+                    target = targets.get_nowait()
+                except queue.Empty:
+                    return
+                self._busy += 1
+            try:
+                outcome = self._run_target(plan, target)
+            except BaseException as exc:  # noqa: BLE001 - a bug: re-raised in the main thread
+                with self._cv:
+                    self._errors.append(exc)
+                    self._busy -= 1
+                    self._cv.notify_all()
+                return
+            with self._cv:
+                self._results[target.id] = outcome
+                self._busy -= 1
+                self._cv.notify_all()
+
+    def run(self, plan: Plan) -> RunResult:
+        """Run every spec on every target; never raises for a failed command.
+
+        `concurrency` worker threads pull targets from a queue and deposit each target's
+        outcome themselves. The main thread only waits on a condition, never on
+        `Thread.join()` (a join interrupted by KeyboardInterrupt can leave CPython 3.11
+        believing the thread stopped), so a Ctrl-C landing anywhere loses nothing that
+        finished: after it, running targets complete (their commands killed), queued ones
+        are reported skipped.
+        """
+        result = RunResult()
+        self._cancel = threading.Event()
+        self._cv = threading.Condition(self._lock)
+        self._busy = 0
+        self._results = {}
+        self._not_kept = set()
+        self._errors = []
+        targets: queue.SimpleQueue[Target] = queue.SimpleQueue()
+        for target in plan.targets:
+            targets.put(target)
+        try:
+            for i in range(min(self.concurrency, len(plan.targets))):
+                threading.Thread(
+                    target=self._worker, args=(plan, targets), name=f"collect-{i}", daemon=True
+                ).start()
+            with self._cv:
+                while not ((targets.empty() and self._busy == 0) or self._errors):
+                    self._cv.wait(0.2)
+        except KeyboardInterrupt:
+            result.interrupted = True
+            with self._cv:
+                self._cancel.set()  # from here on no worker starts a target
+            self.transport.close()  # kills running commands; they come back as "interrupted"
+            with self._cv:
+                while self._busy:
+                    self._cv.wait(0.2)
+        if self._errors:
+            raise self._errors[0]
+        for target in plan.targets:
+            outs, vers = self._results.get(target.id) or (
+                [self._skipped(target, s, "interrupted", RawStatus.SKIPPED)
+                 for s in plan.specs_for(target)],
+                [],
+            )
+            result.outputs.extend(outs)
+            if target.kind == "node":
+                result.versions[target.id] = vers
+        result.not_kept = set(self._not_kept)
+        return result
+
+
+def run_plan(
+    transport: Transport,
+    targets: Sequence[Target],
+    *,
+    timeout: float = DEFAULT_TIMEOUT,
+    concurrency: int = DEFAULT_CONCURRENCY,
+    specs: tuple[CommandSpec, ...] = NETNS_SPECS,
+    progress: Callable[[str], None] | None = None,
+) -> RunResult:
+    """Convenience: build a `Plan` and run it."""
+    runner = Runner(transport, timeout=timeout, concurrency=concurrency, progress=progress)
+    return runner.run(Plan(tuple(targets), specs))
+
+
+# --------------------------------------------------------------------------- plan -> bundle
+
+CLUSTER_SOURCE_FILES = ("pods.json", "services.json", "namespaces.json", "nodes.json",
+                        "endpointslices.json")
+
+
+def read_cluster_dir(directory: str) -> list[ExtraFile]:
+    """The `kubectl get -o json` files found in `directory`, for the bundle's cluster/.
+
+    Stored as found (collectors never parse); absent files are simply not copied.
+    """
+    files: list[ExtraFile] = []
+    for name in CLUSTER_SOURCE_FILES:
+        src = os.path.join(directory, name)
+        if os.path.isfile(src):
+            with open(src, "rb") as fh:
+                files.append(ExtraFile(f"cluster/{name}", fh.read(), os.path.abspath(src)))
+    return files
+
+
+def collect_bundle(
+    transport: Transport,
+    plan: Plan,
+    out: str,
+    *,
+    collection: dict[str, object],
+    extra_files: Sequence[ExtraFile] = (),
+    timeout: float = DEFAULT_TIMEOUT,
+    concurrency: int = DEFAULT_CONCURRENCY,
+    progress: Callable[[str], None] | None = None,
+) -> tuple[WrittenBundle, bool]:
+    """Run `plan` and write the bundle to `out`; returns (bundle, interrupted).
+
+    Raises `CollectionError` (and writes nothing) when not one command succeeded: such a
+    bundle would hold no evidence, only the reasons, which the error message gives.
+    """
+    check_output_path(out)
+    created_at = rfc3339(datetime.now(UTC))
+    runner = Runner(transport, timeout=timeout, concurrency=concurrency, progress=progress)
+    try:
+        result = runner.run(plan)
+    finally:
+        transport.close()
+    if not any(o.status is RawStatus.OK for o in result.outputs) and not result.interrupted:
+        first = next((o for o in result.outputs), None)
+        why = ""
+        if first is not None:
+            why = first.note or first.stderr.decode("utf-8", "replace").strip() or str(first.status)
+            why = f": {first.target}: {why}"
+        raise CollectionError(
+            f"nothing could be collected{why}",
+            hint="check the namespaces (`ip netns list`) and that you run as root",
+        )
+    targets: list[dict[str, object]] = []
+    for target in plan.targets:
+        doc = target.describe()
+        doc["transport"] = transport.name
+        if target.kind == "node":
+            doc["tool_versions"] = {
+                v.tool: v.output for v in result.versions.get(target.id, [])
+            }
+        targets.append(doc)
+    meta = dict(collection)
+    meta.setdefault("timeout_s", timeout)
+    meta.setdefault("concurrency", concurrency)
+    written = write_bundle(
+        out,
+        outputs=result.outputs,
+        created_at=created_at,
+        collection=meta,
+        targets=targets,
+        extra_files=extra_files,
+        not_kept=result.not_kept,
+        interrupted=result.interrupted,
+    )
+    return written, result.interrupted

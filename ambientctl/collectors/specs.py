@@ -1,0 +1,126 @@
+"""The fixed catalogue of read-only commands: one `CommandSpec` per bundle file.
+
+Every collector (local, docker, kube exec, ssh) runs exactly these argv vectors inside a
+target's network namespace and stores the bytes under `bundle.layout` names. The catalogue
+is data, not code paths, so a test can prove it is read-only (no `-A/-I/-D/-F/-X/-N`,
+no `add`/`del`/`flush`/`set`/`restore`, no `sysctl -w`, ...).
+
+Why these commands:
+- `iptables-save` (and `ip6tables-save`) print both backends' view in one dump; the nft
+  backend warns in a comment when legacy tables exist, so `iptables-legacy-save` is run
+  too and kept only when it printed a table (an empty legacy dump is the normal case and
+  would only add noise).
+- `nft -j list ruleset` catches native nftables tables (Istio >= 1.28 `inet istio-ambient-*`)
+  that `iptables-save` never shows.
+- `ip -j ...` JSON is preferred by the reader; `ip -d addr` text is kept beside its JSON
+  because support engineers read it, and it costs a few KB.
+- `sysctl net` prints the `net.*` subtree only (`sysctl -a` would add kernel/vm noise).
+
+Tool versions are evidence for the parsers (iproute2 changed `ip -j rule` keys before), so
+`VERSION_SPECS` are run once per node and recorded in the manifest, not stored as files.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+
+def _has_table(stdout: bytes) -> bool:
+    """True when an `*-save` dump declares at least one table (a line starting with `*`).
+
+    `iptables-legacy-save` prints nothing at all when no legacy table is instantiated in the
+    namespace; a dump with tables is what tells the analyzers both backends are in use.
+    """
+    return stdout.startswith(b"*") or b"\n*" in stdout
+
+
+@dataclass(frozen=True, slots=True)
+class CommandSpec:
+    """One read-only command and the bundle file its stdout becomes.
+
+    `file` is a name from `layout.NETNS_FILES`; `keep` (optional) decides whether a
+    successful output is worth storing (see `iptables-legacy-save`); `targets` says on which
+    kind of target the command runs ("node", "pod" or both).
+    """
+
+    id: str
+    file: str
+    argv: tuple[str, ...]
+    keep: Callable[[bytes], bool] | None = None
+    keep_reason: str | None = None  # manifest note when `keep` refused the output
+    targets: frozenset[str] = frozenset({"node", "pod"})
+
+    @property
+    def binary(self) -> str:
+        """The program the command needs on the target."""
+        return self.argv[0]
+
+
+@dataclass(frozen=True, slots=True)
+class VersionSpec:
+    """A `--version`-style command whose output goes into the manifest's target entry."""
+
+    tool: str
+    argv: tuple[str, ...]
+
+
+_LEGACY_NOTE = "printed no table: the iptables-legacy backend is unused here; not stored"
+
+NETNS_SPECS: tuple[CommandSpec, ...] = (
+    CommandSpec("iptables-save", "iptables-save.txt", ("iptables-save",)),
+    CommandSpec("ip6tables-save", "ip6tables-save.txt", ("ip6tables-save",)),
+    CommandSpec(
+        "iptables-legacy-save",
+        "iptables-legacy-save.txt",
+        ("iptables-legacy-save",),
+        keep=_has_table,
+        keep_reason=_LEGACY_NOTE,
+    ),
+    CommandSpec(
+        "ip6tables-legacy-save",
+        "ip6tables-legacy-save.txt",
+        ("ip6tables-legacy-save",),
+        keep=_has_table,
+        keep_reason=_LEGACY_NOTE,
+    ),
+    CommandSpec("nft-ruleset", "nft-ruleset.json", ("nft", "-j", "list", "ruleset")),
+    CommandSpec("ipset", "ipset.txt", ("ipset", "list")),
+    # Rules and routes are stored twice: JSON for machines, and the text iproute2 prints,
+    # which the analyzers prefer so that every route and rule cited as evidence is the
+    # line an operator would read, with its line number.
+    CommandSpec("ip-rule", "ip-rule.json", ("ip", "-j", "rule")),
+    CommandSpec("ip-rule-text", "ip-rule.txt", ("ip", "rule")),
+    CommandSpec("ip6-rule", "ip6-rule.json", ("ip", "-6", "-j", "rule")),
+    CommandSpec("ip6-rule-text", "ip6-rule.txt", ("ip", "-6", "rule")),
+    CommandSpec("ip-route", "ip-route.json", ("ip", "-j", "route", "show", "table", "all")),
+    CommandSpec("ip-route-text", "ip-route.txt", ("ip", "route", "show", "table", "all")),
+    CommandSpec(
+        "ip6-route", "ip6-route.json", ("ip", "-6", "-j", "route", "show", "table", "all")
+    ),
+    CommandSpec(
+        "ip6-route-text", "ip6-route.txt", ("ip", "-6", "route", "show", "table", "all")
+    ),
+    CommandSpec("ip-addr", "ip-addr.json", ("ip", "-j", "-d", "addr")),
+    CommandSpec("ip-addr-text", "ip-addr.txt", ("ip", "-d", "addr")),
+    CommandSpec("ss-listen", "ss-listen.txt", ("ss", "-Hltnp")),
+    CommandSpec("sysctl", "sysctl.txt", ("sysctl", "net")),
+)
+
+VERSION_SPECS: tuple[VersionSpec, ...] = (
+    VersionSpec("iptables", ("iptables", "--version")),
+    VersionSpec("iproute2", ("ip", "-V")),
+    VersionSpec("ipset", ("ipset", "--version")),
+    VersionSpec("nft", ("nft", "--version")),
+    VersionSpec("kernel", ("uname", "-r")),
+)
+
+
+def specs_for(kind: str, specs: tuple[CommandSpec, ...] = NETNS_SPECS) -> tuple[CommandSpec, ...]:
+    """The specs that apply to a target of `kind` ("node" or "pod"), in catalogue order."""
+    return tuple(s for s in specs if kind in s.targets)
+
+
+def all_argv() -> list[tuple[str, ...]]:
+    """Every argv the catalogue can run (files and versions): what the read-only test checks."""
+    return [s.argv for s in NETNS_SPECS] + [v.argv for v in VERSION_SPECS]
