@@ -24,6 +24,7 @@ from typing import Any
 import click
 
 from ambientctl.cli import cli
+from ambientctl.cli.source import live_source_options
 from ambientctl.errors import ExitCode, UsageError
 
 
@@ -71,8 +72,7 @@ def _default_node_name() -> str:
 )
 @click.option("--timeout", type=float, default=30.0, show_default=True,
               help="Seconds before one command is killed.")
-@click.option("--concurrency", type=int, default=8, show_default=True,
-              help="Targets collected at the same time.")
+@live_source_options
 @click.option("-q", "--quiet", is_flag=True, help="No progress or summary on stderr.")
 @click.pass_context
 def collect(
@@ -86,6 +86,7 @@ def collect(
     timeout: float,
     concurrency: int,
     quiet: bool,
+    **live_opts: Any,
 ) -> None:
     """Collect iptables, ipsets, routes, rules, addresses, listeners and sysctls into a bundle."""
     from ambientctl.collectors.local import (
@@ -97,7 +98,21 @@ def collect(
     from ambientctl.collectors.transport import NetnsRef
 
     if not local:
-        raise UsageError("choose what to collect", hint="use --local to collect this machine")
+        # Live: the current kube context, or --context/--kind/--ssh (one line and a hint
+        # pointing at --bundle and the example when nothing is reachable).
+        import dataclasses
+
+        from ambientctl.cli.source import live_options_from
+        from ambientctl.collectors.live import collect_live
+
+        if pods or node_name or targets_file or cluster_dir:
+            raise UsageError("--pod, --node-name, --targets and --cluster-dir go with --local")
+        live = dataclasses.replace(live_options_from(concurrency=concurrency, **live_opts),
+                                   timeout=timeout)
+        written = collect_live(live, out, progress=_progress(quiet),
+                               argv=["ambientctl", *sys.argv[1:]])
+        _report(ctx, written, False, quiet)
+        return
     if targets_file and (pods or node_name):
         raise UsageError("--targets cannot be combined with --pod or --node-name")
     if targets_file:
@@ -134,6 +149,11 @@ def collect(
         concurrency=concurrency,
         progress=progress,
     )
+    _report(ctx, written, interrupted, quiet)
+
+
+def _report(ctx: click.Context, written: Any, interrupted: bool, quiet: bool) -> None:
+    """Print the bundle path (stdout), a summary (stderr) and set the exit code."""
     click.echo(written.path)
     if not quiet:
         total = len(written.manifest["entries"])

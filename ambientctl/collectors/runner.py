@@ -243,7 +243,8 @@ class Runner:
                 continue
             started = _now()
             try:
-                res = self.transport.run(spec.argv, netns=target.netns, timeout=self.timeout)
+                limit = self.timeout * spec.timeout_factor
+                res = self.transport.run(spec.argv, netns=target.netns, timeout=limit)
             except TransportError as exc:
                 if self._cancel.is_set():
                     outputs.append(self._skipped(target, spec, "interrupted", RawStatus.SKIPPED))
@@ -256,7 +257,7 @@ class Runner:
             if self._cancel.is_set() and status is not RawStatus.OK:
                 status, note = RawStatus.SKIPPED, "interrupted"
             elif status is RawStatus.TIMEOUT:
-                note = f"killed after {self.timeout:g}s"
+                note = f"killed after {limit:g}s"
             elif status is RawStatus.NOT_FOUND:
                 note = f"{spec.binary} is not installed on the target"
             stdout = res.stdout

@@ -50,6 +50,10 @@ class CommandSpec:
     keep: Callable[[bytes], bool] | None = None
     keep_reason: str | None = None  # manifest note when `keep` refused the output
     targets: frozenset[str] = frozenset({"node", "pod"})
+    # Multiplies the per-command timeout: `nft -j list ruleset` over iptables-nft tables
+    # takes ~30 s where iptables-save takes 1.4 s (perf-reliability.md 1.7, and measured
+    # again here through every transport on a 630k-rule node).
+    timeout_factor: float = 1.0
 
     @property
     def binary(self) -> str:
@@ -84,7 +88,8 @@ NETNS_SPECS: tuple[CommandSpec, ...] = (
         keep=_has_table,
         keep_reason=_LEGACY_NOTE,
     ),
-    CommandSpec("nft-ruleset", "nft-ruleset.json", ("nft", "-j", "list", "ruleset")),
+    CommandSpec("nft-ruleset", "nft-ruleset.json", ("nft", "-j", "list", "ruleset"),
+                timeout_factor=4.0),
     CommandSpec("ipset", "ipset.txt", ("ipset", "list")),
     # Rules and routes are stored twice: JSON for machines, and the text iproute2 prints,
     # which the analyzers prefer so that every route and rule cited as evidence is the

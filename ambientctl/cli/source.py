@@ -1,0 +1,243 @@
+"""Where a command's data comes from: `--bundle PATH`, or a live cluster collected now.
+
+`trace` and `doctor` (and anything decorated with `source_options`) take the same
+options. Live mode collects a bundle first (into a temporary directory, removed at exit,
+unless `--save-bundle PATH`) and then analyses that bundle exactly as a replay would.
+
+    --bundle PATH             replay a bundle (directory or .tar.gz); no cluster needed
+    --context NAME            Kubernetes API + exec via that kube context [default: current]
+    --kind NAME               a kind cluster: docker exec into its node containers
+    --ssh SPEC                nodes over SSH: [NODE=][USER@]HOST[:PORT],...
+    --ssh-inventory FILE      nodes over SSH from a TOML inventory (user, port, key, jump)
+    --ssh-accept-new          record unknown host keys (a CHANGED key is always refused)
+    --node NAME, --namespace NS   collect only these (repeatable)
+    --concurrency N           targets collected at once [default: 8, max 64]
+
+With nothing reachable the error says so in one line and points at `--bundle`.
+"""
+
+from __future__ import annotations
+
+import atexit
+import os
+import shutil
+import sys
+import tempfile
+from collections.abc import Callable
+from typing import Any
+
+import click
+
+from ambientctl.errors import CollectionError, UsageError
+
+EXAMPLE_BUNDLE = "examples/seed-kind-ambient"
+_LIVE_FLAGS = {
+    "context": "--context",
+    "kubeconfig": "--kubeconfig",
+    "kind": "--kind",
+    "ssh": "--ssh",
+    "ssh_inventory": "--ssh-inventory",
+    "ssh_accept_new": "--ssh-accept-new",
+    "nodes": "--node",
+    "namespaces": "--namespace",
+    "save_bundle": "--save-bundle",
+}
+
+
+def _live_option_list() -> list[Callable[[Callable[..., Any]], Callable[..., Any]]]:
+    return [
+        click.option(
+            "--context",
+            "context",
+            metavar="NAME",
+            help="Kube context to collect from [default: the current context].",
+        ),
+        click.option(
+            "--kubeconfig",
+            "kubeconfig",
+            metavar="FILE",
+            help="Kubeconfig file [default: $KUBECONFIG or ~/.kube/config].",
+        ),
+        click.option(
+            "--kind",
+            "kind",
+            metavar="NAME",
+            help="Collect kind cluster NAME through docker exec into its nodes.",
+        ),
+        click.option(
+            "--ssh",
+            "ssh",
+            metavar="SPEC",
+            help="Collect nodes over SSH: [NODE=][USER@]HOST[:PORT],...",
+        ),
+        click.option(
+            "--ssh-inventory",
+            "ssh_inventory",
+            metavar="FILE",
+            type=click.Path(exists=True, dir_okay=False),
+            help="SSH nodes from a TOML inventory (see docs/live-collection.md).",
+        ),
+        click.option("--ssh-user", "ssh_user", metavar="USER", help="SSH user for --ssh hosts."),
+        click.option(
+            "--ssh-key", "ssh_key", metavar="FILE", help="SSH private key for --ssh hosts."
+        ),
+        click.option(
+            "--ssh-jump",
+            "ssh_jump",
+            metavar="[USER@]HOST[:PORT]",
+            help="Reach --ssh hosts through this jump host.",
+        ),
+        click.option(
+            "--ssh-sudo",
+            "ssh_sudo",
+            is_flag=True,
+            help="Run node commands with `sudo -n` (non-interactive).",
+        ),
+        click.option(
+            "--ssh-known-hosts",
+            "ssh_known_hosts",
+            metavar="FILE",
+            default="~/.ssh/known_hosts",
+            show_default=True,
+            help="known_hosts file checked (and, with --ssh-accept-new, appended to).",
+        ),
+        click.option(
+            "--ssh-accept-new",
+            "ssh_accept_new",
+            is_flag=True,
+            help="Record unknown host keys on first contact; a changed key is always refused.",
+        ),
+        click.option(
+            "--node",
+            "nodes",
+            multiple=True,
+            metavar="NAME",
+            help="Collect only this node (repeatable).",
+        ),
+        click.option(
+            "--namespace",
+            "namespaces",
+            multiple=True,
+            metavar="NS",
+            help="Collect only pods of this namespace (repeatable).",
+        ),
+        click.option(
+            "--concurrency",
+            "concurrency",
+            type=click.IntRange(1, 64),
+            default=8,
+            show_default=True,
+            help="Targets collected at the same time.",
+        ),
+    ]
+
+
+def _apply(
+    fn: Callable[..., Any], options: list[Callable[[Callable[..., Any]], Callable[..., Any]]]
+) -> Callable[..., Any]:
+    for option in reversed(options):
+        fn = option(fn)
+    return fn
+
+
+def live_source_options(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """The live-source options alone (for `collect`, which always collects live)."""
+    return _apply(fn, _live_option_list())
+
+
+def source_options(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """`--bundle` + the live-source options + `--save-bundle` (see module docstring)."""
+    return _apply(
+        fn,
+        [
+            click.option(
+                "--bundle",
+                "bundle",
+                metavar="PATH",
+                help="Replay a support bundle (directory or .tar.gz) instead of a live cluster.",
+            ),
+            *_live_option_list(),
+            click.option(
+                "--save-bundle",
+                "save_bundle",
+                metavar="PATH",
+                help="Keep the live-collected bundle at PATH (dir or .tar.gz).",
+            ),
+        ],
+    )
+
+
+def live_options_from(**opts: Any) -> Any:
+    """A `collectors.live.LiveOptions` from the option values (unknown keys ignored).
+
+    Raises CollectionError when no source at all is configured (no kube context, no
+    --kind, no --ssh): the one-line "no cluster reachable" error with the --bundle hint.
+    """
+    from ambientctl.collectors.live import LiveOptions, env_kubeconfig_present
+
+    live = LiveOptions(
+        context=opts.get("context"),
+        kubeconfig=opts.get("kubeconfig"),
+        kind=opts.get("kind"),
+        ssh=opts.get("ssh"),
+        ssh_inventory=opts.get("ssh_inventory"),
+        ssh_accept_new=bool(opts.get("ssh_accept_new")),
+        ssh_known_hosts=opts.get("ssh_known_hosts") or "~/.ssh/known_hosts",
+        ssh_user=opts.get("ssh_user"),
+        ssh_key=opts.get("ssh_key"),
+        ssh_sudo=bool(opts.get("ssh_sudo")),
+        ssh_jump=opts.get("ssh_jump"),
+        nodes=tuple(opts.get("nodes") or ()),
+        namespaces=tuple(opts.get("namespaces") or ()),
+        concurrency=int(opts.get("concurrency") or 8),
+    )
+    if (
+        live.mode == "kube"
+        and not live.context
+        and not live.kubeconfig
+        and not env_kubeconfig_present()
+    ):
+        raise CollectionError(
+            "no cluster reachable: no kube context configured ($KUBECONFIG, ~/.kube/config) "
+            "and no --kind or --ssh given",
+            hint=f"replay a bundle instead: --bundle {EXAMPLE_BUNDLE}",
+        )
+    return live
+
+
+def _temp_bundle() -> str:
+    """A fresh bundle path in a private temporary directory, removed at exit."""
+    tmp = tempfile.mkdtemp(prefix="ambientctl-live-")
+    atexit.register(shutil.rmtree, tmp, ignore_errors=True)
+    return os.path.join(tmp, "bundle")
+
+
+def resolve_source(**opts: Any) -> str:
+    """A bundle path for the source options: `--bundle` as given, or a live collection.
+
+    Raises CollectionError ("no cluster reachable: ...", hint: --bundle + the example)
+    when nothing live can be reached.
+    """
+    bundle = opts.get("bundle")
+    if bundle:
+        live_given = [flag for key, flag in _LIVE_FLAGS.items() if opts.get(key)]
+        if live_given:
+            raise UsageError(
+                f"--bundle replays a bundle; it cannot be combined with {', '.join(live_given)}"
+            )
+        return str(bundle)
+    from ambientctl.collectors.live import collect_live
+
+    live = live_options_from(**opts)
+    out = opts.get("save_bundle") or _temp_bundle()
+    progress = None
+    if sys.stderr.isatty():
+        progress = lambda line: click.echo(f"  {line}", err=True)
+    written = collect_live(live, out, progress=progress)
+    if written.failed:
+        click.echo(
+            f"warning: live collection is partial: {len(written.failed)} of "
+            f"{len(written.manifest['entries'])} commands failed (manifest.json has each reason)",
+            err=True,
+        )
+    return written.path

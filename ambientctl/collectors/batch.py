@@ -1,0 +1,401 @@
+"""One round trip per target: run a target's catalogue commands in one remote exec.
+
+A remote exec costs far more than the command it runs (docker exec ~0.3 s, an API-server
+exec a WebSocket handshake, an ssh session a fork of the login shell: perf-reliability.md
+§2.1), and a node has ~15 commands per network namespace. So the remote transports send
+ONE exec per target:
+
+    sh -c SCRIPT sh NONCE TIMEOUT TOKEN...
+
+`SCRIPT` is a constant built once, at import, from the fixed catalogue
+(`specs.NETNS_SPECS` + `specs.VERSION_SPECS`): each catalogue argv is a `case` branch
+selected by its index. Nothing from the cluster is ever interpolated into it; cluster-
+derived values travel only as positional arguments, and only these shapes are accepted
+(checked here, again, before anything is sent):
+
+    NONCE    32 hex digits (framing marker, random per call)
+    TIMEOUT  an integer number of seconds (per command, via coreutils `timeout` if present)
+    =        run the following commands in the target's own network namespace
+    @NAME    ... inside the named netns NAME (`ip netns exec NAME`), NAME DNS-1123
+    %PATH    ... inside the netns file PATH (`nsenter --net=PATH --`), an absolute path
+    N        run catalogue command number N
+
+Framing: before and after each command the script prints a marker line with the nonce on
+BOTH stdout and stderr, so each stream can be split on its own (the transports keep the
+two streams apart, but not their relative order). The end marker carries the exit code,
+whether `timeout` wrapped the command, and start/end times (`date +%s%N`, when the node's
+`date` supports it). The marker's leading newline is the script's, so a command's output
+is recovered byte for byte, with or without a final newline. Commands run strictly one
+after the other: iptables-save and friends never overlap inside one netns.
+
+`BatchingTransport` wraps a remote transport without changing what the runner sees: the
+first `run()` for a netns executes the whole batch and caches each command's result; the
+following calls are answered from that cache. If the target has no `sh` (distroless
+ztunnel), or the batch's output cannot be split, it falls back to one exec per command.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import secrets
+import shlex
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from ambientctl.bundle.layout import valid_name
+from ambientctl.collectors.exec_outcome import missing_binary
+from ambientctl.collectors.specs import NETNS_SPECS, VERSION_SPECS, specs_for
+from ambientctl.collectors.transport import NetnsRef, Transport
+from ambientctl.errors import TransportError, UsageError
+from ambientctl.raw import ExecResult
+
+# Every argv the batch can run, in a fixed order: the index is the script's `case` label.
+CATALOGUE: tuple[tuple[str, ...], ...] = tuple(
+    dict.fromkeys([s.argv for s in NETNS_SPECS] + [v.argv for v in VERSION_SPECS])
+)
+INDEX: dict[tuple[str, ...], int] = {argv: i for i, argv in enumerate(CATALOGUE)}
+
+_PROLOGUE = r"""n=$1 t=$2
+shift 2
+LC_ALL=C
+export LC_ALL
+to=0
+if command -v timeout >/dev/null 2>&1; then to=1; fi
+m=self w=
+x() {
+  case $m in
+  name) set -- ip netns exec "$w" "$@" ;;
+  path) set -- nsenter "--net=$w" -- "$@" ;;
+  esac
+  if [ "$to" = 1 ]; then set -- timeout -k 2 "$t" "$@"; fi
+  "$@" </dev/null
+}
+for a in "$@"; do
+  case $a in
+  @*) m=name w=${a#@} ;;
+  %*) m=path w=${a#%} ;;
+  =) m=self w= ;;
+  *)
+    printf '%s B %s\n' "$n" "$a"
+    printf '%s B %s\n' "$n" "$a" >&2
+    s=$(date +%s%N 2>/dev/null)
+    case $a in
+"""
+_EPILOGUE = r"""    *) false ;;
+    esac
+    r=$?
+    e=$(date +%s%N 2>/dev/null)
+    printf '\n%s E %s %s %s %s %s\n' "$n" "$a" "$r" "$to" "$s" "$e"
+    printf '\n%s E %s\n' "$n" "$a" >&2
+    ;;
+  esac
+done
+"""
+
+
+def _build_script(catalogue: Sequence[tuple[str, ...]]) -> str:
+    branches = "".join(f"    {i}) x {shlex.join(argv)} ;;\n" for i, argv in enumerate(catalogue))
+    return _PROLOGUE + branches + _EPILOGUE
+
+
+SCRIPT: str = _build_script(CATALOGUE)
+
+# Discovery: which network namespaces a node has and the addresses inside each, to map
+# netns -> pod by pod IP. Same rules: constant text, one validated directory argument.
+DISCOVERY_ARGV: tuple[str, ...] = ("ip", "-j", "-d", "addr")  # a catalogue command
+DISCOVERY_SCRIPT: str = (
+    r"""n=$1 d=$2
+LC_ALL=C
+export LC_ALL
+for f in "$d"/*; do
+  [ -e "$f" ] || continue
+  printf '%s N %s\n' "$n" "${f##*/}"
+  nsenter "--net=$f" -- """
+    + shlex.join(DISCOVERY_ARGV)
+    + r""" </dev/null
+  printf '\n%s E %s\n' "$n" "$?"
+done
+"""
+)
+
+_NONCE = re.compile(r"^[0-9a-f]{32}$")
+_PATH = re.compile(r"^/[A-Za-z0-9._/-]+$")
+
+
+def netns_token(netns: NetnsRef | None) -> str:
+    """The positional-argument token that selects `netns` (validated, never quoted in)."""
+    if netns is None or (netns.name is None and netns.path is None and netns.pid is None):
+        return "="
+    if netns.name is not None:
+        if not valid_name(netns.name):
+            raise UsageError(f"invalid network namespace name {netns.name!r}")
+        return "@" + netns.name
+    path = netns.path if netns.path is not None else f"/proc/{int(netns.pid)}/ns/net"  # type: ignore[arg-type]
+    if not _PATH.match(path) or ".." in path.split("/"):
+        raise UsageError(f"invalid network namespace path {path!r}")
+    return "%" + path
+
+
+def check_dir(path: str) -> str:
+    """A netns directory argument for DISCOVERY_SCRIPT (absolute, plain characters)."""
+    if not _PATH.match(path) or ".." in path.split("/"):
+        raise UsageError(f"invalid network namespace directory {path!r}")
+    return path
+
+
+def batch_argv(
+    nonce: str, timeout: float, items: Sequence[tuple[NetnsRef | None, Sequence[str]]]
+) -> list[str]:
+    """The exec argv for running `items` ((netns, catalogue argv) pairs) in one round trip."""
+    if not _NONCE.match(nonce):
+        raise UsageError("batch nonce must be 32 hex digits")
+    args = ["sh", "-c", SCRIPT, "sh", nonce, str(max(1, math.ceil(timeout)))]
+    current: str | None = None
+    for netns, argv in items:
+        token = netns_token(netns)
+        if token != current:
+            args.append(token)
+            current = token
+        index = INDEX.get(tuple(argv))
+        if index is None:
+            raise UsageError(f"not in the command catalogue: {shlex.join(argv)}")
+        args.append(str(index))
+    return args
+
+
+def discovery_argv(nonce: str, directory: str) -> list[str]:
+    """The exec argv that lists `directory`'s netns files and each one's addresses."""
+    if not _NONCE.match(nonce):
+        raise UsageError("batch nonce must be 32 hex digits")
+    return ["sh", "-c", DISCOVERY_SCRIPT, "sh", nonce, check_dir(directory)]
+
+
+def new_nonce() -> str:
+    return secrets.token_hex(16)
+
+
+# --------------------------------------------------------------------------- allowlist
+
+_TOKEN = re.compile(r"^(=|@[a-z0-9][-a-z0-9.]*|%/[A-Za-z0-9._/-]+|\d{1,4})$")
+
+
+def is_allowed(argv: Sequence[str]) -> bool:
+    """May a remote transport send `argv`? Only three shapes ever may:
+
+    - a catalogue argv exactly (`specs.NETNS_SPECS` / `VERSION_SPECS`);
+    - `sh -c SCRIPT sh NONCE TIMEOUT TOKEN...` with the batch SCRIPT constant and tokens of
+      the documented shapes (netns names DNS-1123, paths plain and without `..`);
+    - `sh -c DISCOVERY_SCRIPT sh NONCE DIR`.
+    """
+    argv = tuple(argv)
+    if argv in INDEX:
+        return True
+    if len(argv) < 6 or argv[:2] != ("sh", "-c") or argv[3] != "sh" or not _NONCE.match(argv[4]):
+        return False
+    if argv[2] == SCRIPT:
+        if not argv[5].isdigit():
+            return False
+        for token in argv[6:]:
+            if not _TOKEN.match(token) or ".." in token.split("/"):
+                return False
+            if token.startswith("@") and not valid_name(token[1:]):
+                return False
+            if token.isdigit() and int(token) >= len(CATALOGUE):
+                return False
+        return True
+    if argv[2] == DISCOVERY_SCRIPT and len(argv) == 6:
+        return bool(_PATH.match(argv[5])) and ".." not in argv[5].split("/")
+    return False
+
+
+class AllowlistTransport:
+    """The choke point in front of every remote transport: nothing but `is_allowed` argv
+    reaches docker, the API server or sshd (perf-reliability.md S4)."""
+
+    def __init__(self, inner: Transport) -> None:
+        self.inner = inner
+        self.name = inner.name
+
+    def describe_wrapper(self, netns: NetnsRef) -> tuple[str, ...]:
+        describe = getattr(self.inner, "describe_wrapper", None)
+        return tuple(describe(netns)) if callable(describe) else netns.wrapper()
+
+    def run(self, argv: Sequence[str], *, netns: NetnsRef | None, timeout: float) -> ExecResult:
+        if not is_allowed(argv):
+            shown = (
+                shlex.join(argv)[:120]
+                if argv and argv[0] != "sh"
+                else "sh -c <not the batch script>"
+            )
+            raise TransportError(
+                f"refusing to send a command outside the read-only catalogue: {shown}"
+            )
+        if netns is not None:
+            netns_token(netns)  # names and paths validated here too, before any transport
+        return self.inner.run(argv, netns=netns, timeout=timeout)
+
+    def close(self) -> None:
+        self.inner.close()
+
+
+# --------------------------------------------------------------------------- splitting
+
+
+@dataclass(frozen=True, slots=True)
+class Piece:
+    """One command's share of a batch's output."""
+
+    index: int
+    stdout: bytes
+    stderr: bytes
+    exit_code: int | None  # None: the command never finished (batch cut short)
+    timed_out: bool
+    duration_ms: int
+
+
+def _pieces(data: bytes, nonce: bytes) -> dict[int, tuple[bytes, list[bytes] | None]]:
+    """index -> (bytes between the markers, end-marker fields, or None if unfinished).
+
+    Linear: one forward scan with `bytes.find`; the nonce is random per batch, so it
+    cannot occur in a command's output by accident.
+    """
+    out: dict[int, tuple[bytes, list[bytes] | None]] = {}
+    begin_tag = nonce + b" B "
+    end_tag = b"\n" + nonce + b" E "
+    pos = 0
+    while (b := data.find(begin_tag, pos)) >= 0:
+        eol = data.find(b"\n", b)
+        if eol < 0:
+            break
+        try:
+            index = int(data[b + len(begin_tag) : eol])
+        except ValueError:
+            break
+        start = eol + 1
+        e = data.find(end_tag, start)
+        if e < 0:  # cut short while this command ran: keep what arrived
+            out[index] = (data[start:], None)
+            break
+        eol2 = data.find(b"\n", e + len(end_tag))
+        if eol2 < 0:
+            eol2 = len(data)
+        out[index] = (data[start:e], data[e + len(end_tag) : eol2].split(b" "))
+        pos = eol2
+    return out
+
+
+def split_batch(stdout: bytes, stderr: bytes, nonce: str) -> dict[int, Piece]:
+    """Split a batch's two streams back into per-command pieces (see module docstring)."""
+    tag = nonce.encode()
+    outs = _pieces(stdout, tag)
+    errs = _pieces(stderr, tag)
+    pieces: dict[int, Piece] = {}
+    for index, (body, fields) in outs.items():
+        err = errs.get(index, (b"", None))[0]
+        if fields is None or len(fields) < 2:
+            pieces[index] = Piece(index, body, err, None, False, 0)
+            continue
+        try:
+            code = int(fields[1])
+        except ValueError:
+            code = None
+        wrapped = fields[2:3] == [b"1"]
+        duration = 0
+        if len(fields) >= 5 and fields[3].isdigit() and fields[4].isdigit():
+            duration = max(0, (int(fields[4]) - int(fields[3])) // 1_000_000)
+        # coreutils timeout(1): 124 when the command timed out (TERM), 137 after -k KILL.
+        timed_out = wrapped and code in (124, 137)
+        pieces[index] = Piece(index, body, err, code, timed_out, duration)
+    return pieces
+
+
+# --------------------------------------------------------------------------- transport
+
+
+def batch_for(netns: NetnsRef | None) -> tuple[tuple[str, ...], ...]:
+    """What one round trip runs for a target: its kind's specs (+ versions for nodes)."""
+    kind = getattr(netns, "kind", None)
+    if kind in ("node", "pod"):
+        argvs = [s.argv for s in specs_for(kind)]
+        if kind == "node":
+            argvs += [v.argv for v in VERSION_SPECS]
+    else:
+        argvs = [s.argv for s in NETNS_SPECS]
+    return tuple(dict.fromkeys(argvs))
+
+
+class BatchingTransport:
+    """A transport that answers a target's commands from one batched round trip."""
+
+    def __init__(self, inner: Transport, *, target_timeout: float | None = None) -> None:
+        self.inner = inner
+        self.name = inner.name
+        self.target_timeout = target_timeout
+        self._lock = threading.Lock()
+        self._netns_locks: dict[object, threading.Lock] = {}
+        self._cache: dict[object, dict[tuple[str, ...], ExecResult]] = {}
+        self._unbatchable = False  # no sh on this target: one exec per command from now on
+        self.round_trips = 0
+
+    def describe_wrapper(self, netns: NetnsRef) -> tuple[str, ...]:
+        describe = getattr(self.inner, "describe_wrapper", None)
+        return tuple(describe(netns)) if callable(describe) else netns.wrapper()
+
+    def _key(self, netns: NetnsRef | None) -> object:
+        return (None,) if netns is None else (netns.name, netns.path, netns.pid)
+
+    def run(self, argv: Sequence[str], *, netns: NetnsRef | None, timeout: float) -> ExecResult:
+        argv = tuple(argv)
+        key = self._key(netns)
+        with self._lock:
+            lock = self._netns_locks.setdefault(key, threading.Lock())
+        with lock:
+            if key not in self._cache and not self._unbatchable and argv in INDEX:
+                self._cache[key] = self._run_batch(netns, timeout)
+            cached = self._cache.get(key, {}).pop(argv, None)
+        if cached is not None:
+            return cached
+        return self.inner.run(argv, netns=netns, timeout=timeout)
+
+    def _run_batch(
+        self, netns: NetnsRef | None, timeout: float
+    ) -> dict[tuple[str, ...], ExecResult]:
+        argvs = batch_for(netns)
+        nonce = new_nonce()
+        budget = self.target_timeout or timeout * len(argvs)
+        self.round_trips += 1
+        res = self.inner.run(
+            batch_argv(nonce, timeout, [(None, a) for a in argvs]),
+            netns=netns,
+            timeout=budget,
+        )
+        if res.not_found:
+            self._unbatchable = True
+            return {}
+        pieces = split_batch(res.stdout, res.stderr, nonce)
+        results: dict[tuple[str, ...], ExecResult] = {}
+        for piece in pieces.values():
+            if not 0 <= piece.index < len(CATALOGUE):
+                continue
+            argv = CATALOGUE[piece.index]
+            if piece.exit_code is None:
+                if res.timed_out:  # cut by the per-target deadline while this one ran
+                    results[argv] = ExecResult(
+                        None, piece.stdout, piece.stderr, res.duration_ms, timed_out=True
+                    )
+                continue
+            results[argv] = ExecResult(
+                exit_code=None if piece.timed_out else piece.exit_code,
+                stdout=piece.stdout,
+                stderr=piece.stderr,
+                duration_ms=piece.duration_ms,
+                timed_out=piece.timed_out,
+                not_found=not piece.timed_out and missing_binary(piece.exit_code, piece.stderr),
+            )
+        # Commands the batch never reached are run one by one by `run()` (cache miss).
+        return results
+
+    def close(self) -> None:
+        self.inner.close()

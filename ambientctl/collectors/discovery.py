@@ -1,0 +1,478 @@
+"""Discovery: what to collect, from structured sources only (no text scraping).
+
+- The Kubernetes API (kubernetes client, one fresh ApiClient per call): nodes, pods,
+  services, namespaces and endpointslices, stored in the bundle as `cluster/*.json` in
+  the `kubectl get -o json` List shape (a v1 `List`, items with `kind`/`apiVersion`,
+  sorted keys, 4-space indent), so a support engineer can assemble one by hand.
+  These are PROJECTIONS: only the fields the analyzers read survive (names, UIDs, node,
+  IPs, ports, selectors, owners, images, phase, and the Istio labels/annotations). Never
+  `env`, `envFrom`, `args`, `command`, volumes, `managedFields` or
+  `kubectl.kubernetes.io/last-applied-configuration` (which embeds the env it applied):
+  pod specs carry secrets, and a bundle travels.
+- kind node containers (docker SDK): containers labelled `io.x-k8s.kind.cluster=NAME`.
+- Pod network namespaces on a node: the node's netns directory is listed by a fixed
+  script (`batch.DISCOVERY_SCRIPT`) that prints each netns's `ip -j -d addr`; a netns is
+  a pod's when it holds that pod's IP and the pod is scheduled on that node.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from ambientctl.bundle.layout import CLUSTER_FILES, valid_name
+from ambientctl.collectors.batch import discovery_argv, new_nonce
+from ambientctl.collectors.transport import Transport
+from ambientctl.errors import TransportError
+
+KIND_CLUSTER_LABEL = "io.x-k8s.kind.cluster"
+KIND_ROLE_LABEL = "io.x-k8s.kind.role"
+AMBIENT_MODE_LABEL = "istio.io/dataplane-mode"
+REDIRECTION_ANNOTATION = "ambient.istio.io/redirection"
+ISTIO_NAMESPACE = "istio-system"
+
+# Annotation keys kept in projections: Istio's (redirection status, sidecar status,
+# capture knobs). Everything else may be arbitrary user data.
+_ANNOTATION_PREFIXES = (
+    "ambient.istio.io/",
+    "istio.io/",
+    "sidecar.istio.io/",
+    "networking.istio.io/",
+    "cni.istio.io/",
+    "traffic.sidecar.istio.io/",
+    "proxy.istio.io/",
+)
+
+
+# --------------------------------------------------------------------------- projections
+
+
+def _pick(src: Mapping[str, Any] | None, keys: Iterable[str]) -> dict[str, Any]:
+    if not isinstance(src, Mapping):
+        return {}
+    return {k: src[k] for k in keys if k in src and src[k] is not None}
+
+
+def _annotations(meta: Mapping[str, Any]) -> dict[str, str]:
+    ann = meta.get("annotations") or {}
+    return {k: v for k, v in ann.items() if k.startswith(_ANNOTATION_PREFIXES)}
+
+
+def _metadata(meta: Mapping[str, Any] | None, *, owners: bool = True) -> dict[str, Any]:
+    meta = meta or {}
+    out = _pick(meta, ("name", "namespace", "uid", "creationTimestamp", "labels"))
+    ann = _annotations(meta)
+    if ann:
+        out["annotations"] = ann
+    if owners and meta.get("ownerReferences"):
+        out["ownerReferences"] = [
+            _pick(o, ("apiVersion", "kind", "name", "uid", "controller"))
+            for o in meta["ownerReferences"]
+        ]
+    return out
+
+
+def _container(c: Mapping[str, Any]) -> dict[str, Any]:
+    out = _pick(c, ("name", "image", "restartPolicy"))
+    if c.get("ports"):
+        out["ports"] = [
+            _pick(p, ("name", "containerPort", "protocol", "hostPort")) for p in c["ports"]
+        ]
+    return out
+
+
+def project_pod(obj: Mapping[str, Any]) -> dict[str, Any]:
+    """A pod without env, args, volumes or anything else that may hold secrets."""
+    spec, status = obj.get("spec") or {}, obj.get("status") or {}
+    out_spec = _pick(spec, ("nodeName", "hostNetwork", "serviceAccountName"))
+    out_spec["containers"] = [_container(c) for c in spec.get("containers") or []]
+    if spec.get("initContainers"):
+        out_spec["initContainers"] = [_container(c) for c in spec["initContainers"]]
+    out_status = _pick(status, ("phase", "podIP", "podIPs", "hostIP", "hostIPs"))
+    if status.get("conditions"):
+        out_status["conditions"] = [_pick(c, ("type", "status")) for c in status["conditions"]]
+    if status.get("containerStatuses"):
+        out_status["containerStatuses"] = [
+            _pick(c, ("name", "ready", "restartCount", "started"))
+            for c in status["containerStatuses"]
+        ]
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": _metadata(obj.get("metadata")),
+        "spec": out_spec,
+        "status": out_status,
+    }
+
+
+def project_service(obj: Mapping[str, Any]) -> dict[str, Any]:
+    spec = obj.get("spec") or {}
+    out_spec = _pick(
+        spec,
+        (
+            "type",
+            "clusterIP",
+            "clusterIPs",
+            "ipFamilies",
+            "ipFamilyPolicy",
+            "selector",
+            "externalTrafficPolicy",
+            "internalTrafficPolicy",
+            "sessionAffinity",
+            "externalIPs",
+        ),
+    )
+    if spec.get("ports"):
+        out_spec["ports"] = [
+            _pick(p, ("name", "port", "targetPort", "protocol", "nodePort", "appProtocol"))
+            for p in spec["ports"]
+        ]
+    lb = ((obj.get("status") or {}).get("loadBalancer") or {}).get("ingress")
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": _metadata(obj.get("metadata")),
+        "spec": out_spec,
+        "status": {
+            "loadBalancer": {"ingress": [_pick(i, ("ip", "hostname")) for i in lb]} if lb else {}
+        },
+    }
+
+
+def project_namespace(obj: Mapping[str, Any]) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "Namespace",
+        "metadata": _metadata(obj.get("metadata"), owners=False),
+        "status": _pick(obj.get("status"), ("phase",)),
+    }
+
+
+def project_node(obj: Mapping[str, Any]) -> dict[str, Any]:
+    spec, status = obj.get("spec") or {}, obj.get("status") or {}
+    out_status: dict[str, Any] = _pick(status, ("addresses",))
+    if status.get("nodeInfo"):
+        out_status["nodeInfo"] = _pick(
+            status["nodeInfo"],
+            (
+                "kernelVersion",
+                "osImage",
+                "containerRuntimeVersion",
+                "kubeletVersion",
+                "kubeProxyVersion",
+                "architecture",
+                "operatingSystem",
+            ),
+        )
+    if status.get("conditions"):
+        out_status["conditions"] = [_pick(c, ("type", "status")) for c in status["conditions"]]
+    return {
+        "apiVersion": "v1",
+        "kind": "Node",
+        "metadata": _metadata(obj.get("metadata"), owners=False),
+        "spec": _pick(spec, ("podCIDR", "podCIDRs", "taints", "unschedulable")),
+        "status": out_status,
+    }
+
+
+def project_endpointslice(obj: Mapping[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "apiVersion": "discovery.k8s.io/v1",
+        "kind": "EndpointSlice",
+        "metadata": _metadata(obj.get("metadata")),
+        "addressType": obj.get("addressType"),
+    }
+    out["endpoints"] = [
+        {
+            **_pick(e, ("addresses", "conditions", "nodeName", "zone", "hostname")),
+            **(
+                {"targetRef": _pick(e["targetRef"], ("kind", "namespace", "name", "uid"))}
+                if e.get("targetRef")
+                else {}
+            ),
+        }
+        for e in obj.get("endpoints") or []
+    ]
+    out["ports"] = [
+        _pick(p, ("name", "port", "protocol", "appProtocol")) for p in obj.get("ports") or []
+    ]
+    return out
+
+
+PROJECTIONS: dict[str, Callable[[Mapping[str, Any]], dict[str, Any]]] = {
+    "pods": project_pod,
+    "services": project_service,
+    "namespaces": project_namespace,
+    "nodes": project_node,
+    "endpointslices": project_endpointslice,
+}
+
+
+def as_kubectl_list(items: Sequence[Mapping[str, Any]]) -> bytes:
+    """`kubectl get -o json` bytes: a v1 List, sorted keys, 4-space indent, newline."""
+    doc = {
+        "apiVersion": "v1",
+        "items": list(items),
+        "kind": "List",
+        "metadata": {"resourceVersion": ""},
+    }
+    return (json.dumps(doc, indent=4, sort_keys=True) + "\n").encode()
+
+
+# --------------------------------------------------------------------------- cluster
+
+
+@dataclass(frozen=True)
+class ClusterView:
+    """What the API said, projected: objects for planning, bytes for the bundle."""
+
+    objects: dict[str, list[dict[str, Any]]]  # "pods" -> projected items
+    files: dict[str, bytes]  # bundle path -> kubectl-shaped JSON
+    errors: dict[str, str] = field(default_factory=dict)  # kind -> why it is missing
+
+    @property
+    def pods(self) -> list[dict[str, Any]]:
+        return self.objects.get("pods", [])
+
+    def node_names(self) -> list[str]:
+        return [n["metadata"]["name"] for n in self.objects.get("nodes", [])]
+
+    def pods_on(self, node: str) -> list[dict[str, Any]]:
+        return [p for p in self.pods if (p.get("spec") or {}).get("nodeName") == node]
+
+
+def _list_raw(api_call: Callable[..., Any], timeout: float) -> list[dict[str, Any]]:
+    # _preload_content=False: the raw JSON, not the generated models (slow, and they
+    # would re-serialise with different keys); the projection is built from it.
+    resp = api_call(_preload_content=False, _request_timeout=timeout)
+    return json.loads(resp.data).get("items") or []
+
+
+def discover_cluster(client_factory: Callable[[], Any], *, timeout: float = 30.0) -> ClusterView:
+    """List nodes, pods, services, namespaces (required) and endpointslices (optional).
+
+    Raises TransportError when the API server cannot be reached or refuses the lists
+    that analysis cannot do without.
+    """
+    from kubernetes import client as k8s
+
+    from ambientctl.collectors.kube import api_error
+
+    api_client = client_factory()
+    try:
+        core = k8s.CoreV1Api(api_client)
+        calls: dict[str, Callable[..., Any]] = {
+            "nodes": core.list_node,
+            "namespaces": core.list_namespace,
+            "pods": core.list_pod_for_all_namespaces,
+            "services": core.list_service_for_all_namespaces,
+            "endpointslices": k8s.DiscoveryV1Api(api_client).list_endpoint_slice_for_all_namespaces,
+        }
+        objects: dict[str, list[dict[str, Any]]] = {}
+        files: dict[str, bytes] = {}
+        errors: dict[str, str] = {}
+        for kind, call in calls.items():
+            try:
+                items = _list_raw(call, timeout)
+            except Exception as exc:  # noqa: BLE001 - ApiException, urllib3 errors: all recorded
+                err = api_error(exc, f"list {kind}", api_client.configuration.host)
+                if kind == "endpointslices":  # optional in the bundle contract
+                    errors[kind] = err.message
+                    continue
+                raise err from None
+            projected = [PROJECTIONS[kind](i) for i in items]
+            objects[kind] = projected
+            files[CLUSTER_FILES[kind]] = as_kubectl_list(projected)
+        return ClusterView(objects, files, errors)
+    finally:
+        api_client.close()
+
+
+# --------------------------------------------------------------------------- pods
+
+
+def pod_ips(pod: Mapping[str, Any]) -> set[str]:
+    status = pod.get("status") or {}
+    ips = {p.get("ip") for p in status.get("podIPs") or [] if isinstance(p, dict)}
+    if status.get("podIP"):
+        ips.add(status["podIP"])
+    return {str(ipaddress.ip_address(i)) for i in ips if i}
+
+
+def pod_key(pod: Mapping[str, Any]) -> tuple[str, str]:
+    meta = pod.get("metadata") or {}
+    return str(meta.get("namespace") or "default"), str(meta.get("name"))
+
+
+def is_ambient(pod: Mapping[str, Any], namespaces: Mapping[str, Mapping[str, Any]]) -> bool:
+    """In the mesh's ambient data plane (istio-datapath.md §3.1 step 3-4, §4.1).
+
+    Captured when istio-cni annotated it `ambient.istio.io/redirection: enabled`; else
+    enrolled by label (pod `istio.io/dataplane-mode=ambient`, or namespace label and the
+    pod not opted out with `none`), never for hostNetwork or sidecar-injected pods.
+    """
+    meta = pod.get("metadata") or {}
+    if (meta.get("annotations") or {}).get(REDIRECTION_ANNOTATION) == "enabled":
+        return True
+    if (pod.get("spec") or {}).get("hostNetwork"):
+        return False
+    if "sidecar.istio.io/status" in (meta.get("annotations") or {}):
+        return False
+    mode = (meta.get("labels") or {}).get(AMBIENT_MODE_LABEL)
+    if mode is not None:
+        return mode == "ambient"
+    ns = namespaces.get(str(meta.get("namespace")), {})
+    return ((ns.get("metadata") or {}).get("labels") or {}).get(AMBIENT_MODE_LABEL) == "ambient"
+
+
+def _app(pod: Mapping[str, Any]) -> str:
+    labels = (pod.get("metadata") or {}).get("labels") or {}
+    return str(
+        labels.get("app") or labels.get("k8s-app") or labels.get("app.kubernetes.io/name") or ""
+    )
+
+
+def istio_pods(view: ClusterView, node: str) -> dict[str, dict[str, Any]]:
+    """The node's ztunnel and istio-cni pods ("ztunnel" / "istio-cni" -> pod)."""
+    found: dict[str, dict[str, Any]] = {}
+    for pod in view.pods_on(node):
+        _, name = pod_key(pod)
+        app = _app(pod)
+        if app == "ztunnel" or name.startswith("ztunnel-"):
+            found.setdefault("ztunnel", pod)
+        elif app in ("istio-cni-node", "istio-cni") or name.startswith("istio-cni-node-"):
+            found.setdefault("istio-cni", pod)
+    return found
+
+
+# --------------------------------------------------------------------------- netns -> pod
+
+
+@dataclass(frozen=True)
+class NetnsMap:
+    """Which netns (by file name in the node's netns directory) is which pod."""
+
+    pods: dict[str, tuple[str, str]]  # netns name -> (namespace, pod)
+    unmapped: tuple[str, ...] = ()  # netns holding no IP of a pod on this node
+    ambiguous: tuple[str, ...] = ()  # netns holding IPs of several pods
+
+
+def parse_discovery(stdout: bytes, nonce: str) -> dict[str, bytes]:
+    """netns name -> its `ip -j -d addr` output, from DISCOVERY_SCRIPT's framed stdout."""
+    tag = nonce.encode()
+    begin, end = tag + b" N ", b"\n" + tag + b" E "
+    out: dict[str, bytes] = {}
+    pos = 0
+    while (b := stdout.find(begin, pos)) >= 0:
+        eol = stdout.find(b"\n", b)
+        if eol < 0:
+            break
+        name = stdout[b + len(begin) : eol].decode("utf-8", "replace")
+        e = stdout.find(end, eol + 1)
+        if e < 0:
+            break
+        out[name] = stdout[eol + 1 : e]
+        nxt = stdout.find(b"\n", e + len(end))
+        pos = len(stdout) if nxt < 0 else nxt
+    return out
+
+
+def addresses(ip_addr_json: bytes) -> set[str]:
+    """Non-loopback addresses in `ip -j addr` output (unparseable output: none)."""
+    try:
+        links = json.loads(ip_addr_json or b"[]")
+    except ValueError:
+        return set()
+    found: set[str] = set()
+    for link in links if isinstance(links, list) else []:
+        for a in link.get("addr_info") or []:
+            local = a.get("local")
+            if not local:
+                continue
+            try:
+                ip = ipaddress.ip_address(local)
+            except ValueError:
+                continue
+            if not ip.is_loopback:
+                found.add(str(ip))
+    return found
+
+
+def map_netns(addr_by_netns: Mapping[str, bytes], pods: Sequence[Mapping[str, Any]]) -> NetnsMap:
+    """Match each netns to the one pod (of this node, not hostNetwork) whose IP it holds."""
+    owner: dict[str, tuple[str, str]] = {}
+    for pod in pods:
+        if (pod.get("spec") or {}).get("hostNetwork"):
+            continue
+        for ip in pod_ips(pod):
+            owner[ip] = pod_key(pod)
+    mapped: dict[str, tuple[str, str]] = {}
+    unmapped, ambiguous = [], []
+    for netns in sorted(addr_by_netns):
+        if not valid_name(netns):
+            unmapped.append(netns)
+            continue
+        hits = {owner[ip] for ip in addresses(addr_by_netns[netns]) if ip in owner}
+        if len(hits) == 1:
+            mapped[netns] = hits.pop()
+        elif hits:
+            ambiguous.append(netns)
+        else:
+            unmapped.append(netns)
+    # Two netns claiming the same pod (a stale sandbox): trust neither.
+    counts: dict[tuple[str, str], int] = {}
+    for key in mapped.values():
+        counts[key] = counts.get(key, 0) + 1
+    for netns, key in list(mapped.items()):
+        if counts[key] > 1:
+            del mapped[netns]
+            ambiguous.append(netns)
+    return NetnsMap(mapped, tuple(unmapped), tuple(sorted(ambiguous)))
+
+
+def discover_netns(
+    transport: Transport, directory: str, *, timeout: float = 30.0
+) -> dict[str, bytes]:
+    """Run the discovery script on a node (one round trip): netns name -> addr JSON.
+
+    A node without `sh` or `nsenter` yields an empty map (its pods are then not
+    collected, which the caller records); an unreachable node raises TransportError.
+    """
+    nonce = new_nonce()
+    res = transport.run(discovery_argv(nonce, directory), netns=None, timeout=timeout)
+    if res.not_found or res.timed_out:
+        return {}
+    return parse_discovery(res.stdout, nonce)
+
+
+# --------------------------------------------------------------------------- kind nodes
+
+
+@dataclass(frozen=True, slots=True)
+class KindNode:
+    name: str  # container name == Kubernetes node name
+    container_id: str
+    role: str
+
+
+def kind_nodes(docker_client: Any, cluster: str) -> list[KindNode]:
+    """Running node containers of kind cluster `cluster` (the load balancer is no node)."""
+    try:
+        containers = docker_client.api.containers(
+            filters={"label": f"{KIND_CLUSTER_LABEL}={cluster}", "status": "running"}
+        )
+    except Exception as exc:  # noqa: BLE001 - docker.errors.APIError, requests errors
+        raise TransportError(f"docker: cannot list containers ({exc})") from None
+    nodes = []
+    for c in containers:
+        labels = c.get("Labels") or {}
+        role = labels.get(KIND_ROLE_LABEL, "")
+        if role == "external-load-balancer":
+            continue
+        name = (c.get("Names") or ["/"])[0].lstrip("/")
+        if valid_name(name):
+            nodes.append(KindNode(name=name, container_id=c["Id"], role=role))
+    return sorted(nodes, key=lambda n: n.name)

@@ -1,0 +1,302 @@
+"""Kubernetes exec transport (kubernetes Python client): `pods/exec` over WebSocket.
+
+For managed clusters where neither Docker nor SSH reaches the nodes: exec into the
+ztunnel pod (2022 design: it has its own netns with the TPROXY rules) and into the
+istio-cni node pod (hostNetwork: it sees the node's root netns, and pod netns through the
+host's /var/run/netns mounted at /host/var/run/netns). Images may be distroless: a
+missing binary comes back as not found (data), never as a failure of the run.
+
+What the client's defaults get wrong, and what this module does instead
+(perf-reliability.md §2.4):
+- `stream()` temporarily swaps `call_api` on the ApiClient it is given, so one ApiClient
+  shared by threads sends REST calls over WebSocket and vice versa
+  (kubernetes-client/python#928): every thread gets its OWN ApiClient here.
+- with the default `_preload_content=True` the client waits with no deadline, and with a
+  `_request_timeout` returns the partial output *without an error*. We pass
+  `_preload_content=False`, read frames ourselves against a deadline, and accept the
+  output only if the error channel (3) carried `status: Success`. A non-zero exit is a
+  `Failure` with `reason: NonZeroExitCode` whose `details.causes[reason=ExitCode].message`
+  is the code. A stream that ends with no status is a transport error: its output may be
+  truncated (kubectl#1361), so it is never stored as if whole.
+- WSClient buffers with `bytes += bytes` per frame (quadratic for a 70 MB iptables-save)
+  and duplicates stdout into a capture buffer; we read frames from its WebSocket
+  (`.sock.recv_data_frame`) straight into one bytearray per channel.
+
+The argv is sent as repeated `command=` query parameters, which the API documents as
+"not executed within a shell". The kubernetes package is imported only when used.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import json
+import re
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from ambientctl.collectors.exec_outcome import Deadline, missing_binary, runtime_says_missing
+from ambientctl.collectors.transport import NetnsRef
+from ambientctl.errors import TransportError
+from ambientctl.raw import ExecResult
+
+CONNECT_TIMEOUT = 15.0
+STDOUT, STDERR, ERROR, CLOSE = 1, 2, 3, 255
+RBAC_HINT = "see docs/rbac.yaml for the minimal Role (pods/exec get+create in istio-system)"
+
+
+@dataclass(frozen=True, slots=True)
+class KubeSource:
+    """Which cluster: a kubeconfig context (None = current) or in-cluster config."""
+
+    context: str | None = None
+    kubeconfig: str | None = None  # None = $KUBECONFIG or ~/.kube/config
+
+
+class ClientFactory:
+    """Makes a fresh ApiClient per call, from one Configuration loaded once.
+
+    The Configuration is deep-copied per client: ApiClients never share state.
+    """
+
+    def __init__(self, source: KubeSource = KubeSource(), timeout: float = CONNECT_TIMEOUT) -> None:
+        self.source = source
+        self.timeout = timeout
+        self._config: Any = None
+        self._lock = threading.Lock()
+
+    def configuration(self) -> Any:
+        with self._lock:
+            if self._config is None:
+                self._config = load_configuration(self.source)
+            return self._config
+
+    def __call__(self) -> Any:
+        from kubernetes import client
+
+        return client.ApiClient(copy.deepcopy(self.configuration()))
+
+
+def load_configuration(source: KubeSource) -> Any:
+    """Load a kubernetes Configuration (kubeconfig context, else in-cluster)."""
+    try:
+        from kubernetes import client, config
+        from kubernetes.config.config_exception import ConfigException
+    except ImportError as exc:
+        raise TransportError(
+            "the kubernetes client is not installed", hint="pip install 'ambientctl[live]'"
+        ) from exc
+    cfg = client.Configuration()
+    try:
+        config.load_kube_config(
+            config_file=source.kubeconfig, context=source.context, client_configuration=cfg
+        )
+    except (ConfigException, OSError, TypeError, ValueError) as exc:
+        if source.context is None and source.kubeconfig is None:
+            try:
+                config.load_incluster_config(client_configuration=cfg)
+                return cfg
+            except ConfigException:
+                pass
+        what = f"context {source.context!r}" if source.context else "the current kube context"
+        raise TransportError(
+            f"no Kubernetes cluster configured: {what} ({_first_line(exc)})"
+        ) from None
+    return cfg
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0][:200] if text else type(exc).__name__
+
+
+def _network_reason(exc: BaseException) -> str:
+    """The OS-level reason inside urllib3's MaxRetryError/NewConnectionError text."""
+    text = str(exc)
+    m = re.search(r"\[Errno -?\d+\] [^'\")\]]+", text)
+    if m:
+        return m.group(0).strip()
+    for needle in ("timed out", "Name or service not known", "certificate verify failed"):
+        if needle in text:
+            return needle
+    return _first_line(exc)[:120]
+
+
+def api_error(exc: BaseException, what: str, server: str | None = None) -> TransportError:
+    """One-line TransportError for a failed API call or WebSocket handshake."""
+    status = getattr(exc, "status", None)
+    body = getattr(exc, "body", None) or ""
+    reason = getattr(exc, "reason", None) or str(exc)
+    # WebSocket handshake failures arrive as ApiException(status=0, reason="Handshake
+    # status 403 Forbidden -+-+- {headers} -+-+- b'{json}'") from websocket-client.
+    m = re.search(r"Handshake status (\d{3})", str(reason))
+    if m:
+        status = int(m.group(1))
+        body = str(reason).rsplit(" -+-+- ", 1)[-1] if " -+-+- " in str(reason) else ""
+        if body.startswith(("b'", 'b"')):
+            body = body[2:-1]
+    message = ""
+    try:
+        message = json.loads(body).get("message", "") if body else ""
+    except (ValueError, AttributeError):
+        pass
+    detail = message or (f"Handshake status {status}" if m else _first_line(exc))
+    hint = RBAC_HINT if status in (401, 403) else None
+    if status:
+        return TransportError(f"{what}: HTTP {status} ({detail})", hint=hint)
+    where = f" {server}" if server else ""
+    return TransportError(
+        f"{what}: API server{where} unreachable ({_network_reason(exc)})",
+        hint="check --context / KUBECONFIG, or replay a bundle with --bundle",
+    )
+
+
+def _exit_from_status(status: dict[str, Any]) -> int | None:
+    for cause in (status.get("details") or {}).get("causes") or []:
+        if cause.get("reason") == "ExitCode":
+            try:
+                return int(cause.get("message", ""))
+            except ValueError:
+                return None
+    return None
+
+
+class KubeExecTransport:
+    """Runs argv in one container of one pod through `pods/exec`."""
+
+    name = "kube"
+
+    def __init__(
+        self,
+        namespace: str,
+        pod: str,
+        container: str | None = None,
+        *,
+        client_factory: Callable[[], Any] | None = None,
+        connect_timeout: float = CONNECT_TIMEOUT,
+    ) -> None:
+        self.namespace, self.pod, self.container = namespace, pod, container
+        self._factory = client_factory or ClientFactory(timeout=connect_timeout)
+        self.connect_timeout = connect_timeout
+        self._local = threading.local()
+        self._clients: list[Any] = []
+        self._lock = threading.Lock()
+
+    def _api_client(self) -> Any:
+        client = getattr(self._local, "client", None)
+        if client is None:  # one ApiClient per thread, never shared (python#928)
+            client = self._factory()
+            self._local.client = client
+            with self._lock:
+                self._clients.append(client)
+        return client
+
+    def describe_wrapper(self, netns: NetnsRef) -> tuple[str, ...]:
+        """How a command reaches its netns, for the manifest (the kubectl equivalent)."""
+        container = ("-c", self.container) if self.container else ()
+        return (
+            "kubectl",
+            "exec",
+            "-n",
+            self.namespace,
+            self.pod,
+            *container,
+            "--",
+            *netns.wrapper(),
+        )
+
+    def run(self, argv: Sequence[str], *, netns: NetnsRef | None, timeout: float) -> ExecResult:
+        import websocket
+        from kubernetes import client as k8s
+        from kubernetes.stream import stream
+
+        deadline = Deadline(timeout)
+        command = [*(netns.wrapper() if netns is not None else ()), *argv]
+        where = f"kube exec {self.namespace}/{self.pod}"
+        kwargs: dict[str, Any] = {
+            "command": command,
+            "stderr": True,
+            "stdin": False,
+            "stdout": True,
+            "tty": False,
+            "_preload_content": False,
+            "binary": True,
+        }
+        if self.container:
+            kwargs["container"] = self.container
+        # create_websocket() passes no timeout to the handshake; websocket-client's
+        # module default is the only knob (the same value for every transport).
+        websocket.setdefaulttimeout(self.connect_timeout)
+        try:
+            api = k8s.CoreV1Api(self._api_client())
+            ws = stream(api.connect_get_namespaced_pod_exec, self.pod, self.namespace, **kwargs)
+        except Exception as exc:  # noqa: BLE001 - ApiException, urllib3/websocket errors
+            raise api_error(exc, where) from None
+        chans = {STDOUT: bytearray(), STDERR: bytearray(), ERROR: bytearray()}
+        timed_out = False
+        sock = ws.sock
+        try:
+            while True:
+                remaining = deadline.remaining()
+                if remaining <= 0:
+                    timed_out = True
+                    break
+                sock.settimeout(remaining)
+                try:
+                    opcode, frame = sock.recv_data_frame(True)
+                except websocket.WebSocketTimeoutException:
+                    timed_out = True
+                    break
+                except websocket.WebSocketConnectionClosedException:
+                    break
+                if opcode == websocket.ABNF.OPCODE_CLOSE:
+                    break
+                if opcode not in (websocket.ABNF.OPCODE_BINARY, websocket.ABNF.OPCODE_TEXT):
+                    continue
+                data = frame.data
+                if not data or data[0] == CLOSE:  # v5 "channel closed" control frame
+                    continue
+                buf = chans.get(data[0])
+                if buf is not None:
+                    buf += memoryview(data)[1:]
+        except OSError as exc:
+            raise TransportError(f"{where}: stream broke ({exc})") from None
+        finally:
+            with contextlib.suppress(Exception):  # closing is best effort
+                ws.close()
+        out, err = bytes(chans[STDOUT]), bytes(chans[STDERR])
+        if timed_out:
+            return ExecResult(None, out, err, deadline.elapsed_ms(), timed_out=True)
+        if not chans[ERROR]:
+            raise TransportError(
+                f"{where}: the exec stream ended without a status; output may be truncated"
+            )
+        try:
+            status = json.loads(bytes(chans[ERROR]))
+        except ValueError:
+            raise TransportError(
+                f"{where}: unreadable exec status {bytes(chans[ERROR])[:200]!r}"
+            ) from None
+        if status.get("status") == "Success":
+            return ExecResult(0, out, err, deadline.elapsed_ms())
+        if status.get("reason") == "NonZeroExitCode":
+            code = _exit_from_status(status)
+            if code is not None:
+                return ExecResult(
+                    code, out, err, deadline.elapsed_ms(), not_found=missing_binary(code, err)
+                )
+        message = str(status.get("message", ""))
+        if runtime_says_missing(message):
+            return ExecResult(
+                None, out, err + message.encode(), deadline.elapsed_ms(), not_found=True
+            )
+        raise TransportError(f"{where}: {message or status.get('reason') or 'exec failed'}")
+
+    def close(self) -> None:
+        with self._lock:
+            for c in self._clients:
+                with contextlib.suppress(Exception):  # closing is best effort
+                    c.close()
+            self._clients.clear()

@@ -1,0 +1,558 @@
+"""Live collection: plan and run a kind, Kubernetes-exec or SSH collection into a bundle.
+
+Every live source ends in the same place as `collect --local`: a `Plan` of targets run by
+`runner.Runner` and written by `bundle.writer` - live mode is "collect a bundle, then
+analyse it", so replay is exact by construction.
+
+Sources (pick one; `--node` / `--namespace` filter the targets):
+- `--kind NAME`: each kind node container through the docker SDK (its own netns = the
+  node's; every pod netns under its /var/run/netns), pods named by the Kubernetes API of
+  context `kind-NAME` (or `--context`).
+- `--ssh SPEC` / `--ssh-inventory FILE`: each node through paramiko, same layout as kind;
+  pods named by the Kubernetes API of `--context` (current context) when reachable.
+- default: the Kubernetes API of `--context` (or the current context) only. Per node, the
+  istio-cni node pod (hostNetwork, so the node's root netns; pod netns through the host
+  directory it mounts at /host/var/run/netns) and the ztunnel pod (its own netns, the
+  2022 design's redirection target). Images may lack the tools: what could not be seen,
+  and which source would see it, is recorded in the manifest (`collection.not_seen`).
+
+Routing: the runner hands a transport only the target's netns, so each target's netns
+is a `RoutedNetns` that also names the node transport (`route`) and the target kind
+(what the batch runs). Each node transport sits behind `AllowlistTransport` (nothing
+outside the read-only catalogue and the two fixed scripts is ever sent) and is wrapped in
+`BatchingTransport`: one round trip per target. Discovery (which netns is which pod) runs
+per node, concurrently, through the same allowlisted transports.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from ambientctl.collectors.batch import AllowlistTransport, BatchingTransport
+from ambientctl.collectors.discovery import (
+    ClusterView,
+    discover_cluster,
+    discover_netns,
+    istio_pods,
+    map_netns,
+    pod_key,
+)
+from ambientctl.collectors.runner import DEFAULT_CONCURRENCY, DEFAULT_TIMEOUT, Plan, Runner, Target
+from ambientctl.collectors.transport import NetnsRef, Transport
+from ambientctl.errors import CollectionError, TransportError, UsageError
+from ambientctl.raw import ExecResult, RawStatus
+
+NETNS_DIR = "/var/run/netns"
+CNI_HOST_NETNS_DIR = "/host/var/run/netns"  # istio-cni DaemonSet's mount of the host dir
+MAX_CONCURRENCY = 64
+NO_CLUSTER_HINT = "replay a bundle instead: --bundle examples/seed-kind-ambient"
+
+
+@dataclass(frozen=True, slots=True)
+class RoutedNetns(NetnsRef):
+    """A netns plus which node transport reaches it and what kind of target it is."""
+
+    route: str = ""
+    kind: str = ""  # "node" | "pod"
+
+
+@dataclass(frozen=True)
+class LiveOptions:
+    """The source options of `collect` / `trace` / `doctor` (see cli/source.py)."""
+
+    context: str | None = None
+    kubeconfig: str | None = None
+    kind: str | None = None
+    ssh: str | None = None
+    ssh_inventory: str | None = None
+    ssh_accept_new: bool = False
+    ssh_known_hosts: str = "~/.ssh/known_hosts"
+    ssh_user: str | None = None
+    ssh_key: str | None = None
+    ssh_sudo: bool = False
+    ssh_jump: str | None = None
+    docker_host: str | None = None
+    nodes: tuple[str, ...] = ()
+    namespaces: tuple[str, ...] = ()
+    concurrency: int = DEFAULT_CONCURRENCY
+    timeout: float = DEFAULT_TIMEOUT
+    connect_timeout: float = 15.0
+    # Where the istio-cni node pod sees the host's /var/run/netns (its DaemonSet mounts
+    # it there); only Kubernetes-exec collection uses it.
+    cni_netns_dir: str = CNI_HOST_NETNS_DIR
+
+    @property
+    def mode(self) -> str:
+        if self.kind:
+            return "kind"
+        if self.ssh or self.ssh_inventory:
+            return "ssh"
+        return "kube"
+
+
+class RoutingTransport:
+    """Dispatches each command to the node transport its netns names (`route`)."""
+
+    def __init__(self, name: str, routes: dict[str, Transport]) -> None:
+        self.name = name
+        self.routes = routes
+
+    def _route(self, netns: NetnsRef | None) -> Transport:
+        route = getattr(netns, "route", None)
+        transport = self.routes.get(route or "")
+        if transport is None:
+            raise TransportError(f"no {self.name} transport for target route {route!r}")
+        return transport
+
+    def run(self, argv: Sequence[str], *, netns: NetnsRef | None, timeout: float) -> ExecResult:
+        return self._route(netns).run(argv, netns=netns, timeout=timeout)
+
+    def describe_wrapper(self, netns: NetnsRef) -> tuple[str, ...]:
+        transport = self.routes.get(getattr(netns, "route", ""))
+        describe = getattr(transport, "describe_wrapper", None)
+        return tuple(describe(netns)) if callable(describe) else netns.wrapper()
+
+    def close(self) -> None:
+        for transport in self.routes.values():
+            with contextlib.suppress(Exception):  # best effort; the bundle is what matters
+                transport.close()
+
+
+@dataclass
+class LivePlan:
+    """Everything `run_live` needs: a routing transport, targets, files, notes."""
+
+    transport: RoutingTransport
+    targets: list[Target]
+    cluster: ClusterView | None
+    collection: dict[str, Any] = field(default_factory=dict)
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _check_filters(opts: LiveOptions) -> None:
+    from ambientctl.bundle.layout import valid_name
+
+    for what, names in (("--node", opts.nodes), ("--namespace", opts.namespaces)):
+        for name in names:
+            if not valid_name(name):
+                raise UsageError(f"{what} {name!r} is not a valid Kubernetes name")
+    if not 1 <= opts.concurrency <= MAX_CONCURRENCY:
+        raise UsageError(f"--concurrency must be between 1 and {MAX_CONCURRENCY}")
+
+
+def _kube_factory(opts: LiveOptions, context: str | None) -> Any:
+    from ambientctl.collectors.kube import ClientFactory, KubeSource
+
+    return ClientFactory(
+        KubeSource(context=context, kubeconfig=opts.kubeconfig), timeout=opts.connect_timeout
+    )
+
+
+def _cluster(
+    opts: LiveOptions, context: str | None, *, required: bool
+) -> tuple[Any, ClusterView | None, str | None]:
+    """(client factory, cluster view or None, why it is missing)."""
+    factory = _kube_factory(opts, context)
+    try:
+        return factory, discover_cluster(factory, timeout=opts.connect_timeout), None
+    except TransportError as exc:
+        if required:
+            raise CollectionError(
+                f"no cluster reachable: {exc.message}", hint=NO_CLUSTER_HINT
+            ) from None
+        return factory, None, exc.message
+
+
+def _wanted_node(opts: LiveOptions, node: str) -> bool:
+    return not opts.nodes or node in opts.nodes
+
+
+def _wanted_pod(opts: LiveOptions, namespace: str) -> bool:
+    return not opts.namespaces or namespace in opts.namespaces
+
+
+def _parallel(fn: Callable[[Any], Any], items: Sequence[Any], concurrency: int) -> list[Any]:
+    """fn over items with bounded concurrency; an exception is returned, not raised."""
+
+    def safe(item: Any) -> Any:
+        try:
+            return fn(item)
+        except TransportError as exc:
+            return exc
+
+    if not items:
+        return []
+    with ThreadPoolExecutor(
+        max_workers=min(concurrency, len(items)), thread_name_prefix="discover"
+    ) as pool:
+        return list(pool.map(safe, items))
+
+
+def _node_targets(
+    node: str,
+    route: str,
+    transport: Transport,
+    view: ClusterView | None,
+    opts: LiveOptions,
+    notes: dict[str, Any],
+    *,
+    netns_dir: str = NETNS_DIR,
+    by_path: bool = False,
+) -> list[Target]:
+    """The node's own netns + the netns of each of its pods found in `netns_dir`."""
+    targets = [Target.node_target(node, RoutedNetns(route=route, kind="node"))]
+    if view is None:
+        return targets
+    found = discover_netns(transport, netns_dir, timeout=opts.connect_timeout + opts.timeout)
+    mapping = map_netns(found, view.pods_on(node))
+    if mapping.unmapped or mapping.ambiguous:
+        notes.setdefault("unmapped_netns", {})[node] = sorted(mapping.unmapped + mapping.ambiguous)
+    for netns, (namespace, pod) in sorted(mapping.pods.items(), key=lambda kv: kv[1]):
+        if not _wanted_pod(opts, namespace):
+            continue
+        ref = (
+            RoutedNetns(path=f"{netns_dir}/{netns}", route=route, kind="pod")
+            if by_path
+            else RoutedNetns(name=netns, route=route, kind="pod")
+        )
+        targets.append(Target.pod_target(node, namespace, pod, ref))
+    return targets
+
+
+def _batched(t: Transport, opts: LiveOptions) -> BatchingTransport:
+    # The whole batch of a target may take (commands x per-command timeout); the
+    # per-command timeout is enforced inside the batch by coreutils `timeout`.
+    return BatchingTransport(t)
+
+
+# --------------------------------------------------------------------------- planners
+
+
+def plan_kind(opts: LiveOptions) -> LivePlan:
+    """kind: docker exec into each node container; pods named by the cluster's API."""
+    from ambientctl.collectors.discovery import kind_nodes
+    from ambientctl.collectors.docker import DockerTransport, docker_client
+
+    assert opts.kind is not None
+    from ambientctl.bundle.layout import valid_name
+
+    if not valid_name(opts.kind):
+        raise UsageError(f"--kind {opts.kind!r} is not a valid kind cluster name")
+    try:
+        client = docker_client(opts.docker_host, opts.connect_timeout)
+        nodes = kind_nodes(client, opts.kind)
+        client.close()
+    except TransportError as exc:
+        raise CollectionError(
+            f"no cluster reachable: {exc.message}", hint=exc.hint or NO_CLUSTER_HINT
+        ) from None
+    if not nodes:
+        raise CollectionError(
+            f"no running kind cluster named {opts.kind!r} (no container labelled "
+            f"io.x-k8s.kind.cluster={opts.kind})",
+            hint="`kind get clusters` lists them; or " + NO_CLUSTER_HINT,
+        )
+    context = opts.context or f"kind-{opts.kind}"
+    _, view, why = _cluster(opts, context, required=False)
+    notes: dict[str, Any] = {"mode": "kind", "kind_cluster": opts.kind, "context": context}
+    if why:
+        notes["cluster_error"] = why
+    selected = [n for n in nodes if _wanted_node(opts, n.name)]
+    routes: dict[str, Transport] = {}
+    inner: dict[str, Transport] = {}
+    for n in selected:
+        inner[n.name] = AllowlistTransport(
+            DockerTransport(n.name, base_url=opts.docker_host, connect_timeout=opts.connect_timeout)
+        )
+        routes[n.name] = _batched(inner[n.name], opts)
+    results = _parallel(
+        lambda n: _node_targets(n.name, n.name, inner[n.name], view, opts, notes),
+        selected,
+        opts.concurrency,
+    )
+    return _assemble(
+        "docker",
+        routes,
+        selected_names=[n.name for n in selected],
+        results=results,
+        view=view,
+        notes=notes,
+    )
+
+
+def plan_ssh(opts: LiveOptions) -> LivePlan:
+    """SSH: paramiko into each node; pods named by the Kubernetes API when reachable."""
+    from ambientctl.collectors.ssh import load_inventory, parse_ssh_spec, transports_for
+
+    if opts.ssh and opts.ssh_inventory:
+        raise UsageError("--ssh and --ssh-inventory cannot be combined")
+    if opts.ssh_inventory:
+        endpoints = load_inventory(opts.ssh_inventory)
+    else:
+        endpoints = parse_ssh_spec(
+            opts.ssh or "",
+            user=opts.ssh_user,
+            key_file=opts.ssh_key,
+            sudo=opts.ssh_sudo,
+            jump=opts.ssh_jump,
+        )
+    endpoints = [e for e in endpoints if _wanted_node(opts, e.node)]
+    if not endpoints:
+        raise UsageError("no SSH node left after --node filtering")
+    inner: dict[str, Transport] = {
+        node: AllowlistTransport(t)
+        for node, t in transports_for(
+            endpoints,
+            known_hosts=opts.ssh_known_hosts,
+            accept_new=opts.ssh_accept_new,
+            connect_timeout=opts.connect_timeout,
+        ).items()
+    }
+    _, view, why = _cluster(opts, opts.context, required=False)
+    notes: dict[str, Any] = {"mode": "ssh", "context": opts.context}
+    if why:
+        notes["cluster_error"] = why + " (pods are not named: only node netns collected)"
+    routes: dict[str, Transport] = {node: _batched(t, opts) for node, t in inner.items()}
+    names = [e.node for e in endpoints]
+    results = _parallel(
+        lambda n: _node_targets(n, n, inner[n], view, opts, notes), names, opts.concurrency
+    )
+    return _assemble("ssh", routes, selected_names=names, results=results, view=view, notes=notes)
+
+
+def plan_kube(opts: LiveOptions) -> LivePlan:
+    """Kubernetes exec only: istio-cni node pods (+ pod netns) and ztunnel pods."""
+    from ambientctl.collectors.kube import KubeExecTransport
+
+    factory, view, _ = _cluster(opts, opts.context, required=True)
+    assert view is not None
+    notes: dict[str, Any] = {"mode": "kube", "context": opts.context}
+    routes: dict[str, Transport] = {}
+    inner: dict[str, Transport] = {}
+    work: list[tuple[str, dict[str, dict[str, Any]]]] = []
+    for node in view.node_names():
+        if not _wanted_node(opts, node):
+            continue
+        pods = istio_pods(view, node)
+        if not pods:
+            notes.setdefault("not_seen", []).append(
+                {
+                    "target": f"node/{node}",
+                    "what": "everything on this node",
+                    "why": "no istio-cni or ztunnel pod to exec into",
+                    "seen_by": "--kind NAME or --ssh (node-level access)",
+                }
+            )
+            continue
+        for pod in pods.values():
+            ns, name = pod_key(pod)
+            container = (pod.get("spec") or {}).get("containers", [{}])[0].get("name")
+            route = f"{ns}/{name}"
+            inner[route] = AllowlistTransport(
+                KubeExecTransport(
+                    ns,
+                    name,
+                    container,
+                    client_factory=factory,
+                    connect_timeout=opts.connect_timeout,
+                )
+            )
+            routes[route] = _batched(inner[route], opts)
+        work.append((node, pods))
+
+    def node_plan(item: tuple[str, dict[str, dict[str, Any]]]) -> list[Target]:
+        node, pods = item
+        targets: list[Target] = []
+        mapped: set[tuple[str, str]] = set()
+        if "istio-cni" in pods:
+            route = "/".join(pod_key(pods["istio-cni"]))
+            targets = _node_targets(
+                node,
+                route,
+                inner[route],
+                view,
+                opts,
+                notes,
+                netns_dir=opts.cni_netns_dir,
+                by_path=True,
+            )
+            mapped = {(t.namespace, t.pod) for t in targets if t.kind == "pod"}  # type: ignore[misc]
+        else:
+            notes.setdefault("not_seen", []).append(
+                {
+                    "target": f"node/{node}",
+                    "what": "the node's own netns and its pods' netns",
+                    "why": "no istio-cni node pod on this node",
+                    "seen_by": "--kind NAME or --ssh (node-level access)",
+                }
+            )
+        zt = pods.get("ztunnel")
+        if zt is not None and pod_key(zt) not in mapped and _wanted_pod(opts, pod_key(zt)[0]):
+            ns, name = pod_key(zt)
+            # Exec into ztunnel itself: its commands run in its own netns (2022 design).
+            targets.append(
+                Target.pod_target(node, ns, name, RoutedNetns(route=f"{ns}/{name}", kind="pod"))
+            )
+        return targets
+
+    results = _parallel(node_plan, work, opts.concurrency)
+    return _assemble(
+        "kube", routes, selected_names=[n for n, _ in work], results=results, view=view, notes=notes
+    )
+
+
+def _assemble(
+    name: str,
+    routes: dict[str, Transport],
+    *,
+    selected_names: list[str],
+    results: list[Any],
+    view: ClusterView | None,
+    notes: dict[str, Any],
+) -> LivePlan:
+    targets: list[Target] = []
+    unreachable: dict[str, str] = {}
+    for node, res in zip(selected_names, results, strict=True):
+        if isinstance(res, TransportError):
+            # Discovery could not reach the node: still plan its host netns, so the
+            # manifest records the failure per command like any other.
+            unreachable[node] = res.message
+            route = node if node in routes else ""
+            if route:
+                targets.append(Target.node_target(node, RoutedNetns(route=route, kind="node")))
+            continue
+        targets.extend(res)
+    if unreachable:
+        notes["discovery_errors"] = unreachable
+    if not targets:
+        raise CollectionError(
+            "nothing to collect: no node matched"
+            + (f" ({', '.join(sorted(unreachable))} unreachable)" if unreachable else ""),
+            hint="check --node / --namespace, or " + NO_CLUSTER_HINT,
+        )
+    return LivePlan(RoutingTransport(name, routes), targets, view, notes)
+
+
+def plan_live(opts: LiveOptions) -> LivePlan:
+    """Discover targets for the chosen source (see module docstring)."""
+    _check_filters(opts)
+    return {"kind": plan_kind, "ssh": plan_ssh, "kube": plan_kube}[opts.mode](opts)
+
+
+# --------------------------------------------------------------------------- run
+
+
+def _not_seen(plan: LivePlan, outputs: Sequence[Any]) -> list[dict[str, Any]]:
+    """Per target, the binaries that were missing, and which source would see them."""
+    missing: dict[str, list[str]] = {}
+    for o in outputs:
+        if o.status is RawStatus.NOT_FOUND:
+            missing.setdefault(o.target, []).append(o.argv[0])
+    other = {
+        "kube": "--kind NAME or --ssh (node-level access; the image is distroless)",
+        "docker": "--ssh, or install the tools in the node image",
+        "ssh": "install the tools on the node (iptables, iproute2, ipset, nftables)",
+    }[plan.transport.name]
+    return [
+        {
+            "target": t,
+            "what": sorted(set(b)),
+            "why": "binary not found on the target",
+            "seen_by": other,
+        }
+        for t, b in sorted(missing.items())
+    ]
+
+
+def run_live(
+    plan: LivePlan,
+    out: str,
+    *,
+    opts: LiveOptions,
+    argv: Sequence[str] | None = None,
+    progress: Callable[[str], None] | None = None,
+) -> Any:
+    """Run `plan` and write the bundle to `out`; returns the WrittenBundle.
+
+    Raises CollectionError when not one command succeeded.
+    """
+    from ambientctl.bundle.writer import ExtraFile, check_output_path, rfc3339, write_bundle
+
+    check_output_path(out)
+    created_at = rfc3339(datetime.now(UTC))
+    runner = Runner(
+        plan.transport, timeout=opts.timeout, concurrency=opts.concurrency, progress=progress
+    )
+    try:
+        result = runner.run(Plan(tuple(plan.targets)))
+    finally:
+        plan.transport.close()
+    if not any(o.status is RawStatus.OK for o in result.outputs) and not result.interrupted:
+        first = next(iter(result.outputs), None)
+        why = f": {first.target}: {first.note or first.status}" if first is not None else ""
+        raise CollectionError(f"nothing could be collected{why}", hint=NO_CLUSTER_HINT)
+    collection = dict(plan.collection)
+    collection["argv"] = list(argv) if argv is not None else ["ambientctl", *sys.argv[1:]]
+    collection["timeout_s"] = opts.timeout
+    collection["concurrency"] = opts.concurrency
+    if opts.nodes:
+        collection["nodes_filter"] = list(opts.nodes)
+    if opts.namespaces:
+        collection["namespaces_filter"] = list(opts.namespaces)
+    not_seen = collection.get("not_seen", []) + _not_seen(plan, result.outputs)
+    if not_seen:
+        collection["not_seen"] = not_seen
+    targets: list[dict[str, Any]] = []
+    for target in plan.targets:
+        doc = target.describe()
+        doc["transport"] = plan.transport.name
+        doc["route"] = getattr(target.netns, "route", None)
+        if target.kind == "node":
+            doc["tool_versions"] = {v.tool: v.output for v in result.versions.get(target.id, [])}
+        targets.append(doc)
+    source = f"kubernetes API ({plan.collection.get('context') or 'current context'})"
+    extra = [
+        ExtraFile(p, d, source)
+        for p, d in sorted((plan.cluster.files if plan.cluster else {}).items())
+    ]
+    return write_bundle(
+        out,
+        outputs=result.outputs,
+        created_at=created_at,
+        collection=collection,
+        targets=targets,
+        extra_files=extra,
+        not_kept=result.not_kept,
+        interrupted=result.interrupted,
+    )
+
+
+def collect_live(
+    opts: LiveOptions,
+    out: str,
+    *,
+    progress: Callable[[str], None] | None = None,
+    argv: Sequence[str] | None = None,
+) -> Any:
+    """Plan + run: the whole live collection into bundle `out` (a dir or .tar.gz)."""
+    plan = plan_live(opts)
+    if progress is not None:
+        progress(f"collecting {len(plan.targets)} network namespaces via {plan.transport.name} ...")
+    return run_live(plan, out, opts=opts, argv=argv, progress=progress)
+
+
+def env_kubeconfig_present() -> bool:
+    """Is any Kubernetes configuration around at all (for the "no cluster" message)?"""
+    path = os.environ.get("KUBECONFIG") or os.path.expanduser("~/.kube/config")
+    return any(os.path.exists(p) for p in path.split(os.pathsep)) or bool(
+        os.environ.get("KUBERNETES_SERVICE_HOST")
+    )

@@ -1,0 +1,303 @@
+"""Live-collection benchmarks: concurrency against injected latency, memory for 70 MB.
+
+    python benchmarks/bench_collect.py latency [--targets 100] [--latency 0.2] [--sequential]
+    python benchmarks/bench_collect.py memory  [--transport docker|kube|ssh] [--services 10000]
+
+`latency`: 100 emulated targets (10 nodes x (host + 9 pods), each a real network
+namespace) collected through the docker transport against the Engine API test peer,
+which sleeps `--latency` seconds before every exec (the round-trip cost of a remote
+exec: ~0.3 s for `docker exec` on Docker Desktop, perf-reliability.md §2.1). Reports the
+wall time at the default concurrency (8) against the sequential sum of the per-target
+times, and how many exec round trips were made (batching: one per target + one
+discovery per node). `--sequential` also measures concurrency 1 for real.
+
+`memory`: a kube-proxy-shaped `iptables-save` of `--services` x 15 endpoints (10,000 ->
+~630k lines, ~70 MB, the worst realistic node of perf-reliability.md §1.4) is loaded into
+a throwaway netns, then ONE target is collected through a transport into a bundle in a
+fresh child process; reports that child's peak RSS (ru_maxrss) above its baseline after
+imports, and the wall time.
+
+Needs root (network namespaces). Every namespace is created through `ambientlab.netns.Lab`
+(registered, removed at exit, even on failure). No Docker engine or cluster is needed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from ambientlab.netns import Lab
+from tests.peers.docker_engine import DockerEngine, kind_container
+from tests.peers.kube_api import ExecTarget, KubeApi
+from tests.peers.netns import NodeView
+
+
+def _cluster(nodes: dict[str, list[tuple[str, str]]]) -> dict[str, Any]:
+    """Minimal API objects: nodes, and one pod (namespace bench) per pod netns."""
+    pods, node_items = [], []
+    for n, (node, pod_list) in enumerate(sorted(nodes.items())):
+        node_items.append(
+            {
+                "metadata": {"name": node},
+                "spec": {"podCIDR": f"10.200.{n}.0/24"},
+                "status": {"addresses": [{"type": "InternalIP", "address": f"172.30.0.{n + 2}"}]},
+            }
+        )
+        for name, ip in pod_list:
+            pods.append(
+                {
+                    "metadata": {"name": name, "namespace": "bench", "uid": f"uid-{name}"},
+                    "spec": {"nodeName": node, "containers": [{"name": "app", "image": "app"}]},
+                    "status": {"phase": "Running", "podIP": ip, "podIPs": [{"ip": ip}]},
+                }
+            )
+    lst = lambda items: {"apiVersion": "v1", "kind": "List", "items": items}
+    return {
+        "nodes": lst(node_items),
+        "pods": lst(pods),
+        "services": lst([]),
+        "namespaces": lst([{"metadata": {"name": "bench"}}]),
+        "endpointslices": lst([]),
+    }
+
+
+def latency_bench(args: argparse.Namespace) -> dict[str, Any]:
+    from ambientctl.collectors.live import LiveOptions, collect_live
+
+    per_node = max(1, args.targets // args.nodes)
+    with Lab() as lab, tempfile.TemporaryDirectory(prefix="bench-collect-") as work:
+        nodes: dict[str, list[tuple[str, str]]] = {}
+        views: dict[str, NodeView] = {}
+        for n in range(args.nodes):
+            node = f"bench-node-{n}"
+            host = lab.add_netns(f"n{n}")
+            pods = []
+            for p in range(per_node - 1):
+                ns = lab.add_netns(f"n{n}p{p}")
+                ip = f"10.200.{n}.{p + 2}"
+                ns.ip("addr", "add", f"{ip}/32", "dev", "lo")
+                pods.append((ns.name, f"app-{n}-{p}", ip))
+            nodes[node] = [(name, ip) for _, name, ip in pods]
+            views[node] = NodeView(node, host.name, [ns for ns, _, _ in pods], work)
+        containers = [kind_container("bench", node, v.prefix()) for node, v in views.items()]
+        with (
+            DockerEngine(Path(work) / "docker.sock", containers, latency=args.latency) as engine,
+            KubeApi(_cluster(nodes), enrich=False) as api,
+        ):
+            kubeconfig = api.kubeconfig(Path(work) / "kubeconfig", context="kind-bench")
+            results: dict[str, Any] = {"targets": args.nodes * per_node, "latency_s": args.latency}
+            runs = [("default", 8)] + ([("sequential", 1)] if args.sequential else [])
+            for label, concurrency in runs:
+                engine.exec_count = 0
+                opts = LiveOptions(
+                    kind="bench",
+                    docker_host=engine.base_url,
+                    kubeconfig=str(kubeconfig),
+                    concurrency=concurrency,
+                )
+                t0 = time.monotonic()
+                written = collect_live(opts, str(Path(work) / f"bundle-{label}"))
+                wall = time.monotonic() - t0
+                m = written.manifest
+                results[label] = {
+                    "concurrency": concurrency,
+                    "wall_s": round(wall, 2),
+                    "exec_round_trips": engine.exec_count,
+                    "entries": len(m["entries"]),
+                    "failed": len(written.failed),
+                }
+            # Sequential sum: every round trip costs at least the injected latency plus the
+            # work behind it; measured as (round trips x latency) + the commands' own time.
+            d = results["default"]
+            own = sum(e["duration_ms"] for e in m["entries"] if e["target"] != "cluster") / 1000
+            d["sequential_sum_s"] = round(d["exec_round_trips"] * args.latency + own, 2)
+            d["speedup"] = round(d["sequential_sum_s"] / d["wall_s"], 1)
+            commands = sum(1 for e in m["entries"] if e["target"] != "cluster")
+            versions = 5 * args.nodes  # tool-version commands, one round trip each unbatched
+            d["unbatched_round_trips"] = commands + versions + args.nodes
+            d["unbatched_sequential_sum_s"] = round(
+                d["unbatched_round_trips"] * args.latency + own, 1
+            )
+            return results
+
+
+# --------------------------------------------------------------------------- memory
+
+
+def _hwm_kib() -> int:
+    """Peak resident set of THIS process image (VmHWM, proc(5)). Unlike ru_maxrss it is
+    per address space, so a child does not inherit its parent's peak across exec."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1])
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+
+
+def _child_collect(transport: str, netns: str, workdir: str) -> None:
+    """In a fresh process: collect one node through `transport`, print peak RSS."""
+    import docker  # noqa: F401  (count the imports in the baseline)
+    import kubernetes
+    import kubernetes.stream  # noqa: F401
+
+    from ambientctl.collectors import live
+    from ambientctl.collectors.live import LiveOptions, collect_live
+
+    work = Path(workdir)
+    view = NodeView("big-node", netns, [], workdir)
+    base = _hwm_kib()
+    t0 = time.monotonic()
+    out = str(work / f"bundle-{transport}.tar.gz")
+    if transport == "docker":
+        with (
+            DockerEngine(
+                work / "docker.sock", [kind_container("big", "big-node", view.prefix())]
+            ) as engine,
+            KubeApi(_cluster({"big-node": []}), enrich=False) as api,
+        ):
+            kc = api.kubeconfig(work / "kubeconfig", context="kind-big")
+            written = collect_live(
+                LiveOptions(kind="big", docker_host=engine.base_url, kubeconfig=str(kc)), out
+            )
+    elif transport == "kube":
+        cluster = _cluster({"big-node": []})
+        cluster["pods"]["items"].append(
+            {
+                "metadata": {
+                    "name": "istio-cni-node-big",
+                    "namespace": "istio-system",
+                    "labels": {"k8s-app": "istio-cni-node"},
+                },
+                "spec": {
+                    "nodeName": "big-node",
+                    "hostNetwork": True,
+                    "containers": [{"name": "install-cni"}],
+                },
+                "status": {
+                    "phase": "Running",
+                    "podIP": "172.30.0.2",
+                    "podIPs": [{"ip": "172.30.0.2"}],
+                },
+            }
+        )
+        with KubeApi(
+            cluster,
+            {("istio-system", "istio-cni-node-big"): ExecTarget(view.prefix())},
+            enrich=False,
+        ) as api:
+            kc = api.kubeconfig(work / "kubeconfig")
+            written = collect_live(
+                LiveOptions(kubeconfig=str(kc), cni_netns_dir="/var/run/netns"), out
+            )
+    else:
+        from tests.peers.sshd import Sshd
+
+        with Sshd(work / "sshd", netns=netns, prefix=view.prefix()) as sshd:
+            written = collect_live(
+                LiveOptions(
+                    ssh=f"big-node=root@127.0.0.1:{sshd.port}",
+                    ssh_key=str(sshd.client_key),
+                    ssh_known_hosts=str(work / "kh"),
+                    ssh_accept_new=True,
+                    kubeconfig="/nonexistent",
+                ),
+                out,
+            )
+    wall = time.monotonic() - t0
+    peak = _hwm_kib()
+    entry = next(e for e in written.manifest["entries"] if e["spec"] == "iptables-save.txt")
+    slowest = max(
+        (e for e in written.manifest["entries"] if e["target"] != "cluster"),
+        key=lambda e: e["duration_ms"],
+    )
+    print(
+        json.dumps(
+            {
+                "transport": transport,
+                "wall_s": round(wall, 2),
+                "iptables_save_bytes": entry["size"],
+                "status": entry["status"],
+                "iptables_save_s": entry["duration_ms"] / 1000,
+                "slowest_command": [slowest["spec"], slowest["duration_ms"] / 1000],
+                "baseline_rss_mib": round(base / 1024, 1),
+                "peak_rss_mib": round(peak / 1024, 1),
+                "peak_above_baseline_mib": round((peak - base) / 1024, 1),
+                "bundle_bytes": os.path.getsize(out),
+                "live_module": live.__name__,
+            }
+        )
+    )
+
+
+def memory_bench(args: argparse.Namespace) -> list[dict[str, Any]]:
+    from benchmarks.kube_proxy_dump import generate
+
+    results = []
+    with Lab() as lab, tempfile.TemporaryDirectory(prefix="bench-mem-") as work:
+        ns = lab.add_netns("big")
+        dump = Path(work) / "dump.txt"
+        dump.write_text(generate(args.services, 15))
+        t0 = time.monotonic()
+        with open(dump, "rb") as fh:
+            subprocess.run(
+                ["ip", "netns", "exec", ns.name, "iptables-restore"], stdin=fh, check=True
+            )
+        restore = time.monotonic() - t0
+        dump.unlink()
+        for transport in args.transport:
+            res = subprocess.run(
+                [sys.executable, __file__, "_child", transport, ns.name, work],
+                capture_output=True,
+                text=True,
+                check=False,
+                cwd=str(REPO),
+            )
+            if res.returncode != 0:
+                raise SystemExit(res.stderr)
+            doc = json.loads(res.stdout.strip().splitlines()[-1])
+            doc["restore_s"] = round(restore, 1)
+            results.append(doc)
+    return results
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    sub = parser.add_subparsers(dest="cmd", required=True)
+    lat = sub.add_parser("latency")
+    lat.add_argument("--targets", type=int, default=100)
+    lat.add_argument("--nodes", type=int, default=10)
+    lat.add_argument("--latency", type=float, default=0.2)
+    lat.add_argument("--sequential", action="store_true", help="also run at concurrency 1")
+    mem = sub.add_parser("memory")
+    mem.add_argument("--services", type=int, default=10_000)
+    mem.add_argument("--transport", action="append", choices=["docker", "kube", "ssh"])
+    child = sub.add_parser("_child")
+    child.add_argument("transport")
+    child.add_argument("netns")
+    child.add_argument("workdir")
+    args = parser.parse_args()
+    if os.geteuid() != 0:
+        raise SystemExit("needs root: builds network namespaces")
+    if args.cmd == "latency":
+        print(json.dumps(latency_bench(args), indent=2))
+    elif args.cmd == "memory":
+        args.transport = args.transport or ["docker", "kube", "ssh"]
+        print(json.dumps(memory_bench(args), indent=2))
+    else:
+        _child_collect(args.transport, args.netns, args.workdir)
+
+
+if __name__ == "__main__":
+    main()

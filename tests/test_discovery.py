@@ -1,0 +1,279 @@
+"""Discovery: API lists -> secret-free kubectl-shaped projections; kind nodes; netns -> pod."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from ambientctl.analyzers.parse.cluster import (
+    parse_namespaces,
+    parse_nodes,
+    parse_pods,
+    parse_services,
+)
+from ambientctl.collectors.discovery import (
+    addresses,
+    as_kubectl_list,
+    discover_cluster,
+    discover_netns,
+    is_ambient,
+    istio_pods,
+    kind_nodes,
+    map_netns,
+    parse_discovery,
+    project_pod,
+)
+from ambientctl.collectors.kube import ClientFactory, KubeSource
+from ambientctl.errors import TransportError
+from tests.peers.kube_api import PLANTED_SECRET, KubeApi
+from tests.peers.lab import lab_cluster
+
+pytest_plugins = ["tests.peers.fixtures"]
+
+
+def _pod(
+    name: str, ip: str | None, node: str = "n1", ns: str = "default", **spec: Any
+) -> dict[str, Any]:
+    status = {"podIP": ip, "podIPs": [{"ip": ip}]} if ip else {}
+    return {
+        "metadata": {"name": name, "namespace": ns},
+        "spec": {"nodeName": node, **spec},
+        "status": status,
+    }
+
+
+def _addr_json(*ips: str) -> bytes:
+    return json.dumps(
+        [
+            {"ifname": "lo", "addr_info": [{"local": "127.0.0.1"}]},
+            {"ifname": "eth0", "addr_info": [{"local": ip} for ip in ips]},
+        ]
+    ).encode()
+
+
+# --------------------------------------------------------------------------- projections
+
+
+def test_pod_projection_drops_env_args_and_last_applied_but_keeps_what_analysis_reads() -> None:
+    raw = {
+        "metadata": {
+            "name": "p",
+            "namespace": "default",
+            "uid": "u1",
+            "labels": {"app": "a"},
+            "annotations": {
+                "ambient.istio.io/redirection": "enabled",
+                "kubectl.kubernetes.io/last-applied-configuration": PLANTED_SECRET,
+                "vendor.example/token": PLANTED_SECRET,
+            },
+            "managedFields": [{"manager": "kubectl"}],
+            "ownerReferences": [
+                {"kind": "ReplicaSet", "name": "p-1", "uid": "r", "controller": True}
+            ],
+        },
+        "spec": {
+            "nodeName": "n1",
+            "volumes": [{"secret": {"secretName": "db"}}],
+            "containers": [
+                {
+                    "name": "c",
+                    "image": "i",
+                    "env": [{"name": "PW", "value": PLANTED_SECRET}],
+                    "envFrom": [{"secretRef": {"name": "db"}}],
+                    "args": [PLANTED_SECRET],
+                    "command": ["run", PLANTED_SECRET],
+                    "ports": [{"containerPort": 9080, "protocol": "TCP"}],
+                }
+            ],
+        },
+        "status": {
+            "phase": "Running",
+            "podIP": "10.244.1.7",
+            "podIPs": [{"ip": "10.244.1.7"}],
+            "hostIP": "172.18.0.3",
+        },
+    }
+    out = project_pod(raw)
+    text = json.dumps(out)
+    assert PLANTED_SECRET not in text and "db" not in text and "managedFields" not in text
+    assert out["metadata"]["annotations"] == {"ambient.istio.io/redirection": "enabled"}
+    (pod,) = parse_pods(as_kubectl_list([out]).decode(), "cluster/pods.json")
+    assert (pod.namespace, pod.name, pod.node, str(pod.ips[0]), pod.owner) == (
+        "default",
+        "p",
+        "n1",
+        "10.244.1.7",
+        "ReplicaSet/p-1",
+    )
+    assert pod.container_ports == ((None, 9080, "TCP"),) and pod.images == ("i",)
+
+
+def test_kubectl_list_shape_is_sorted_and_indented_like_kubectl() -> None:
+    text = as_kubectl_list(
+        [{"kind": "Pod", "apiVersion": "v1", "metadata": {"name": "x"}}]
+    ).decode()
+    doc = json.loads(text)
+    assert doc["kind"] == "List" and doc["apiVersion"] == "v1" and doc["items"][0]["kind"] == "Pod"
+    assert text.startswith('{\n    "apiVersion": "v1",\n    "items": [') and text.endswith("}\n")
+
+
+def test_ambient_membership_follows_annotation_then_labels() -> None:
+    nss = {"mesh": {"metadata": {"labels": {"istio.io/dataplane-mode": "ambient"}}}}
+    assert is_ambient(
+        {"metadata": {"annotations": {"ambient.istio.io/redirection": "enabled"}}}, {}
+    )
+    assert is_ambient({"metadata": {"namespace": "mesh"}}, nss)
+    assert not is_ambient(
+        {"metadata": {"namespace": "mesh", "labels": {"istio.io/dataplane-mode": "none"}}}, nss
+    )
+    assert not is_ambient({"metadata": {"namespace": "mesh"}, "spec": {"hostNetwork": True}}, nss)
+    assert not is_ambient(
+        {"metadata": {"namespace": "mesh", "annotations": {"sidecar.istio.io/status": "{}"}}}, nss
+    )
+    assert not is_ambient({"metadata": {"namespace": "other"}}, nss)
+
+
+# --------------------------------------------------------------------------- netns -> pod
+
+
+def test_each_netns_maps_to_the_pod_whose_ip_it_holds() -> None:
+    pods = [
+        _pod("a", "10.0.0.1"),
+        _pod("b", "10.0.0.2"),
+        _pod("far", "10.0.0.3", node="n2"),
+        _pod("hostnet", "172.18.0.2", hostNetwork=True),
+    ]
+    found = {
+        "cni-a": _addr_json("10.0.0.1"),
+        "cni-b": _addr_json("10.0.0.2", "fe80::1"),
+        "cni-far": _addr_json("10.0.0.3"),
+        "cni-host": _addr_json("172.18.0.2"),
+        "cni-both": _addr_json("10.0.0.1", "10.0.0.2"),
+        "cni-junk": b"not json",
+        "Bad;Name": _addr_json("10.0.0.1"),
+        "cni-a-stale": _addr_json("10.0.0.1"),
+    }
+    m = map_netns(found, [p for p in pods if p["spec"]["nodeName"] == "n1"])
+    # cni-both holds the IPs of two pods; pod a is claimed by two netns: trust none of them
+    assert m.pods == {"cni-b": ("default", "b")}
+    assert set(m.ambiguous) == {"cni-both", "cni-a", "cni-a-stale"}
+    assert set(m.unmapped) == {"cni-far", "cni-host", "cni-junk", "Bad;Name"}
+
+
+def test_discovery_output_is_split_per_netns() -> None:
+    nonce = "0" * 32
+    out = (f"{nonce} N cni-1\n[1]\n{nonce} E 0\n{nonce} N cni-2\n\n{nonce} E 1\n").encode()
+    assert parse_discovery(out, nonce) == {"cni-1": b"[1]", "cni-2": b""}
+    assert addresses(_addr_json("10.0.0.1", "::1")) == {"10.0.0.1"}
+
+
+# --------------------------------------------------------------------------- peers
+
+
+@pytest.mark.kernel
+def test_cluster_discovery_through_the_api_writes_secret_free_parsable_lists(
+    kube_peer: KubeApi, peer_dir: Path
+) -> None:
+    view = discover_cluster(ClientFactory(KubeSource(kubeconfig=str(peer_dir / "kubeconfig"))))
+    assert set(view.files) == {
+        f"cluster/{k}.json" for k in ("pods", "services", "namespaces", "nodes", "endpointslices")
+    }
+    for data in view.files.values():
+        assert PLANTED_SECRET.encode() not in data  # the peer plants it in env/args/annotations
+        assert b'"env"' not in data and b"managedFields" not in data
+    pods = parse_pods(view.files["cluster/pods.json"].decode(), "cluster/pods.json")
+    lab_pods = lab_cluster(with_cni=True)["pods"]["items"]
+    assert {(p.namespace, p.name) for p in pods} == {
+        (p["metadata"]["namespace"], p["metadata"]["name"]) for p in lab_pods
+    }
+    assert len(parse_services(view.files["cluster/services.json"].decode(), "s")) == 6
+    assert len(parse_namespaces(view.files["cluster/namespaces.json"].decode(), "n")) == 3
+    assert {n.name for n in parse_nodes(view.files["cluster/nodes.json"].decode(), "n")} == {
+        "ambient-worker",
+        "ambient-worker2",
+    }
+    found = istio_pods(view, "ambient-worker")
+    assert found["ztunnel"]["metadata"]["name"] == "ztunnel-nptf6"
+    assert found["istio-cni"]["spec"]["hostNetwork"] is True
+
+
+@pytest.mark.kernel
+def test_an_unreachable_api_is_a_transport_error(peer_dir: Path) -> None:
+    conf = peer_dir / "dead.conf"
+    conf.write_text(
+        json.dumps(
+            {
+                "apiVersion": "v1",
+                "kind": "Config",
+                "current-context": "d",
+                "clusters": [{"name": "d", "cluster": {"server": "http://127.0.0.1:9"}}],
+                "users": [{"name": "d", "user": {"token": "t"}}],
+                "contexts": [{"name": "d", "context": {"cluster": "d", "user": "d"}}],
+            }
+        )
+    )
+    with pytest.raises(TransportError, match="unreachable"):
+        discover_cluster(ClientFactory(KubeSource(kubeconfig=str(conf)), timeout=2), timeout=2)
+
+
+@pytest.mark.kernel
+def test_kind_nodes_and_their_pod_netns_are_found(docker_peer: Any, seed_lab: Any) -> None:
+    import docker
+
+    from ambientctl.collectors.docker import DockerTransport
+
+    nodes = kind_nodes(docker.DockerClient(base_url=docker_peer.base_url), "ambient")
+    assert [n.name for n in nodes] == ["ambient-worker", "ambient-worker2"]
+    found = discover_netns(
+        DockerTransport("ambient-worker2", base_url=docker_peer.base_url), "/var/run/netns"
+    )
+    pods = [p for p in lab_cluster()["pods"]["items"] if p["spec"]["nodeName"] == "ambient-worker2"]
+    m = map_netns(found, pods)
+    expected = {
+        seed_lab.netns_name(
+            f"ambient-worker2/pod/{p['metadata']['namespace']}/{p['metadata']['name']}"
+        ): (p["metadata"]["namespace"], p["metadata"]["name"])
+        for p in pods
+    }
+    assert m.pods == expected and not m.ambiguous and not m.unmapped
+
+
+# --------------------------------------------------------------------------- RBAC
+
+
+def test_the_documented_rbac_grants_exactly_what_collection_uses() -> None:
+    yaml = pytest.importorskip("yaml")
+    docs = list(
+        yaml.safe_load_all((Path(__file__).resolve().parents[1] / "docs" / "rbac.yaml").read_text())
+    )
+    grants: set[tuple[str, str, str, str]] = set()  # (scope, group, resource, verb)
+    for doc in docs:
+        if doc["kind"] not in ("ClusterRole", "Role"):
+            continue
+        scope = doc["metadata"].get("namespace", "*cluster*")
+        for rule in doc["rules"]:
+            for group in rule["apiGroups"]:
+                for res in rule["resources"]:
+                    for verb in rule["verbs"]:
+                        grants.add((scope, group, res, verb))
+    for _, group, res, verb in grants:
+        assert "*" not in (group, res, verb)
+        assert res not in ("secrets", "configmaps", "nodes/proxy")
+    writes = {g for g in grants if g[3] not in ("get", "list")}
+    assert writes == {("istio-system", "", "pods/exec", "create")}
+    reads = {(g[1], g[2]) for g in grants if g[0] == "*cluster*" and g[3] == "list"}
+    assert reads == {
+        ("", "nodes"),
+        ("", "namespaces"),
+        ("", "pods"),
+        ("", "services"),
+        ("discovery.k8s.io", "endpointslices"),
+    }
+    assert ("istio-system", "", "pods/exec", "get") in grants  # WebSocket exec starts as a GET
+    bound = {
+        (d["roleRef"]["kind"], d["roleRef"]["name"]) for d in docs if d["kind"].endswith("Binding")
+    }
+    assert bound == {("ClusterRole", "ambientctl-reader"), ("Role", "ambientctl-exec")}

@@ -1,0 +1,383 @@
+"""The batch: one round trip per target, a fixed script, split back byte for byte.
+
+Also the proof that the remote transports can only emit read-only commands: every argv
+the batch and discovery scripts can run is the catalogue's, and none is a write verb.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shlex
+import subprocess
+import sys
+from collections.abc import Sequence
+
+import pytest
+
+from ambientctl.collectors import batch
+from ambientctl.collectors.batch import (
+    CATALOGUE,
+    DISCOVERY_SCRIPT,
+    SCRIPT,
+    BatchingTransport,
+    batch_argv,
+    discovery_argv,
+    new_nonce,
+    split_batch,
+)
+from ambientctl.collectors.specs import NETNS_SPECS, VERSION_SPECS
+from ambientctl.collectors.transport import NetnsRef
+from ambientctl.errors import UsageError
+from ambientctl.raw import ExecResult
+
+# Write verbs of every tool in the catalogue (iptables/ip6tables/-legacy, ip, ipset, nft,
+# sysctl, ss): the options and sub-commands that change kernel state.
+IPTABLES_WRITES = {
+    "-A",
+    "-I",
+    "-D",
+    "-R",
+    "-F",
+    "-X",
+    "-N",
+    "-E",
+    "-P",
+    "-Z",
+    "--append",
+    "--insert",
+    "--delete",
+    "--flush",
+    "--new-chain",
+    "--policy",
+    "--zero",
+}
+IP_WRITES = {
+    "add",
+    "del",
+    "delete",
+    "change",
+    "replace",
+    "set",
+    "flush",
+    "append",
+    "prepend",
+    "exec",
+    "attach",
+    "restore",
+    "save",
+}
+IPSET_WRITES = {"create", "add", "del", "destroy", "flush", "rename", "swap", "restore", "-exist"}
+NFT_WRITES = {
+    "add",
+    "create",
+    "insert",
+    "delete",
+    "destroy",
+    "flush",
+    "replace",
+    "reset",
+    "rename",
+    "-f",
+    "--file",
+    "import",
+}
+SYSCTL_WRITES = {"-w", "--write", "-p", "--load", "--system"}
+
+
+def write_verbs(argv: Sequence[str]) -> set[str]:
+    """The write verbs `argv` would use (empty for a read-only command)."""
+    tool, args = os.path.basename(argv[0]), set(argv[1:])
+    if tool.startswith(("iptables", "ip6tables")):
+        return args & IPTABLES_WRITES | {a for a in args if a.endswith("restore")}
+    if tool == "ip":
+        return args & IP_WRITES
+    if tool == "ipset":
+        return args & IPSET_WRITES
+    if tool == "nft":
+        return args & NFT_WRITES
+    if tool == "sysctl":
+        return args & SYSCTL_WRITES | {a for a in args if "=" in a}
+    if tool in ("ss", "uname"):
+        return {a for a in args if a in ("-K", "--kill")}
+    return {"<unknown tool>"}
+
+
+def test_write_verb_detector_catches_write_commands() -> None:
+    # The detector itself must be able to fail.
+    for argv in (
+        ["iptables", "-t", "nat", "-A", "X"],
+        ["ip", "route", "add", "x"],
+        ["ipset", "add", "s", "1.2.3.4"],
+        ["nft", "flush", "ruleset"],
+        ["sysctl", "-w", "net.ipv4.ip_forward=1"],
+        ["ss", "-K"],
+        ["rm", "-rf", "/"],
+    ):
+        assert write_verbs(argv), argv
+
+
+def test_catalogue_is_exactly_the_specs_and_read_only() -> None:
+    assert set(CATALOGUE) == {s.argv for s in NETNS_SPECS} | {v.argv for v in VERSION_SPECS}
+    for argv in CATALOGUE:
+        assert not write_verbs(argv), argv
+
+
+def _script_commands(script: str) -> list[list[str]]:
+    """Every `x ARGV ;;` branch and the discovery command, tokenised like sh would."""
+    cmds = [
+        shlex.split(m.group(1)) for m in re.finditer(r"^\s+\d+\) x (.*) ;;$", script, re.MULTILINE)
+    ]
+    cmds += [
+        shlex.split(m.group(1)) for m in re.finditer(r"-- (.*) </dev/null$", script, re.MULTILINE)
+    ]
+    return cmds
+
+
+def test_batch_script_runs_only_catalogue_commands() -> None:
+    branches = _script_commands(SCRIPT)
+    assert [tuple(b) for b in branches] == list(CATALOGUE)
+    # Outside the branches: the fixed framing, which enters a netns (ip netns exec /
+    # nsenter), bounds a command (timeout), prints markers, and writes to no file.
+    framing = batch._PROLOGUE + batch._EPILOGUE
+    assert (
+        SCRIPT
+        == batch._PROLOGUE
+        + "".join(f"    {i}) x {shlex.join(a)} ;;\n" for i, a in enumerate(CATALOGUE))
+        + batch._EPILOGUE
+    )
+    for word in ("iptables", "ipset", "nft", "sysctl", "rm", "mount", "kill", "dd", "tee", "eval"):
+        assert not re.search(rf"\b{word}\b", framing), word
+    assert {t.rstrip(";)") for t in re.findall(r">\s*(\S+)", framing)} <= {"/dev/null", "&2", "&1"}
+
+
+def test_discovery_script_runs_only_a_catalogue_command() -> None:
+    (cmd,) = _script_commands(DISCOVERY_SCRIPT)
+    assert tuple(cmd) in CATALOGUE and not write_verbs(cmd)
+
+
+def test_no_argv_a_remote_transport_sends_contains_a_write_verb() -> None:
+    nonce = new_nonce()
+    argv = batch_argv(nonce, 30, [(NetnsRef(name="cni-1"), a) for a in CATALOGUE])
+    assert argv[:4] == ["sh", "-c", SCRIPT, "sh"]
+    # positional arguments: nonce, timeout, then netns tokens and catalogue indices only
+    for arg in argv[6:]:
+        assert arg == "@cni-1" or arg.isdigit(), arg
+
+
+@pytest.mark.parametrize("bad", ["a;rm -rf /", "$(reboot)", "../../etc", "UPPER", "x y", "-n", ""])
+def test_netns_names_that_are_not_dns1123_are_refused(bad: str) -> None:
+    with pytest.raises(UsageError):
+        batch_argv(new_nonce(), 5, [(NetnsRef(name=bad), ("iptables-save",))])
+
+
+@pytest.mark.parametrize(
+    "bad", ["relative/path", "/proc/1/../../etc", "/a b", "/x;reboot", "/$(x)"]
+)
+def test_netns_paths_with_shell_or_dotdot_are_refused(bad: str) -> None:
+    with pytest.raises(UsageError):
+        batch_argv(new_nonce(), 5, [(NetnsRef(path=bad), ("iptables-save",))])
+    with pytest.raises(UsageError):
+        discovery_argv(new_nonce(), bad)
+
+
+def test_a_command_outside_the_catalogue_cannot_be_batched() -> None:
+    with pytest.raises(UsageError, match="not in the command catalogue"):
+        batch_argv(new_nonce(), 5, [(None, ("iptables", "-F"))])
+    with pytest.raises(UsageError):
+        batch_argv("not-hex", 5, [(None, ("iptables-save",))])
+
+
+# --------------------------------------------------------------------------- splitting
+
+
+def _run_script(
+    nonce: str, items: list[tuple[str, str, str]], timeout: int = 5
+) -> tuple[bytes, bytes]:
+    """Run the real SCRIPT with a stand-in catalogue whose commands we control."""
+    fake = [("sh", "-c", body) for _, body, _ in items]
+    script = batch._build_script(fake)
+    res = subprocess.run(  # noqa: PLW1510 - the script's exit code is the last command's
+        ["sh", "-c", script, "sh", nonce, str(timeout), "=", *[str(i) for i in range(len(items))]],
+        capture_output=True,
+    )
+    return res.stdout, res.stderr
+
+
+def test_split_recovers_each_output_byte_for_byte() -> None:
+    nonce = new_nonce()
+    items = [
+        ("no final newline", "printf abc", ""),
+        ("empty", "true", ""),
+        ("only newlines", "printf '\\n\\n'", ""),
+        ("stderr and exit 3", "printf out; printf err >&2; exit 3", ""),
+        ("binary and a fake marker", f"printf '\\000\\377{nonce[:31]} E 0 0\\n'", ""),
+        ("marker-looking line of another nonce", "printf 'ffff B 1\\nx'", ""),
+    ]
+    out, err = _run_script(nonce, items)
+    pieces = split_batch(out, err, nonce)
+    assert pieces[0].stdout == b"abc" and pieces[0].exit_code == 0
+    assert pieces[1].stdout == b"" and pieces[1].stderr == b""
+    assert pieces[2].stdout == b"\n\n"
+    assert (pieces[3].stdout, pieces[3].stderr, pieces[3].exit_code) == (b"out", b"err", 3)
+    assert pieces[4].stdout == b"\x00\xff" + nonce[:31].encode() + b" E 0 0\n"
+    assert pieces[5].stdout == b"ffff B 1\nx"
+
+
+def test_a_command_killed_by_the_per_command_timeout_is_marked_timed_out() -> None:
+    nonce = new_nonce()
+    out, err = _run_script(
+        nonce, [("slow", "echo started; sleep 5", ""), ("next", "echo next", "")], timeout=1
+    )
+    pieces = split_batch(out, err, nonce)
+    assert pieces[0].timed_out and pieces[0].stdout == b"started\n"
+    assert pieces[1].stdout == b"next\n" and not pieces[1].timed_out
+
+
+def test_a_batch_cut_short_keeps_finished_commands_and_the_partial_one() -> None:
+    nonce = new_nonce()
+    out = (f"{nonce} B 0\nfull\n\n{nonce} E 0 0 1 1 5000001\n{nonce} B 1\npart").encode()
+    pieces = split_batch(out, b"", nonce)
+    assert pieces[0].stdout == b"full\n" and pieces[0].exit_code == 0 and pieces[0].duration_ms == 5
+    assert pieces[1].stdout == b"part" and pieces[1].exit_code is None
+    assert 2 not in pieces
+
+
+# --------------------------------------------------------------------------- transport
+
+
+class FakeInner:
+    """Records what a BatchingTransport sends; answers like a node would."""
+
+    name = "fake"
+
+    def __init__(self, has_sh: bool = True, cut_after: int | None = None) -> None:
+        self.calls: list[tuple[str, ...]] = []
+        self.has_sh = has_sh
+        self.cut_after = cut_after
+
+    def run(self, argv: Sequence[str], *, netns: NetnsRef | None, timeout: float) -> ExecResult:
+        self.calls.append(tuple(argv))
+        if argv[0] == "sh":
+            if not self.has_sh:
+                return ExecResult(None, b"", b"sh: not found", 1, not_found=True)
+            nonce, indices = argv[4], [a for a in argv[6:] if a.isdigit()]
+            out = b""
+            for n, i in enumerate(indices):
+                out += f"{nonce} B {i}\n{CATALOGUE[int(i)][0]}-output".encode()
+                if self.cut_after is not None and n == self.cut_after:
+                    return ExecResult(None, out, b"", 10, timed_out=True)
+                out += f"\n{nonce} E {i} 0 1 \n".encode()
+            return ExecResult(0, out, b"", 10)
+        return ExecResult(0, f"{argv[0]}-single".encode(), b"", 1)
+
+    def close(self) -> None:
+        pass
+
+
+def test_one_round_trip_answers_every_command_of_a_target() -> None:
+    inner = FakeInner()
+    t = BatchingTransport(inner)
+    ns = NetnsRef(name="cni-1")
+    results = {spec.argv: t.run(spec.argv, netns=ns, timeout=5) for spec in NETNS_SPECS}
+    assert len(inner.calls) == 1 and t.round_trips == 1
+    for argv, res in results.items():
+        assert res.stdout == f"{argv[0]}-output".encode() and res.exit_code == 0
+
+
+def test_without_sh_the_target_falls_back_to_one_exec_per_command() -> None:
+    inner = FakeInner(has_sh=False)
+    t = BatchingTransport(inner)
+    out = [t.run(spec.argv, netns=None, timeout=5) for spec in NETNS_SPECS[:3]]
+    assert [r.stdout for r in out] == [f"{s.argv[0]}-single".encode() for s in NETNS_SPECS[:3]]
+    assert inner.calls[0][0] == "sh" and all(c[0] != "sh" for c in inner.calls[1:])
+    t.run(NETNS_SPECS[0].argv, netns=NetnsRef(name="other"), timeout=5)
+    assert sum(1 for c in inner.calls if c[0] == "sh") == 1  # never retried on that target
+
+
+def test_commands_the_cut_batch_never_reached_run_individually() -> None:
+    inner = FakeInner(cut_after=1)
+    t = BatchingTransport(inner)
+    first, second, third = (t.run(s.argv, netns=None, timeout=5) for s in NETNS_SPECS[:3])
+    assert first.exit_code == 0
+    assert second.timed_out and second.stdout == f"{NETNS_SPECS[1].argv[0]}-output".encode()
+    assert third.stdout == f"{NETNS_SPECS[2].argv[0]}-single".encode()
+
+
+@pytest.mark.kernel
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root: creates a network namespace")
+def test_batched_outputs_equal_single_runs_in_a_real_netns() -> None:
+    from ambientctl.collectors.local import LocalTransport
+
+    name = f"amb-batch-{os.getpid()}"
+    subprocess.run(["ip", "netns", "add", name], check=True)
+    try:
+        subprocess.run(
+            ["ip", "netns", "exec", name, "iptables", "-t", "nat", "-N", "ISTIO_OUTPUT"], check=True
+        )
+        subprocess.run(["ip", "-n", name, "addr", "add", "10.244.1.7/24", "dev", "lo"], check=True)
+        local = LocalTransport()
+        batched = BatchingTransport(LocalTransport())
+        ns = NetnsRef(name=name)
+        for spec in NETNS_SPECS:
+            if spec.id == "iptables-save":
+                continue  # its header carries the time of day
+            one = local.run(spec.argv, netns=ns, timeout=10)
+            many = batched.run(spec.argv, netns=ns, timeout=10)
+            assert (many.stdout, many.exit_code) == (one.stdout, one.exit_code), spec.id
+        assert batched.round_trips == 1
+    finally:
+        subprocess.run(["ip", "netns", "del", name], check=False)
+
+
+def test_live_collection_modules_import_no_sdk_until_used() -> None:
+    # perf-reliability P9: offline commands must not pay ~240 ms of SDK imports.
+    code = (
+        "import sys\n"
+        "import ambientctl.cli.source, ambientctl.collectors.live, ambientctl.collectors.docker\n"
+        "import ambientctl.collectors.kube, ambientctl.collectors.ssh, ambientctl.collectors.discovery\n"
+        "print(sorted(m for m in ('docker', 'kubernetes', 'paramiko', 'websocket', 'websockets')"
+        " if m in sys.modules))\n"
+    )
+    res = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+    )
+    assert res.stdout.strip() == "[]"
+
+
+def test_the_allowlist_passes_only_catalogue_and_the_two_fixed_scripts() -> None:
+    from ambientctl.collectors.batch import AllowlistTransport, is_allowed
+    from ambientctl.errors import TransportError
+
+    nonce = new_nonce()
+    good = [
+        *CATALOGUE,
+        batch_argv(nonce, 30, [(NetnsRef(name="cni-1"), a) for a in CATALOGUE]),
+        batch_argv(nonce, 30, [(NetnsRef(path="/host/var/run/netns/cni-2"), CATALOGUE[0])]),
+        discovery_argv(nonce, "/var/run/netns"),
+    ]
+    bad = [
+        ("iptables", "-t", "nat", "-F"),
+        ("iptables-save", "-c"),  # not the catalogue argv exactly
+        ("sh", "-c", "iptables -F", "sh", nonce, "30"),
+        ("sh", "-c", SCRIPT, "sh", nonce, "30", "@x;reboot"),
+        ("sh", "-c", SCRIPT, "sh", nonce, "30", "%/var/run/../../etc"),
+        ("sh", "-c", SCRIPT, "sh", nonce, "30", "999"),
+        ("sh", "-c", SCRIPT, "sh", "not-a-nonce", "30", "0"),
+        ("sh", "-c", DISCOVERY_SCRIPT, "sh", nonce, "/var/run/netns; reboot"),
+    ]
+    assert all(is_allowed(a) for a in good)
+    assert not any(is_allowed(a) for a in bad)
+    inner = FakeInner()
+    t = AllowlistTransport(inner)
+    for argv in bad:
+        with pytest.raises(TransportError, match="outside the read-only catalogue"):
+            t.run(argv, netns=None, timeout=5)
+    with pytest.raises(UsageError):
+        t.run(CATALOGUE[0], netns=NetnsRef(name="x;reboot"), timeout=5)
+    assert inner.calls == []
+    assert t.run(CATALOGUE[0], netns=None, timeout=5).exit_code == 0
