@@ -1,0 +1,494 @@
+"""Facts every check needs, computed once per snapshot: node modes, ambient pods, ztunnels.
+
+Which pods *should* be in the mesh comes from the cluster objects (istio-datapath.md §2.1
+and §3.1); which design a node runs comes from its rules (`classify`). Both are needed
+because the checks compare them: an ambient pod the node's rules do not know is the
+most common failure of all.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from functools import cached_property
+
+from ambientctl.errors import ParseError
+from ambientctl.model import (
+    Chain,
+    IPAddress,
+    Link,
+    NetNamespace,
+    NodeState,
+    Pod,
+    PodRef,
+    Route,
+    RouteType,
+    Rule,
+    Service,
+    Snapshot,
+    Table,
+)
+
+DATAPLANE_MODE = "istio.io/dataplane-mode"
+REDIRECTION = "ambient.istio.io/redirection"
+SIDECAR_STATUS = "sidecar.istio.io/status"
+BYPASS_INBOUND = "ambient.istio.io/bypass-inbound-capture"
+
+# Which netns file holds which kind of data (preference order as the snapshot reads them).
+DATA_FILES: dict[str, tuple[str, ...]] = {
+    "iptables": ("iptables-save.txt", "nft-ruleset.json", "nft-ruleset.txt",
+                 "iptables-legacy-save.txt"),
+    "ipset": ("ipset.txt",),
+    "sets": ("ipset.txt", "nft-ruleset.json", "nft-ruleset.txt"),
+    "ip-rule": ("ip-rule.txt", "ip-rule.json"),
+    "ip-route": ("ip-route.txt", "ip-route.json"),
+    "ip-addr": ("ip-addr.txt", "ip-addr.json"),
+    "ss": ("ss-listen.txt",),
+    "sysctl": ("sysctl.txt",),
+}
+
+
+def has_data(ns: NetNamespace, data: str) -> bool:
+    """Is this kind of data in the bundle (and parsed) for `ns`?"""
+    if data == "iptables":
+        return ns.rulesets is not None
+    if data == "ipset":
+        return ns.ipsets is not None and "ipset.txt" in ns.files and not any(
+            p.path == f"{ns.dir}/ipset.txt" and p.severity == "error" for p in ns.problems)
+    if data == "sets":
+        return ns.ipsets is not None
+    if data == "ip-rule":
+        return ns.rules is not None
+    if data == "ip-route":
+        return ns.routes is not None
+    if data == "ip-addr":
+        return ns.links is not None
+    if data == "ss":
+        return ns.listeners is not None
+    if data == "sysctl":
+        return ns.sysctls is not None
+    raise KeyError(data)
+
+
+def _parsed_path(ns: NetNamespace, data: str) -> str | None:
+    """The file the snapshot actually parsed for `data` (from the facts' own sources)."""
+    if data == "ip-addr" and ns.links:
+        return ns.links[0].source.path
+    if data == "ip-route":
+        return next((r.source.path for r in ns.routes or () if r.family == 4), None)
+    if data == "ip-rule":
+        return next((r.source.path for r in ns.rules or () if r.family == 4), None)
+    if data == "iptables":
+        paths = [rs.source.path for rs in ns.rulesets or ()]
+        return next((p for p in paths if p.endswith("/iptables-save.txt")), None) or \
+            next(iter(paths), None)
+    if data == "sysctl" and ns.sysctls:
+        return next(iter(ns.sysctls.values())).source.path
+    return None
+
+
+def file_of(ns: NetNamespace, data: str) -> str:
+    """The bundle path of the file holding `data` for `ns`: the one parsed, else the first
+    present, else the usual name (for "looked in" evidence)."""
+    parsed = _parsed_path(ns, data)
+    if parsed:
+        return parsed
+    names = DATA_FILES[data]
+    for name in names:
+        if name in ns.files:
+            return f"{ns.dir}/{name}"
+    return f"{ns.dir}/{names[0]}"
+
+
+def missing_reason(ns: NetNamespace, data: str) -> str:
+    """Why `data` is not available for `ns`, naming the file (for SKIPPED results)."""
+    names = DATA_FILES[data]
+    for p in ns.problems:
+        if p.severity == "error" and any(p.path == f"{ns.dir}/{n}" for n in names):
+            return f"{p.path}: {p.message}"
+    return f"{ns.dir}/{names[0]}: not in the bundle"
+
+
+def is_ztunnel_pod(pod: Pod) -> bool:
+    """The ztunnel DaemonSet's pods (label app=ztunnel; the chart's name prefix otherwise)."""
+    if pod.labels.get("app") == "ztunnel":
+        return True
+    return pod.name.startswith("ztunnel-") and pod.namespace == "istio-system"
+
+
+def running(pod: Pod) -> bool:
+    """Running (or phase unknown in a hand-made bundle) and addressed."""
+    return pod.phase in (None, "Running") and bool(pod.ips)
+
+
+@dataclass(frozen=True)
+class Enrollment:
+    """Should a pod be in the mesh, and why (for messages)."""
+
+    expected: bool
+    why: str
+
+
+def enrollment(pod: Pod, ns_labels: Mapping[str, str]) -> Enrollment:
+    """Does istio-cni enroll `pod` (istio-datapath.md §2.1 legacy, §3.1 item 4 in-pod)?"""
+    if pod.host_network:
+        return Enrollment(False, "hostNetwork pod")
+    if is_ztunnel_pod(pod):
+        return Enrollment(False, "ztunnel itself")
+    if SIDECAR_STATUS in pod.annotations:
+        return Enrollment(False, "has a sidecar")
+    ann = pod.annotations.get(REDIRECTION)
+    if ann == "disabled":
+        return Enrollment(False, f"annotated {REDIRECTION}=disabled")
+    label = pod.labels.get(DATAPLANE_MODE)
+    if label == "none":
+        return Enrollment(False, f"labelled {DATAPLANE_MODE}=none")
+    if label == "ambient":
+        return Enrollment(True, f"pod labelled {DATAPLANE_MODE}=ambient")
+    if ns_labels.get(DATAPLANE_MODE) == "ambient":
+        return Enrollment(True, f"namespace {pod.namespace} labelled {DATAPLANE_MODE}=ambient")
+    if ann in ("enabled", "pending"):
+        return Enrollment(True, f"annotated {REDIRECTION}={ann}")
+    return Enrollment(False, "not selected for ambient")
+
+
+@dataclass
+class NodeView:
+    """One node as the checks see it."""
+
+    name: str
+    state: NodeState | None
+    mode: str  # legacy | inpod | mixed | none
+    expected: tuple[Pod, ...] = ()  # running pods istio-cni should enroll here
+    pods: tuple[Pod, ...] = ()  # every pod the cluster schedules here
+    ztunnel_pod: Pod | None = None
+    ztunnel_ns: NetNamespace | None = None
+    mode_evidence: tuple[str, ...] = ()
+
+    @property
+    def host(self) -> NetNamespace | None:
+        """The node's own network namespace, when collected."""
+        return self.state.host if self.state else None
+
+    @property
+    def target(self) -> str:
+        """The check-result target id."""
+        return f"node/{self.name}"
+
+    @property
+    def legacy(self) -> bool:
+        """Runs (also) the 2022-1.20 node-level redirection."""
+        return self.mode in ("legacy", "mixed")
+
+    @property
+    def inpod(self) -> bool:
+        """Runs (also) in-pod redirection."""
+        return self.mode in ("inpod", "mixed")
+
+    def pod_netns(self, pod: Pod) -> NetNamespace | None:
+        """The collected network namespace of `pod` on this node."""
+        if self.state is None:
+            return None
+        return self.state.pods.get(pod.ref)
+
+    @property
+    def ztunnel_ip(self) -> IPAddress | None:
+        """The current ztunnel pod's IPv4 address (cluster object, else its netns' eth0)."""
+        if self.ztunnel_pod is not None:
+            for ip in self.ztunnel_pod.ips:
+                if ip.version == 4:
+                    return ip
+        if self.ztunnel_ns is not None:
+            eth0 = self.ztunnel_ns.link("eth0")
+            for addr in eth0.addresses if eth0 else ():
+                if addr.interface.version == 4:
+                    return addr.interface.ip
+        return None
+
+
+@dataclass
+class PodTarget:
+    """One pod, for pod-scoped checks."""
+
+    pod: Pod
+    node: NodeView
+    ns: NetNamespace | None
+
+    @property
+    def target(self) -> str:
+        """The check-result target id."""
+        return f"pod/{self.pod.namespace}/{self.pod.name}"
+
+
+@dataclass
+class Context:
+    """A snapshot plus the facts derived from it (built once, shared by every check)."""
+
+    snap: Snapshot
+    roles: dict[str, str] = field(default_factory=dict)
+    role_notes: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    nodes: dict[str, NodeView] = field(default_factory=dict)
+
+    @classmethod
+    def build(cls, snap: Snapshot) -> Context:
+        ctx = cls(snap)
+        ctx._classify()
+        ctx._nodes()
+        return ctx
+
+    # ------------------------------------------------------------------ cluster
+    @cached_property
+    def ns_labels(self) -> dict[str, Mapping[str, str]]:
+        """Namespace name -> labels."""
+        return {n.name: n.labels for n in self.snap.cluster.namespaces}
+
+    @cached_property
+    def pods_by_ref(self) -> dict[PodRef, Pod]:
+        """Every pod of cluster/pods.json by namespace/name."""
+        return {p.ref: p for p in self.snap.cluster.pods}
+
+    def pod_by_ip(self, ip: IPAddress, node: str | None = None) -> list[Pod]:
+        """Running, non-host-network pods that own `ip` (on `node` when given)."""
+        return [p for p in self.snap.cluster.pods
+                if ip in p.ips and not p.host_network and running(p)
+                and (node is None or p.node == node)]
+
+    @cached_property
+    def failed_files(self) -> dict[str, str]:
+        """Bundle path -> why the manifest says its command produced no file.
+
+        Failed entries carry `path: null`; their destination is the target's `dir` plus the
+        entry's `spec` (the file name).
+        """
+        out: dict[str, str] = {}
+        m = self.snap.manifest
+        if not isinstance(m, Mapping):
+            return out
+        dirs = {t.get("id"): t.get("dir") for t in m.get("targets", []) or []
+                if isinstance(t, Mapping)}
+        for e in m.get("entries", []) or []:
+            if not isinstance(e, Mapping) or e.get("status") in (None, "ok"):
+                continue
+            d = dirs.get(e.get("target"))
+            if not d or not e.get("spec"):
+                continue
+            stderr = str(e.get("stderr") or "").strip().splitlines()
+            why = e.get("note") or (stderr[-1] if stderr else "")
+            out[f"{d}/{e['spec']}"] = (f"not collected: {e.get('status')} on the node"
+                                       + (f" (exit {e.get('exit_code')})"
+                                          if e.get("exit_code") is not None else "")
+                                       + (f": {why}" if why else ""))
+        return out
+
+    def missing_reason(self, ns: NetNamespace, data: str) -> str:
+        """Why `data` is unavailable for `ns`: a parse problem, a failed command, or absence."""
+        reason = missing_reason(ns, data)
+        if reason.endswith(": not in the bundle"):
+            for name in DATA_FILES[data]:
+                why = self.failed_files.get(f"{ns.dir}/{name}")
+                if why:
+                    return f"{ns.dir}/{name}: {why}"
+        return reason
+
+    def enrollment(self, pod: Pod) -> Enrollment:
+        """Should `pod` be in the mesh?"""
+        return enrollment(pod, self.ns_labels.get(pod.namespace, {}))
+
+    def cluster_problem(self, kind: str) -> str | None:
+        """Why cluster/<kind>.json is unusable (missing or broken), or None."""
+        from ambientctl.bundle.layout import CLUSTER_FILES
+
+        path = CLUSTER_FILES[kind]
+        for p in self.snap.problems:
+            if p.path == path:
+                return f"{path}: {p.message}"
+        return None
+
+    def services_with_ports(self) -> Iterator[tuple[Service, IPAddress, int]]:
+        """(service, IPv4 ClusterIP, TCP port) for every ClusterIP service port."""
+        for svc in sorted(self.snap.cluster.services, key=lambda s: (s.namespace, s.name)):
+            for vip in svc.cluster_ips:
+                if vip.version != 4:
+                    continue
+                for port in svc.ports:
+                    if port.protocol.upper() == "TCP":
+                        yield svc, vip, port.port
+
+    def remote_ip(self, node: str) -> IPAddress | None:
+        """An address on another node (a pod IP there, else a ClusterIP): a sample destination."""
+        for p in sorted(self.snap.cluster.pods, key=lambda p: (p.namespace, p.name)):
+            if p.node and p.node != node and running(p) and not p.host_network:
+                v4 = [ip for ip in p.ips if ip.version == 4]
+                if v4:
+                    return v4[0]
+        for _svc, vip, _port in self.services_with_ports():
+            return vip
+        return None
+
+    # ------------------------------------------------------------------ roles
+    def _classify(self) -> None:
+        try:
+            from ambientctl.analyzers.classify import classify
+        except ImportError:  # pragma: no cover - classify is part of the package
+            classify = None  # type: ignore[assignment]
+        for ns in self.snap.namespaces():
+            pod = self.pods_by_ref.get(ns.pod) if ns.pod else None
+            kind = "not-captured"
+            notes: tuple[str, ...] = ()
+            if classify is not None:
+                try:
+                    c = classify(ns, pod)
+                    kind = c.kind
+                    notes = tuple(c.also_seen)
+                except Exception:  # noqa: BLE001 - a broken rule must not stop doctor
+                    kind = "not-captured"
+            self.roles[ns.id] = kind
+            self.role_notes[ns.id] = notes
+
+    def role(self, ns: NetNamespace | None) -> str:
+        """classify()'s kind for `ns` ("not-captured" when unknown)."""
+        if ns is None:
+            return "not-captured"
+        return self.roles.get(ns.id, "not-captured")
+
+    def seen(self, ns: NetNamespace | None, kind: str) -> bool:
+        """Is `kind` the namespace's role or among the other fingerprints it carries?"""
+        if ns is None:
+            return False
+        return self.roles.get(ns.id) == kind or kind in self.role_notes.get(ns.id, ())
+
+    # ------------------------------------------------------------------ nodes
+    def _nodes(self) -> None:
+        names = set(self.snap.nodes)
+        names |= {n.name for n in self.snap.cluster.nodes}
+        names |= {p.node for p in self.snap.cluster.pods if p.node}
+        for name in sorted(names):
+            state = self.snap.nodes.get(name)
+            pods = tuple(sorted((p for p in self.snap.cluster.pods if p.node == name),
+                                key=lambda p: (p.namespace, p.name)))
+            expected = tuple(p for p in pods if running(p) and self.enrollment(p).expected)
+            zpods = [p for p in pods if is_ztunnel_pod(p) and running(p)]
+            ztunnel_pod = zpods[0] if zpods else None
+            ztunnel_ns = None
+            if state is not None:
+                if ztunnel_pod is not None:
+                    ztunnel_ns = state.pods.get(ztunnel_pod.ref)
+                if ztunnel_ns is None:
+                    cands = [ns for ref, ns in sorted(state.pods.items(), key=lambda kv: str(kv[0]))
+                             if self.seen(ns, "legacy-ztunnel")
+                             or (ref.name.startswith("ztunnel-")
+                                 and ref.namespace == "istio-system")]
+                    ztunnel_ns = cands[0] if cands else None
+            mode, why = self._mode(state)
+            self.nodes[name] = NodeView(name, state, mode, expected, pods, ztunnel_pod,
+                                        ztunnel_ns, why)
+
+    def _mode(self, state: NodeState | None) -> tuple[str, tuple[str, ...]]:
+        if state is None:
+            return "unknown", ("node not in the bundle",)
+        legacy, inpod = [], []
+        host = state.host
+        if host is not None and self.seen(host, "legacy-node"):
+            legacy.append(f"{host.dir}: node-level rules (ztunnel-*, istioin)")
+        if host is not None and self.seen(host, "inpod-host"):
+            inpod.append(f"{host.dir}: ISTIO_POSTRT / istio-inpod-probes")
+        for ns in state.pods.values():
+            if self.seen(ns, "legacy-ztunnel"):
+                legacy.append(f"{ns.dir}: ztunnel pistioin/pistioout")
+            if self.seen(ns, "inpod-ambient"):
+                inpod.append(f"{ns.dir}: ISTIO_PRERT / istio-ambient-*")
+        if legacy and inpod:
+            return "mixed", tuple(legacy + inpod)
+        if legacy:
+            return "legacy", tuple(legacy)
+        if inpod:
+            return "inpod", tuple(inpod)
+        return "none", ()
+
+    def pod_targets(self, node: NodeView) -> list[PodTarget]:
+        """Pods istio-cni should enroll on `node`, with their netns when collected."""
+        return [PodTarget(p, node, node.pod_netns(p)) for p in node.expected]
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def v4(pod: Pod) -> IPAddress | None:
+    """The pod's first IPv4 address."""
+    return next((ip for ip in pod.ips if ip.version == 4), None)
+
+
+def routes_in(ns: NetNamespace, table: str) -> list[Route]:
+    """The routes of one table."""
+    return [r for r in ns.routes or () if r.table == table]
+
+
+def host_route_to(ns: NetNamespace, table: str, ip: IPAddress) -> Route | None:
+    """The route in `table` whose destination is exactly `ip`/32 (or /128)."""
+    for r in ns.routes or ():
+        if r.table == table and r.dst.num_addresses == 1 and r.dst.network_address == ip:
+            return r
+    return None
+
+
+def pod_device(host: NetNamespace, ip: IPAddress) -> str | None:
+    """The node-side device a pod IP is reached through (kindnet/ptp veth or a bridge)."""
+    from ambientctl.analyzers.routing import table_lookup
+
+    route, _ = table_lookup(host, "main", ip)
+    if route is None or route.type != RouteType.UNICAST or route.gateway is not None:
+        return None
+    return route.dev
+
+
+def peer_link(host: NetNamespace, pod_ns: NetNamespace, ifname: str = "eth0") -> Link | None:
+    """The node-side veth whose peer is `ifname` in `pod_ns` (ifindex pairs, `eth0@if7`)."""
+    inner = pod_ns.link(ifname)
+    if inner is None or inner.peer_index is None:
+        return None
+    outer = host.link_by_index(inner.peer_index)
+    if outer is None:
+        return None
+    if outer.peer_index is not None and outer.peer_index != inner.index:
+        return None
+    return outer
+
+
+def scan_rules(ns: NetNamespace, *needles: str, chains: Callable[[str], bool] | None = None,
+               tables: tuple[str, ...] | None = None) -> Iterator[tuple[Table, Chain, Rule]]:
+    """Rules whose verbatim text contains one of `needles` (case-insensitive), tokenising
+    only those: a node can hold 630k kube-proxy rules and a check looks for a handful
+    (`netfilter.iter_rules` would tokenise every one). `chains`/`tables` narrow further;
+    a rule that does not tokenise is skipped (AMB103 reports unparseable files).
+    """
+    low = tuple(n.lower() for n in needles)
+    for table in ns.tables():
+        if tables is not None and table.name not in tables:
+            continue
+        for name, chain in table.chains.items():
+            if chains is not None and not chains(name):
+                continue
+            if chain.prebuilt is not None or chain.tokenizer is None:
+                try:
+                    rules = chain.rules
+                except ParseError:
+                    continue
+                for rule in rules:
+                    text = rule.text.lower()
+                    if not low or any(n in text for n in low):
+                        yield table, chain, rule
+                continue
+            for pos, (line, text) in enumerate(chain.raw_rules, start=1):
+                lt = text.lower()
+                if low and not any(n in lt for n in low):
+                    continue
+                try:
+                    yield table, chain, chain.tokenizer(chain, pos, line, text)
+                except ParseError:
+                    continue
+
+
+def ip(text: str) -> IPAddress:
+    """Parse an address literal."""
+    return ipaddress.ip_address(text)

@@ -1,0 +1,229 @@
+"""The check registry: `@check(...)` declares a check, `run_checks()` runs them all.
+
+A check is a pure function over the snapshot's facts, called once per *target*:
+
+- scope "bundle": once, `fn(ctx)`;
+- scope "node": per node whose mode the check applies to, `fn(ctx, node: NodeView)`;
+- scope "pod": per pod istio-cni should enroll on such a node, `fn(ctx, pt: PodTarget)`.
+
+It yields `Issue`s; the registry turns them into `Finding`s carrying the check's id,
+title, severity, remediation and docs anchor. `requires` names the data a check reads
+("host:ipset", "ztunnel:ss", "pod:iptables", "cluster:pods", "config_dump"): when one is
+missing for a target, the check is not called and the result is SKIPPED with a reason
+naming the file. A check that raises is ERRORED; the others still run (insights-core's
+`dr.run_components`). A check can also raise `Skip(reason)` when it finds out late that
+it cannot decide.
+"""
+
+from __future__ import annotations
+
+import re
+import traceback
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+from ambientctl.analyzers.doctor.facts import (
+    Context,
+    NodeView,
+    PodTarget,
+    has_data,
+)
+from ambientctl.analyzers.findings import (
+    CheckInfo,
+    CheckResult,
+    CheckStatus,
+    Evidence,
+    Finding,
+    Severity,
+)
+
+ID_PATTERN = re.compile(r"^AMB\d{3}$")
+DOCS_PAGE = "docs/checks.md"
+AREAS = ("collection", "legacy", "inpod", "node")
+SCOPES = ("bundle", "node", "pod")
+
+
+class Skip(Exception):
+    """Raised by a check that cannot decide for this target; the message says why."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Issue:
+    """What a check function yields: the specifics of one finding."""
+
+    message: str
+    evidence: tuple[Evidence, ...] = ()
+    node: str | None = None
+    pod: str | None = None
+    netns: str | None = None
+    remediation: str | None = None  # specific fix; the check's default otherwise
+
+
+@dataclass(frozen=True)
+class Check:
+    """A registered check: its catalogue entry, function and target filter."""
+
+    info: CheckInfo
+    fn: Callable[..., Iterable[Issue]]
+    modes: tuple[str, ...] | None
+
+
+REGISTRY: dict[str, Check] = {}
+RETIRED: frozenset[str] = frozenset()  # ids that were used once: never reuse them
+
+
+def docs_anchor(check_id: str) -> str:
+    """The check's section in docs/checks.md."""
+    return f"{DOCS_PAGE}#{check_id.lower()}"
+
+
+def check(
+    id: str,
+    *,
+    title: str,
+    severity: Severity,
+    area: str,
+    scope: str,
+    remediation: str,
+    requires: tuple[str, ...] = (),
+    modes: tuple[str, ...] | None = None,
+) -> Callable[[Callable[..., Iterable[Issue]]], Callable[..., Iterable[Issue]]]:
+    """Register a check. `modes` limits node/pod checks to nodes running those designs
+    ("legacy", "inpod"; a "mixed" node counts as both)."""
+    if not ID_PATTERN.match(id):
+        raise ValueError(f"check id {id!r} does not match {ID_PATTERN.pattern}")
+    if id in REGISTRY or id in RETIRED:
+        raise ValueError(f"check id {id} is already used")
+    if area not in AREAS or scope not in SCOPES:
+        raise ValueError(f"{id}: unknown area {area!r} or scope {scope!r}")
+
+    def deco(fn: Callable[..., Iterable[Issue]]) -> Callable[..., Iterable[Issue]]:
+        info = CheckInfo(id=id, title=title, severity=severity, area=area, scope=scope,
+                         requires=requires, remediation=remediation, docs=docs_anchor(id))
+        REGISTRY[id] = Check(info, fn, modes)
+        return fn
+
+    return deco
+
+
+def catalogue() -> list[CheckInfo]:
+    """Every registered check, by id."""
+    return [REGISTRY[k].info for k in sorted(REGISTRY)]
+
+
+# --------------------------------------------------------------------------- requirements
+
+
+def _requirement_missing(ctx: Context, target: object, req: str) -> str | None:
+    where, _, data = req.partition(":")
+    if where == "cluster":
+        return ctx.cluster_problem(data)
+    if where == "config_dump":
+        node = target.name if isinstance(target, NodeView) else (
+            target.node.name if isinstance(target, PodTarget) else None)
+        if node is not None and node not in ctx.snap.config_dumps:
+            return f"nodes/{node}/ztunnel/config_dump.json: not in the bundle"
+        return None
+    node = target if isinstance(target, NodeView) else (
+        target.node if isinstance(target, PodTarget) else None)
+    if node is None:
+        raise ValueError(f"requirement {req!r} needs a node or pod target")
+    if where == "host":
+        ns = node.host
+        if ns is None:
+            return f"nodes/{node.name}/host/: the node's network namespace is not in the bundle"
+    elif where == "ztunnel":
+        ns = node.ztunnel_ns
+        if ns is None:
+            zp = node.ztunnel_pod
+            looked = (f"nodes/{node.name}/pods/{zp.namespace}/{zp.name}/" if zp
+                      else f"nodes/{node.name}/pods/istio-system/ztunnel-*/")
+            return f"{looked}: no ztunnel pod network namespace in the bundle"
+    elif where == "pod":
+        assert isinstance(target, PodTarget)
+        ns = target.ns
+        if ns is None:
+            return (f"nodes/{node.name}/pods/{target.pod.namespace}/{target.pod.name}/: "
+                    "the pod's network namespace is not in the bundle")
+    else:
+        raise ValueError(f"unknown requirement {req!r}")
+    if not has_data(ns, data):
+        return ctx.missing_reason(ns, data)
+    return None
+
+
+# --------------------------------------------------------------------------- running
+
+
+def _targets(ctx: Context, chk: Check) -> list[tuple[str, str | None, object]]:
+    """(target id, node, target object) for every target the check applies to."""
+    scope = chk.info.scope
+    if scope == "bundle":
+        return [("bundle", None, None)]
+    out: list[tuple[str, str | None, object]] = []
+    for node in ctx.nodes.values():
+        if node.state is None:
+            continue  # not collected: AMB1xx says so once, not every check
+        if chk.modes is not None and not any(
+            m == node.mode or (node.mode == "mixed" and m in ("legacy", "inpod"))
+            for m in chk.modes
+        ):
+            continue
+        if scope == "node":
+            out.append((node.target, node.name, node))
+        else:
+            for pt in ctx.pod_targets(node):
+                out.append((pt.target, node.name, pt))
+    return out
+
+
+def _finding(chk: Check, issue: Issue) -> Finding:
+    info = chk.info
+    return Finding(check_id=info.id, severity=info.severity, title=info.title,
+                   message=issue.message, node=issue.node, pod=issue.pod, netns=issue.netns,
+                   evidence=issue.evidence, remediation=issue.remediation or info.remediation,
+                   docs=info.docs)
+
+
+def run_check(ctx: Context, chk: Check) -> list[CheckResult]:
+    """One check on every target it applies to."""
+    results: list[CheckResult] = []
+    for target_id, node, target in _targets(ctx, chk):
+        reason = None
+        for req in chk.info.requires:
+            reason = _requirement_missing(ctx, target, req)
+            if reason is not None:
+                break
+        if reason is not None:
+            results.append(CheckResult(check=chk.info, target=target_id,
+                                       status=CheckStatus.SKIPPED, reason=reason, node=node))
+            continue
+        try:
+            issues = list(chk.fn(ctx) if target is None else chk.fn(ctx, target))
+        except Skip as exc:
+            results.append(CheckResult(check=chk.info, target=target_id,
+                                       status=CheckStatus.SKIPPED, reason=str(exc), node=node))
+            continue
+        except Exception as exc:  # noqa: BLE001 - one broken check must not stop the rest
+            tb = traceback.extract_tb(exc.__traceback__)
+            where = f" at {tb[-1].filename.rsplit('/', 1)[-1]}:{tb[-1].lineno}" if tb else ""
+            results.append(CheckResult(check=chk.info, target=target_id,
+                                       status=CheckStatus.ERRORED,
+                                       reason=f"{type(exc).__name__}: {exc}{where}", node=node))
+            continue
+        findings = tuple(_finding(chk, i) for i in issues)
+        results.append(CheckResult(check=chk.info, target=target_id,
+                                   status=CheckStatus.FAILED if findings else CheckStatus.PASSED,
+                                   findings=findings, node=node))
+    return results
+
+
+def run_checks(ctx: Context, only: Iterable[str] | None = None) -> list[CheckResult]:
+    """Every registered check (or those in `only`) on every target it applies to."""
+    wanted = set(only) if only is not None else None
+    out: list[CheckResult] = []
+    for cid in sorted(REGISTRY):
+        if wanted is not None and cid not in wanted:
+            continue
+        out.extend(run_check(ctx, REGISTRY[cid]))
+    return out

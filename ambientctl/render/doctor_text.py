@@ -1,0 +1,82 @@
+"""`doctor` for humans: a table per node, then the findings (most severe first), then what
+could not be checked and why, then one summary line.
+"""
+
+from __future__ import annotations
+
+from ambientctl.analyzers.findings import CheckStatus, Finding, Report
+
+_LABEL = {"error": "ERROR", "warning": "WARNING", "info": "INFO"}
+
+
+def _table(rows: list[list[str]]) -> list[str]:
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    return ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows]
+
+
+def _pods(captured: int | None, expected: int | None) -> str:
+    if expected is None:
+        return "?"
+    return f"{'?' if captured is None else captured}/{expected}"
+
+
+def _finding(f: Finding, verbose: bool) -> list[str]:
+    where = "  ".join(x for x in (f"node {f.node}" if f.node else "",
+                                   f"pod {f.pod}" if f.pod else "",
+                                   f"netns {f.netns}" if f.netns else "") if x)
+    out = [f"{_LABEL[f.severity.value]:<8}{f.check_id}  {f.title}"]
+    if where:
+        out.append(f"  {where}")
+    out.append(f"  {f.message}")
+    shown = f.evidence if verbose else f.evidence[:4]
+    if shown:
+        out.append("  evidence:")
+        out += [f"    {e}" for e in shown]
+        if len(f.evidence) > len(shown):
+            out.append(f"    ... {len(f.evidence) - len(shown)} more (-v)")
+    if f.remediation:
+        out.append(f"  fix: {f.remediation}")
+    out.append(f"  docs: {f.docs}")
+    return out
+
+
+def render(report: Report, *, verbose: bool = False) -> str:
+    """The whole report as text."""
+    lines = [f"ambientctl doctor: {report.source}", ""]
+    rows = [["NODE", "MODE", "PODS CAPTURED/EXPECTED", "ERRORS", "WARNINGS", "INFO"]]
+    for n in report.nodes:
+        rows.append([n.name, n.mode, _pods(n.pods_captured, n.pods_expected),
+                     str(n.counts.get("error", 0)), str(n.counts.get("warning", 0)),
+                     str(n.counts.get("info", 0))])
+    if len(rows) > 1:
+        lines += _table(rows)
+        lines.append("")
+    for f in report.findings:
+        lines += _finding(f, verbose)
+        lines.append("")
+    if not report.findings:
+        lines += ["No findings.", ""]
+    skipped: dict[tuple[str, str], list[str]] = {}
+    errored = []
+    for r in report.results:
+        if r.status == CheckStatus.SKIPPED:
+            skipped.setdefault((r.target, r.reason or "?"), []).append(r.check.id)
+        elif r.status == CheckStatus.ERRORED:
+            errored.append(r)
+    if skipped:
+        lines.append("Could not check (skipped: the data is not in the bundle):")
+        for (target, reason), ids in sorted(skipped.items()):
+            lines.append(f"  {', '.join(sorted(set(ids)))} on {target}: {reason}")
+        lines.append("")
+    if errored:
+        lines.append("Checks that failed to run (a bug in ambientctl, please report):")
+        lines += [f"  {r.check.id} on {r.target}: {r.reason}" for r in errored]
+        lines.append("")
+    c = report.counts()
+    s = report.status_counts()
+    sup = f" ({len(report.suppressed)} suppressed)" if report.suppressed else ""
+    verdict = "FAIL" if report.failing else "PASS"
+    lines.append(f"{c['error']} error(s), {c['warning']} warning(s), {c['info']} info{sup}; "
+                 f"checks: {s['passed']} passed, {s['failed']} failed, {s['skipped']} skipped, "
+                 f"{s['errored']} errored. Result: {verdict} (--fail-on {report.fail_on})")
+    return "\n".join(lines) + "\n"
