@@ -47,15 +47,23 @@ def _parse(problems: list[Problem], path: str, fn: Callable[[], object]) -> obje
 
 
 def _failed_entries(manifest: Mapping[str, object] | None) -> dict[str, str]:
-    """Planned commands that did not produce a file: destination path -> why."""
+    """Planned commands that did not produce a file: destination path -> why.
+
+    A failed entry has `path: null` (nothing stored); its destination is the target's
+    directory plus the spec's file name.
+    """
     out: dict[str, str] = {}
     if not manifest:
         return out
+    dirs = {str(t.get("id")): str(t.get("dir")) for t in manifest.get("targets", []) or []
+            if isinstance(t, dict) and t.get("dir")}  # type: ignore[union-attr]
     for entry in manifest.get("entries", []) or []:  # type: ignore[union-attr]
         if not isinstance(entry, dict):
             continue
         status = entry.get("status")
         dest = entry.get("planned_path") or entry.get("path")
+        if not dest and entry.get("target") in dirs and entry.get("spec"):
+            dest = f"{dirs[str(entry['target'])]}/{entry['spec']}"
         if status and status != "ok" and dest:
             stderr = str(entry.get("stderr") or "").strip().splitlines()
             detail = f": {stderr[-1]}" if stderr else ""
