@@ -1,0 +1,843 @@
+"""Today's in-pod ambient datapath, emulated in the real kernel from Istio's own goldens.
+
+A kind-like cluster "ambient" (istio-datapath.md §3): two worker nodes on a bridge, pods
+wired kindnet/ptp-style, kube-proxy-like Service DNAT on the nodes, and in every ambient
+pod's netns exactly what istio-cni installs there (rules of a chosen golden, `ip rule 32764
+fwmark 0x111/0xfff lookup 100`, `local default dev lo table 100`) plus an emulated ztunnel
+listening INSIDE that netns on [::]:15001/15006/15008 and 127.0.0.1:15053 with SO_MARK
+0x539. Each node's own netns gets the probe SNAT (`ISTIO_POSTRT`, 169.254.7.127) and the
+probe set with the pod UIDs.
+
+    with InpodLab(variant="redirect", mixed=True) as lab:
+        lab.connect("ambient-worker/pod/default/sleep-7b85956664-z6qh7", "10.96.182.142", 9080)
+        # Landing(outcome="accepted", netns=".../sleep-...", listener="[::]:15001",
+        #         original_dst="10.96.182.142:9080", ...)
+
+Variants: "redirect" (`inpod-iptables/default.golden`, DNS capture on; Istio 1.24 images),
+"tproxy" (`istio-1.21.0_default.golden`: TPROXY inbound in mangle; 1.21 images, probe
+set `istio-inpod-probes`), "nft" (`inpod-nftables/default.golden` and the nft hostprobe
+with nft probe sets; 1.28 images). `mixed=True` adds `legacy/httpbin`, a sidecar pod with
+istio-cni's sidecar rules and an emulated Envoy running as uid 1337.
+
+Topology (`ip netns` names are `<lab id>-<suffix>`, see `ambientlab.netns`):
+
+    kind (bridge "kind") --- ambient-worker  eth0 172.18.0.2/16, pods 10.244.2.0/24
+                        \\--- ambient-worker2 eth0 172.18.0.3/16, pods 10.244.1.0/24
+    pod eth0 10.244.X.Y/24 <-> node vethXXXXXXXX 10.244.X.1/32, `10.244.X.Y dev veth scope host`
+
+Faults (`inject`): see `FAULTS`. Everything is torn down by `teardown()` / `with`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import selectors
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ambientlab import inpod_rules
+from ambientlab.emulate import Landing
+from ambientlab.inpod_emulate import connect_in
+from ambientlab.netns import Lab, LabError, Netns
+from ambientlab.rules import sep_chain, svc_chain
+from ambientlab.topology import ServiceSpec
+
+__all__ = ["FAULTS", "NODES", "PODS", "SERVICES", "VARIANTS", "InpodLab", "Landing"]
+
+VARIANTS = ("redirect", "tproxy", "nft")
+ISTIO_TAG = {"redirect": "1.24.0", "tproxy": "1.21.0", "nft": "1.28.0"}
+CLUSTER_CIDR = "10.244.0.0/16"
+KUBELET_UID = 1000  # the nft hostprobe golden's kubelet uid (`meta skuid 1000`)
+ENVOY_UID = 1337
+INPOD_MARK = 0x539
+PROBE_SNAT = "169.254.7.127"
+
+FAULTS = {
+    "chains-missing-productpage": "productpage's netns lost every Istio rule (istio/istio#61182)",
+    "ip-rule-32764-missing": "productpage's `ip rule 32764 fwmark 0x111/0xfff lookup 100` is gone",
+    "redirect-15008": "productpage's inbound capture no longer excludes 15008: HBONE is redirected to 15006",
+    "probe-ipset-missing-productpage": "productpage's IP is missing from the node's probe set",
+    "nft-and-iptables-both": "productpage holds the redirection in both iptables and nftables",
+    "sidecar-in-ambient-namespace": "namespace legacy (sidecar httpbin) is labelled for ambient",
+    "ztunnel-not-listening-productpage": "no ztunnel listener in productpage's netns (pending)",
+}
+
+
+def _uid(kind: str, ns: str, name: str) -> str:
+    return str(uuid.uuid5(uuid.NAMESPACE_URL, f"ambientlab-inpod://{kind}/{ns}/{name}"))
+
+
+def _veth(ns: str, name: str) -> str:
+    return "veth" + hashlib.sha256(f"inpod/{ns}/{name}".encode()).hexdigest()[:8]
+
+
+@dataclass(frozen=True)
+class NodeDef:
+    """One kind worker node."""
+
+    name: str
+    suffix: str  # netns suffix
+    ip: str
+    pod_cidr: str
+
+    @property
+    def gateway(self) -> str:
+        """The address every host-side pod veth carries (kindnet/ptp)."""
+        return self.pod_cidr.rsplit(".", 1)[0] + ".1"
+
+    @property
+    def logical(self) -> str:
+        """Model id of the node's netns."""
+        return f"{self.name}/host"
+
+
+@dataclass(frozen=True)
+class PodDef:
+    """One pod and what runs in it."""
+
+    namespace: str
+    name: str
+    ip: str
+    node: str
+    app: str
+    mode: str  # "ambient" | "sidecar" | "none"
+    suffix: str
+    ports: tuple[int, ...] = ()
+    version: str | None = None
+    image: str = "curlimages/curl:8.5.0"
+
+    @property
+    def uid(self) -> str:
+        """Stable pod UID (the probe set comments carry it)."""
+        return _uid("pod", self.namespace, self.name)
+
+    @property
+    def veth(self) -> str:
+        """Host-side veth name."""
+        return _veth(self.namespace, self.name)
+
+    @property
+    def owner(self) -> str:
+        """ReplicaSet name (`name` minus the pod hash)."""
+        return self.name.rsplit("-", 1)[0]
+
+
+NODES = (
+    NodeDef("ambient-worker", "w1", "172.18.0.2", "10.244.2.0/24"),
+    NodeDef("ambient-worker2", "w2", "172.18.0.3", "10.244.1.0/24"),
+)
+_BOOKINFO = "docker.io/istio/examples-bookinfo-{}-v1:1.20.2"
+PODS = (
+    PodDef(
+        "default",
+        "sleep-7b85956664-z6qh7",
+        "10.244.2.4",
+        "ambient-worker",
+        "sleep",
+        "ambient",
+        "sleep",
+    ),
+    PodDef(
+        "default",
+        "notsleep-6d6c8669b5-pngxg",
+        "10.244.2.5",
+        "ambient-worker",
+        "notsleep",
+        "ambient",
+        "notsleep",
+    ),
+    PodDef(
+        "default",
+        "productpage-v1-7c548b785b-w9zl6",
+        "10.244.1.7",
+        "ambient-worker2",
+        "productpage",
+        "ambient",
+        "productpage",
+        (9080,),
+        "v1",
+        _BOOKINFO.format("productpage"),
+    ),
+    PodDef(
+        "default",
+        "reviews-v1-6494d87c7b-zrpks",
+        "10.244.1.4",
+        "ambient-worker2",
+        "reviews",
+        "ambient",
+        "reviews",
+        (9080,),
+        "v1",
+        _BOOKINFO.format("reviews"),
+    ),
+    PodDef(
+        "legacy",
+        "httpbin-6fcb98998c-k7v2x",
+        "10.244.1.10",
+        "ambient-worker2",
+        "httpbin",
+        "sidecar",
+        "httpbin",
+        (8000,),
+        "v1",
+        "docker.io/kong/httpbin:0.1.0",
+    ),
+    PodDef(
+        "outside", "curl-5b7d9c7f4-q2wxz", "10.244.2.9", "ambient-worker", "curl", "none", "curl"
+    ),
+)
+ZTUNNELS = (
+    PodDef("istio-system", "ztunnel-5kx2v", "10.244.2.3", "ambient-worker", "ztunnel", "none", "-"),
+    PodDef(
+        "istio-system", "ztunnel-8d4fh", "10.244.1.2", "ambient-worker2", "ztunnel", "none", "-"
+    ),
+)
+SERVICES = (
+    ServiceSpec("productpage", "10.96.182.142", 9080, 9080, "productpage"),
+    ServiceSpec("reviews", "10.96.47.113", 9080, 9080, "reviews"),
+    ServiceSpec("httpbin", "10.96.20.20", 8000, 8000, "httpbin", namespace="legacy"),
+)
+ZTUNNEL_PORTS = (15001, 15006, 15008)
+
+
+def _node(name: str) -> NodeDef:
+    return next(n for n in NODES if n.name == name)
+
+
+def pod_logical(p: PodDef) -> str:
+    """Model id of a pod's netns."""
+    return f"{p.node}/pod/{p.namespace}/{p.name}"
+
+
+def kube_proxy_restore(pods: Iterable[PodDef]) -> str:
+    """kube-proxy (iptables mode) Service DNAT for SERVICES, as `iptables-restore --noflush` input."""
+    pods = list(pods)
+    chains = ["KUBE-SERVICES", "KUBE-MARK-MASQ", "KUBE-POSTROUTING", "KIND-MASQ-AGENT"]
+    rules: list[str] = []
+    for svc in SERVICES:
+        eps = sorted(
+            (p for p in pods if p.app == svc.app and p.namespace == svc.namespace),
+            key=lambda p: p.ip,
+        )
+        if not eps:
+            continue
+        name = f"{svc.namespace}/{svc.name}:{svc.port_name}"
+        chain = svc_chain(svc)
+        chains.append(chain)
+        rules.append(
+            f'-A KUBE-SERVICES -d {svc.cluster_ip}/32 -p tcp -m comment --comment "{name} cluster IP" '
+            f"-m tcp --dport {svc.port} -j {chain}"
+        )
+        rules.append(
+            f"-A {chain} ! -s {CLUSTER_CIDR} -d {svc.cluster_ip}/32 -p tcp -m comment --comment "
+            f'"{name} cluster IP" -m tcp --dport {svc.port} -j KUBE-MARK-MASQ'
+        )
+        for i, pod in enumerate(eps):
+            endpoint = f"{pod.ip}:{svc.target_port}"
+            sep = sep_chain(svc, endpoint)
+            chains.append(sep)
+            left = len(eps) - i
+            stat = (
+                f" -m statistic --mode random --probability {1.0 / left:0.10f}" if left > 1 else ""
+            )
+            rules.append(f'-A {chain} -m comment --comment "{name} -> {endpoint}"{stat} -j {sep}')
+            rules.append(f'-A {sep} -s {pod.ip}/32 -m comment --comment "{name}" -j KUBE-MARK-MASQ')
+            rules.append(
+                f'-A {sep} -p tcp -m comment --comment "{name}" -m tcp -j DNAT --to-destination {endpoint}'
+            )
+    lines = ["*nat", *(f":{c} - [0:0]" for c in chains)]
+    lines += [
+        '-A PREROUTING -m comment --comment "kubernetes service portals" -j KUBE-SERVICES',
+        '-A OUTPUT -m comment --comment "kubernetes service portals" -j KUBE-SERVICES',
+        '-A POSTROUTING -m comment --comment "kubernetes postrouting rules" -j KUBE-POSTROUTING',
+        '-A POSTROUTING -m addrtype ! --dst-type LOCAL -m comment --comment "kind-masq-agent: ensure nat '
+        'POSTROUTING directs all non-LOCAL destination traffic to our custom KIND-MASQ-AGENT chain" -j KIND-MASQ-AGENT',
+        f'-A KIND-MASQ-AGENT -d {CLUSTER_CIDR} -m comment --comment "kind-masq-agent: local traffic is not subject '
+        'to MASQUERADE" -j RETURN',
+        '-A KIND-MASQ-AGENT -m comment --comment "kind-masq-agent: outbound traffic is subject to MASQUERADE '
+        '(must be last in chain)" -j MASQUERADE',
+        "-A KUBE-MARK-MASQ -j MARK --set-xmark 0x4000/0x4000",
+        "-A KUBE-POSTROUTING -m mark ! --mark 0x4000/0x4000 -j RETURN",
+        "-A KUBE-POSTROUTING -j MARK --set-xmark 0x4000/0x0",
+        '-A KUBE-POSTROUTING -m comment --comment "kubernetes service traffic requiring SNAT" -j MASQUERADE --random-fully',
+        *rules,
+        "COMMIT",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+@dataclass
+class _Proc:
+    role: str  # "ztunnel" | "app" | "envoy"
+    proc: subprocess.Popen[bytes]
+
+
+@dataclass
+class InpodLab:
+    """The in-pod lab: build on construction (or `build()`), `teardown()` always."""
+
+    variant: str = "redirect"
+    mixed: bool = False
+    lab: Lab = field(init=False)
+    nodes: dict[str, Netns] = field(init=False, default_factory=dict)
+    pods: dict[str, Netns] = field(init=False, default_factory=dict)  # logical id -> netns
+    faults: list[str] = field(init=False, default_factory=list)
+    procs: dict[str, list[_Proc]] = field(
+        init=False, default_factory=dict
+    )  # logical id -> processes
+    _ns_labels: dict[str, dict[str, str]] = field(init=False, default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.variant not in VARIANTS:
+            raise ValueError(f"variant must be one of {VARIANTS}, not {self.variant!r}")
+        self.lab = Lab()
+        try:
+            self._build()
+        except BaseException:
+            self.lab.teardown()
+            raise
+
+    # ------------------------------------------------------------------ context
+    def __enter__(self) -> InpodLab:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.teardown()
+
+    def teardown(self) -> None:
+        """Kill every emulated process and delete every namespace (idempotent)."""
+        self.lab.teardown()
+
+    # ------------------------------------------------------------------ topology
+    @property
+    def pod_defs(self) -> tuple[PodDef, ...]:
+        """Pods of this build (the sidecar pod only when `mixed`)."""
+        return tuple(p for p in PODS if self.mixed or p.mode != "sidecar")
+
+    def pod(self, name_prefix: str) -> PodDef:
+        """A pod by the start of its name ("productpage")."""
+        return next(p for p in self.pod_defs if p.name.startswith(name_prefix))
+
+    def netns_name(self, logical: str) -> str:
+        """`ip netns` name of a logical id ("ambient-worker/host", ".../pod/default/sleep-...")."""
+        for node in NODES:
+            if logical == node.logical:
+                return self.nodes[node.name].name
+        if logical in self.pods:
+            return self.pods[logical].name
+        raise KeyError(f"no namespace {logical!r} in this lab")
+
+    def _build(self) -> None:
+        lab = self.lab
+        bridge = lab.add_netns("kind")
+        bridge.ip("link", "add", "kind", "type", "bridge")
+        bridge.ip("link", "set", "kind", "up")
+        for node in NODES:
+            ns = lab.add_netns(node.suffix)
+            self.nodes[node.name] = ns
+            port = f"veth{node.suffix}"
+            bridge.ip("link", "add", port, "type", "veth", "peer", "name", "eth0", "netns", ns.name)
+            bridge.ip("link", "set", port, "master", "kind", "up")
+            peer = next(n for n in NODES if n is not node)
+            ns.ip_batch(
+                [
+                    f"addr add {node.ip}/16 dev eth0",
+                    "link set eth0 up",
+                    f"route add {peer.pod_cidr} via {peer.ip} dev eth0",
+                ]
+            )
+            ns.sysctl([("net.ipv4.ip_forward", 1)])
+        for pod in self.pod_defs:
+            self._add_pod(pod)
+        for node in NODES:
+            self._node_rules(node)
+        for pod in self.pod_defs:
+            self._pod_rules(pod)
+            self._start_processes(pod)
+        self._ns_labels = {
+            "default": {"istio.io/dataplane-mode": "ambient"},
+            "legacy": {"istio-injection": "enabled"},
+            "outside": {},
+            "istio-system": {},
+        }
+
+    def _add_pod(self, pod: PodDef) -> None:
+        node = _node(pod.node)
+        host = self.nodes[node.name]
+        ns = self.lab.add_netns(pod.suffix)
+        self.pods[pod_logical(pod)] = ns
+        host.ip("link", "add", pod.veth, "type", "veth", "peer", "name", "eth0", "netns", ns.name)
+        host.ip_batch(
+            [
+                f"addr add {node.gateway}/32 dev {pod.veth}",
+                f"link set {pod.veth} up",
+                f"route add {pod.ip} dev {pod.veth} scope host",
+            ]
+        )
+        ns.ip_batch(
+            [
+                f"addr add {pod.ip}/24 dev eth0",
+                "link set eth0 up",
+                f"route del {node.pod_cidr} dev eth0",
+                f"route add {node.gateway} dev eth0 scope link src {pod.ip}",
+                f"route add {node.pod_cidr} via {node.gateway} dev eth0 src {pod.ip}",
+                f"route add default via {node.gateway} dev eth0",
+            ]
+        )
+
+    def _ambient_on(self, node: NodeDef) -> list[tuple[str, str]]:
+        return [(p.ip, p.uid) for p in self.pod_defs if p.node == node.name and p.mode == "ambient"]
+
+    def _node_rules(self, node: NodeDef) -> None:
+        ns = self.nodes[node.name]
+        ns.exec("iptables-restore", "--noflush", stdin=kube_proxy_restore(self.pod_defs))
+        inpod_rules.apply(ns.name, inpod_rules.host_probe(self.variant, self._ambient_on(node)))
+
+    def _pod_rules(self, pod: PodDef) -> None:
+        ns = self.pods[pod_logical(pod)]
+        if pod.mode == "ambient":
+            inpod_rules.apply(ns.name, inpod_rules.pod_ambient(self.variant))
+        elif pod.mode == "sidecar":
+            inpod_rules.apply(ns.name, inpod_rules.sidecar_cni(pod.ip))
+
+    # ------------------------------------------------------------------ processes
+    def ztunnel_specs(self) -> list[str]:
+        """ztunnel's in-pod listeners (TPROXY era: the inbound ones are IP_TRANSPARENT)."""
+        specs = []
+        for port in ZTUNNEL_PORTS:
+            transparent = ",transparent" if self.variant == "tproxy" and port != 15001 else ""
+            specs.append(f"[::]:{port},mark={INPOD_MARK:#x},reuseport{transparent}")
+        specs.append(f"127.0.0.1:15053,mark={INPOD_MARK:#x},reuseport")
+        return specs
+
+    def _spawn(
+        self, pod: PodDef, role: str, specs: list[str], comm: str, uid: int | None = None
+    ) -> None:
+        ns = self.pods[pod_logical(pod)]
+        argv = [
+            sys.executable,
+            "-m",
+            "ambientlab.inpod_emulate",
+            "serve",
+            "--id",
+            pod_logical(pod),
+            "--comm",
+            comm,
+            "--log",
+            str(self.lab.workdir / "landings.jsonl"),
+        ]
+        if uid is not None:
+            argv += ["--uid", str(uid)]
+        for s in specs:
+            argv += ["--listen", s]
+        env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+        proc = self.lab.spawn(ns, argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+        _wait_ready(proc, f"{role} in {pod.name}")
+        self.procs.setdefault(pod_logical(pod), []).append(_Proc(role, proc))
+
+    def _start_processes(self, pod: PodDef) -> None:
+        if pod.mode == "ambient":
+            self._spawn(pod, "ztunnel", self.ztunnel_specs(), "ztunnel")
+        if pod.mode == "sidecar":
+            self._spawn(pod, "envoy", ["0.0.0.0:15001", "0.0.0.0:15006"], "envoy", uid=ENVOY_UID)
+        if pod.ports:
+            self._spawn(pod, "app", [f"0.0.0.0:{p}" for p in pod.ports], pod.app)
+
+    def stop(self, logical: str, role: str) -> None:
+        """Stop one emulated process (e.g. the ztunnel of a pod)."""
+        for p in list(self.procs.get(logical, [])):
+            if p.role == role:
+                self.lab.stop(p.proc)
+                self.procs[logical].remove(p)
+
+    # ------------------------------------------------------------------ probing
+    def connect(
+        self,
+        from_ns: str,
+        dst_ip: str,
+        dst_port: int,
+        *,
+        src_ip: str | None = None,
+        mark: int | None = None,
+        uid: int | None = None,
+        timeout: float = 2.0,
+    ) -> Landing:
+        """One TCP connection from a logical namespace; where it landed (see `Landing`)."""
+        return connect_in(
+            self.netns_name(from_ns),
+            dst_ip,
+            dst_port,
+            src=src_ip,
+            mark=mark,
+            uid=uid,
+            timeout=timeout,
+        )
+
+    # ------------------------------------------------------------------ faults
+    def inject(self, fault: str) -> None:
+        """Break the lab the way a real cluster breaks (see `FAULTS`)."""
+        if fault not in FAULTS:
+            raise ValueError(f"unknown fault {fault!r}; known: {', '.join(FAULTS)}")
+        pp = self.pod("productpage")
+        pp_id = pod_logical(pp)
+        ns = self.pods[pp_id]
+        if fault == "chains-missing-productpage":
+            if self.variant == "nft":
+                for t in ("nat", "mangle", "raw"):
+                    ns.exec("nft", "delete", "table", "inet", f"istio-ambient-{t}")
+            else:
+                for t in ("mangle", "nat", "raw"):
+                    ns.exec("iptables", "-t", t, "-F")
+                    ns.exec("iptables", "-t", t, "-X")
+        elif fault == "ip-rule-32764-missing":
+            ns.ip("rule", "del", "pref", "32764")
+        elif fault == "redirect-15008":
+            self._redirect_15008(ns)
+        elif fault == "probe-ipset-missing-productpage":
+            host = self.nodes[pp.node]
+            if self.variant == "nft":
+                host.exec(
+                    "nft",
+                    "delete",
+                    "element",
+                    "inet",
+                    "istio-ambient-nat",
+                    "istio-inpod-probes-v4",
+                    f"{{ {pp.ip} }}",
+                )
+            else:
+                name = "istio-inpod-probes" if self.variant == "tproxy" else "istio-inpod-probes-v4"
+                host.exec("ipset", "del", name, pp.ip)
+        elif fault == "nft-and-iptables-both":
+            other = "redirect" if self.variant == "nft" else "nft"
+            load = inpod_rules.pod_ambient(other)
+            inpod_rules.apply(ns.name, inpod_rules.RuleLoad(iptables=load.iptables, nft=load.nft))
+        elif fault == "sidecar-in-ambient-namespace":
+            self._ns_labels["legacy"] = {
+                **self._ns_labels["legacy"],
+                "istio.io/dataplane-mode": "ambient",
+            }
+        elif fault == "ztunnel-not-listening-productpage":
+            self.stop(pp_id, "ztunnel")
+        self.faults.append(fault)
+
+    def _redirect_15008(self, ns: Netns) -> None:
+        if self.variant == "redirect":
+            ns.exec(
+                "iptables",
+                "-t",
+                "nat",
+                "-D",
+                "ISTIO_PRERT",
+                "!",
+                "-d",
+                "127.0.0.1/32",
+                "-p",
+                "tcp",
+                "!",
+                "--dport",
+                "15008",
+                "-m",
+                "mark",
+                "!",
+                "--mark",
+                "0x539/0xfff",
+                "-j",
+                "REDIRECT",
+                "--to-ports",
+                "15006",
+            )
+            ns.exec(
+                "iptables",
+                "-t",
+                "nat",
+                "-A",
+                "ISTIO_PRERT",
+                "!",
+                "-d",
+                "127.0.0.1/32",
+                "-p",
+                "tcp",
+                "-m",
+                "mark",
+                "!",
+                "--mark",
+                "0x539/0xfff",
+                "-j",
+                "REDIRECT",
+                "--to-ports",
+                "15006",
+            )
+        elif self.variant == "tproxy":
+            # 1.21: 15008 has its own TPROXY rule; without it, 15008 falls to the 15006 one.
+            ns.exec(
+                "iptables",
+                "-t",
+                "mangle",
+                "-D",
+                "ISTIO_PRERT",
+                "-p",
+                "tcp",
+                "-m",
+                "tcp",
+                "--dport",
+                "15008",
+                "-m",
+                "mark",
+                "!",
+                "--mark",
+                "0x539/0xfff",
+                "-j",
+                "TPROXY",
+                "--on-port",
+                "15008",
+                "--tproxy-mark",
+                "0x111/0xfff",
+            )
+        else:
+            listing = ns.exec(
+                "nft", "-a", "list", "chain", "inet", "istio-ambient-nat", "istio-prerouting"
+            ).stdout
+            handle = next(
+                ln.rsplit("# handle ", 1)[1].strip()
+                for ln in listing.splitlines()
+                if "dport != 15008" in ln
+            )
+            ns.exec(
+                "nft",
+                "replace",
+                "rule",
+                "inet",
+                "istio-ambient-nat",
+                "istio-prerouting",
+                "handle",
+                handle,
+                "ip",
+                "daddr",
+                "!=",
+                "127.0.0.1/32",
+                "meta",
+                "l4proto",
+                "tcp",
+                "meta",
+                "mark",
+                "and",
+                "0xfff",
+                "!=",
+                "0x539",
+                "counter",
+                "redirect",
+                "to",
+                ":15006",
+            )
+
+    # ------------------------------------------------------------------ collection inputs
+    def targets(self) -> dict[str, object]:
+        """The `--targets` document of `ambientctl collect --local`."""
+        nodes = []
+        for node in NODES:
+            pods = [
+                {"namespace": p.namespace, "name": p.name, "netns": self.pods[pod_logical(p)].name}
+                for p in self.pod_defs
+                if p.node == node.name
+            ]
+            nodes.append(
+                {"name": node.name, "host_netns": self.nodes[node.name].name, "pods": pods}
+            )
+        return {"nodes": nodes}
+
+    def write_targets(self, path: str | Path) -> Path:
+        """Write `targets()` as JSON."""
+        out = Path(path)
+        out.write_text(json.dumps(self.targets(), indent=2) + "\n")
+        return out
+
+    def write_cluster(self, directory: str | Path) -> Path:
+        """Write pods.json, services.json, namespaces.json, nodes.json (kubectl -o json shape)."""
+        d = Path(directory)
+        d.mkdir(parents=True, exist_ok=True)
+        docs = {
+            "pods.json": [self._pod_json(p) for p in (*self.pod_defs, *ZTUNNELS)],
+            "services.json": [
+                self._svc_json(s) for s in SERVICES if self.mixed or s.namespace != "legacy"
+            ],
+            "namespaces.json": [
+                self._ns_json(n) for n in sorted(self._ns_labels) if self.mixed or n != "legacy"
+            ],
+            "nodes.json": [self._node_json(n) for n in NODES],
+        }
+        for name, items in docs.items():
+            body = {
+                "apiVersion": "v1",
+                "items": items,
+                "kind": "List",
+                "metadata": {"resourceVersion": ""},
+            }
+            (d / name).write_text(json.dumps(body, indent=2, sort_keys=True) + "\n")
+        return d
+
+    def _image(self, what: str) -> str:
+        return f"docker.io/istio/{what}:{ISTIO_TAG[self.variant]}"
+
+    def _pod_json(self, p: PodDef) -> dict[str, object]:
+        node = _node(p.node)
+        labels = {"app": p.app}
+        if p.version:
+            labels["version"] = p.version
+        annotations: dict[str, str] = {}
+        containers = [
+            {
+                "name": p.app,
+                "image": p.image,
+                "ports": [{"containerPort": port, "protocol": "TCP"} for port in p.ports],
+            }
+        ]
+        init: list[dict[str, object]] = []
+        owner = {"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": p.owner, "controller": True}
+        if p.app == "ztunnel":
+            containers = [
+                {
+                    "name": "istio-proxy",
+                    "image": self._image("ztunnel"),
+                    "ports": [{"containerPort": 15020, "name": "ztunnel-stats", "protocol": "TCP"}],
+                }
+            ]
+            labels = {"app": "ztunnel", "sidecar.istio.io/inject": "false"}
+            owner = {
+                "apiVersion": "apps/v1",
+                "kind": "DaemonSet",
+                "name": "ztunnel",
+                "controller": True,
+            }
+        elif p.mode == "ambient":
+            annotations["ambient.istio.io/redirection"] = "enabled"
+        elif p.mode == "sidecar":
+            annotations["sidecar.istio.io/status"] = json.dumps(
+                {
+                    "initContainers": ["istio-validation"],
+                    "containers": ["istio-proxy"],
+                    "volumes": [
+                        "workload-socket",
+                        "credential-socket",
+                        "workload-certs",
+                        "istio-envoy",
+                        "istio-data",
+                        "istio-podinfo",
+                        "istio-token",
+                        "istiod-ca-cert",
+                    ],
+                    "imagePullSecrets": None,
+                    "revision": "default",
+                },
+                separators=(",", ":"),
+            )
+            labels["security.istio.io/tlsMode"] = "istio"
+            containers.append(
+                {
+                    "name": "istio-proxy",
+                    "image": self._image("proxyv2"),
+                    "ports": [
+                        {"containerPort": 15090, "name": "http-envoy-prom", "protocol": "TCP"}
+                    ],
+                }
+            )
+            init.append({"name": "istio-validation", "image": self._image("proxyv2")})
+        spec: dict[str, object] = {
+            "nodeName": p.node,
+            "containers": containers,
+            "hostNetwork": False,
+        }
+        if init:
+            spec["initContainers"] = init
+        return {
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {
+                "name": p.name,
+                "namespace": p.namespace,
+                "uid": p.uid,
+                "labels": labels,
+                "annotations": annotations,
+                "ownerReferences": [owner],
+            },
+            "spec": spec,
+            "status": {
+                "phase": "Running",
+                "hostIP": node.ip,
+                "podIP": p.ip,
+                "podIPs": [{"ip": p.ip}],
+            },
+        }
+
+    @staticmethod
+    def _svc_json(s: ServiceSpec) -> dict[str, object]:
+        return {
+            "apiVersion": "v1",
+            "kind": "Service",
+            "metadata": {
+                "name": s.name,
+                "namespace": s.namespace,
+                "uid": _uid("service", s.namespace, s.name),
+                "labels": {"app": s.app, "service": s.name},
+            },
+            "spec": {
+                "type": "ClusterIP",
+                "clusterIP": s.cluster_ip,
+                "clusterIPs": [s.cluster_ip],
+                "ports": [
+                    {
+                        "name": s.port_name,
+                        "port": s.port,
+                        "protocol": "TCP",
+                        "targetPort": s.target_port,
+                    }
+                ],
+                "selector": {"app": s.app},
+            },
+        }
+
+    def _ns_json(self, name: str) -> dict[str, object]:
+        labels = {"kubernetes.io/metadata.name": name, **self._ns_labels[name]}
+        return {
+            "apiVersion": "v1",
+            "kind": "Namespace",
+            "metadata": {"name": name, "labels": labels},
+            "status": {"phase": "Active"},
+        }
+
+    @staticmethod
+    def _node_json(n: NodeDef) -> dict[str, object]:
+        return {
+            "apiVersion": "v1",
+            "kind": "Node",
+            "metadata": {"name": n.name, "labels": {"kubernetes.io/hostname": n.name}},
+            "spec": {"podCIDR": n.pod_cidr, "podCIDRs": [n.pod_cidr]},
+            "status": {
+                "addresses": [
+                    {"type": "InternalIP", "address": n.ip},
+                    {"type": "Hostname", "address": n.name},
+                ]
+            },
+        }
+
+
+def _wait_ready(proc: subprocess.Popen[bytes], what: str, timeout: float = 10.0) -> None:
+    """Wait for the emulator's "ready" line; raise with its stderr if it died."""
+    assert proc.stdout is not None
+    sel = selectors.DefaultSelector()
+    sel.register(proc.stdout, selectors.EVENT_READ)
+    try:
+        if sel.select(timeout) and proc.stdout.readline().strip() == b"ready":
+            return
+    finally:
+        sel.close()
+    err = b""
+    if proc.poll() is not None and proc.stderr is not None:
+        err = proc.stderr.read()
+    raise LabError(f"{what} did not start: {err.decode(errors='replace').strip()[-500:]}")
