@@ -20,6 +20,7 @@ from __future__ import annotations
 import os
 import queue
 import threading
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -300,11 +301,6 @@ class Runner:
                         res.stderr.decode("utf-8", errors="replace").strip()
                     )
                 versions.append(VersionResult(vspec.tool, vspec.argv, status, text))
-        if self._progress is not None and not self._cancel.is_set():
-            failed = sum(1 for o in outputs if o.status is not RawStatus.OK)
-            self._progress(
-                f"{target.id}: {len(outputs) - failed}/{len(outputs)} commands ok"
-            )
         return outputs, versions
 
     # ------------------------------------------------------------------ whole plan
@@ -335,7 +331,21 @@ class Runner:
             with self._cv:
                 self._results[target.id] = outcome
                 self._busy -= 1
+                self._report(target, outcome[0])
                 self._cv.notify_all()
+
+    def _report(self, target: Target, outputs: list[RawOutput]) -> None:
+        """One progress line: targets done / running / failed, elapsed (caller holds the lock)."""
+        bad = sum(1 for o in outputs if o.status is not RawStatus.OK)
+        self._failed_targets += 1 if bad else 0
+        if self._progress is None or self._cancel.is_set():
+            return
+        elapsed = time.monotonic() - self._t0
+        self._progress(
+            f"[{len(self._results)}/{self._total} done, {self._busy} running, "
+            f"{self._failed_targets} with failures, {elapsed:.1f}s] "
+            f"{target.id}: {len(outputs) - bad}/{len(outputs)} commands ok"
+        )
 
     def run(self, plan: Plan) -> RunResult:
         """Run every spec on every target; never raises for a failed command.
@@ -351,6 +361,9 @@ class Runner:
         self._cancel = threading.Event()
         self._cv = threading.Condition(self._lock)
         self._busy = 0
+        self._total = len(plan.targets)
+        self._failed_targets = 0
+        self._t0 = time.monotonic()
         self._results = {}
         self._not_kept = set()
         self._errors = []
