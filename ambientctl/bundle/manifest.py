@@ -112,6 +112,34 @@ def bundle_id(entries: Iterable[Mapping[str, Any]]) -> str:
     return "sha256:" + sha256_hex(canonical(list(entries)))
 
 
+# Istio components recognised by image name (repository path ends with these).
+_COMPONENTS = {"ztunnel": "ztunnel", "install-cni": "istio-cni", "pilot": "istiod",
+               "proxyv2": "istio-proxy"}
+
+
+def component_versions(pods_json: bytes) -> dict[str, list[str]]:
+    """Istio and ztunnel versions from the pods' images (`cluster/pods.json`).
+
+    `{"ztunnel": ["1.24.0"], "istiod": ["1.24.0"], ...}`: the tags of every distinct
+    image of each component, so a mixed-version cluster (mid-upgrade) shows both.
+    """
+    try:
+        doc = json.loads(pods_json)
+    except ValueError:
+        return {}
+    items = doc.get("items", []) if isinstance(doc, dict) else doc
+    found: dict[str, set[str]] = {}
+    for pod in items if isinstance(items, list) else []:
+        spec = pod.get("spec", {}) if isinstance(pod, dict) else {}
+        for c in [*(spec.get("containers") or []), *(spec.get("initContainers") or [])]:
+            image = str(c.get("image", "")) if isinstance(c, dict) else ""
+            repo, _, tag = image.rpartition(":") if ":" in image.rsplit("/", 1)[-1] else (image, "", "")
+            name = repo.rsplit("/", 1)[-1]
+            if name in _COMPONENTS:
+                found.setdefault(_COMPONENTS[name], set()).add(tag or "latest")
+    return {k: sorted(v) for k, v in sorted(found.items())}
+
+
 @dataclass
 class Manifest:
     """A manifest being assembled; `to_json()` gives the bytes written to the bundle."""
@@ -121,6 +149,7 @@ class Manifest:
     targets: list[dict[str, Any]] = field(default_factory=list)
     entries: list[dict[str, Any]] = field(default_factory=list)
     partial: bool = False
+    components: dict[str, list[str]] = field(default_factory=dict)
 
     def document(self) -> dict[str, Any]:
         """The manifest as a JSON-ready mapping, keys in a stable, readable order."""
@@ -132,6 +161,7 @@ class Manifest:
             "tool": {"name": "ambientctl", "version": __version__},
             "collection": self.collection,
             "partial": self.partial,
+            "components": self.components,
             "targets": self.targets,
             "entries": self.entries,
         }

@@ -32,7 +32,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from ambientctl.bundle.layout import MANIFEST
-from ambientctl.bundle.manifest import Manifest, entry_for, file_entry
+from ambientctl.bundle.manifest import Manifest, component_versions, entry_for, file_entry
 from ambientctl.errors import BundleError, UsageError
 from ambientctl.raw import RawOutput, RawStatus
 
@@ -144,6 +144,8 @@ def write_bundle(
                 dest.write_bytes(output.stdout)
             manifest.entries.append(entry_for(output, stored=stored))
         for extra in sorted(extra_files, key=lambda e: e.path):
+            if extra.path == "cluster/pods.json":
+                manifest.components = component_versions(extra.data)
             rel = _safe_rel(extra.path)
             dest = staging.joinpath(*rel.parts)
             dest.parent.mkdir(parents=True, exist_ok=True)
