@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import gzip
 import io
+import json
 import os
 import shutil
 import tarfile
@@ -168,6 +169,41 @@ def write_bundle(
         shutil.rmtree(staging, ignore_errors=True)
         raise
     return WrittenBundle(path=out, manifest=doc, failed=failed)
+
+
+def write_prepared(
+    out: str, files: Iterable[tuple[str, bytes]], manifest: dict[str, Any]
+) -> str:
+    """Write already-prepared `files` plus the `manifest` document to `out`.
+
+    For bundles derived from another bundle (`bundle redact`): the caller has built the
+    entries (paths, sizes, sha256s) itself. Same staging, atomic rename and deterministic
+    tarball as `write_bundle`; raises `UsageError` when `out` exists.
+    """
+    check_output_path(out)
+    staging = Path(out + ".partial")
+    staging.mkdir()
+    try:
+        for path, data in files:
+            rel = _safe_rel(path)
+            dest = staging.joinpath(*rel.parts)
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            dest.write_bytes(data)
+        (staging / MANIFEST).write_bytes(
+            (json.dumps(manifest, indent=2, ensure_ascii=False) + "\n").encode()
+        )
+        if is_tarball_name(out):
+            mtime = _epoch(str(manifest["created_at"]))
+            write_tarball(staging, out, top=bundle_name(out), mtime=mtime)
+            shutil.rmtree(staging)
+        else:
+            if os.path.isdir(out):
+                os.rmdir(out)
+            os.rename(staging, out)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return out
 
 
 def _tarinfo(name: str, size: int, mtime: int) -> tarfile.TarInfo:

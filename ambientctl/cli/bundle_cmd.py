@@ -1,6 +1,7 @@
 """`ambientctl bundle ...`: operations on a bundle itself (not on what it describes).
 
     ambientctl bundle verify PATH     # recheck every sha256 of manifest.json
+    ambientctl bundle redact IN OUT   # a shareable copy: IPs, MACs, uids and names mapped
 
 `verify` prints one line per problem (`path: reason`) on stdout and exits 4 when there is
 any; a clean bundle prints nothing on stdout and exits 0.
@@ -42,3 +43,23 @@ def verify(ctx: click.Context, path: str) -> None:
         click.echo(f"{len(mismatches)} problem(s) in {path}", err=True)
         ctx.exit(int(ExitCode.BUNDLE))
     click.echo(f"ok: {checked} files match manifest.json", err=True)
+
+
+@bundle.command("redact")
+@click.argument("src", metavar="IN")
+@click.argument("out", metavar="OUT")
+def redact(src: str, out: str) -> None:
+    """Write a redacted copy of bundle IN to OUT (a directory or .tar.gz).
+
+    IPs (prefix-preserving), MACs, uids, node / namespace / pod / Service names are
+    replaced consistently in contents and paths; traces and doctor give the same answers.
+    The private map (original -> replacement) is written beside OUT as
+    OUT.private-map.json: keep it, share only OUT. Prints OUT on stdout, the map on stderr.
+    """
+    from ambientctl.bundle.redact import redact_bundle
+
+    result = redact_bundle(src, out)
+    click.echo(result.path)
+    for warning in result.warnings:
+        click.echo(f"warning: {warning}", err=True)
+    click.echo(f"private map (do not share): {result.map_path}", err=True)

@@ -11,6 +11,11 @@ emulates several nodes with namespaces, the nodes and pods of `--targets FILE`.
 Exit codes: 0 complete; 7 (partial) when some commands failed but a bundle was written;
 3 when nothing could be collected; 130 when interrupted (the bundle is still written,
 marked partial). The bundle path is the only thing printed on stdout.
+
+`--redact` writes a redacted bundle at `-o` instead (see `ambientctl bundle redact`) and
+its private map beside it (`<out>.private-map.json`, path on stderr). The unredacted
+bundle is collected into a private temporary directory and deleted afterwards, unless
+`--keep-unredacted PATH` names where to keep it.
 """
 
 from __future__ import annotations
@@ -72,6 +77,11 @@ def _default_node_name() -> str:
 )
 @click.option("--timeout", type=float, default=30.0, show_default=True,
               help="Seconds before one command is killed.")
+@click.option("--redact", is_flag=True,
+              help="Write a redacted bundle (IPs, MACs, uids, names mapped) and its private "
+                   "map beside it, for sharing.")
+@click.option("--keep-unredacted", metavar="DIR|FILE.tar.gz",
+              help="With --redact: also keep the unredacted bundle here (else it is deleted).")
 @live_source_options
 @click.option("-q", "--quiet", is_flag=True, help="No progress or summary on stderr.")
 @click.pass_context
@@ -85,10 +95,54 @@ def collect(
     cluster_dir: str | None,
     timeout: float,
     concurrency: int,
+    redact: bool,
+    keep_unredacted: str | None,
     quiet: bool,
     **live_opts: Any,
 ) -> None:
     """Collect iptables, ipsets, routes, rules, addresses, listeners and sysctls into a bundle."""
+    if keep_unredacted and not redact:
+        raise UsageError("--keep-unredacted goes with --redact")
+    if not redact:
+        _collect(ctx, local, out, node_name, pods, targets_file, cluster_dir, timeout,
+                 concurrency, quiet, None, **live_opts)
+        return
+    import os
+    import shutil
+    import tempfile
+
+    from ambientctl.bundle.redact import private_map_path
+    from ambientctl.bundle.writer import bundle_name, check_output_path
+
+    check_output_path(out)
+    if os.path.lexists(private_map_path(out)):
+        raise UsageError(f"{private_map_path(out)} already exists", hint="choose another -o")
+    if keep_unredacted:
+        check_output_path(keep_unredacted)
+    tmp = tempfile.mkdtemp(prefix="ambientctl-unredacted-")  # mode 0700
+    try:
+        raw = keep_unredacted or os.path.join(tmp, bundle_name(out))
+        _collect(ctx, local, raw, node_name, pods, targets_file, cluster_dir, timeout,
+                 concurrency, quiet, out, **live_opts)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _collect(
+    ctx: click.Context,
+    local: bool,
+    out: str,
+    node_name: str | None,
+    pods: tuple[str, ...],
+    targets_file: str | None,
+    cluster_dir: str | None,
+    timeout: float,
+    concurrency: int,
+    quiet: bool,
+    redact_to: str | None,
+    **live_opts: Any,
+) -> None:
+    """Collect into `out`; with `redact_to`, then write the redacted bundle there."""
     from ambientctl.collectors.local import (
         LocalTransport,
         parse_pod_option,
@@ -111,7 +165,7 @@ def collect(
                                    timeout=timeout)
         written = collect_live(live, out, progress=_progress(quiet),
                                argv=["ambientctl", *sys.argv[1:]])
-        _report(ctx, written, False, quiet)
+        _report(ctx, written, False, quiet, redact_to)
         return
     if targets_file and (pods or node_name):
         raise UsageError("--targets cannot be combined with --pod or --node-name")
@@ -149,12 +203,25 @@ def collect(
         concurrency=concurrency,
         progress=progress,
     )
-    _report(ctx, written, interrupted, quiet)
+    _report(ctx, written, interrupted, quiet, redact_to)
 
 
-def _report(ctx: click.Context, written: Any, interrupted: bool, quiet: bool) -> None:
-    """Print the bundle path (stdout), a summary (stderr) and set the exit code."""
-    click.echo(written.path)
+def _report(ctx: click.Context, written: Any, interrupted: bool, quiet: bool,
+            redact_to: str | None = None) -> None:
+    """Print the bundle path (stdout), a summary (stderr) and set the exit code.
+
+    With `redact_to`, the collected bundle is first redacted there and that path printed.
+    """
+    if redact_to is not None:
+        from ambientctl.bundle.redact import redact_bundle
+
+        result = redact_bundle(written.path, redact_to)
+        click.echo(result.path)
+        for warning in result.warnings:
+            click.echo(f"warning: {warning}", err=True)
+        click.echo(f"private map (do not share): {result.map_path}", err=True)
+    else:
+        click.echo(written.path)
     if not quiet:
         total = len(written.manifest["entries"])
         if written.failed:
@@ -164,7 +231,7 @@ def _report(ctx: click.Context, written: Any, interrupted: bool, quiet: bool) ->
             )
             for line in _failure_lines(written.failed)[:10]:
                 click.echo(f"  {line}", err=True)
-            click.echo(f"  details: {written.path} manifest.json", err=True)
+            click.echo(f"  details: {redact_to or written.path} manifest.json", err=True)
         elif sys.stderr.isatty():
             click.echo(f"collected {total} entries, {written.manifest['bundle_id']}", err=True)
     if interrupted:

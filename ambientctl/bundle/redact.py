@@ -1,0 +1,640 @@
+"""`bundle redact`: a new bundle with addresses and names replaced, consistently everywhere.
+
+Why a new bundle and not an in-place edit: the original's manifest hashes name its exact
+content; the redacted one gets fresh sha256s, a fresh `bundle_id` and
+`redaction: {applied: true, parent: <original bundle_id>, rules: "v1"}`. The map from
+originals to replacements is written BESIDE the output (`<out>.private-map.json`, mode
+0600), never inside it: the bundle can be shared, the map stays with the user (sos clean
+does the same).
+
+What is replaced (rules "v1", see docs/bundle-format.md "Redaction"):
+
+- IPv4 / IPv6 addresses and prefixes, by a keyed *prefix-preserving* bijection (the
+  Crypto-PAn construction: bit i is flipped or not according to a keyed function of the
+  bits before it). Two addresses that share their first n bits still share them after
+  mapping, so every prefix, route, ipset member, `-s/-d` CIDR and `ip rule` selector keeps
+  matching the same addresses. Only the upper bits are mapped: the lower 16 bits of IPv4
+  (8 inside 192.168/16) and the lower 64 of IPv6 stay, so a host keeps its position in
+  its /16 (/24, /64) and network / broadcast addresses stay network / broadcast.
+  Self-mapped zones: 10/8, 100.64/10, 172.16/12 and 192.168/16 stay private, fc00::/7
+  stays ULA. Kept as is: 0/8, loopback 127/8 and ::1, link-local 169.254/16 (Istio's
+  probe SNAT 169.254.7.127) and fe80::/10 prefixes, multicast and class E (which holds
+  every netmask written 255.x.y.z), `::`, and Istio's fixed istioin/istioout link nets
+  192.168.126.0/24 and 192.168.127.0/24 (constants the analyzers check).
+  A link-local IPv6 whose interface id is an EUI-64 gets the id of the mapped MAC.
+- MAC addresses (consistently; broadcast, multicast and all-zero kept), UUIDs (pod and
+  object uids, `cni-<uuid>` netns names).
+- Node names, namespace names, pod / Service / ServiceAccount / owner / container / app
+  label names, netns names, in file contents AND paths. Names are matched as whole
+  tokens (a node `ambient-worker` is not touched inside `ambient-worker2`). A name that
+  extends a known name with hash-like segments (`sleep-7b85956664-z6qh7` from
+  `sleep-7b85956664` from `sleep`) maps to the mapped base plus the same segments, so
+  Deployment / ReplicaSet / pod-prefix selectors still resolve.
+
+Deliberately kept: the namespaces `default`, `kube-system`, `kube-public`,
+`kube-node-lease`, `istio-system`, `local-path-storage` (infrastructure, not identifying;
+`default` is also an iproute2 keyword), and the names of objects inside the infrastructure
+namespaces (ztunnel, istiod, coredns); veth names (random); chain names and their
+hashes (KUBE-SVC-XXXX). Words that are also keywords or well-known values (`local`,
+`main`, `ambient`, `kubernetes`, ...) are never mapped; a name equal to one of them is
+kept and reported as a warning.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import ipaddress
+import json
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from ambientctl.bundle.layout import CLUSTER_FILES, MANIFEST, split_netns_dir
+from ambientctl.bundle.manifest import Manifest, sha256_hex
+from ambientctl.bundle.reader import open_bundle
+from ambientctl.bundle.writer import bundle_name, check_output_path, rfc3339, write_prepared
+from ambientctl.errors import BundleError, UsageError
+
+RULES = "v1"
+MAP_SCHEMA = "ambientctl.redaction-map/v1"
+
+KEPT_NAMESPACES = frozenset(
+    {"default", "kube-system", "kube-public", "kube-node-lease", "istio-system",
+     "local-path-storage"}
+)
+# Objects in these namespaces are mesh / cluster infrastructure: their names are kept.
+INFRA_NAMESPACES = KEPT_NAMESPACES - {"default"}
+
+# Never mapped: iproute2 / iptables / ss keywords and the well-known values the analyzers
+# and Istio read (label values, component names). Mapping one of them in free text would
+# change meaning (`table local`, `dataplane-mode: ambient`).
+RESERVED_WORDS = frozenset(
+    """
+    all any default local main host link global site nowhere universe lo eth0 eth1 ens
+    broadcast multicast unicast blackhole unreachable prohibit throw nat filter mangle raw
+    security inet inet6 tcp udp sctp icmp http https http2 grpc tls mtls dns metrics
+    true false none null enabled disabled on off yes no
+    ambient sidecar istio istiod ztunnel waypoint istio-proxy istio-init istio-validation
+    istio-cni istio-cni-node install-cni discovery kubernetes kube-dns coredns kube-proxy
+    kindnet kindnet-cni local-path-provisioner cluster node nodes pod pods service
+    services namespace namespaces mesh app version istioin istioout pistioin pistioout
+    """.split()  # noqa: SIM905 - a word list reads better as text
+)
+
+# ---------------------------------------------------------------------------- addresses
+
+
+@dataclass(frozen=True, slots=True)
+class _Zone:
+    net: int
+    length: int
+    keep: bool  # the whole zone is kept as is
+    host_from: int  # bits from here on are never mapped
+
+
+def _zone(cidr: str, *, keep: bool = False, host_from: int = 0) -> _Zone:
+    n = ipaddress.ip_network(cidr)
+    return _Zone(int(n.network_address), n.prefixlen, keep, host_from or n.prefixlen)
+
+
+_V4_ZONES = (
+    _zone("0.0.0.0/8", keep=True),
+    _zone("127.0.0.0/8", keep=True),
+    _zone("169.254.0.0/16", keep=True),
+    _zone("224.0.0.0/4", keep=True),
+    _zone("240.0.0.0/4", keep=True),
+    _zone("192.168.126.0/24", keep=True),
+    _zone("192.168.127.0/24", keep=True),
+    _zone("10.0.0.0/8", host_from=16),
+    _zone("100.64.0.0/10", host_from=16),
+    _zone("172.16.0.0/12", host_from=16),
+    _zone("192.168.0.0/16", host_from=24),
+)
+_V6_ZONES = (
+    _zone("::/128", keep=True),
+    _zone("::1/128", keep=True),
+    _zone("::ffff:0:0/96", keep=True),  # v4-mapped: the embedded IPv4 is mapped instead
+    _zone("fe80::/10", keep=True),
+    _zone("ff00::/8", keep=True),
+    _zone("fc00::/7", host_from=64),
+)
+
+
+class _PrefixMap:
+    """A keyed prefix-preserving bijection on `width`-bit integers, zones self-mapped.
+
+    Bit i (from the top) is flipped iff a keyed PRF of (i, the original's first i bits)
+    says so. That decision depends only on the prefix, so the map is a bijection that
+    preserves every common prefix. Bits whose prefix is a proper prefix of a zone are
+    never flipped: an address inside a zone stays inside, one outside stays outside.
+    """
+
+    def __init__(self, key: bytes, width: int, zones: tuple[_Zone, ...], host_from: int):
+        self.key = key
+        self.width = width
+        self.zones = sorted(zones, key=lambda z: -z.length)
+        self.default = _Zone(0, 0, False, host_from)
+        self._flip: dict[tuple[int, int], bool] = {}
+        self._done: dict[int, int] = {}
+
+    def zone_of(self, a: int) -> _Zone:
+        for z in self.zones:
+            shift = self.width - z.length
+            if a >> shift == z.net >> shift:
+                return z
+        return self.default
+
+    def _protected(self, i: int, prefix: int) -> bool:
+        return any(z.length > i and z.net >> (self.width - i) == prefix for z in self.zones)
+
+    def _decide(self, i: int, prefix: int) -> bool:
+        got = self._flip.get((i, prefix))
+        if got is None:
+            if self._protected(i, prefix):
+                got = False
+            else:
+                msg = f"{self.width}:{i}:{prefix}".encode()
+                got = bool(hmac.new(self.key, msg, hashlib.sha256).digest()[0] & 1)
+            self._flip[(i, prefix)] = got
+        return got
+
+    def map(self, a: int) -> int:
+        got = self._done.get(a)
+        if got is not None:
+            return got
+        z = self.zone_of(a)
+        out = a
+        if not z.keep:
+            for i in range(z.length, z.host_from):
+                prefix = a >> (self.width - i) if i else 0
+                if self._decide(i, prefix):
+                    out ^= 1 << (self.width - 1 - i)
+        self._done[a] = out
+        return out
+
+    def kept(self, a: int) -> bool:
+        """Is `a` outside what redaction changes (a kept zone, or nothing mappable)?"""
+        z = self.zone_of(a)
+        return z.keep or z.length >= z.host_from
+
+
+def _keyed(key: bytes, label: str, value: str, n: int) -> bytes:
+    return hmac.new(key, f"{label}:{value}".encode(), hashlib.sha256).digest()[:n]
+
+
+# ------------------------------------------------------------------------- text patterns
+
+_UUID = re.compile(
+    r"(?<![0-9A-Za-z])[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-"
+    r"[0-9a-fA-F]{12}(?![0-9A-Za-z])"
+)
+_V4 = r"\d{1,3}\.\d{1,3}\.\d{1,3}\.\d{1,3}"
+# One pass for every address form, so that nothing is mapped twice:
+#  1. nft JSON prefixes: {"addr": "10.96.0.0", "len": 12} (network and length apart)
+#  2. anything with two colons: IPv6 (with an optional /len and a dotted v4 tail) or MAC
+#  3. dotted quads with an optional /len (`10.244.1.0/24`, `10.244.2.3:15008`)
+_ADDR = re.compile(
+    r'(?P<nft>"addr":\s*")(?P<nftip>[0-9A-Fa-f:.]+)(?P<nftmid>",\s*"len":\s*)(?P<nftlen>\d+)'
+    r"|(?<![\w:.])(?P<v6>(?=[0-9A-Fa-f:]*:[0-9A-Fa-f]*:)[0-9A-Fa-f:]+(?:\.\d{1,3}){0,3})"
+    r"(?:/(?P<v6len>\d{1,3}))?(?![\w:])"
+    r"|(?<![\w.])(?P<v4>" + _V4 + r")(?:/(?P<v4len>\d{1,2})(?!\d))?(?!\w|\.\d)"
+)
+_V4_ONLY = re.compile(r"(?<![\w.])(?P<v4>" + _V4 + r")(?P<v4len>)(?!\w|\.\d)")
+_MAC = re.compile(r"^[0-9A-Fa-f]{2}(?::[0-9A-Fa-f]{2}){5}$")
+# Name-like tokens: DNS labels and subdomains, never ending in "-" or ".".
+_TOKEN = re.compile(r"[A-Za-z0-9_](?:[A-Za-z0-9_.-]*[A-Za-z0-9_])?")
+# Generated suffixes (pod-template hashes, pod suffixes: Kubernetes' vowel-free
+# alphabet) and short versions ("v1"): kept when a name extends a known base with them.
+_HASHLIKE = re.compile(r"^(?:(?=[a-z]*\d)[a-z0-9]{1,10}|[bcdfghjklmnpqrstvwxz2456789]{5,10})$")
+
+
+@dataclass
+class Redactor:
+    """The consistent replacement of every identifier; `text()` applies it to a string."""
+
+    key: bytes
+    names: dict[str, str] = field(default_factory=dict)
+    name_kinds: dict[str, set[str]] = field(default_factory=dict)
+    ips: dict[str, str] = field(default_factory=dict)
+    macs: dict[str, str] = field(default_factory=dict)
+    uuids: dict[str, str] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.v4 = _PrefixMap(self.key, 32, _V4_ZONES, 16)
+        self.v6 = _PrefixMap(self.key, 128, _V6_ZONES, 64)
+        self._mac_out: set[str] = set()
+        self._taken: set[str] = set()
+        self._counters: dict[str, int] = {}
+
+    # ------------------------------------------------------------------ names
+    def add_name(self, name: str, kind: str) -> None:
+        """Register an identifier of `kind` (node, namespace, pod, service, ...)."""
+        if not isinstance(name, str) or not name:
+            return
+        name = name.strip()
+        if name in RESERVED_WORDS or (kind == "namespace" and name in KEPT_NAMESPACES):
+            if kind in ("node", "pod") or (kind == "namespace" and name not in KEPT_NAMESPACES):
+                self.warnings.append(f"{kind} name {name!r} kept: it is also a keyword")
+            return
+        if len(name) < 3 or name.isdigit() or not _TOKEN.fullmatch(name):
+            self.warnings.append(f"{kind} name {name!r} kept: too short or not a name")
+            return
+        self.name_kinds.setdefault(name, set()).add(kind)
+        if kind == "node" and "." in name:
+            self.add_name(name.split(".", 1)[0], "node")
+
+    def _fresh(self, kind: str) -> str:
+        prefix = {"node": "node", "namespace": "ns", "netns": "netns"}.get(kind, "app")
+        while True:
+            n = self._counters.get(prefix, 0) + 1
+            self._counters[prefix] = n
+            cand = f"{prefix}-r{n}"
+            if cand not in self.name_kinds and cand not in self._taken:
+                return cand
+
+    def finish_names(self) -> None:
+        """Give every registered name its replacement, bases before what extends them."""
+        order = ("node", "namespace", "service", "app", "owner", "serviceaccount", "pod",
+                 "netns")
+        for name in sorted(self.name_kinds, key=lambda n: (len(n), n)):
+            kinds = self.name_kinds[name]
+            new = None
+            # `sleep-7b85956664-z6qh7` = mapped(`sleep-7b85956664`) + "-z6qh7"
+            parts = name.split("-")
+            for cut in range(len(parts) - 1, 0, -1):
+                base = "-".join(parts[:cut])
+                rest = parts[cut:]
+                if base in self.names and all(_HASHLIKE.match(p) for p in rest):
+                    new = self.names[base] + "-" + "-".join(rest)
+                    break
+            if new is None or new in self.name_kinds or new in self._taken:
+                kind = next((k for k in order if k in kinds), "app")
+                new = self._fresh(kind)
+            self._taken.add(new)
+            self.names[name] = new
+
+    def _token(self, m: re.Match[str]) -> str:
+        tok = m.group(0)
+        got = self.names.get(tok)
+        if got is not None:
+            return got
+        if "." in tok:
+            parts = tok.split(".")
+            if any(p in self.names for p in parts):
+                return ".".join(self.names.get(p, p) for p in parts)
+        return tok
+
+    # ------------------------------------------------------------------ addresses
+    def _ip(self, text: str, length: int | None) -> str | None:
+        """The mapped form of an address (with /length when given), None if not one."""
+        try:
+            ip = ipaddress.ip_address(text)
+        except ValueError:
+            return None
+        if ip.version == 6 and ip.ipv4_mapped is not None:
+            inner = self._ip(str(ip.ipv4_mapped), None)
+            out = text[: text.rfind(":") + 1] + inner if "." in text else \
+                str(ipaddress.IPv6Address((0xFFFF << 32) | int(ipaddress.IPv4Address(inner))))
+            return out if length is None else f"{out}/{length}"
+        pm = self.v4 if ip.version == 4 else self.v6
+        width = pm.width
+        if length is not None and length > width:
+            return None
+        a = int(ip)
+        if ip.version == 6 and (a >> 118) == (0xFE80 >> 6) and ((a >> 24) & 0xFFFF) == 0xFFFE:
+            b = self._eui64(a)
+        else:
+            b = pm.map(a)
+            host_mask = (1 << (width - length)) - 1 if length is not None else 0
+            if length is not None and length < width and not (a & host_mask):
+                b &= ~host_mask  # a network stays a network of the same length
+        if b == a:
+            return text if length is None else f"{text}/{length}"
+        new = str(ipaddress.ip_address(b)) if ip.version == 6 else str(ipaddress.IPv4Address(b))
+        self.ips[str(ip)] = new
+        return new if length is None else f"{new}/{length}"
+
+    def _eui64(self, a: int) -> int:
+        """fe80::/64 with an EUI-64 interface id: rebuild the id from the mapped MAC."""
+        iid = a & ((1 << 64) - 1)
+        b = iid.to_bytes(8, "big")
+        mac = bytes([b[0] ^ 0x02, b[1], b[2], b[5], b[6], b[7]])
+        text = ":".join(f"{x:02x}" for x in mac)
+        new = bytes(int(x, 16) for x in self.mac(text).split(":"))
+        iid2 = bytes([new[0] ^ 0x02, new[1], new[2], 0xFF, 0xFE, new[3], new[4], new[5]])
+        return (a >> 64 << 64) | int.from_bytes(iid2, "big")
+
+    def mac(self, text: str) -> str:
+        """The consistent replacement of a MAC (multicast, broadcast, zero kept)."""
+        low = text.lower()
+        first = int(low[:2], 16)
+        if low in ("00:00:00:00:00:00", "ff:ff:ff:ff:ff:ff") or first & 1:
+            return text
+        got = self.macs.get(low)
+        if got is None:
+            n = 0
+            while True:
+                raw = bytearray(_keyed(self.key, f"mac{n}", low, 6))
+                raw[0] = (raw[0] & 0xFC) | (first & 0x03)  # keep the local / group bits
+                got = ":".join(f"{x:02x}" for x in raw)
+                if got != low and got not in self._mac_out:
+                    break
+                n += 1
+            self._mac_out.add(got)
+            self.macs[low] = got
+        return got.upper() if text.isupper() else got
+
+    def _addr(self, m: re.Match[str]) -> str:
+        g = m.groupdict()
+        if g.get("nft") is not None:
+            ip, length = m.group("nftip"), int(m.group("nftlen"))
+            mapped = self._ip(ip, length)
+            if mapped is None:
+                return m.group(0)
+            return m.group("nft") + mapped.rsplit("/", 1)[0] + m.group("nftmid") + str(length)
+        if g.get("v6") is not None:
+            cand, length = m.group("v6"), m.group("v6len")
+            if length is None and _MAC.match(cand):
+                return self.mac(cand)
+            mapped = self._ip(cand, int(length) if length is not None else None)
+            if mapped is not None:
+                return mapped
+            # not an address (a time "06:44:37"): only a dotted quad inside may still be one
+            return _V4_ONLY.sub(self._addr, cand) + (f"/{length}" if length is not None else "")
+        ip, length = m.group("v4"), m.group("v4len") or None
+        mapped = self._ip(ip, int(length) if length is not None else None)
+        return m.group(0) if mapped is None else mapped
+
+    def _uuid(self, m: re.Match[str]) -> str:
+        low = m.group(0).lower()
+        got = self.uuids.get(low)
+        if got is None:
+            h = bytearray(_keyed(self.key, "uuid", low, 16))
+            h[6] = (h[6] & 0x0F) | 0x40
+            h[8] = (h[8] & 0x3F) | 0x80
+            x = h.hex()
+            got = f"{x[:8]}-{x[8:12]}-{x[12:16]}-{x[16:20]}-{x[20:]}"
+            self.uuids[low] = got
+        return got
+
+    # ------------------------------------------------------------------ apply
+    def text(self, s: str) -> str:
+        """Redact one string: names, then UUIDs, then addresses (each output is final)."""
+        if self.names:
+            s = _TOKEN.sub(self._token, s)
+        s = _UUID.sub(self._uuid, s)
+        return _ADDR.sub(self._addr, s)
+
+    def walk(self, doc: Any) -> Any:
+        """Redact every string (keys included) of a JSON-like value."""
+        if isinstance(doc, str):
+            return self.text(doc)
+        if isinstance(doc, list):
+            return [self.walk(x) for x in doc]
+        if isinstance(doc, dict):
+            return {self.text(k): self.walk(v) for k, v in doc.items()}
+        return doc
+
+
+# -------------------------------------------------------------------------- collecting
+
+_OBJECT_KIND = {"pods": "pod", "services": "service", "namespaces": "namespace",
+                "nodes": "node", "endpointslices": "service"}
+_APP_LABELS = ("app", "app.kubernetes.io/name", "app.kubernetes.io/instance",
+               "service.istio.io/canonical-name", "kubernetes.io/service-name")
+
+
+def _register_cluster(red: Redactor, kind: str, doc: Any) -> None:
+    items = doc.get("items") if isinstance(doc, dict) else None
+    for item in items if isinstance(items, list) else []:
+        if not isinstance(item, dict):
+            continue
+        meta = item.get("metadata") or {}
+        spec = item.get("spec") or {}
+        ns = meta.get("namespace")
+        if isinstance(ns, str):
+            red.add_name(ns, "namespace")
+        if kind == "node":
+            red.add_name(meta.get("name"), "node")
+            for a in (item.get("status") or {}).get("addresses") or []:
+                if isinstance(a, dict) and a.get("type") in ("Hostname", "InternalDNS",
+                                                             "ExternalDNS"):
+                    red.add_name(a.get("address"), "node")
+            continue
+        if kind == "namespace":
+            red.add_name(meta.get("name"), "namespace")
+            continue
+        if ns in INFRA_NAMESPACES:
+            if isinstance(spec, dict) and isinstance(spec.get("nodeName"), str):
+                red.add_name(spec["nodeName"], "node")
+            continue
+        red.add_name(meta.get("name"), kind)
+        if isinstance(meta.get("generateName"), str):
+            red.add_name(meta["generateName"].rstrip("-"), "owner")
+        for o in meta.get("ownerReferences") or []:
+            if isinstance(o, dict) and isinstance(o.get("name"), str):
+                red.add_name(o["name"], "owner")
+                if o.get("kind") == "ReplicaSet" and "-" in o["name"]:
+                    red.add_name(o["name"].rsplit("-", 1)[0], "app")
+        labels = meta.get("labels") or {}
+        for key in _APP_LABELS:
+            if isinstance(labels, dict) and isinstance(labels.get(key), str):
+                red.add_name(labels[key], "app")
+        if isinstance(spec, dict):
+            if isinstance(spec.get("nodeName"), str):
+                red.add_name(spec["nodeName"], "node")
+            for key in ("serviceAccountName", "serviceAccount", "hostname", "subdomain"):
+                if isinstance(spec.get(key), str):
+                    red.add_name(spec[key], "serviceaccount" if "ccount" in key else "pod")
+            for c in (spec.get("containers") or []) + (spec.get("initContainers") or []):
+                if isinstance(c, dict) and isinstance(c.get("name"), str):
+                    red.add_name(c["name"], "app")
+
+
+def _register_manifest(red: Redactor, manifest: Mapping[str, Any] | None) -> None:
+    for t in (manifest or {}).get("targets", []) or []:
+        if not isinstance(t, dict):
+            continue
+        if isinstance(t.get("node"), str):
+            red.add_name(t["node"], "node")
+        pod = t.get("pod")
+        if isinstance(pod, dict):
+            if isinstance(pod.get("namespace"), str):
+                red.add_name(pod["namespace"], "namespace")
+            if isinstance(pod.get("name"), str) and pod.get("namespace") not in INFRA_NAMESPACES:
+                red.add_name(pod["name"], "pod")
+        netns = t.get("netns")
+        if isinstance(netns, dict) and isinstance(netns.get("name"), str):
+            red.add_name(netns["name"], "netns")
+
+
+_LINK_NETNS = re.compile(r"link-netns (\S+)")
+
+
+# -------------------------------------------------------------------------- the command
+
+
+@dataclass(frozen=True)
+class RedactResult:
+    """What `redact_bundle` wrote and how much it replaced."""
+
+    path: str
+    map_path: str
+    bundle_id: str
+    parent: str | None
+    counts: dict[str, int]
+    warnings: tuple[str, ...] = ()
+
+
+def private_map_path(out: str) -> str:
+    """Where the map of a redacted bundle `out` goes: beside it, never inside."""
+    return os.path.normpath(out) + ".private-map.json"
+
+
+def redact_bundle(src_path: str, out_path: str, *, key: bytes | None = None) -> RedactResult:
+    """Write a redacted copy of the bundle at `src_path` to `out_path` (dir or .tar.gz).
+
+    `key` seeds the keyed mappings (random by default: two redactions of one bundle do
+    not share replacements). Raises `UsageError` when `out_path` or its map exists,
+    `BundleError` when the source is unreadable or damaged (hashes are checked on read).
+    """
+    map_path = private_map_path(out_path)
+    check_output_path(out_path)
+    if os.path.lexists(map_path):
+        raise UsageError(f"{map_path} already exists", hint="choose another output")
+    src = open_bundle(src_path)
+    try:
+        red = Redactor(key if key is not None else os.urandom(32))
+        manifest = src.manifest
+        _register_manifest(red, manifest)
+        files: dict[str, str] = {}
+        for rel in src.paths():
+            if rel == MANIFEST:
+                continue
+            files[rel] = src.read_bytes(rel).decode("utf-8", errors="surrogateescape")
+        for kind_file, rel in CLUSTER_FILES.items():
+            if rel in files:
+                try:
+                    doc = json.loads(files[rel])
+                except ValueError as exc:
+                    raise BundleError(f"{src_path}: {rel} is not valid JSON ({exc})",
+                                      hint="redaction needs readable cluster files") from exc
+                _register_cluster(red, _OBJECT_KIND[kind_file], doc)
+        for rel, text in files.items():
+            parts = rel.split("/")
+            if len(parts) >= 2 and parts[0] == "nodes":
+                red.add_name(parts[1], "node")
+            split = split_netns_dir(rel)
+            if split and split[1] is not None:
+                red.add_name(split[1], "namespace")
+                if split[1] not in INFRA_NAMESPACES:
+                    red.add_name(split[2] or "", "pod")
+            if rel.endswith("ip-addr.txt"):
+                for m in _LINK_NETNS.finditer(text):
+                    red.add_name(m.group(1), "netns")
+        red.finish_names()
+        out_files: list[tuple[str, bytes]] = []
+        new_path: dict[str, str] = {}
+        for rel in sorted(files):
+            new_rel = red.text(rel)
+            data = red.text(files[rel]).encode("utf-8", errors="surrogateescape")
+            new_path[rel] = new_rel
+            out_files.append((new_rel, data))
+        stored = {p: d for p, d in out_files}
+        doc = _redacted_manifest(red, manifest, stored, new_path, src_path)
+    finally:
+        src.close()
+    if len(stored) != len(files):
+        raise BundleError(f"{src_path}: two files map to one path after redaction",
+                          hint="report this: the name map is not injective")
+    write_prepared(out_path, out_files, doc)
+    counts = {"names": len(red.names), "ips": len(red.ips), "macs": len(red.macs),
+              "uuids": len(red.uuids), "files": len(out_files)}
+    _write_map(map_path, red, parent=doc["redaction"]["parent"], bundle_id=doc["bundle_id"],
+               out_path=out_path)
+    return RedactResult(out_path, map_path, doc["bundle_id"], doc["redaction"]["parent"],
+                        counts, tuple(dict.fromkeys(red.warnings)))
+
+
+def _redacted_manifest(red: Redactor, manifest: Mapping[str, Any] | None,
+                       stored: dict[str, bytes], new_path: dict[str, str],
+                       src_path: str) -> dict[str, Any]:
+    """The new manifest: every string redacted, hashes and sizes of the new bytes."""
+    src = dict(manifest or {})
+    listed: set[str] = set()
+    entries: list[dict[str, Any]] = []
+    for entry in src.get("entries", []) or []:
+        if not isinstance(entry, dict):
+            continue
+        new = red.walk({k: v for k, v in entry.items() if k not in ("sha256", "size", "path")})
+        path = entry.get("path")
+        if path and path in new_path:
+            listed.add(path)
+            rel = new_path[path]
+            new = {"path": rel, **new, "size": len(stored[rel]), "sha256": sha256_hex(stored[rel])}
+        else:
+            new = {"path": None, **new, "size": None, "sha256": None}
+        entries.append(new)
+    for path, rel in sorted(new_path.items()):
+        if path not in listed:  # a hand-assembled bundle: every file becomes an entry
+            entries.append({"path": rel, "spec": rel.rsplit("/", 1)[-1], "target": "file",
+                            "transport": "file", "status": "ok", "size": len(stored[rel]),
+                            "sha256": sha256_hex(stored[rel])})
+    m = Manifest(
+        created_at=str(src.get("created_at") or rfc3339(datetime.now(UTC))),
+        collection=red.walk(src.get("collection") or {"mode": "unknown"}),
+        targets=red.walk(src.get("targets") or []),
+        entries=entries,
+        partial=bool(src.get("partial")),
+    )
+    doc = m.document()
+    for key, value in src.items():
+        if key not in doc and key != "redaction":
+            doc[key] = red.walk(value)  # fields this version does not know, redacted
+    parent = src.get("bundle_id")
+    if parent is None:
+        parent = "unmanifested:" + os.path.basename(os.path.normpath(src_path))
+    out: dict[str, Any] = {}
+    for k, v in doc.items():
+        out[k] = v
+        if k == "partial":
+            out["redaction"] = {"applied": True, "parent": parent, "rules": RULES}
+    out.setdefault("redaction", {"applied": True, "parent": parent, "rules": RULES})
+    return out
+
+
+def _write_map(path: str, red: Redactor, *, parent: str, bundle_id: str, out_path: str) -> None:
+    doc = {
+        "schema": MAP_SCHEMA,
+        "rules": RULES,
+        "note": "PRIVATE: maps redacted identifiers back to the originals. Do not share.",
+        "source_bundle_id": parent,
+        "redacted_bundle_id": bundle_id,
+        "redacted_bundle": bundle_name(out_path),
+        "names": dict(sorted(red.names.items())),
+        "name_kinds": {k: sorted(v) for k, v in sorted(red.name_kinds.items())},
+        "ips": dict(sorted(red.ips.items())),
+        "macs": dict(sorted(red.macs.items())),
+        "uuids": dict(sorted(red.uuids.items())),
+        "kept_namespaces": sorted(KEPT_NAMESPACES),
+        "warnings": list(dict.fromkeys(red.warnings)),
+    }
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as fh:
+        json.dump(doc, fh, indent=2, ensure_ascii=False)
+        fh.write("\n")
+
+
+def load_private_map(path: str) -> dict[str, Any]:
+    """Read a private map (for tests and for translating answers back)."""
+    with open(path, encoding="utf-8") as fh:
+        return json.load(fh)
+
+
+__all__ = ["RedactResult", "Redactor", "load_private_map", "private_map_path",
+           "redact_bundle"]
