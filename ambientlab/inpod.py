@@ -25,6 +25,11 @@ Topology (`ip netns` names are `<lab id>-<suffix>`, see `ambientlab.netns`):
                         \\--- ambient-worker2 eth0 172.18.0.3/16, pods 10.244.1.0/24
     pod eth0 10.244.X.Y/24 <-> node vethXXXXXXXX 10.244.X.1/32, `10.244.X.Y dev veth scope host`
 
+Each node also has its ztunnel pod (istio-system/ztunnel-*, in the node's podCIDR, wired like
+the other pods) whose netns serves ztunnel's admin API on 127.0.0.1:15000 with a
+`config_dump` derived from the lab's pods (`ambientlab.ztunnel_admin`); `targets()` marks
+it `"ztunnel": true`, so `collect --local --targets` reads it.
+
 Faults (`inject`): see `FAULTS`. Everything is torn down by `teardown()` / `with`.
 """
 
@@ -41,7 +46,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ambientlab import inpod_rules
+from ambientlab import inpod_rules, ztunnel_admin
 from ambientlab.emulate import Landing
 from ambientlab.inpod_emulate import connect_in
 from ambientlab.netns import Lab, LabError, Netns
@@ -193,9 +198,11 @@ PODS = (
     ),
 )
 ZTUNNELS = (
-    PodDef("istio-system", "ztunnel-5kx2v", "10.244.2.3", "ambient-worker", "ztunnel", "none", "-"),
     PodDef(
-        "istio-system", "ztunnel-8d4fh", "10.244.1.2", "ambient-worker2", "ztunnel", "none", "-"
+        "istio-system", "ztunnel-5kx2v", "10.244.2.3", "ambient-worker", "ztunnel", "none", "zt1"
+    ),
+    PodDef(
+        "istio-system", "ztunnel-8d4fh", "10.244.1.2", "ambient-worker2", "ztunnel", "none", "zt2"
     ),
 )
 SERVICES = (
@@ -274,7 +281,7 @@ def kube_proxy_restore(pods: Iterable[PodDef]) -> str:
 
 @dataclass
 class _Proc:
-    role: str  # "ztunnel" | "app" | "envoy"
+    role: str  # "ztunnel" | "app" | "envoy" | "admin" (ztunnel pod's admin API)
     proc: subprocess.Popen[bytes]
 
 
@@ -353,13 +360,14 @@ class InpodLab:
                 ]
             )
             ns.sysctl([("net.ipv4.ip_forward", 1)])
-        for pod in self.pod_defs:
+        for pod in (*self.pod_defs, *ZTUNNELS):
             self._add_pod(pod)
         for node in NODES:
             self._node_rules(node)
         for pod in self.pod_defs:
             self._pod_rules(pod)
             self._start_processes(pod)
+        self._start_ztunnel_admins()
         self._ns_labels = {
             "default": {"istio.io/dataplane-mode": "ambient"},
             "legacy": {"istio-injection": "enabled"},
@@ -448,6 +456,21 @@ class InpodLab:
             self._spawn(pod, "envoy", ["0.0.0.0:15001", "0.0.0.0:15006"], "envoy", uid=ENVOY_UID)
         if pod.ports:
             self._spawn(pod, "app", [f"0.0.0.0:{p}" for p in pod.ports], pod.app)
+
+    def _start_ztunnel_admins(self) -> None:
+        """Each ztunnel pod's admin API on its own netns's 127.0.0.1:15000, serving the
+        config_dump istiod's view of this lab gives (`ambientlab.ztunnel_admin`)."""
+        pods = [self._pod_json(p) for p in (*self.pod_defs, *ZTUNNELS)]
+        svcs = [self._svc_json(s) for s in SERVICES if self.mixed or s.namespace != "legacy"]
+        for zt in ZTUNNELS:
+            dump = self.lab.workdir / f"config_dump-{zt.node}.json"
+            ztunnel_admin.write_dump(dump, ztunnel_admin.config_dump(pods, svcs, zt.node))
+            ns = self.pods[pod_logical(zt)]
+            argv = ztunnel_admin.serve_argv(dump)
+            proc = self.lab.spawn(ns, argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                  env=ztunnel_admin.spawn_env())
+            _wait_ready(proc, f"ztunnel admin in {zt.name}")
+            self.procs.setdefault(pod_logical(zt), []).append(_Proc("admin", proc))
 
     def stop(self, logical: str, role: str) -> None:
         """Stop one emulated process (e.g. the ztunnel of a pod)."""
@@ -646,6 +669,16 @@ class InpodLab:
                 {"namespace": p.namespace, "name": p.name, "netns": self.pods[pod_logical(p)].name}
                 for p in self.pod_defs
                 if p.node == node.name
+            ]
+            pods += [
+                {
+                    "namespace": z.namespace,
+                    "name": z.name,
+                    "netns": self.pods[pod_logical(z)].name,
+                    "ztunnel": True,
+                }
+                for z in ZTUNNELS
+                if z.node == node.name
             ]
             nodes.append(
                 {"name": node.name, "host_netns": self.nodes[node.name].name, "pods": pods}

@@ -333,7 +333,8 @@ CASES: list[Case] = [
     # ---- 3xx
     Case("AMB301", "inpod", lambda b: {f"{PP}/iptables-save.txt": drop_lines(r"ISTIO_")},
          node="ambient-worker2", pod="default/productpage-v1-7c548b785b-w9zl6",
-         where=f"{PP}/iptables-save.txt"),
+         where=f"{PP}/iptables-save.txt",
+         also=("AMB310",)),  # the example's config_dump still lists it HBONE (#61182)
     Case("AMB302", "inpod", lambda b: {f"{PP}/iptables-save.txt": sub(r" ! --dport 15008", "")},
          node="ambient-worker2", pod="default/productpage-v1-7c548b785b-w9zl6",
          where=f"{PP}/iptables-save.txt"),
@@ -461,16 +462,16 @@ def test_check_is_quiet_on_the_healthy_base(case: Case, base_reports: dict[str, 
     assert results, f"{case.check} has no target on {case.base}"
     assert not [r for r in results if r.status in (CheckStatus.FAILED, CheckStatus.ERRORED)], \
         [(r.target, r.findings) for r in results if r.findings]
-    if case.check == "AMB310":  # needs a config_dump; the examples have none: skipped, not passed
-        assert {r.status for r in results} == {CheckStatus.SKIPPED}
-        assert all("config_dump.json" in (r.reason or "") for r in results)
+    if case.check == "AMB310":  # the in-pod examples carry each node's config_dump
+        assert {r.status for r in results} == {CheckStatus.PASSED}
     else:
         assert any(r.status == CheckStatus.PASSED for r in results), results
 
 
 def test_amb310_passes_when_ztunnel_agrees(tmp_path: Path) -> None:
     bundle = mutate(INPOD, tmp_path, {"nodes/ambient-worker2/ztunnel/config_dump.json":
-                                      _config_dump(INPOD, "ambient-worker2")})
+                                      _config_dump(INPOD, "ambient-worker2"),
+                                      "nodes/ambient-worker/ztunnel/config_dump.json": None})
     results = run_checks(load_snapshot(str(bundle)), only=["AMB310"])
     by_target = {r.target: r.status for r in results}
     assert by_target["node/ambient-worker2"] == CheckStatus.PASSED

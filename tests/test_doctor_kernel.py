@@ -52,6 +52,9 @@ INPOD_FAULTS = {
     "sidecar-in-ambient-namespace": ("AMB308", "warning", "cluster/namespaces.json"),
     "ztunnel-not-listening-productpage": ("AMB304", "error", PP + "ss-listen.txt"),
 }
+# Faults that, by design, also show elsewhere: with its rules gone, productpage is still
+# HBONE in ztunnel's config_dump (the lab serves one): istio/istio#61182, AMB310.
+INPOD_ALSO = {"chains-missing-productpage": {"AMB310"}}
 
 
 def _doctor(bundle: Path) -> Report:
@@ -159,5 +162,5 @@ def test_inpod_fault_is_flagged_with_evidence_in_the_faulted_netns(
     hits = [f for f in report.findings if f.check_id == check and f.severity.value == severity
             and any(e.path.startswith(where) for e in f.evidence)]
     assert hits, _summary(report)
-    others = {f.check_id for f in report.findings} - {check}
+    others = {f.check_id for f in report.findings} - {check} - INPOD_ALSO.get(fault, set())
     assert not others, _summary(report)

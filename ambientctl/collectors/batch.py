@@ -46,7 +46,7 @@ from dataclasses import dataclass
 
 from ambientctl.bundle.layout import valid_name
 from ambientctl.collectors.exec_outcome import missing_binary
-from ambientctl.collectors.specs import NETNS_SPECS, VERSION_SPECS, specs_for
+from ambientctl.collectors.specs import NETNS_SPECS, VERSION_SPECS, ZTUNNEL_SPECS, specs_for
 from ambientctl.collectors.transport import NetnsRef, Transport
 from ambientctl.errors import TransportError, UsageError
 from ambientctl.raw import ExecResult
@@ -56,6 +56,9 @@ CATALOGUE: tuple[tuple[str, ...], ...] = tuple(
     dict.fromkeys([s.argv for s in NETNS_SPECS] + [v.argv for v in VERSION_SPECS])
 )
 INDEX: dict[tuple[str, ...], int] = {argv: i for i, argv in enumerate(CATALOGUE)}
+# The ztunnel admin reads: allowed one by one, never batched (one per node, and the
+# target is the ztunnel pod's netns, whose own dump the batch already covered).
+ADMIN: frozenset[tuple[str, ...]] = frozenset(s.argv for s in ZTUNNEL_SPECS)
 
 _PROLOGUE = r"""n=$1 t=$2
 shift 2
@@ -182,15 +185,16 @@ _TOKEN = re.compile(r"^(=|@[a-z0-9][-a-z0-9.]*|%/[A-Za-z0-9._/-]+|\d{1,4})$")
 
 
 def is_allowed(argv: Sequence[str]) -> bool:
-    """May a remote transport send `argv`? Only three shapes ever may:
+    """May a remote transport send `argv`? Only these shapes ever may:
 
-    - a catalogue argv exactly (`specs.NETNS_SPECS` / `VERSION_SPECS`);
+    - a catalogue argv exactly (`specs.NETNS_SPECS` / `VERSION_SPECS`), or a ztunnel
+      admin read exactly (`specs.ZTUNNEL_SPECS`);
     - `sh -c SCRIPT sh NONCE TIMEOUT TOKEN...` with the batch SCRIPT constant and tokens of
       the documented shapes (netns names DNS-1123, paths plain and without `..`);
     - `sh -c DISCOVERY_SCRIPT sh NONCE DIR`.
     """
     argv = tuple(argv)
-    if argv in INDEX:
+    if argv in INDEX or argv in ADMIN:
         return True
     if len(argv) < 6 or argv[:2] != ("sh", "-c") or argv[3] != "sh" or not _NONCE.match(argv[4]):
         return False

@@ -24,18 +24,29 @@ What the client's defaults get wrong, and what this module does instead
 
 The argv is sent as repeated `command=` query parameters, which the API documents as
 "not executed within a shell". The kubernetes package is imported only when used.
+
+`KubePortForwardTransport` reads ztunnel's admin API (`specs.ZTUNNEL_SPECS`) where exec
+cannot: the ztunnel image is distroless (no curl, no shell), but the API server's
+`pods/portforward` (WebSocket subprotocol `v4.channel.k8s.io`: per port a data channel
+2i and an error channel 2i+1, each opened by a frame holding the port number, little
+endian) connects to localhost:PORT inside the pod's netns - where the admin listens. It
+"runs" only the admin argv, with curl's meaning: one GET, `--fail` (HTTP >= 400 -> exit
+22), `--max-time`, and a refused connection (the kubelet's error-channel text says
+"connection refused") -> exit 7, like curl's "Failed to connect".
 """
 
 from __future__ import annotations
 
 import contextlib
 import copy
+import http.client
 import json
 import re
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit
 
 from ambientctl.collectors.exec_outcome import Deadline, missing_binary, runtime_says_missing
 from ambientctl.collectors.transport import NetnsRef
@@ -300,3 +311,96 @@ class KubeExecTransport:
                 with contextlib.suppress(Exception):  # closing is best effort
                     c.close()
             self._clients.clear()
+
+
+class KubePortForwardTransport:
+    """Fetches a ztunnel admin URL through `pods/portforward` (see the module docstring)."""
+
+    name = "kube"
+
+    def __init__(
+        self,
+        namespace: str,
+        pod: str,
+        *,
+        client_factory: Callable[[], Any] | None = None,
+        connect_timeout: float = CONNECT_TIMEOUT,
+    ) -> None:
+        self.namespace, self.pod = namespace, pod
+        self._factory = client_factory or ClientFactory(timeout=connect_timeout)
+        self.connect_timeout = connect_timeout
+
+    def describe_wrapper(self, netns: NetnsRef) -> tuple[str, ...]:
+        """The kubectl equivalent: forward the port, then run the argv against it."""
+        return ("kubectl", "port-forward", "-n", self.namespace, f"pod/{self.pod}")
+
+    @staticmethod
+    def _request(argv: Sequence[str]) -> tuple[int, str, float | None]:
+        """(port, path, max_time) of an admin argv; anything else is refused."""
+        from ambientctl.collectors.specs import ZTUNNEL_SPECS
+
+        if tuple(argv) not in {s.argv for s in ZTUNNEL_SPECS}:
+            raise TransportError(f"kube port-forward runs only the ztunnel admin reads, not {argv[0]}")
+        url = urlsplit(argv[-1])
+        max_time = float(argv[argv.index("--max-time") + 1]) if "--max-time" in argv else None
+        return int(url.port or 80), url.path or "/", max_time
+
+    def run(self, argv: Sequence[str], *, netns: NetnsRef | None, timeout: float) -> ExecResult:
+        import websocket
+        from kubernetes import client as k8s
+        from kubernetes.stream import portforward
+
+        port, path, max_time = self._request(argv)
+        deadline = Deadline(min(timeout, max_time) if max_time else timeout)
+        where = f"kube port-forward {self.namespace}/{self.pod}:{port}"
+        websocket.setdefaulttimeout(self.connect_timeout)
+        api_client = self._factory()  # its own ApiClient: stream() patches it (python#928)
+        try:
+            try:
+                api = k8s.CoreV1Api(api_client)
+                pf = portforward(
+                    api.connect_get_namespaced_pod_portforward, self.pod, self.namespace,
+                    ports=str(port),
+                )
+            except Exception as exc:  # noqa: BLE001 - ApiException, urllib3/websocket errors
+                raise api_error(exc, where) from None
+            try:
+                return self._get(pf, port, path, deadline, where)
+            finally:
+                with contextlib.suppress(Exception):  # closing is best effort
+                    pf.close()
+        finally:
+            with contextlib.suppress(Exception):
+                api_client.close()
+
+    @staticmethod
+    def _get(pf: Any, port: int, path: str, deadline: Deadline, where: str) -> ExecResult:
+        sock = pf.socket(port)
+        sock.settimeout(max(deadline.remaining(), 0.001))
+        conn = http.client.HTTPConnection("127.0.0.1", port)
+        conn.sock = sock  # the forwarded stream; no TCP connect on this side
+        try:
+            conn.request("GET", path, headers={"Accept": "*/*", "Connection": "close"})
+            resp = conn.getresponse()
+            body = resp.read()
+        except TimeoutError:
+            return ExecResult(None, b"", b"", deadline.elapsed_ms(), timed_out=True)
+        except (http.client.HTTPException, OSError) as exc:
+            error = str(pf.error(port) or "").strip()
+            if "connection refused" in error.lower():
+                # curl's exit 7 ("Failed to connect"): nothing listens on the admin port.
+                return ExecResult(7, b"", error.encode() + b"\n", deadline.elapsed_ms())
+            if not error and isinstance(exc, http.client.RemoteDisconnected):
+                err = b"curl: (52) Empty reply from server\n"
+                return ExecResult(52, b"", err, deadline.elapsed_ms())
+            if not error and isinstance(exc, http.client.BadStatusLine):
+                # curl's exit 1: the listener answered, but not with HTTP/1.x.
+                err = b"curl: (1) Received HTTP/0.9 when not allowed\n"
+                return ExecResult(1, b"", err, deadline.elapsed_ms())
+            raise TransportError(
+                f"{where}: {error or f'the forwarded stream ended early ({exc})'}"
+            ) from None
+        if resp.status >= 400:  # curl --fail
+            err = f"curl: (22) The requested URL returned error: {resp.status}\n"
+            return ExecResult(22, b"", err.encode(), deadline.elapsed_ms())
+        return ExecResult(0, body, b"", deadline.elapsed_ms())

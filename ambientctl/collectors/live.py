@@ -16,6 +16,12 @@ Sources (pick one; `--node` / `--namespace` filter the targets):
   2022 design's redirection target). Images may lack the tools: what could not be seen,
   and which source would see it, is recorded in the manifest (`collection.not_seen`).
 
+ztunnel's admin `config_dump` (localhost:15000 inside the ztunnel pod's own netns) is one
+more target per ztunnel pod (`Target.ztunnel_target`): kind and SSH run the node's curl
+inside the ztunnel pod's netns (one exec, not batched); Kubernetes-exec-only collection
+cannot (distroless ztunnel: no curl, no shell), so it fetches the same URL through the API
+server's pod port-forward (`kube.KubePortForwardTransport`, route `portforward/NS/POD`).
+
 Routing: the runner hands a transport only the target's netns, so each target's netns
 is a `RoutedNetns` that also names the node transport (`route`) and the target kind
 (what the batch runs). Each node transport sits behind `AllowlistTransport` (nothing
@@ -27,6 +33,7 @@ per node, concurrently, through the same allowlisted transports.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import sys
 from collections.abc import Callable, Sequence
@@ -60,7 +67,7 @@ class RoutedNetns(NetnsRef):
     """A netns plus which node transport reaches it and what kind of target it is."""
 
     route: str = ""
-    kind: str = ""  # "node" | "pod"
+    kind: str = ""  # "node" | "pod" | "ztunnel"
 
 
 @dataclass(frozen=True)
@@ -207,8 +214,10 @@ def _node_targets(
     *,
     netns_dir: str = NETNS_DIR,
     by_path: bool = False,
+    ztunnel_admin: bool = True,
 ) -> list[Target]:
-    """The node's own netns + the netns of each of its pods found in `netns_dir`."""
+    """The node's own netns + the netns of each of its pods found in `netns_dir`; with
+    `ztunnel_admin`, the node's ztunnel pod once more, for its admin `config_dump`."""
     targets = [Target.node_target(node, RoutedNetns(route=route, kind="node"))]
     if view is None:
         return targets
@@ -216,6 +225,9 @@ def _node_targets(
     mapping = map_netns(found, view.pods_on(node))
     if mapping.unmapped or mapping.ambiguous:
         notes.setdefault("unmapped_netns", {})[node] = sorted(mapping.unmapped + mapping.ambiguous)
+    zt = istio_pods(view, node).get("ztunnel") if ztunnel_admin else None
+    zt_key = pod_key(zt) if zt is not None else None
+    admin: list[Target] = []
     for netns, (namespace, pod) in sorted(mapping.pods.items(), key=lambda kv: kv[1]):
         if not _wanted_pod(opts, namespace):
             continue
@@ -225,7 +237,11 @@ def _node_targets(
             else RoutedNetns(name=netns, route=route, kind="pod")
         )
         targets.append(Target.pod_target(node, namespace, pod, ref))
-    return targets
+        if (namespace, pod) == zt_key:
+            admin.append(
+                Target.ztunnel_target(node, namespace, pod, dataclasses.replace(ref, kind="ztunnel"))
+            )
+    return targets + admin
 
 
 def _batched(t: Transport, opts: LiveOptions) -> BatchingTransport:
@@ -331,7 +347,7 @@ def plan_ssh(opts: LiveOptions) -> LivePlan:
 
 def plan_kube(opts: LiveOptions) -> LivePlan:
     """Kubernetes exec only: istio-cni node pods (+ pod netns) and ztunnel pods."""
-    from ambientctl.collectors.kube import KubeExecTransport
+    from ambientctl.collectors.kube import KubeExecTransport, KubePortForwardTransport
 
     factory, view, _ = _cluster(opts, opts.context, required=True)
     assert view is not None
@@ -367,6 +383,12 @@ def plan_kube(opts: LiveOptions) -> LivePlan:
                 )
             )
             routes[route] = _batched(inner[route], opts)
+            if pod is pods.get("ztunnel"):
+                routes[f"portforward/{route}"] = AllowlistTransport(
+                    KubePortForwardTransport(
+                        ns, name, client_factory=factory, connect_timeout=opts.connect_timeout
+                    )
+                )
         work.append((node, pods))
 
     def node_plan(item: tuple[str, dict[str, dict[str, Any]]]) -> list[Target]:
@@ -384,6 +406,7 @@ def plan_kube(opts: LiveOptions) -> LivePlan:
                 notes,
                 netns_dir=opts.cni_netns_dir,
                 by_path=True,
+                ztunnel_admin=False,  # read through port-forward below, not the cni pod
             )
             mapped = {(t.namespace, t.pod) for t in targets if t.kind == "pod"}  # type: ignore[misc]
         else:
@@ -402,6 +425,10 @@ def plan_kube(opts: LiveOptions) -> LivePlan:
             targets.append(
                 Target.pod_target(node, ns, name, RoutedNetns(route=f"{ns}/{name}", kind="pod"))
             )
+        if zt is not None and _wanted_pod(opts, pod_key(zt)[0]):
+            ns, name = pod_key(zt)
+            ref = RoutedNetns(route=f"portforward/{ns}/{name}", kind="ztunnel")
+            targets.append(Target.ztunnel_target(node, ns, name, ref))
         return targets
 
     results = _parallel(node_plan, work, opts.concurrency)
@@ -462,12 +489,15 @@ def _not_seen(plan: LivePlan, outputs: Sequence[Any]) -> list[dict[str, Any]]:
         "docker": "--ssh, or install the tools in the node image",
         "ssh": "install the tools on the node (iptables, iproute2, ipset, nftables)",
     }[plan.transport.name]
+    # ztunnel's config_dump needs curl on the node; the API server's port-forward
+    # (collection without --kind/--ssh) reaches the admin port without any binary.
+    admin = "the Kubernetes API (collect without --kind/--ssh: port-forward to :15000)"
     return [
         {
             "target": t,
             "what": sorted(set(b)),
             "why": "binary not found on the target",
-            "seen_by": other,
+            "seen_by": admin if t.startswith("ztunnel/") else other,
         }
         for t, b in sorted(missing.items())
     ]

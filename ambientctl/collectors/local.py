@@ -176,8 +176,11 @@ def targets_from_document(doc: object, *, source: str) -> list[Target]:
     """Targets from a `--targets` JSON document (several emulated nodes on one machine).
 
     Shape: {"nodes": [{"name": N, "host_netns": NETNS | null,
-                       "pods": [{"namespace": NS, "name": P, "netns": NETNS}]}]}
-    `host_netns` null (or absent) means the current network namespace.
+                       "pods": [{"namespace": NS, "name": P, "netns": NETNS,
+                                 "ztunnel": true}]}]}
+    `host_netns` null (or absent) means the current network namespace. `ztunnel` (optional,
+    default false) marks the node's ztunnel pod: besides its netns dump, its admin
+    `config_dump` is read from inside its netns (one per node).
     """
     def bad(why: str) -> UsageError:
         return UsageError(f"{source}: {why}", hint='expected {"nodes": [{"name": ..., ...}]}')
@@ -185,6 +188,7 @@ def targets_from_document(doc: object, *, source: str) -> list[Target]:
     if not isinstance(doc, dict) or not isinstance(doc.get("nodes"), list):
         raise bad('no "nodes" list')
     targets: list[Target] = []
+    zt_nodes: list[str] = []
     current_used = False
     for i, node in enumerate(doc["nodes"]):
         if not isinstance(node, dict) or not isinstance(node.get("name"), str):
@@ -208,9 +212,18 @@ def targets_from_document(doc: object, *, source: str) -> list[Target]:
                 isinstance(pod.get(k), str) for k in ("namespace", "name", "netns")
             ):
                 raise bad(f"nodes[{i}].pods[{j}] needs namespace, name and netns strings")
-            targets.append(
-                Target.pod_target(node["name"], pod["namespace"], pod["name"], netns_ref(pod["netns"]))
-            )
+            ref = netns_ref(pod["netns"])
+            targets.append(Target.pod_target(node["name"], pod["namespace"], pod["name"], ref))
+            ztunnel = pod.get("ztunnel", False)
+            if not isinstance(ztunnel, bool):
+                raise bad(f"nodes[{i}].pods[{j}].ztunnel must be true or false")
+            if ztunnel:
+                if zt_nodes.count(node["name"]):
+                    raise bad(f"nodes[{i}] has two ztunnel pods; a node runs one")
+                zt_nodes.append(node["name"])
+                targets.append(
+                    Target.ztunnel_target(node["name"], pod["namespace"], pod["name"], ref)
+                )
     if not targets:
         raise bad("no targets")
     return targets

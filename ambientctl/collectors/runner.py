@@ -33,7 +33,12 @@ from ambientctl.bundle.writer import (
     rfc3339,
     write_bundle,
 )
-from ambientctl.collectors.specs import NETNS_SPECS, VERSION_SPECS, CommandSpec, VersionSpec
+from ambientctl.collectors.specs import (
+    ALL_SPECS,
+    VERSION_SPECS,
+    CommandSpec,
+    VersionSpec,
+)
 from ambientctl.collectors.transport import NetnsRef, Transport
 from ambientctl.errors import CollectionError, TransportError, UsageError
 from ambientctl.raw import ExecResult, RawOutput, RawStatus
@@ -47,12 +52,14 @@ class Target:
     """One network namespace to collect: a node's own, or one pod's.
 
     `id` is "node/<node>" or "pod/<namespace>/<name>" (the manifest's target ids);
-    `dir` is its bundle directory from `layout`. Names are validated here, once, before
+    `dir` is its bundle directory from `layout`. A "ztunnel" target
+    ("ztunnel/<namespace>/<name>") is the ztunnel pod's netns once more, for the reads
+    that are not netns dumps (its admin `config_dump`), stored under `nodes/<node>/ztunnel`. Names are validated here, once, before
     any of them reaches a path or an argv.
     """
 
     id: str
-    kind: str  # "node" | "pod"
+    kind: str  # "node" | "pod" | "ztunnel"
     node: str
     netns: NetnsRef
     namespace: str | None = None
@@ -63,6 +70,8 @@ class Target:
         """The bundle directory of this target's files."""
         if self.kind == "node":
             return layout.host_dir(self.node)
+        if self.kind == "ztunnel":
+            return layout.config_dump_path(self.node).rsplit("/", 1)[0]
         assert self.namespace is not None and self.pod is not None
         return layout.pod_dir(self.node, self.namespace, self.pod)
 
@@ -89,10 +98,23 @@ class Target:
             pod=pod,
         )
 
+    @classmethod
+    def ztunnel_target(cls, node: str, namespace: str, pod: str, netns: NetnsRef) -> Target:
+        """ztunnel pod `namespace/pod` on `node`, for its admin API (see the class doc)."""
+        base = cls.pod_target(node, namespace, pod, netns)
+        return cls(
+            id=f"ztunnel/{namespace}/{pod}",
+            kind="ztunnel",
+            node=base.node,
+            netns=base.netns,
+            namespace=namespace,
+            pod=pod,
+        )
+
     def describe(self) -> dict[str, object]:
         """The manifest's view of this target."""
         doc: dict[str, object] = {"id": self.id, "kind": self.kind, "node": self.node}
-        if self.kind == "pod":
+        if self.kind in ("pod", "ztunnel"):
             doc["pod"] = {"namespace": self.namespace, "name": self.pod}
         netns = {
             k: v
@@ -127,7 +149,7 @@ class Plan:
     """What to collect: targets (in manifest order) and the specs to run on each."""
 
     targets: tuple[Target, ...]
-    specs: tuple[CommandSpec, ...] = NETNS_SPECS
+    specs: tuple[CommandSpec, ...] = ALL_SPECS
     versions: tuple[VersionSpec, ...] = VERSION_SPECS
 
     def __post_init__(self) -> None:
@@ -261,6 +283,12 @@ class Runner:
                 note = f"killed after {limit:g}s"
             elif status is RawStatus.NOT_FOUND:
                 note = f"{spec.binary} is not installed on the target"
+                if spec.missing_hint:
+                    note += f"; {spec.missing_hint}"
+            elif status is RawStatus.NONZERO_EXIT and res.exit_code in spec.absent_exit_codes:
+                # The source is not there (see CommandSpec.absent_exit_codes): data, not a
+                # failed collection.
+                status, note = RawStatus.SKIPPED, spec.absent_reason or "source absent"
             stdout = res.stdout
             if status is RawStatus.OK and spec.keep is not None and not spec.keep(stdout):
                 note = spec.keep_reason or "output not kept"
@@ -407,7 +435,7 @@ def run_plan(
     *,
     timeout: float = DEFAULT_TIMEOUT,
     concurrency: int = DEFAULT_CONCURRENCY,
-    specs: tuple[CommandSpec, ...] = NETNS_SPECS,
+    specs: tuple[CommandSpec, ...] = ALL_SPECS,
     progress: Callable[[str], None] | None = None,
 ) -> RunResult:
     """Convenience: build a `Plan` and run it."""

@@ -18,6 +18,15 @@ Why these commands:
 
 Tool versions are evidence for the parsers (iproute2 changed `ip -j rule` keys before), so
 `VERSION_SPECS` are run once per node and recorded in the manifest, not stored as files.
+
+`ZTUNNEL_SPECS` hold the one read that is not a netfilter/iproute2 dump: ztunnel's admin
+`GET /config_dump` (istio-datapath.md §4.3). The admin API listens on localhost:15000 inside
+the ztunnel pod's OWN netns, so the request must be made from inside that netns; the
+ztunnel image is distroless (no curl, no shell), so node-level sources (`--local`,
+`--kind`, `--ssh`) run the node's curl there, and Kubernetes-exec-only collection fetches
+the same URL through the API server's pod port-forward (`kube.KubePortForwardTransport`).
+Only targets of kind "ztunnel" (one per ztunnel pod) get it; its file lands at
+`layout.config_dump_path(node)`.
 """
 
 from __future__ import annotations
@@ -50,6 +59,13 @@ class CommandSpec:
     keep: Callable[[bytes], bool] | None = None
     keep_reason: str | None = None  # manifest note when `keep` refused the output
     targets: frozenset[str] = frozenset({"node", "pod"})
+    # Exit codes that mean "the source does not exist in this netns" rather than "the
+    # collection failed" (curl exit 7: nothing listens on the admin port): recorded as
+    # skipped with `absent_reason`, not as a failure that marks the bundle partial.
+    absent_exit_codes: frozenset[int] = frozenset()
+    absent_reason: str | None = None
+    # Which other source sees the data when the binary is missing on the target.
+    missing_hint: str | None = None
     # Multiplies the per-command timeout: `nft -j list ruleset` over iptables-nft tables
     # takes ~30 s where iptables-save takes 1.4 s (perf-reliability.md 1.7, and measured
     # again here through every transport on a 630k-rule node).
@@ -112,6 +128,44 @@ NETNS_SPECS: tuple[CommandSpec, ...] = (
     CommandSpec("sysctl", "sysctl.txt", ("sysctl", "net")),
 )
 
+ZTUNNEL_ADMIN_PORT = 15000
+ZTUNNEL_ADMIN_PATH = "/config_dump"
+# Read-only: one GET; `--fail` turns an HTTP error into exit 22 instead of storing the error
+# page as JSON; `--max-time` bounds a hung admin server (curl(1) EXIT CODES: 7 = could not
+# connect, 22 = HTTP error, 28 = timeout).
+ZTUNNEL_ADMIN_ARGV: tuple[str, ...] = (
+    "curl",
+    "-sS",
+    "--fail",
+    "--max-time",
+    "10",
+    f"http://127.0.0.1:{ZTUNNEL_ADMIN_PORT}{ZTUNNEL_ADMIN_PATH}",
+)
+
+ZTUNNEL_SPECS: tuple[CommandSpec, ...] = (
+    CommandSpec(
+        "ztunnel-config-dump",
+        "config_dump.json",
+        ZTUNNEL_ADMIN_ARGV,
+        targets=frozenset({"ztunnel"}),
+        # 7: nothing listens; 1: with this fixed http:// URL, only "Received HTTP/0.9 when
+        # not allowed" - the listener does not speak HTTP/1.x (not ztunnel's admin API).
+        absent_exit_codes=frozenset({1, 7}),
+        absent_reason=(
+            f"no ztunnel admin API on 127.0.0.1:{ZTUNNEL_ADMIN_PORT} in the ztunnel pod's "
+            "netns (curl exit 7: nothing listens; exit 1: the listener does not answer "
+            "HTTP): ztunnel down, or not the Rust ztunnel; not stored"
+        ),
+        missing_hint=(
+            "curl is not on the node; `collect` without --kind/--ssh/--local (Kubernetes "
+            "API port-forward to the ztunnel pod's :15000) fetches it"
+        ),
+    ),
+)
+
+# Every spec a plan may run: each target kind picks its own (`specs_for`).
+ALL_SPECS: tuple[CommandSpec, ...] = NETNS_SPECS + ZTUNNEL_SPECS
+
 VERSION_SPECS: tuple[VersionSpec, ...] = (
     VersionSpec("iptables", ("iptables", "--version")),
     VersionSpec("iproute2", ("ip", "-V")),
@@ -122,10 +176,17 @@ VERSION_SPECS: tuple[VersionSpec, ...] = (
 
 
 def specs_for(kind: str, specs: tuple[CommandSpec, ...] = NETNS_SPECS) -> tuple[CommandSpec, ...]:
-    """The specs that apply to a target of `kind` ("node" or "pod"), in catalogue order."""
+    """The specs that apply to a target of `kind` ("node", "pod"; "ztunnel" with
+    `specs=ALL_SPECS`), in catalogue order."""
     return tuple(s for s in specs if kind in s.targets)
 
 
 def all_argv() -> list[tuple[str, ...]]:
     """Every argv the catalogue can run (files and versions): what the read-only test checks."""
     return [s.argv for s in NETNS_SPECS] + [v.argv for v in VERSION_SPECS]
+
+
+def admin_argv() -> list[tuple[str, ...]]:
+    """The argv of the ztunnel admin reads (not in the batch catalogue: run one by one,
+    or through the API server's port-forward); the read-only test checks them too."""
+    return [s.argv for s in ZTUNNEL_SPECS]

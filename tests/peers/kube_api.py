@@ -14,6 +14,14 @@ kubernetes Python client (built on the `websockets` library's sync server):
         `reason: NonZeroExitCode` and `details.causes[{reason: ExitCode, message: "N"}]`
         (what kubelet's remotecommand server writes), or `reason: InternalError` when the
         container runtime cannot start the binary.
+    GET /api/v1/namespaces/{ns}/pods/{name}/portforward?ports=P[,Q]
+        WebSocket upgrade, subprotocol `v4.channel.k8s.io` (kubelet's websocket port
+        forward): per requested port i a data channel 2i and an error channel 2i+1, each
+        opened by a frame carrying the port number (uint16, little endian); bytes on the
+        data channel go to a REAL TCP connection to 127.0.0.1:P inside the pod's network
+        namespace (the one its exec lands in) and back; a failed connect is reported on the
+        error channel with kubelet's wording ("... connect: connection refused"), then the
+        stream is closed.
 
 List responses have the API server's shape (`kind: PodList`, items without kind /
 apiVersion) and, like a real cluster, pods carry things a collector must NOT copy:
@@ -29,6 +37,7 @@ image; anything else is "executable file not found". `latency` delays each exec;
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import http
 import json
@@ -84,6 +93,7 @@ class KubeApi:
     enrich: bool = True
     drop_status: bool = False  # close exec streams without a status (a truncated stream)
     exec_count: int = 0
+    forward_count: int = 0
     requests: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
@@ -159,6 +169,9 @@ class KubeApi:
         m = re.match(r"^/api/v1/namespaces/([^/]+)/pods/([^/]+)/exec$", path)
         if m:
             return self._check_exec(m.group(1), m.group(2), query, request)
+        m = re.match(r"^/api/v1/namespaces/([^/]+)/pods/([^/]+)/portforward$", path)
+        if m:
+            return self._check_portforward(m.group(1), m.group(2), query, request)
         if path == "/version":
             return _json(
                 200,
@@ -195,6 +208,7 @@ class KubeApi:
                     [
                         ("pods", "Pod", True, ["get", "list"]),
                         ("pods/exec", "PodExecOptions", True, ["create", "get"]),
+                        ("pods/portforward", "PodPortForwardOptions", True, ["create", "get"]),
                         ("nodes", "Node", False, ["get", "list"]),
                         ("services", "Service", True, ["get", "list"]),
                         ("namespaces", "Namespace", False, ["get", "list"]),
@@ -278,8 +292,87 @@ class KubeApi:
             return _status(400, "BadRequest", "Upgrade request required")
         return None  # go on with the WebSocket handshake
 
+    # ------------------------------------------------------------------ port-forward
+    def _forward_netns(self, ns: str, name: str) -> str | None:
+        """The named netns a pod's port-forward connects in (its exec target's netns)."""
+        target = self.exec_targets.get((ns, name))
+        if target is None or target.prefix[:3] != ["ip", "netns", "exec"]:
+            return None
+        return target.prefix[3]
+
+    def _check_portforward(
+        self, ns: str, name: str, query: dict[str, list[str]], request: Any
+    ) -> Response | None:
+        if self._pod(ns, name) is None:
+            return _status(404, "NotFound", f'pods "{name}" not found')
+        ports = [p for v in query.get("ports", []) for p in v.split(",") if p]
+        if not ports or not all(p.isdigit() and 0 < int(p) < 65536 for p in ports):
+            return _status(400, "BadRequest", "at least one valid port is required")
+        if self._forward_netns(ns, name) is None:
+            return _status(500, "InternalError", f"pod {ns}/{name} has no emulated netns")
+        if "upgrade" not in request.headers.get("Connection", "").lower():
+            return _status(400, "BadRequest", "Upgrade request required")
+        return None
+
+    def _portforward(self, conn: ServerConnection, ns: str, name: str, query: str) -> None:
+        from tests.peers.netns import connect_in_netns
+
+        netns = self._forward_netns(ns, name)
+        assert netns is not None
+        ports = [int(p) for v in parse_qs(query)["ports"] for p in v.split(",") if p]
+        with self._lock:
+            self.forward_count += 1
+        for i, port in enumerate(ports):
+            conn.send(bytes([2 * i]) + port.to_bytes(2, "little"))
+            conn.send(bytes([2 * i + 1]) + port.to_bytes(2, "little"))
+        upstream: dict[int, Any] = {}
+        for i, port in enumerate(ports):
+            try:
+                upstream[i] = connect_in_netns(netns, "127.0.0.1", port, timeout=5.0)
+            except OSError as exc:
+                reason = "connect: connection refused" if isinstance(
+                    exc, ConnectionRefusedError) else str(exc)
+                msg = (f"error forwarding port {port} to pod {name}, uid : failed to execute "
+                       f"portforward in network namespace \"/var/run/netns/{netns}\": failed to "
+                       f"connect to localhost:{port} inside namespace, IPv4: dial tcp4 "
+                       f"127.0.0.1:{port}: {reason}")
+                conn.send(bytes([2 * i + 1]) + msg.encode())
+        if not upstream:
+            conn.close()
+            return
+
+        def pump(i: int, sock: Any) -> None:
+            try:
+                while chunk := sock.recv(1 << 16):
+                    conn.send(bytes([2 * i]) + chunk)
+            except OSError:
+                pass
+            finally:
+                # the pod side closed: end the stream, as kubelet does when its copy ends
+                with contextlib.suppress(Exception):
+                    conn.close()
+
+        for i, sock in upstream.items():
+            threading.Thread(target=pump, args=(i, sock), daemon=True).start()
+        try:
+            # The client going away ends the iteration (or raises): close the pod side.
+            with contextlib.suppress(Exception):
+                for message in conn:
+                    if isinstance(message, bytes) and message and message[0] % 2 == 0:
+                        sock = upstream.get(message[0] // 2)
+                        if sock is not None:
+                            sock.sendall(message[1:])
+        finally:
+            for sock in upstream.values():
+                with contextlib.suppress(OSError):
+                    sock.close()
+
     def _handler(self, conn: ServerConnection) -> None:
         parts = urlsplit(conn.request.path)  # type: ignore[union-attr]
+        pf = re.match(r"^/api/v1/namespaces/([^/]+)/pods/([^/]+)/portforward$", parts.path)
+        if pf:
+            self._portforward(conn, pf.group(1), pf.group(2), parts.query)
+            return
         m = re.match(r"^/api/v1/namespaces/([^/]+)/pods/([^/]+)/exec$", parts.path)
         assert m is not None
         target = self.exec_targets[(m.group(1), m.group(2))]
