@@ -567,7 +567,7 @@ def _tproxy(rule: Rule, p: Packet, c: Context, hook: str) -> _Effect:
     if mark_s:
         value, mask = parse_mark(mark_s)
         new_mark = _xmark(p.mark, value, mask)
-    listener = find_listener(c.listeners, ip, port)
+    listener = find_listener(c.listeners, ip, port, p.proto)
     target = SocketAddr(ip, port)
     if c.listeners is not None and listener is None:
         return _Effect("drop", p, f"TPROXY to {target}: no listener there, the kernel drops it",
@@ -603,11 +603,12 @@ def _redirect(rule: Rule, p: Packet, c: Context, hook: str) -> _Effect:
     return _Effect("accept", q, f"REDIRECT {p.dst_addr} -> {SocketAddr(ip, port)}", "nat")
 
 
-def find_listener(listeners: tuple[Listener, ...] | None, ip: IPAddress, port: int) -> Listener | None:
-    """The socket that would take a connection to ip:port: an exact bind beats a wildcard."""
+def find_listener(listeners: tuple[Listener, ...] | None, ip: IPAddress, port: int,
+                  proto: str = "tcp") -> Listener | None:
+    """The socket that would take a packet to ip:port: an exact bind beats a wildcard."""
     best: Listener | None = None
     for lst in listeners or ():
-        if lst.port != port or lst.proto != "tcp" or not lst.accepts(ip):
+        if lst.port != port or lst.proto != proto or not lst.accepts(ip):
             continue
         if lst.address is not None and lst.address == ip:
             return lst

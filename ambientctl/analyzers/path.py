@@ -554,14 +554,19 @@ class PathWalker:
             want = p.dst_addr
             local = p.dst_addr
             original = p.original_dst or p.dst_addr
-        listener = netfilter.find_listener(ns.listeners, want.ip, want.port)
-        if ns.listeners is not None and listener is None:
+        listener = netfilter.find_listener(ns.listeners, want.ip, want.port, p.proto)
+        # UDP sockets are in their own file (older bundles lack it: then assume).
+        udp_unknown = p.proto == "udp" and "ss-listen-udp.txt" not in ns.files
+        if ns.listeners is not None and listener is None and not udp_unknown:
             return LegResult(Disposition.REFUSED, hops, p, p,
                              reason=f"nothing listens on {want} in {ns.label}: the kernel "
-                             "answers with a TCP reset (connection refused)",
-                             culprit=SourceRef(f"{ns.dir}/ss-listen.txt"))
+                             + ("answers ICMP port unreachable" if p.proto == "udp" else
+                                "answers with a TCP reset (connection refused)"),
+                             culprit=SourceRef(f"{ns.dir}/ss-listen"
+                                               f"{'-udp' if p.proto == 'udp' else ''}.txt"))
         if listener is None:
-            self._assume(f"{ns.label}: no ss-listen.txt; assumed something listens on {want}")
+            what = "ss-listen-udp.txt" if p.proto == "udp" else "ss-listen.txt"
+            self._assume(f"{ns.label}: no {what}; assumed something listens on {want}")
         bound = _bound(listener, want)
         component = self.component(ns, want.port, listener)
         delivery = Delivery(node=ns.node, pod=str(ns.pod) if ns.pod else None, netns=ns.id,

@@ -241,6 +241,11 @@ def build_netns(view: BundleView, node: str, ns_name: str | None, pod: str | Non
     if "ss-listen.txt" in files:
         listeners = _parse(problems, rel("ss-listen.txt"),
                            lambda: ph.parse_ss_listen(text("ss-listen.txt"), rel("ss-listen.txt")))
+    if listeners is not None and "ss-listen-udp.txt" in files:
+        udp = _parse(problems, rel("ss-listen-udp.txt"),
+                     lambda: ph.parse_ss_listen(text("ss-listen-udp.txt"), rel("ss-listen-udp.txt"),
+                                                proto="udp"))
+        listeners = (*listeners, *udp) if udp is not None else listeners  # type: ignore[misc]
     sysctls = None
     if "sysctl.txt" in files:
         sysctls = _parse(problems, rel("sysctl.txt"),

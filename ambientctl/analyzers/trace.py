@@ -389,6 +389,8 @@ class Tracer:
 
     def _with_reply(self, walker: PathWalker, result: LegResult) -> LegResult:
         """Simulate the answer of a delivered leg; a lost answer means no connection."""
+        if result.packet.proto != "tcp":
+            return result  # no handshake: nothing comes back that the kernel must route
         if result.disposition == Disposition.REFUSED:
             rep = walker.reply(result, mark=0, mark_why="")
             result.reply = rep
@@ -448,6 +450,13 @@ class Tracer:
                 and len(legs) < 6:
             d = result.delivered_to
             assert result.original_destination is not None and client is not None
+            if d.component == "ztunnel-dns":
+                legs[-1].explanation.append(Step(
+                    "ztunnel", f"ztunnel's DNS proxy on {d.node} answers for {result.original_destination}: "
+                    "names of the mesh (Services, ServiceEntries) from its own tables, others "
+                    "forwarded with the ztunnel pod's /etc/resolv.conf, not the app pod's "
+                    "dnsConfig (istio-datapath.md 3.8)"))
+                break
             if d.component.startswith("sidecar-"):
                 nxt = self.sidecar_next(d, result.original_destination, dst)
             else:

@@ -45,6 +45,7 @@ NETNS_FILES = (
     "ip-addr.json",
     "ip-addr.txt",
     "ss-listen.txt",
+    "ss-listen-udp.txt",
     "sysctl.txt",
 )
 

@@ -22,6 +22,8 @@ DISPOSITIONS = ("delivered", "bypassed-mesh", "refused", "dropped", "no-route",
               "Service's or pod's port).")
 @click.option("--plaintext", is_flag=True, help="Send as a client outside the mesh on SRC's node "
               "(host network) would: shows the inbound plaintext (15006) path.")
+@click.option("--udp", is_flag=True, help="Trace a UDP datagram instead of a TCP connection "
+              "(e.g. DNS to port 53, captured to ztunnel's 15053).")
 @click.option("--uid", type=click.IntRange(0), help="Owner uid of the client's socket, when rules "
               "match on it (e.g. the kubelet's uid for the nftables backend's probe SNAT).")
 @click.option("-o", "--output", type=click.Choice(["text", "json"]), default="text",
@@ -29,7 +31,8 @@ DISPOSITIONS = ("delivered", "bypassed-mesh", "refused", "dropped", "no-route",
 @click.option("-v", "--verbose", is_flag=True, help="Every rule, route and device behind each hop.")
 @click.option("--expect", type=click.Choice(DISPOSITIONS), help="Exit 1 unless the trace ends "
               "with this disposition (for scripts and CI).")
-def trace_cmd(src: str, dst: str, port: int | None, plaintext: bool, uid: int | None, output: str,
+def trace_cmd(src: str, dst: str, port: int | None, plaintext: bool, udp: bool, uid: int | None,
+              output: str,
               verbose: bool, expect: str | None, **source: object) -> int:
     """Trace a TCP connection from SRC to DST through the mesh.
 
@@ -52,7 +55,7 @@ def trace_cmd(src: str, dst: str, port: int | None, plaintext: bool, uid: int | 
             f"({'pod on node ' + s.node if s.node else 'not on any collected node'})",
             hint="collect that node, or trace from a pod or node/NAME that was collected",
         )
-    t = Tracer(snap).trace(s, d, plaintext=plaintext, uid=uid)
+    t = Tracer(snap).trace(s, d, plaintext=plaintext, uid=uid, proto="udp" if udp else "tcp")
     if output == "json":
         click.echo(json.dumps(trace_json.trace_document(t, location), indent=2))
     else:

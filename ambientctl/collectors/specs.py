@@ -125,6 +125,8 @@ NETNS_SPECS: tuple[CommandSpec, ...] = (
     CommandSpec("ip-addr", "ip-addr.json", ("ip", "-j", "-d", "addr")),
     CommandSpec("ip-addr-text", "ip-addr.txt", ("ip", "-d", "addr")),
     CommandSpec("ss-listen", "ss-listen.txt", ("ss", "-Hltnp")),
+    # UDP sockets: ztunnel's in-pod DNS proxy (127.0.0.1:15053) for the DNS capture path.
+    CommandSpec("ss-listen-udp", "ss-listen-udp.txt", ("ss", "-Hlunp")),
     CommandSpec("sysctl", "sysctl.txt", ("sysctl", "net")),
 )
 

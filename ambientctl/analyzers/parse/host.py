@@ -98,8 +98,13 @@ _NETIDS = {
 }
 
 
-def parse_ss_listen(text: str, path: str) -> tuple[model.Listener, ...]:
-    """Parse `ss -Hltnp` / `ss -ltnp` (header optional) into listening sockets."""
+def parse_ss_listen(text: str, path: str, *, proto: str = "tcp") -> tuple[model.Listener, ...]:
+    """Parse `ss -Hltnp` / `ss -ltnp` (header optional) into listening sockets.
+
+    `proto` is the protocol of lines without a Netid column: "udp" for `ss -Hlunp`,
+    whose bound sockets show as UNCONN.
+    """
+    default_proto = proto
     out: list[model.Listener] = []
     for idx, line in enumerate(split_lines(text)):
         lineno = idx + 1
@@ -108,7 +113,7 @@ def parse_ss_listen(text: str, path: str) -> tuple[model.Listener, ...]:
             continue
         if toks[0] in ("State", "Netid") and "Local" in toks:
             continue  # the header of `ss -ltnp`
-        proto = "tcp"
+        proto = default_proto
         if toks[0] in _NETIDS:
             proto = toks.pop(0)
         if (
