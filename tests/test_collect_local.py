@@ -449,7 +449,7 @@ def test_writer_stores_ok_outputs_only_and_records_everything(tmp_path: Path) ->
     sysctl = entries["sysctl.txt"]
     assert sysctl["stderr_truncated"] and len(sysctl["stderr"]) <= 4096
     assert written.partial and {e["spec"] for e in written.failed} == {
-        "ipset.txt", "ss-listen.txt", "sysctl.txt"}
+        "ipset.txt", "ss-listen.txt", "ss-listen-udp.txt", "sysctl.txt"}
     assert not (tmp_path / "b.partial").exists()
     assert open_bundle(str(root)).verify() == []
 
