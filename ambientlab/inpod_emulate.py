@@ -23,30 +23,29 @@ fields: listener, getsockname(), getpeername(), SO_ORIGINAL_DST) and appended to
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import ctypes
-import errno
 import ipaddress
-import json
 import os
 import selectors
 import socket
-import struct
-import sys
 import threading
-import time
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
-from ambientlab.emulate import Landing
+from ambientlab import emulate
+from ambientlab.emulate import (
+    IP_TRANSPARENT,
+    IPV6_TRANSPARENT,
+    SO_MARK,
+    Landing,
+    answer_forever,
+    cli_parser,
+    print_landing,
+    probe,
+    set_comm,
+)
 
-IP_TRANSPARENT = 19  # <linux/in.h>
-IPV6_TRANSPARENT = 75  # <linux/in6.h>
-SO_MARK = 36  # <asm-generic/socket.h>
-SO_ORIGINAL_DST = 80  # <linux/netfilter_ipv4.h>
-IP6T_SO_ORIGINAL_DST = 80  # <linux/netfilter_ipv6/ip6_tables.h>
-PR_SET_NAME = 15
 CLONE_NEWNET = 0x40000000
 NETNS_DIR = "/var/run/netns"
 
@@ -68,42 +67,10 @@ def _fsuid(uid: int | None) -> Iterator[None]:
         _libc.setfsuid(old)
 
 
-def _norm(host: str) -> str:
-    """`::ffff:10.0.0.1` -> `10.0.0.1` (a v4 peer of a dual-stack socket)."""
-    if host.startswith("::ffff:") and "." in host:
-        return host[7:]
-    return host
-
-
-def _fmt(addr: tuple) -> str:  # type: ignore[type-arg]
-    host = _norm(addr[0])
-    return f"[{host}]:{addr[1]}" if ":" in host else f"{host}:{addr[1]}"
-
-
-def _original_dst(conn: socket.socket) -> str | None:
-    """SO_ORIGINAL_DST (v4 conntrack tuple, also for v4-mapped peers) or IP6T_SO_ORIGINAL_DST."""
-    try:
-        raw = conn.getsockopt(socket.SOL_IP, SO_ORIGINAL_DST, 16)
-        port = struct.unpack_from("!H", raw, 2)[0]
-        return f"{socket.inet_ntoa(raw[4:8])}:{port}"
-    except OSError:
-        pass
-    try:
-        raw = conn.getsockopt(socket.IPPROTO_IPV6, IP6T_SO_ORIGINAL_DST, 28)
-        port = struct.unpack_from("!H", raw, 2)[0]
-        return f"[{socket.inet_ntop(socket.AF_INET6, raw[8:24])}]:{port}"
-    except OSError:
-        return None
-
-
 @dataclass(frozen=True, slots=True)
-class ListenSpec:
+class ListenSpec(emulate.ListenSpec):
     """`IP:PORT[,transparent][,mark=0xNNN][,reuseport]`; `[::]:P` is dual-stack."""
 
-    ip: str
-    port: int
-    transparent: bool = False
-    mark: int | None = None
     reuseport: bool = False
 
     @classmethod
@@ -162,44 +129,14 @@ def serve(
 ) -> None:
     """Listen on every spec, answer each connection with its landing, forever."""
     if comm:
-        with contextlib.suppress(OSError):
-            _libc.prctl(PR_SET_NAME, comm.encode()[:15], 0, 0, 0)
+        set_comm(comm)
     sel = selectors.DefaultSelector()
     with _fsuid(uid):
         for spec in specs:
             sock = spec.open()
             sock.setblocking(False)
-            sel.register(sock, selectors.EVENT_READ, spec)
-    log_fd = os.open(log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644) if log_path else None
-    sys.stdout.write("ready\n")
-    sys.stdout.flush()
-    while True:
-        for key, _ in sel.select():
-            listener: socket.socket = key.fileobj  # type: ignore[assignment]
-            spec: ListenSpec = key.data
-            try:
-                conn, peer = listener.accept()
-            except (BlockingIOError, InterruptedError):
-                continue
-            record = {
-                "outcome": "accepted",
-                "netns": netns_id,
-                "listener": spec.label,
-                "local": _fmt(conn.getsockname()),
-                "original_dst": _original_dst(conn),
-                "peer": _fmt(peer),
-            }
-            try:
-                conn.setblocking(True)
-                conn.settimeout(1.0)
-                conn.sendall(json.dumps(record, sort_keys=True).encode() + b"\n")
-                conn.shutdown(socket.SHUT_WR)
-            except OSError:
-                pass
-            finally:
-                conn.close()
-            if log_fd is not None:
-                os.write(log_fd, json.dumps({"ts": time.time(), **record}).encode() + b"\n")
+            sel.register(sock, selectors.EVENT_READ, spec.label)
+    answer_forever(sel, netns_id, log_path)
 
 
 def connect(
@@ -219,51 +156,8 @@ def connect(
     v6 = ipaddress.ip_address(dst).version == 6
     with _fsuid(uid):
         sock = socket.socket(socket.AF_INET6 if v6 else socket.AF_INET, socket.SOCK_STREAM)
-    try:
-        if mark is not None:
-            sock.setsockopt(socket.SOL_SOCKET, SO_MARK, mark)
-        if src is not None:
-            if v6:
-                sock.setsockopt(socket.IPPROTO_IPV6, IPV6_TRANSPARENT, 1)
-            else:
-                sock.setsockopt(socket.SOL_IP, IP_TRANSPARENT, 1)
-            sock.bind((src, 0))
-        sock.settimeout(timeout)
-        deadline = time.monotonic() + timeout
-        try:
-            sock.connect((dst, port))
-        except ConnectionRefusedError:
-            return Landing("refused", detail="connection refused (RST)")
-        except TimeoutError:
-            return Landing("timeout", detail=f"no SYN-ACK within {timeout:g}s")
-        except OSError as exc:
-            if exc.errno in (errno.EHOSTUNREACH, errno.ENETUNREACH, errno.EACCES, errno.EPERM):
-                return Landing("unreachable", detail=os.strerror(exc.errno or 0))
-            return Landing("unreachable", detail=f"{type(exc).__name__}: {exc}")
-        client = _fmt(sock.getsockname())
-        data = b""
-        while b"\n" not in data:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                break
-            sock.settimeout(remaining)
-            try:
-                chunk = sock.recv(4096)
-            except TimeoutError:
-                break
-            except ConnectionResetError:
-                return Landing("refused", client=client, detail="reset after the handshake")
-            if not chunk:
-                break
-            data += chunk
-        if b"\n" not in data:
-            return Landing(
-                "timeout", client=client, detail="handshake completed but no listener answered"
-            )
-        doc = json.loads(data.split(b"\n", 1)[0])
-        return Landing.from_json({**doc, "client": client})
-    finally:
-        sock.close()
+    with sock:
+        return probe(sock, dst, port, src=src, mark=mark, timeout=timeout)
 
 
 def connect_in(netns: str, dst: str, port: int, **kw: object) -> Landing:
@@ -293,30 +187,18 @@ def connect_in(netns: str, dst: str, port: int, **kw: object) -> Landing:
 
 def main(argv: list[str] | None = None) -> int:
     """CLI entry point (`python -m ambientlab.inpod_emulate`)."""
-    parser = argparse.ArgumentParser(prog="ambientlab.inpod_emulate")
-    sub = parser.add_subparsers(dest="cmd", required=True)
-    s = sub.add_parser("serve", help="listen and report every accepted connection")
-    s.add_argument("--id", required=True, help="logical netns id reported in landings")
+    parser, s, c = cli_parser("ambientlab.inpod_emulate")
     s.add_argument("--listen", action="append", required=True, type=ListenSpec.parse)
-    s.add_argument("--log", help="append one JSON line per accepted connection here")
-    s.add_argument("--comm", help="process name to show in `ss -p`")
     s.add_argument("--uid", type=int, help="owner of the sockets (fsuid)")
-    c = sub.add_parser("connect", help="open one TCP connection, print the Landing as JSON")
-    c.add_argument("--dst", required=True)
-    c.add_argument("--port", required=True, type=int)
-    c.add_argument("--src")
-    c.add_argument("--mark", type=lambda v: int(v, 0))
     c.add_argument("--uid", type=int)
-    c.add_argument("--timeout", type=float, default=2.0)
     args = parser.parse_args(argv)
     if args.cmd == "serve":
         with contextlib.suppress(KeyboardInterrupt):
             serve(args.id, args.listen, args.log, args.comm, args.uid)
         return 0
-    landing = connect(
+    print_landing(connect(
         args.dst, args.port, src=args.src, mark=args.mark, uid=args.uid, timeout=args.timeout
-    )
-    sys.stdout.write(json.dumps(asdict(landing), sort_keys=True) + "\n")
+    ))
     return 0
 
 

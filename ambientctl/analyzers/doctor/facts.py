@@ -9,7 +9,7 @@ most common failure of all.
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Container, Iterator, Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
 
@@ -17,6 +17,8 @@ from ambientctl.errors import ParseError
 from ambientctl.model import (
     Chain,
     IPAddress,
+    IpSet,
+    IpSetMember,
     Link,
     NetNamespace,
     NodeState,
@@ -34,6 +36,9 @@ DATAPLANE_MODE = "istio.io/dataplane-mode"
 REDIRECTION = "ambient.istio.io/redirection"
 SIDECAR_STATUS = "sidecar.istio.io/status"
 BYPASS_INBOUND = "ambient.istio.io/bypass-inbound-capture"
+# The fix for most missing or stale istio-cni state: its agent reconciles on start.
+CNI_AGENT = "kubectl -n istio-system delete pod -l k8s-app=istio-cni-node " \
+            "--field-selector spec.nodeName={node}"
 
 # Which netns file holds which kind of data (preference order as the snapshot reads them).
 DATA_FILES: dict[str, tuple[str, ...]] = {
@@ -305,6 +310,12 @@ class Context:
                 return f"{path}: {p.message}"
         return None
 
+    def sample_service(self) -> tuple[IPAddress, int] | None:
+        """The first (IPv4 ClusterIP, TCP port) of `services_with_ports`: a sample destination."""
+        for _svc, vip, port in self.services_with_ports():
+            return vip, port
+        return None
+
     def services_with_ports(self) -> Iterator[tuple[Service, IPAddress, int]]:
         """(service, IPv4 ClusterIP, TCP port) for every ClusterIP service port."""
         for svc in sorted(self.snap.cluster.services, key=lambda s: (s.namespace, s.name)):
@@ -412,6 +423,36 @@ class Context:
 
 
 # --------------------------------------------------------------------------- helpers
+
+
+def pod_name(pod: Pod) -> str:
+    """`namespace/name`, as findings name a pod."""
+    return f"{pod.namespace}/{pod.name}"
+
+
+def restart_cni(node: NodeView) -> str:
+    """The command that restarts the istio-cni agent of `node`."""
+    return CNI_AGENT.format(node=node.name)
+
+
+def ipset_named(ns: NetNamespace | None, *names: str) -> IpSet | None:
+    """The first of `names` that exists among the sets of `ns` (None when none, or when the
+    sets were not collected)."""
+    sets = (ns.ipsets or {}) if ns is not None else {}
+    return next((sets[n] for n in names if n in sets), None)
+
+
+def stale_members(s: IpSet | None, wanted: Container[IPAddress | None]
+                  ) -> Iterator[tuple[IpSetMember, IPAddress]]:
+    """Members of `s` whose address is not in `wanted` (a member's text may carry a prefix
+    or `,port`; one that is not an address is skipped)."""
+    for m in s.members if s is not None else ():
+        try:
+            ip = ipaddress.ip_address(m.text.split(",", 1)[0].split("/", 1)[0])
+        except ValueError:
+            continue
+        if ip not in wanted:
+            yield m, ip
 
 
 def v4(pod: Pod) -> IPAddress | None:

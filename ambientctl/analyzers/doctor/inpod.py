@@ -26,14 +26,19 @@ from ambientctl.analyzers.doctor.facts import (
     NodeView,
     PodTarget,
     file_of,
+    ipset_named,
+    pod_name,
+    restart_cni,
     running,
     scan_rules,
+    stale_members,
     v4,
 )
+from ambientctl.analyzers.doctor.issues import issue_at
 from ambientctl.analyzers.doctor.registry import Issue, Skip, check
 from ambientctl.analyzers.findings import Evidence, Severity
 from ambientctl.analyzers.packet import Packet
-from ambientctl.model import IPAddress, IpSet, NetNamespace, Pod
+from ambientctl.model import IPAddress, NetNamespace, Pod
 
 INPOD_MARK, INPOD_MASK = 0x539, 0xFFF
 INPOD_TPROXY_MARK = 0x111
@@ -41,12 +46,6 @@ PROBE_SNAT = ipaddress.ip_address("169.254.7.127")
 PROBE_SETS_V4 = ("istio-inpod-probes-v4", "istio-inpod-probes")
 PROBE_SETS_V6 = ("istio-inpod-probes-v6",)
 INPOD_CHAINS = ("ISTIO_PRERT", "ISTIO_OUTPUT")
-AGENT = "kubectl -n istio-system delete pod -l k8s-app=istio-cni-node " \
-        "--field-selector spec.nodeName={node}"
-
-
-def _name(pod: Pod) -> str:
-    return f"{pod.namespace}/{pod.name}"
 
 
 def _captured(ctx: Context, ns: NetNamespace | None) -> bool:
@@ -76,20 +75,17 @@ def _eth(ns: NetNamespace) -> str:
 
 
 def _destination(ctx: Context, pt: PodTarget) -> tuple[IPAddress, int]:
-    for _svc, vip, port in ctx.services_with_ports():
-        return vip, port
+    sample = ctx.sample_service()
+    if sample is not None:
+        return sample
     remote = ctx.remote_ip(pt.node.name)
     return (remote or ipaddress.ip_address("192.0.2.10")), 80
 
 
 def _pod_issue(pt: PodTarget, message: str, evidence: tuple[Evidence, ...],
                remediation: str | None = None) -> Issue:
-    return Issue(message=message, evidence=evidence, node=pt.node.name, pod=_name(pt.pod),
+    return Issue(message=message, evidence=evidence, node=pt.node.name, pod=pod_name(pt.pod),
                  netns=pt.ns.id if pt.ns else None, remediation=remediation)
-
-
-def _agent(node: NodeView) -> str:
-    return AGENT.format(node=node.name)
 
 
 def _require_inpod(ctx: Context, pt: PodTarget) -> NetNamespace:
@@ -98,6 +94,15 @@ def _require_inpod(ctx: Context, pt: PodTarget) -> NetNamespace:
     if not ctx.seen(ns, "inpod-ambient"):
         raise Skip(f"{ns.dir}: no in-pod redirection rules (see AMB301)")
     return ns
+
+
+def _require_inpod_v4(ctx: Context, pt: PodTarget) -> tuple[NetNamespace, IPAddress]:
+    """`_require_inpod`, and the pod's IPv4 address the sample packets use."""
+    ns = _require_inpod(ctx, pt)
+    ip = v4(pt.pod)
+    if ip is None:
+        raise Skip(f"pod {pod_name(pt.pod)} has no IPv4 address")
+    return ns, ip
 
 
 # --------------------------------------------------------------------------- pod netns
@@ -124,12 +129,12 @@ def inpod_rules_missing(ctx: Context, pt: PodTarget) -> Iterator[Issue]:
         ev.append(Evidence.missing(f"{ns.dir}/{nft}", "tables inet istio-ambient-nat/-mangle"))
     ev.append(Evidence.of(pt.pod.source, f"{REDIRECTION}: {ann}" if ann else
                           ctx.enrollment(pt.pod).why))
-    yield _pod_issue(pt, f"pod {_name(pt.pod)} on node {pt.node.name} is in the mesh "
+    yield _pod_issue(pt, f"pod {pod_name(pt.pod)} on node {pt.node.name} is in the mesh "
                      f"({ctx.enrollment(pt.pod).why}) but its netns {ns.id} has no in-pod "
                      "redirection rules: its traffic bypasses ztunnel (plaintext, no policy)",
-                     tuple(ev), f"Restart istio-cni on {pt.node.name} (`{_agent(pt.node)}`) or "
-                                f"the pod (`kubectl -n {pt.pod.namespace} delete pod "
-                                f"{pt.pod.name}`)")
+                     tuple(ev), f"Restart istio-cni on {pt.node.name} "
+                                f"(`{restart_cni(pt.node)}`) or the pod (`kubectl -n "
+                                f"{pt.pod.namespace} delete pod {pt.pod.name}`)")
 
 
 def _wrong(res: netfilter.HookResult, expected_rule: str, path: str, present: list[str]
@@ -155,10 +160,7 @@ def _wrong(res: netfilter.HookResult, expected_rule: str, path: str, present: li
                    "inserted ahead of ISTIO_PRERT/ISTIO_OUTPUT.")
 def inpod_redirect_wrong(ctx: Context, pt: PodTarget) -> Iterator[Issue]:
     """Simulate the four connections the design relies on, in the pod's own netns."""
-    ns = _require_inpod(ctx, pt)
-    ip = v4(pt.pod)
-    if ip is None:
-        raise Skip(f"pod {_name(pt.pod)} has no IPv4 address")
+    ns, ip = _require_inpod_v4(ctx, pt)
     path = file_of(ns, "iptables")
     eth = _eth(ns)
     dst, dport = _destination(ctx, pt)
@@ -181,8 +183,8 @@ def inpod_redirect_wrong(ctx: Context, pt: PodTarget) -> Iterator[Issue]:
     if res.verdict == "insufficient-info":
         undecided.append(f"OUTPUT: {res.reason}")
     elif not (res.packet.dport == 15001 and res.packet.dst in local):
-        yield _pod_issue(pt, f"in pod {_name(pt.pod)} on node {pt.node.name} (netns {ns.id}) the "
-                         f"app's connection to {dst}:{dport} is not redirected to ztunnel's "
+        yield _pod_issue(pt, f"in pod {pod_name(pt.pod)} on node {pt.node.name} (netns {ns.id}) "
+                         f"the app's connection to {dst}:{dport} is not redirected to ztunnel's "
                          f"outbound port 15001 (it goes to {res.packet.dst_addr}, verdict "
                          f"{res.verdict}): outbound traffic bypasses the mesh",
                          _wrong(res, "a nat ISTIO_OUTPUT rule `-p tcp -m mark ! --mark "
@@ -194,7 +196,7 @@ def inpod_redirect_wrong(ctx: Context, pt: PodTarget) -> Iterator[Issue]:
     if res.verdict == "insufficient-info":
         undecided.append(f"OUTPUT 0x539: {res.reason}")
     elif res.verdict != "accept" or res.packet.dst_addr != zt_pkt.dst_addr:
-        yield _pod_issue(pt, f"in pod {_name(pt.pod)} on node {pt.node.name} (netns {ns.id}) "
+        yield _pod_issue(pt, f"in pod {pod_name(pt.pod)} on node {pt.node.name} (netns {ns.id}) "
                          f"ztunnel's own HBONE connection (mark 0x539) to {dst}:15008 is "
                          f"{res.verdict}ed to {res.packet.dst_addr}: ztunnel loops into itself",
                          _wrong(res, "", path, ["x"]))
@@ -210,9 +212,9 @@ def inpod_redirect_wrong(ctx: Context, pt: PodTarget) -> Iterator[Issue]:
         if res.verdict == "insufficient-info":
             undecided.append(f"PREROUTING: {res.reason}")
         elif got != 15006:
-            yield _pod_issue(pt, f"in pod {_name(pt.pod)} on node {pt.node.name} (netns {ns.id}) "
-                             f"plaintext TCP to {ip}:{port} is not redirected to ztunnel's "
-                             f"inbound port 15006 ("
+            yield _pod_issue(pt, f"in pod {pod_name(pt.pod)} on node {pt.node.name} "
+                             f"(netns {ns.id}) plaintext TCP to {ip}:{port} is not redirected "
+                             f"to ztunnel's inbound port 15006 ("
                              + (f"sent to {got}" if got else "not redirected")
                              + "): inbound policy is bypassed",
                              _wrong(res, "a nat ISTIO_PRERT rule `-p tcp ! --dport 15008 -m mark "
@@ -227,10 +229,10 @@ def inpod_redirect_wrong(ctx: Context, pt: PodTarget) -> Iterator[Issue]:
         tp = res.packet.tproxy.port if res.packet.tproxy else None
         if res.verdict != "accept" or res.packet.dport != 15008 or tp not in (None, 15008):
             where = tp or res.packet.dport
-            yield _pod_issue(pt, f"in pod {_name(pt.pod)} on node {pt.node.name} (netns {ns.id}) "
-                             f"HBONE to {ip}:15008 lands on port {where} ({res.verdict}) instead "
-                             "of ztunnel's HBONE listener: mTLS connections from other ztunnels "
-                             "fail",
+            yield _pod_issue(pt, f"in pod {pod_name(pt.pod)} on node {pt.node.name} "
+                             f"(netns {ns.id}) HBONE to {ip}:15008 lands on port {where} "
+                             f"({res.verdict}) instead of ztunnel's HBONE listener: mTLS "
+                             "connections from other ztunnels fail",
                              _wrong(res, "", path, ["x"]))
     if len(undecided) == 4 or (undecided and not inbound and len(undecided) == 3):
         raise Skip("could not simulate: " + "; ".join(undecided))
@@ -250,7 +252,7 @@ def inpod_route_missing(ctx: Context, pt: PodTarget) -> Iterator[Issue]:
     gap = sim.local_route_gap(ns, mark=INPOD_TPROXY_MARK, mask=INPOD_MASK, prio=32764,
                               table="100", dst=dst, iif=None)
     if gap is not None:
-        yield _pod_issue(pt, f"in pod {_name(pt.pod)} on node {pt.node.name} (netns {ns.id}) "
+        yield _pod_issue(pt, f"in pod {pod_name(pt.pod)} on node {pt.node.name} (netns {ns.id}) "
                          f"the app's replies marked 0x111 are not routed back to ztunnel: "
                          f"{gap.why}; inbound connections through ztunnel hang",
                          gap.evidence)
@@ -264,10 +266,7 @@ def inpod_route_missing(ctx: Context, pt: PodTarget) -> Iterator[Issue]:
                    "ztunnel pod or the istio-cni agent so the netns is handed over again.")
 def inpod_not_listening(ctx: Context, pt: PodTarget) -> Iterator[Issue]:
     """Rules without listeners: REDIRECTed connections are refused."""
-    ns = _require_inpod(ctx, pt)
-    ip = v4(pt.pod)
-    if ip is None:
-        raise Skip(f"pod {_name(pt.pod)} has no IPv4 address")
+    ns, ip = _require_inpod_v4(ctx, pt)
     wants = [(ipaddress.ip_address("127.0.0.1"), 15001, "outbound"),
              (ip, 15008, "inbound HBONE")]
     if pt.pod.annotations.get(BYPASS_INBOUND, "").lower() != "true":
@@ -279,8 +278,8 @@ def inpod_not_listening(ctx: Context, pt: PodTarget) -> Iterator[Issue]:
     for addr, port, what in wants:
         if netfilter.find_listener(ns.listeners, addr, port) is None:
             yield _pod_issue(pt, f"nothing listens on {addr}:{port} ({what}) in pod "
-                             f"{_name(pt.pod)} on node {pt.node.name} (netns {ns.id}): ztunnel is "
-                             "not serving this pod, redirected connections are refused",
+                             f"{pod_name(pt.pod)} on node {pt.node.name} (netns {ns.id}): "
+                             "ztunnel is not serving this pod, redirected connections are refused",
                              (Evidence.missing(path, f"a TCP listener accepting {addr}:{port}"),))
 
 
@@ -291,21 +290,13 @@ def inpod_not_listening(ctx: Context, pt: PodTarget) -> Iterator[Issue]:
 def inpod_pending(ctx: Context, pt: PodTarget) -> Iterator[Issue]:
     """`pending`: rules are in, ztunnel is not proxying - the pod has no traffic at all."""
     if pt.pod.annotations.get(REDIRECTION) == "pending":
-        yield _pod_issue(pt, f"pod {_name(pt.pod)} on node {pt.node.name} is annotated "
+        yield _pod_issue(pt, f"pod {pod_name(pt.pod)} on node {pt.node.name} is annotated "
                          f"{REDIRECTION}: pending: istio-cni installed its rules but ztunnel "
                          "has not started proxying it, so it can neither send nor receive",
                          (Evidence.of(pt.pod.source, f"{REDIRECTION}: pending"),))
 
 
 # --------------------------------------------------------------------------- node netns
-
-
-def _probe_set(ns: NetNamespace, names: tuple[str, ...]) -> IpSet | None:
-    for n in names:
-        s = (ns.ipsets or {}).get(n)
-        if s is not None:
-            return s
-    return None
 
 
 def _enrolled(ctx: Context, node: NodeView) -> list[Pod]:
@@ -324,8 +315,8 @@ def probe_set_missing(ctx: Context, node: NodeView) -> Iterator[Issue]:
     host = node.host
     assert host is not None
     pods = _enrolled(ctx, node)
-    s4 = _probe_set(host, PROBE_SETS_V4)
-    s6 = _probe_set(host, PROBE_SETS_V6)
+    s4 = ipset_named(host, *PROBE_SETS_V4)
+    s6 = ipset_named(host, *PROBE_SETS_V6)
     path = file_of(host, "sets")
     if s4 is None and pods:
         yield Issue(message=f"node {node.name} has no probe set istio-inpod-probes-v4: kubelet "
@@ -333,21 +324,21 @@ def probe_set_missing(ctx: Context, node: NodeView) -> Iterator[Issue]:
                     "and go through ztunnel",
                     evidence=(Evidence.missing(path, "set istio-inpod-probes-v4"),),
                     node=node.name, netns=host.id,
-                    remediation=f"Restart istio-cni: `{_agent(node)}`")
+                    remediation=f"Restart istio-cni: `{restart_cni(node)}`")
         return
     for pod in pods:
         for ip in pod.ips:
             s = s4 if ip.version == 4 else s6
             if s is None or s.lookup(ip) is not None:
                 continue
-            yield Issue(message=f"pod {_name(pod)} ({ip}) on node {node.name} is not in probe set "
-                        f"{s.name}: kubelet's liveness/readiness probes are not SNATed to "
-                        f"{PROBE_SNAT}, reach ztunnel, and fail where policies deny them",
+            yield Issue(message=f"pod {pod_name(pod)} ({ip}) on node {node.name} is not in "
+                        f"probe set {s.name}: kubelet's liveness/readiness probes are not SNATed "
+                        f"to {PROBE_SNAT}, reach ztunnel, and fail where policies deny them",
                         evidence=(Evidence.missing(s.source.path, f"member {ip} in set {s.name}"),
                                   Evidence.of(s.source, f"set {s.name}: {len(s.members)} members")),
-                        node=node.name, pod=_name(pod), netns=host.id,
+                        node=node.name, pod=pod_name(pod), netns=host.id,
                         remediation=f"`ipset add {s.name} {ip} comment {pod.uid or '<POD_UID>'}` "
-                                    f"on {node.name}, or restart istio-cni: `{_agent(node)}`")
+                                    f"on {node.name}, or restart istio-cni: `{restart_cni(node)}`")
 
 
 @check("AMB311", title="Stale probe ipset member", severity=Severity.WARNING, area="inpod",
@@ -359,16 +350,10 @@ def probe_set_stale(ctx: Context, node: NodeView) -> Iterator[Issue]:
     host = node.host
     assert host is not None
     wanted = {ip for p in node.expected for ip in p.ips}
-    for s in (_probe_set(host, PROBE_SETS_V4), _probe_set(host, PROBE_SETS_V6)):
-        for m in s.members if s else ():
-            try:
-                ip = ipaddress.ip_address(m.text.split(",", 1)[0].split("/", 1)[0])
-            except ValueError:
-                continue
-            if ip in wanted:
-                continue
+    for s in (ipset_named(host, *PROBE_SETS_V4), ipset_named(host, *PROBE_SETS_V6)):
+        for m, ip in stale_members(s, wanted):
             owners = ctx.pod_by_ip(ip, node.name)
-            what = (f"pod {_name(owners[0])} is not ambient" if owners
+            what = (f"pod {pod_name(owners[0])} is not ambient" if owners
                     else "no running pod has this address")
             yield Issue(message=f"probe set {s.name} on node {node.name} holds {ip} but {what}",
                         evidence=(Evidence.of(m.source, "stale member"),), node=node.name,
@@ -399,7 +384,7 @@ def probe_snat_missing(ctx: Context, node: NodeView) -> Iterator[Issue]:
     """Simulate kubelet's probe leaving the node: it must be SNATed to 169.254.7.127."""
     host = node.host
     assert host is not None
-    s4 = _probe_set(host, PROBE_SETS_V4)
+    s4 = ipset_named(host, *PROBE_SETS_V4)
     pods = [p for p in _enrolled(ctx, node) if v4(p) is not None
             and s4 is not None and s4.lookup(v4(p)) is not None]  # type: ignore[arg-type]
     if not pods:
@@ -409,7 +394,7 @@ def probe_snat_missing(ctx: Context, node: NodeView) -> Iterator[Issue]:
     assert ip is not None
     r = routing.lookup(host, dst=ip)
     if r.kind != "unicast" or r.src is None:
-        raise Skip(f"no route from {node.name} to pod {_name(pod)} ({ip}): {r.reason or r.kind}")
+        raise Skip(f"no route from {node.name} to pod {pod_name(pod)} ({ip}): {r.reason or r.kind}")
     # kubelet's socket: nft mode matches kubelet's uid (`meta skuid`, found by istio-cni in
     # /proc); take that uid from the SNAT rule itself, iptables mode needs none.
     uid = _kubelet_uid(host)
@@ -433,10 +418,10 @@ def probe_snat_missing(ctx: Context, node: NodeView) -> Iterator[Issue]:
         ev.append(Evidence.missing(file_of(host, "iptables"), "chain ISTIO_POSTRT in table nat"))
     elif chain is not None:
         ev.append(Evidence.of(chain.source, "ISTIO_POSTRT exists but is not reached first"))
-    yield Issue(message=f"on node {node.name} a kubelet probe to pod {_name(pod)} ({ip}) leaves "
+    yield Issue(message=f"on node {node.name} a kubelet probe to pod {pod_name(pod)} ({ip}) leaves "
                 f"with source {res.packet.src}, not {PROBE_SNAT}: ztunnel treats it as mesh "
                 "traffic and probes fail under allow policies", evidence=tuple(ev),
-                node=node.name, pod=_name(pod), netns=host.id)
+                node=node.name, pod=pod_name(pod), netns=host.id)
 
 
 # --------------------------------------------------------------------------- consistency
@@ -466,10 +451,10 @@ def sidecar_in_ambient(ctx: Context) -> Iterator[Issue]:
         if by_rules and ns is not None:
             ev.append(Evidence(path=file_of(ns, "iptables"),
                                note="sidecar chains ISTIO_INBOUND/ISTIO_OUTPUT (uid 1337)"))
-        yield Issue(message=f"pod {_name(pod)} runs an Istio sidecar in namespace {pod.namespace}, "
-                    "which is labelled for ambient: istio-cni leaves it to its sidecar, so it is "
-                    "not captured by ztunnel", evidence=tuple(ev), node=pod.node, pod=_name(pod),
-                    netns=ns.id if ns else None)
+        yield Issue(message=f"pod {pod_name(pod)} runs an Istio sidecar in namespace "
+                    f"{pod.namespace}, which is labelled for ambient: istio-cni leaves it to its "
+                    "sidecar, so it is not captured by ztunnel", evidence=tuple(ev),
+                    node=pod.node, pod=pod_name(pod), netns=ns.id if ns else None)
 
 
 def _inpod_iptables(ns: NetNamespace) -> Evidence | None:
@@ -504,9 +489,8 @@ def both_backends(ctx: Context, node: NodeView) -> Iterator[Issue]:
             continue
         a, b = _inpod_iptables(ns), _inpod_nft(ns)
         if a is not None and b is not None:
-            yield Issue(message=f"{ns.label} (netns {ns.id}) holds Istio redirection rules in "
-                        "both iptables and native nftables", evidence=(a, b), node=node.name,
-                        pod=str(ns.pod) if ns.pod else None, netns=ns.id)
+            yield issue_at(node.name, ns, f"{ns.label} (netns {ns.id}) holds Istio redirection "
+                           "rules in both iptables and native nftables", (a, b))
 
 
 def _workloads(dump: object) -> tuple[dict[str, Mapping[str, object]], dict[str, Mapping]]:
@@ -546,29 +530,29 @@ def ztunnel_view(ctx: Context, node: NodeView) -> Iterator[Issue]:
         ns = node.pod_netns(pod)
         if ns is None or ns.rulesets is None:
             continue  # the kernel's side is unknown for this pod
-        w = workloads.get(_name(pod))
+        w = workloads.get(pod_name(pod))
         rules = _captured(ctx, ns)
         if w is not None and str(w.get("protocol", "")).upper() == "HBONE" and not rules:
             wl = json.dumps({k: w.get(k) for k in ("uid", "protocol", "node")},
                             separators=(",", ":"))
-            yield Issue(message=f"ztunnel lists pod {_name(pod)} on node {node.name} as HBONE, but "
-                        f"its netns {ns.id} has no redirection rules: peers send it mTLS on "
+            yield Issue(message=f"ztunnel lists pod {pod_name(pod)} on node {node.name} as HBONE, "
+                        f"but its netns {ns.id} has no redirection rules: peers send it mTLS on "
                         "15008 that nothing inside accepts, and its own traffic leaves plaintext",
                         evidence=(Evidence(path=path, text=wl, note="ztunnel workload"),
                                   Evidence.missing(file_of(ns, "iptables"),
                                                    "chains ISTIO_PRERT / ISTIO_OUTPUT")),
-                        node=node.name, pod=_name(pod), netns=ns.id)
+                        node=node.name, pod=pod_name(pod), netns=ns.id)
         if rules and states and pod.uid:
             st = states.get(pod.uid)
             state = st.get("state") if st else None
             if state != "Up":
                 note = (f"workloadState[{pod.uid}].state = {state}" if st else
                         f"absent: workloadState[{pod.uid}] (looked in {path})")
-                yield Issue(message=f"pod {_name(pod)} on node {node.name} has redirection rules "
-                            f"but ztunnel's workloadState for UID {pod.uid} is "
+                yield Issue(message=f"pod {pod_name(pod)} on node {node.name} has redirection "
+                            f"rules but ztunnel's workloadState for UID {pod.uid} is "
                             f"{state or 'absent'}: redirected connections have no proxy",
                             evidence=(Evidence(path=path, absent=st is None, note=note),),
-                            node=node.name, pod=_name(pod), netns=ns.id)
+                            node=node.name, pod=pod_name(pod), netns=ns.id)
 
 
 @check("AMB312", title="In-pod rules installed in the node's netns", severity=Severity.ERROR,

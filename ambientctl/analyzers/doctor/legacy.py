@@ -24,16 +24,21 @@ from ambientctl.analyzers.doctor.facts import (
     NodeView,
     file_of,
     host_route_to,
+    ipset_named,
     peer_link,
     pod_device,
+    pod_name,
+    restart_cni,
     routes_in,
     scan_rules,
+    stale_members,
     v4,
 )
+from ambientctl.analyzers.doctor.issues import issue_at
 from ambientctl.analyzers.doctor.registry import Issue, Skip, check
 from ambientctl.analyzers.findings import Evidence, Severity
 from ambientctl.analyzers.packet import Packet
-from ambientctl.model import IPAddress, IpRule, IpSet, NetNamespace, Pod, Route, RuleAction
+from ambientctl.model import IPAddress, IpRule, IpSet, NetNamespace, Route, RuleAction
 
 IPSET = "ztunnel-pods-ips"
 TUN_IN, TUN_OUT = "istioin", "istioout"
@@ -44,19 +49,9 @@ OUTBOUND_MARK = 0x100
 TPROXY_MARK, TPROXY_MASK = 0x400, 0xFFF
 ORG_SRC_MARK = 0x4D3
 ZTUNNEL_PORTS = {15001: "outbound", 15006: "inbound plaintext", 15008: "inbound HBONE"}
-CNI_AGENT = "kubectl -n istio-system delete pod -l k8s-app=istio-cni-node " \
-            "--field-selector spec.nodeName={node}"
 
 
 # --------------------------------------------------------------------------- helpers
-
-
-def _pod_name(pod: Pod) -> str:
-    return f"{pod.namespace}/{pod.name}"
-
-
-def _agent(node: NodeView) -> str:
-    return CNI_AGENT.format(node=node.name)
 
 
 def _host_ip(node: NodeView) -> str:
@@ -70,8 +65,7 @@ def _host_ip(node: NodeView) -> str:
 
 def _ipset(node: NodeView) -> IpSet | None:
     """The node's `ztunnel-pods-ips`, if collected and present."""
-    host = node.host
-    return (host.ipsets or {}).get(IPSET) if host else None
+    return ipset_named(node.host, IPSET)
 
 
 def captured_count(node: NodeView) -> int | None:
@@ -112,12 +106,6 @@ def _ztunnel_veth(node: NodeView) -> tuple[str, Evidence] | None:
     return None
 
 
-def _sample_service(ctx: Context) -> tuple[IPAddress, int] | None:
-    for _svc, vip, port in ctx.services_with_ports():
-        return vip, port
-    return None
-
-
 # --------------------------------------------------------------------------- ipset / table 100
 
 
@@ -134,12 +122,12 @@ def pod_missing_from_ipset(ctx: Context, node: NodeView) -> Iterator[Issue]:
     path = file_of(host, "ipset")
     if s is None:
         if node.expected:
-            names = ", ".join(_pod_name(p) for p in node.expected[:8])
+            names = ", ".join(pod_name(p) for p in node.expected[:8])
             yield Issue(message=f"ipset {IPSET} does not exist on node {node.name} (netns "
                         f"{host.id}): none of its {len(node.expected)} ambient pod(s) ({names}) "
                         "is captured", evidence=(Evidence.missing(path, f"ipset {IPSET}"),),
                         node=node.name, netns=host.id,
-                        remediation=f"Restart istio-cni on {node.name}: `{_agent(node)}`")
+                        remediation=f"Restart istio-cni on {node.name}: `{restart_cni(node)}`")
         return
     for pod in node.expected:
         ip = v4(pod)
@@ -147,14 +135,14 @@ def pod_missing_from_ipset(ctx: Context, node: NodeView) -> Iterator[Issue]:
             continue
         why = ctx.enrollment(pod).why
         yield Issue(
-            message=f"pod {_pod_name(pod)} ({ip}) on node {node.name} should be in the mesh "
+            message=f"pod {pod_name(pod)} ({ip}) on node {node.name} should be in the mesh "
                     f"({why}) but is not in ipset {IPSET} (netns {host.id}): its outbound TCP is "
                     "not marked 0x100 and bypasses ztunnel",
             evidence=(Evidence.missing(path, f"member {ip} in ipset {IPSET}"),
                       Evidence.of(s.source, f"ipset {IPSET}: {len(s.members)} member(s)"),
-                      Evidence.of(pod.source, f"pod {_pod_name(pod)} ({why})")),
-            node=node.name, pod=_pod_name(pod), netns=host.id,
-            remediation=f"Restart istio-cni on {node.name} (`{_agent(node)}`), or by hand: "
+                      Evidence.of(pod.source, f"pod {pod_name(pod)} ({why})")),
+            node=node.name, pod=pod_name(pod), netns=host.id,
+            remediation=f"Restart istio-cni on {node.name} (`{restart_cni(node)}`), or by hand: "
                         f"`ipset add {IPSET} {ip} comment {pod.uid or '<POD_UID>'}`")
 
 
@@ -174,33 +162,33 @@ def pod_missing_route(ctx: Context, node: NodeView) -> Iterator[Issue]:
             continue
         route = host_route_to(host, "100", ip)
         fix = (f"`ip route replace table 100 {ip}/32 via {TUN_IN_ZTUNNEL} dev {TUN_IN} "
-               f"src {_host_ip(node)}` on {node.name}, or restart istio-cni: `{_agent(node)}`")
+               f"src {_host_ip(node)}` on {node.name}, or restart istio-cni: `{restart_cni(node)}`")
         if route is None:
             yield Issue(
-                message=f"pod {_pod_name(pod)} ({ip}) on node {node.name} has no route in table "
+                message=f"pod {pod_name(pod)} ({ip}) on node {node.name} has no route in table "
                         f"100 (netns {host.id}): inbound traffic to it is not sent into the "
                         f"{TUN_IN} tunnel and reaches the pod without ztunnel (no mTLS, HBONE to "
                         ":15008 refused)",
                 evidence=(Evidence.missing(path, f"`{ip} via {TUN_IN_ZTUNNEL} dev {TUN_IN}` in "
                                                  "table 100"),
-                          Evidence.of(pod.source, f"pod {_pod_name(pod)}")),
-                node=node.name, pod=_pod_name(pod), netns=host.id, remediation=fix)
+                          Evidence.of(pod.source, f"pod {pod_name(pod)}")),
+                node=node.name, pod=pod_name(pod), netns=host.id, remediation=fix)
         elif route.dev != TUN_IN:
             yield Issue(
-                message=f"the table-100 route of pod {_pod_name(pod)} ({ip}) on node {node.name} "
+                message=f"the table-100 route of pod {pod_name(pod)} ({ip}) on node {node.name} "
                         f"leaves by {route.dev}, not the {TUN_IN} tunnel to ztunnel",
                 evidence=(Evidence.of(route.source, "table-100 route"),),
-                node=node.name, pod=_pod_name(pod), netns=host.id, remediation=fix)
+                node=node.name, pod=pod_name(pod), netns=host.id, remediation=fix)
 
 
 def _owner_text(ctx: Context, node: NodeView, ip: IPAddress) -> str:
     here = ctx.pod_by_ip(ip, node.name)
     if here:
         p = here[0]
-        return f"it is pod {_pod_name(p)}, which is not ambient ({ctx.enrollment(p).why})"
+        return f"it is pod {pod_name(p)}, which is not ambient ({ctx.enrollment(p).why})"
     elsewhere = ctx.pod_by_ip(ip)
     if elsewhere:
-        return f"it belongs to pod {_pod_name(elsewhere[0])} on node {elsewhere[0].node}"
+        return f"it belongs to pod {pod_name(elsewhere[0])} on node {elsewhere[0].node}"
     return "no running pod has this address"
 
 
@@ -218,23 +206,17 @@ def stale_ipset_member(ctx: Context, node: NodeView) -> Iterator[Issue]:
         return
     wanted = {v4(p) for p in node.expected}
     uids = {p.uid: p for p in ctx.snap.cluster.pods if p.uid}
-    for m in s.members:
-        try:
-            ip = ipaddress.ip_address(m.text.split(",", 1)[0].split("/", 1)[0])
-        except ValueError:
-            continue
-        if ip in wanted:
-            continue
+    for m, ip in stale_members(s, wanted):
         owner = _owner_text(ctx, node, ip)
         was = uids.get(m.comment or "")
         tail = f"; its comment names pod UID {m.comment}" + (
-            f" ({_pod_name(was)})" if was else ", which no pod has any more") if m.comment else ""
+            f" ({pod_name(was)})" if was else ", which no pod has any more") if m.comment else ""
         yield Issue(message=f"ipset {IPSET} on node {node.name} holds {ip} but {owner}{tail}: "
                     "TCP from whatever gets this IP is captured by ztunnel",
                     evidence=(Evidence.of(m.source, "stale member"),),
                     node=node.name, netns=host.id,
                     remediation=f"`ipset del {IPSET} {ip}` on {node.name}, or restart istio-cni: "
-                                f"`{_agent(node)}`")
+                                f"`{restart_cni(node)}`")
 
 
 @check("AMB204", title="Stale table-100 route", severity=Severity.WARNING, area="legacy",
@@ -258,7 +240,7 @@ def stale_table100_route(ctx: Context, node: NodeView) -> Iterator[Issue]:
                     evidence=(Evidence.of(r.source, "stale table-100 route"),),
                     node=node.name, netns=host.id,
                     remediation=f"`ip route del table 100 {ip}/32` on {node.name}, or restart "
-                                f"istio-cni: `{_agent(node)}`")
+                                f"istio-cni: `{restart_cni(node)}`")
 
 
 @check("AMB205", title="ipset ztunnel-pods-ips close to maxelem", severity=Severity.WARNING,
@@ -342,7 +324,8 @@ def ip_rule_missing(ctx: Context, node: NodeView) -> Iterator[Issue]:
                     f"{effect[prio]}",
                     evidence=(Evidence.missing(file_of(host, "ip-rule"), f"`{text}`"),),
                     node=node.name, netns=host.id,
-                    remediation=f"`{cmd}` on {node.name}, or restart istio-cni: `{_agent(node)}`")
+                    remediation=f"`{cmd}` on {node.name}, or restart istio-cni: "
+                                f"`{restart_cni(node)}`")
 
 
 @check("AMB207", title="ip rule 100-103 duplicated", severity=Severity.WARNING, area="legacy",
@@ -425,26 +408,23 @@ def tables_default_missing(ctx: Context, node: NodeView) -> Iterator[Issue]:
 def _tunnel_state(ns: NetNamespace, names: tuple[str, ...], node: NodeView,
                   what: str) -> Iterator[Issue]:
     path = file_of(ns, "ip-addr")
-    pod = str(ns.pod) if ns.pod else None
     for name in names:
         link = ns.link(name)
         if link is None:
-            yield Issue(message=f"tunnel device {name} does not exist on node {node.name} "
-                        f"({what}netns {ns.id}): traffic routed to it is dropped",
-                        evidence=(Evidence.missing(path, f"device {name}"),),
-                        node=node.name, pod=pod, netns=ns.id)
+            yield issue_at(node.name, ns, f"tunnel device {name} does not exist on node "
+                           f"{node.name} ({what}netns {ns.id}): traffic routed to it is dropped",
+                           (Evidence.missing(path, f"device {name}"),))
         elif not link.admin_up:
-            yield Issue(message=f"tunnel device {name} is down on node {node.name} ({what}"
-                        f"netns {ns.id}): the kernel removes and skips routes through it",
-                        evidence=(Evidence.of(link.source, f"{name} flags "
-                                              f"<{','.join(sorted(link.flags))}>"),),
-                        node=node.name, pod=pod, netns=ns.id,
-                        remediation=f"`ip link set {name} up` in that netns, or restart istio-cni")
+            yield issue_at(node.name, ns, f"tunnel device {name} is down on node {node.name} "
+                           f"({what}netns {ns.id}): the kernel removes and skips routes through it",
+                           (Evidence.of(link.source,
+                                        f"{name} flags <{','.join(sorted(link.flags))}>"),),
+                           remediation=f"`ip link set {name} up` in that netns, or restart "
+                                       "istio-cni")
         elif not link.carrier:
-            yield Issue(message=f"tunnel device {name} on node {node.name} ({what}netns "
-                        f"{ns.id}) has no carrier (state {link.state}): its other end is down "
-                        "or gone", evidence=(Evidence.of(link.source),),
-                        node=node.name, pod=pod, netns=ns.id)
+            yield issue_at(node.name, ns, f"tunnel device {name} on node {node.name} ({what}netns "
+                           f"{ns.id}) has no carrier (state {link.state}): its other end is down "
+                           "or gone", (Evidence.of(link.source),))
 
 
 @check("AMB210", title="Tunnel device istioin/istioout missing or down", severity=Severity.ERROR,
@@ -567,7 +547,7 @@ def outbound_not_marked(ctx: Context, node: NodeView) -> Iterator[Issue]:
     s = _ipset(node)
     if s is None:
         return  # AMB201 reports the missing set
-    sample = _sample_service(ctx)
+    sample = ctx.sample_service()
     remote = sample[0] if sample else ctx.remote_ip(node.name)
     if remote is None:
         raise Skip("no sample destination (no Service and no pod on another node)")
@@ -582,14 +562,14 @@ def outbound_not_marked(ctx: Context, node: NodeView) -> Iterator[Issue]:
             continue
         dev = pod_device(host, ip)
         if dev is None:
-            undecided.append(f"{_pod_name(pod)}: no main-table route to {ip} names its veth")
+            undecided.append(f"{pod_name(pod)}: no main-table route to {ip} names its veth")
             continue
         pkt = Packet(family=4, proto="tcp", src=ip, dst=remote, sport=40000, dport=dport,
                      iif=dev)
         ctx_nf.notes.clear()
         res = netfilter.run_hook(host, "prerouting", pkt, ctx_nf)
         if res.verdict == "insufficient-info":
-            undecided.append(f"{_pod_name(pod)}: {res.reason} ({res.culprit})")
+            undecided.append(f"{pod_name(pod)}: {res.reason} ({res.culprit})")
             continue
         decided += 1
         if res.packet.mark & OUTBOUND_MARK:
@@ -609,10 +589,10 @@ def outbound_not_marked(ctx: Context, node: NodeView) -> Iterator[Issue]:
         else:
             evidence.append(Evidence.missing(path, f"a mangle rule `-m set --match-set {IPSET} src "
                                                    "-j MARK --set-xmark 0x100/0x100`"))
-        yield Issue(message=f"a TCP SYN from pod {_pod_name(pod)} ({ip}, arriving on {dev}) to "
+        yield Issue(message=f"a TCP SYN from pod {pod_name(pod)} ({ip}, arriving on {dev}) to "
                     f"{remote}:{dport} leaves mangle PREROUTING on node {node.name} with mark "
                     f"{res.packet.mark:#x}, without 0x100: it is not routed to ztunnel",
-                    evidence=tuple(evidence), node=node.name, pod=_pod_name(pod), netns=host.id)
+                    evidence=tuple(evidence), node=node.name, pod=pod_name(pod), netns=host.id)
     if undecided and decided == 0:
         raise Skip("could not simulate: " + "; ".join(undecided[:3]))
 
@@ -670,11 +650,9 @@ def ztunnel_tproxy_missing(ctx: Context, node: NodeView) -> Iterator[Issue]:
             ev.append(Evidence.missing(path, f"a mangle PREROUTING rule `-i {iif} -p tcp "
                                        + (f"--dport {dport} " if want == 15008 else "")
                                        + f"-j TPROXY --on-port {want}`"))
-        yield Issue(message=f"in the ztunnel pod on node {node.name} (netns {zt.id}), TCP "
-                    f"arriving on {iif} to port {dport} is {what}: ztunnel's "
-                    f"{ZTUNNEL_PORTS[want]} listener :{want} never gets it",
-                    evidence=tuple(ev), node=node.name, pod=str(zt.pod) if zt.pod else None,
-                    netns=zt.id)
+        yield issue_at(node.name, zt, f"in the ztunnel pod on node {node.name} (netns {zt.id}), "
+                       f"TCP arriving on {iif} to port {dport} is {what}: ztunnel's "
+                       f"{ZTUNNEL_PORTS[want]} listener :{want} never gets it", tuple(ev))
     if undecided and len(undecided) == len(_TPROXY_CASES):
         raise Skip("could not simulate mangle PREROUTING: " + "; ".join(undecided))
 
@@ -688,10 +666,9 @@ def _local_route_issue(ctx: Context, node: NodeView, mark: int, prio: int,
                               dst=remote, iif=iif)
     if gap is None:
         return
-    yield Issue(message=f"in the ztunnel pod on node {node.name} (netns {zt.id}) packets with "
-                f"mark {mark:#x} ({purpose}) are not delivered locally: {gap.why}",
-                evidence=gap.evidence, node=node.name, pod=str(zt.pod) if zt.pod else None,
-                netns=zt.id)
+    yield issue_at(node.name, zt, f"in the ztunnel pod on node {node.name} (netns {zt.id}) "
+                   f"packets with mark {mark:#x} ({purpose}) are not delivered locally: "
+                   f"{gap.why}", gap.evidence)
 
 
 @check("AMB214", title="ztunnel netns: ip rule 20000 or `local default dev lo` missing",
@@ -743,11 +720,10 @@ def ztunnel_not_listening(ctx: Context, node: NodeView) -> Iterator[Issue]:
     path = file_of(zt, "ss")
     for port, ip_ in sorted(targets.items()):
         if netfilter.find_listener(zt.listeners, ip_, port) is None:
-            yield Issue(message=f"nothing listens on {ip_}:{port} in the ztunnel pod on node "
-                        f"{node.name} (netns {zt.id}): {ZTUNNEL_PORTS[port]} connections "
-                        "TPROXYed there are dropped",
-                        evidence=(Evidence.missing(path, f"a TCP listener on {ip_}:{port}"),),
-                        node=node.name, pod=str(zt.pod) if zt.pod else None, netns=zt.id)
+            yield issue_at(node.name, zt, f"nothing listens on {ip_}:{port} in the ztunnel pod "
+                           f"on node {node.name} (netns {zt.id}): {ZTUNNEL_PORTS[port]} "
+                           "connections TPROXYed there are dropped",
+                           (Evidence.missing(path, f"a TCP listener on {ip_}:{port}"),))
 
 
 @check("AMB219", title="Node-level redirection left on a node without ambient pods or ztunnel",

@@ -12,10 +12,13 @@ from ambientctl.analyzers.doctor.facts import (
     Context,
     NodeView,
     file_of,
+    ipset_named,
     pod_device,
+    pod_name,
     scan_rules,
     v4,
 )
+from ambientctl.analyzers.doctor.issues import issue_at
 from ambientctl.analyzers.doctor.legacy import (
     IPSET,
     OUTBOUND_MARK,
@@ -36,14 +39,22 @@ LEGACY_HOST_BITS = 0x100 | 0x200 | 0x040 | 0x010 | 0x020
 
 
 def _enrolled_in_ipset(node: NodeView) -> list[tuple[str, IPAddress]]:
-    host = node.host
-    s = (host.ipsets or {}).get(IPSET) if host else None
+    s = ipset_named(node.host, IPSET)
     out = []
     for pod in node.expected:
         ip = v4(pod)
         if ip is not None and (s is None or s.lookup(ip) is not None):
-            out.append((f"{pod.namespace}/{pod.name}", ip))
+            out.append((pod_name(pod), ip))
     return out
+
+
+def _rp_sample_ends(ctx: Context, node: NodeView) -> tuple[IPAddress, list[tuple[str, IPAddress]]]:
+    """(a remote address, the enrolled pods): the ends of the rp_filter sample packets."""
+    remote = ctx.remote_ip(node.name)
+    pods = _enrolled_in_ipset(node)
+    if remote is None or not pods:
+        raise Skip("no enrolled pod or no remote address to build sample packets from")
+    return remote, pods
 
 
 # --------------------------------------------------------------------------- kube-proxy
@@ -146,13 +157,12 @@ def _rp_issues(ns: NetNamespace, node: NodeView, samples: list[tuple[str, IPAddr
         ev = tuple(Evidence.of(s, "effective rp_filter = max(all, device)") for s in res.evidence)
         if not ev:
             ev = (Evidence.missing(file_of(ns, "sysctl"), f"net.ipv4.conf.{iif}.rp_filter"),)
-        yield Issue(message=f"{what} on node {node.name} (netns {ns.id}) drops {purpose} "
-                    f"arriving on {iif} (from {src} to {dst}): {res.summary}",
-                    evidence=ev, node=node.name, pod=str(ns.pod) if ns.pod else None,
-                    netns=ns.id,
-                    remediation=f"`sysctl -w net.ipv4.conf.{iif.replace('.', '/')}.rp_filter=0` "
-                                "(and net.ipv4.conf.all.rp_filter=0) in that netns; find what "
-                                "resets it (node tuning, CNI) - istio-cni writes 0 only once")
+        yield issue_at(node.name, ns, f"{what} on node {node.name} (netns {ns.id}) drops "
+                       f"{purpose} arriving on {iif} (from {src} to {dst}): {res.summary}", ev,
+                       remediation=f"`sysctl -w net.ipv4.conf.{iif.replace('.', '/')}"
+                                   ".rp_filter=0` (and net.ipv4.conf.all.rp_filter=0) in that "
+                                   "netns; find what resets it (node tuning, CNI) - istio-cni "
+                                   "writes 0 only once")
 
 
 @check("AMB403", title="rp_filter drops ambient traffic on the node", severity=Severity.ERROR,
@@ -166,10 +176,7 @@ def node_rp_filter(ctx: Context, node: NodeView) -> Iterator[Issue]:
     """Reverse-path validation of the packets the node-level design sends through odd paths."""
     host = node.host
     assert host is not None
-    remote = ctx.remote_ip(node.name)
-    pods = _enrolled_in_ipset(node)
-    if remote is None or not pods:
-        raise Skip("no enrolled pod or no remote address to build sample packets from")
+    remote, pods = _rp_sample_ends(ctx, node)
     samples: list[tuple[str, IPAddress, IPAddress, int, str]] = []
     for name, ip in pods:
         dev = pod_device(host, ip)
@@ -195,10 +202,7 @@ def ztunnel_rp_filter(ctx: Context, node: NodeView) -> Iterator[Issue]:
     """Packets decapsulated from the tunnels carry pod sources the ztunnel netns routes via eth0."""
     zt = node.ztunnel_ns
     assert zt is not None
-    remote = ctx.remote_ip(node.name)
-    pods = _enrolled_in_ipset(node)
-    if remote is None or not pods:
-        raise Skip("no enrolled pod or no remote address to build sample packets from")
+    remote, pods = _rp_sample_ends(ctx, node)
     local = pods[0][1]
     samples = [(ZT_TUN_OUT, local, remote, 0, f"outbound TCP of pod {pods[0][0]}"),
                (ZT_TUN_IN, remote, local, 0, f"inbound TCP to pod {pods[0][0]}")]
@@ -318,7 +322,7 @@ def node_not_initialised(ctx: Context, node: NodeView) -> Iterator[Issue]:
     assert host is not None
     if not node.expected:
         return
-    names = ", ".join(f"{p.namespace}/{p.name}" for p in node.expected[:6])
+    names = ", ".join(pod_name(p) for p in node.expected[:6])
     ev = [Evidence.missing(file_of(host, "iptables"),
                            "chains ztunnel-PREROUTING (node-level) or ISTIO_POSTRT (in-pod)")]
     if host.ipsets is not None:
