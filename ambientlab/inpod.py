@@ -48,7 +48,7 @@ from pathlib import Path
 
 from ambientlab import inpod_rules, ztunnel_admin
 from ambientlab.emulate import Landing
-from ambientlab.inpod_emulate import connect_in
+from ambientlab.inpod_emulate import connect_in, send_udp_in
 from ambientlab.netns import Lab, LabError, Netns
 from ambientlab.rules import sep_chain, svc_chain
 from ambientlab.topology import ServiceSpec
@@ -425,7 +425,8 @@ class InpodLab:
         return specs
 
     def _spawn(
-        self, pod: PodDef, role: str, specs: list[str], comm: str, uid: int | None = None
+        self, pod: PodDef, role: str, specs: list[str], comm: str, uid: int | None = None,
+        udp: tuple[str, ...] = (),
     ) -> None:
         ns = self.pods[pod_logical(pod)]
         argv = [
@@ -444,6 +445,8 @@ class InpodLab:
             argv += ["--uid", str(uid)]
         for s in specs:
             argv += ["--listen", s]
+        for s in udp:
+            argv += ["--udp", s]
         env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
         proc = self.lab.spawn(ns, argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
         _wait_ready(proc, f"{role} in {pod.name}")
@@ -451,7 +454,9 @@ class InpodLab:
 
     def _start_processes(self, pod: PodDef) -> None:
         if pod.mode == "ambient":
-            self._spawn(pod, "ztunnel", self.ztunnel_specs(), "ztunnel")
+            # ztunnel's DNS proxy also answers UDP on localhost:15053 (istio-datapath.md 3.7).
+            self._spawn(pod, "ztunnel", self.ztunnel_specs(), "ztunnel",
+                        udp=(f"127.0.0.1:15053,mark={INPOD_MARK:#x}",))
         if pod.mode == "sidecar":
             self._spawn(pod, "envoy", ["0.0.0.0:15001", "0.0.0.0:15006"], "envoy", uid=ENVOY_UID)
         if pod.ports:
@@ -501,6 +506,28 @@ class InpodLab:
             uid=uid,
             timeout=timeout,
         )
+
+    def collect(self, out_path: str | os.PathLike[str], *extra_args: str
+                ) -> subprocess.CompletedProcess[str]:
+        """Run `ambientctl collect --local --targets ... --cluster-dir ... -o OUT` (raises on
+        failure), as a node operator would: the same entry point as the seed lab's."""
+        work = self.lab.workdir
+        targets = self.write_targets(work / "targets.json")
+        cluster = self.write_cluster(work / "cluster")
+        argv = [sys.executable, "-m", "ambientctl", "collect", "--local", "-q",
+                "--targets", str(targets), "--cluster-dir", str(cluster), "-o", str(out_path),
+                *extra_args]
+        env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+        res = subprocess.run(argv, capture_output=True, text=True, timeout=300, env=env,
+                             cwd=str(Path(__file__).resolve().parents[1]), check=False)
+        if res.returncode != 0:
+            raise LabError(f"collect failed ({res.returncode}): {res.stderr.strip()[-2000:]}")
+        return res
+
+    def send_udp(self, from_ns: str, dst_ip: str, dst_port: int, *, timeout: float = 2.0
+                 ) -> Landing:
+        """One UDP datagram from a logical namespace; which socket answered (see `Landing`)."""
+        return send_udp_in(self.netns_name(from_ns), dst_ip, dst_port, timeout=timeout)
 
     # ------------------------------------------------------------------ faults
     def inject(self, fault: str) -> None:

@@ -26,6 +26,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import ipaddress
+import json
 import os
 import selectors
 import socket
@@ -124,12 +125,46 @@ class ListenSpec(emulate.ListenSpec):
         return sock
 
 
+IP_RECVORIGDSTADDR = 20  # linux/in.h: ancillary IP_ORIGDSTADDR on recvmsg (REDIRECTed UDP)
+
+
+def _udp_answer_forever(sock: socket.socket, netns_id: str, label: str) -> None:
+    """Answer each datagram with one JSON landing line (ztunnel's DNS proxy stand-in).
+
+    `local` is the datagram's destination as delivered (IP_ORIGDSTADDR, ip(7)): after a
+    REDIRECT that is the proxy's own address. UDP has no SO_ORIGINAL_DST; the NAT shows
+    on the way back instead: conntrack rewrites the answer's source to what the client
+    sent to, and a connected client socket accepts only that peer.
+    """
+    while True:
+        data, anc, _flags, peer = sock.recvmsg(2048, socket.CMSG_SPACE(16))
+        orig = None
+        for level, kind, raw in anc:
+            if level == socket.IPPROTO_IP and kind == IP_RECVORIGDSTADDR and len(raw) >= 8:
+                port = int.from_bytes(raw[2:4], "big")
+                orig = f"{ipaddress.IPv4Address(raw[4:8])}:{port}"
+        record = {"outcome": "accepted", "netns": netns_id, "listener": label,
+                  "local": orig or emulate.fmt_addr(sock.getsockname()), "original_dst": None,
+                  "peer": emulate.fmt_addr(peer)}
+        with contextlib.suppress(OSError):
+            sock.sendto(json.dumps(record, sort_keys=True).encode(), peer)
+
+
 def serve(
-    netns_id: str, specs: list[ListenSpec], log_path: str | None, comm: str | None, uid: int | None
+    netns_id: str, specs: list[ListenSpec], log_path: str | None, comm: str | None, uid: int | None,
+    udp: list[ListenSpec] | None = None,
 ) -> None:
     """Listen on every spec, answer each connection with its landing, forever."""
     if comm:
         set_comm(comm)
+    for spec in udp or ():
+        usock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        if spec.mark is not None:
+            usock.setsockopt(socket.SOL_SOCKET, SO_MARK, spec.mark)
+        usock.setsockopt(socket.IPPROTO_IP, IP_RECVORIGDSTADDR, 1)
+        usock.bind((spec.ip, spec.port))
+        threading.Thread(target=_udp_answer_forever, args=(usock, netns_id, f"udp:{spec.label}"),
+                         daemon=True).start()
     sel = selectors.DefaultSelector()
     with _fsuid(uid):
         for spec in specs:
@@ -160,9 +195,33 @@ def connect(
         return probe(sock, dst, port, src=src, mark=mark, timeout=timeout)
 
 
-def connect_in(netns: str, dst: str, port: int, **kw: object) -> Landing:
+def send_udp(dst: str, port: int, *, timeout: float = 2.0) -> Landing:
+    """One UDP datagram from the calling thread's netns; who answered, and as what?"""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    with sock:
+        sock.settimeout(timeout)
+        try:
+            sock.connect((dst, port))
+            sock.send(b"ambientlab probe")
+            data = sock.recv(4096)
+        except TimeoutError:
+            return Landing(outcome="timeout", detail=f"no answer within {timeout}s")
+        except ConnectionRefusedError:
+            return Landing(outcome="refused", detail="ICMP port unreachable")
+        rec = json.loads(data)
+        return Landing(outcome="accepted", netns=rec["netns"], listener=rec["listener"],
+                       local=rec["local"], original_dst=rec["original_dst"], peer=rec["peer"])
+
+
+def send_udp_in(netns: str, dst: str, port: int, **kw: object) -> Landing:
+    """`send_udp()` from inside the named netns."""
+    return connect_in(netns, dst, port, _fn=send_udp, **kw)
+
+
+def connect_in(netns: str, dst: str, port: int, _fn: object = None, **kw: object) -> Landing:
     """`connect()` from inside the named netns (/var/run/netns/NAME), in a helper thread."""
     result: dict[str, object] = {}
+    fn = _fn or connect
 
     def work() -> None:
         try:
@@ -173,7 +232,7 @@ def connect_in(netns: str, dst: str, port: int, **kw: object) -> Landing:
                     raise OSError(err, os.strerror(err))
             finally:
                 os.close(fd)
-            result["landing"] = connect(dst, port, **kw)  # type: ignore[arg-type]
+            result["landing"] = fn(dst, port, **kw)  # type: ignore[operator]
         except BaseException as exc:  # re-raised in the caller's thread
             result["error"] = exc
 
@@ -189,12 +248,14 @@ def main(argv: list[str] | None = None) -> int:
     """CLI entry point (`python -m ambientlab.inpod_emulate`)."""
     parser, s, c = cli_parser("ambientlab.inpod_emulate")
     s.add_argument("--listen", action="append", required=True, type=ListenSpec.parse)
+    s.add_argument("--udp", action="append", default=[], type=ListenSpec.parse,
+                   help="also answer UDP datagrams on this address (DNS proxy on 15053)")
     s.add_argument("--uid", type=int, help="owner of the sockets (fsuid)")
     c.add_argument("--uid", type=int)
     args = parser.parse_args(argv)
     if args.cmd == "serve":
         with contextlib.suppress(KeyboardInterrupt):
-            serve(args.id, args.listen, args.log, args.comm, args.uid)
+            serve(args.id, args.listen, args.log, args.comm, args.uid, args.udp)
         return 0
     print_landing(connect(
         args.dst, args.port, src=args.src, mark=args.mark, uid=args.uid, timeout=args.timeout
