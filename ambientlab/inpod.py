@@ -291,6 +291,9 @@ class InpodLab:
 
     variant: str = "redirect"
     mixed: bool = False
+    # False: pods carry `ambient.istio.io/dns-capture: "false"` and the
+    # `dns_pod_disabled_and_on_globally` golden (no 15053 rules, no raw table); redirect only.
+    dns_capture: bool = True
     lab: Lab = field(init=False)
     nodes: dict[str, Netns] = field(init=False, default_factory=dict)
     pods: dict[str, Netns] = field(init=False, default_factory=dict)  # logical id -> netns
@@ -303,6 +306,8 @@ class InpodLab:
     def __post_init__(self) -> None:
         if self.variant not in VARIANTS:
             raise ValueError(f"variant must be one of {VARIANTS}, not {self.variant!r}")
+        if not self.dns_capture and self.variant != "redirect":
+            raise ValueError("dns_capture=False exists for the redirect variant only")
         self.lab = Lab()
         try:
             self._build()
@@ -410,7 +415,8 @@ class InpodLab:
     def _pod_rules(self, pod: PodDef) -> None:
         ns = self.pods[pod_logical(pod)]
         if pod.mode == "ambient":
-            inpod_rules.apply(ns.name, inpod_rules.pod_ambient(self.variant))
+            rules = self.variant if self.dns_capture else "nodns"
+            inpod_rules.apply(ns.name, inpod_rules.pod_ambient(rules))
         elif pod.mode == "sidecar":
             inpod_rules.apply(ns.name, inpod_rules.sidecar_cni(pod.ip))
 
@@ -777,6 +783,8 @@ class InpodLab:
             }
         elif p.mode == "ambient":
             annotations["ambient.istio.io/redirection"] = "enabled"
+            if not self.dns_capture:
+                annotations["ambient.istio.io/dns-capture"] = "false"
         elif p.mode == "sidecar":
             annotations["sidecar.istio.io/status"] = json.dumps(
                 {

@@ -28,7 +28,7 @@ INPOD_ROUTE = ("route", "add", "local", "0.0.0.0/0", "dev", "lo", "table", "100"
 INPOD_IP6_RULE = ("-6", "rule", "add", "fwmark", "0x111/0xfff", "pref", "32764", "lookup", "100")
 INPOD_ROUTE6 = ("-6", "route", "add", "local", "::/0", "dev", "lo", "table", "100")
 
-POD_VARIANTS = ("redirect", "tproxy", "nft", "ipv6", "ingress")
+POD_VARIANTS = ("redirect", "nodns", "tproxy", "nft", "ipv6", "ingress")
 
 
 @dataclass(frozen=True)
@@ -59,6 +59,10 @@ def pod_ambient(variant: str = "redirect") -> RuleLoad:
     routing = (INPOD_IP_RULE, INPOD_ROUTE)
     if variant == "redirect":
         v4, _ = goldens.restore_blobs(goldens.read("inpod-iptables/default.golden"))
+        return RuleLoad(iptables=v4, ip=routing)
+    if variant == "nodns":
+        v4, _ = goldens.restore_blobs(
+            goldens.read("inpod-iptables/dns_pod_disabled_and_on_globally.golden"))
         return RuleLoad(iptables=v4, ip=routing)
     if variant == "ingress":
         v4, _ = goldens.restore_blobs(goldens.read("inpod-iptables/ingress.golden"))

@@ -66,3 +66,18 @@ def test_dns_to_the_cluster_resolver_lands_on_ztunnels_dns_proxy(lab_and_snapsho
         landing = lab.connect(SLEEP, RESOLVER, 53)
         assert landing.outcome == "accepted" and landing.netns == SLEEP
         assert landing.local == "127.0.0.1:15053" and landing.original_dst == f"{RESOLVER}:53"
+
+
+def test_without_dns_capture_the_query_is_not_redirected(tmp_path: Path) -> None:
+    """`ambient.istio.io/dns-capture: "false"`: no 15053 rules; the datagram leaves the pod."""
+    with inpod.InpodLab(variant="redirect", dns_capture=False) as lab:
+        lab.collect(str(tmp_path / "bundle"))
+        snap = load_snapshot(str(tmp_path / "bundle"))
+        src = resolve(snap, "sleep", role="source")
+        dst = resolve(snap, RESOLVER, role="destination", port=53)
+        t = Tracer(snap).trace(src, dst, proto="udp")
+        leg = t.legs[0].result
+        assert leg.delivered_to is None or leg.delivered_to.component != "ztunnel-dns", t.summary
+        assert t.disposition != Disposition.DELIVERED
+        assert len(leg.hops) > 1 and leg.hops[0].netns == SLEEP  # it left sleep's netns
+        assert lab.send_udp(SLEEP, RESOLVER, 53, timeout=1.0).outcome != "accepted"
