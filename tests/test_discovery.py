@@ -263,7 +263,10 @@ def test_the_documented_rbac_grants_exactly_what_collection_uses() -> None:
         assert "*" not in (group, res, verb)
         assert res not in ("secrets", "configmaps", "nodes/proxy")
     writes = {g for g in grants if g[3] not in ("get", "list")}
-    assert writes == {("istio-system", "", "pods/exec", "create")}
+    # exec into ztunnel/istio-cni pods, and port-forward to ztunnel's localhost-only admin
+    # port (config_dump), both in istio-system only.
+    assert writes == {("istio-system", "", "pods/exec", "create"),
+                      ("istio-system", "", "pods/portforward", "create")}
     reads = {(g[1], g[2]) for g in grants if g[0] == "*cluster*" and g[3] == "list"}
     assert reads == {
         ("", "nodes"),
