@@ -49,7 +49,7 @@ from pathlib import Path
 from ambientlab import inpod_rules, ztunnel_admin
 from ambientlab.emulate import Landing
 from ambientlab.inpod_emulate import connect_in, send_udp_in
-from ambientlab.netns import Lab, LabError, Netns
+from ambientlab.netns import Lab, LabError, Netns, repo_env
 from ambientlab.rules import sep_chain, svc_chain
 from ambientlab.topology import ServiceSpec
 
@@ -453,7 +453,7 @@ class InpodLab:
             argv += ["--listen", s]
         for s in udp:
             argv += ["--udp", s]
-        env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+        env = repo_env()
         proc = self.lab.spawn(ns, argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
         _wait_ready(proc, f"{role} in {pod.name}")
         self.procs.setdefault(pod_logical(pod), []).append(_Proc(role, proc))
@@ -523,7 +523,7 @@ class InpodLab:
         argv = [sys.executable, "-m", "ambientctl", "collect", "--local", "-q",
                 "--targets", str(targets), "--cluster-dir", str(cluster), "-o", str(out_path),
                 *extra_args]
-        env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+        env = repo_env()
         res = subprocess.run(argv, capture_output=True, text=True, timeout=300, env=env,
                              cwd=str(Path(__file__).resolve().parents[1]), check=False)
         if res.returncode != 0:

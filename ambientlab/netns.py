@@ -40,6 +40,18 @@ class LabError(RuntimeError):
     """A kernel command of the lab failed (message names the command and its stderr)."""
 
 
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+def repo_env() -> dict[str, str]:
+    """The environment for lab processes (`python -m ambientlab...`, `-m ambientctl`): this
+    checkout first on PYTHONPATH, whatever was there kept after it."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = str(REPO_ROOT) + (os.pathsep + env["PYTHONPATH"]
+                                          if env.get("PYTHONPATH") else "")
+    return env
+
+
 def new_lab_id() -> str:
     """`amb` + 6 random hex digits: unique enough, short enough for netns names."""
     return PREFIX + secrets.token_hex(3)

@@ -48,7 +48,7 @@ from typing import Self
 from ambientlab import cluster as cluster_mod
 from ambientlab import rules
 from ambientlab.emulate import Landing, ListenSpec
-from ambientlab.netns import Lab, LabError, Netns
+from ambientlab.netns import Lab, LabError, Netns, repo_env
 from ambientlab.topology import (
     INBOUND_TUN,
     INBOUND_TUN_HOST,
@@ -366,9 +366,7 @@ class SeedLab:
 
     @staticmethod
     def _env() -> dict[str, str]:
-        env = dict(os.environ)
-        env["PYTHONPATH"] = str(REPO_ROOT) + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
-        return env
+        return repo_env()
 
     # ------------------------------------------------------------------ probes
     def connect(

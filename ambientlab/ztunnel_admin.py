@@ -35,6 +35,7 @@ from collections.abc import Iterable, Mapping
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
+from ambientlab.netns import repo_env
 
 __all__ = ["config_dump", "protocol_of", "serve", "serve_argv", "spawn_env", "write_dump"]
 
@@ -186,8 +187,7 @@ def serve_argv(dump_file: str | os.PathLike[str]) -> list[str]:
 
 def spawn_env() -> dict[str, str]:
     """The environment the server needs to import this package from the checkout."""
-    root = str(Path(__file__).resolve().parents[1])
-    return {**os.environ, "PYTHONPATH": root}
+    return repo_env()
 
 
 # --------------------------------------------------------------------------- server

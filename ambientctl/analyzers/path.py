@@ -19,8 +19,6 @@ fabric), the namespace that owns the next-hop address.
 
 from __future__ import annotations
 
-import ipaddress
-from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
 
@@ -658,13 +656,3 @@ def _bound(listener: Listener | None, want: SocketAddr) -> str:
         return "0.0.0.0" if listener.family == 4 else "::" if listener.family == 6 else "*"
     return str(listener.address)
 
-
-def addresses_of(items: Iterable[str]) -> list[IPAddress]:
-    """Parse a list of addresses, skipping junk."""
-    out = []
-    for it in items:
-        try:
-            out.append(ipaddress.ip_address(it))
-        except ValueError:
-            continue
-    return out

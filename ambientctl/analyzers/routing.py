@@ -21,7 +21,6 @@ import ipaddress
 from dataclasses import dataclass
 
 from ambientctl.model import (
-    ALL_ONES,
     IPAddress,
     IpRule,
     NetNamespace,

@@ -21,7 +21,6 @@ connection is then simulated like any other.
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from ambientctl.analyzers.packet import SocketAddr
@@ -538,5 +537,3 @@ def trace(snap: Snapshot, src: Endpoint, dst: Endpoint, **kw: object) -> Trace:
     """Convenience: one trace over a snapshot."""
     return Tracer(snap).trace(src, dst, **kw)  # type: ignore[arg-type]
 
-
-SourceLike = Callable[[], SourceRef]
