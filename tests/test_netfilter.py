@@ -152,3 +152,33 @@ def test_tproxy_without_a_listener_drops_and_with_one_assigns_and_marks() -> Non
     assert res.verdict == "accept" and res.packet.mark == 0x400
     assert res.packet.tproxy is not None and str(res.packet.tproxy) == "127.0.0.1:15001"
     assert str(res.packet.dst) == "10.0.0.2"  # TPROXY never rewrites the packet
+
+
+def test_dnat_to_loopback_from_a_device_is_a_martian_unless_route_localnet() -> None:
+    """ip-sysctl.rst route_localnet: 127/8 destinations arriving on a device are dropped."""
+    from ambientctl.analyzers.path import Disposition, PathWalker, World
+    from ambientctl.analyzers.parse.host import parse_sysctl
+    from ambientctl.analyzers.parse.iproute import parse_ip_addr, parse_ip_route
+    from ambientctl.model import NodeState, Snapshot, Cluster
+
+    addr = ("1: lo: <LOOPBACK,UP,LOWER_UP> mtu 65536 qdisc noqueue state UNKNOWN\n"
+            "    inet 127.0.0.1/8 scope host lo\n"
+            "2: eth0: <BROADCAST,MULTICAST,UP,LOWER_UP> mtu 1500 qdisc noqueue state UP\n"
+            "    inet 10.0.0.2/24 scope global eth0\n")
+    routes = "10.0.0.0/24 dev eth0 proto kernel scope link src 10.0.0.2\n" \
+             "local 127.0.0.0/8 dev lo table local proto kernel scope host src 127.0.0.1\n"
+    rules = ("*nat\n:PREROUTING ACCEPT [0:0]\n:INPUT ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\n"
+             ":POSTROUTING ACCEPT [0:0]\n-A PREROUTING -p tcp -j DNAT --to-destination "
+             "127.0.0.1:8080\nCOMMIT\n")
+    for localnet, expected in (("0", Disposition.DROPPED), ("1", Disposition.REFUSED)):
+        sysctl = parse_sysctl(f"net.ipv4.conf.all.route_localnet = {localnet}\n"
+                              "net.ipv4.conf.eth0.route_localnet = 0\n", "n/sysctl.txt")
+        ns = NetNamespace(id="n/host", node="n", pod=None, dir="nodes/n/host",
+                          links=parse_ip_addr(addr, "a"), routes=parse_ip_route(routes, "r"),
+                          rules=(), rulesets=(parse_iptables_save(rules, PATH),), ipsets={},
+                          listeners=(), sysctls=sysctl)
+        snap = Snapshot("x", Cluster(), {"n": NodeState("n", ns, {})})
+        walker = PathWalker(World.build(snap, {ns.id: "not-captured"}))
+        hops: list = []
+        res = walker._receive(ns, pkt(iif="eth0"), walker._new_hop(ns, hops), hops)
+        assert getattr(res, "disposition", None) == expected, res

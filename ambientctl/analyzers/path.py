@@ -459,6 +459,8 @@ class PathWalker:
         if entry is not None:
             p = self._unnat(p, entry, hop)
         assert p.iif is not None
+        if (why := self._martian_loopback(ns, p)) is not None:
+            return self._end(Disposition.DROPPED, hops, p, why[0], why[1])
         r = self._route(ns, p, hop, iif=p.iif)
         if r.kind not in ("unicast", "local"):
             return self._route_fail(r, hops, p)
@@ -496,6 +498,25 @@ class PathWalker:
         if res.verdict != "accept":
             return self._nf_fail(res, hops)
         return self._exit(ns, res.packet, r, hop, hops)
+
+    def _martian_loopback(self, ns: NetNamespace, p: Packet
+                          ) -> tuple[str, SourceRef | None] | None:
+        """127.0.0.0/8 arriving on a real device is a martian (`ip_route_input_slow`):
+        always as a source, and as a destination unless route_localnet is set on it
+        (ip-sysctl.rst) - e.g. a DNAT to 127.0.0.1 in PREROUTING."""
+        if p.iif == "lo" or p.family != 4:
+            return None
+        assert p.src is not None
+        if p.src.is_loopback:
+            return f"martian source {p.src} on {p.iif}: the kernel drops it", None
+        if p.dst.is_loopback:
+            all_v, dev_v = routing.conf(ns, p.iif, "route_localnet", 0)
+            if not (all_v.value or dev_v.value):
+                if all_v.assumed and dev_v.assumed:
+                    self._assume(f"{ns.label}: route_localnet not in the bundle; assumed 0")
+                return (f"martian destination {p.dst} on {p.iif} (route_localnet=0): the kernel "
+                        "drops it", dev_v.source or all_v.source)
+        return None
 
     def _assume(self, text: str) -> None:
         if text not in self.assumptions:
