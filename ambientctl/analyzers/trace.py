@@ -92,23 +92,20 @@ class _Next:
 
 
 def _default_roles(snap: Snapshot) -> dict[str, str]:
-    try:
-        from ambientctl.analyzers.classify import classify  # type: ignore[attr-defined]
-    except ImportError:  # pragma: no cover - classify lands with in-pod support
-        classify = None  # type: ignore[assignment]
+    """Each namespace's role (`classify`), used to name what a listening port belongs to."""
+    from ambientctl.analyzers.classify import classify
+
     roles: dict[str, str] = {}
     for ns in snap.namespaces():
-        kind = None
-        if classify is not None:
-            try:
-                kind = classify(ns).kind
-            except Exception:  # classification is advisory: a broken rule must not stop a trace
-                kind = None
-        roles[ns.id] = kind or _fallback_role(ns)
+        try:
+            roles[ns.id] = classify(ns).kind
+        except Exception:  # classification is advisory: a bug there must not stop a trace
+            roles[ns.id] = _fallback_role(ns)
     return roles
 
 
 def _fallback_role(ns: NetNamespace) -> str:
+    """Chain and link names only: what the trace still knows if classification failed."""
     names = {lnk.name for lnk in ns.links or ()}
     chains = {c for t in ns.tables() for c in t.chains}
     if {"pistioin", "pistioout"} & names:
