@@ -17,7 +17,11 @@ Variants: "redirect" (`inpod-iptables/default.golden`, DNS capture on; Istio 1.2
 "tproxy" (`istio-1.21.0_default.golden`: TPROXY inbound in mangle; 1.21 images, probe
 set `istio-inpod-probes`), "nft" (`inpod-nftables/default.golden` and the nft hostprobe
 with nft probe sets; 1.28 images). `mixed=True` adds `legacy/httpbin`, a sidecar pod with
-istio-cni's sidecar rules and an emulated Envoy running as uid 1337.
+istio-cni's sidecar rules and an emulated Envoy running as uid 1337. `ipv6=True` (redirect,
+not mixed) makes the cluster dual-stack: every node/pod also gets its v6 twin (`v6_of`:
+fd00:10:244:X::Y in a /64 podCIDR per node, nodes fd00:172:18::N), Services a v6 ClusterIP
+(`SERVICE_IPS6`) with ip6tables kube-proxy DNAT, pods `default_ipv6.golden` (v4 + v6, the
+real v6 probe address) and nodes `hostprobe_ipv6.golden`; the apps listen on [::].
 
 Topology (`ip netns` names are `<lab id>-<suffix>`, see `ambientlab.netns`):
 
@@ -58,10 +62,12 @@ __all__ = ["FAULTS", "NODES", "PODS", "SERVICES", "VARIANTS", "InpodLab", "Landi
 VARIANTS = ("redirect", "tproxy", "nft")
 ISTIO_TAG = {"redirect": "1.24.0", "tproxy": "1.21.0", "nft": "1.28.0"}
 CLUSTER_CIDR = "10.244.0.0/16"
+CLUSTER_CIDR6 = "fd00:10:244::/56"  # kind's dual-stack default podSubnet (v6 half)
 KUBELET_UID = 1000  # the nft hostprobe golden's kubelet uid (`meta skuid 1000`)
 ENVOY_UID = 1337
 INPOD_MARK = 0x539
 PROBE_SNAT = "169.254.7.127"
+PROBE_SNAT6 = inpod_rules.PROBE_SNAT6
 
 FAULTS = {
     "chains-missing-productpage": "productpage's netns lost every Istio rule (istio/istio#61182)",
@@ -76,6 +82,18 @@ FAULTS = {
 
 def _uid(kind: str, ns: str, name: str) -> str:
     return str(uuid.uuid5(uuid.NAMESPACE_URL, f"ambientlab-inpod://{kind}/{ns}/{name}"))
+
+
+def v6_of(ip: str) -> str:
+    """The dual-stack twin of a lab IPv4 address: 10.244.X.Y -> fd00:10:244:X::Y (kind's
+    v6 podSubnet, one /64 per node), 172.18.0.N -> fd00:172:18::N (the node network). The
+    digits are copied as they read, so the two addresses of a pod are easy to pair up."""
+    a, b, c, d = ip.split(".")
+    if (a, b) == ("10", "244"):
+        return f"fd00:10:244:{c}::{d}"
+    if (a, b, c) == ("172", "18", "0"):
+        return f"fd00:172:18::{d}"
+    raise ValueError(f"no IPv6 twin for {ip}")
 
 
 def _veth(ns: str, name: str) -> str:
@@ -100,6 +118,21 @@ class NodeDef:
     def logical(self) -> str:
         """Model id of the node's netns."""
         return f"{self.name}/host"
+
+    @property
+    def ip6(self) -> str:
+        """The node's IPv6 address on the kind network (dual-stack lab)."""
+        return v6_of(self.ip)
+
+    @property
+    def pod_cidr6(self) -> str:
+        """The node's IPv6 podCIDR, a /64 (kind dual-stack)."""
+        return v6_of(self.gateway).rsplit("::", 1)[0] + "::/64"
+
+    @property
+    def gateway6(self) -> str:
+        """The IPv6 address every host-side pod veth carries (the v4 gateway's twin)."""
+        return v6_of(self.gateway)
 
 
 @dataclass(frozen=True)
@@ -126,6 +159,11 @@ class PodDef:
     def veth(self) -> str:
         """Host-side veth name."""
         return _veth(self.namespace, self.name)
+
+    @property
+    def ip6(self) -> str:
+        """The pod's IPv6 address (dual-stack lab)."""
+        return v6_of(self.ip)
 
     @property
     def owner(self) -> str:
@@ -211,6 +249,12 @@ SERVICES = (
     ServiceSpec("httpbin", "10.96.20.20", 8000, 8000, "httpbin", namespace="legacy"),
 )
 ZTUNNEL_PORTS = (15001, 15006, 15008)
+# Dual-stack ClusterIPs (`spec.clusterIPs[1]`), in kind's v6 serviceSubnet fd00:10:96::/112.
+SERVICE_IPS6 = {
+    ("default", "productpage"): "fd00:10:96::b6",
+    ("default", "reviews"): "fd00:10:96::71",
+    ("legacy", "httpbin"): "fd00:10:96::14",
+}
 
 
 def _node(name: str) -> NodeDef:
@@ -222,9 +266,22 @@ def pod_logical(p: PodDef) -> str:
     return f"{p.node}/pod/{p.namespace}/{p.name}"
 
 
-def kube_proxy_restore(pods: Iterable[PodDef]) -> str:
-    """kube-proxy (iptables mode) Service DNAT for SERVICES, as `iptables-restore --noflush` input."""
+def kube_proxy_restore(pods: Iterable[PodDef], ipv6: bool = False) -> str:
+    """kube-proxy (iptables mode) Service DNAT for SERVICES, as `iptables-restore --noflush` input.
+
+    `ipv6`: the ip6tables half of a dual-stack kube-proxy (`ip6tables-restore` input): the
+    same chains (their names hash the service port, not the family), v6 ClusterIPs
+    (`SERVICE_IPS6`), `/128` and `[ip]:port` endpoints.
+    """
     pods = list(pods)
+    cidr, host = (CLUSTER_CIDR6, "/128") if ipv6 else (CLUSTER_CIDR, "/32")
+
+    def pod_ip(p: PodDef) -> str:
+        return p.ip6 if ipv6 else p.ip
+
+    def endpoint_of(p: PodDef, port: int) -> str:
+        return f"[{p.ip6}]:{port}" if ipv6 else f"{p.ip}:{port}"
+
     chains = ["KUBE-SERVICES", "KUBE-MARK-MASQ", "KUBE-POSTROUTING", "KIND-MASQ-AGENT"]
     rules: list[str] = []
     for svc in SERVICES:
@@ -234,19 +291,20 @@ def kube_proxy_restore(pods: Iterable[PodDef]) -> str:
         )
         if not eps:
             continue
+        vip = SERVICE_IPS6[(svc.namespace, svc.name)] if ipv6 else svc.cluster_ip
         name = f"{svc.namespace}/{svc.name}:{svc.port_name}"
         chain = svc_chain(svc)
         chains.append(chain)
         rules.append(
-            f'-A KUBE-SERVICES -d {svc.cluster_ip}/32 -p tcp -m comment --comment "{name} cluster IP" '
+            f'-A KUBE-SERVICES -d {vip}{host} -p tcp -m comment --comment "{name} cluster IP" '
             f"-m tcp --dport {svc.port} -j {chain}"
         )
         rules.append(
-            f"-A {chain} ! -s {CLUSTER_CIDR} -d {svc.cluster_ip}/32 -p tcp -m comment --comment "
+            f"-A {chain} ! -s {cidr} -d {vip}{host} -p tcp -m comment --comment "
             f'"{name} cluster IP" -m tcp --dport {svc.port} -j KUBE-MARK-MASQ'
         )
         for i, pod in enumerate(eps):
-            endpoint = f"{pod.ip}:{svc.target_port}"
+            endpoint = endpoint_of(pod, svc.target_port)
             sep = sep_chain(svc, endpoint)
             chains.append(sep)
             left = len(eps) - i
@@ -254,7 +312,7 @@ def kube_proxy_restore(pods: Iterable[PodDef]) -> str:
                 f" -m statistic --mode random --probability {1.0 / left:0.10f}" if left > 1 else ""
             )
             rules.append(f'-A {chain} -m comment --comment "{name} -> {endpoint}"{stat} -j {sep}')
-            rules.append(f'-A {sep} -s {pod.ip}/32 -m comment --comment "{name}" -j KUBE-MARK-MASQ')
+            rules.append(f'-A {sep} -s {pod_ip(pod)}{host} -m comment --comment "{name}" -j KUBE-MARK-MASQ')
             rules.append(
                 f'-A {sep} -p tcp -m comment --comment "{name}" -m tcp -j DNAT --to-destination {endpoint}'
             )
@@ -265,7 +323,7 @@ def kube_proxy_restore(pods: Iterable[PodDef]) -> str:
         '-A POSTROUTING -m comment --comment "kubernetes postrouting rules" -j KUBE-POSTROUTING',
         '-A POSTROUTING -m addrtype ! --dst-type LOCAL -m comment --comment "kind-masq-agent: ensure nat '
         'POSTROUTING directs all non-LOCAL destination traffic to our custom KIND-MASQ-AGENT chain" -j KIND-MASQ-AGENT',
-        f'-A KIND-MASQ-AGENT -d {CLUSTER_CIDR} -m comment --comment "kind-masq-agent: local traffic is not subject '
+        f'-A KIND-MASQ-AGENT -d {cidr} -m comment --comment "kind-masq-agent: local traffic is not subject '
         'to MASQUERADE" -j RETURN',
         '-A KIND-MASQ-AGENT -m comment --comment "kind-masq-agent: outbound traffic is subject to MASQUERADE '
         '(must be last in chain)" -j MASQUERADE',
@@ -294,6 +352,9 @@ class InpodLab:
     # False: pods carry `ambient.istio.io/dns-capture: "false"` and the
     # `dns_pod_disabled_and_on_globally` golden (no 15053 rules, no raw table); redirect only.
     dns_capture: bool = True
+    # True: dual-stack (see `_wire_ipv6`); redirect variant, DNS capture on, not `mixed`
+    # (the only dual-stack in-pod golden is `default_ipv6.golden`; the sidecar golden is v4).
+    ipv6: bool = False
     lab: Lab = field(init=False)
     nodes: dict[str, Netns] = field(init=False, default_factory=dict)
     pods: dict[str, Netns] = field(init=False, default_factory=dict)  # logical id -> netns
@@ -308,6 +369,9 @@ class InpodLab:
             raise ValueError(f"variant must be one of {VARIANTS}, not {self.variant!r}")
         if not self.dns_capture and self.variant != "redirect":
             raise ValueError("dns_capture=False exists for the redirect variant only")
+        if self.ipv6 and (self.variant != "redirect" or not self.dns_capture or self.mixed):
+            raise ValueError("ipv6=True exists for the redirect variant with DNS capture on, "
+                             "without mixed (no other dual-stack golden is loaded)")
         self.lab = Lab()
         try:
             self._build()
@@ -353,6 +417,7 @@ class InpodLab:
         for node in NODES:
             ns = lab.add_netns(node.suffix)
             self.nodes[node.name] = ns
+            self._no_dad(ns)
             port = f"veth{node.suffix}"
             bridge.ip("link", "add", port, "type", "veth", "peer", "name", "eth0", "netns", ns.name)
             bridge.ip("link", "set", port, "master", "kind", "up")
@@ -365,6 +430,12 @@ class InpodLab:
                 ]
             )
             ns.sysctl([("net.ipv4.ip_forward", 1)])
+            if self.ipv6:
+                ns.ip_batch([
+                    f"addr add {node.ip6}/64 dev eth0 nodad",
+                    f"route add {peer.pod_cidr6} via {peer.ip6} dev eth0",
+                ])
+                ns.sysctl([("net.ipv6.conf.all.forwarding", 1)])
         for pod in (*self.pod_defs, *ZTUNNELS):
             self._add_pod(pod)
         for node in NODES:
@@ -385,6 +456,7 @@ class InpodLab:
         host = self.nodes[node.name]
         ns = self.lab.add_netns(pod.suffix)
         self.pods[pod_logical(pod)] = ns
+        self._no_dad(ns)
         host.ip("link", "add", pod.veth, "type", "veth", "peer", "name", "eth0", "netns", ns.name)
         host.ip_batch(
             [
@@ -403,20 +475,50 @@ class InpodLab:
                 f"route add default via {node.gateway} dev eth0",
             ]
         )
+        if self.ipv6:
+            # The v4 wiring's twin: the host veth carries the node's v6 gateway (/128) and a
+            # host route per pod; the pod reaches everything via that gateway (no on-link /64).
+            host.ip_batch([
+                f"addr add {node.gateway6}/128 dev {pod.veth} nodad",
+                f"route add {pod.ip6} dev {pod.veth}",
+            ])
+            ns.ip_batch([
+                f"addr add {pod.ip6}/64 dev eth0 nodad noprefixroute",
+                f"route add {node.gateway6} dev eth0 src {pod.ip6}",
+                f"route add {node.pod_cidr6} via {node.gateway6} dev eth0 src {pod.ip6}",
+                f"route add ::/0 via {node.gateway6} dev eth0",
+            ])
 
-    def _ambient_on(self, node: NodeDef) -> list[tuple[str, str]]:
-        return [(p.ip, p.uid) for p in self.pod_defs if p.node == node.name and p.mode == "ambient"]
+    def _no_dad(self, ns: Netns) -> None:
+        """Dual-stack: no duplicate address detection in `ns` (links created from now on),
+        so an address is usable at once instead of "tentative" for a second or more."""
+        if self.ipv6:
+            ns.sysctl([("net.ipv6.conf.all.accept_dad", 0),
+                       ("net.ipv6.conf.default.accept_dad", 0)])
+
+    def _ambient_on(self, node: NodeDef, v6: bool = False) -> list[tuple[str, str]]:
+        return [(p.ip6 if v6 else p.ip, p.uid) for p in self.pod_defs
+                if p.node == node.name and p.mode == "ambient"]
 
     def _node_rules(self, node: NodeDef) -> None:
         ns = self.nodes[node.name]
         ns.exec("iptables-restore", "--noflush", stdin=kube_proxy_restore(self.pod_defs))
-        inpod_rules.apply(ns.name, inpod_rules.host_probe(self.variant, self._ambient_on(node)))
+        if self.ipv6:
+            ns.exec("ip6tables-restore", "--noflush",
+                    stdin=kube_proxy_restore(self.pod_defs, ipv6=True))
+            probe = inpod_rules.host_probe_dual_stack(self._ambient_on(node),
+                                                      self._ambient_on(node, v6=True))
+        else:
+            probe = inpod_rules.host_probe(self.variant, self._ambient_on(node))
+        inpod_rules.apply(ns.name, probe)
 
     def _pod_rules(self, pod: PodDef) -> None:
         ns = self.pods[pod_logical(pod)]
         if pod.mode == "ambient":
             rules = self.variant if self.dns_capture else "nodns"
-            inpod_rules.apply(ns.name, inpod_rules.pod_ambient(rules))
+            load = (inpod_rules.pod_ambient_dual_stack() if self.ipv6
+                    else inpod_rules.pod_ambient(rules))
+            inpod_rules.apply(ns.name, load)
         elif pod.mode == "sidecar":
             inpod_rules.apply(ns.name, inpod_rules.sidecar_cni(pod.ip))
 
@@ -466,7 +568,9 @@ class InpodLab:
         if pod.mode == "sidecar":
             self._spawn(pod, "envoy", ["0.0.0.0:15001", "0.0.0.0:15006"], "envoy", uid=ENVOY_UID)
         if pod.ports:
-            self._spawn(pod, "app", [f"0.0.0.0:{p}" for p in pod.ports], pod.app)
+            # Dual-stack: the app listens on [::] (both families), like ztunnel.
+            any_addr = "[::]" if self.ipv6 else "0.0.0.0"
+            self._spawn(pod, "app", [f"{any_addr}:{p}" for p in pod.ports], pod.app)
 
     def _start_ztunnel_admins(self) -> None:
         """Each ztunnel pod's admin API on its own netns's 127.0.0.1:15000, serving the
@@ -839,12 +943,13 @@ class InpodLab:
                 "phase": "Running",
                 "hostIP": node.ip,
                 "podIP": p.ip,
-                "podIPs": [{"ip": p.ip}],
+                "podIPs": [{"ip": p.ip}, *([{"ip": p.ip6}] if self.ipv6 else [])],
             },
         }
 
-    @staticmethod
-    def _svc_json(s: ServiceSpec) -> dict[str, object]:
+    def _svc_json(self, s: ServiceSpec) -> dict[str, object]:
+        # Dual-stack Services (ipFamilyPolicy PreferDualStack): the v6 ClusterIP second.
+        ips = [s.cluster_ip, *([SERVICE_IPS6[(s.namespace, s.name)]] if self.ipv6 else [])]
         return {
             "apiVersion": "v1",
             "kind": "Service",
@@ -857,7 +962,7 @@ class InpodLab:
             "spec": {
                 "type": "ClusterIP",
                 "clusterIP": s.cluster_ip,
-                "clusterIPs": [s.cluster_ip],
+                "clusterIPs": ips,
                 "ports": [
                     {
                         "name": s.port_name,
@@ -879,16 +984,17 @@ class InpodLab:
             "status": {"phase": "Active"},
         }
 
-    @staticmethod
-    def _node_json(n: NodeDef) -> dict[str, object]:
+    def _node_json(self, n: NodeDef) -> dict[str, object]:
+        cidrs = [n.pod_cidr, *([n.pod_cidr6] if self.ipv6 else [])]
+        internal = [n.ip, *([n.ip6] if self.ipv6 else [])]
         return {
             "apiVersion": "v1",
             "kind": "Node",
             "metadata": {"name": n.name, "labels": {"kubernetes.io/hostname": n.name}},
-            "spec": {"podCIDR": n.pod_cidr, "podCIDRs": [n.pod_cidr]},
+            "spec": {"podCIDR": n.pod_cidr, "podCIDRs": cidrs},
             "status": {
                 "addresses": [
-                    {"type": "InternalIP", "address": n.ip},
+                    *({"type": "InternalIP", "address": a} for a in internal),
                     {"type": "Hostname", "address": n.name},
                 ]
             },

@@ -27,6 +27,10 @@ INPOD_IP_RULE = ("rule", "add", "fwmark", "0x111/0xfff", "pref", "32764", "looku
 INPOD_ROUTE = ("route", "add", "local", "0.0.0.0/0", "dev", "lo", "table", "100")
 INPOD_IP6_RULE = ("-6", "rule", "add", "fwmark", "0x111/0xfff", "pref", "32764", "lookup", "100")
 INPOD_ROUTE6 = ("-6", "route", "add", "local", "::/0", "dev", "lo", "table", "100")
+# The v6 probe SNAT address: istio-cni's real default, and the test value its `*_ipv6`
+# goldens carry instead (`constructTestConfig()`, data/istio/SOURCES.md).
+PROBE_SNAT6 = "fd16:9254:7127:1337:ffff:ffff:ffff:ffff"
+GOLDEN_TEST_PROBE6 = "e9ac:1e77:90ca:399f:4d6d:ece2:2f9b:3164"
 
 POD_VARIANTS = ("redirect", "nodns", "tproxy", "nft", "ipv6", "ingress")
 
@@ -81,6 +85,26 @@ def pod_ambient(variant: str = "redirect") -> RuleLoad:
     raise ValueError(f"unknown in-pod variant {variant!r} (one of {', '.join(POD_VARIANTS)})")
 
 
+def pod_ambient_dual_stack() -> RuleLoad:
+    """The "ipv6" load as a real dual-stack cluster holds it: the golden's test probe address
+    replaced by the real default, so the pod accepts what the node's v6 probe SNAT sends."""
+    load = pod_ambient("ipv6")
+    assert load.ip6tables is not None
+    return RuleLoad(iptables=load.iptables, ip=load.ip,
+                    ip6tables=load.ip6tables.replace(GOLDEN_TEST_PROBE6, PROBE_SNAT6))
+
+
+def host_probe_dual_stack(
+    v4_members: Iterable[tuple[str, str]], v6_members: Iterable[tuple[str, str]]
+) -> RuleLoad:
+    """A dual-stack node's probe SNAT (1.24+, `hostprobe_ipv6.golden`): `ISTIO_POSTRT` in
+    iptables and ip6tables, sets `istio-inpod-probes-v4` and `istio-inpod-probes-v6`."""
+    v4, v6 = goldens.restore_blobs(goldens.read("inpod-iptables/hostprobe_ipv6.golden"))
+    sets = probe_ipset("istio-inpod-probes-v4", v4_members) + probe_ipset(
+        "istio-inpod-probes-v6", v6_members, family="inet6")
+    return RuleLoad(iptables=v4, ip6tables=v6, ipset=sets)
+
+
 def host_probe(variant: str, members: Iterable[tuple[str, str]]) -> RuleLoad:
     """The node's probe SNAT rule and probe set with (pod ip, pod uid) members.
 
@@ -108,9 +132,9 @@ def host_probe(variant: str, members: Iterable[tuple[str, str]]) -> RuleLoad:
     return RuleLoad(iptables=v4, ipset=probe_ipset(set_name, members))
 
 
-def probe_ipset(name: str, members: Iterable[tuple[str, str]]) -> str:
-    """`ipset restore` input for a probe set."""
-    lines = [f"create {name} hash:ip family inet comment"]
+def probe_ipset(name: str, members: Iterable[tuple[str, str]], family: str = "inet") -> str:
+    """`ipset restore` input for a probe set (`family inet6` for the v6 one)."""
+    lines = [f"create {name} hash:ip family {family} comment"]
     lines += [f'add {name} {ip} comment "{uid}"' for ip, uid in members]
     return "\n".join(lines) + "\n"
 
