@@ -130,6 +130,15 @@ LEGACY_SOCKET_MARKS = {
 }
 
 
+def _same_family(pod: Pod, ip: IPAddress) -> IPAddress:
+    """The address ztunnel sends to: `ip` itself when the pod owns it, else the pod's first
+    address of `ip`'s family (a dual-stack pod reached by a v6 ClusterIP gets v6), else its
+    first address."""
+    if ip in pod.ips:
+        return ip
+    return next((a for a in pod.ips if a.version == ip.version), pod.ips[0])
+
+
 class Tracer:
     """Builds `Trace`s over one snapshot (indices are built once)."""
 
@@ -300,7 +309,7 @@ class Tracer:
                 expl.append(Step(
                     "ztunnel", f"{original} is Service {svc.namespace}/{svc.name} port "
                     f"{svc.ports[idx].port}: ztunnel load-balances to endpoint {target_pod.name} "
-                    f"{target_pod.ips[0]}:{port}"
+                    f"{_same_family(target_pod, original.ip)}:{port}"
                     + (f" (others: {', '.join(others)})" if others else ""), svc.source))
             else:
                 target_pod = self.pod_by_ip(original.ip)
@@ -312,7 +321,9 @@ class Tracer:
                                  "cluster: ztunnel passes it through as plain TCP"))
                 return _Next("passthrough", f"ztunnel on {d.node}", ns, original.ip,
                              original.port, None, INPOD_MARK if gen == "inpod" else 0, expl)
-            dst_ip = target_pod.ips[0]
+            # ztunnel `pick_workload_destination` (src/state.rs): the pod IP the client named,
+            # else the workload IP of the original destination's family, else the first one.
+            dst_ip = _same_family(target_pod, original.ip)
             inmesh, why = self.captured(target_pod)
             expl.extend(why)
             if inmesh:
