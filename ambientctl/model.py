@@ -158,6 +158,25 @@ class Chain:
     def __len__(self) -> int:
         return len(self.prebuilt) if self.prebuilt is not None else len(self.raw_rules)
 
+    def raw_text(self, index: int) -> str | None:
+        """The 0-based `index`th rule's text before tokenising (None when prebuilt)."""
+        return None if self.prebuilt is not None else self.raw_rules[index][1]
+
+    def rule_at(self, index: int) -> Rule:
+        """The 0-based `index`th rule, tokenising only it (a walk that skips most of a
+        10k-rule KUBE-SERVICES chain need not tokenise them all)."""
+        if self.prebuilt is not None:
+            return self.prebuilt[index]
+        if "rules" in self.__dict__:
+            return self.__dict__["rules"][index]  # type: ignore[no-any-return]
+        cache = self.__dict__.setdefault("_rule_cache", {})
+        rule = cache.get(index)
+        if rule is None:
+            assert self.tokenizer is not None
+            line, text = self.raw_rules[index]
+            rule = cache[index] = self.tokenizer(self, index + 1, line, text)
+        return rule  # type: ignore[no-any-return]
+
 
 @dataclass(frozen=True, slots=True)
 class BaseHook:

@@ -182,3 +182,21 @@ def test_dnat_to_loopback_from_a_device_is_a_martian_unless_route_localnet() -> 
         hops: list = []
         res = walker._receive(ns, pkt(iif="eth0"), walker._new_hop(ns, hops), hops)
         assert getattr(res, "disposition", None) == expected, res
+
+
+def test_host_destination_fast_path_decides_like_the_full_match() -> None:
+    """Rules `-d A.B.C.D/32` for other addresses are skipped untokenised; negations and
+    `-d` inside a quoted comment are not taken by the fast path."""
+    rules = [f"-A PREROUTING -d 10.9.0.{i}/32 -j MARK --set-xmark 0x1/0x1" for i in range(200)]
+    rules += [
+        '-A PREROUTING -m comment --comment "x -d 10.9.9.9/32 y" -j MARK --set-xmark 0x2/0x2',
+        "-A PREROUTING ! -d 10.9.9.9/32 -j MARK --set-xmark 0x4/0x4",
+        "-A PREROUTING -d 10.0.0.2/32 -j MARK --set-xmark 0x8/0x8",
+    ]
+    ns = mangle("", "\n".join(rules))
+    res = run(ns, "prerouting", pkt())  # dst 10.0.0.2
+    assert res.packet.mark == 0x2 | 0x4 | 0x8
+    res = run(ns, "prerouting", pkt(dst=ipaddress.ip_address("10.9.0.7")))
+    assert res.packet.mark == 0x1 | 0x2 | 0x4
+    chain = next(t for t in ns.tables()).chains["PREROUTING"]
+    assert "rules" not in chain.__dict__  # never tokenised as a whole

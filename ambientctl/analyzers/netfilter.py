@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import functools
 import ipaddress
+import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 
@@ -619,6 +620,25 @@ def find_listener(listeners: tuple[Listener, ...] | None, ip: IPAddress, port: i
 # --------------------------------------------------------------------------- the walk
 
 
+_DST_HOST = re.compile(r" (! )?-d (\d{1,3}(?:\.\d{1,3}){3})/32 ")
+
+
+def _cannot_match_dst(text: str, p: Packet) -> bool:
+    """A fast no on raw text: a rule with a plain `-d A.B.C.D/32` for another address.
+
+    kube-proxy's KUBE-SERVICES chain is one such rule per Service port (10k+ on a big
+    node); deciding them without tokenising keeps a trace fast. Only the iptables-save
+    form counts (no negation, before any quoted comment), anything else is tokenised.
+    """
+    m = _DST_HOST.search(text)
+    if m is None or m.group(1):
+        return False
+    quote = text.find('"')
+    if quote != -1 and quote < m.start():
+        return False
+    return p.family != 4 or m.group(2) != str(p.dst)
+
+
 class _Stop(Exception):
     """Internal: the walk cannot decide (insufficient-info)."""
 
@@ -726,15 +746,18 @@ def _walk(
     chain, index = base, 0
     depth = 0
     while True:
-        rules = chain.rules
-        if index >= len(rules):
+        if index >= len(chain):
             if chain is not base and stack:
                 chain, index = stack.pop()
                 continue
             # End of the base chain, or of a user chain the base chain entered by goto:
             # the base chain's policy applies.
             return _policy(table, base, p, steps, points)
-        rule = rules[index]
+        text = chain.raw_text(index)
+        if text is not None and _cannot_match_dst(text, p):
+            index += 1
+            continue
+        rule = chain.rule_at(index)
         index += 1
         matched = True
         unknown: Match | None = None
