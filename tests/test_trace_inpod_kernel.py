@@ -24,10 +24,7 @@ getsockname(); and a kubelet probe needs the client socket's uid (`Tracer.trace(
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -43,15 +40,12 @@ from ambientctl.analyzers.selectors import resolve
 from ambientctl.analyzers.trace import Leg, Trace, Tracer
 from ambientctl.bundle.load import load_snapshot
 from ambientctl.model import Snapshot
-from ambientlab.emulate import Landing
 from ambientlab.inpod import FAULTS, KUBELET_UID, VARIANTS, InpodLab
+from tests.replay import Traced, assert_traced_path_matches_kernel, replay_all
 
-REPO = Path(__file__).resolve().parents[1]
 SLEEP = "ambient-worker/pod/default/sleep-7b85956664-z6qh7"
 PP = "ambient-worker2/pod/default/productpage-v1-7c548b785b-w9zl6"
 PP_IP, SLEEP_IP, PP_VIP = "10.244.1.7", "10.244.2.4", "10.96.182.142"
-T = 0.5  # probe timeout: every leg that dies costs this much (the handshake is in-kernel)
-T_SLOW = 3.0  # second chance for a connection that may only be slow (a loaded machine)
 
 # name -> (source, destination, port, uid of the client socket)
 PATHS: dict[str, tuple[str, str, int | None, int | None]] = {
@@ -83,59 +77,12 @@ def _params() -> list[object]:
 
 
 @dataclass
-class Traced:
-    """One path through one lab: the trace and, per leg, where the kernel put that leg."""
-
-    trace: Trace | None
-    landings: list[Landing]
-    error: Exception | None = None  # the engine raised instead of tracing
-
-    def get(self) -> Trace:
-        """The trace, or the engine's exception re-raised in the test."""
-        if self.error is not None:
-            raise self.error
-        assert self.trace is not None
-        return self.trace
-
-
-@dataclass
 class Case:
     """A (variant, fault) lab, traced along every path and replayed, then torn down."""
 
     variant: str
     fault: str | None
     paths: dict[str, Traced]
-
-
-def _collect(lab: InpodLab, out: Path) -> None:
-    """`ambientctl collect --local` over the lab's namespaces, as a user would run it."""
-    work = lab.lab.workdir
-    targets = lab.write_targets(work / "targets.json")
-    cluster = lab.write_cluster(work / "cluster")
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
-    res = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "ambientctl",
-            "collect",
-            "--local",
-            "-q",
-            "--targets",
-            str(targets),
-            "--cluster-dir",
-            str(cluster),
-            "-o",
-            str(out),
-        ],
-        capture_output=True,
-        text=True,
-        cwd=str(REPO),
-        env=env,
-        timeout=120,
-        check=False,
-    )
-    assert res.returncode == 0, f"collect failed: {res.stderr.strip()[-2000:]}"
 
 
 def _trace(snap: Snapshot, tracer: Tracer, path: str) -> Trace:
@@ -145,36 +92,11 @@ def _trace(snap: Snapshot, tracer: Tracer, path: str) -> Trace:
     return tracer.trace(s, d, uid=uid)
 
 
-def _replay(lab: InpodLab, leg: Leg) -> Landing:
-    """The leg as a real connection: its netns, target, bound source, SO_MARK and owner."""
-    assert leg.target is not None
-
-    def once(timeout: float) -> Landing:
-        return lab.connect(
-            leg.start_netns,
-            str(leg.target.ip),  # type: ignore[union-attr]
-            leg.target.port,  # type: ignore[union-attr]
-            src_ip=str(leg.bind) if leg.bind else None,
-            mark=leg.mark or None,
-            uid=leg.uid,
-            timeout=timeout,
-        )
-
-    landing = once(T)
-    # A timeout is only a verdict when no handshake completed and the trace did not expect
-    # one: otherwise a busy emulator (not the datapath) may be what made us wait.
-    if landing.outcome == "timeout" and (
-        landing.client is not None or leg.result.disposition == Disposition.DELIVERED
-    ):
-        landing = once(T_SLOW)
-    return landing
-
-
 def _build_and_replay(variant: str, fault: str | None, bundle: Path) -> Case:
     with InpodLab(variant=variant, mixed=True) as lab:
         if fault:
             lab.inject(fault)
-        _collect(lab, bundle)
+        lab.collect(bundle)  # `ambientctl collect --local`, as a user would run it
         snap = load_snapshot(str(bundle))
         tracer = Tracer(snap)
         traces: dict[str, Trace | Exception] = {}
@@ -184,16 +106,7 @@ def _build_and_replay(variant: str, fault: str | None, bundle: Path) -> Case:
             except Exception as exc:  # noqa: BLE001 - re-raised by the test of this path
                 traces[path] = exc
 
-        def replay_path(path: str) -> Traced:
-            t = traces[path]
-            if isinstance(t, Exception):
-                return Traced(None, [], t)
-            return Traced(t, [_replay(lab, leg) for leg in t.legs])  # legs in order
-
-        # Paths are independent connections (own sockets, own conntrack tuples): replay
-        # them side by side so that the legs that die cost one timeout, not one each.
-        with ThreadPoolExecutor(max_workers=len(PATHS)) as pool:
-            paths = dict(zip(PATHS, pool.map(replay_path, PATHS)))
+        paths = replay_all(lab, traces)
     return Case(variant, fault, paths)
 
 
@@ -219,52 +132,11 @@ def cases(tmp_path_factory: pytest.TempPathFactory) -> Callable[[tuple[str, str 
 # --------------------------------------------------------------------------- replay
 
 
-def _listener(address: str, port: int) -> str:
-    """The trace's listener as the lab labels it: ss prints a dual-stack [::] socket as `*`."""
-    if address in ("*", "::"):
-        return f"[::]:{port}"
-    return f"[{address}]:{port}" if ":" in address else f"{address}:{port}"
-
-
-def _assert_leg_matches_kernel(leg: Leg, landing: Landing) -> None:
-    r = leg.result
-    assert r.disposition not in (
-        Disposition.INSUFFICIENT_INFO,
-        Disposition.LEFT_BUNDLE,
-        Disposition.LOOP,
-    ), f"leg {leg.index}: the lab's bundle is complete, yet: {r.disposition.value}: {r.reason}"
-    context = (
-        f"leg {leg.index} ({leg.direction}) from {leg.start_netns}: {leg.request}: "
-        f"trace says {r.disposition.value} {r.delivered_to} ({r.reason}); "
-        f"kernel says {landing}"
-    )
-    if r.disposition == Disposition.DELIVERED:
-        d = r.delivered_to
-        assert d is not None
-        assert landing.outcome == "accepted", context
-        assert landing.netns == d.netns, context
-        assert landing.listener == _listener(d.address, d.port), context
-        assert landing.local == str(d.local), context
-        assert (landing.original_dst or landing.local) == str(r.original_destination), context
-        assert landing.peer is not None and landing.peer.rsplit(":", 1)[0].strip("[]") == str(
-            r.packet.src
-        ), context
-    elif r.disposition == Disposition.REFUSED:
-        assert landing.outcome == "refused", context
-    else:
-        assert landing.outcome in ("timeout", "unreachable"), context
-
-
 @pytest.mark.parametrize(("case", "path"), _params())
 def test_every_leg_lands_where_the_kernel_delivers(
     cases: Callable[[tuple[str, str | None]], Case], case: tuple[str, str | None], path: str
 ) -> None:
-    traced = cases(case).paths[path]
-    t = traced.get()
-    assert t.legs, t.summary
-    assert len(traced.landings) == len(t.legs)
-    for leg, landing in zip(t.legs, traced.landings):
-        _assert_leg_matches_kernel(leg, landing)
+    assert_traced_path_matches_kernel(cases(case).paths[path])
 
 
 # --------------------------------------------------------------------------- pinned outcomes

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import json
 import os
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import pytest
@@ -35,20 +34,18 @@ pytestmark = [
     pytest.mark.skipif(os.geteuid() != 0, reason="needs root to build network namespaces"),
 ]
 
-from ambientctl.analyzers.path import Disposition
 from ambientctl.analyzers.selectors import resolve
-from ambientctl.analyzers.trace import Leg, Trace, Tracer
+from ambientctl.analyzers.trace import Trace, Tracer
 from ambientctl.bundle.load import load_snapshot
 from ambientlab.emulate import Landing
 from ambientlab.inpod import SERVICE_IPS6, InpodLab
+from tests.replay import T_SLOW, Traced, assert_traced_path_matches_kernel, replay_all
 
 SLEEP = "ambient-worker/pod/default/sleep-7b85956664-z6qh7"
 PP = "ambient-worker2/pod/default/productpage-v1-7c548b785b-w9zl6"
 PP_IP6, SLEEP_IP6 = "fd00:10:244:1::7", "fd00:10:244:2::4"
 PP_VIP6 = SERVICE_IPS6[("default", "productpage")]
 PROBE_SNAT6 = "fd16:9254:7127:1337:ffff:ffff:ffff:ffff"
-T = 0.5  # probe timeout of a leg that dies
-T_SLOW = 3.0  # second chance for one that may only be slow
 
 # name -> (source, destination, port)
 PATHS: dict[str, tuple[str, str, int]] = {
@@ -63,53 +60,12 @@ XFAIL: dict[str, pytest.MarkDecorator] = {}  # every path agrees with the kernel
 
 
 @dataclass
-class Traced:
-    """One path: the trace (or the engine's exception) and where the kernel put each leg."""
-
-    trace: Trace | None
-    landings: list[Landing]
-    error: Exception | None = None
-
-    def get(self) -> Trace:
-        if self.error is not None:
-            raise self.error
-        assert self.trace is not None
-        return self.trace
-
-
-@dataclass
 class DualStack:
     """What the tests compare, computed while the lab was up."""
 
     paths: dict[str, Traced]
     cluster: dict[str, dict[str, object]]  # file name -> kubectl-shaped document
     direct: dict[str, Landing]  # engine-free kernel checks
-
-
-def _replay(lab: InpodLab, leg: Leg) -> Landing:
-    """The leg as a real connection; a socket the kernel will not even open is not accepted."""
-    assert leg.target is not None
-
-    def once(timeout: float) -> Landing:
-        try:
-            return lab.connect(
-                leg.start_netns,
-                str(leg.target.ip),  # type: ignore[union-attr]
-                leg.target.port,  # type: ignore[union-attr]
-                src_ip=str(leg.bind) if leg.bind else None,
-                mark=leg.mark or None,
-                uid=leg.uid,
-                timeout=timeout,
-            )
-        except OSError as exc:  # e.g. a v6 source bound on a v4 socket
-            return Landing("unreachable", detail=f"{type(exc).__name__}: {exc}")
-
-    landing = once(T)
-    if landing.outcome == "timeout" and (
-        landing.client is not None or leg.result.disposition == Disposition.DELIVERED
-    ):
-        landing = once(T_SLOW)
-    return landing
 
 
 @pytest.fixture(scope="module")
@@ -130,14 +86,8 @@ def dual(tmp_path_factory: pytest.TempPathFactory) -> DualStack:
             except Exception as exc:  # noqa: BLE001 - re-raised by the test of this path
                 traces[name] = exc
 
-        def replay_path(name: str) -> Traced:
-            t = traces[name]
-            if isinstance(t, Exception):
-                return Traced(None, [], t)
-            return Traced(t, [_replay(lab, leg) for leg in t.legs])
-
-        with ThreadPoolExecutor(max_workers=len(PATHS)) as pool:
-            paths = dict(zip(PATHS, pool.map(replay_path, PATHS)))
+        # A v6 source bound on a v4 socket is a leg the kernel will not even open.
+        paths = replay_all(lab, traces, unopenable_is_unreachable=True)
         direct = {
             "sleep-vip6": lab.connect(SLEEP, PP_VIP6, 9080, timeout=T_SLOW),
             "hbone6": lab.connect(SLEEP, PP_IP6, 15008, mark=0x539, timeout=T_SLOW),
@@ -150,52 +100,11 @@ def dual(tmp_path_factory: pytest.TempPathFactory) -> DualStack:
 # --------------------------------------------------------------------------- replay
 
 
-def _listener(address: str, port: int) -> str:
-    """ss prints a dual-stack [::] socket as `*`."""
-    if address in ("*", "::"):
-        return f"[::]:{port}"
-    return f"[{address}]:{port}" if ":" in address else f"{address}:{port}"
-
-
-def _assert_leg_matches_kernel(leg: Leg, landing: Landing) -> None:
-    r = leg.result
-    assert r.disposition not in (
-        Disposition.INSUFFICIENT_INFO,
-        Disposition.LEFT_BUNDLE,
-        Disposition.LOOP,
-    ), f"leg {leg.index}: the lab's bundle is complete, yet: {r.disposition.value}: {r.reason}"
-    context = (
-        f"leg {leg.index} ({leg.direction}) from {leg.start_netns}: {leg.request}: "
-        f"trace says {r.disposition.value} {r.delivered_to} ({r.reason}); "
-        f"kernel says {landing}"
-    )
-    if r.disposition == Disposition.DELIVERED:
-        d = r.delivered_to
-        assert d is not None
-        assert landing.outcome == "accepted", context
-        assert landing.netns == d.netns, context
-        assert landing.listener == _listener(d.address, d.port), context
-        assert landing.local == str(d.local), context
-        assert (landing.original_dst or landing.local) == str(r.original_destination), context
-        assert landing.peer is not None and landing.peer.rsplit(":", 1)[0].strip("[]") == str(
-            r.packet.src
-        ), context
-    elif r.disposition == Disposition.REFUSED:
-        assert landing.outcome == "refused", context
-    else:
-        assert landing.outcome in ("timeout", "unreachable"), context
-
-
 @pytest.mark.parametrize(
     "path", [pytest.param(p, marks=XFAIL.get(p, ())) for p in PATHS]
 )
 def test_every_ipv6_leg_lands_where_the_kernel_delivers(dual: DualStack, path: str) -> None:
-    traced = dual.paths[path]
-    t = traced.get()
-    assert t.legs, t.summary
-    assert len(traced.landings) == len(t.legs)
-    for leg, landing in zip(t.legs, traced.landings):
-        _assert_leg_matches_kernel(leg, landing)
+    t = assert_traced_path_matches_kernel(dual.paths[path])
     assert t.disposition.value in ("delivered", "bypassed-mesh"), t.summary
 
 
