@@ -331,7 +331,9 @@ def _sidecar_via(pod: model.Pod | None) -> str | None:
         return None
     try:
         inits = json.loads(status).get("initContainers") or []
-    except (ValueError, AttributeError):
+    except (ValueError, AttributeError, RecursionError):
+        return None
+    if not isinstance(inits, list):
         return None
     if "istio-validation" in inits:
         return "istio-cni"

@@ -12,6 +12,7 @@ import json
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
+from ambientctl.analyzers.parse._common import load_json
 from ambientctl.bundle.layout import CLUSTER_FILES, split_netns_dir
 from ambientctl.errors import ParseError
 from ambientctl.model import (
@@ -123,10 +124,10 @@ def build_snapshot(view: BundleView) -> Snapshot:
         parts = rel.split("/")
         if len(parts) == 4 and parts[0] == "nodes" and parts[2] == "ztunnel" \
                 and parts[3] == "config_dump.json":
-            try:
-                dumps[parts[1]] = json.loads(view.read_text(rel))
-            except ValueError as exc:
-                problems.append(Problem(rel, None, f"not valid JSON ({exc})"))
+            got = _parse(problems, rel, lambda r=rel: load_json(view.read_text(r), r,
+                                                                 "ztunnel config_dump"))
+            if got is not None:
+                dumps[parts[1]] = got
 
     return Snapshot(
         source=view.location,

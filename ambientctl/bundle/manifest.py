@@ -125,7 +125,7 @@ def component_versions(pods_json: bytes) -> dict[str, list[str]]:
     """
     try:
         doc = json.loads(pods_json)
-    except ValueError:
+    except (ValueError, RecursionError):
         return {}
     items = doc.get("items", []) if isinstance(doc, dict) else doc
     found: dict[str, set[str]] = {}

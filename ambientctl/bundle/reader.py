@@ -1,8 +1,11 @@
 """Read a bundle from a directory or a `.tar.gz`, safely.
 
 Safety: no member may escape the bundle (absolute paths, `..`), links of any kind are
-refused rather than followed, and only regular files are read. A tarball must hold one
-top folder (the bundle); its name is stripped. When `manifest.json` is present, each
+refused rather than followed, and only regular files are read: a device, FIFO, socket,
+hard-linked file (directory bundles) or twice-stored member (archives) is refused, never
+skipped silently. Sizes are capped (`limits.ReadLimits`, docs/limits-and-safety.md). A
+tarball must be gzip-compressed, is read in one forward pass (`gzindex`), and must hold
+one top folder (the bundle); its name is stripped. When `manifest.json` is present, each
 file's sha256 is checked against it as the file is read; a hand-assembled bundle without
 manifest is read by file name (the caller warns once).
 """
@@ -14,11 +17,14 @@ import json
 import os
 import stat
 import tarfile
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
+from typing import Any, BinaryIO
 
+from ambientctl.bundle.gzindex import GzipIndex
 from ambientctl.bundle.layout import MANIFEST, MANIFEST_SCHEMA
+from ambientctl.bundle.limits import OVERRIDE_HINT, ReadLimits, human
 from ambientctl.errors import BundleError
 
 
@@ -33,22 +39,61 @@ class Mismatch:
         return f"{self.path}: {self.reason}"
 
 
-class Bundle:
-    """An opened bundle: an index of its regular files and their bytes on demand."""
+@dataclass(frozen=True, slots=True)
+class _TarMember:
+    """Where one regular file of an archive lies in the uncompressed tar stream."""
 
-    def __init__(self, location: str) -> None:
+    name: str  # as stored (with the top folder)
+    offset: int
+    size: int
+    sha256: str  # computed during the forward pass
+
+
+_KIND = {
+    tarfile.CHRTYPE: "a character device", tarfile.BLKTYPE: "a block device",
+    tarfile.FIFOTYPE: "a FIFO", tarfile.CONTTYPE: "a contiguous file",
+    tarfile.GNUTYPE_SPARSE: "a GNU sparse file",
+}
+_HEADER_MAX = 1 << 20  # bytes of tar headers (pax, GNU long names) between two members
+
+
+def _file_kind(mode: int) -> str:
+    if stat.S_ISFIFO(mode):
+        return "a FIFO"
+    if stat.S_ISCHR(mode):
+        return "a character device"
+    if stat.S_ISBLK(mode):
+        return "a block device"
+    if stat.S_ISSOCK(mode):
+        return "a socket"
+    return "not a regular file"
+
+
+class Bundle:
+    """An opened bundle: an index of its regular files and their bytes on demand.
+
+    Bounded by `ReadLimits` (member size, total size, member count): what exceeds one
+    is refused with a `BundleError` (exit 4) naming the file and the limit, before its
+    bytes are read. A `.tar.gz` is read in one forward pass (`GzipIndex`) that checks
+    every header, hashes every member while streaming it, and verifies the gzip trailer;
+    members are then read back from the index without seeking backwards in the stream.
+    """
+
+    def __init__(self, location: str, limits: ReadLimits | None = None) -> None:
         self.location = location
+        self.limits = limits if limits is not None else ReadLimits.from_env()
         path = Path(location)
         if not path.exists():
             raise BundleError(
                 f"bundle not found: {location}",
                 hint="pass --bundle DIR or --bundle FILE.tar.gz (see examples/)",
             )
-        self._tar: tarfile.TarFile | None = None
-        self._members: dict[str, object] = {}
+        self._gz: GzipIndex | None = None
+        self._fh: BinaryIO | None = None
+        self._members: dict[str, Path | _TarMember] = {}
         if path.is_dir():
             self._index_dir(path)
-        elif tarfile.is_tarfile(location):
+        elif path.is_file():
             self._index_tar(path)
         else:
             raise BundleError(
@@ -58,13 +103,29 @@ class Bundle:
         self.manifest: Mapping[str, object] | None = self._load_manifest()
         self._hashes: dict[str, str] = {}
         if self.manifest is not None:
-            for entry in self.manifest.get("entries", []) or []:  # type: ignore[union-attr]
-                if isinstance(entry, dict) and entry.get("path") and entry.get("sha256"):
+            for entry in _entries(self.manifest):
+                if entry.get("path") and entry.get("sha256"):
                     self._hashes[str(entry["path"])] = str(entry["sha256"])
+
+    def _too_big(self, rel: str, size: int) -> BundleError:
+        return BundleError(
+            f"{self.location}: {rel} is {size} bytes, more than the {human(self.limits.max_member)}"
+            " a bundle file may hold (the member-size limit)", hint=OVERRIDE_HINT)
+
+    def _count(self, total: int, n: int) -> None:
+        if total > self.limits.max_bundle:
+            raise BundleError(
+                f"{self.location}: its files hold more than {human(self.limits.max_bundle)} "
+                "(the total-size limit)", hint=OVERRIDE_HINT)
+        if n > self.limits.max_members:
+            raise BundleError(
+                f"{self.location}: more than {self.limits.max_members} files "
+                "(the member-count limit)", hint=OVERRIDE_HINT)
 
     # ------------------------------------------------------------------ indexing
     def _index_dir(self, root: Path) -> None:
         root_real = root.resolve()
+        total = 0
         for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
             for name in filenames:
                 full = Path(dirpath) / name
@@ -75,51 +136,115 @@ class Bundle:
                         f"{self.location}: {rel} is a symbolic link; bundles hold regular files only"
                     )
                 if not stat.S_ISREG(st.st_mode):
-                    continue
+                    raise BundleError(
+                        f"{self.location}: {rel} is {_file_kind(st.st_mode)}; bundles hold "
+                        "regular files only")
+                if st.st_nlink > 1:
+                    raise BundleError(
+                        f"{self.location}: {rel} has {st.st_nlink} hard links; bundles hold "
+                        "files of their own only (a hard link may be another file on this "
+                        "machine)", hint="copy the bundle (cp -r) and open the copy")
                 if not full.resolve().is_relative_to(root_real):
                     raise BundleError(f"{self.location}: {rel} lies outside the bundle")
+                # st_size, not blocks: a sparse 2 GiB file is refused before it is read.
+                if st.st_size > self.limits.max_member:
+                    raise self._too_big(rel, st.st_size)
+                total += st.st_size
+                self._count(total, len(self._members) + 1)
                 self._members[rel] = full
             dirnames[:] = [d for d in dirnames if not (Path(dirpath) / d).is_symlink()]
 
     def _index_tar(self, path: Path) -> None:
+        """One forward pass over the archive: headers checked, members hashed, trailer
+        verified; nothing but the index (and a bounded block cache) is kept."""
         try:
-            tar = tarfile.open(path, "r:*")
-            members = tar.getmembers()
-        except (tarfile.TarError, OSError, EOFError) as exc:
+            fh = open(path, "rb")  # noqa: SIM115 - kept open until close()
+        except OSError as exc:
+            raise BundleError(f"{self.location}: cannot be opened ({exc.strerror})") from exc
+        self._fh = fh
+        try:
+            self._scan_tar(fh)
+        except BaseException:
+            self.close()
+            raise
+
+    def _scan_tar(self, fh: BinaryIO) -> None:
+        gz = GzipIndex(fh, self.location, limit=self.limits.max_bundle, limit_hint=OVERRIDE_HINT)
+        self._gz = gz
+        tops: set[str] = set()
+        seen: set[str] = set()
+        total = 0
+        try:
+            tar = tarfile.open(fileobj=gz, mode="r|")  # type: ignore[call-overload]
+            while True:
+                gz.read_limit = gz.delivered + _HEADER_MAX
+                m = tar.next()
+                gz.read_limit = None
+                if m is None:
+                    break
+                p = PurePosixPath(m.name)
+                if p.is_absolute() or ".." in p.parts:
+                    raise BundleError(f"{self.location}: member {m.name!r} escapes the bundle")
+                if m.issym() or m.islnk():
+                    raise BundleError(
+                        f"{self.location}: member {m.name!r} is a link; bundles hold regular "
+                        "files only")
+                if not (m.isreg() or m.isdir()):
+                    raise BundleError(
+                        f"{self.location}: member {m.name!r} is "
+                        f"{_KIND.get(m.type, f'of tar type {m.type!r}')}; bundles hold "
+                        "regular files only")
+                if p.parts:
+                    tops.add(p.parts[0])
+                key = p.as_posix()
+                if key in seen:
+                    raise BundleError(
+                        f"{self.location}: member {m.name!r} is stored twice; which copy is "
+                        "the bundle's is ambiguous", hint="re-pack the bundle from its directory")
+                seen.add(key)
+                self._count(total + m.size, len(seen))
+                if not m.isreg():
+                    continue
+                rel = "/".join(p.parts[1:])
+                if m.size > self.limits.max_member:
+                    raise self._too_big(rel or m.name, m.size)
+                total += m.size
+                digest = hashlib.sha256()
+                stream = tar.extractfile(m)
+                assert stream is not None
+                got = 0
+                while chunk := stream.read(1 << 20):
+                    digest.update(chunk)
+                    got += len(chunk)
+                if got != m.size:
+                    raise BundleError(
+                        f"{self.location}: member {m.name!r} ends early (truncated archive)")
+                if rel:
+                    self._members[rel] = _TarMember(m.name, m.offset_data, m.size,
+                                                    digest.hexdigest())
+            gz.finish()
+        except tarfile.TarError as exc:
             raise BundleError(f"{self.location}: unreadable archive ({exc})") from exc
-        self._tar = tar
-        tops = set()
-        for m in members:
-            p = PurePosixPath(m.name)
-            if p.is_absolute() or ".." in p.parts:
-                raise BundleError(f"{self.location}: member {m.name!r} escapes the bundle")
-            if m.issym() or m.islnk():
-                raise BundleError(
-                    f"{self.location}: member {m.name!r} is a link; bundles hold regular files only"
-                )
-            if p.parts:
-                tops.add(p.parts[0])
+        except EOFError as exc:
+            raise BundleError(f"{self.location}: the archive ends early ({exc})") from exc
         if len(tops) != 1:
             raise BundleError(
                 f"{self.location}: expected one top folder in the archive, found {len(tops)}"
             )
-        for m in members:
-            if not m.isfile():
-                continue
-            parts = PurePosixPath(m.name).parts[1:]
-            if parts:
-                self._members["/".join(parts)] = m
 
     def _load_manifest(self) -> Mapping[str, object] | None:
         if MANIFEST not in self._members:
             return None
         raw = self._read_bytes(MANIFEST)
-        try:
-            doc = json.loads(raw)
-        except ValueError as exc:
-            raise BundleError(f"{self.location}/{MANIFEST}: not valid JSON ({exc})") from exc
+        doc = load_json(raw.decode("utf-8", errors="replace"), f"{self.location}/{MANIFEST}")
         if not isinstance(doc, dict):
             raise BundleError(f"{self.location}/{MANIFEST}: not a JSON object")
+        entries = doc.get("entries", [])
+        if not isinstance(entries, list):
+            raise BundleError(f"{self.location}/{MANIFEST}: \"entries\" is "
+                              f"{type(entries).__name__}, not a list",
+                              hint="the manifest is damaged; `ambientctl bundle verify` cannot "
+                              "use it either")
         schema = str(doc.get("schema", ""))
         if schema != MANIFEST_SCHEMA:
             if schema.startswith("ambientctl.bundle/v"):
@@ -134,13 +259,27 @@ class Bundle:
     # ------------------------------------------------------------------ reading
     def _read_bytes(self, rel: str) -> bytes:
         member = self._members[rel]
-        if isinstance(member, Path):
-            return member.read_bytes()
-        assert self._tar is not None
-        fh = self._tar.extractfile(member)  # type: ignore[arg-type]
-        if fh is None:
-            raise BundleError(f"{self.location}: {rel} is not a regular file")
-        return fh.read()
+        if isinstance(member, _TarMember):
+            assert self._gz is not None
+            return self._gz.pread(member.offset, member.size)
+        return self._read_file(rel, member)
+
+    def _read_file(self, rel: str, full: Path) -> bytes:
+        """A directory bundle's file, read with the member cap enforced on what is read
+        (the file may have grown, or been swapped for a FIFO, since it was indexed)."""
+        try:
+            fd = os.open(full, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+        except OSError as exc:
+            raise BundleError(f"{self.location}: {rel} cannot be read ({exc.strerror})") from exc
+        with os.fdopen(fd, "rb") as fh:
+            st = os.fstat(fd)
+            if not stat.S_ISREG(st.st_mode):
+                raise BundleError(f"{self.location}: {rel} is {_file_kind(st.st_mode)}; "
+                                  "bundles hold regular files only")
+            data = fh.read(self.limits.max_member + 1)
+        if len(data) > self.limits.max_member:
+            raise self._too_big(rel, len(data))
+        return data
 
     def paths(self) -> list[str]:
         """All regular files, bundle-relative, sorted."""
@@ -182,33 +321,64 @@ class Bundle:
             )
         problems: list[Mismatch] = []
         listed: set[str] = {MANIFEST}
-        for entry in self.manifest.get("entries", []) or []:  # type: ignore[union-attr]
-            if not isinstance(entry, dict) or not entry.get("path"):
+        for entry in _entries(self.manifest):
+            if not entry.get("path"):
                 continue
             rel = str(entry["path"])
             listed.add(rel)
             if rel not in self._members:
                 problems.append(Mismatch(rel, "missing: listed in manifest.json"))
                 continue
-            data = self._read_bytes(rel)
+            length, digest = self._digest(rel)
             size = entry.get("size")
-            digest = hashlib.sha256(data).hexdigest()
             if entry.get("sha256") and digest != entry["sha256"]:
                 problems.append(
                     Mismatch(rel, f"sha256 {digest} != manifest {entry['sha256']}")
                 )
-            elif isinstance(size, int) and size != len(data):
-                problems.append(Mismatch(rel, f"size {len(data)} != manifest {size}"))
+            elif isinstance(size, int) and size != length:
+                problems.append(Mismatch(rel, f"size {length} != manifest {size}"))
         for rel in self._members:
             if rel not in listed:
                 problems.append(Mismatch(rel, "not listed in manifest.json"))
         return sorted(problems, key=lambda m: m.path)
 
+    def _digest(self, rel: str) -> tuple[int, str]:
+        """(size, sha256) of a file, hashed while streaming (never the whole file at once)."""
+        member = self._members[rel]
+        if isinstance(member, _TarMember):
+            return member.size, member.sha256  # hashed by the forward pass
+        digest = hashlib.sha256()
+        length = 0
+        with open(member, "rb") as fh:
+            while chunk := fh.read(1 << 20):
+                length += len(chunk)
+                if length > self.limits.max_member:
+                    raise self._too_big(rel, length)
+                digest.update(chunk)
+        return length, digest.hexdigest()
+
     def close(self) -> None:
         """Release the archive handle, if any."""
-        if self._tar is not None:
-            self._tar.close()
-            self._tar = None
+        self._gz = None
+        if self._fh is not None:
+            self._fh.close()
+            self._fh = None
+
+
+def _entries(manifest: Mapping[str, object]) -> Iterator[Mapping[str, Any]]:
+    """The manifest's entries that are objects (a damaged entry is skipped here; the
+    reader refused a non-list `entries` when it opened the bundle)."""
+    entries = manifest.get("entries", [])
+    for entry in entries if isinstance(entries, list) else ():
+        if isinstance(entry, dict):
+            yield entry
+
+
+def load_json(text: str, where: str) -> Any:
+    """Decode a JSON document whose nesting is bounded (see `parse._common.load_json`)."""
+    from ambientctl.analyzers.parse._common import load_json as _load
+
+    return _load(text, where, what="JSON document")
 
 
 def open_bundle(location: str) -> Bundle:

@@ -77,6 +77,51 @@ def _json_error(path: str, text: str, exc: json.JSONDecodeError, what: str) -> P
     )
 
 
+def _too_deep(path: str, text: str, pos: int, what: str) -> ParseError:
+    # Python's JSON decoder recurses once per nesting level and gives up near the
+    # interpreter's recursion limit (~1000): real captures nest < 20 levels.
+    return ParseError(path, line_of_offset(text, pos),
+                      f"{what} is nested too deeply to be a real capture (hostile or damaged)",
+                      hint="re-collect the file")
+
+
+def raw_decode(text: str, pos: int, path: str, what: str) -> tuple[Any, int]:
+    """One JSON value at `pos` (the C decoder), errors as `ParseError` with a line."""
+    try:
+        return _DECODER.raw_decode(text, pos)
+    except json.JSONDecodeError as exc:
+        raise _json_error(path, text, exc, what) from None
+    except RecursionError:
+        raise _too_deep(path, text, pos, what) from None
+
+
+def load_json(text: str, path: str, what: str = "JSON document") -> Any:
+    """A whole JSON document, or a `ParseError` naming the file and line.
+
+    The one JSON loader for bundle files: malformed, truncated and too deeply nested
+    input all become data errors (never `RecursionError` or `JSONDecodeError`).
+    """
+    pos = _skip_ws(text, 0)
+    value, end = raw_decode(text, pos, path, what)
+    rest = _skip_ws(text, end)
+    if rest != len(text):
+        raise ParseError(path, line_of_offset(text, rest),
+                         f"{what}: unexpected data after the JSON document")
+    return value
+
+
+def json_type_error(path: str, line: int | None, where: str, expected: str,
+                    value: Any) -> ParseError:
+    """`"entries": 5` and its kin: a JSON value of the wrong type, named by its JSON path."""
+    return ParseError(path, line, f"{where} is {_json_type(value)}, expected {expected}")
+
+
+def _json_type(value: Any) -> str:
+    return {dict: "an object", list: "an array", str: "a string", bool: "a boolean",
+            int: "a number", float: "a number", type(None): "null"}.get(type(value),
+                                                                       type(value).__name__)
+
+
 def _skip_ws(text: str, pos: int) -> int:
     return WHITESPACE.match(text, pos).end()
 
@@ -141,7 +186,7 @@ def iter_json_spans(
                     items = list(_array_spans(text, pos, path, what, counter, top=False))
                     pos = items.pop()[1] if items and items[-1][3] is _END else pos
                 else:
-                    top[key], pos = _DECODER.raw_decode(text, pos)
+                    top[key], pos = raw_decode(text, pos, path, what)
                 pos = _skip_ws(text, pos)
                 sep = text[pos : pos + 1]
                 if sep == ",":
@@ -180,10 +225,7 @@ def _array_spans(
         pos += 1
     else:
         while True:
-            try:
-                value, end = _DECODER.raw_decode(text, pos)
-            except json.JSONDecodeError as exc:
-                raise _json_error(path, text, exc, what) from None
+            value, end = raw_decode(text, pos, path, what)
             yield pos, end, counter.at(pos), value
             pos = _skip_ws(text, end)
             sep = text[pos : pos + 1]

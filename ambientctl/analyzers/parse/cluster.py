@@ -49,7 +49,12 @@ from collections.abc import Callable, Iterator, Mapping
 from typing import Any, TypeVar
 
 from ambientctl import model
-from ambientctl.analyzers.parse._common import LineCounter, ip_address, iter_json_spans
+from ambientctl.analyzers.parse._common import (
+    LineCounter,
+    ip_address,
+    iter_json_spans,
+    json_type_error,
+)
 from ambientctl.errors import ParseError
 
 __all__ = ["parse_namespaces", "parse_nodes", "parse_pods", "parse_services"]
@@ -106,6 +111,22 @@ def _map(value: Any, path: str, line: int, what: str) -> Mapping[str, str]:
     return {str(k): str(v) for k, v in value.items()}
 
 
+def _obj(value: Any, path: str, line: int, what: str) -> dict[str, Any]:
+    """A nested object (`spec`, `status`): absent/null is empty, any other type an error."""
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise json_type_error(path, line, what, "an object", value)
+    return value
+
+
+def _str(value: Any, path: str, line: int, what: str) -> str | None:
+    """A string field (`namespace`, `nodeName`, `phase`, `type`): absent is None."""
+    if value is None or isinstance(value, str):
+        return value
+    raise json_type_error(path, line, what, "a string", value)
+
+
 def _list(value: Any, path: str, line: int, what: str) -> list[Any]:
     if value is None:
         return []
@@ -125,8 +146,8 @@ def parse_pods(text: str, path: str) -> tuple[model.Pod, ...]:
 
     def build(obj: dict[str, Any], src: model.SourceRef, line: int) -> model.Pod:
         meta = obj["metadata"]
-        spec = obj.get("spec") or {}
-        status = obj.get("status") or {}
+        spec = _obj(obj.get("spec"), path, line, f"pod {meta['name']}: spec")
+        status = _obj(obj.get("status"), path, line, f"pod {meta['name']}: status")
         ip_texts = [
             p.get("ip")
             for p in _list(status.get("podIPs"), path, line, "status.podIPs")
@@ -157,14 +178,14 @@ def parse_pods(text: str, path: str) -> tuple[model.Pod, ...]:
                     )
                 ports.append((p.get("name"), p["containerPort"], p.get("protocol", "TCP")))
         return model.Pod(
-            namespace=meta.get("namespace") or "default",
+            namespace=_str(meta.get("namespace"), path, line, "metadata.namespace") or "default",
             name=meta["name"],
-            uid=meta.get("uid"),
-            node=spec.get("nodeName"),
+            uid=_str(meta.get("uid"), path, line, "metadata.uid"),
+            node=_str(spec.get("nodeName"), path, line, "spec.nodeName"),
             ips=tuple(ip_address(str(ip), path, line, "pod IP") for ip in ip_texts if ip),
             labels=_map(meta.get("labels"), path, line, "metadata.labels"),
             annotations=_map(meta.get("annotations"), path, line, "metadata.annotations"),
-            phase=status.get("phase"),
+            phase=_str(status.get("phase"), path, line, "status.phase"),
             host_network=bool(spec.get("hostNetwork", False)),
             source=src,
             owner=owner,
@@ -180,7 +201,7 @@ def parse_services(text: str, path: str) -> tuple[model.Service, ...]:
 
     def build(obj: dict[str, Any], src: model.SourceRef, line: int) -> model.Service:
         meta = obj["metadata"]
-        spec = obj.get("spec") or {}
+        spec = _obj(obj.get("spec"), path, line, f"service {meta['name']}: spec")
         ip_texts = _list(spec.get("clusterIPs"), path, line, "spec.clusterIPs") or (
             [spec["clusterIP"]] if spec.get("clusterIP") else []
         )
@@ -200,9 +221,9 @@ def parse_services(text: str, path: str) -> tuple[model.Service, ...]:
                 )
             )
         return model.Service(
-            namespace=meta.get("namespace") or "default",
+            namespace=_str(meta.get("namespace"), path, line, "metadata.namespace") or "default",
             name=meta["name"],
-            type=spec.get("type") or "ClusterIP",
+            type=_str(spec.get("type"), path, line, "spec.type") or "ClusterIP",
             cluster_ips=tuple(
                 ip_address(str(ip), path, line, "cluster IP")
                 for ip in ip_texts
@@ -236,8 +257,8 @@ def parse_nodes(text: str, path: str) -> tuple[model.Node, ...]:
 
     def build(obj: dict[str, Any], src: model.SourceRef, line: int) -> model.Node:
         meta = obj["metadata"]
-        spec = obj.get("spec") or {}
-        status = obj.get("status") or {}
+        spec = _obj(obj.get("spec"), path, line, f"node {meta['name']}: spec")
+        status = _obj(obj.get("status"), path, line, f"node {meta['name']}: status")
         addresses = []
         for a in _list(status.get("addresses"), path, line, "status.addresses"):
             if not isinstance(a, dict) or "type" not in a or "address" not in a:

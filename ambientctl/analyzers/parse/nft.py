@@ -204,6 +204,9 @@ def _load_json(text: str, path: str) -> Any:
         if text.lstrip()[:1] in ("*", ":", "#"):
             hint = "this looks like iptables-save output, not `nft -j list ruleset`"
         raise ParseError(path, exc.lineno, reason, hint=hint) from None
+    except RecursionError:
+        raise ParseError(path, None, "nft JSON is nested too deeply to be a real capture",
+                         hint="re-collect `nft -j list ruleset`") from None
 
 
 def _objects_from_json(doc: Any, path: str) -> list[_Obj]:
