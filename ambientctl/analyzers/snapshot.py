@@ -42,9 +42,28 @@ def _parse(problems: list[Problem], path: str, fn: Callable[[], object]) -> obje
         return fn()
     except ParseError as exc:
         problems.append(Problem(exc.path, exc.line, exc.reason))
-    except (ValueError, KeyError, TypeError, IndexError) as exc:  # defensive: parser bug
+    except (ValueError, KeyError, TypeError, IndexError, AttributeError, RecursionError,
+            OverflowError) as exc:  # defensive: a parser bug must not take the bundle down
         problems.append(Problem(path, None, f"could not be parsed ({type(exc).__name__}: {exc})"))
     return None
+
+
+def _manifest_list(manifest: Mapping[str, object], key: str) -> list[object]:
+    value = manifest.get(key)
+    return value if isinstance(value, list) else []
+
+
+def _manifest_problems(manifest: Mapping[str, object] | None) -> list[Problem]:
+    """A manifest whose lists are not lists (`"entries": 5`): its hashes and failure
+    records cannot be used; say so and read the files by name."""
+    out: list[Problem] = []
+    for key in ("entries", "targets"):
+        value = (manifest or {}).get(key)
+        if value is not None and not isinstance(value, list):
+            out.append(Problem("manifest.json", None,
+                               f"$.{key} is {type(value).__name__}, expected an array: "
+                               "ignored (hashes not checked, failed commands not known)"))
+    return out
 
 
 def _failed_entries(manifest: Mapping[str, object] | None) -> dict[str, str]:
@@ -56,9 +75,9 @@ def _failed_entries(manifest: Mapping[str, object] | None) -> dict[str, str]:
     out: dict[str, str] = {}
     if not manifest:
         return out
-    dirs = {str(t.get("id")): str(t.get("dir")) for t in manifest.get("targets", []) or []
-            if isinstance(t, dict) and t.get("dir")}  # type: ignore[union-attr]
-    for entry in manifest.get("entries", []) or []:  # type: ignore[union-attr]
+    dirs = {str(t.get("id")): str(t.get("dir")) for t in _manifest_list(manifest, "targets")
+            if isinstance(t, dict) and t.get("dir")}
+    for entry in _manifest_list(manifest, "entries"):
         if not isinstance(entry, dict):
             continue
         status = entry.get("status")
@@ -81,6 +100,7 @@ def build_snapshot(view: BundleView) -> Snapshot:
         problems.append(Problem("manifest.json", None,
                                 "no manifest.json: a hand-assembled bundle; files read by name, "
                                 "hashes not checked", "warning"))
+    problems.extend(_manifest_problems(view.manifest))
     failed = _failed_entries(view.manifest)
     paths = set(view.paths)
 

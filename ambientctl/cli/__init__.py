@@ -17,12 +17,29 @@ from ambientctl.errors import AmbientError, ExitCode
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="ambientctl")
-@click.option("--debug", is_flag=True, help="Show tracebacks for internal errors.")
+@click.option("--debug", is_flag=True,
+              help="Show tracebacks for internal errors (accepted anywhere on the line).")
+@click.option("--max-member-size", metavar="SIZE", default=None,
+              help="Largest file a bundle may hold (default 512M; env "
+                   "AMBIENTCTL_MAX_MEMBER_SIZE). See docs/limits-and-safety.md.")
+@click.option("--max-bundle-size", metavar="SIZE", default=None,
+              help="Most uncompressed bytes a bundle may hold (default 4G; env "
+                   "AMBIENTCTL_MAX_BUNDLE_SIZE).")
 @click.pass_context
-def cli(ctx: click.Context, debug: bool) -> None:
+def cli(ctx: click.Context, debug: bool, max_member_size: str | None,
+        max_bundle_size: str | None) -> None:
     """Explain how traffic flows through an Istio ambient mesh, hop by hop."""
+    import os
+
+    from ambientctl.bundle.limits import ENV_BUNDLE, ENV_MEMBER, parse_size
+
     ctx.ensure_object(dict)
     ctx.obj["debug"] = debug
+    # The reader takes its caps from the environment: one place, also for subprocesses.
+    for value, env, flag in ((max_member_size, ENV_MEMBER, "--max-member-size"),
+                             (max_bundle_size, ENV_BUNDLE, "--max-bundle-size")):
+        if value is not None:
+            os.environ[env] = str(parse_size(value, flag))
 
 
 def _register() -> None:
@@ -33,7 +50,14 @@ def _register() -> None:
 def main(argv: list[str] | None = None) -> int:
     """Entry point: run the CLI and map errors to exit codes."""
     _register()
-    debug = "--debug" in (argv if argv is not None else sys.argv[1:])
+    args = list(argv if argv is not None else sys.argv[1:])
+    # `--debug` is a group option, but the hint below tells users to "re-run with --debug"
+    # and they append it to the command they ran: accept it anywhere (before a `--`).
+    end = args.index("--") if "--" in args else len(args)
+    debug = "--debug" in args[:end]
+    if debug:
+        args = ["--debug", *(a for a in args[:end] if a != "--debug"), *args[end:]]
+    argv = args
     try:
         rv = cli.main(args=argv, prog_name="ambientctl", standalone_mode=False)
     except AmbientError as exc:
@@ -56,7 +80,8 @@ def main(argv: list[str] | None = None) -> int:
         if debug:
             raise
         click.echo(
-            f"internal error: {type(exc).__name__}: {exc} (re-run with --debug for a traceback)",
+            f"internal error: {type(exc).__name__}: {exc} (re-run with --debug anywhere on "
+            "the command line for a traceback)",
             err=True,
         )
         return int(ExitCode.INTERNAL)

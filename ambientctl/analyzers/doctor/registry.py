@@ -28,6 +28,7 @@ from ambientctl.analyzers.doctor.facts import (
     PodTarget,
     has_data,
 )
+from ambientctl.errors import ParseError
 from ambientctl.analyzers.findings import (
     CheckInfo,
     CheckResult,
@@ -185,6 +186,17 @@ def _finding(chk: Check, issue: Issue) -> Finding:
                    docs=info.docs)
 
 
+def _malformed_finding(exc: ParseError, target_id: str, node: str | None) -> CheckResult:
+    """An AMB103 ("a file could not be parsed") finding for a lazily found bad line."""
+    chk = REGISTRY["AMB103"]
+    issue = Issue(message=f"{exc.path}" + (f" line {exc.line}" if exc.line else "")
+                  + f" could not be used: {exc.reason}",
+                  evidence=(Evidence(path=exc.path, line=exc.line, note=exc.reason),),
+                  node=node)
+    return CheckResult(check=chk.info, target=target_id, status=CheckStatus.FAILED,
+                       findings=(_finding(chk, issue),), node=node)
+
+
 def run_check(ctx: Context, chk: Check) -> list[CheckResult]:
     """One check on every target it applies to."""
     results: list[CheckResult] = []
@@ -203,6 +215,15 @@ def run_check(ctx: Context, chk: Check) -> list[CheckResult]:
         except Skip as exc:
             results.append(CheckResult(check=chk.info, target=target_id,
                                        status=CheckStatus.SKIPPED, reason=str(exc), node=node))
+            continue
+        except ParseError as exc:
+            # Parsing is lazy (a rule is tokenised when a check first reads it): a malformed
+            # line found here is bad data, not a bug. The check is skipped there and the
+            # file is reported like any other unparseable file (AMB103).
+            results.append(CheckResult(check=chk.info, target=target_id,
+                                       status=CheckStatus.SKIPPED,
+                                       reason=f"malformed input: {exc.message}", node=node))
+            results.append(_malformed_finding(exc, target_id, node))
             continue
         except Exception as exc:  # noqa: BLE001 - one broken check must not stop the rest
             tb = traceback.extract_tb(exc.__traceback__)
