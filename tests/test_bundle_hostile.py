@@ -206,3 +206,16 @@ def test_debug_hint_works_as_printed_after_the_subcommand(tmp_path):
     assert res.returncode == 0, res.stderr
     res = cli("doctor", "--debug", "--bundle", str(d), "-o", "json")
     assert res.returncode in (0, 1) and json.loads(res.stdout)
+
+
+def test_manifest_with_entries_of_the_wrong_type_is_a_problem_not_a_crash(tmp_path):
+    d = tmp_path / "b"
+    shutil.copytree(EX, d)
+    doc = json.loads((d / "manifest.json").read_text())
+    doc["entries"] = 5
+    (d / "manifest.json").write_text(json.dumps(doc))
+    res = cli("doctor", "--bundle", str(d), "-o", "json")
+    assert res.returncode in (0, 1), res.stderr
+    assert "$.entries is int, expected an array" in res.stdout
+    res = cli("trace", "sleep", "productpage", "--bundle", str(d))
+    assert res.returncode == 0 and "internal error" not in res.stderr

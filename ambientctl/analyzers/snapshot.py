@@ -35,6 +35,7 @@ class BundleView:
     paths: tuple[str, ...]
     read_text: Callable[[str], str]
     manifest: Mapping[str, object] | None = None
+    manifest_problems: tuple[str, ...] = ()  # damage the reader found (and neutralised)
 
 
 def _parse(problems: list[Problem], path: str, fn: Callable[[], object]) -> object | None:
@@ -51,19 +52,6 @@ def _parse(problems: list[Problem], path: str, fn: Callable[[], object]) -> obje
 def _manifest_list(manifest: Mapping[str, object], key: str) -> list[object]:
     value = manifest.get(key)
     return value if isinstance(value, list) else []
-
-
-def _manifest_problems(manifest: Mapping[str, object] | None) -> list[Problem]:
-    """A manifest whose lists are not lists (`"entries": 5`): its hashes and failure
-    records cannot be used; say so and read the files by name."""
-    out: list[Problem] = []
-    for key in ("entries", "targets"):
-        value = (manifest or {}).get(key)
-        if value is not None and not isinstance(value, list):
-            out.append(Problem("manifest.json", None,
-                               f"$.{key} is {type(value).__name__}, expected an array: "
-                               "ignored (hashes not checked, failed commands not known)"))
-    return out
 
 
 def _failed_entries(manifest: Mapping[str, object] | None) -> dict[str, str]:
@@ -100,7 +88,7 @@ def build_snapshot(view: BundleView) -> Snapshot:
         problems.append(Problem("manifest.json", None,
                                 "no manifest.json: a hand-assembled bundle; files read by name, "
                                 "hashes not checked", "warning"))
-    problems.extend(_manifest_problems(view.manifest))
+    problems.extend(Problem("manifest.json", None, msg) for msg in view.manifest_problems)
     failed = _failed_entries(view.manifest)
     paths = set(view.paths)
 

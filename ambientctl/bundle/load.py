@@ -11,7 +11,8 @@ def load_snapshot(location: str) -> Snapshot:
     """Read the bundle at `location` (directory or .tar.gz) and parse every file."""
     bundle = open_bundle(location)
     try:
-        view = BundleView(location, tuple(bundle.paths()), bundle.read_text, bundle.manifest)
+        view = BundleView(location, tuple(bundle.paths()), bundle.read_text, bundle.manifest,
+                          tuple(bundle.manifest_problems))
         return build_snapshot(view)
     finally:
         bundle.close()

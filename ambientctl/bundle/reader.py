@@ -91,6 +91,7 @@ class Bundle:
         self._gz: GzipIndex | None = None
         self._fh: BinaryIO | None = None
         self._members: dict[str, Path | _TarMember] = {}
+        self.manifest_problems: list[str] = []
         if path.is_dir():
             self._index_dir(path)
         elif path.is_file():
@@ -239,6 +240,15 @@ class Bundle:
         doc = load_json(raw.decode("utf-8", errors="replace"), f"{self.location}/{MANIFEST}")
         if not isinstance(doc, dict):
             raise BundleError(f"{self.location}/{MANIFEST}: not a JSON object")
+        # Every consumer iterates `entries` and `targets`: a damaged one (`"entries": 5`)
+        # is replaced by an empty list here, once, and reported (`manifest_problems`).
+        for key in ("entries", "targets"):
+            value = doc.get(key)
+            if value is not None and not isinstance(value, list):
+                self.manifest_problems.append(
+                    f"$.{key} is {type(value).__name__}, expected an array: ignored "
+                    "(hashes not checked, failed commands not known)")
+                doc[key] = []
 
         schema = str(doc.get("schema", ""))
         if schema != MANIFEST_SCHEMA:

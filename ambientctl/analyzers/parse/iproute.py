@@ -557,7 +557,7 @@ def _route_from_json(
     if "dst" not in obj:
         raise ParseError(path, line, "ip -j route: object without 'dst'")
     rtype = obj.get("type", "unicast")
-    if rtype not in _ROUTE_TYPES:
+    if not isinstance(rtype, str) or rtype not in _ROUTE_TYPES:
         raise ParseError(path, line, f"ip -j route: unknown route type {rtype!r}")
     flags = obj.get("flags") or []
     if not isinstance(flags, list):

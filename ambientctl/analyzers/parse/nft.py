@@ -220,6 +220,8 @@ def _objects_from_json(doc: Any, path: str) -> list[_Obj]:
             raise ParseError(path, None, f"nftables[{idx}] is not a one-key object")
         ((kind, body),) = item.items()
         if kind == "metainfo":
+            if body is not None and not isinstance(body, dict):
+                raise ParseError(path, None, f"nftables[{idx}].metainfo is not an object")
             out.append(_Obj("metainfo", "", "", model.SourceRef(path), dict(body or {})))
             continue
         if kind not in ("table", "chain", "rule", "set", "map"):
