@@ -10,7 +10,7 @@ unless `--save-bundle PATH`) and then analyses that bundle exactly as a replay w
     --ssh SPEC                nodes over SSH: [NODE=][USER@]HOST[:PORT],...
     --ssh-inventory FILE      nodes over SSH from a TOML inventory (user, port, key, jump)
     --ssh-accept-new          record unknown host keys (a CHANGED key is always refused)
-    --node NAME, --namespace NS   collect only these (repeatable)
+    --node NAME, --collect-namespace NS   collect only these (repeatable)
     --concurrency N           targets collected at once [default: 8, max 64]
 
 With nothing reachable the error says so in one line and points at `--bundle`.
@@ -39,12 +39,18 @@ _LIVE_FLAGS = {
     "ssh_inventory": "--ssh-inventory",
     "ssh_accept_new": "--ssh-accept-new",
     "nodes": "--node",
-    "namespaces": "--namespace",
+    "namespaces": "--collect-namespace",
     "save_bundle": "--save-bundle",
 }
 
 
-def _live_option_list() -> list[Callable[[Callable[..., Any]], Callable[..., Any]]]:
+def _live_option_list(
+    *, collect: bool = False
+) -> list[Callable[[Callable[..., Any]], Callable[..., Any]]]:
+    # `-n/--namespace` is kubectl's name scope in trace and doctor; in `collect`, which
+    # resolves no names, it is the collection filter itself.
+    ns_flags = ("-n", "--namespace", "--collect-namespace") if collect else \
+        ("--collect-namespace",)
     return [
         click.option(
             "--context",
@@ -115,7 +121,7 @@ def _live_option_list() -> list[Callable[[Callable[..., Any]], Callable[..., Any
             help="Collect only this node (repeatable).",
         ),
         click.option(
-            "--namespace",
+            *ns_flags,
             "namespaces",
             multiple=True,
             metavar="NS",
@@ -142,7 +148,7 @@ def _apply(
 
 def live_source_options(fn: Callable[..., Any]) -> Callable[..., Any]:
     """The live-source options alone (for `collect`, which always collects live)."""
-    return _apply(fn, _live_option_list())
+    return _apply(fn, _live_option_list(collect=True))
 
 
 def source_options(fn: Callable[..., Any]) -> Callable[..., Any]:

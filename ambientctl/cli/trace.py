@@ -18,6 +18,8 @@ DISPOSITIONS = ("delivered", "bypassed-mesh", "refused", "dropped", "no-route",
 @click.argument("src")
 @click.argument("dst")
 @source_option
+@click.option("-n", "--namespace", "namespace", metavar="NS", help="Namespace of SRC and DST "
+              "names that carry none (like kubectl -n).")
 @click.option("--port", type=click.IntRange(1, 65535), help="Destination port (overrides the "
               "Service's or pod's port).")
 @click.option("--plaintext", is_flag=True, help="Send as a client outside the mesh on SRC's node "
@@ -31,21 +33,22 @@ DISPOSITIONS = ("delivered", "bypassed-mesh", "refused", "dropped", "no-route",
 @click.option("-v", "--verbose", is_flag=True, help="Every rule, route and device behind each hop.")
 @click.option("--expect", type=click.Choice(DISPOSITIONS), help="Exit 1 unless the trace ends "
               "with this disposition (for scripts and CI).")
-def trace_cmd(src: str, dst: str, port: int | None, plaintext: bool, udp: bool, uid: int | None,
+def trace_cmd(src: str, dst: str, namespace: str | None, port: int | None, plaintext: bool, udp: bool, uid: int | None,
               output: str,
               verbose: bool, expect: str | None, **source: object) -> int:
     """Trace a TCP connection from SRC to DST through the mesh.
 
-    SRC and DST are a pod name, a unique prefix, namespace/name, a Deployment or `app`
-    label, a Service name (its ClusterIP and port), node/NAME (SRC only) or an IP.
+    SRC and DST are what kubectl and curl take: a pod name or unique prefix,
+    NS/NAME, pod/NAME, deploy/NAME, svc/NAME, NAME.NS, NAME.NS.svc.cluster.local,
+    node/NAME (SRC only), an IP, HOST:PORT or a URL; a Deployment or `app` label.
     """
     from ambientctl.analyzers.selectors import resolve
     from ambientctl.analyzers.trace import Tracer
     from ambientctl.render import trace_json, trace_text
 
     location, snap = load(source)
-    s = resolve(snap, src, role="source")
-    d = resolve(snap, dst, role="destination", port=port)
+    s = resolve(snap, src, role="source", namespace=namespace)
+    d = resolve(snap, dst, role="destination", port=port, namespace=namespace)
     if d.port is None:
         raise UsageError(f"destination {dst!r} has no single port to trace to",
                          hint="pass --port")
