@@ -30,7 +30,7 @@ import click
 
 from ambientctl.errors import CollectionError, UsageError
 
-EXAMPLE_BUNDLE = "examples/seed-kind-ambient"
+EXAMPLE_BUNDLE = "example:seed-kind-ambient"
 _LIVE_FLAGS = {
     "context": "--context",
     "kubeconfig": "--kubeconfig",
@@ -160,7 +160,8 @@ def source_options(fn: Callable[..., Any]) -> Callable[..., Any]:
                 "--bundle",
                 "bundle",
                 metavar="PATH",
-                help="Replay a support bundle (directory or .tar.gz) instead of a live cluster.",
+                help="Replay a support bundle (directory or .tar.gz; example:NAME for a bundled "
+                "example) instead of a live cluster.",
             ),
             *_live_option_list(),
             click.option(
@@ -171,6 +172,24 @@ def source_options(fn: Callable[..., Any]) -> Callable[..., Any]:
             ),
         ],
     )
+
+
+LIVE_EXTRA_HINT = "install the live-collection clients: pip install 'ambientctl[live]'"
+_CLIENTS = {"kube": ("kubernetes",), "kind": ("docker",), "ssh": ("paramiko",)}
+
+
+def _require_clients(mode: str) -> None:
+    """Live collection imports its client lazily; say which extra is missing before
+    anything starts (rather than an internal error from deep inside a worker)."""
+    from importlib.util import find_spec
+
+    missing = [m for m in _CLIENTS.get(mode, ()) if find_spec(m) is None]
+    if missing:
+        raise CollectionError(
+            f"{'--' + mode if mode != 'kube' else 'live collection from a kube context'} "
+            f"needs the Python package {', '.join(missing)}, which is not installed",
+            hint=LIVE_EXTRA_HINT + " (or replay a bundle: --bundle " + EXAMPLE_BUNDLE + ")",
+        )
 
 
 def live_options_from(**opts: Any) -> Any:
@@ -197,6 +216,7 @@ def live_options_from(**opts: Any) -> Any:
         namespaces=tuple(opts.get("namespaces") or ()),
         concurrency=int(opts.get("concurrency") or 8),
     )
+    _require_clients(live.mode)
     if (
         live.mode == "kube"
         and not live.context
@@ -231,7 +251,9 @@ def resolve_source(**opts: Any) -> str:
             raise UsageError(
                 f"--bundle replays a bundle; it cannot be combined with {', '.join(live_given)}"
             )
-        return str(bundle)
+        from ambientctl.resources import bundle_argument
+
+        return bundle_argument(str(bundle))
     from ambientctl.collectors.live import collect_live
 
     live = live_options_from(**opts)
