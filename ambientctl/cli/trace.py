@@ -62,7 +62,11 @@ def trace_cmd(src: str, dst: str, namespace: str | None, port: int | None, plain
     if output == "json":
         click.echo(json.dumps(trace_json.trace_document(t, location), indent=2))
     else:
-        click.echo(trace_text.render(t, verbose=verbose), nl=False)
+        from ambientctl.render.provenance import bundle_header
+        from ambientctl.render.term import Term
+
+        click.echo(trace_text.render(t, verbose=verbose, header=bundle_header(location, snap),
+                                     term=Term.detect()), nl=False)
     # Bad data on the path: one line per problem on stderr and the bundle exit code.
     for problem in t.data_errors:
         click.echo(f"error: {problem}", err=True)
