@@ -28,8 +28,9 @@ DISPOSITIONS = ("delivered", "bypassed-mesh", "refused", "dropped", "no-route",
               "(e.g. DNS to port 53, captured to ztunnel's 15053).")
 @click.option("--uid", type=click.IntRange(0), help="Owner uid of the client's socket, when rules "
               "match on it (e.g. the kubelet's uid for the nftables backend's probe SNAT).")
-@click.option("-o", "--output", type=click.Choice(["text", "json"]), default="text",
-              show_default=True)
+@click.option("-o", "--output", type=click.Choice(["text", "json", "html", "dot", "mermaid"]),
+              default="text", show_default=True, help="html: a self-contained page with the "
+              "path drawn; dot/mermaid: the path as a graph for docs and tickets.")
 @click.option("-v", "--verbose", is_flag=True, help="Every rule, route and device behind each hop.")
 @click.option("--expect", type=click.Choice(DISPOSITIONS), help="Exit 1 unless the trace ends "
               "with this disposition (for scripts and CI).")
@@ -61,6 +62,16 @@ def trace_cmd(src: str, dst: str, namespace: str | None, port: int | None, plain
     t = Tracer(snap).trace(s, d, plaintext=plaintext, uid=uid, proto="udp" if udp else "tcp")
     if output == "json":
         click.echo(json.dumps(trace_json.trace_document(t, location), indent=2))
+    elif output in ("html", "dot", "mermaid"):
+        from ambientctl.render import graph, html
+        from ambientctl.render.provenance import bundle_header
+
+        doc = trace_json.trace_document(t, location)
+        if output == "html":
+            click.echo(html.report_html([doc], None, bundle_header(location, snap),
+                                        title=f"ambientctl trace {src} {dst}"), nl=False)
+        else:
+            click.echo((graph.to_dot if output == "dot" else graph.to_mermaid)(doc), nl=False)
     else:
         from ambientctl.render.provenance import bundle_header
         from ambientctl.render.term import Term
