@@ -219,3 +219,22 @@ def test_manifest_with_entries_of_the_wrong_type_is_a_problem_not_a_crash(tmp_pa
     assert "$.entries is int, expected an array" in res.stdout
     res = cli("trace", "sleep", "productpage", "--bundle", str(d))
     assert res.returncode == 0 and "internal error" not in res.stderr
+
+
+def test_bad_numeric_argument_on_an_evaluated_rule_stops_the_walk_naming_the_line(tmp_path):
+    d = tmp_path / "b"
+    shutil.copytree(EX, d)
+    (d / "manifest.json").unlink()
+    rules = d / "nodes/ambient-worker/pods/default/sleep-7b85956664-z6qh7/iptables-save.txt"
+    text = rules.read_text()
+    assert "--nfmask 0xffffffff --ctmask" in text
+    rules.write_text(text.replace("--nfmask 0xffffffff --ctmask", "--nfmask 0xzz --ctmask"))
+    # The walk applies the target only on a packet with connmark 0x111/0xfff: make the
+    # rule match every packet (mask 0) so the outbound SYN reaches the bad --nfmask.
+    rules.write_text(rules.read_text().replace("--mark 0x111/0xfff -j CONNMARK",
+                                               "--mark 0x0/0x0 -j CONNMARK"))
+    res = cli("trace", "sleep", "productpage", "--bundle", str(d), "-o", "json")
+    assert "internal error" not in res.stderr, res.stderr
+    assert res.returncode in (0, 1, 4), res.stderr
+    assert "malformed argument" in res.stdout + res.stderr
+    assert "iptables-save.txt" in res.stdout + res.stderr

@@ -648,6 +648,14 @@ class _Stop(Exception):
         self.culprit = culprit
 
 
+def _malformed(table: Table, chain: Chain, rule: Rule, what: str, exc: Exception) -> _Stop:
+    """A rule whose arguments do not parse (`--nfmask 0xzz`, a mixed-family range) found
+    when the walk evaluates it: bad data, so the walk stops naming the file and line
+    (insufficient-info), never an internal error."""
+    return _Stop(f"cannot evaluate {table.name}/{chain.name} #{rule.position}: {what} has a "
+                 f"malformed argument ({type(exc).__name__}: {exc})", rule.source)
+
+
 def hook_tables(ns: NetNamespace, hook: str, family: int) -> list[tuple[Table, Chain]]:
     """Base chains registered at `hook` for `family`, in the order the kernel runs them."""
     found: list[tuple[int, int, Table, Chain]] = []
@@ -764,7 +772,10 @@ def _walk(
         for m in rule.matches:
             if m.module == "statistic":
                 continue
-            r = eval_match(m, p, ctx, hook)
+            try:
+                r = eval_match(m, p, ctx, hook)
+            except (ValueError, TypeError, IndexError) as exc:
+                raise _malformed(table, chain, rule, f"match `{m}`", exc) from None
             if r is False:
                 matched = False
                 break
@@ -788,7 +799,10 @@ def _walk(
                 continue
             raise _Stop(f"cannot decide rule {table.name}/{chain.name} #{rule.position}: "
                         f"match `{unknown}` is not modelled", rule.source)
-        eff = apply_target(rule, p, ctx, hook)
+        try:
+            eff = apply_target(rule, p, ctx, hook)
+        except (ValueError, TypeError, IndexError) as exc:
+            raise _malformed(table, chain, rule, f"target {rule.target}", exc) from None
         if eff.kind == "unknown":
             raise _Stop(f"cannot apply {table.name}/{chain.name} #{rule.position}: {eff.summary}",
                         rule.source)
