@@ -788,7 +788,10 @@ def _link_from_json(obj: dict[str, Any], path: str, line: int) -> _LinkDraft:
     f["source"] = model.SourceRef(
         path, line, compact_json({k: v for k, v in obj.items() if k != "addr_info"})
     )
-    f["flags"] = frozenset(obj.get("flags") or ())
+    flags = obj.get("flags") or ()
+    if not isinstance(flags, list) or not all(isinstance(x, str) for x in flags):
+        raise ParseError(path, line, "ip -j addr: 'flags' is not a list of strings")
+    f["flags"] = frozenset(flags)
     f["state"] = obj.get("operstate")
     if obj.get("mtu") is not None:
         f["mtu"] = _json_int(obj["mtu"], path, line, "mtu")
@@ -816,7 +819,10 @@ def _link_from_json(obj: dict[str, Any], path: str, line: int) -> _LinkDraft:
                     pass
             if isinstance(data.get("port"), int):
                 f["tunnel_dstport"] = data["port"]
-    for a in obj.get("addr_info") or ():
+    addr_info = obj.get("addr_info") or ()
+    if not isinstance(addr_info, (list, tuple)):
+        raise ParseError(path, line, f"ip -j addr: {f['name']}: 'addr_info' is not a list")
+    for a in addr_info:
         if not isinstance(a, dict) or "local" not in a:
             raise ParseError(path, line, f"ip -j addr: {f['name']}: address without 'local'")
         plen = a.get("prefixlen")
