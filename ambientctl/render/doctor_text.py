@@ -51,8 +51,19 @@ def render(report: Report, *, verbose: bool = False) -> str:
     if len(rows) > 1:
         lines += _table(rows)
         lines.append("")
-    for f in report.findings:
-        lines += _finding(f, verbose)
+    from ambientctl.analyzers.doctor.incidents import group
+
+    for n, inc in enumerate(group(report.findings), start=1):
+        root = report.findings[inc.root]
+        if not inc.consequences:
+            lines += _finding(root, verbose)
+            lines.append("")
+            continue
+        lines.append(f"incident {n}: {root.check_id} {root.title} - fix this first; "
+                     f"{len(inc.consequences)} finding(s) below follow from it")
+        lines += _finding(root, verbose)
+        for c in inc.consequences:
+            lines += ["  " + ln for ln in _finding(report.findings[c], verbose)]
         lines.append("")
     if not report.findings:
         lines += ["No findings." if not report.below_threshold else
