@@ -29,7 +29,7 @@ from typing import Any
 import click
 
 from ambientctl.cli import cli
-from ambientctl.cli.source import live_source_options
+from ambientctl.cli.source import DEFAULT_TARGET_TIMEOUT, live_source_options
 from ambientctl.errors import ExitCode, UsageError
 
 
@@ -202,6 +202,7 @@ def _collect(
         timeout=timeout,
         concurrency=concurrency,
         progress=progress,
+        target_timeout=float(live_opts.get("target_timeout") or DEFAULT_TARGET_TIMEOUT),
     )
     _report(ctx, written, interrupted, quiet, redact_to)
 

@@ -12,6 +12,7 @@ unless `--save-bundle PATH`) and then analyses that bundle exactly as a replay w
     --ssh-accept-new          record unknown host keys (a CHANGED key is always refused)
     --node NAME, --namespace NS   collect only these (repeatable)
     --concurrency N           targets collected at once [default: 8, max 64]
+    --target-timeout SECS     one deadline for all the commands of one target [default: 360]
 
 With nothing reachable the error says so in one line and points at `--bundle`.
 """
@@ -29,6 +30,10 @@ from typing import Any
 import click
 
 from ambientctl.errors import CollectionError, UsageError
+
+# Kept equal to collectors.runner.DEFAULT_TARGET_TIMEOUT (a test pins it) so that `--help`
+# does not import the collectors.
+DEFAULT_TARGET_TIMEOUT = 360.0
 
 EXAMPLE_BUNDLE = "examples/seed-kind-ambient"
 _LIVE_FLAGS = {
@@ -129,6 +134,16 @@ def _live_option_list() -> list[Callable[[Callable[..., Any]], Callable[..., Any
             show_default=True,
             help="Targets collected at the same time.",
         ),
+        click.option(
+            "--target-timeout",
+            "target_timeout",
+            type=click.FloatRange(min=1.0),
+            default=DEFAULT_TARGET_TIMEOUT,
+            show_default=True,
+            metavar="SECS",
+            help="One deadline for all the commands of one node or pod (a hung node costs "
+            "at most this).",
+        ),
     ]
 
 
@@ -190,6 +205,7 @@ def live_options_from(**opts: Any) -> Any:
         nodes=tuple(opts.get("nodes") or ()),
         namespaces=tuple(opts.get("namespaces") or ()),
         concurrency=int(opts.get("concurrency") or 8),
+        target_timeout=float(opts.get("target_timeout") or DEFAULT_TARGET_TIMEOUT),
     )
     if (
         live.mode == "kube"

@@ -51,7 +51,15 @@ from ambientctl.collectors.discovery import (
     map_netns,
     pod_key,
 )
-from ambientctl.collectors.runner import DEFAULT_CONCURRENCY, DEFAULT_TIMEOUT, Plan, Runner, Target
+from ambientctl.collectors.runner import (
+    DEFAULT_CONCURRENCY,
+    DEFAULT_TARGET_TIMEOUT,
+    DEFAULT_TIMEOUT,
+    Plan,
+    Runner,
+    Target,
+    deadline_fields,
+)
 from ambientctl.collectors.transport import NetnsRef, Transport
 from ambientctl.errors import CollectionError, TransportError, UsageError
 from ambientctl.raw import ExecResult, RawStatus
@@ -90,6 +98,8 @@ class LiveOptions:
     namespaces: tuple[str, ...] = ()
     concurrency: int = DEFAULT_CONCURRENCY
     timeout: float = DEFAULT_TIMEOUT
+    # One deadline for each target's whole collection (runner.DEFAULT_TARGET_TIMEOUT).
+    target_timeout: float = DEFAULT_TARGET_TIMEOUT
     connect_timeout: float = 15.0
     # Where the istio-cni node pod sees the host's /var/run/netns (its DaemonSet mounts
     # it there); only Kubernetes-exec collection uses it.
@@ -221,7 +231,12 @@ def _node_targets(
     targets = [Target.node_target(node, RoutedNetns(route=route, kind="node"))]
     if view is None:
         return targets
-    found = discover_netns(transport, netns_dir, timeout=opts.connect_timeout + opts.timeout)
+    # Discovery is one more round trip to the node, bounded like a target's collection.
+    found = discover_netns(
+        transport,
+        netns_dir,
+        timeout=min(opts.connect_timeout + opts.timeout, opts.target_timeout),
+    )
     mapping = map_netns(found, view.pods_on(node))
     if mapping.unmapped or mapping.ambiguous:
         notes.setdefault("unmapped_netns", {})[node] = sorted(mapping.unmapped + mapping.ambiguous)
@@ -245,9 +260,9 @@ def _node_targets(
 
 
 def _batched(t: Transport, opts: LiveOptions) -> BatchingTransport:
-    # The whole batch of a target may take (commands x per-command timeout); the
-    # per-command timeout is enforced inside the batch by coreutils `timeout`.
-    return BatchingTransport(t)
+    # The whole batch of a target gets the target's deadline; each command inside it its
+    # own timeout (x its spec's factor), enforced on the node by coreutils `timeout`.
+    return BatchingTransport(t, target_timeout=opts.target_timeout, command_timeout=opts.timeout)
 
 
 # --------------------------------------------------------------------------- planners
@@ -520,7 +535,11 @@ def run_live(
     check_output_path(out)
     created_at = rfc3339(datetime.now(UTC))
     runner = Runner(
-        plan.transport, timeout=opts.timeout, concurrency=opts.concurrency, progress=progress
+        plan.transport,
+        timeout=opts.timeout,
+        concurrency=opts.concurrency,
+        progress=progress,
+        target_timeout=opts.target_timeout,
     )
     try:
         result = runner.run(Plan(tuple(plan.targets)))
@@ -533,6 +552,7 @@ def run_live(
     collection = dict(plan.collection)
     collection["argv"] = list(argv) if argv is not None else ["ambientctl", *sys.argv[1:]]
     collection["timeout_s"] = opts.timeout
+    collection["target_timeout_s"] = opts.target_timeout
     collection["concurrency"] = opts.concurrency
     if opts.nodes:
         collection["nodes_filter"] = list(opts.nodes)
@@ -548,6 +568,7 @@ def run_live(
         doc["route"] = getattr(target.netns, "route", None)
         if target.kind == "node":
             doc["tool_versions"] = {v.tool: v.output for v in result.versions.get(target.id, [])}
+        doc.update(deadline_fields(result, target))
         targets.append(doc)
     source = f"kubernetes API ({plan.collection.get('context') or 'current context'})"
     extra = [

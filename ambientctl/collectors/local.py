@@ -16,6 +16,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -31,6 +32,36 @@ from ambientctl.errors import TransportError, UsageError
 from ambientctl.raw import ExecResult
 
 NETNS_RUN_DIR = "/var/run/netns"
+DRAIN_SECONDS = 2.0  # after a kill: how long the pipes may take to reach EOF
+
+
+def descendants(root: int) -> list[int]:
+    """Every live descendant of process `root` (children first), from /proc's ppid links.
+
+    proc(5): field 4 of /proc/PID/stat is the parent pid; the command name (field 2) is
+    in parentheses and may itself contain ")" or spaces, so the fields are read after the
+    LAST ")".
+    """
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", "rb") as fh:
+                stat = fh.read()
+        except OSError:
+            continue  # exited meanwhile
+        fields = stat[stat.rfind(b")") + 2 :].split()
+        if len(fields) > 1:
+            children.setdefault(int(fields[1]), []).append(int(entry))
+    out: list[int] = []
+    todo = [root]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            if child not in out:
+                out.append(child)
+                todo.append(child)
+    return out
 
 
 def _env() -> dict[str, str]:
@@ -109,8 +140,8 @@ class LocalTransport:
                 stdout, stderr = proc.communicate(timeout=timeout)
             except subprocess.TimeoutExpired:
                 timed_out = True
-                self._kill_group(proc)
-                stdout, stderr = proc.communicate()
+                self._kill_tree(proc)
+                stdout, stderr = self._drain(proc)
         finally:
             with self._lock:
                 self._running.discard(proc)
@@ -131,13 +162,48 @@ class LocalTransport:
         except ProcessLookupError:
             pass
 
+    @classmethod
+    def _kill_tree(cls, proc: subprocess.Popen[bytes]) -> None:
+        """SIGKILL the command's process group AND every descendant still linked to it.
+
+        A descendant that called setsid(2) (e.g. `setsid cmd &`) has left the group that
+        `killpg` reaches, yet still holds the output pipes: without this it outlives the
+        timeout and `communicate()` waits for its EOF forever (cpython bpo-31935).
+        """
+        tree = descendants(proc.pid)
+        cls._kill_group(proc)
+        for pid in tree:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, signal.SIGKILL)
+
+    @staticmethod
+    def _drain(proc: subprocess.Popen[bytes]) -> tuple[bytes, bytes]:
+        """Read what is left in the pipes, for at most DRAIN_SECONDS.
+
+        A process that escaped even the tree (double fork: reparented to init before the
+        timeout) may hold the pipes open for ever: after DRAIN_SECONDS the pipes are
+        closed on our side and the output so far is kept.
+        """
+        try:
+            return proc.communicate(timeout=DRAIN_SECONDS)
+        except subprocess.TimeoutExpired:
+            for pipe in (proc.stdout, proc.stderr):
+                if pipe is not None:
+                    with contextlib.suppress(OSError):
+                        pipe.close()
+            proc.wait()
+            # communicate() keeps what it read so far on the Popen object (CPython's
+            # POSIX implementation, `_fileobj2output`); absent, nothing is kept.
+            got = getattr(proc, "_fileobj2output", None) or {}
+            return b"".join(got.get(proc.stdout, [])), b"".join(got.get(proc.stderr, []))
+
     def close(self) -> None:
         """Kill whatever still runs (an interrupted collection) and refuse new commands."""
         self._closed = True
         with self._lock:
             running = list(self._running)
         for proc in running:
-            self._kill_group(proc)
+            self._kill_tree(proc)
 
 
 # --------------------------------------------------------------------------- planning

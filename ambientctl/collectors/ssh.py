@@ -384,10 +384,29 @@ class SshTransport:
         deadline = Deadline(timeout)
         client = self._client()
         try:
-            chan = client.get_transport().open_session(timeout=min(timeout, self.connect_timeout))
+            chan = client.get_transport().open_session(
+                timeout=max(0.001, min(deadline.remaining(), self.connect_timeout))
+            )
+        except Exception as exc:  # noqa: BLE001 - the connection died under us
+            if deadline.expired():
+                return ExecResult(None, b"", b"", deadline.elapsed_ms(), timed_out=True)
+            raise TransportError(f"ssh {self.endpoint}: exec failed ({exc})") from None
+        # paramiko's exec_command waits for the server's answer to the exec request with
+        # no timeout at all (Channel._wait_for_event: event.wait()); a server that accepts
+        # the session and never answers would hold this thread forever. Closing the
+        # channel sets that event, so a watchdog closes it at the deadline.
+        watchdog = threading.Timer(deadline.remaining(), chan.close)
+        watchdog.daemon = True
+        watchdog.start()
+        try:
             chan.exec_command(self.command_line(argv, netns))
         except Exception as exc:  # noqa: BLE001 - the connection died under us
+            watchdog.cancel()
+            chan.close()
+            if deadline.expired():
+                return ExecResult(None, b"", b"", deadline.elapsed_ms(), timed_out=True)
             raise TransportError(f"ssh {self.endpoint}: exec failed ({exc})") from None
+        watchdog.cancel()
         out, err = bytearray(), bytearray()
         timed_out = False
         try:
