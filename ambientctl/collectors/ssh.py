@@ -225,14 +225,29 @@ class _KnownHosts:
         self.accept_new = accept_new
         self.lock = threading.Lock()
 
+    revoked: frozenset[tuple[str, str]] = frozenset()  # (key type, base64) of @revoked keys
+
     def load_into(self, client: Any) -> None:
-        # load_system_host_keys: paramiko never rewrites this file (save_host_keys would
-        # drop entries it does not understand, e.g. @cert-authority lines).
-        if os.path.exists(self.path):
-            try:
-                client.load_system_host_keys(self.path)
-            except OSError as exc:
-                raise TransportError(f"cannot read known_hosts {self.path}: {exc}") from exc
+        """Put the file's plain host keys into `client` (never written back: paramiko's
+        save_host_keys would drop what it does not understand), and remember the revoked
+        keys for the policy (`is_revoked`). See `read_known_hosts` for the line rules."""
+        if not os.path.exists(self.path):
+            return
+        try:
+            with open(self.path, encoding="utf-8", errors="replace") as fh:
+                plain, revoked = read_known_hosts(fh)
+        except OSError as exc:
+            raise TransportError(f"cannot read known_hosts {self.path}: {exc}") from exc
+        self.revoked = revoked
+        keys = client.get_host_keys()
+        for names, key in plain:
+            if (key.get_name(), key.get_base64()) in revoked:
+                continue  # a revoked key is never "known", even when listed plainly too
+            for name in names:
+                keys.add(name, key.get_name(), key)
+
+    def is_revoked(self, key: Any) -> bool:
+        return (key.get_name(), key.get_base64()) in self.revoked
 
     def record(self, hostname: str, key: Any) -> None:
         """Append `hostname keytype base64`, exactly what OpenSSH's accept-new writes."""
@@ -245,13 +260,67 @@ class _KnownHosts:
                 fh.write(f"{hostname} {key.get_name()} {key.get_base64()}\n")
 
 
+def read_known_hosts(lines: Any) -> tuple[list[tuple[list[str], Any]], frozenset[tuple[str, str]]]:
+    """(plain entries as (host patterns, key), revoked keys) of a known_hosts file.
+
+    The line format is sshd(8) "SSH_KNOWN_HOSTS FILE FORMAT": an optional marker, host
+    patterns, key type, base64 key, comment. Handled as OpenSSH does:
+    - `@revoked`: the key "must not ever be accepted". It is refused for EVERY host here
+      (OpenSSH refuses it for the hosts its pattern matches; `@revoked *` is the usual
+      form): stricter, never weaker.
+    - `@cert-authority`: the key is a CA that signs host CERTIFICATES. ambientctl does not
+      verify certificates, so these lines are ignored, exactly as OpenSSH ignores them for a
+      host presenting a plain key: a CA line never makes a plain key trusted.
+    - a line that cannot be parsed (unknown key type, bad base64, too few fields) is
+      skipped, as ssh(1) skips it; `#` comments and blank lines too.
+    """
+    import binascii
+
+    import paramiko
+    from paramiko.hostkeys import HostKeyEntry, InvalidHostKey
+
+    plain: list[tuple[list[str], Any]] = []
+    revoked: set[tuple[str, str]] = set()
+    for lineno, raw in enumerate(lines, 1):
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        marker = None
+        if line.startswith("@"):
+            marker, _, line = line.partition(" ")
+            line = line.strip()
+        try:
+            entry = HostKeyEntry.from_line(line, lineno)
+        except (InvalidHostKey, paramiko.SSHException, binascii.Error, ValueError, TypeError):
+            entry = None
+        if entry is None or entry.key is None:
+            continue
+        if marker == "@revoked":
+            revoked.add((entry.key.get_name(), entry.key.get_base64()))
+        elif marker is None:
+            plain.append((list(entry.hostnames), entry.key))
+        # "@cert-authority" (and any unknown marker, which OpenSSH rejects): ignored
+    return plain, frozenset(revoked)
+
+
 def _policy(known: _KnownHosts, endpoint: SshEndpoint) -> Any:
     import paramiko
 
     class Policy(paramiko.MissingHostKeyPolicy):
-        """Called by paramiko only for an UNKNOWN host (a changed key never gets here)."""
+        """Called by paramiko only for an UNKNOWN host (a changed key never gets here).
+
+        A revoked key is never in the known set (`load_into`), so it always arrives here,
+        before authentication: refused in every mode, and never recorded.
+        """
 
         def missing_host_key(self, client: Any, hostname: str, key: Any) -> None:
+            if known.is_revoked(key):
+                raise TransportError(
+                    f"ssh {endpoint}: host key of {hostname} ({_fingerprint(key)}) is marked "
+                    f"@revoked in {known.path}; refusing to connect",
+                    hint="the node's key was revoked on purpose: check the node before "
+                    "trusting it again",
+                )
             if known.accept_new:
                 known.record(hostname, key)
                 client.get_host_keys().add(hostname, key.get_name(), key)
