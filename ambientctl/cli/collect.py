@@ -52,6 +52,11 @@ def _failure_lines(failed: tuple[dict[str, Any], ...]) -> list[str]:
     ]
 
 
+def was_interrupted(written: Any) -> bool:
+    """Did the run that wrote this bundle stop on Ctrl-C / SIGTERM (manifest says so)?"""
+    return bool(written.manifest.get("collection", {}).get("interrupted"))
+
+
 def _default_node_name() -> str:
     return socket.gethostname().split(".", 1)[0].lower()
 
@@ -101,6 +106,9 @@ def collect(
     **live_opts: Any,
 ) -> None:
     """Collect iptables, ipsets, routes, rules, addresses, listeners and sysctls into a bundle."""
+    from ambientctl.cli.common import sigterm_as_interrupt
+
+    sigterm_as_interrupt()
     if keep_unredacted and not redact:
         raise UsageError("--keep-unredacted goes with --redact")
     if not redact:
@@ -165,7 +173,7 @@ def _collect(
                                    timeout=timeout)
         written = collect_live(live, out, progress=_progress(quiet),
                                argv=["ambientctl", *sys.argv[1:]])
-        _report(ctx, written, False, quiet, redact_to)
+        _report(ctx, written, was_interrupted(written), quiet, redact_to)
         return
     if targets_file and (pods or node_name):
         raise UsageError("--targets cannot be combined with --pod or --node-name")
@@ -236,7 +244,13 @@ def _report(ctx: click.Context, written: Any, interrupted: bool, quiet: bool,
         elif sys.stderr.isatty():
             click.echo(f"collected {total} entries, {written.manifest['bundle_id']}", err=True)
     if interrupted:
-        click.echo("interrupted: bundle written and marked partial", err=True)
+        entries = written.manifest["entries"]
+        done = sum(1 for e in entries if e["status"] != "skipped" or e["note"] != "interrupted")
+        click.echo(
+            f"interrupted: kept a partial bundle at {redact_to or written.path} ({done} of "
+            f"{len(entries)} entries done; the rest are marked skipped in manifest.json)",
+            err=True,
+        )
         ctx.exit(int(ExitCode.INTERRUPTED))
     if written.failed:
         ctx.exit(int(ExitCode.PARTIAL))

@@ -244,12 +244,23 @@ def resolve_source(**opts: Any) -> str:
         return str(bundle)
     from ambientctl.collectors.live import collect_live
 
+    from ambientctl.cli.common import sigterm_as_interrupt
+
+    sigterm_as_interrupt()  # a TERM must also remove the temporary bundle (atexit)
     live = live_options_from(**opts)
     out = opts.get("save_bundle") or _temp_bundle()
     progress = None
     if sys.stderr.isatty():
         progress = lambda line: click.echo(f"  {line}", err=True)
     written = collect_live(live, out, progress=progress)
+    if written.manifest.get("collection", {}).get("interrupted"):
+        kept = (
+            f"partial bundle kept at {written.path}"
+            if opts.get("save_bundle")
+            else "nothing kept (the temporary bundle is removed; --save-bundle keeps it)"
+        )
+        click.echo(f"interrupted: live collection stopped, no analysis; {kept}", err=True)
+        raise click.exceptions.Exit(130)
     if written.failed:
         click.echo(
             f"warning: live collection is partial: {len(written.failed)} of "

@@ -95,12 +95,16 @@ class DockerTransport:
         self.container = container
         self._factory = client_factory or (lambda: docker_client(base_url, connect_timeout))
         self._client: Any = None
+        self._closed = False
         self._lock = threading.Lock()
 
     def _api(self) -> Any:
         # One client (a requests.Session) per transport: sessions are not shared
         # between worker threads.
         with self._lock:
+            if self._closed:
+                # closed by an interrupted collection: never reconnect behind its back
+                raise TransportError(f"docker exec in {self.container}: closed (collection interrupted)")
             if self._client is None:
                 self._client = self._factory()
             return self._client.api
@@ -204,6 +208,7 @@ class DockerTransport:
 
     def close(self) -> None:
         with self._lock:
+            self._closed = True
             if self._client is not None:
                 try:
                     self._client.close()

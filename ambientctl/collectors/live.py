@@ -551,6 +551,8 @@ def run_live(
         raise CollectionError(f"nothing could be collected{why}", hint=NO_CLUSTER_HINT)
     collection = dict(plan.collection)
     collection["argv"] = list(argv) if argv is not None else ["ambientctl", *sys.argv[1:]]
+    if result.interrupted:
+        collection["interrupted"] = True  # Ctrl-C / SIGTERM: `collect` exits 130 on it
     collection["timeout_s"] = opts.timeout
     collection["target_timeout_s"] = opts.target_timeout
     collection["concurrency"] = opts.concurrency

@@ -575,6 +575,8 @@ def collect_bundle(
         doc.update(deadline_fields(result, target))
         targets.append(doc)
     meta = dict(collection)
+    if result.interrupted:
+        meta["interrupted"] = True  # Ctrl-C / SIGTERM: `collect` exits 130 on it
     meta.setdefault("timeout_s", timeout)
     meta.setdefault("target_timeout_s", target_timeout)
     meta.setdefault("concurrency", concurrency)

@@ -358,6 +358,7 @@ class SshTransport:
         self._lock = threading.Lock()
         self._clients: list[Any] = []  # [jump?, node]
         self._failed: TransportError | None = None
+        self._closed = False
 
     # .................................................................. connection
     def _connect_one(self, ep: SshEndpoint, sock: Any = None) -> Any:
@@ -408,6 +409,9 @@ class SshTransport:
 
     def _client(self) -> Any:
         with self._lock:
+            if self._closed:
+                # closed by an interrupted collection: never reconnect behind its back
+                raise TransportError(f"ssh {self.endpoint}: closed (collection interrupted)")
             if self._failed is not None:
                 raise self._failed  # do not hammer an unreachable node once per command
             if self._clients:
@@ -498,6 +502,11 @@ class SshTransport:
                 if deadline.expired():
                     timed_out = True
                     break
+                if chan.closed and not chan.recv_ready() and not chan.recv_stderr_ready():
+                    # closed under us (`close()`: an interrupted collection) or by the
+                    # server without EOF: nothing more will come (exit code None if the
+                    # server sent none)
+                    break
                 if not drained:
                     # The channel pipe is signalled on data and EOF, not on exit-status:
                     # wake up often enough not to sit on a finished command.
@@ -524,6 +533,7 @@ class SshTransport:
 
     def close(self) -> None:
         with self._lock:
+            self._closed = True
             self._close_clients()
 
 
