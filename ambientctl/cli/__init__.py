@@ -13,6 +13,7 @@ import click
 
 from ambientctl import __version__
 from ambientctl.errors import AmbientError, ExitCode
+from ambientctl.render.terminal import terminal_safe
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -37,14 +38,15 @@ def main(argv: list[str] | None = None) -> int:
     try:
         rv = cli.main(args=argv, prog_name="ambientctl", standalone_mode=False)
     except AmbientError as exc:
-        click.echo(f"error: {exc.message}", err=True)
+        click.echo(terminal_safe(f"error: {exc.message}"), err=True)
         if exc.hint:
-            click.echo(f"hint: {exc.hint}", err=True)
+            click.echo(terminal_safe(f"hint: {exc.hint}"), err=True)
         return int(exc.exit_code)
     except click.exceptions.Abort:
         click.echo("interrupted", err=True)
         return int(ExitCode.INTERRUPTED)
     except click.ClickException as exc:
+        exc.message = terminal_safe(exc.message)
         exc.show()
         return int(exc.exit_code)
     except click.exceptions.Exit as exc:
@@ -56,7 +58,10 @@ def main(argv: list[str] | None = None) -> int:
         if debug:
             raise
         click.echo(
-            f"internal error: {type(exc).__name__}: {exc} (re-run with --debug for a traceback)",
+            terminal_safe(
+                f"internal error: {type(exc).__name__}: {exc} (re-run with --debug for a "
+                "traceback)"
+            ),
             err=True,
         )
         return int(ExitCode.INTERNAL)

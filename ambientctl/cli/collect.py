@@ -31,13 +31,14 @@ import click
 from ambientctl.cli import cli
 from ambientctl.cli.source import DEFAULT_TARGET_TIMEOUT, live_source_options
 from ambientctl.errors import ExitCode, UsageError
+from ambientctl.render.terminal import echo
 
 
 def _progress(quiet: bool) -> Callable[[str], None] | None:
     """A progress printer on stderr, only for a human watching a terminal."""
     if quiet or not sys.stderr.isatty():
         return None
-    return lambda line: click.echo(f"  {line}", err=True)
+    return lambda line: echo(f"  {line}", err=True)
 
 
 def _failure_lines(failed: tuple[dict[str, Any], ...]) -> list[str]:
@@ -225,28 +226,28 @@ def _report(ctx: click.Context, written: Any, interrupted: bool, quiet: bool,
         from ambientctl.bundle.redact import redact_bundle
 
         result = redact_bundle(written.path, redact_to)
-        click.echo(result.path)
+        echo(result.path)
         for warning in result.warnings:
-            click.echo(f"warning: {warning}", err=True)
-        click.echo(f"private map (do not share): {result.map_path}", err=True)
+            echo(f"warning: {warning}", err=True)
+        echo(f"private map (do not share): {result.map_path}", err=True)
     else:
-        click.echo(written.path)
+        echo(written.path)
     if not quiet:
         total = len(written.manifest["entries"])
         if written.failed:
-            click.echo(
+            echo(
                 f"warning: {len(written.failed)} of {total} entries failed; bundle marked partial",
                 err=True,
             )
             for line in _failure_lines(written.failed)[:10]:
-                click.echo(f"  {line}", err=True)
-            click.echo(f"  details: {redact_to or written.path} manifest.json", err=True)
+                echo(f"  {line}", err=True)
+            echo(f"  details: {redact_to or written.path} manifest.json", err=True)
         elif sys.stderr.isatty():
-            click.echo(f"collected {total} entries, {written.manifest['bundle_id']}", err=True)
+            echo(f"collected {total} entries, {written.manifest['bundle_id']}", err=True)
     if interrupted:
         entries = written.manifest["entries"]
         done = sum(1 for e in entries if e["status"] != "skipped" or e["note"] != "interrupted")
-        click.echo(
+        echo(
             f"interrupted: kept a partial bundle at {redact_to or written.path} ({done} of "
             f"{len(entries)} entries done; the rest are marked skipped in manifest.json)",
             err=True,

@@ -10,6 +10,7 @@ from typing import Any, NoReturn
 import click
 
 from ambientctl.model import Snapshot
+from ambientctl.render.terminal import terminal_safe
 
 
 def source_option(fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -47,5 +48,5 @@ def load(source: Mapping[str, object], *, echo_problems: bool = True) -> tuple[s
     snap = load_snapshot(str(location))
     if echo_problems:
         for prob in snap.problems:
-            click.echo(f"warning: {prob}", err=True)
+            click.echo(terminal_safe(f"warning: {prob}"), err=True)
     return str(location), snap

@@ -30,6 +30,7 @@ from typing import Any
 import click
 
 from ambientctl.errors import CollectionError, UsageError
+from ambientctl.render.terminal import echo
 
 # Kept equal to collectors.runner.DEFAULT_TARGET_TIMEOUT (a test pins it) so that `--help`
 # does not import the collectors.
@@ -251,7 +252,7 @@ def resolve_source(**opts: Any) -> str:
     out = opts.get("save_bundle") or _temp_bundle()
     progress = None
     if sys.stderr.isatty():
-        progress = lambda line: click.echo(f"  {line}", err=True)
+        progress = lambda line: echo(f"  {line}", err=True)
     written = collect_live(live, out, progress=progress)
     if written.manifest.get("collection", {}).get("interrupted"):
         kept = (
@@ -259,10 +260,10 @@ def resolve_source(**opts: Any) -> str:
             if opts.get("save_bundle")
             else "nothing kept (the temporary bundle is removed; --save-bundle keeps it)"
         )
-        click.echo(f"interrupted: live collection stopped, no analysis; {kept}", err=True)
+        echo(f"interrupted: live collection stopped, no analysis; {kept}", err=True)
         raise click.exceptions.Exit(130)
     if written.failed:
-        click.echo(
+        echo(
             f"warning: live collection is partial: {len(written.failed)} of "
             f"{len(written.manifest['entries'])} commands failed (manifest.json has each reason)",
             err=True,

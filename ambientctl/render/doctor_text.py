@@ -5,6 +5,7 @@ could not be checked and why, then one summary line.
 from __future__ import annotations
 
 from ambientctl.analyzers.findings import CheckStatus, Finding, Report
+from ambientctl.render.terminal import terminal_safe
 
 _LABEL = {"error": "ERROR", "warning": "WARNING", "info": "INFO"}
 
@@ -79,4 +80,4 @@ def render(report: Report, *, verbose: bool = False) -> str:
     lines.append(f"{c['error']} error(s), {c['warning']} warning(s), {c['info']} info{sup}; "
                  f"checks: {s['passed']} passed, {s['failed']} failed, {s['skipped']} skipped, "
                  f"{s['errored']} errored. Result: {verdict} (--fail-on {report.fail_on})")
-    return "\n".join(lines) + "\n"
+    return terminal_safe("\n".join(lines) + "\n")

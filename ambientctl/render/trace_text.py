@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from ambientctl.analyzers.path import Step
 from ambientctl.analyzers.trace import Leg, Trace
+from ambientctl.render.terminal import terminal_safe
 
 _ARROW = " -> "
 
@@ -79,4 +80,4 @@ def render(t: Trace, *, verbose: bool = False) -> str:
         out.extend(f"  - {w}" for w in t.warnings)
     if not verbose:
         out.append("(-v shows every rule, route and device behind each hop)")
-    return "\n".join(out).rstrip() + "\n"
+    return terminal_safe("\n".join(out).rstrip() + "\n")
