@@ -148,7 +148,11 @@ def test_batch_script_runs_only_catalogue_commands() -> None:
     )
     for word in ("iptables", "ipset", "nft", "sysctl", "rm", "mount", "kill", "dd", "tee", "eval"):
         assert not re.search(rf"\b{word}\b", framing), word
-    assert {t.rstrip(";)") for t in re.findall(r">\s*(\S+)", framing)} <= {"/dev/null", "&2", "&1"}
+    # redirections: /dev/null or file-descriptor duplications (the output cap's exit-code
+    # channel uses fds 3 and 4), never a file
+    assert {t.rstrip(";)") for t in re.findall(r">\s*(\S+)", framing)} <= {
+        "/dev/null", "&2", "&1", "&3", "&4", "&-"
+    }
 
 
 def test_discovery_script_runs_only_a_catalogue_command() -> None:

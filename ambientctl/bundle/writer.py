@@ -103,7 +103,13 @@ class ExtraFile:
 
 
 FAILED_STATUSES = frozenset(
-    {RawStatus.NONZERO_EXIT, RawStatus.NOT_FOUND, RawStatus.TIMEOUT, RawStatus.TRANSPORT_ERROR}
+    {
+        RawStatus.NONZERO_EXIT,
+        RawStatus.NOT_FOUND,
+        RawStatus.TIMEOUT,
+        RawStatus.TRANSPORT_ERROR,
+        RawStatus.TRUNCATED,
+    }
 )
 
 

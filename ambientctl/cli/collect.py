@@ -29,7 +29,7 @@ from typing import Any
 import click
 
 from ambientctl.cli import cli
-from ambientctl.cli.source import DEFAULT_TARGET_TIMEOUT, live_source_options
+from ambientctl.cli.source import DEFAULT_TARGET_TIMEOUT, live_source_options, max_output_bytes
 from ambientctl.errors import ExitCode, UsageError
 from ambientctl.render.terminal import echo
 
@@ -203,7 +203,7 @@ def _collect(
     if progress:
         progress(f"collecting {len(plan.targets)} network namespaces ...")
     written, interrupted = collect_bundle(
-        LocalTransport(),
+        LocalTransport(max_output=max_output_bytes(live_opts)),
         plan,
         out,
         collection=collection,

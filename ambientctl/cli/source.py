@@ -13,6 +13,7 @@ unless `--save-bundle PATH`) and then analyses that bundle exactly as a replay w
     --node NAME, --namespace NS   collect only these (repeatable)
     --concurrency N           targets collected at once [default: 8, max 64]
     --target-timeout SECS     one deadline for all the commands of one target [default: 360]
+    --max-output MIB          stdout kept per command; longer is recorded truncated [256]
 
 With nothing reachable the error says so in one line and points at `--bundle`.
 """
@@ -35,6 +36,7 @@ from ambientctl.render.terminal import echo
 # Kept equal to collectors.runner.DEFAULT_TARGET_TIMEOUT (a test pins it) so that `--help`
 # does not import the collectors.
 DEFAULT_TARGET_TIMEOUT = 360.0
+DEFAULT_MAX_OUTPUT_MIB = 256  # = collectors.exec_outcome.DEFAULT_MAX_OUTPUT (a test pins it)
 
 EXAMPLE_BUNDLE = "examples/seed-kind-ambient"
 _LIVE_FLAGS = {
@@ -145,6 +147,16 @@ def _live_option_list() -> list[Callable[[Callable[..., Any]], Callable[..., Any
             help="One deadline for all the commands of one node or pod (a hung node costs "
             "at most this).",
         ),
+        click.option(
+            "--max-output",
+            "max_output_mib",
+            type=click.IntRange(min=1),
+            default=DEFAULT_MAX_OUTPUT_MIB,
+            show_default=True,
+            metavar="MIB",
+            help="Stdout kept per command; a longer output is recorded as truncated, not "
+            "stored.",
+        ),
     ]
 
 
@@ -207,6 +219,7 @@ def live_options_from(**opts: Any) -> Any:
         namespaces=tuple(opts.get("namespaces") or ()),
         concurrency=int(opts.get("concurrency") or 8),
         target_timeout=float(opts.get("target_timeout") or DEFAULT_TARGET_TIMEOUT),
+        max_output=max_output_bytes(opts),
     )
     if (
         live.mode == "kube"
@@ -220,6 +233,11 @@ def live_options_from(**opts: Any) -> Any:
             hint=f"replay a bundle instead: --bundle {EXAMPLE_BUNDLE}",
         )
     return live
+
+
+def max_output_bytes(opts: dict[str, Any]) -> int:
+    """`--max-output` (MiB) in bytes."""
+    return int(opts.get("max_output_mib") or DEFAULT_MAX_OUTPUT_MIB) * 1024 * 1024
 
 
 def _temp_bundle() -> str:

@@ -17,6 +17,11 @@ derived values travel only as positional arguments, and only these shapes are ac
     TIMEOUT  an integer number of seconds (per command, via coreutils `timeout` if present)
     tSECS    from here on, the per-command timeout is SECS (integer): `nft` gets its
              spec's `timeout_factor`, exactly what the runner and the manifest say
+    cBYTES   each command's stdout passes through `head -c BYTES` on the node (the
+             output cap + 1: a longer piece is known to be cut; the command itself gets
+             SIGPIPE and stops). The exit code still travels, through fd 4 of a
+             command substitution. Without `head` on the node, no cap there: the
+             transport's own stream cap still bounds memory.
     =        run the following commands in the target's own network namespace
     @NAME    ... inside the named netns NAME (`ip netns exec NAME`), NAME DNS-1123
     %PATH    ... inside the netns file PATH (`nsenter --net=PATH --`), an absolute path
@@ -41,6 +46,7 @@ per command): the commands it never reached are answered "timed out" from the ca
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import re
 import secrets
@@ -73,13 +79,19 @@ LC_ALL=C
 export LC_ALL
 to=0
 if command -v timeout >/dev/null 2>&1; then to=1; fi
-m=self w=
+hd=0
+if command -v head >/dev/null 2>&1; then hd=1; fi
+m=self w= c=
 x() {
   case $m in
   name) set -- ip netns exec "$w" "$@" ;;
   path) set -- nsenter "--net=$w" -- "$@" ;;
   esac
   if [ "$to" = 1 ]; then set -- timeout -k 2 "$t" "$@"; fi
+  if [ -n "$c" ] && [ "$hd" = 1 ]; then
+    { r=$( { { "$@" </dev/null 4>&-; echo $? >&4; } | head -c "$c" >&3; } 4>&1 ); } 3>&1
+    return "${r:-1}"
+  fi
   "$@" </dev/null
 }
 for a in "$@"; do
@@ -88,6 +100,7 @@ for a in "$@"; do
   %*) m=path w=${a#%} ;;
   =) m=self w= ;;
   t*) t=${a#t} ;;
+  c*) c=${a#c} ;;
   *)
     printf '%s B %s\n' "$n" "$a"
     printf '%s B %s\n' "$n" "$a" >&2
@@ -166,6 +179,7 @@ def batch_argv(
     items: Sequence[tuple[NetnsRef | None, Sequence[str]]],
     *,
     factors: dict[tuple[str, ...], float] | None = None,
+    max_output: int | None = None,
 ) -> list[str]:
     """The exec argv for running `items` ((netns, catalogue argv) pairs) in one round trip.
 
@@ -176,6 +190,8 @@ def batch_argv(
         raise UsageError("batch nonce must be 32 hex digits")
     base = _seconds(timeout)
     args = ["sh", "-c", SCRIPT, "sh", nonce, str(base)]
+    if max_output is not None:
+        args.append(f"c{int(max_output) + 1}")
     current: str | None = None
     current_t = base
     for netns, argv in items:
@@ -207,7 +223,9 @@ def new_nonce() -> str:
 
 # --------------------------------------------------------------------------- allowlist
 
-_TOKEN = re.compile(r"^(=|@[a-z0-9][-a-z0-9.]*|%/[A-Za-z0-9._/-]+|\d{1,4}|t\d{1,6})$")
+_TOKEN = re.compile(
+    r"^(=|@[a-z0-9][-a-z0-9.]*|%/[A-Za-z0-9._/-]+|\d{1,4}|t\d{1,6}|c\d{1,15})$"
+)
 
 
 def is_allowed(argv: Sequence[str]) -> bool:
@@ -365,6 +383,7 @@ class BatchingTransport:
         *,
         target_timeout: float | None = None,
         command_timeout: float | None = None,
+        max_output: int | None = None,
     ) -> None:
         """`target_timeout`: the whole batch's deadline (the runner's per-target deadline);
         `command_timeout`: the base per-command timeout inside the batch (x each spec's
@@ -373,6 +392,7 @@ class BatchingTransport:
         self.name = inner.name
         self.target_timeout = target_timeout
         self.command_timeout = command_timeout
+        self.max_output = max_output  # per-command stdout cap (None: no cap)
         self._lock = threading.Lock()
         self._netns_locks: dict[object, threading.Lock] = {}
         self._cache: dict[object, dict[tuple[str, ...], ExecResult]] = {}
@@ -397,7 +417,14 @@ class BatchingTransport:
             cached = self._cache.get(key, {}).pop(argv, None)
         if cached is not None:
             return cached
-        return self.inner.run(argv, netns=netns, timeout=timeout)
+        return self._capped(self.inner.run(argv, netns=netns, timeout=timeout))
+
+    def _capped(self, res: ExecResult) -> ExecResult:
+        """`res` flagged `truncated` (stdout dropped) if its stdout is longer than
+        `max_output` (the node's `head -c` passes one byte more than the cap to tell)."""
+        if self.max_output is None or len(res.stdout) <= self.max_output:
+            return res
+        return dataclasses.replace(res, stdout=b"", truncated=True)
 
     def _run_batch(
         self, netns: NetnsRef | None, timeout: float
@@ -408,7 +435,9 @@ class BatchingTransport:
         budget = self.target_timeout or sum(base * FACTOR.get(a, 1.0) for a in argvs)
         self.round_trips += 1
         res = self.inner.run(
-            batch_argv(nonce, base, [(None, a) for a in argvs], factors=FACTOR),
+            batch_argv(
+                nonce, base, [(None, a) for a in argvs], factors=FACTOR, max_output=self.max_output
+            ),
             netns=netns,
             timeout=budget,
         )
@@ -427,13 +456,16 @@ class BatchingTransport:
                         None, piece.stdout, piece.stderr, res.duration_ms, timed_out=True
                     )
                 continue
-            results[argv] = ExecResult(
-                exit_code=None if piece.timed_out else piece.exit_code,
-                stdout=piece.stdout,
-                stderr=piece.stderr,
-                duration_ms=piece.duration_ms,
-                timed_out=piece.timed_out,
-                not_found=not piece.timed_out and missing_binary(piece.exit_code, piece.stderr),
+            results[argv] = self._capped(
+                ExecResult(
+                    exit_code=None if piece.timed_out else piece.exit_code,
+                    stdout=piece.stdout,
+                    stderr=piece.stderr,
+                    duration_ms=piece.duration_ms,
+                    timed_out=piece.timed_out,
+                    not_found=not piece.timed_out
+                    and missing_binary(piece.exit_code, piece.stderr),
+                )
             )
         if res.timed_out:
             # The deadline cut the batch: what it never reached is not retried one by one

@@ -42,7 +42,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from ambientctl.collectors.batch import AllowlistTransport, BatchingTransport
+from ambientctl.collectors.batch import CATALOGUE, AllowlistTransport, BatchingTransport
 from ambientctl.collectors.discovery import (
     ClusterView,
     discover_cluster,
@@ -60,6 +60,7 @@ from ambientctl.collectors.runner import (
     Target,
     deadline_fields,
 )
+from ambientctl.collectors.exec_outcome import DEFAULT_MAX_OUTPUT
 from ambientctl.collectors.transport import NetnsRef, Transport
 from ambientctl.errors import CollectionError, TransportError, UsageError
 from ambientctl.raw import ExecResult, RawStatus
@@ -100,6 +101,8 @@ class LiveOptions:
     timeout: float = DEFAULT_TIMEOUT
     # One deadline for each target's whole collection (runner.DEFAULT_TARGET_TIMEOUT).
     target_timeout: float = DEFAULT_TARGET_TIMEOUT
+    # Per-command stdout cap (exec_outcome.DEFAULT_MAX_OUTPUT); None: no cap.
+    max_output: int | None = DEFAULT_MAX_OUTPUT
     connect_timeout: float = 15.0
     # Where the istio-cni node pod sees the host's /var/run/netns (its DaemonSet mounts
     # it there); only Kubernetes-exec collection uses it.
@@ -120,6 +123,7 @@ class RoutingTransport:
     def __init__(self, name: str, routes: dict[str, Transport]) -> None:
         self.name = name
         self.routes = routes
+        self.max_output: int | None = None  # for the manifest's notes (set by run_live)
 
     def _route(self, netns: NetnsRef | None) -> Transport:
         route = getattr(netns, "route", None)
@@ -262,7 +266,22 @@ def _node_targets(
 def _batched(t: Transport, opts: LiveOptions) -> BatchingTransport:
     # The whole batch of a target gets the target's deadline; each command inside it its
     # own timeout (x its spec's factor), enforced on the node by coreutils `timeout`.
-    return BatchingTransport(t, target_timeout=opts.target_timeout, command_timeout=opts.timeout)
+    # Each command's stdout is capped on the node (`head -c`) and again here.
+    return BatchingTransport(
+        t,
+        target_timeout=opts.target_timeout,
+        command_timeout=opts.timeout,
+        max_output=opts.max_output,
+    )
+
+
+def stream_cap(opts: LiveOptions) -> int | None:
+    """What one exec's stdout may hold on a node transport: a whole batch carries every
+    command of a target, each capped on the node, so the stream cap is that many caps (a
+    bound on memory even when the node has no `head` to cap them one by one)."""
+    if opts.max_output is None:
+        return None
+    return opts.max_output * (len(CATALOGUE) + 1)
 
 
 # --------------------------------------------------------------------------- planners
@@ -302,7 +321,12 @@ def plan_kind(opts: LiveOptions) -> LivePlan:
     inner: dict[str, Transport] = {}
     for n in selected:
         inner[n.name] = AllowlistTransport(
-            DockerTransport(n.name, base_url=opts.docker_host, connect_timeout=opts.connect_timeout)
+            DockerTransport(
+                n.name,
+                base_url=opts.docker_host,
+                connect_timeout=opts.connect_timeout,
+                max_output=stream_cap(opts),
+            )
         )
         routes[n.name] = _batched(inner[n.name], opts)
     results = _parallel(
@@ -346,6 +370,7 @@ def plan_ssh(opts: LiveOptions) -> LivePlan:
             known_hosts=opts.ssh_known_hosts,
             accept_new=opts.ssh_accept_new,
             connect_timeout=opts.connect_timeout,
+            max_output=stream_cap(opts),
         ).items()
     }
     _, view, why = _cluster(opts, opts.context, required=False)
@@ -534,6 +559,7 @@ def run_live(
 
     check_output_path(out)
     created_at = rfc3339(datetime.now(UTC))
+    plan.transport.max_output = opts.max_output
     runner = Runner(
         plan.transport,
         timeout=opts.timeout,
@@ -555,6 +581,7 @@ def run_live(
         collection["interrupted"] = True  # Ctrl-C / SIGTERM: `collect` exits 130 on it
     collection["timeout_s"] = opts.timeout
     collection["target_timeout_s"] = opts.target_timeout
+    collection["max_output_bytes"] = opts.max_output
     collection["concurrency"] = opts.concurrency
     if opts.nodes:
         collection["nodes_filter"] = list(opts.nodes)

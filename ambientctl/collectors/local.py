@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import selectors
 import shutil
 import signal
 import subprocess
@@ -27,6 +28,12 @@ from collections.abc import Sequence
 
 from ambientctl.bundle.layout import valid_name
 from ambientctl.collectors.runner import Target
+from ambientctl.collectors.exec_outcome import (
+    DEFAULT_MAX_OUTPUT,
+    STDERR_CAP,
+    CappedBuffer,
+    Deadline,
+)
 from ambientctl.collectors.transport import NetnsRef
 from ambientctl.errors import TransportError, UsageError
 from ambientctl.raw import ExecResult
@@ -75,10 +82,13 @@ class LocalTransport:
 
     name = "local"
 
-    def __init__(self) -> None:
+    def __init__(self, *, max_output: int | None = DEFAULT_MAX_OUTPUT) -> None:
+        """`max_output`: bytes of one command's stdout kept (the rest is read and dropped,
+        and the result says `truncated`); None keeps everything."""
         self._lock = threading.Lock()
         self._running: set[subprocess.Popen[bytes]] = set()
         self._closed = False
+        self.max_output = max_output
 
     # ------------------------------------------------------------------ checks
     @staticmethod
@@ -134,25 +144,68 @@ class LocalTransport:
             raise TransportError(f"cannot start {full[0]}: {exc.strerror or exc}") from exc
         with self._lock:
             self._running.add(proc)
-        timed_out = False
+        out, err = CappedBuffer(self.max_output), CappedBuffer(STDERR_CAP)
         try:
-            try:
-                stdout, stderr = proc.communicate(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                timed_out = True
-                self._kill_tree(proc)
-                stdout, stderr = self._drain(proc)
+            timed_out = self._capture(proc, out, err, Deadline(timeout))
         finally:
             with self._lock:
                 self._running.discard(proc)
         duration_ms = int((time.monotonic() - start) * 1000)
         return ExecResult(
             exit_code=proc.returncode,
-            stdout=stdout,
-            stderr=stderr,
+            stdout=out.getvalue(),
+            stderr=err.getvalue(),
             duration_ms=duration_ms,
             timed_out=timed_out,
+            truncated=out.truncated,
         )
+
+    def _capture(
+        self,
+        proc: subprocess.Popen[bytes],
+        out: CappedBuffer,
+        err: CappedBuffer,
+        deadline: Deadline,
+    ) -> bool:
+        """Read both pipes into capped buffers until EOF and exit, or the deadline (then
+        kill the tree and drain for at most DRAIN_SECONDS); True when the deadline hit.
+
+        Not `communicate()`: it holds all output in memory, and after a kill it waits for
+        EOF from whatever still holds the pipes, for ever (see `_kill_tree`).
+        """
+        assert proc.stdout is not None and proc.stderr is not None
+        sel = selectors.DefaultSelector()
+        sel.register(proc.stdout, selectors.EVENT_READ, out)
+        sel.register(proc.stderr, selectors.EVENT_READ, err)
+
+        def pump(limit: Deadline) -> None:
+            while sel.get_map() and not limit.expired():
+                for key, _ in sel.select(limit.remaining()):
+                    chunk = os.read(key.fd, 1 << 16)
+                    if chunk:
+                        key.data.append(chunk)
+                    else:
+                        sel.unregister(key.fileobj)
+
+        timed_out = False
+        try:
+            pump(deadline)
+            if sel.get_map():
+                timed_out = True
+            else:
+                try:  # pipes closed; the process may still run (it closed its stdout)
+                    proc.wait(timeout=max(deadline.remaining(), 0.001))
+                except subprocess.TimeoutExpired:
+                    timed_out = True
+            if timed_out:
+                self._kill_tree(proc)
+                pump(Deadline(DRAIN_SECONDS))  # an escaped process may hold them for ever
+        finally:
+            sel.close()
+            proc.stdout.close()
+            proc.stderr.close()
+        proc.wait()
+        return timed_out
 
     @staticmethod
     def _kill_group(proc: subprocess.Popen[bytes]) -> None:
@@ -175,27 +228,6 @@ class LocalTransport:
         for pid in tree:
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.kill(pid, signal.SIGKILL)
-
-    @staticmethod
-    def _drain(proc: subprocess.Popen[bytes]) -> tuple[bytes, bytes]:
-        """Read what is left in the pipes, for at most DRAIN_SECONDS.
-
-        A process that escaped even the tree (double fork: reparented to init before the
-        timeout) may hold the pipes open for ever: after DRAIN_SECONDS the pipes are
-        closed on our side and the output so far is kept.
-        """
-        try:
-            return proc.communicate(timeout=DRAIN_SECONDS)
-        except subprocess.TimeoutExpired:
-            for pipe in (proc.stdout, proc.stderr):
-                if pipe is not None:
-                    with contextlib.suppress(OSError):
-                        pipe.close()
-            proc.wait()
-            # communicate() keeps what it read so far on the Popen object (CPython's
-            # POSIX implementation, `_fileobj2output`); absent, nothing is kept.
-            got = getattr(proc, "_fileobj2output", None) or {}
-            return b"".join(got.get(proc.stdout, [])), b"".join(got.get(proc.stderr, []))
 
     def close(self) -> None:
         """Kill whatever still runs (an interrupted collection) and refuse new commands."""

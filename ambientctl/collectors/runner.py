@@ -211,6 +211,8 @@ def _status(res: ExecResult) -> RawStatus:
         return RawStatus.NOT_FOUND
     if res.timed_out:
         return RawStatus.TIMEOUT
+    if res.truncated:
+        return RawStatus.TRUNCATED
     if res.exit_code == 0:
         return RawStatus.OK
     return RawStatus.NONZERO_EXIT
@@ -323,6 +325,13 @@ class Runner:
                     note = f"stopped after {res.duration_ms / 1000:.1f}s: {deadline_note}"
                 else:
                     note = f"killed after {own_limit:g}s (per-command timeout, --timeout)"
+            elif status is RawStatus.TRUNCATED:
+                cap = getattr(self.transport, "max_output", None)
+                limit_text = f" of {cap} bytes" if isinstance(cap, int) else ""
+                note = (
+                    f"stdout went past the per-command output cap{limit_text} (--max-output) "
+                    "and was cut; not stored (a cut dump would be read as if whole)"
+                )
             elif status is RawStatus.NOT_FOUND:
                 note = f"{spec.binary} is not installed on the target"
                 if spec.missing_hint:
@@ -579,6 +588,7 @@ def collect_bundle(
         meta["interrupted"] = True  # Ctrl-C / SIGTERM: `collect` exits 130 on it
     meta.setdefault("timeout_s", timeout)
     meta.setdefault("target_timeout_s", target_timeout)
+    meta.setdefault("max_output_bytes", getattr(transport, "max_output", None))
     meta.setdefault("concurrency", concurrency)
     written = write_bundle(
         out,

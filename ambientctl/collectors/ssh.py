@@ -31,7 +31,13 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from ambientctl.bundle.layout import valid_name
-from ambientctl.collectors.exec_outcome import Deadline, missing_binary
+from ambientctl.collectors.exec_outcome import (
+    DEFAULT_MAX_OUTPUT,
+    STDERR_CAP,
+    CappedBuffer,
+    Deadline,
+    missing_binary,
+)
 from ambientctl.collectors.transport import NetnsRef
 from ambientctl.errors import TransportError, UsageError
 from ambientctl.raw import ExecResult
@@ -351,10 +357,12 @@ class SshTransport:
         accept_new: bool = False,
         connect_timeout: float = CONNECT_TIMEOUT,
         known: _KnownHosts | None = None,
+        max_output: int | None = DEFAULT_MAX_OUTPUT,
     ) -> None:
         self.endpoint = endpoint
         self.known = known or _KnownHosts(known_hosts, accept_new)
         self.connect_timeout = connect_timeout
+        self.max_output = max_output  # stdout bytes kept per exec (CappedBuffer)
         self._lock = threading.Lock()
         self._clients: list[Any] = []  # [jump?, node]
         self._failed: TransportError | None = None
@@ -480,17 +488,17 @@ class SshTransport:
                 return ExecResult(None, b"", b"", deadline.elapsed_ms(), timed_out=True)
             raise TransportError(f"ssh {self.endpoint}: exec failed ({exc})") from None
         watchdog.cancel()
-        out, err = bytearray(), bytearray()
+        out, err = CappedBuffer(self.max_output), CappedBuffer(STDERR_CAP)
         timed_out = False
         try:
             chan.setblocking(False)
             while True:
                 drained = False
                 while chan.recv_ready():
-                    out += chan.recv(1 << 16)
+                    out.append(chan.recv(1 << 16))
                     drained = True
                 while chan.recv_stderr_ready():
-                    err += chan.recv_stderr(1 << 16)
+                    err.append(chan.recv_stderr(1 << 16))
                     drained = True
                 if (
                     chan.exit_status_ready()
@@ -518,11 +526,12 @@ class SshTransport:
             code = None
         return ExecResult(
             exit_code=code,
-            stdout=bytes(out),
-            stderr=bytes(err),
+            stdout=out.getvalue(),
+            stderr=err.getvalue(),
+            truncated=out.truncated,
             duration_ms=deadline.elapsed_ms(),
             timed_out=timed_out,
-            not_found=not timed_out and missing_binary(code, bytes(err)),
+            not_found=not timed_out and missing_binary(code, err.getvalue()),
         )
 
     def _close_clients(self) -> None:
@@ -543,11 +552,14 @@ def transports_for(
     known_hosts: str = DEFAULT_KNOWN_HOSTS,
     accept_new: bool = False,
     connect_timeout: float = CONNECT_TIMEOUT,
+    max_output: int | None = DEFAULT_MAX_OUTPUT,
 ) -> dict[str, SshTransport]:
     """node name -> transport, sharing one known_hosts (and its append lock)."""
     known = _KnownHosts(known_hosts, accept_new)
     return {
-        ep.node: SshTransport(ep, known=known, connect_timeout=connect_timeout) for ep in endpoints
+        ep.node: SshTransport(
+            ep, known=known, connect_timeout=connect_timeout, max_output=max_output
+        ) for ep in endpoints
     }
 
 
