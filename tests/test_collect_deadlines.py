@@ -30,6 +30,8 @@ from tests.peers.sshd import Sshd, StallingSshServer, sshd_available
 
 REPO = Path(__file__).resolve().parents[1]
 
+pytest_plugins = ["tests.peers.fixtures"]
+
 
 def bounded(fn: Callable[[], Any], limit: float) -> tuple[Any, float]:
     """fn() in a daemon thread; (its result, seconds taken); fails if it outlives `limit`."""
@@ -189,3 +191,40 @@ def test_cli_help_default_target_timeout_is_the_runners() -> None:
     from ambientctl.collectors.runner import DEFAULT_TARGET_TIMEOUT
 
     assert shown == DEFAULT_TARGET_TIMEOUT
+
+
+# --------------------------------------------------------------------------- kubernetes
+
+
+@pytest.mark.kernel
+def test_frozen_pods_behind_the_kubernetes_api_cost_the_target_deadline(
+    tmp_path: Path, seed_lab: Any, views: Any
+) -> None:
+    from ambientctl.collectors.live import LiveOptions, collect_live
+    from ambientctl.errors import CollectionError
+    from tests.peers.kube_api import ExecTarget, KubeApi
+    from tests.peers.lab import kube_exec_targets, lab_cluster
+
+    docs = lab_cluster(with_cni=True)
+    frozen = ["sh", "-c", 'kill -STOP $$; exec "$@"', "frozen"]
+    targets = {
+        key: ExecTarget(frozen, t.binaries)
+        for key, t in kube_exec_targets(seed_lab, views, docs).items()
+    }
+    with KubeApi(docs, targets) as api:
+        api.kubeconfig(tmp_path / "kubeconfig", context="peer")
+        opts = LiveOptions(kubeconfig=str(tmp_path / "kubeconfig"), context="peer",
+                           cni_netns_dir="/var/run/netns", timeout=1, target_timeout=3)
+        out = tmp_path / "bundle"
+
+        def attempt() -> str:
+            with pytest.raises(CollectionError) as err:
+                collect_live(opts, str(out))
+            return err.value.message
+
+        message, took = bounded(attempt, 120)
+    # Every exec is frozen: nothing collected, and the one-line reason is the deadline.
+    assert "nothing could be collected" in message and "deadline (3s" in message
+    # discovery (<= 3 s) + one deadline per target, targets concurrent: not 24 x 1 s each
+    assert took < 3 + 3 * 2 + 6
+    assert not out.exists()
