@@ -87,3 +87,11 @@ def test_node_stderr_and_bundle_contents_are_shown_escaped(lab: Any, tmp_path: P
     )
     assert doc.stdout, doc.stderr
     assert "\x1b" not in doc.stdout and json.loads(doc.stdout)  # JSON: escaped by json
+
+
+def test_only_the_renderers_own_colours_pass_never_conceal_title_or_cursor() -> None:
+    from ambientctl.render.term import Term
+
+    painted = Term(colour=True).paint("ok", "bold", "green")
+    assert terminal_safe(painted) == painted
+    assert terminal_safe("\x1b[8mhidden\x1b[2J") == "\\x1b[8mhidden\\x1b[2J"
