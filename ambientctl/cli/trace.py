@@ -9,6 +9,7 @@ import click
 from ambientctl.cli import cli
 from ambientctl.cli.common import load, source_option
 from ambientctl.errors import ExitCode, UsageError
+from ambientctl.render.terminal import terminal_safe
 
 DISPOSITIONS = ("delivered", "bypassed-mesh", "refused", "dropped", "no-route",
                 "insufficient-info", "left-bundle", "loop")
@@ -86,7 +87,8 @@ def trace_cmd(src: str, dst: str, namespace: str | None, port: int | None, plain
             click.echo(html.report_html([doc], None, bundle_header(location, snap),
                                         title=f"ambientctl trace {src} {dst}"), nl=False)
         else:
-            click.echo((graph.to_dot if output == "dot" else graph.to_mermaid)(doc), nl=False)
+            click.echo(terminal_safe((graph.to_dot if output == "dot" else graph.to_mermaid)(doc)),
+                   nl=False)
     else:
         from ambientctl.render.provenance import bundle_header
         from ambientctl.render.term import Term
@@ -95,12 +97,12 @@ def trace_cmd(src: str, dst: str, namespace: str | None, port: int | None, plain
                                      term=Term.detect(), verdict=verdict), nl=False)
     # Bad data on the path: one line per problem on stderr and the bundle exit code.
     for problem in t.data_errors:
-        click.echo(f"error: {problem}", err=True)
+        click.echo(terminal_safe(f"error: {problem}"), err=True)
     culprits = [leg.result for leg in t.legs if leg.result.disposition.value == "insufficient-info"]
     if culprits:
         r = culprits[0]
         where = f" ({r.culprit})" if r.culprit else ""
-        click.echo(f"error: cannot finish the trace: {r.reason}{where}", err=True)
+        click.echo(terminal_safe(f"error: cannot finish the trace: {r.reason}{where}"), err=True)
     if culprits or t.data_errors:
         return int(ExitCode.BUNDLE)
     if expect and t.disposition.value != expect:

@@ -5,6 +5,7 @@ could not be checked and why, then one summary line.
 from __future__ import annotations
 
 from ambientctl.analyzers.findings import CheckStatus, Finding, Report
+from ambientctl.render.terminal import terminal_safe
 
 _LABEL = {"error": "ERROR", "warning": "WARNING", "info": "INFO"}
 
@@ -97,7 +98,7 @@ def render(report: Report, *, verbose: bool = False) -> str:
     lines.append(f"{c['error']} error(s), {c['warning']} warning(s), {c['info']} info{sup}; "
                  f"checks: {s['passed']} passed, {s['failed']} failed, {s['skipped']} skipped, "
                  f"{s['errored']} errored. Result: {verdict} (--fail-on {report.fail_on})")
-    return "\n".join(lines) + "\n"
+    return terminal_safe("\n".join(lines) + "\n")
 
 
 def render_lines(report: Report) -> str:
@@ -115,4 +116,4 @@ def render_lines(report: Report) -> str:
     c = report.counts()
     out.append(f"{report.result.upper()}: {c['error']} error(s), {c['warning']} warning(s), "
                f"{c['info']} info, {len(report.suppressed)} suppressed")
-    return "\n".join(out) + "\n"
+    return terminal_safe("\n".join(out) + "\n")

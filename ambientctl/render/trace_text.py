@@ -11,6 +11,7 @@ from ambientctl.analyzers.trace import Leg, Trace
 from ambientctl.analyzers.verdict import Verdict
 from ambientctl.render import trace_glance
 from ambientctl.render.term import Term
+from ambientctl.render.terminal import terminal_safe
 
 _ARROW = " -> "
 
@@ -100,4 +101,4 @@ def render(t: Trace, *, verbose: bool = False, header: str | None = None,
         out.append(f"mtls: {marks}")
         out.append(term.paint(f"verdict: {verdict.text}", "bold",
                               "green" if verdict.as_intended else "red"))
-    return term.fit_all("\n".join(out).rstrip()) + "\n"
+    return terminal_safe(term.fit_all("\n".join(out).rstrip()) + "\n")
