@@ -9,18 +9,10 @@ does the same).
 
 What is replaced (rules "v1", see docs/bundle-format.md "Redaction"):
 
-- IPv4 / IPv6 addresses and prefixes, by a keyed *prefix-preserving* bijection (the
-  Crypto-PAn construction: bit i is flipped or not according to a keyed function of the
-  bits before it). Two addresses that share their first n bits still share them after
-  mapping, so every prefix, route, ipset member, `-s/-d` CIDR and `ip rule` selector keeps
-  matching the same addresses. Only the upper bits are mapped: the lower 16 bits of IPv4
-  (8 inside 192.168/16) and the lower 64 of IPv6 stay, so a host keeps its position in
-  its /16 (/24, /64) and network / broadcast addresses stay network / broadcast.
-  Self-mapped zones: 10/8, 100.64/10, 172.16/12 and 192.168/16 stay private, fc00::/7
-  stays ULA. Kept as is: 0/8, loopback 127/8 and ::1, link-local 169.254/16 (Istio's
-  probe SNAT 169.254.7.127) and fe80::/10 prefixes, multicast and class E (which holds
-  every netmask written 255.x.y.z), `::`, and Istio's fixed istioin/istioout link nets
-  192.168.126.0/24 and 192.168.127.0/24 (constants the analyzers check).
+- IPv4 / IPv6 addresses and prefixes, by a keyed prefix-preserving bijection over all
+  bits (`redact_ip.py`: Crypto-PAn style, private zones self-mapped, documented
+  special ranges kept, never the identity otherwise). A network written with its length
+  maps to the mapped network of the same length.
   A link-local IPv6 whose interface id is an EUI-64 gets the id of the mapped MAC.
 - MAC addresses (consistently; broadcast, multicast and all-zero kept), UUIDs (pod and
   object uids, `cni-<uuid>` netns names).
@@ -56,6 +48,7 @@ from typing import Any
 from ambientctl.bundle.layout import CLUSTER_FILES, MANIFEST, split_netns_dir
 from ambientctl.bundle.manifest import Manifest, sha256_hex
 from ambientctl.bundle.reader import open_bundle
+from ambientctl.bundle.redact_ip import V4_ZONES, V6_ZONES, PrefixMap
 from ambientctl.bundle.writer import bundle_name, check_output_path, rfc3339, write_prepared
 from ambientctl.errors import BundleError, UsageError
 
@@ -86,100 +79,6 @@ RESERVED_WORDS = frozenset(
 )
 
 # ---------------------------------------------------------------------------- addresses
-
-
-@dataclass(frozen=True, slots=True)
-class _Zone:
-    net: int
-    length: int
-    keep: bool  # the whole zone is kept as is
-    host_from: int  # bits from here on are never mapped
-
-
-def _zone(cidr: str, *, keep: bool = False, host_from: int = 0) -> _Zone:
-    n = ipaddress.ip_network(cidr)
-    return _Zone(int(n.network_address), n.prefixlen, keep, host_from or n.prefixlen)
-
-
-_V4_ZONES = (
-    _zone("0.0.0.0/8", keep=True),
-    _zone("127.0.0.0/8", keep=True),
-    _zone("169.254.0.0/16", keep=True),
-    _zone("224.0.0.0/4", keep=True),
-    _zone("240.0.0.0/4", keep=True),
-    _zone("192.168.126.0/24", keep=True),
-    _zone("192.168.127.0/24", keep=True),
-    _zone("10.0.0.0/8", host_from=16),
-    _zone("100.64.0.0/10", host_from=16),
-    _zone("172.16.0.0/12", host_from=16),
-    _zone("192.168.0.0/16", host_from=24),
-)
-_V6_ZONES = (
-    _zone("::/128", keep=True),
-    _zone("::1/128", keep=True),
-    _zone("::ffff:0:0/96", keep=True),  # v4-mapped: the embedded IPv4 is mapped instead
-    _zone("fe80::/10", keep=True),
-    _zone("ff00::/8", keep=True),
-    _zone("fc00::/7", host_from=64),
-)
-
-
-class _PrefixMap:
-    """A keyed prefix-preserving bijection on `width`-bit integers, zones self-mapped.
-
-    Bit i (from the top) is flipped iff a keyed PRF of (i, the original's first i bits)
-    says so. That decision depends only on the prefix, so the map is a bijection that
-    preserves every common prefix. Bits whose prefix is a proper prefix of a zone are
-    never flipped: an address inside a zone stays inside, one outside stays outside.
-    """
-
-    def __init__(self, key: bytes, width: int, zones: tuple[_Zone, ...], host_from: int):
-        self.key = key
-        self.width = width
-        self.zones = sorted(zones, key=lambda z: -z.length)
-        self.default = _Zone(0, 0, False, host_from)
-        self._flip: dict[tuple[int, int], bool] = {}
-        self._done: dict[int, int] = {}
-
-    def zone_of(self, a: int) -> _Zone:
-        for z in self.zones:
-            shift = self.width - z.length
-            if a >> shift == z.net >> shift:
-                return z
-        return self.default
-
-    def _protected(self, i: int, prefix: int) -> bool:
-        return any(z.length > i and z.net >> (self.width - i) == prefix for z in self.zones)
-
-    def _decide(self, i: int, prefix: int) -> bool:
-        got = self._flip.get((i, prefix))
-        if got is None:
-            if self._protected(i, prefix):
-                got = False
-            else:
-                msg = f"{self.width}:{i}:{prefix}".encode()
-                got = bool(hmac.new(self.key, msg, hashlib.sha256).digest()[0] & 1)
-            self._flip[(i, prefix)] = got
-        return got
-
-    def map(self, a: int) -> int:
-        got = self._done.get(a)
-        if got is not None:
-            return got
-        z = self.zone_of(a)
-        out = a
-        if not z.keep:
-            for i in range(z.length, z.host_from):
-                prefix = a >> (self.width - i) if i else 0
-                if self._decide(i, prefix):
-                    out ^= 1 << (self.width - 1 - i)
-        self._done[a] = out
-        return out
-
-    def kept(self, a: int) -> bool:
-        """Is `a` outside what redaction changes (a kept zone, or nothing mappable)?"""
-        z = self.zone_of(a)
-        return z.keep or z.length >= z.host_from
 
 
 def _keyed(key: bytes, label: str, value: str, n: int) -> bytes:
@@ -225,8 +124,8 @@ class Redactor:
     warnings: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
-        self.v4 = _PrefixMap(self.key, 32, _V4_ZONES, 16)
-        self.v6 = _PrefixMap(self.key, 128, _V6_ZONES, 64)
+        self.v4 = PrefixMap(self.key, 32, V4_ZONES)
+        self.v6 = PrefixMap(self.key, 128, V6_ZONES)
         self._mac_out: set[str] = set()
         self._taken: set[str] = set()
         self._counters: dict[str, int] = {}
