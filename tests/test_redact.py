@@ -259,7 +259,7 @@ def test_redacted_bundle_verifies_and_its_map_is_injective(redacted: dict) -> No
         opened.close()
     src_manifest = json.loads((EXAMPLES / "seed-kind-ambient/manifest.json").read_text())
     assert manifest["redaction"] == {"applied": True, "parent": src_manifest["bundle_id"],
-                                     "rules": "v1"}
+                                     "rules": "v2"}
     assert manifest["bundle_id"] != src_manifest["bundle_id"]
     for section in ("names", "ips", "macs", "uuids"):
         values = list(pmap[section].values())
