@@ -66,7 +66,9 @@ _PATTERNS: dict[str, re.Pattern[str]] = {
     "api-version": re.compile(r"^(?:[a-z]+(?:\.[a-z0-9]+)*\.(?:k8s|istio)\.io/|apps/|batch/)?"
                               r"v\d+(?:alpha\d+|beta\d+)?$"),
     "version": re.compile(r"^v?\d+(?:\.\d+)*(?:[-+.][0-9A-Za-z.]+)*$"),
-    "tool-version": re.compile(r"^[A-Za-z][\w ,:.()#/+-]*\d[\w ,:.()#/+-]*$"),
+    "tool-version": re.compile(r"^(?:(?:iptables|ip6tables|ip utility|ipset|nftables|curl)"
+                               r"\b[\w ,:.()#/+-]*|\d+\.\d+[\w.+-]*)$"),
+    "key": re.compile(r"^[a-z][a-z0-9_]*$|^\d+$"),
     "runtime": re.compile(r"^[a-z]+://v?\d[\w.+-]*$"),
     "word": re.compile(r"^[a-z][a-z0-9_]*$"),
     "hash": re.compile(r"^[a-z0-9]{1,12}$"),
@@ -133,7 +135,7 @@ ANNOTATION_KEYS: dict[str, str] = {
     "ambient.istio.io/bypass-inbound-capture": "keep:word",
     "ambient.istio.io/dns-capture": "keep:word",
     "sidecar.istio.io/inject": "keep:word",
-    "sidecar.istio.io/status": "prose",
+    "sidecar.istio.io/status": "sidecar-status",
     "istio.io/reroute-virtual-interfaces": "prose",
     "traffic.sidecar.istio.io/excludeOutboundIPRanges": "prose",
     "traffic.sidecar.istio.io/excludeInboundPorts": "prose",
@@ -419,13 +421,13 @@ MANIFEST_FIELDS: dict[str, tuple[str, str]] = {
 DYNAMIC_KEYS: dict[str, str] = {
     "workloads": "text",
     "services": "text",
-    "services.*.ports": "keep",
+    "services.*.ports": "keep:key",
     "services.*.endpoints": "text",
-    "services.*.endpoints.*.port": "keep",
+    "services.*.endpoints.*.port": "keep:key",
     "workloadState": "text",
-    "items[].endpoints[].conditions": "keep",
-    "components": "keep",
-    "targets[].tool_versions": "keep",
+    "items[].endpoints[].conditions": "keep:key",
+    "components": "keep:key",
+    "targets[].tool_versions": "keep:key",
     "collection.discovery_errors": "name:node",
 }
 

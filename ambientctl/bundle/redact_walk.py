@@ -9,6 +9,7 @@ redacted as opaque (strings and keys) and recorded in `Redactor.unclassified`.
 from __future__ import annotations
 
 import ipaddress
+import json
 import re
 from typing import TYPE_CHECKING, Any
 
@@ -132,6 +133,8 @@ class Walker:
             return value if value in LABEL_KEYS or value.startswith(
                 ("node.kubernetes.io/", "node-role.kubernetes.io/")) else \
                 red.opaque_value("label", value)
+        if kind == "sidecar-status":
+            return self.sidecar_status(value)
         if kind == "pem":
             return PEM_PLACEHOLDER
         if self.dry:
@@ -183,6 +186,28 @@ class Walker:
             else:
                 out[k] = self.apply(rule, v)
         return out
+
+    def sidecar_status(self, value: str) -> str:
+        """`sidecar.istio.io/status` JSON: Istio's own container names stay (classify.py
+        reads `initContainers`), every other string becomes opaque."""
+        from ambientctl.bundle.redact import RESERVED_WORDS
+
+        try:
+            doc = json.loads(value)
+        except ValueError:
+            return value if self.dry else self.red.opaque_value("value", value)
+
+        def keep(x: Any) -> Any:
+            if isinstance(x, str):
+                return x if x in RESERVED_WORDS or self.dry else self.red.opaque_value("value", x)
+            if isinstance(x, list):
+                return [keep(y) for y in x]
+            if isinstance(x, dict):
+                return {(k if valid("key", str(k)) or k in ("initContainers", "imagePullSecrets")
+                         else keep(k)): keep(v) for k, v in x.items()}
+            return x
+
+        return json.dumps(keep(doc), separators=(",", ":"))
 
     def image(self, value: str) -> str:
         ref, at, digest = value.partition("@")
