@@ -359,22 +359,38 @@ def test_collect_redact_leaves_only_the_redacted_bundle(tmp_path: Path) -> None:
         subprocess.run(["ip", "-n", ns, "addr", "add", "10.251.3.4/24", "dev", "lo"],
                        check=True)
         subprocess.run(["ip", "-n", ns, "link", "set", "lo", "up"], check=True)
+        # a customer's cluster dir: path, labels, annotations, images all carry canaries
+        cluster = tmp_path / "cnry-customer7" / "cluster"
+        cluster.mkdir(parents=True)
+        pod = _kitchen_sink("pods")
+        pod["metadata"].update(name="cnry-pod7-abc", namespace="cnry-ns7",
+                               labels={"app": "cnry-app7", "cnry-team.io/o": "cnry-val7"},
+                               annotations={"cnry.io/contact": "cnry-oncall7"})
+        pod["spec"].update(nodeName="secret-node-x1")
+        pod["spec"]["containers"][0]["image"] = "cnry-reg7.io/cnry-repo7/app:1"
+        pod["status"].update(podIP="10.251.3.4", podIPs=[{"ip": "10.251.3.4"}])
+        from ambientctl.collectors.discovery import PROJECTIONS, as_kubectl_list
+        (cluster / "pods.json").write_bytes(as_kubectl_list([PROJECTIONS["pods"](pod)]))
         out = tmp_path / "b"
         before = set(os.listdir(tmp_path))
         res = subprocess.run(
             ["ip", "netns", "exec", ns, sys.executable, "-m", "ambientctl", "collect",
-             "--local", "--node-name", "secret-node-x1", "--redact", "-q", "-o", str(out)],
+             "--local", "--node-name", "secret-node-x1", "--cluster-dir", str(cluster),
+             "--redact", "-q", "-o", str(out)],
             capture_output=True, text=True, cwd=ROOT, timeout=120, check=False,
             env=dict(os.environ, PYTHONPATH=str(ROOT)))
         assert res.returncode in (0, 7), res.stderr
         assert res.stdout == f"{out}\n"
         assert f"{out}.private-map.json" in res.stderr
         assert set(os.listdir(tmp_path)) - before == {"b", "b.private-map.json"}
+        leaked = []
         for path in out.rglob("*"):
-            assert "secret-node-x1" not in str(path)
+            assert "secret-node-x1" not in str(path) and "cnry" not in str(path)
             if path.is_file():
                 text = path.read_text(errors="replace")
-                assert "secret-node-x1" not in text and "10.251.3.4" not in text, path
+                for needle in ("secret-node-x1", "10.251.3.4", "cnry"):
+                    leaked += [f"{path}: {line}" for line in text.splitlines() if needle in line]
+        assert leaked == []
     finally:
         subprocess.run(["ip", "netns", "del", ns], check=False)
 
