@@ -7,7 +7,11 @@ originals to replacements is written BESIDE the output (`<out>.private-map.json`
 0600), never inside it: the bundle can be shared, the map stays with the user (sos clean
 does the same).
 
-What is replaced (rules "v1", see docs/bundle-format.md "Redaction"):
+What is replaced (rules "v2", see docs/limits-and-safety.md "Redaction"). Structured
+files (manifest, cluster/*.json, config_dump) go field by field through the
+classification table of `redact_fields.py` (`redact_walk.py`); kernel dumps through the
+text pass below, their comments as free text (`prose`); unknown files are dropped.
+The text pass:
 
 - IPv4 / IPv6 addresses and prefixes, by a keyed prefix-preserving bijection over all
   bits (`redact_ip.py`: Crypto-PAn style, private zones self-mapped, documented
