@@ -426,6 +426,7 @@ def _plant_everywhere(bundle: Path) -> list[str]:
     e0["stderr"] = p(f"ssh: Could not resolve hostname {C}-host9.acme-corp.example; "
                      f"{C}op@10.9.8.7 denied; {ctx}")
     e0["note"] = p(f"killed on {C}-host10.example.internal")
+    man["entries"][1]["spec"] = p(f"{C}-spec7")
     e0["wrapper"] = ["ssh", p(f"{C}admin@{C}-node11.corp.example:22"), "sudo", "-n"]
     man["entries"][-1]["source"] = p(f"/home/{C}-user7/{C}-customer7/cluster/pods.json")
     man["targets"][0]["tool_versions"]["iptables"] = p(f"{C}-tool-version7")
@@ -444,6 +445,9 @@ def _plant_everywhere(bundle: Path) -> list[str]:
     pod["spec"]["containers"][0]["image"] = p(
         f"{ACCOUNT}.dkr.ecr.us-east-1.amazonaws.com/{C}-repo7/{C}-app7:v1")
     pod["spec"]["dnsPolicy"] = p(f"{C}-unknown-pod-field7")
+    # kept fields hold vocabulary: a value of another shape is not passed through
+    pod["status"]["qosClass"] = p(f"{C}qos")
+    pods["items"][1]["metadata"]["labels"]["istio.io/dataplane-mode"] = p(f"{C}ambient")
     zt = next(x for x in pods["items"] if x["metadata"]["name"].startswith("ztunnel"))
     zt["spec"]["containers"][0]["image"] = p(f"{C}-registry7.acme.io/mirror/istio/ztunnel:1.24.0")
     (bundle / "cluster/pods.json").write_text(json.dumps(pods, indent=1))

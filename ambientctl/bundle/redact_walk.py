@@ -38,7 +38,7 @@ _ARGV_WORDS = frozenset({
     "exec", "nsenter", "--", "ssh", "docker", "kubectl", "port-forward", "sudo", "-n",
     "iptables-save", "ip6tables-save", "iptables-legacy-save", "ip6tables-legacy-save",
     "nft", "list", "ruleset", "ipset", "rule", "route", "show", "table", "all", "addr",
-    "ss", "sysctl", "curl", "uname", "-j", "-d", "-6", "-Hltnp", "-Hlunp", "-sS", "--fail",
+    "ss", "sysctl", "net", "curl", "uname", "-j", "-d", "-6", "-Hltnp", "-Hlunp", "-sS", "--fail",
     "--max-time", "-r", "--version", "-V", "-t", "-c", "-q", "-o", "--local", "--redact",
     "true", "false", "sh", "-ec", "/bin/sh",
 })
@@ -168,9 +168,10 @@ class Walker:
             return value  # a targetPort number
         if self.dry:
             return value  # names are registered by redact.py's object-aware pass
-        if value in red.names:
-            return red.names[value]
-        if red.is_kept_name(value, kind):
+        base, dash = (value[:-1], "-") if value.endswith("-") else (value, "")  # generateName
+        if base in red.names:
+            return red.names[base] + dash
+        if red.is_kept_name(base, kind):
             return value
         return red.opaque_value(kind, value)
 
