@@ -141,6 +141,10 @@ class Redactor:
         self._opaque_out: set[str] = set()
         self._literal_re: re.Pattern[str] | None = None
         self._literals: dict[str, str] = {}
+        # Memos: a node dump repeats each address and comment many times (630k-rule
+        # kube-proxy dumps name every endpoint in 4 lines).
+        self._addr_done: dict[str, str] = {}
+        self._prose_done: dict[str, str] = {}
 
     # ------------------------------------------------------------------ names
     def add_name(self, name: str, kind: str) -> None:
@@ -266,6 +270,13 @@ class Redactor:
         return got.upper() if text.isupper() else got
 
     def _addr(self, m: re.Match[str]) -> str:
+        whole = m.group(0)
+        got = self._addr_done.get(whole)
+        if got is None:
+            got = self._addr_done[whole] = self._addr_new(m)
+        return got
+
+    def _addr_new(self, m: re.Match[str]) -> str:
         g = m.groupdict()
         if g.get("nft") is not None:
             ip, length = m.group("nftip"), int(m.group("nftlen"))
@@ -309,7 +320,28 @@ class Redactor:
         return _ADDR.sub(self._addr, s)
 
     def dump(self, s: str) -> str:
-        """A kernel dump: `text()`, with rule / set comments redacted as prose."""
+        """A kernel dump: `text()`, with rule / set comments redacted as prose.
+
+        Comments are redacted first and parked behind NUL-delimited placeholders (NUL never
+        occurs in a text dump), so the one `text()` pass over the whole file never maps
+        an already-mapped address twice.
+        """
+        if "\0" in s:
+            return self._dump_segments(s)
+        parked: list[str] = []
+
+        def park(m: re.Match[str]) -> str:
+            comment = m.group("c")
+            done = self._prose_done.get(comment)
+            if done is None:
+                done = self._prose_done[comment] = self.prose(comment)
+            parked.append(done)
+            return m.group(0)[: m.start("c") - m.start(0)] + f"\0{len(parked) - 1}\0"
+
+        s = self.text(_COMMENT.sub(park, s))
+        return _PARKED.sub(lambda m: parked[int(m.group(1))], s) if parked else s
+
+    def _dump_segments(self, s: str) -> str:
         out: list[str] = []
         last = 0
         for m in _COMMENT.finditer(s):
@@ -413,6 +445,7 @@ class Redactor:
 
 _COMMENT = re.compile(
     r'(?:--comment\s+|(?<!-m )(?<![\w-])comment\s+|"comment":\s*)(?P<c>"(?:[^"\\]|\\.)*"|[^\s"]+)')
+_PARKED = re.compile("\0(\\d+)\0")
 _ARN = re.compile(r"\barn:aws[\w-]*:[\w-]*:[\w-]*:\d*:[^\s\"',;]+")
 _SPIFFE = re.compile(r"spiffe://(?P<td>[A-Za-z0-9._-]+)(?P<rest>(?:/[A-Za-z0-9._~-]+)*)")
 _USER_AT = re.compile(r"(?<![\w.@-])([A-Za-z0-9._%+-]+)@(?=[A-Za-z0-9\[])")
