@@ -324,6 +324,24 @@ def test_ip_map_is_keyed_full_width_and_never_the_identity() -> None:
         assert (ia ^ ib).bit_length() == (ja ^ jb).bit_length(), (a, b)
 
 
+def test_ipv6_map_is_prefix_preserving_and_never_the_identity() -> None:
+    import random
+    rnd = random.Random(11)
+    red = Redactor(KEY)
+    originals = [(0xFD << 120) | rnd.getrandbits(120) for _ in range(400)]
+    originals += [(0x2001_0DB8 << 96) | rnd.getrandbits(96) for _ in range(400)]
+    mapped = {a: int(ipaddress.IPv6Address(red.text(str(ipaddress.IPv6Address(a)))))
+              for a in originals}
+    assert len(set(mapped.values())) == len(mapped)
+    for a, b in mapped.items():
+        assert a != b
+        assert (a >> 121 == 0x7E) == (b >> 121 == 0x7E)  # ULA stays ULA (fc00::/7)
+    items = list(mapped.items())
+    for _ in range(2000):
+        (a, ma), (b, mb) = rnd.choice(items), rnd.choice(items)
+        assert (a ^ b).bit_length() == (ma ^ mb).bit_length()
+
+
 def test_redact_refuses_to_overwrite_the_output_or_its_map(tmp_path: Path) -> None:
     out = tmp_path / "r"
     (tmp_path / "r.private-map.json").write_text("{}")
