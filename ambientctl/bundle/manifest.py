@@ -75,8 +75,9 @@ def entry_for(output: RawOutput, *, stored: bool, spec: str | None = None) -> di
         "note": output.note,
         "started_at": output.started_at,
         "duration_ms": output.duration_ms,
-        "size": len(output.stdout) if stored else None,
-        "sha256": sha256_hex(output.stdout) if stored else None,
+        "size": (output.spilled[0] if output.spilled else len(output.stdout)) if stored else None,
+        "sha256": (output.spilled[1] if output.spilled else sha256_hex(output.stdout))
+        if stored else None,
     }
 
 

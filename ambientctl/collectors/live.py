@@ -555,9 +555,9 @@ def run_live(
 
     Raises CollectionError when not one command succeeded.
     """
-    from ambientctl.bundle.writer import ExtraFile, check_output_path, rfc3339, write_bundle
+    from ambientctl.bundle.writer import ExtraFile, Spill, rfc3339, write_bundle
 
-    check_output_path(out)
+    spill = Spill(out)  # refuses an existing `out` before anything runs
     created_at = rfc3339(datetime.now(UTC))
     plan.transport.max_output = opts.max_output
     runner = Runner(
@@ -566,12 +566,17 @@ def run_live(
         concurrency=opts.concurrency,
         progress=progress,
         target_timeout=opts.target_timeout,
+        spill=spill,
     )
     try:
         result = runner.run(Plan(tuple(plan.targets)))
+    except BaseException:
+        spill.discard()
+        raise
     finally:
         plan.transport.close()
     if not any(o.status is RawStatus.OK for o in result.outputs) and not result.interrupted:
+        spill.discard()
         first = next(iter(result.outputs), None)
         why = f": {first.target}: {first.note or first.status}" if first is not None else ""
         raise CollectionError(f"nothing could be collected{why}", hint=NO_CLUSTER_HINT)
@@ -613,6 +618,7 @@ def run_live(
         extra_files=extra,
         not_kept=result.not_kept,
         interrupted=result.interrupted,
+        spill=spill,
     )
 
 

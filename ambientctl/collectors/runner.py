@@ -36,8 +36,8 @@ from datetime import UTC, datetime
 from ambientctl.bundle import layout
 from ambientctl.bundle.writer import (
     ExtraFile,
+    Spill,
     WrittenBundle,
-    check_output_path,
     rfc3339,
     write_bundle,
 )
@@ -229,6 +229,7 @@ class Runner:
         concurrency: int = DEFAULT_CONCURRENCY,
         progress: Callable[[str], None] | None = None,
         target_timeout: float = DEFAULT_TARGET_TIMEOUT,
+        spill: Callable[[RawOutput], RawOutput] | None = None,
     ) -> None:
         if concurrency < 1:
             raise UsageError("concurrency must be at least 1")
@@ -249,6 +250,7 @@ class Runner:
         self._cv = threading.Condition(self._lock)
         self._busy = 0  # targets taken off the queue whose outcome is not in yet
         self._errors: list[BaseException] = []
+        self._spill = spill  # writes a finished target's outputs to disk (`writer.Spill`)
 
     # ------------------------------------------------------------------ one target
     def _wrapper(self, netns: NetnsRef) -> tuple[str, ...]:
@@ -405,6 +407,11 @@ class Runner:
                 self._busy += 1
             try:
                 outcome = self._run_target(plan, target)
+                if self._spill is not None:
+                    with self._cv:
+                        refused = set(self._not_kept)
+                    outcome = ([o if o.path in refused else self._spill(o) for o in outcome[0]],
+                               outcome[1])
             except BaseException as exc:  # noqa: BLE001 - a bug: re-raised in the main thread
                 with self._cv:
                     self._errors.append(exc)
@@ -550,20 +557,25 @@ def collect_bundle(
     Raises `CollectionError` (and writes nothing) when not one command succeeded: such a
     bundle would hold no evidence, only the reasons, which the error message gives.
     """
-    check_output_path(out)
     created_at = rfc3339(datetime.now(UTC))
+    spill = Spill(out)
     runner = Runner(
         transport,
         timeout=timeout,
         concurrency=concurrency,
         progress=progress,
         target_timeout=target_timeout,
+        spill=spill,
     )
     try:
         result = runner.run(plan)
+    except BaseException:
+        spill.discard()
+        raise
     finally:
         transport.close()
     if not any(o.status is RawStatus.OK for o in result.outputs) and not result.interrupted:
+        spill.discard()
         first = next((o for o in result.outputs), None)
         why = ""
         if first is not None:
@@ -599,5 +611,6 @@ def collect_bundle(
         extra_files=extra_files,
         not_kept=result.not_kept,
         interrupted=result.interrupted,
+        spill=spill,
     )
     return written, result.interrupted
