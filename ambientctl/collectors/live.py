@@ -460,6 +460,9 @@ def _assemble(
         targets.extend(res)
     if unreachable:
         notes["discovery_errors"] = unreachable
+    if view is not None and view.skipped:
+        # API objects with a name that is not DNS-1123: left out, the rest collected.
+        notes["skipped_objects"] = list(view.skipped)
     if not targets:
         raise CollectionError(
             "nothing to collect: no node matched"
