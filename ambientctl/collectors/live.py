@@ -58,6 +58,11 @@ from ambientctl.raw import ExecResult, RawStatus
 
 NETNS_DIR = "/var/run/netns"
 CNI_HOST_NETNS_DIR = "/host/var/run/netns"  # istio-cni DaemonSet's mount of the host dir
+# Istio >= 1.26 runs the istio-cni agent in its OWN netns by default (chart value
+# `ambient.shareHostNetworkNamespace: false`, pod `hostNetwork: false`); it reaches the
+# node's netns through the host's /proc, mounted read-only at /host/proc. PID 1 of the
+# host (its init) lives in the node's root netns.
+CNI_HOST_PROC = "/host/proc"
 MAX_CONCURRENCY = 64
 NO_CLUSTER_HINT = "replay a bundle instead: --bundle examples/seed-kind-ambient"
 
@@ -94,6 +99,8 @@ class LiveOptions:
     # Where the istio-cni node pod sees the host's /var/run/netns (its DaemonSet mounts
     # it there); only Kubernetes-exec collection uses it.
     cni_netns_dir: str = CNI_HOST_NETNS_DIR
+    # Where a non-hostNetwork istio-cni agent sees the host's /proc (see CNI_HOST_PROC).
+    cni_host_proc: str = CNI_HOST_PROC
 
     @property
     def mode(self) -> str:
@@ -215,10 +222,12 @@ def _node_targets(
     netns_dir: str = NETNS_DIR,
     by_path: bool = False,
     ztunnel_admin: bool = True,
+    node_netns: RoutedNetns = RoutedNetns(),
 ) -> list[Target]:
     """The node's own netns + the netns of each of its pods found in `netns_dir`; with
-    `ztunnel_admin`, the node's ztunnel pod once more, for its admin `config_dump`."""
-    targets = [Target.node_target(node, RoutedNetns(route=route, kind="node"))]
+    `ztunnel_admin`, the node's ztunnel pod once more, for its admin `config_dump`.
+    `node_netns`: how the node's own netns is entered (default: the exec's own netns)."""
+    targets = [Target.node_target(node, dataclasses.replace(node_netns, route=route, kind="node"))]
     if view is None:
         return targets
     found = discover_netns(transport, netns_dir, timeout=opts.connect_timeout + opts.timeout)
@@ -407,6 +416,7 @@ def plan_kube(opts: LiveOptions) -> LivePlan:
                 netns_dir=opts.cni_netns_dir,
                 by_path=True,
                 ztunnel_admin=False,  # read through port-forward below, not the cni pod
+                node_netns=_cni_node_netns(pods["istio-cni"], opts),
             )
             mapped = {(t.namespace, t.pod) for t in targets if t.kind == "pod"}  # type: ignore[misc]
         else:
@@ -435,6 +445,19 @@ def plan_kube(opts: LiveOptions) -> LivePlan:
     return _assemble(
         "kube", routes, selected_names=[n for n, _ in work], results=results, view=view, notes=notes
     )
+
+
+def _cni_node_netns(cni_pod: dict[str, Any], opts: LiveOptions) -> RoutedNetns:
+    """How an exec into the istio-cni agent pod reaches the NODE's netns.
+
+    `hostNetwork: true` (Istio < 1.26, or `ambient.shareHostNetworkNamespace: true`): the
+    pod's own netns is the node's. Otherwise (the 1.26+ default; absent means false in
+    the Pod API) the agent has a netns of its own and the node's is entered by path,
+    through the host's init: `nsenter --net=/host/proc/1/ns/net`.
+    """
+    if (cni_pod.get("spec") or {}).get("hostNetwork") is True:
+        return RoutedNetns()
+    return RoutedNetns(path=f"{opts.cni_host_proc.rstrip('/')}/1/ns/net")
 
 
 def _assemble(
