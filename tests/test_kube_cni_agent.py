@@ -7,6 +7,7 @@ kernel says inside the node's netns."""
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 from collections.abc import Iterator
@@ -99,6 +100,15 @@ def test_node_files_are_the_nodes_netns_not_the_agents(
         assert {a["ifname"] for a in addrs} == {
             a["ifname"] for a in json.loads(_kernel(node_netns, "ip", "-j", "addr"))
         }
+        # the netns identity recorded is the node's, read inside the same batch
+        target = next(t for t in written.manifest["targets"] if t["id"] == f"node/{node}")
+        assert target["netns_inode"] == os.stat(f"/var/run/netns/{node_netns}").st_ino
+    lab_netns = {p["name"]: p["netns"] for n in seed_lab.targets()["nodes"] for p in n["pods"]}
+    for t in written.manifest["targets"]:
+        if t["kind"] == "pod":
+            want = os.stat(f"/var/run/netns/{lab_netns[t['pod']['name']]}").st_ino
+            assert t["netns_inode"] == want, t["id"]
+    assert "netns_conflicts" not in written.manifest["collection"]
     target = next(t for t in written.manifest["targets"] if t["id"] == f"node/{NODES[0]}")
     if host_network:
         assert target["netns"] is None  # the agent's own netns is the node's
@@ -115,3 +125,42 @@ def test_pods_are_still_collected_through_the_agent(collected: tuple[bool, Any, 
     pods = {t["id"] for t in written.manifest["targets"] if t["kind"] == "pod"}
     assert "pod/default/productpage-v1-7c548b785b-w9zl6" in pods
     assert not written.failed
+
+
+def test_two_targets_read_from_one_netns_are_refused_not_stored(
+    seed_lab: Any, views: Any, peer_dir: Path, agent_netns: dict[str, str]
+) -> None:
+    """A mix-up: the agent's /host/proc/1/ns/net leads into a POD's netns (productpage),
+    so the "node" and that pod are the same netns. Neither may be stored as if right."""
+    from tests.peers.netns import NodeView
+
+    docs = lab_cluster(with_cni=True, cni_host_network=False)
+    targets = kube_exec_targets(seed_lab, views, docs)
+    host_proc = str(peer_dir / "host-proc-mixup")
+    pp = seed_lab.netns_name("ambient-worker2/pod/default/productpage-v1-7c548b785b-w9zl6")
+    for node, name in cni_pod_names(docs).items():
+        view = views[node]
+        if node == "ambient-worker2":
+            view = NodeView(node, pp, view.pod_netns, str(peer_dir / "mixup"))
+        targets[("istio-system", name)] = ExecTarget(
+            AgentView(view, agent_netns[node], host_proc).prefix()
+        )
+    with KubeApi(docs, targets) as api:
+        conf = api.kubeconfig(peer_dir / "cni-mixup.conf")
+        opts = LiveOptions(
+            kubeconfig=str(conf), cni_netns_dir="/var/run/netns", cni_host_proc=host_proc
+        )
+        written = collect_live(opts, str(peer_dir / "cni-mixup"))
+    conflicts = written.manifest["collection"]["netns_conflicts"]
+    pp_target = "pod/default/productpage-v1-7c548b785b-w9zl6"
+    assert conflicts == [
+        {"netns_inode": os.stat(f"/var/run/netns/{pp}").st_ino,
+         "targets": sorted(["node/ambient-worker2", pp_target])}
+    ]
+    for e in written.manifest["entries"]:
+        if e["target"] in ("node/ambient-worker2", pp_target) and e["spec"] == "iptables-save.txt":
+            assert e["status"] == "skipped" and e["path"] is None
+            assert "same netns as" in e["note"]
+    paths = set(open_bundle(written.path).paths())
+    assert "nodes/ambient-worker2/host/iptables-save.txt" not in paths
+    assert "nodes/ambient-worker/host/iptables-save.txt" in paths  # the other node is fine

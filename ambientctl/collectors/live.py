@@ -42,6 +42,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from ambientctl.bundle.manifest import refuse_shared_netns
 from ambientctl.collectors.batch import AllowlistTransport, BatchingTransport
 from ambientctl.collectors.discovery import (
     ClusterView,
@@ -132,6 +133,12 @@ class RoutingTransport:
         transport = self.routes.get(getattr(netns, "route", ""))
         describe = getattr(transport, "describe_wrapper", None)
         return tuple(describe(netns)) if callable(describe) else netns.wrapper()
+
+    def netns_inode(self, netns: NetnsRef | None) -> int | None:
+        """The netns inode the route's batch read `netns` from (None when unknown)."""
+        transport = self.routes.get(getattr(netns, "route", ""))
+        get = getattr(transport, "netns_inode", None)
+        return get(netns) if callable(get) else None
 
     def close(self) -> None:
         for transport in self.routes.values():
@@ -572,9 +579,13 @@ def run_live(
         doc = target.describe()
         doc["transport"] = plan.transport.name
         doc["route"] = getattr(target.netns, "route", None)
+        doc["netns_inode"] = plan.transport.netns_inode(target.netns)
         if target.kind == "node":
             doc["tool_versions"] = {v.tool: v.output for v in result.versions.get(target.id, [])}
         targets.append(doc)
+    outputs, conflicts = refuse_shared_netns(targets, result.outputs)
+    if conflicts:
+        collection["netns_conflicts"] = conflicts
     source = f"kubernetes API ({plan.collection.get('context') or 'current context'})"
     extra = [
         ExtraFile(p, d, source)
@@ -582,7 +593,7 @@ def run_live(
     ]
     return write_bundle(
         out,
-        outputs=result.outputs,
+        outputs=outputs,
         created_at=created_at,
         collection=collection,
         targets=targets,

@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from ambientctl.bundle import layout
+from ambientctl.bundle.manifest import refuse_shared_netns
 from ambientctl.bundle.writer import (
     ExtraFile,
     WrittenBundle,
@@ -504,13 +505,18 @@ def collect_bundle(
             doc["tool_versions"] = {
                 v.tool: v.output for v in result.versions.get(target.id, [])
             }
+        inode = getattr(transport, "netns_inode", None)
+        doc["netns_inode"] = inode(target.netns) if callable(inode) else None
         targets.append(doc)
+    outputs, conflicts = refuse_shared_netns(targets, result.outputs)
     meta = dict(collection)
+    if conflicts:
+        meta["netns_conflicts"] = conflicts
     meta.setdefault("timeout_s", timeout)
     meta.setdefault("concurrency", concurrency)
     written = write_bundle(
         out,
-        outputs=result.outputs,
+        outputs=outputs,
         created_at=created_at,
         collection=meta,
         targets=targets,
