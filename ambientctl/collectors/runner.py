@@ -34,6 +34,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from ambientctl.bundle import layout
+from ambientctl.bundle.manifest import refuse_shared_netns
 from ambientctl.bundle.writer import (
     ExtraFile,
     Spill,
@@ -594,17 +595,22 @@ def collect_bundle(
                 v.tool: v.output for v in result.versions.get(target.id, [])
             }
         doc.update(deadline_fields(result, target))
+        inode = getattr(transport, "netns_inode", None)
+        doc["netns_inode"] = inode(target.netns) if callable(inode) else None
         targets.append(doc)
+    outputs, conflicts = refuse_shared_netns(targets, result.outputs)
     meta = dict(collection)
     if result.interrupted:
         meta["interrupted"] = True  # Ctrl-C / SIGTERM: `collect` exits 130 on it
+    if conflicts:
+        meta["netns_conflicts"] = conflicts
     meta.setdefault("timeout_s", timeout)
     meta.setdefault("target_timeout_s", target_timeout)
     meta.setdefault("max_output_bytes", getattr(transport, "max_output", None))
     meta.setdefault("concurrency", concurrency)
     written = write_bundle(
         out,
-        outputs=result.outputs,
+        outputs=outputs,
         created_at=created_at,
         collection=meta,
         targets=targets,
