@@ -610,6 +610,65 @@ class Cluster:
     nodes: tuple[Node, ...] = ()
 
 
+# --------------------------------------------------------------------------- ztunnel's view
+
+
+@dataclass(frozen=True)
+class ZtunnelWorkload:
+    """One workload of a ztunnel `config_dump`, whatever generation printed it."""
+
+    uid: str | None  # "Kubernetes//Pod/<ns>/<name>"; absent in Istio 1.18's IP-keyed map
+    namespace: str | None
+    name: str | None
+    ips: tuple[IPAddress, ...]
+    protocol: str  # "HBONE" or "TCP" (ztunnel's InboundProtocol)
+    node: str | None
+    waypoint: str | None
+    status: str | None  # "Healthy" / "Unhealthy"; None when the dump does not say
+    source: SourceRef
+
+
+@dataclass(frozen=True)
+class ZtunnelEndpoint:
+    """One endpoint of a Service as ztunnel load-balances over it."""
+
+    workload_uid: str
+    address: IPAddress | None
+    ports: Mapping[int, int]  # service port -> target port (0 = the Service's own mapping)
+    status: str | None  # "Healthy" / "Unhealthy"; None when the dump does not say
+
+
+@dataclass(frozen=True)
+class ZtunnelService:
+    """A Service (or ServiceEntry) of a ztunnel `config_dump`."""
+
+    namespace: str | None
+    name: str | None
+    hostname: str | None
+    vips: tuple[IPAddress, ...]
+    ports: Mapping[int, int]  # service port -> target port
+    endpoints: tuple[ZtunnelEndpoint, ...]
+    source: SourceRef
+
+
+@dataclass(frozen=True)
+class ZtunnelConfig:
+    """A ztunnel `config_dump`, read into one shape for every generation (Istio 1.18 ->).
+
+    `shape` names the layout it was read from, so that the trace and doctor can say which
+    generation's dump they used; `services_known` is False when that layout carries no
+    Services (then ztunnel's load balancing cannot be read from it).
+    """
+
+    node: str
+    shape: str
+    workloads: tuple[ZtunnelWorkload, ...]
+    services: tuple[ZtunnelService, ...]
+    services_known: bool
+    states: Mapping[str, str]  # workloadState: pod UID -> state ("Up", "Pending")
+    source: SourceRef
+
+
 @dataclass(frozen=True)
 class NodeState:
     """Everything collected from one node: its own netns and its pods' netns."""
@@ -636,6 +695,7 @@ class Snapshot:
     problems: tuple[Problem, ...] = ()  # bundle-wide (manifest missing, cluster file broken)
     manifest: Mapping[str, object] | None = None
     config_dumps: Mapping[str, object] = field(default_factory=dict)  # node -> ztunnel config_dump
+    ztunnel_configs: Mapping[str, ZtunnelConfig] = field(default_factory=dict)  # readable dumps
 
     def namespaces(self) -> Iterator[NetNamespace]:
         """Every network namespace of every node, nodes in name order."""

@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
 from ambientctl.bundle.layout import CLUSTER_FILES, split_netns_dir
+from ambientctl.analyzers.parse.ztunnel import parse_config_dump
 from ambientctl.errors import ParseError
 from ambientctl.model import (
     Cluster,
@@ -23,6 +24,7 @@ from ambientctl.model import (
     Problem,
     Ruleset,
     Snapshot,
+    ZtunnelConfig,
 )
 
 
@@ -119,14 +121,22 @@ def build_snapshot(view: BundleView) -> Snapshot:
             slot["pods"][PodRef(ns_name or "", pod)] = ns  # type: ignore[index]
 
     dumps: dict[str, object] = {}
+    zconfigs: dict[str, ZtunnelConfig] = {}
     for rel in view.paths:
         parts = rel.split("/")
         if len(parts) == 4 and parts[0] == "nodes" and parts[2] == "ztunnel" \
                 and parts[3] == "config_dump.json":
+            text = view.read_text(rel)
             try:
-                dumps[parts[1]] = json.loads(view.read_text(rel))
-            except ValueError as exc:
-                problems.append(Problem(rel, None, f"not valid JSON ({exc})"))
+                dumps[parts[1]] = json.loads(text)
+            except ValueError:
+                pass  # parse_config_dump says why, once
+            # Every generation's layout, read into one shape; an unreadable dump is a
+            # problem of the bundle (stated by trace and doctor), never an empty mesh.
+            try:
+                zconfigs[parts[1]] = parse_config_dump(text, rel, parts[1])
+            except ParseError as exc:
+                problems.append(Problem(rel, exc.line, exc.reason))
 
     return Snapshot(
         source=view.location,
@@ -136,6 +146,7 @@ def build_snapshot(view: BundleView) -> Snapshot:
         problems=tuple(problems),
         manifest=view.manifest,
         config_dumps=dumps,
+        ztunnel_configs=zconfigs,
     )
 
 

@@ -33,7 +33,16 @@ from ambientctl.analyzers.path import (
     World,
 )
 from ambientctl.analyzers.selectors import Endpoint
-from ambientctl.model import IPAddress, NetNamespace, Pod, Service, Snapshot, SourceRef
+from ambientctl.analyzers.parse.ztunnel import SHAPES
+from ambientctl.model import (
+    IPAddress,
+    NetNamespace,
+    Pod,
+    Service,
+    Snapshot,
+    SourceRef,
+    ZtunnelWorkload,
+)
 
 INPOD_MARK = 0x539
 SIDECAR_UID = 1337  # istio-proxy's uid: sidecar rules RETURN on --uid-owner 1337
@@ -194,20 +203,23 @@ class Tracer:
         return ns.pod.name
 
     # ------------------------------------------------------------------ capture state
-    def ztunnel_view(self, ip: IPAddress) -> tuple[dict[str, object], SourceRef] | None:
-        """The workload ztunnel knows at `ip`, from any collected config_dump."""
-        for node, dump in sorted(self.snap.config_dumps.items()):
-            if not isinstance(dump, dict):
-                continue
-            workloads = dump.get("workloads") or []
-            items = workloads.values() if isinstance(workloads, dict) else workloads
-            for w in items:
-                if isinstance(w, dict) and str(ip) in [str(x) for x in
-                                                        w.get("workloadIps", []) or []]:
-                    return w, SourceRef(f"nodes/{node}/ztunnel/config_dump.json", None,
-                                        f"{w.get('namespace')}/{w.get('name')} protocol "
-                                        f"{w.get('protocol')} waypoint {w.get('waypoint')}")
+    def ztunnel_view(self, ip: IPAddress) -> tuple[ZtunnelWorkload, SourceRef] | None:
+        """The workload ztunnel knows at `ip`, from any readable config_dump (any generation)."""
+        for node, cfg in sorted(self.snap.ztunnel_configs.items()):
+            for w in cfg.workloads:
+                if ip in w.ips:
+                    shape = SHAPES.get(cfg.shape, cfg.shape)
+                    return w, SourceRef(cfg.source.path, None,
+                                        f"{w.source.text}" + (f" ({shape})" if shape else ""))
         return None
+
+    def unreadable_dumps(self) -> list[Step]:
+        """One step per config_dump the bundle holds but nothing could read: stated, so that
+        a fallback to the pod objects is never mistaken for ztunnel's own view."""
+        return [Step("ztunnel", f"{p.path} is unreadable ({p.message}): ztunnel's own view of "
+                     "the mesh is not used", SourceRef(p.path, p.line))
+                for p in self.snap.problems
+                if p.path.endswith("/ztunnel/config_dump.json") and p.severity == "error"]
 
     def captured(self, pod: Pod) -> tuple[bool | None, list[Step]]:
         """Does ztunnel send `pod` HBONE (is it in the mesh)? With the evidence.
@@ -219,11 +231,13 @@ class Tracer:
         ip = pod.ips[0] if pod.ips else None
         steps: list[Step] = []
         view = self.ztunnel_view(ip) if ip is not None else None
+        if view is None:
+            steps.extend(self.unreadable_dumps())
         if view is not None:
             w, ref = view
-            proto = str(w.get("protocol") or "TCP")
+            proto = w.protocol
             steps.append(Step("ztunnel", f"ztunnel's config_dump lists {pod.name} with protocol "
-                              f"{proto}" + (f", waypoint {w.get('waypoint')}" if w.get("waypoint")
+                              f"{proto}" + (f", waypoint {w.waypoint}" if w.waypoint
                                             else ""), ref))
             steps.extend(self._disagreement(pod, proto))
             return proto == "HBONE", steps
@@ -232,9 +246,9 @@ class Tracer:
         if host is not None and host.ipsets is not None and LEGACY_IPSET in host.ipsets and ip:
             member = host.ipsets[LEGACY_IPSET].lookup(ip)
             if member is not None:
-                return True, [Step("ztunnel", f"{pod.name} {ip} is in ipset {LEGACY_IPSET} on "
+                return True, steps + [Step("ztunnel", f"{pod.name} {ip} is in ipset {LEGACY_IPSET} on "
                                    f"{pod.node}: captured, in the mesh", member.source)]
-            return False, [Step("ztunnel", f"{pod.name} {ip} is NOT in ipset {LEGACY_IPSET} on "
+            return False, steps + [Step("ztunnel", f"{pod.name} {ip} is NOT in ipset {LEGACY_IPSET} on "
                                 f"{pod.node}: not captured", host.ipsets[LEGACY_IPSET].source)]
         ann = pod.annotations.get(REDIRECTION)
         if ann is not None:
@@ -244,13 +258,13 @@ class Tracer:
             steps.extend(self._disagreement(pod, proto))
             return ann == "enabled", steps
         if pod.labels.get("networking.istio.io/tunnel") == "http":
-            return True, [Step("ztunnel", f"{pod.name} is labelled networking.istio.io/tunnel: "
+            return True, steps + [Step("ztunnel", f"{pod.name} is labelled networking.istio.io/tunnel: "
                                "http: it accepts HBONE", pod.source)]
         if "sidecar.istio.io/status" in pod.annotations:
-            return False, [Step("ztunnel", f"{pod.name} has a sidecar (sidecar.istio.io/status) "
+            return False, steps + [Step("ztunnel", f"{pod.name} has a sidecar (sidecar.istio.io/status) "
                                 "and no HBONE tunnel label: ztunnel sends it plain TCP, its "
                                 "sidecar takes it", pod.source)]
-        return False, [Step("ztunnel", f"{pod.name} is not enrolled (no {REDIRECTION} "
+        return False, steps + [Step("ztunnel", f"{pod.name} is not enrolled (no {REDIRECTION} "
                             "annotation): plain TCP", pod.source)]
 
     def _disagreement(self, pod: Pod, proto: str) -> list[Step]:
