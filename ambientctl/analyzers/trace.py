@@ -148,6 +148,36 @@ def _same_family(pod: Pod, ip: IPAddress) -> IPAddress:
     return next((a for a in pod.ips if a.version == ip.version), pod.ips[0])
 
 
+# ztunnel generations of the node-level (legacy) design, by what they do with the HBONE
+# connection's source address (istio-datapath.md 1, 2.5 step 5):
+#   envoy-2022: the Sept-2022 Envoy-based ztunnel (images 0.0.0-ambient.<sha>) connects from
+#               its own pod address (the node marks it 0x220, connskip);
+#   rust-node:  the Rust ztunnel of Istio 1.18-1.20 binds the client pod's address
+#               (IP_TRANSPARENT, original source) on the HBONE connection, so the node marks
+#               it 0x210 and its answer returns through connmark 0x210 -> 0x040 -> ip rule
+#               102 -> table 102 -> the ztunnel veth (ztunnel netns mark 0x4d3 -> table 100).
+#   in-pod:     1.21+; the connection leaves the client pod's own netns anyway.
+# istio/ztunnel#1209 (1.23) removed outbound spoofing once in-pod no longer needed it.
+ENVOY_2022, RUST_NODE, INPOD_GEN = "envoy-2022", "rust-node", "in-pod"
+
+_GEN_NAMES = {ENVOY_2022: "the 2022 Envoy-based ztunnel", RUST_NODE: "the Rust ztunnel of the "
+              "node-level design (Istio 1.18-1.20)", INPOD_GEN: "the in-pod Rust ztunnel "
+              "(Istio 1.21+)"}
+
+
+def ztunnel_generation_of_tag(tag: str) -> str | None:
+    """The generation an image tag names ("0.0.0-ambient.<sha>", "1.19.3", "1.20.0-distroless")."""
+    if tag.startswith("0.0.0-ambient"):
+        return ENVOY_2022
+    parts = tag.split("-", 1)[0].split(".")
+    if len(parts) >= 2 and parts[0].isdigit() and parts[1].isdigit():
+        major, minor = int(parts[0]), int(parts[1])
+        if (major, minor) < (1, 18):
+            return None  # no released ambient before 1.18
+        return RUST_NODE if (major, minor) <= (1, 20) else INPOD_GEN
+    return None
+
+
 class Tracer:
     """Builds `Trace`s over one snapshot (indices are built once)."""
 
@@ -292,6 +322,47 @@ class Tracer:
         role = self.world.roles.get(d.netns, "")
         return "legacy" if role == "legacy-ztunnel" else "inpod"
 
+    def ztunnel_generation(self, node: str) -> tuple[str | None, Step]:
+        """Which ztunnel runs on `node`, from its image tag (cluster/pods.json), else the
+        manifest's single ztunnel version, else the process name of its listeners; with
+        the evidence. None when nothing in the bundle tells."""
+        for pod in self.snap.cluster.pods:
+            if pod.node != node:
+                continue
+            for image in pod.images:
+                repo, _, tag = image.rpartition(":")
+                if repo.rsplit("/", 1)[-1] != "ztunnel" or "/" in tag:
+                    continue
+                gen = ztunnel_generation_of_tag(tag)
+                if gen is not None:
+                    return gen, Step("ztunnel", f"ztunnel on {node} is {_GEN_NAMES[gen]} (image "
+                                     f"{image} of pod {pod.namespace}/{pod.name})", pod.source)
+        versions = (self.snap.manifest or {}).get("components", {})
+        zt = versions.get("ztunnel") if isinstance(versions, dict) else None
+        if isinstance(zt, list) and len(zt) == 1:
+            gen = ztunnel_generation_of_tag(str(zt[0]))
+            if gen is not None:
+                return gen, Step("ztunnel", f"ztunnel on {node} is {_GEN_NAMES[gen]} (manifest "
+                                 f"components: ztunnel {zt[0]})", SourceRef("manifest.json"))
+        state = self.snap.nodes.get(node)
+        for ns in (state.pods.values() if state else ()):
+            if self.world.roles.get(ns.id) != "legacy-ztunnel":
+                continue
+            for lst in ns.listeners or ():
+                proc = lst.process or ""
+                if lst.port == HBONE_PORT and '"envoy"' in proc:
+                    return ENVOY_2022, Step("ztunnel", f"ztunnel on {node} is "
+                                            f"{_GEN_NAMES[ENVOY_2022]} (process envoy listens on "
+                                            f"{HBONE_PORT})", lst.source)
+                if lst.port == HBONE_PORT and '"ztunnel"' in proc:
+                    return RUST_NODE, Step("ztunnel", f"ztunnel on {node} is "
+                                           f"{_GEN_NAMES[RUST_NODE]} (process ztunnel listens "
+                                           f"on {HBONE_PORT} in the node-level design)",
+                                           lst.source)
+        return None, Step("ztunnel", f"the ztunnel version on {node} is unknown (no ztunnel "
+                          "image in cluster/pods.json, no ztunnel version in the manifest, no "
+                          "process name on its listeners)")
+
     def ztunnel_next(self, d: Delivery, original: SocketAddr, client: IPAddress,
                      dst_ep: Endpoint, authority: SocketAddr | None) -> _Next | str:
         """The connection ztunnel opens after accepting `d`; a string says why none."""
@@ -342,11 +413,29 @@ class Tracer:
             expl.extend(why)
             if inmesh:
                 auth = SocketAddr(dst_ip, port)
+                hbone_src: IPAddress | None = None
+                if gen == "inpod":
+                    how = ", socket marked 0x539 so the pod's own rules let it out"
+                else:
+                    zgen, why_gen = self.ztunnel_generation(d.node)
+                    expl.append(why_gen)
+                    if zgen == RUST_NODE:
+                        hbone_src = client
+                        how = (f", from the client's address {client} (original source, "
+                               "IP_TRANSPARENT): the node marks it 0x210 and its answer returns "
+                               "through connmark 0x210 -> 0x040 -> ip rule 102 -> table 102")
+                    elif zgen == ENVOY_2022:
+                        how = ", from the ztunnel pod's own address"
+                    else:
+                        expl.append(Step("ztunnel", "the HBONE connection's source address "
+                                         "depends on the ztunnel generation (own address in "
+                                         "2022, the client's in Istio 1.18-1.20)"))
+                        return (f"ztunnel version on {d.node} unknown: whether its HBONE "
+                                "connection spoofs the client's address is not known")
                 expl.append(Step("ztunnel", f"HBONE: mTLS (SPIFFE identities) + HTTP/2 CONNECT to "
                                  f"{SocketAddr(dst_ip, HBONE_PORT)} with :authority {auth}"
-                                 + (", socket marked 0x539 so the pod's own rules let it out"
-                                    if gen == "inpod" else ", from the ztunnel pod's address")))
-                return _Next("hbone", f"ztunnel on {d.node}", ns, dst_ip, HBONE_PORT, None,
+                                 + how))
+                return _Next("hbone", f"ztunnel on {d.node}", ns, dst_ip, HBONE_PORT, hbone_src,
                              INPOD_MARK if gen == "inpod" else 0, expl, auth)
             expl.append(Step("ztunnel", f"destination not in the mesh: plain TCP to "
                              f"{SocketAddr(dst_ip, port)}"))
