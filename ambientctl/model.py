@@ -600,6 +600,27 @@ class Node:
     source: SourceRef
 
 
+@dataclass(frozen=True, slots=True)
+class SliceEndpoint:
+    """One endpoint of an EndpointSlice: what kube-proxy programs and ztunnel balances over."""
+
+    ips: tuple[IPAddress, ...]
+    ready: bool  # conditions.ready; the API says unset means ready
+    target: PodRef | None  # targetRef of kind Pod
+
+
+@dataclass(frozen=True)
+class EndpointSlice:
+    """An EndpointSlice (from cluster/endpointslices.json, optional in bundles)."""
+
+    namespace: str
+    name: str
+    service: str | None  # label kubernetes.io/service-name
+    endpoints: tuple[SliceEndpoint, ...]
+    ports: tuple[tuple[str | None, int], ...]  # (name, port)
+    source: SourceRef
+
+
 @dataclass(frozen=True)
 class Cluster:
     """Kubernetes objects of the bundle; empty tuples when a file is absent."""
@@ -608,6 +629,7 @@ class Cluster:
     services: tuple[Service, ...] = ()
     namespaces: tuple[Namespace, ...] = ()
     nodes: tuple[Node, ...] = ()
+    endpoint_slices: tuple[EndpointSlice, ...] = ()
 
 
 # --------------------------------------------------------------------------- ztunnel's view

@@ -157,3 +157,79 @@ def test_unreadable_dump_is_stated_in_trace_and_doctor(tmp_path: Path) -> None:
     amb310 = [r for r in report.results if r.check.id == "AMB310"]
     assert amb310 and all(r.status.value == "skipped" and "unreadable" in (r.reason or "")
                           for r in amb310), [(r.status.value, r.reason) for r in amb310]
+
+
+# --------------------------------------------------------------------------- which endpoint
+
+SEED = REPO / "examples" / "seed-kind-ambient"
+PP_OTHER = "productpage-v1-0a0a0a0a0a-aaaaa"  # sorts before the real one
+
+
+def _seed_with_second_productpage(tmp: Path, *, ready: bool) -> Path:
+    """The seed example plus a second running productpage pod behind the same selector
+    (on ambient-worker, 10.244.2.9); the EndpointSlice lists it ready or not ready."""
+    out = tmp / f"seed-{ready}"
+    shutil.copytree(SEED, out)
+    pods = json.loads((out / "cluster/pods.json").read_text())
+    orig = next(p for p in pods["items"] if p["metadata"]["name"] == PP)
+    twin = json.loads(json.dumps(orig))
+    twin["metadata"]["name"] = PP_OTHER
+    twin["metadata"]["uid"] = "0a0a0a0a-0000-4000-8000-000000000001"
+    twin["spec"]["nodeName"] = "ambient-worker"
+    twin["status"]["podIP"] = "10.244.2.9"
+    twin["status"]["podIPs"] = [{"ip": "10.244.2.9"}]
+    pods["items"].append(twin)
+    slices = json.loads((out / "cluster/endpointslices.json").read_text())
+    es = next(i for i in slices["items"] if i["metadata"]["name"].startswith("productpage"))
+    es["endpoints"].append({"addresses": ["10.244.2.9"], "conditions": {"ready": ready},
+                            "nodeName": "ambient-worker",
+                            "targetRef": {"kind": "Pod", "name": PP_OTHER,
+                                          "namespace": "default"}})
+    manifest = json.loads((out / "manifest.json").read_text())
+    for rel, doc in (("cluster/pods.json", pods), ("cluster/endpointslices.json", slices)):
+        data = (json.dumps(doc, indent=4, sort_keys=True) + "\n").encode()
+        (out / rel).write_bytes(data)
+        for e in manifest["entries"]:
+            if e.get("path") == rel:
+                e["sha256"], e["size"] = hashlib.sha256(data).hexdigest(), len(data)
+    (out / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+    return out
+
+
+def _trace_to_productpage(bundle: Path, endpoint: str | None = None) -> Any:
+    from ambientctl.analyzers.selectors import resolve
+    from ambientctl.analyzers.trace import Tracer
+
+    snap = load_snapshot(str(bundle))
+    return Tracer(snap).trace(resolve(snap, "sleep", role="source"),
+                              resolve(snap, "productpage", role="destination"),
+                              endpoint=endpoint)
+
+
+def test_service_goes_to_the_endpointslices_ready_endpoint_not_any_selected_pod(
+        tmp_path: Path) -> None:
+    t = _trace_to_productpage(_seed_with_second_productpage(tmp_path, ready=False))
+    said = [s.summary for leg in t.legs for s in leg.explanation]
+    assert any("EndpointSlices of default/productpage list 1 ready endpoint" in s
+               for s in said), said
+    assert any(f"load-balances to endpoint {PP} 10.244.1.7:9080" in s for s in said), said
+    assert not any(PP_OTHER in s for s in said), said
+    assert t.disposition.value == "delivered", t.summary
+
+
+def test_several_ready_endpoints_are_a_stated_fork_and_endpoint_picks_one(
+        tmp_path: Path) -> None:
+    bundle = _seed_with_second_productpage(tmp_path, ready=True)
+    first = _trace_to_productpage(bundle)
+    said = " | ".join(s.summary for leg in first.legs for s in leg.explanation)
+    assert f"fork: {PP_OTHER}, {PP}" in said and "pass --endpoint" in said, said
+    # The twin is not in the node's ipset: ztunnel sends it plaintext, to its own address.
+    assert str(first.legs[1].target.ip) == "10.244.2.9", first.summary
+    chosen = _trace_to_productpage(bundle, endpoint=PP)
+    said = " | ".join(s.summary for leg in chosen.legs for s in leg.explanation)
+    assert "as --endpoint asks" in said and f"fork: {PP_OTHER}, {PP}" in said, said
+    assert str(chosen.legs[1].target) == "10.244.1.7:15008"
+    assert chosen.disposition.value == "delivered", chosen.summary
+    wrong = _trace_to_productpage(bundle, endpoint="10.9.9.9")
+    assert wrong.disposition.value == "insufficient-info"
+    assert "--endpoint 10.9.9.9 is not one of the ready endpoints" in (wrong.reason or "")

@@ -99,6 +99,7 @@ def build_snapshot(view: BundleView) -> Snapshot:
         services=cluster_file("services", pc.parse_services),
         namespaces=cluster_file("namespaces", pc.parse_namespaces),
         nodes=cluster_file("nodes", pc.parse_nodes),
+        endpoint_slices=cluster_file("endpointslices", pc.parse_endpointslices),
     )
 
     groups: dict[tuple[str, str | None, str | None], set[str]] = {}

@@ -184,6 +184,7 @@ class Tracer:
     def __init__(self, snap: Snapshot, roles: dict[str, str] | None = None) -> None:
         self.snap = snap
         self.world = World.build(snap, roles or _default_roles(snap))
+        self.endpoint_choice: str | None = None  # `trace --endpoint`: pod name or IP
 
     # ------------------------------------------------------------------ lookups
     def pod_by_ip(self, ip: IPAddress) -> Pod | None:
@@ -203,14 +204,85 @@ class Tracer:
         return None
 
     def endpoints(self, svc: Service) -> list[Pod]:
-        """Pods selected by the Service, with an address, in name order."""
+        """The Service's ready endpoints, in name order (see `service_endpoints`)."""
+        return self.service_endpoints(svc)[0]
+
+    def _pod_by_ref(self, namespace: str, name: str) -> Pod | None:
+        return next((p for p in self.snap.cluster.pods
+                     if p.namespace == namespace and p.name == name), None)
+
+    def service_endpoints(self, svc: Service) -> tuple[list[Pod], Step]:
+        """The endpoints a connection to `svc` can go to, with where that list comes from.
+
+        Not "every pod matching the selector": ztunnel balances over the endpoints istiod
+        pushed it (its config_dump's Service `endpoints`), kube-proxy over the EndpointSlices'
+        ready endpoints. The selector is the last resort, and then said to be one.
+        """
+        for node, cfg in sorted(self.snap.ztunnel_configs.items()):
+            zs = next((z for z in cfg.services
+                       if set(z.vips) & set(svc.cluster_ips)
+                       and (z.namespace in (None, svc.namespace))), None)
+            if zs is None:
+                continue
+            pods: list[Pod] = []
+            for e in zs.endpoints:
+                if (e.status or "Healthy") != "Healthy":
+                    continue
+                parts = e.workload_uid.split("/")
+                pod = (self._pod_by_ref(parts[-2], parts[-1]) if len(parts) >= 4 and
+                       parts[-3] == "Pod" else None)
+                if pod is None and e.address is not None:
+                    pod = self.pod_by_ip(e.address)
+                if pod is not None and pod.ips and pod not in pods:
+                    pods.append(pod)
+            return sorted(pods, key=lambda p: p.name), Step(
+                "ztunnel", f"ztunnel's config_dump on {node} lists {len(pods)} healthy "
+                f"endpoint(s) of {svc.namespace}/{svc.name}", zs.source)
+        slices = [es for es in self.snap.cluster.endpoint_slices
+                  if es.namespace == svc.namespace and es.service == svc.name]
+        if slices:
+            pods = []
+            for es in slices:
+                for ep in es.endpoints:
+                    if not ep.ready:
+                        continue
+                    pod = (self._pod_by_ref(ep.target.namespace, ep.target.name)
+                           if ep.target else None)
+                    if pod is None and ep.ips:
+                        pod = self.pod_by_ip(ep.ips[0])
+                    if pod is not None and pod.ips and pod not in pods:
+                        pods.append(pod)
+            return sorted(pods, key=lambda p: p.name), Step(
+                "ztunnel", f"the EndpointSlices of {svc.namespace}/{svc.name} list {len(pods)} "
+                "ready endpoint(s)", slices[0].source)
         if not svc.selector:
-            return []
+            return [], Step("ztunnel", f"{svc.namespace}/{svc.name} has no selector and no "
+                            "EndpointSlice in the bundle", svc.source)
         out = [p for p in self.snap.cluster.pods
                if p.namespace == svc.namespace and p.ips and not p.host_network
                and p.phase in (None, "Running")
                and all(p.labels.get(k) == v for k, v in svc.selector.items())]
-        return sorted(out, key=lambda p: p.name)
+        return sorted(out, key=lambda p: p.name), Step(
+            "ztunnel", f"no EndpointSlice nor ztunnel view of {svc.namespace}/{svc.name} in the "
+            f"bundle: its endpoints are assumed to be the running pods its selector matches "
+            f"({len(out)})", svc.source)
+
+    def pick_endpoint(self, eps: list[Pod], dst_ep: Endpoint) -> tuple[Pod | None, str]:
+        """The endpoint this trace follows among `eps`, and why (a random choice is a fork)."""
+        want = self.endpoint_choice
+        if want is not None:
+            for p in eps:
+                if want in (p.name, f"{p.namespace}/{p.name}") or want in map(str, p.ips):
+                    return p, f"following {p.name} as --endpoint asks"
+            return None, (f"--endpoint {want} is not one of the ready endpoints "
+                          f"({', '.join(p.name for p in eps)})")
+        if dst_ep.pod is not None:
+            for p in eps:
+                if p.ref == dst_ep.pod.ref:
+                    return p, f"following {p.name}, the destination named"
+        if len(eps) > 1:
+            return eps[0], f"following the first, {eps[0].name} (pass --endpoint to follow another)"
+        return (eps[0] if eps else None), ""
 
     @staticmethod
     def target_port(svc: Service, index: int, pod: Pod) -> int | None:
@@ -380,22 +452,26 @@ class Tracer:
             found = self.service_by_vip(original)
             if found is not None:
                 svc, idx = found
-                eps = self.endpoints(svc)
+                eps, why_eps = self.service_endpoints(svc)
+                expl.append(why_eps)
                 if not eps:
                     return f"Service {svc.namespace}/{svc.name} has no ready endpoints"
-                target_pod = next((p for p in eps if dst_ep.pod is not None
-                                   and p.ref == dst_ep.pod.ref), eps[0])
+                chosen, how = self.pick_endpoint(eps, dst_ep)
+                if chosen is None:
+                    return how
+                target_pod = chosen
                 tp = self.target_port(svc, idx, target_pod)
                 if tp is None:
                     return (f"Service {svc.namespace}/{svc.name} targetPort "
                             f"{svc.ports[idx].target_port} is not a port of {target_pod.name}")
                 port = tp
                 others = [p.name for p in eps if p is not target_pod]
+                fork = (f"; ztunnel picks one of the {len(eps)} at random per connection "
+                        f"(fork: {', '.join(p.name for p in eps)}): {how}" if others else "")
                 expl.append(Step(
                     "ztunnel", f"{original} is Service {svc.namespace}/{svc.name} port "
                     f"{svc.ports[idx].port}: ztunnel load-balances to endpoint {target_pod.name} "
-                    f"{_same_family(target_pod, original.ip)}:{port}"
-                    + (f" (others: {', '.join(others)})" if others else ""), svc.source))
+                    f"{_same_family(target_pod, original.ip)}:{port}" + fork, svc.source))
             else:
                 target_pod = self.pod_by_ip(original.ip)
                 if target_pod is not None:
@@ -477,9 +553,8 @@ class Tracer:
         if found is not None:
             svc, idx = found
             eps = self.endpoints(svc)
-            if eps:
-                pod = next((p for p in eps if dst_ep.pod is not None and p.ref == dst_ep.pod.ref),
-                           eps[0])
+            pod, _how = self.pick_endpoint(eps, dst_ep)
+            if pod is not None:
                 tp = self.target_port(svc, idx, pod)
                 if tp is not None:
                     target = SocketAddr(pod.ips[0], tp)
@@ -525,13 +600,15 @@ class Tracer:
 
     # ------------------------------------------------------------------ the trace
     def trace(self, src: Endpoint, dst: Endpoint, *, proto: str = "tcp",
-              plaintext: bool = False, uid: int | None = None) -> Trace:
+              plaintext: bool = False, uid: int | None = None,
+              endpoint: str | None = None) -> Trace:
         """Trace a connection from `src` to `dst` (whose `port` must be set).
 
         `uid` owns the client's socket when rules match on it: the node's probe SNAT of
         the nftables backend is `meta skuid <kubelet uid>` (istio-datapath.md 3.6), so a
         kubelet probe and a root process on the node take different paths.
         """
+        self.endpoint_choice = endpoint
         walker = PathWalker(self.world)
         assert dst.ip is not None and dst.port is not None
         request = SocketAddr(dst.ip, dst.port)

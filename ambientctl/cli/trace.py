@@ -26,13 +26,16 @@ DISPOSITIONS = ("delivered", "bypassed-mesh", "refused", "dropped", "no-route",
               "(e.g. DNS to port 53, captured to ztunnel's 15053).")
 @click.option("--uid", type=click.IntRange(0), help="Owner uid of the client's socket, when rules "
               "match on it (e.g. the kubelet's uid for the nftables backend's probe SNAT).")
+@click.option("--endpoint", metavar="POD|IP", help="Which endpoint of a Service to follow "
+              "where the choice is random (ztunnel's load balancing): a pod name or address; "
+              "default: the pod DST names, else the first.")
 @click.option("-o", "--output", type=click.Choice(["text", "json"]), default="text",
               show_default=True)
 @click.option("-v", "--verbose", is_flag=True, help="Every rule, route and device behind each hop.")
 @click.option("--expect", type=click.Choice(DISPOSITIONS), help="Exit 1 unless the trace ends "
               "with this disposition (for scripts and CI).")
 def trace_cmd(src: str, dst: str, port: int | None, plaintext: bool, udp: bool, uid: int | None,
-              output: str,
+              endpoint: str | None, output: str,
               verbose: bool, expect: str | None, **source: object) -> int:
     """Trace a TCP connection from SRC to DST through the mesh.
 
@@ -55,7 +58,8 @@ def trace_cmd(src: str, dst: str, port: int | None, plaintext: bool, udp: bool, 
             f"({'pod on node ' + s.node if s.node else 'not on any collected node'})",
             hint="collect that node, or trace from a pod or node/NAME that was collected",
         )
-    t = Tracer(snap).trace(s, d, plaintext=plaintext, uid=uid, proto="udp" if udp else "tcp")
+    t = Tracer(snap).trace(s, d, plaintext=plaintext, uid=uid, proto="udp" if udp else "tcp",
+                           endpoint=endpoint)
     if output == "json":
         click.echo(json.dumps(trace_json.trace_document(t, location), indent=2))
     else:
