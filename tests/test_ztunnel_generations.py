@@ -233,3 +233,46 @@ def test_several_ready_endpoints_are_a_stated_fork_and_endpoint_picks_one(
     wrong = _trace_to_productpage(bundle, endpoint="10.9.9.9")
     assert wrong.disposition.value == "insufficient-info"
     assert "--endpoint 10.9.9.9 is not one of the ready endpoints" in (wrong.reason or "")
+
+
+# --------------------------------------------------------------------------- nft listing only
+
+SLEEP_DIR = "nodes/ambient-worker/pods/default/sleep-7b85956664-z6qh7"
+
+
+def _inpod_without_iptables_save(tmp: Path) -> Path:
+    """The in-pod example where sleep's netns has only `nft -j list ruleset`: its ISTIO_*
+    chains live in tables iptables-nft wrote (ip nat/mangle/raw, xt expressions)."""
+    out = tmp / "nft-only"
+    shutil.copytree(INPOD, out)
+    gone = {f"{SLEEP_DIR}/iptables-save.txt", f"{SLEEP_DIR}/ip6tables-save.txt"}
+    for rel in gone:
+        (out / rel).unlink()
+    manifest = json.loads((out / "manifest.json").read_text())
+    manifest["entries"] = [e for e in manifest["entries"] if e.get("path") not in gone]
+    (out / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+    return out
+
+
+def test_iptables_nft_tables_without_iptables_save_stop_trace_and_doctor_alike(
+        tmp_path: Path) -> None:
+    """Never dropped without a word: the trace stops with insufficient-info naming the nft
+    listing, doctor skips the redirection checks with the same reason (it used to report
+    AMB301/AMB310 errors on rules that are there)."""
+    from ambientctl.analyzers.doctor import diagnose
+    from ambientctl.analyzers.selectors import resolve
+    from ambientctl.analyzers.trace import Tracer
+
+    snap = load_snapshot(str(_inpod_without_iptables_save(tmp_path)))
+    t = Tracer(snap).trace(resolve(snap, "sleep", role="source"),
+                           resolve(snap, "productpage", role="destination"))
+    assert t.disposition.value == "insufficient-info", t.summary
+    assert any("written by iptables-nft, and no iptables-save" in e and "nft-ruleset.json" in e
+               for e in t.data_errors), t.data_errors
+    report = diagnose(snap)
+    sleep_pod = "default/sleep-7b85956664-z6qh7"
+    assert not [f for f in report.findings if f.check_id in ("AMB301", "AMB310")
+                and sleep_pod in f.message], [f.message for f in report.findings]
+    skipped = [r for r in report.results if r.check.id == "AMB301" and sleep_pod in r.target]
+    assert skipped and skipped[0].status.value == "skipped"
+    assert "written by iptables-nft" in (skipped[0].reason or "")

@@ -9,6 +9,7 @@ command did not run on the node) become problems too, with the node's own stderr
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
@@ -26,6 +27,9 @@ from ambientctl.model import (
     Snapshot,
     ZtunnelConfig,
 )
+
+
+_XT_SKIPPED = re.compile(r"table (ip6?) (\S+) is managed by iptables-nft")
 
 
 @dataclass(frozen=True)
@@ -223,6 +227,7 @@ def build_netns(view: BundleView, node: str, ns_name: str | None, pod: str | Non
             if isinstance(got, Ruleset):
                 rulesets.append(got)
     ipsets: dict[str, IpSet] | None = None
+    xt_unread: list[str] = []
     nft_name = first("nft-ruleset.json", "nft-ruleset.txt")
     if nft_name is not None:
         from ambientctl.analyzers.parse import nft as pn
@@ -232,6 +237,23 @@ def build_netns(view: BundleView, node: str, ns_name: str | None, pod: str | Non
         got = _parse(problems, rel(nft_name), lambda: fn(text(nft_name), rel(nft_name)))
         if isinstance(got, Ruleset):
             rulesets.append(got)
+            # Tables written by iptables-nft are read through iptables-save (their matches are
+            # opaque `xt` expressions in nft's listing). Without that dump they would vanish
+            # and the namespace look unfiltered: its netfilter is then unknown, said once
+            # here, so that trace stops with insufficient-info and doctor skips, alike.
+            for w in got.warnings:
+                m = _XT_SKIPPED.match(w)
+                if m is None:
+                    continue
+                save = "ip6tables-save.txt" if m.group(1) == "ip6" else "iptables-save.txt"
+                if save not in files:
+                    xt_unread.append(f"table {m.group(1)} {m.group(2)}")
+            if xt_unread:
+                problems.append(Problem(
+                    rel(nft_name), None,
+                    f"{', '.join(xt_unread)} written by iptables-nft, and no iptables-save in "
+                    "the bundle to read them with: this namespace's netfilter rules are not "
+                    "modelled"))
         sets = _parse(problems, rel(nft_name), lambda: pn.nft_sets(text(nft_name),
                                                                    rel(nft_name)))
         if isinstance(sets, dict) and sets:
@@ -273,7 +295,8 @@ def build_netns(view: BundleView, node: str, ns_name: str | None, pod: str | Non
         links=links,  # type: ignore[arg-type]
         routes=tuple(routes) if routes_ok else None,
         rules=tuple(rules) if rules_ok else None,
-        rulesets=None if (not nf_seen or (failed_nf and not rulesets)) else tuple(rulesets),
+        rulesets=None if (not nf_seen or (failed_nf and not rulesets) or xt_unread)
+        else tuple(rulesets),
         ipsets=ipsets,
         listeners=listeners,  # type: ignore[arg-type]
         sysctls=sysctls,  # type: ignore[arg-type]
