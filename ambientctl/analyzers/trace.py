@@ -348,9 +348,11 @@ class Tracer:
         if host is not None and host.ipsets is not None and LEGACY_IPSET in host.ipsets and ip:
             member = host.ipsets[LEGACY_IPSET].lookup(ip)
             if member is not None:
-                return True, steps + [Step("ztunnel", f"{pod.name} {ip} is in ipset {LEGACY_IPSET} on "
+                return True, steps + [
+                    Step("ztunnel", f"{pod.name} {ip} is in ipset {LEGACY_IPSET} on "
                                    f"{pod.node}: captured, in the mesh", member.source)]
-            return False, steps + [Step("ztunnel", f"{pod.name} {ip} is NOT in ipset {LEGACY_IPSET} on "
+            return False, steps + [
+                Step("ztunnel", f"{pod.name} {ip} is NOT in ipset {LEGACY_IPSET} on "
                                 f"{pod.node}: not captured", host.ipsets[LEGACY_IPSET].source)]
         ann = pod.annotations.get(REDIRECTION)
         if ann is not None:
@@ -360,10 +362,12 @@ class Tracer:
             steps.extend(self._disagreement(pod, proto))
             return ann == "enabled", steps
         if pod.labels.get("networking.istio.io/tunnel") == "http":
-            return True, steps + [Step("ztunnel", f"{pod.name} is labelled networking.istio.io/tunnel: "
+            return True, steps + [
+                Step("ztunnel", f"{pod.name} is labelled networking.istio.io/tunnel: "
                                "http: it accepts HBONE", pod.source)]
         if "sidecar.istio.io/status" in pod.annotations:
-            return False, steps + [Step("ztunnel", f"{pod.name} has a sidecar (sidecar.istio.io/status) "
+            return False, steps + [
+                Step("ztunnel", f"{pod.name} has a sidecar (sidecar.istio.io/status) "
                                 "and no HBONE tunnel label: ztunnel sends it plain TCP, its "
                                 "sidecar takes it", pod.source)]
         return False, steps + [Step("ztunnel", f"{pod.name} is not enrolled (no {REDIRECTION} "
