@@ -622,6 +622,19 @@ class EndpointSlice:
 
 
 @dataclass(frozen=True)
+class MeshObject:
+    """An Istio or Gateway API object the intended path depends on (PeerAuthentication,
+    AuthorizationPolicy, Gateway), from cluster/<kind>s.json. `spec` is kept as read."""
+
+    kind: str
+    namespace: str
+    name: str
+    labels: Mapping[str, str]
+    spec: Mapping[str, object]
+    source: SourceRef
+
+
+@dataclass(frozen=True)
 class Cluster:
     """Kubernetes objects of the bundle; empty tuples when a file is absent."""
 
@@ -629,6 +642,7 @@ class Cluster:
     services: tuple[Service, ...] = ()
     namespaces: tuple[Namespace, ...] = ()
     nodes: tuple[Node, ...] = ()
+<<<<<<< HEAD
     endpoint_slices: tuple[EndpointSlice, ...] = ()
 
 
@@ -689,6 +703,11 @@ class ZtunnelConfig:
     services_known: bool
     states: Mapping[str, str]  # workloadState: pod UID -> state ("Up", "Pending")
     source: SourceRef
+=======
+    mesh_objects: tuple[MeshObject, ...] = ()
+    mesh_kinds: frozenset[str] = frozenset()
+    """Kinds of `mesh_objects` whose file the bundle holds (absent = not collected)."""
+>>>>>>> main
 
 
 @dataclass(frozen=True)
