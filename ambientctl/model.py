@@ -642,8 +642,10 @@ class Cluster:
     services: tuple[Service, ...] = ()
     namespaces: tuple[Namespace, ...] = ()
     nodes: tuple[Node, ...] = ()
-<<<<<<< HEAD
     endpoint_slices: tuple[EndpointSlice, ...] = ()
+    mesh_objects: tuple[MeshObject, ...] = ()
+    mesh_kinds: frozenset[str] = frozenset()
+    """Kinds of `mesh_objects` whose file the bundle holds (absent = not collected)."""
 
 
 # --------------------------------------------------------------------------- ztunnel's view
@@ -703,11 +705,6 @@ class ZtunnelConfig:
     services_known: bool
     states: Mapping[str, str]  # workloadState: pod UID -> state ("Up", "Pending")
     source: SourceRef
-=======
-    mesh_objects: tuple[MeshObject, ...] = ()
-    mesh_kinds: frozenset[str] = frozenset()
-    """Kinds of `mesh_objects` whose file the bundle holds (absent = not collected)."""
->>>>>>> main
 
 
 @dataclass(frozen=True)

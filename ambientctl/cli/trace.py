@@ -44,13 +44,8 @@ DISPOSITIONS = ("delivered", "bypassed-mesh", "refused", "dropped", "no-route",
 @click.option("--expect", type=click.Choice(DISPOSITIONS), help="Exit 1 unless the trace ends "
               "with this disposition (for scripts and CI).")
 def trace_cmd(src: str, dst: str, namespace: str | None, port: int | None, plaintext: bool, udp: bool, uid: int | None,
-<<<<<<< HEAD
               endpoint: str | None, output: str,
-              verbose: bool, compare: str | None, expect: str | None,
-=======
-              output: str,
               verbose: bool, compare: str | None, expect_mtls: bool, expect: str | None,
->>>>>>> main
               **source: object) -> int:
     """Trace a TCP connection from SRC to DST through the mesh.
 
