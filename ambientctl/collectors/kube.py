@@ -238,8 +238,9 @@ class KubeExecTransport:
         if self.container:
             kwargs["container"] = self.container
         # create_websocket() passes no timeout to the handshake; websocket-client's
-        # module default is the only knob (the same value for every transport).
-        websocket.setdefaulttimeout(self.connect_timeout)
+        # module default is the only knob (the same value for every transport). Never
+        # more than what is left of this call's deadline (the target's, via the runner).
+        websocket.setdefaulttimeout(max(0.001, min(self.connect_timeout, deadline.remaining())))
         try:
             api = k8s.CoreV1Api(self._api_client())
             ws = stream(api.connect_get_namespaced_pod_exec, self.pod, self.namespace, **kwargs)
@@ -377,11 +378,22 @@ class KubePortForwardTransport:
     def _get(pf: Any, port: int, path: str, deadline: Deadline, where: str) -> ExecResult:
         sock = pf.socket(port)
         sock.settimeout(max(deadline.remaining(), 0.001))
-        conn = http.client.HTTPConnection("127.0.0.1", port)
-        conn.sock = sock  # the forwarded stream; no TCP connect on this side
+        request = (
+            f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nAccept: */*\r\n"
+            "Connection: close\r\n\r\n"
+        ).encode("ascii")
         try:
-            conn.request("GET", path, headers={"Accept": "*/*", "Connection": "close"})
-            resp = conn.getresponse()
+            try:
+                sock.sendall(request)
+            except (BrokenPipeError, ConnectionResetError):
+                # The pod side may answer and close before our request is written (a
+                # listener that speaks first; kubelet then ends the stream, and the
+                # client's proxy thread closes its end of the socketpair): what it sent
+                # is still buffered on our end. Read it, as curl reads the reply after
+                # a write the peer never consumed - never a transport error by itself.
+                pass
+            resp = http.client.HTTPResponse(sock, method="GET")  # type: ignore[arg-type]
+            resp.begin()
             body = resp.read()
         except TimeoutError:
             return ExecResult(None, b"", b"", deadline.elapsed_ms(), timed_out=True)

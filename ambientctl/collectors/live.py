@@ -42,7 +42,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from ambientctl.collectors.batch import AllowlistTransport, BatchingTransport
+from ambientctl.bundle.manifest import refuse_shared_netns
+from ambientctl.collectors.batch import CATALOGUE, AllowlistTransport, BatchingTransport
 from ambientctl.collectors.discovery import (
     ClusterView,
     discover_cluster,
@@ -51,13 +52,27 @@ from ambientctl.collectors.discovery import (
     map_netns,
     pod_key,
 )
-from ambientctl.collectors.runner import DEFAULT_CONCURRENCY, DEFAULT_TIMEOUT, Plan, Runner, Target
+from ambientctl.collectors.runner import (
+    DEFAULT_CONCURRENCY,
+    DEFAULT_TARGET_TIMEOUT,
+    DEFAULT_TIMEOUT,
+    Plan,
+    Runner,
+    Target,
+    deadline_fields,
+)
+from ambientctl.collectors.exec_outcome import DEFAULT_MAX_OUTPUT
 from ambientctl.collectors.transport import NetnsRef, Transport
 from ambientctl.errors import CollectionError, TransportError, UsageError
 from ambientctl.raw import ExecResult, RawStatus
 
 NETNS_DIR = "/var/run/netns"
 CNI_HOST_NETNS_DIR = "/host/var/run/netns"  # istio-cni DaemonSet's mount of the host dir
+# Istio >= 1.26 runs the istio-cni agent in its OWN netns by default (chart value
+# `ambient.shareHostNetworkNamespace: false`, pod `hostNetwork: false`); it reaches the
+# node's netns through the host's /proc, mounted read-only at /host/proc. PID 1 of the
+# host (its init) lives in the node's root netns.
+CNI_HOST_PROC = "/host/proc"
 MAX_CONCURRENCY = 64
 NO_CLUSTER_HINT = "replay a bundle instead: --bundle example:seed-kind-ambient"
 
@@ -90,10 +105,16 @@ class LiveOptions:
     namespaces: tuple[str, ...] = ()
     concurrency: int = DEFAULT_CONCURRENCY
     timeout: float = DEFAULT_TIMEOUT
+    # One deadline for each target's whole collection (runner.DEFAULT_TARGET_TIMEOUT).
+    target_timeout: float = DEFAULT_TARGET_TIMEOUT
+    # Per-command stdout cap (exec_outcome.DEFAULT_MAX_OUTPUT); None: no cap.
+    max_output: int | None = DEFAULT_MAX_OUTPUT
     connect_timeout: float = 15.0
     # Where the istio-cni node pod sees the host's /var/run/netns (its DaemonSet mounts
     # it there); only Kubernetes-exec collection uses it.
     cni_netns_dir: str = CNI_HOST_NETNS_DIR
+    # Where a non-hostNetwork istio-cni agent sees the host's /proc (see CNI_HOST_PROC).
+    cni_host_proc: str = CNI_HOST_PROC
 
     @property
     def mode(self) -> str:
@@ -110,6 +131,7 @@ class RoutingTransport:
     def __init__(self, name: str, routes: dict[str, Transport]) -> None:
         self.name = name
         self.routes = routes
+        self.max_output: int | None = None  # for the manifest's notes (set by run_live)
 
     def _route(self, netns: NetnsRef | None) -> Transport:
         route = getattr(netns, "route", None)
@@ -125,6 +147,12 @@ class RoutingTransport:
         transport = self.routes.get(getattr(netns, "route", ""))
         describe = getattr(transport, "describe_wrapper", None)
         return tuple(describe(netns)) if callable(describe) else netns.wrapper()
+
+    def netns_inode(self, netns: NetnsRef | None) -> int | None:
+        """The netns inode the route's batch read `netns` from (None when unknown)."""
+        transport = self.routes.get(getattr(netns, "route", ""))
+        get = getattr(transport, "netns_inode", None)
+        return get(netns) if callable(get) else None
 
     def close(self) -> None:
         for transport in self.routes.values():
@@ -215,13 +243,20 @@ def _node_targets(
     netns_dir: str = NETNS_DIR,
     by_path: bool = False,
     ztunnel_admin: bool = True,
+    node_netns: RoutedNetns = RoutedNetns(),
 ) -> list[Target]:
     """The node's own netns + the netns of each of its pods found in `netns_dir`; with
-    `ztunnel_admin`, the node's ztunnel pod once more, for its admin `config_dump`."""
-    targets = [Target.node_target(node, RoutedNetns(route=route, kind="node"))]
+    `ztunnel_admin`, the node's ztunnel pod once more, for its admin `config_dump`.
+    `node_netns`: how the node's own netns is entered (default: the exec's own netns)."""
+    targets = [Target.node_target(node, dataclasses.replace(node_netns, route=route, kind="node"))]
     if view is None:
         return targets
-    found = discover_netns(transport, netns_dir, timeout=opts.connect_timeout + opts.timeout)
+    # Discovery is one more round trip to the node, bounded like a target's collection.
+    found = discover_netns(
+        transport,
+        netns_dir,
+        timeout=min(opts.connect_timeout + opts.timeout, opts.target_timeout),
+    )
     mapping = map_netns(found, view.pods_on(node))
     if mapping.unmapped or mapping.ambiguous:
         notes.setdefault("unmapped_netns", {})[node] = sorted(mapping.unmapped + mapping.ambiguous)
@@ -245,9 +280,24 @@ def _node_targets(
 
 
 def _batched(t: Transport, opts: LiveOptions) -> BatchingTransport:
-    # The whole batch of a target may take (commands x per-command timeout); the
-    # per-command timeout is enforced inside the batch by coreutils `timeout`.
-    return BatchingTransport(t)
+    # The whole batch of a target gets the target's deadline; each command inside it its
+    # own timeout (x its spec's factor), enforced on the node by coreutils `timeout`.
+    # Each command's stdout is capped on the node (`head -c`) and again here.
+    return BatchingTransport(
+        t,
+        target_timeout=opts.target_timeout,
+        command_timeout=opts.timeout,
+        max_output=opts.max_output,
+    )
+
+
+def stream_cap(opts: LiveOptions) -> int | None:
+    """What one exec's stdout may hold on a node transport: a whole batch carries every
+    command of a target, each capped on the node, so the stream cap is that many caps (a
+    bound on memory even when the node has no `head` to cap them one by one)."""
+    if opts.max_output is None:
+        return None
+    return opts.max_output * (len(CATALOGUE) + 1)
 
 
 # --------------------------------------------------------------------------- planners
@@ -287,7 +337,12 @@ def plan_kind(opts: LiveOptions) -> LivePlan:
     inner: dict[str, Transport] = {}
     for n in selected:
         inner[n.name] = AllowlistTransport(
-            DockerTransport(n.name, base_url=opts.docker_host, connect_timeout=opts.connect_timeout)
+            DockerTransport(
+                n.name,
+                base_url=opts.docker_host,
+                connect_timeout=opts.connect_timeout,
+                max_output=stream_cap(opts),
+            )
         )
         routes[n.name] = _batched(inner[n.name], opts)
     results = _parallel(
@@ -331,6 +386,7 @@ def plan_ssh(opts: LiveOptions) -> LivePlan:
             known_hosts=opts.ssh_known_hosts,
             accept_new=opts.ssh_accept_new,
             connect_timeout=opts.connect_timeout,
+            max_output=stream_cap(opts),
         ).items()
     }
     _, view, why = _cluster(opts, opts.context, required=False)
@@ -407,6 +463,7 @@ def plan_kube(opts: LiveOptions) -> LivePlan:
                 netns_dir=opts.cni_netns_dir,
                 by_path=True,
                 ztunnel_admin=False,  # read through port-forward below, not the cni pod
+                node_netns=_cni_node_netns(pods["istio-cni"], opts),
             )
             mapped = {(t.namespace, t.pod) for t in targets if t.kind == "pod"}  # type: ignore[misc]
         else:
@@ -437,6 +494,19 @@ def plan_kube(opts: LiveOptions) -> LivePlan:
     )
 
 
+def _cni_node_netns(cni_pod: dict[str, Any], opts: LiveOptions) -> RoutedNetns:
+    """How an exec into the istio-cni agent pod reaches the NODE's netns.
+
+    `hostNetwork: true` (Istio < 1.26, or `ambient.shareHostNetworkNamespace: true`): the
+    pod's own netns is the node's. Otherwise (the 1.26+ default; absent means false in
+    the Pod API) the agent has a netns of its own and the node's is entered by path,
+    through the host's init: `nsenter --net=/host/proc/1/ns/net`.
+    """
+    if (cni_pod.get("spec") or {}).get("hostNetwork") is True:
+        return RoutedNetns()
+    return RoutedNetns(path=f"{opts.cni_host_proc.rstrip('/')}/1/ns/net")
+
+
 def _assemble(
     name: str,
     routes: dict[str, Transport],
@@ -460,6 +530,9 @@ def _assemble(
         targets.extend(res)
     if unreachable:
         notes["discovery_errors"] = unreachable
+    if view is not None and view.skipped:
+        # API objects with a name that is not DNS-1123: left out, the rest collected.
+        notes["skipped_objects"] = list(view.skipped)
     if not targets:
         raise CollectionError(
             "nothing to collect: no node matched"
@@ -515,24 +588,38 @@ def run_live(
 
     Raises CollectionError when not one command succeeded.
     """
-    from ambientctl.bundle.writer import ExtraFile, check_output_path, rfc3339, write_bundle
+    from ambientctl.bundle.writer import ExtraFile, Spill, rfc3339, write_bundle
 
-    check_output_path(out)
+    spill = Spill(out)  # refuses an existing `out` before anything runs
     created_at = rfc3339(datetime.now(UTC))
+    plan.transport.max_output = opts.max_output
     runner = Runner(
-        plan.transport, timeout=opts.timeout, concurrency=opts.concurrency, progress=progress
+        plan.transport,
+        timeout=opts.timeout,
+        concurrency=opts.concurrency,
+        progress=progress,
+        target_timeout=opts.target_timeout,
+        spill=spill,
     )
     try:
         result = runner.run(Plan(tuple(plan.targets)))
+    except BaseException:
+        spill.discard()
+        raise
     finally:
         plan.transport.close()
     if not any(o.status is RawStatus.OK for o in result.outputs) and not result.interrupted:
+        spill.discard()
         first = next(iter(result.outputs), None)
         why = f": {first.target}: {first.note or first.status}" if first is not None else ""
         raise CollectionError(f"nothing could be collected{why}", hint=NO_CLUSTER_HINT)
     collection = dict(plan.collection)
     collection["argv"] = list(argv) if argv is not None else ["ambientctl", *sys.argv[1:]]
+    if result.interrupted:
+        collection["interrupted"] = True  # Ctrl-C / SIGTERM: `collect` exits 130 on it
     collection["timeout_s"] = opts.timeout
+    collection["target_timeout_s"] = opts.target_timeout
+    collection["max_output_bytes"] = opts.max_output
     collection["concurrency"] = opts.concurrency
     if opts.nodes:
         collection["nodes_filter"] = list(opts.nodes)
@@ -546,9 +633,14 @@ def run_live(
         doc = target.describe()
         doc["transport"] = plan.transport.name
         doc["route"] = getattr(target.netns, "route", None)
+        doc["netns_inode"] = plan.transport.netns_inode(target.netns)
         if target.kind == "node":
             doc["tool_versions"] = {v.tool: v.output for v in result.versions.get(target.id, [])}
+        doc.update(deadline_fields(result, target))
         targets.append(doc)
+    outputs, conflicts = refuse_shared_netns(targets, result.outputs)
+    if conflicts:
+        collection["netns_conflicts"] = conflicts
     source = f"kubernetes API ({plan.collection.get('context') or 'current context'})"
     extra = [
         ExtraFile(p, d, source)
@@ -556,13 +648,14 @@ def run_live(
     ]
     return write_bundle(
         out,
-        outputs=result.outputs,
+        outputs=outputs,
         created_at=created_at,
         collection=collection,
         targets=targets,
         extra_files=extra,
         not_kept=result.not_kept,
         interrupted=result.interrupted,
+        spill=spill,
     )
 
 
