@@ -13,13 +13,9 @@ import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
-<<<<<<< HEAD
 from ambientctl.analyzers.parse._common import load_json
-from ambientctl.bundle.layout import CLUSTER_FILES, split_netns_dir
-=======
 from ambientctl.analyzers.parse.ztunnel import parse_config_dump
 from ambientctl.bundle.layout import CLUSTER_FILES, MESH_FILES, split_netns_dir
->>>>>>> main
 from ambientctl.errors import ParseError
 from ambientctl.model import (
     Cluster,
@@ -156,24 +152,16 @@ def build_snapshot(view: BundleView) -> Snapshot:
         parts = rel.split("/")
         if len(parts) == 4 and parts[0] == "nodes" and parts[2] == "ztunnel" \
                 and parts[3] == "config_dump.json":
-<<<<<<< HEAD
-            got = _parse(problems, rel, lambda r=rel: load_json(view.read_text(r), r,
-                                                                 "ztunnel config_dump"))
-            if got is not None:
-                dumps[parts[1]] = got
-=======
             text = view.read_text(rel)
             try:
-                dumps[parts[1]] = json.loads(text)
-            except ValueError:
+                dumps[parts[1]] = load_json(text, rel, "ztunnel config_dump")
+            except ParseError:
                 pass  # parse_config_dump says why, once
             # Every generation's layout, read into one shape; an unreadable dump is a
             # problem of the bundle (stated by trace and doctor), never an empty mesh.
-            try:
-                zconfigs[parts[1]] = parse_config_dump(text, rel, parts[1])
-            except ParseError as exc:
-                problems.append(Problem(rel, exc.line, exc.reason))
->>>>>>> main
+            zc = _parse(problems, rel, lambda r=rel, n=parts[1]: parse_config_dump(text, r, n))
+            if zc is not None:
+                zconfigs[parts[1]] = zc  # type: ignore[assignment]
 
     return Snapshot(
         source=view.location,

@@ -378,14 +378,9 @@ def write_tarball(src: Path | str, out: str, *, top: str, mtime: int,
         os.fchmod(fd, 0o666 & ~_umask())  # what open() would have given the bundle
         # GzipFile writes mtime and the file name into its header: pin both.
         with (
-<<<<<<< HEAD
-            open(tmp, "wb") as raw,
+            os.fdopen(fd, "wb") as raw,
             gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0,
                           compresslevel=compresslevel) as gz,
-=======
-            os.fdopen(fd, "wb") as raw,
-            gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0, compresslevel=9) as gz,
->>>>>>> main
             tarfile.open(fileobj=gz, mode="w", format=tarfile.PAX_FORMAT) as tar,
         ):
             for rel, full in files:

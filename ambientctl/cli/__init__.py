@@ -125,15 +125,10 @@ def main(argv: list[str] | None = None, prog_name: str = "ambientctl") -> int:
         if debug:
             raise
         click.echo(
-<<<<<<< HEAD
-            f"internal error: {type(exc).__name__}: {exc} (re-run with --debug anywhere on "
-            "the command line for a traceback)",
-=======
             terminal_safe(
-                f"internal error: {type(exc).__name__}: {exc} (re-run with --debug for a "
-                "traceback)"
+                f"internal error: {type(exc).__name__}: {exc} (re-run with --debug anywhere "
+                "on the command line for a traceback)"
             ),
->>>>>>> main
             err=True,
         )
         return int(ExitCode.INTERNAL)

@@ -173,6 +173,8 @@ def parse_config_dump(text: str, path: str, node: str) -> model.ZtunnelConfig:
         doc = json.loads(text)
     except ValueError as exc:
         raise ParseError(path, getattr(exc, "lineno", None), f"not valid JSON ({exc})") from None
+    except RecursionError:
+        raise ParseError(path, None, "nested too deeply to be a real capture") from None
     if not isinstance(doc, Mapping):
         raise ParseError(path, None, f"a ztunnel config_dump is a JSON object, not "
                          f"{type(doc).__name__}")
