@@ -80,8 +80,9 @@ def _external_chain(svc: KubeProxyService) -> str:
 
 
 def _endpoint_chain(svc: KubeProxyService, ip: str, port: int) -> str:
-    ep = f"[{ip}]:{port}" if ":" in ip else f"{ip}/{port}"
-    return "endpoint-" + chain_base(f"{svc.port_key}__{ep}")
+    # proxier.go servicePortEndpointChainNameBase: a chain name cannot hold ':', so an IPv6
+    # endpoint's colons become dots ("fd00.10.244.1..4/9080").
+    return "endpoint-" + chain_base(f"{svc.port_key}__{ip.replace(':', '.')}/{port}")
 
 
 def ruleset(
