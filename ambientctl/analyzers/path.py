@@ -23,6 +23,7 @@ from dataclasses import dataclass, field, replace
 from enum import StrEnum
 
 from ambientctl.analyzers import netfilter, routing
+from ambientctl.analyzers.fork import EndpointSelector
 from ambientctl.analyzers.packet import Packet, SocketAddr
 from ambientctl.model import IPAddress, Link, Listener, NetNamespace, SourceRef, Snapshot
 
@@ -221,11 +222,13 @@ class PathWalker:
         self._open: dict[str, Tuple4] = {}
         self._conns: list[ConnEntry] = []
         self._reply_to: tuple[str, SocketAddr] | None = None
+        self.endpoint: EndpointSelector | None = None  # consulted at every fork
 
     # ---------------------------------------------------------------- helpers
     def _ctx(self, ns: NetNamespace, out_dev: str | None = None,
              out_src: IPAddress | None = None) -> netfilter.Context:
-        return netfilter.Context(ns, self.world.local[ns.id], ns.listeners, out_dev, out_src)
+        return netfilter.Context(ns, self.world.local[ns.id], ns.listeners, out_dev, out_src,
+                                 endpoint=self.endpoint)
 
     def _hook(self, hop: Hop, ns: NetNamespace, hook: str, p: Packet,
               ctx: netfilter.Context) -> netfilter.HookResult:

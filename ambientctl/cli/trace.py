@@ -26,13 +26,16 @@ DISPOSITIONS = ("delivered", "bypassed-mesh", "refused", "dropped", "no-route",
               "(e.g. DNS to port 53, captured to ztunnel's 15053).")
 @click.option("--uid", type=click.IntRange(0), help="Owner uid of the client's socket, when rules "
               "match on it (e.g. the kubelet's uid for the nftables backend's probe SNAT).")
+@click.option("--endpoint", "endpoint", metavar="POD|IP", help="Where the path forks over a "
+              "Service's endpoints (kube-proxy's random choice), follow the one reaching this "
+              "pod or address; without it the first is followed. Every fork is stated.")
 @click.option("-o", "--output", type=click.Choice(["text", "json"]), default="text",
               show_default=True)
 @click.option("-v", "--verbose", is_flag=True, help="Every rule, route and device behind each hop.")
 @click.option("--expect", type=click.Choice(DISPOSITIONS), help="Exit 1 unless the trace ends "
               "with this disposition (for scripts and CI).")
 def trace_cmd(src: str, dst: str, port: int | None, plaintext: bool, udp: bool, uid: int | None,
-              output: str,
+              endpoint: str | None, output: str,
               verbose: bool, expect: str | None, **source: object) -> int:
     """Trace a TCP connection from SRC to DST through the mesh.
 
@@ -55,7 +58,9 @@ def trace_cmd(src: str, dst: str, port: int | None, plaintext: bool, udp: bool, 
             f"({'pod on node ' + s.node if s.node else 'not on any collected node'})",
             hint="collect that node, or trace from a pod or node/NAME that was collected",
         )
-    t = Tracer(snap).trace(s, d, plaintext=plaintext, uid=uid, proto="udp" if udp else "tcp")
+    pick = _endpoint_selector(snap, endpoint) if endpoint is not None else None
+    t = Tracer(snap).trace(s, d, plaintext=plaintext, uid=uid, proto="udp" if udp else "tcp",
+                           endpoint=pick)
     if output == "json":
         click.echo(json.dumps(trace_json.trace_document(t, location), indent=2))
     else:
@@ -74,3 +79,21 @@ def trace_cmd(src: str, dst: str, port: int | None, plaintext: bool, udp: bool, 
         click.echo(f"expected {expect}, got {t.disposition.value}", err=True)
         return int(ExitCode.FINDINGS)
     return int(ExitCode.OK)
+
+
+def _endpoint_selector(snap: object, text: str) -> object:
+    """`--endpoint POD|IP` -> an EndpointSelector (a pod stands for all its addresses)."""
+    import ipaddress
+
+    from ambientctl.analyzers.fork import EndpointSelector
+    from ambientctl.analyzers.selectors import resolve
+
+    try:
+        return EndpointSelector.of(text, [ipaddress.ip_address(text)])
+    except ValueError:
+        pass
+    ep = resolve(snap, text, role="destination")  # type: ignore[arg-type]
+    if ep.pod is None:
+        raise UsageError(f"--endpoint {text!r} is not a pod or an IP address",
+                         hint="name the endpoint pod (name, prefix or namespace/name) or its IP")
+    return EndpointSelector.of(text, ep.pod.ips)

@@ -112,4 +112,4 @@ def trace_document(t: Trace, bundle: str) -> dict[str, Any]:
         "assumptions": list(t.assumptions),
         "warnings": list(t.warnings),
         "data_errors": list(t.data_errors),
-    }
+    } | ({"endpoint": t.endpoint} if t.endpoint is not None else {})
