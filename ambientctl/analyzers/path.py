@@ -460,7 +460,10 @@ class PathWalker:
             return self._nf_fail(res, hops)
         p = res.packet
         if entry is not None:
-            p = self._unnat(p, entry, hop)
+            # The answer's destination is restored at PREROUTING (inverse of the SNAT), its
+            # source only at POSTROUTING/INPUT (inverse of the DNAT, nf_nat_inet_fn's
+            # manip per hook): routing and the source checks see the source as it came.
+            p = self._unnat(p, entry, hop, "dst")
         assert p.iif is not None
         if (why := self._martian_loopback(ns, p)) is not None:
             return self._end(Disposition.DROPPED, hops, p, why[0], why[1])
@@ -478,6 +481,8 @@ class PathWalker:
             hop.steps.append(Step("sysctl", check.summary,
                                   check.evidence[-1] if check.evidence else None))
         if r.kind == "local":
+            if entry is not None:
+                p = self._unnat(p, entry, hop, "src")
             return self._local_in(ns, p, hop, hops)
         if p.tproxy is not None:
             # ip_forward() drops an skb that already has a socket assigned.
@@ -500,7 +505,10 @@ class PathWalker:
         res = self._hook(hop, ns, "postrouting", p, self._ctx(ns, r.dev, out_src))
         if res.verdict != "accept":
             return self._nf_fail(res, hops)
-        return self._exit(ns, res.packet, r, hop, hops)
+        p = res.packet
+        if entry is not None:
+            p = self._unnat(p, entry, hop, "src")
+        return self._exit(ns, p, r, hop, hops)
 
     def _martian_loopback(self, ns: NetNamespace, p: Packet
                           ) -> tuple[str, SourceRef | None] | None:
@@ -551,10 +559,16 @@ class PathWalker:
                 return e
         return None
 
-    def _unnat(self, p: Packet, e: ConnEntry, hop: Hop) -> Packet:
-        """Undo the connection's NAT on its answer: back to the reverse of the tuple it came in as."""
-        want = _reverse(e.t_in)
-        if _tuple(p) != want:
+    def _unnat(self, p: Packet, e: ConnEntry, hop: Hop, part: str = "both") -> Packet:
+        """Undo the connection's NAT on its answer: back to the reverse of the tuple it came in as.
+
+        `part` "dst" restores only the destination, "src" only the source.
+        """
+        rev = _reverse(e.t_in)
+        have = _tuple(p)
+        want = (rev[0] if part != "dst" else have[0], rev[1] if part != "dst" else have[1],
+                rev[2] if part != "src" else have[2], rev[3] if part != "src" else have[3])
+        if have != want:
             q = replace(p, src=want[0], sport=want[1], dst=want[2], dport=want[3])
             hop.steps.append(Step("note", f"conntrack reverses the NAT: {q.describe()}",
                                   packet=q.describe()))
