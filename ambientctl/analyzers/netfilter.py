@@ -441,6 +441,19 @@ def _first_addr(ns: NetNamespace, dev: str | None, family: int) -> IPAddress | N
     return None
 
 
+def _masq_addr(ns: NetNamespace, dev: str | None, p: Packet) -> IPAddress | None:
+    """The address MASQUERADE picks on `dev`: one whose subnet holds the destination, else
+    the device's first (primary) address of the family."""
+    link = ns.link(dev) if dev else None
+    if link is None:
+        return None
+    addrs = [a.interface for a in link.addresses if a.interface.version == p.family]
+    for iface in addrs:
+        if p.dst in iface.network:
+            return iface.ip
+    return addrs[0].ip if addrs else None
+
+
 @dataclass(frozen=True, slots=True)
 class _Effect:
     kind: str  # "continue" | "accept" | "drop" | "reject" | "return" | "jump" | "goto" | "unknown"
@@ -533,10 +546,14 @@ def apply_target(rule: Rule, p: Packet, c: Context, hook: str) -> _Effect:
         q = replace(p, src=ip, sport=port, snat_done=True)
         return _Effect("accept", q, f"SNAT source -> {SocketAddr(ip, port)}", "nat")
     if t == "MASQUERADE":
-        if c.out_src is None:
+        # nf_nat_masquerade_ipv4: the new source is inet_select_addr(out device, next hop,
+        # RT_SCOPE_UNIVERSE) - an address of the OUTGOING DEVICE (one on the next hop's
+        # subnet first), not the route's `src` (which may sit on another device).
+        src = _masq_addr(c.ns, c.out_dev, p) or c.out_src
+        if src is None:
             return _Effect("unknown", p, "MASQUERADE: outgoing address unknown", "unknown")
-        q = replace(p, src=c.out_src, snat_done=True)
-        return _Effect("accept", q, f"MASQUERADE source -> {c.out_src}", "nat")
+        q = replace(p, src=src, snat_done=True)
+        return _Effect("accept", q, f"MASQUERADE source -> {src}", "nat")
     # A chain of the same table: jump or goto.
     return _Effect("goto" if rule.goto else "jump", p, f"{'goto' if rule.goto else 'jump'} {t}",
                    "goto" if rule.goto else "jump")
