@@ -99,6 +99,37 @@ class Match:
 
 
 @dataclass(frozen=True, slots=True)
+class IpvsRealServer:
+    """One real server of an IPVS virtual service (`  -> 10.244.0.2:53  Masq  1  0  0`)."""
+
+    address: IPAddress
+    port: int
+    forward: str  # Masq | Route | Tunnel | Local
+    weight: int
+    source: SourceRef
+
+
+@dataclass(frozen=True, slots=True)
+class IpvsService:
+    """One IPVS virtual service (`ipvsadm -Ln --exact`), kube-proxy's IPVS mode.
+
+    IPVS takes a packet at NF_INET_LOCAL_IN (after the filter INPUT chains) when its
+    destination is a virtual service and the address is local - kube-proxy binds every
+    Service address to the dummy device `kube-ipvs0` for that - and, with Masq forwarding,
+    rewrites the destination to a real server and sends it on (ip_vs_nat_xmit).
+    """
+
+    proto: str  # tcp | udp | sctp | fwm
+    address: IPAddress | None  # None for an FWM service
+    port: int | None
+    scheduler: str
+    flags: tuple[str, ...]
+    fwmark: int | None
+    source: SourceRef
+    reals: tuple[IpvsRealServer, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
 class NftElement:
     """One element of an nft set or map: its key parts and, for a verdict map, its verdict.
 
@@ -546,6 +577,8 @@ class NetNamespace:
     sysctls: Mapping[str, Sysctl] | None = None
     problems: tuple[Problem, ...] = ()
     files: frozenset[str] = frozenset()  # file names present in `dir`
+    # `ipvsadm -Ln --exact` on a node (kube-proxy IPVS mode); None: not collected / no binary
+    ipvs: tuple[IpvsService, ...] | None = None
 
     @property
     def label(self) -> str:

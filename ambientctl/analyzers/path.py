@@ -22,7 +22,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
 
-from ambientctl.analyzers import netfilter, routing
+from ambientctl.analyzers import ipvs, netfilter, routing
 from ambientctl.analyzers.fork import EndpointSelector
 from ambientctl.analyzers.packet import Packet, SocketAddr
 from ambientctl.model import IPAddress, Link, Listener, NetNamespace, SourceRef, Snapshot
@@ -540,12 +540,71 @@ class PathWalker:
         return self._end(Disposition.DROPPED, hops, res.packet,
                          f"{res.verdict}: {res.reason}", res.culprit)
 
-    def _local_in(self, ns: NetNamespace, p: Packet, hop: Hop, hops: list[Hop]) -> LegResult:
+    def _local_in(self, ns: NetNamespace, p: Packet, hop: Hop, hops: list[Hop]
+                  ) -> LegResult | tuple[NetNamespace, Packet]:
         res = self._hook(hop, ns, "input", p, self._ctx(ns))
         if res.verdict != "accept":
             return self._nf_fail(res, hops)
         p = res.packet
+        if self._reply_to is None and ipvs.held_by_ipvs(ns, p.dst):
+            return self._ipvs(ns, p, hop, hops)
         return self._deliver(ns, p, hop, hops)
+
+    def _ipvs(self, ns: NetNamespace, p: Packet, hop: Hop, hops: list[Hop]
+              ) -> LegResult | tuple[NetNamespace, Packet]:
+        """IPVS at LOCAL_IN (after filter INPUT): a virtual service DNATs to a real server
+        and sends the packet on (ip_vs_nat_xmit); see ambientctl.analyzers.ipvs."""
+        where = f"{p.dst} is an address of {ipvs.IPVS_DEVICE} (kube-proxy IPVS mode)"
+        if ns.ipvs is None:
+            return self._end(Disposition.INSUFFICIENT_INFO, hops, p,
+                             f"insufficient-info: IPVS: {where} but {ns.dir}/ipvsadm.txt "
+                             "(`ipvsadm -Ln --exact`) is not in the bundle: the virtual "
+                             "service and its real servers are unknown")
+        svc = ipvs.virtual_service(ns.ipvs, p)
+        if svc is None:
+            hop.steps.append(Step("note", f"{where}; no IPVS virtual service for {p.proto} "
+                                  f"{p.dst_addr}: delivered locally"))
+            return self._deliver(ns, p, hop, hops)
+        if not svc.reals:
+            return self._end(Disposition.DROPPED, hops, p, f"IPVS virtual service "
+                             f"{p.proto} {p.dst_addr} has no real server: dropped", svc.source)
+        reals = [r for r in svc.reals if r.weight > 0] or list(svc.reals)
+        unmodelled = [r for r in reals if r.forward != "Masq"]
+        if unmodelled:
+            return self._end(Disposition.INSUFFICIENT_INFO, hops, p,
+                             f"IPVS forwarding `{unmodelled[0].forward}` of {p.dst_addr} is "
+                             "not modelled (only Masq, kube-proxy's)", unmodelled[0].source)
+        pick, why = 0, "the first"
+        if self.endpoint is not None:
+            hit = self.endpoint.pick([r.address for r in reals])
+            if hit is not None:
+                pick, why = hit, f"--endpoint {self.endpoint.text}"
+        real = reals[pick]
+        target = SocketAddr(real.address, real.port)
+        if len(reals) > 1:
+            others = tuple(f"{SocketAddr(r.address, r.port)} (weight {r.weight})"
+                           for i, r in enumerate(reals) if i != pick)
+            self._assume(f"{ns.label}: IPVS ({svc.scheduler}) picks one of {len(reals)} real "
+                         f"servers of {p.proto} {p.dst_addr}: " + ", ".join(
+                             str(SocketAddr(r.address, r.port)) for r in reals)
+                         + f". Followed {target} ({why}).")
+        else:
+            others = ()
+        q = replace(p, dst=real.address, dport=real.port, dnat_done=True,
+                    original_dst=p.original_dst or p.dst_addr)
+        hop.steps.append(Step("rule", f"IPVS {p.proto} {p.dst_addr} {svc.scheduler}: Masq -> "
+                              f"{target}", real.source, hook="INPUT", branches=others,
+                              packet=q.describe()))
+        # ip_vs_nat_xmit routes the rewritten packet and sends it through LOCAL_OUT's
+        # successor POSTROUTING (ip_vs_nat_send_or_cont) out of the node.
+        r = self._route(ns, q, hop, iif=None)
+        if r.kind != "unicast":
+            return self._route_fail(r, hops, q)
+        out_src = routing.select_source(ns, r.route, q.dst) if r.route else None
+        res = self._hook(hop, ns, "postrouting", q, self._ctx(ns, r.dev, out_src))
+        if res.verdict != "accept":
+            return self._nf_fail(res, hops)
+        return self._exit(ns, res.packet, r, hop, hops)
 
     def _close(self, ns: NetNamespace, p: Packet) -> None:
         if self._reply_to is None and ns.id in self._open:

@@ -128,6 +128,10 @@ NETNS_SPECS: tuple[CommandSpec, ...] = (
     # UDP sockets: ztunnel's in-pod DNS proxy (127.0.0.1:15053) for the DNS capture path.
     CommandSpec("ss-listen-udp", "ss-listen-udp.txt", ("ss", "-Hlunp")),
     CommandSpec("sysctl", "sysctl.txt", ("sysctl", "net")),
+    # kube-proxy's IPVS mode: the virtual services and their real servers (numeric, exact
+    # counters). Nodes only; a node without ipvsadm is recorded as not found.
+    CommandSpec("ipvsadm", "ipvsadm.txt", ("ipvsadm", "-Ln", "--exact"),
+                targets=frozenset({"node"})),
 )
 
 ZTUNNEL_ADMIN_PORT = 15000
