@@ -87,12 +87,16 @@ def _endpoint_selector(snap: object, text: str) -> object:
 
     from ambientctl.analyzers.fork import EndpointSelector
     from ambientctl.analyzers.selectors import resolve
+    from ambientctl.errors import SelectorError
 
     try:
         return EndpointSelector.of(text, [ipaddress.ip_address(text)])
     except ValueError:
         pass
-    ep = resolve(snap, text, role="destination")  # type: ignore[arg-type]
+    try:
+        ep = resolve(snap, text, role="destination")  # type: ignore[arg-type]
+    except SelectorError as exc:
+        raise SelectorError(f"--endpoint: {exc.message}", hint=exc.hint) from None
     if ep.pod is None:
         raise UsageError(f"--endpoint {text!r} is not a pod or an IP address",
                          hint="name the endpoint pod (name, prefix or namespace/name) or its IP")
