@@ -281,6 +281,8 @@ class Runner:
                 status, note = RawStatus.SKIPPED, "interrupted"
             elif status is RawStatus.TIMEOUT:
                 note = f"killed after {limit:g}s"
+            elif status is RawStatus.NOT_FOUND and spec.optional:
+                status, note = RawStatus.SKIPPED, spec.absent_reason or "not found"
             elif status is RawStatus.NOT_FOUND:
                 note = f"{spec.binary} is not installed on the target"
                 if spec.missing_hint:
