@@ -12,6 +12,7 @@ Public contract, see docs/bundle-format.md (mirrors the team's bundle-layout.md)
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
@@ -82,3 +83,9 @@ def split_netns_dir(path: str) -> tuple[str, str | None, str | None, str] | None
     if len(parts) == 6 and parts[0] == "nodes" and parts[2] == "pods":
         return parts[1], parts[3], parts[4], parts[5]
     return None
+
+
+def looks_like_bundle(paths: Iterable[str]) -> bool:
+    """A bundle holds at least one of manifest.json, nodes/..., cluster/...: anything else
+    (a docs folder, an empty directory) is refused rather than read as an empty cluster."""
+    return any(p == MANIFEST or p.startswith(("nodes/", "cluster/")) for p in paths)

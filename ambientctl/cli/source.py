@@ -10,7 +10,7 @@ unless `--save-bundle PATH`) and then analyses that bundle exactly as a replay w
     --ssh SPEC                nodes over SSH: [NODE=][USER@]HOST[:PORT],...
     --ssh-inventory FILE      nodes over SSH from a TOML inventory (user, port, key, jump)
     --ssh-accept-new          record unknown host keys (a CHANGED key is always refused)
-    --node NAME, --namespace NS   collect only these (repeatable)
+    --node NAME, --collect-namespace NS   collect only these (repeatable)
     --concurrency N           targets collected at once [default: 8, max 64]
 
 With nothing reachable the error says so in one line and points at `--bundle`.
@@ -30,7 +30,7 @@ import click
 
 from ambientctl.errors import CollectionError, UsageError
 
-EXAMPLE_BUNDLE = "examples/seed-kind-ambient"
+EXAMPLE_BUNDLE = "example:seed-kind-ambient"
 _LIVE_FLAGS = {
     "context": "--context",
     "kubeconfig": "--kubeconfig",
@@ -39,12 +39,18 @@ _LIVE_FLAGS = {
     "ssh_inventory": "--ssh-inventory",
     "ssh_accept_new": "--ssh-accept-new",
     "nodes": "--node",
-    "namespaces": "--namespace",
+    "namespaces": "--collect-namespace",
     "save_bundle": "--save-bundle",
 }
 
 
-def _live_option_list() -> list[Callable[[Callable[..., Any]], Callable[..., Any]]]:
+def _live_option_list(
+    *, collect: bool = False
+) -> list[Callable[[Callable[..., Any]], Callable[..., Any]]]:
+    # `-n/--namespace` is kubectl's name scope in trace and doctor; in `collect`, which
+    # resolves no names, it is the collection filter itself.
+    ns_flags = ("-n", "--namespace", "--collect-namespace") if collect else \
+        ("--collect-namespace",)
     return [
         click.option(
             "--context",
@@ -115,7 +121,7 @@ def _live_option_list() -> list[Callable[[Callable[..., Any]], Callable[..., Any
             help="Collect only this node (repeatable).",
         ),
         click.option(
-            "--namespace",
+            *ns_flags,
             "namespaces",
             multiple=True,
             metavar="NS",
@@ -142,7 +148,7 @@ def _apply(
 
 def live_source_options(fn: Callable[..., Any]) -> Callable[..., Any]:
     """The live-source options alone (for `collect`, which always collects live)."""
-    return _apply(fn, _live_option_list())
+    return _apply(fn, _live_option_list(collect=True))
 
 
 def source_options(fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -154,7 +160,8 @@ def source_options(fn: Callable[..., Any]) -> Callable[..., Any]:
                 "--bundle",
                 "bundle",
                 metavar="PATH",
-                help="Replay a support bundle (directory or .tar.gz) instead of a live cluster.",
+                help="Replay a support bundle (directory or .tar.gz; example:NAME for a bundled "
+                "example) instead of a live cluster.",
             ),
             *_live_option_list(),
             click.option(
@@ -165,6 +172,24 @@ def source_options(fn: Callable[..., Any]) -> Callable[..., Any]:
             ),
         ],
     )
+
+
+LIVE_EXTRA_HINT = "install the live-collection clients: pip install 'ambientctl[live]'"
+_CLIENTS = {"kube": ("kubernetes",), "kind": ("docker",), "ssh": ("paramiko",)}
+
+
+def _require_clients(mode: str) -> None:
+    """Live collection imports its client lazily; say which extra is missing before
+    anything starts (rather than an internal error from deep inside a worker)."""
+    from importlib.util import find_spec
+
+    missing = [m for m in _CLIENTS.get(mode, ()) if find_spec(m) is None]
+    if missing:
+        raise CollectionError(
+            f"{'--' + mode if mode != 'kube' else 'live collection from a kube context'} "
+            f"needs the Python package {', '.join(missing)}, which is not installed",
+            hint=LIVE_EXTRA_HINT + " (or replay a bundle: --bundle " + EXAMPLE_BUNDLE + ")",
+        )
 
 
 def live_options_from(**opts: Any) -> Any:
@@ -191,6 +216,7 @@ def live_options_from(**opts: Any) -> Any:
         namespaces=tuple(opts.get("namespaces") or ()),
         concurrency=int(opts.get("concurrency") or 8),
     )
+    _require_clients(live.mode)
     if (
         live.mode == "kube"
         and not live.context
@@ -225,7 +251,9 @@ def resolve_source(**opts: Any) -> str:
             raise UsageError(
                 f"--bundle replays a bundle; it cannot be combined with {', '.join(live_given)}"
             )
-        return str(bundle)
+        from ambientctl.resources import bundle_argument
+
+        return bundle_argument(str(bundle))
     from ambientctl.collectors.live import collect_live
 
     live = live_options_from(**opts)

@@ -18,6 +18,8 @@ DISPOSITIONS = ("delivered", "bypassed-mesh", "refused", "dropped", "no-route",
 @click.argument("src")
 @click.argument("dst")
 @source_option
+@click.option("-n", "--namespace", "namespace", metavar="NS", help="Namespace of SRC and DST "
+              "names that carry none (like kubectl -n).")
 @click.option("--port", type=click.IntRange(1, 65535), help="Destination port (overrides the "
               "Service's or pod's port).")
 @click.option("--plaintext", is_flag=True, help="Send as a client outside the mesh on SRC's node "
@@ -29,26 +31,32 @@ DISPOSITIONS = ("delivered", "bypassed-mesh", "refused", "dropped", "no-route",
 @click.option("--endpoint", "endpoint", metavar="POD|IP", help="Where the path forks over a "
               "Service's endpoints (kube-proxy's random choice), follow the one reaching this "
               "pod or address; without it the first is followed. Every fork is stated.")
-@click.option("-o", "--output", type=click.Choice(["text", "json"]), default="text",
-              show_default=True)
+@click.option("-o", "--output", type=click.Choice(["text", "json", "html", "dot", "mermaid"]),
+              default="text", show_default=True, help="html: a self-contained page with the "
+              "path drawn; dot/mermaid: the path as a graph for docs and tickets.")
 @click.option("-v", "--verbose", is_flag=True, help="Every rule, route and device behind each hop.")
+@click.option("--compare", "compare", metavar="OLD", help="Also trace the pair in bundle OLD "
+              "(e.g. from when it worked): both paths, the first step where they part, and "
+              "the bundle differences that explain it.")
 @click.option("--expect", type=click.Choice(DISPOSITIONS), help="Exit 1 unless the trace ends "
               "with this disposition (for scripts and CI).")
-def trace_cmd(src: str, dst: str, port: int | None, plaintext: bool, udp: bool, uid: int | None,
+def trace_cmd(src: str, dst: str, namespace: str | None, port: int | None, plaintext: bool, udp: bool, uid: int | None,
               endpoint: str | None, output: str,
-              verbose: bool, expect: str | None, **source: object) -> int:
+              verbose: bool, compare: str | None, expect: str | None,
+              **source: object) -> int:
     """Trace a TCP connection from SRC to DST through the mesh.
 
-    SRC and DST are a pod name, a unique prefix, namespace/name, a Deployment or `app`
-    label, a Service name (its ClusterIP and port), node/NAME (SRC only) or an IP.
+    SRC and DST are what kubectl and curl take: a pod name or unique prefix,
+    NS/NAME, pod/NAME, deploy/NAME, svc/NAME, NAME.NS, NAME.NS.svc.cluster.local,
+    node/NAME (SRC only), an IP, HOST:PORT or a URL; a Deployment or `app` label.
     """
     from ambientctl.analyzers.selectors import resolve
     from ambientctl.analyzers.trace import Tracer
     from ambientctl.render import trace_json, trace_text
 
     location, snap = load(source)
-    s = resolve(snap, src, role="source")
-    d = resolve(snap, dst, role="destination", port=port)
+    s = resolve(snap, src, role="source", namespace=namespace)
+    d = resolve(snap, dst, role="destination", port=port, namespace=namespace)
     if d.port is None:
         raise UsageError(f"destination {dst!r} has no single port to trace to",
                          hint="pass --port")
@@ -58,13 +66,34 @@ def trace_cmd(src: str, dst: str, port: int | None, plaintext: bool, udp: bool, 
             f"({'pod on node ' + s.node if s.node else 'not on any collected node'})",
             hint="collect that node, or trace from a pod or node/NAME that was collected",
         )
-    pick = _endpoint_selector(snap, endpoint) if endpoint is not None else None
+    pick = _endpoint_selector(snap, endpoint, namespace) if endpoint is not None else None
     t = Tracer(snap).trace(s, d, plaintext=plaintext, uid=uid, proto="udp" if udp else "tcp",
                            endpoint=pick)
+    if compare is not None:
+        if output not in ("text", "json"):
+            raise UsageError("--compare prints text or json", hint="drop -o or use -o json")
+        return _compare(compare, t, location, snap, src, dst, namespace, port,
+                        dict(plaintext=plaintext, uid=uid, proto="udp" if udp else "tcp",
+                             endpoint=pick),
+                        output)
     if output == "json":
         click.echo(json.dumps(trace_json.trace_document(t, location), indent=2))
+    elif output in ("html", "dot", "mermaid"):
+        from ambientctl.render import graph, html
+        from ambientctl.render.provenance import bundle_header
+
+        doc = trace_json.trace_document(t, location)
+        if output == "html":
+            click.echo(html.report_html([doc], None, bundle_header(location, snap),
+                                        title=f"ambientctl trace {src} {dst}"), nl=False)
+        else:
+            click.echo((graph.to_dot if output == "dot" else graph.to_mermaid)(doc), nl=False)
     else:
-        click.echo(trace_text.render(t, verbose=verbose), nl=False)
+        from ambientctl.render.provenance import bundle_header
+        from ambientctl.render.term import Term
+
+        click.echo(trace_text.render(t, verbose=verbose, header=bundle_header(location, snap),
+                                     term=Term.detect()), nl=False)
     # Bad data on the path: one line per problem on stderr and the bundle exit code.
     for problem in t.data_errors:
         click.echo(f"error: {problem}", err=True)
@@ -81,7 +110,7 @@ def trace_cmd(src: str, dst: str, port: int | None, plaintext: bool, udp: bool, 
     return int(ExitCode.OK)
 
 
-def _endpoint_selector(snap: object, text: str) -> object:
+def _endpoint_selector(snap: object, text: str, namespace: str | None = None) -> object:
     """`--endpoint POD|IP` -> an EndpointSelector (a pod stands for all its addresses)."""
     import ipaddress
 
@@ -94,10 +123,38 @@ def _endpoint_selector(snap: object, text: str) -> object:
     except ValueError:
         pass
     try:
-        ep = resolve(snap, text, role="destination")  # type: ignore[arg-type]
+        ep = resolve(snap, text, role="destination", namespace=namespace)  # type: ignore[arg-type]
     except SelectorError as exc:
         raise SelectorError(f"--endpoint: {exc.message}", hint=exc.hint) from None
     if ep.pod is None:
         raise UsageError(f"--endpoint {text!r} is not a pod or an IP address",
                          hint="name the endpoint pod (name, prefix or namespace/name) or its IP")
     return EndpointSelector.of(text, ep.pod.ips)
+
+
+def _compare(old_path: str, t: object, location: str, snap: object, src: str, dst: str,
+             namespace: str | None, port: int | None, how: dict[str, object],
+             output: str) -> int:
+    """`--compare OLD`: trace the same pair in OLD; where the paths part, and why."""
+    from ambientctl.analyzers.compare import first_divergence
+    from ambientctl.analyzers.diff import diff_bundles
+    from ambientctl.analyzers.selectors import resolve
+    from ambientctl.analyzers.trace import Tracer
+    from ambientctl.bundle.load import load_snapshot
+    from ambientctl.render import diff_out, trace_json
+    from ambientctl.resources import bundle_argument
+
+    old_location = bundle_argument(old_path)
+    old_snap = load_snapshot(old_location)
+    s = resolve(old_snap, src, role="source", namespace=namespace)
+    d = resolve(old_snap, dst, role="destination", port=port, namespace=namespace)
+    old_t = Tracer(old_snap).trace(s, d, **how)  # type: ignore[arg-type]
+    entries = diff_bundles(old_snap, snap)  # type: ignore[arg-type]
+    div = first_divergence(old_t, t, entries)  # type: ignore[arg-type]
+    if output == "json":
+        click.echo(json.dumps(diff_out.compare_document(
+            trace_json.trace_document(old_t, old_location),
+            trace_json.trace_document(t, location), div), indent=2))  # type: ignore[arg-type]
+    else:
+        click.echo(diff_out.compare_text(old_t.summary, t.summary, div), nl=False)  # type: ignore[attr-defined]
+    return int(ExitCode.OK if div is None else ExitCode.FINDINGS)

@@ -59,7 +59,7 @@ from ambientctl.raw import ExecResult, RawStatus
 NETNS_DIR = "/var/run/netns"
 CNI_HOST_NETNS_DIR = "/host/var/run/netns"  # istio-cni DaemonSet's mount of the host dir
 MAX_CONCURRENCY = 64
-NO_CLUSTER_HINT = "replay a bundle instead: --bundle examples/seed-kind-ambient"
+NO_CLUSTER_HINT = "replay a bundle instead: --bundle example:seed-kind-ambient"
 
 
 @dataclass(frozen=True, slots=True)
@@ -464,7 +464,7 @@ def _assemble(
         raise CollectionError(
             "nothing to collect: no node matched"
             + (f" ({', '.join(sorted(unreachable))} unreachable)" if unreachable else ""),
-            hint="check --node / --namespace, or " + NO_CLUSTER_HINT,
+            hint="check --node / --collect-namespace, or " + NO_CLUSTER_HINT,
         )
     return LivePlan(RoutingTransport(name, routes), targets, view, notes)
 

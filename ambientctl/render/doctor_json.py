@@ -57,12 +57,15 @@ def doctor_document(report: Report) -> dict[str, Any]:
         "source": report.source,
         "bundle_id": report.bundle_id,
         "fail_on": report.fail_on,
-        "result": "fail" if report.failing else "pass",
+        "result": report.result,
         "summary": {
             "findings": report.counts(),
             "suppressed": len(report.suppressed),
+            "below_output_threshold": len(report.below_threshold),
             "checks": report.status_counts(),
         },
+        "output_threshold": report.output_threshold,
+        "unmatched_suppressions": list(report.unmatched_suppressions),
         "nodes": [
             {"name": n.name, "mode": n.mode, "pods_expected": n.pods_expected,
              "pods_captured": n.pods_captured, "findings": dict(n.counts)}
