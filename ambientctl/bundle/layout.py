@@ -26,6 +26,14 @@ CLUSTER_FILES = {
     "endpointslices": "cluster/endpointslices.json",
 }
 
+# Istio / Gateway API objects the intended path depends on: optional (older bundles and
+# clusters without the CRDs lack them; intent then falls back to labels, and says so).
+MESH_FILES = {
+    "PeerAuthentication": "cluster/peerauthentications.json",
+    "AuthorizationPolicy": "cluster/authorizationpolicies.json",
+    "Gateway": "cluster/gateways.json",
+}
+
 # file name -> what produced it; order = preference when alternatives exist (JSON first).
 NETNS_FILES = (
     "iptables-save.txt",

@@ -14,6 +14,7 @@ import click
 
 from ambientctl import __version__
 from ambientctl.errors import AmbientError, ExitCode
+from ambientctl.render.terminal import terminal_safe
 
 
 COMPLETE_VAR = "_AMBIENTCTL_COMPLETE"
@@ -75,14 +76,15 @@ def main(argv: list[str] | None = None, prog_name: str = "ambientctl") -> int:
         rv = cli.main(args=argv, prog_name=prog_name, standalone_mode=False,
                       complete_var=COMPLETE_VAR)
     except AmbientError as exc:
-        click.echo(f"error: {exc.message}", err=True)
+        click.echo(terminal_safe(f"error: {exc.message}"), err=True)
         if exc.hint:
-            click.echo(f"hint: {exc.hint}", err=True)
+            click.echo(terminal_safe(f"hint: {exc.hint}"), err=True)
         return int(exc.exit_code)
     except click.exceptions.Abort:
         click.echo("interrupted", err=True)
         return int(ExitCode.INTERRUPTED)
     except click.ClickException as exc:
+        exc.message = terminal_safe(exc.message)
         exc.show()
         return int(exc.exit_code)
     except click.exceptions.Exit as exc:
@@ -99,7 +101,10 @@ def main(argv: list[str] | None = None, prog_name: str = "ambientctl") -> int:
         if debug:
             raise
         click.echo(
-            f"internal error: {type(exc).__name__}: {exc} (re-run with --debug for a traceback)",
+            terminal_safe(
+                f"internal error: {type(exc).__name__}: {exc} (re-run with --debug for a "
+                "traceback)"
+            ),
             err=True,
         )
         return int(ExitCode.INTERNAL)

@@ -23,6 +23,7 @@ from ambientctl.cli import cli
 from ambientctl.cli.common import source_option
 from ambientctl.errors import ExitCode, UsageError
 from ambientctl.model import Snapshot
+from ambientctl.render.terminal import terminal_safe
 
 _LIVE = ("context", "kubeconfig", "kind", "ssh", "ssh_inventory")
 
@@ -180,7 +181,8 @@ def doctor_cmd(ctx: click.Context, local: bool, node_name: str | None,
     if report.result != "pass":
         return int(ExitCode.FINDINGS)
     for r in report.errored:
-        click.echo(f"error: check {r.check.id} crashed on {r.target}: {r.reason}", err=True)
+        click.echo(terminal_safe(f"error: check {r.check.id} crashed on {r.target}: {r.reason}"),
+                   err=True)
     if report.errored:
         return int(ExitCode.INTERNAL)
     return int(ExitCode.OK)

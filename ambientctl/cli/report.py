@@ -26,6 +26,7 @@ def report_cmd(pairs: tuple[str, ...], namespace: str | None, out: str,
     from ambientctl.analyzers.doctor import diagnose
     from ambientctl.analyzers.selectors import resolve
     from ambientctl.analyzers.trace import Tracer
+    from ambientctl.analyzers.verdict import judge
     from ambientctl.render import doctor_json, html, trace_json
     from ambientctl.render.provenance import bundle_header
 
@@ -42,7 +43,8 @@ def report_cmd(pairs: tuple[str, ...], namespace: str | None, out: str,
         if d.port is None:
             raise UsageError(f"destination {dst!r} has no single port to trace to",
                              hint="name it as HOST:PORT")
-        docs.append(trace_json.trace_document(tracer.trace(s, d), location))
+        t = tracer.trace(s, d)
+        docs.append(trace_json.trace_document(t, location, judge(snap, t)))
     doctor = doctor_json.doctor_document(diagnose(snap))
     page = html.report_html(docs, doctor, bundle_header(location, snap),
                             title="ambientctl report: " + (", ".join(

@@ -12,6 +12,8 @@ unless `--save-bundle PATH`) and then analyses that bundle exactly as a replay w
     --ssh-accept-new          record unknown host keys (a CHANGED key is always refused)
     --node NAME, --collect-namespace NS   collect only these (repeatable)
     --concurrency N           targets collected at once [default: 8, max 64]
+    --target-timeout SECS     one deadline for all the commands of one target [default: 360]
+    --max-output MIB          stdout kept per command; longer is recorded truncated [256]
 
 With nothing reachable the error says so in one line and points at `--bundle`.
 """
@@ -29,6 +31,12 @@ from typing import Any
 import click
 
 from ambientctl.errors import CollectionError, UsageError
+from ambientctl.render.terminal import echo
+
+# Kept equal to collectors.runner.DEFAULT_TARGET_TIMEOUT (a test pins it) so that `--help`
+# does not import the collectors.
+DEFAULT_TARGET_TIMEOUT = 360.0
+DEFAULT_MAX_OUTPUT_MIB = 256  # = collectors.exec_outcome.DEFAULT_MAX_OUTPUT (a test pins it)
 
 EXAMPLE_BUNDLE = "example:seed-kind-ambient"
 _LIVE_FLAGS = {
@@ -135,6 +143,26 @@ def _live_option_list(
             show_default=True,
             help="Targets collected at the same time.",
         ),
+        click.option(
+            "--target-timeout",
+            "target_timeout",
+            type=click.FloatRange(min=1.0),
+            default=DEFAULT_TARGET_TIMEOUT,
+            show_default=True,
+            metavar="SECS",
+            help="One deadline for all the commands of one node or pod (a hung node costs "
+            "at most this).",
+        ),
+        click.option(
+            "--max-output",
+            "max_output_mib",
+            type=click.IntRange(min=1),
+            default=DEFAULT_MAX_OUTPUT_MIB,
+            show_default=True,
+            metavar="MIB",
+            help="Stdout kept per command; a longer output is recorded as truncated, not "
+            "stored.",
+        ),
     ]
 
 
@@ -215,6 +243,8 @@ def live_options_from(**opts: Any) -> Any:
         nodes=tuple(opts.get("nodes") or ()),
         namespaces=tuple(opts.get("namespaces") or ()),
         concurrency=int(opts.get("concurrency") or 8),
+        target_timeout=float(opts.get("target_timeout") or DEFAULT_TARGET_TIMEOUT),
+        max_output=max_output_bytes(opts),
     )
     _require_clients(live.mode)
     if (
@@ -229,6 +259,11 @@ def live_options_from(**opts: Any) -> Any:
             hint=f"replay a bundle instead: --bundle {EXAMPLE_BUNDLE}",
         )
     return live
+
+
+def max_output_bytes(opts: dict[str, Any]) -> int:
+    """`--max-output` (MiB) in bytes."""
+    return int(opts.get("max_output_mib") or DEFAULT_MAX_OUTPUT_MIB) * 1024 * 1024
 
 
 def _temp_bundle() -> str:
@@ -256,14 +291,25 @@ def resolve_source(**opts: Any) -> str:
         return bundle_argument(str(bundle))
     from ambientctl.collectors.live import collect_live
 
+    from ambientctl.cli.common import sigterm_as_interrupt
+
+    sigterm_as_interrupt()  # a TERM must also remove the temporary bundle (atexit)
     live = live_options_from(**opts)
     out = opts.get("save_bundle") or _temp_bundle()
     progress = None
     if sys.stderr.isatty():
-        progress = lambda line: click.echo(f"  {line}", err=True)
+        progress = lambda line: echo(f"  {line}", err=True)
     written = collect_live(live, out, progress=progress)
+    if written.manifest.get("collection", {}).get("interrupted"):
+        kept = (
+            f"partial bundle kept at {written.path}"
+            if opts.get("save_bundle")
+            else "nothing kept (the temporary bundle is removed; --save-bundle keeps it)"
+        )
+        echo(f"interrupted: live collection stopped, no analysis; {kept}", err=True)
+        raise click.exceptions.Exit(130)
     if written.failed:
-        click.echo(
+        echo(
             f"warning: live collection is partial: {len(written.failed)} of "
             f"{len(written.manifest['entries'])} commands failed (manifest.json has each reason)",
             err=True,

@@ -9,6 +9,7 @@ import click
 from ambientctl.cli import cli
 from ambientctl.cli.common import load, source_option
 from ambientctl.errors import ExitCode, UsageError
+from ambientctl.render.terminal import terminal_safe
 
 DISPOSITIONS = ("delivered", "bypassed-mesh", "refused", "dropped", "no-route",
                 "insufficient-info", "left-bundle", "loop")
@@ -38,11 +39,13 @@ DISPOSITIONS = ("delivered", "bypassed-mesh", "refused", "dropped", "no-route",
 @click.option("--compare", "compare", metavar="OLD", help="Also trace the pair in bundle OLD "
               "(e.g. from when it worked): both paths, the first step where they part, and "
               "the bundle differences that explain it.")
+@click.option("--expect-mtls", is_flag=True, help="Exit 1 unless every leg that crosses a node "
+              "boundary is mTLS (HBONE).")
 @click.option("--expect", type=click.Choice(DISPOSITIONS), help="Exit 1 unless the trace ends "
               "with this disposition (for scripts and CI).")
 def trace_cmd(src: str, dst: str, namespace: str | None, port: int | None, plaintext: bool, udp: bool, uid: int | None,
               endpoint: str | None, output: str,
-              verbose: bool, compare: str | None, expect: str | None,
+              verbose: bool, compare: str | None, expect_mtls: bool, expect: str | None,
               **source: object) -> int:
     """Trace a TCP connection from SRC to DST through the mesh.
 
@@ -76,36 +79,47 @@ def trace_cmd(src: str, dst: str, namespace: str | None, port: int | None, plain
                         dict(plaintext=plaintext, uid=uid, proto="udp" if udp else "tcp",
                              endpoint=pick),
                         output)
+    from ambientctl.analyzers.verdict import crossing_legs_mtls, judge
+
+    verdict = judge(snap, t, plaintext=plaintext, uid=uid)
     if output == "json":
-        click.echo(json.dumps(trace_json.trace_document(t, location), indent=2))
+        click.echo(json.dumps(trace_json.trace_document(t, location, verdict), indent=2))
     elif output in ("html", "dot", "mermaid"):
         from ambientctl.render import graph, html
         from ambientctl.render.provenance import bundle_header
 
-        doc = trace_json.trace_document(t, location)
+        doc = trace_json.trace_document(t, location, verdict)
         if output == "html":
             click.echo(html.report_html([doc], None, bundle_header(location, snap),
                                         title=f"ambientctl trace {src} {dst}"), nl=False)
         else:
-            click.echo((graph.to_dot if output == "dot" else graph.to_mermaid)(doc), nl=False)
+            click.echo(terminal_safe((graph.to_dot if output == "dot" else graph.to_mermaid)(doc)),
+                   nl=False)
     else:
         from ambientctl.render.provenance import bundle_header
         from ambientctl.render.term import Term
 
         click.echo(trace_text.render(t, verbose=verbose, header=bundle_header(location, snap),
-                                     term=Term.detect()), nl=False)
+                                     term=Term.detect(), verdict=verdict), nl=False)
     # Bad data on the path: one line per problem on stderr and the bundle exit code.
     for problem in t.data_errors:
-        click.echo(f"error: {problem}", err=True)
+        click.echo(terminal_safe(f"error: {problem}"), err=True)
     culprits = [leg.result for leg in t.legs if leg.result.disposition.value == "insufficient-info"]
     if culprits:
         r = culprits[0]
         where = f" ({r.culprit})" if r.culprit else ""
-        click.echo(f"error: cannot finish the trace: {r.reason}{where}", err=True)
+        click.echo(terminal_safe(f"error: cannot finish the trace: {r.reason}{where}"), err=True)
     if culprits or t.data_errors:
         return int(ExitCode.BUNDLE)
     if expect and t.disposition.value != expect:
         click.echo(f"expected {expect}, got {t.disposition.value}", err=True)
+        return int(ExitCode.FINDINGS)
+    if expect_mtls and not crossing_legs_mtls(t, verdict):
+        plain = [f"leg {leg.index} ({leg.direction})" for leg, m in zip(t.legs, verdict.mtls,
+                                                                       strict=True)
+                 if m is not True and len({h.node for h in leg.result.hops}) > 1]
+        click.echo(f"expected mTLS on every leg between nodes; plaintext: {', '.join(plain)}",
+                   err=True)
         return int(ExitCode.FINDINGS)
     return int(ExitCode.OK)
 
@@ -140,6 +154,7 @@ def _compare(old_path: str, t: object, location: str, snap: object, src: str, ds
     from ambientctl.analyzers.diff import diff_bundles
     from ambientctl.analyzers.selectors import resolve
     from ambientctl.analyzers.trace import Tracer
+    from ambientctl.analyzers.verdict import judge
     from ambientctl.bundle.load import load_snapshot
     from ambientctl.render import diff_out, trace_json
     from ambientctl.resources import bundle_argument
@@ -153,8 +168,9 @@ def _compare(old_path: str, t: object, location: str, snap: object, src: str, ds
     div = first_divergence(old_t, t, entries)  # type: ignore[arg-type]
     if output == "json":
         click.echo(json.dumps(diff_out.compare_document(
-            trace_json.trace_document(old_t, old_location),
-            trace_json.trace_document(t, location), div), indent=2))  # type: ignore[arg-type]
+            trace_json.trace_document(old_t, old_location, judge(old_snap, old_t)),  # type: ignore[arg-type]
+            trace_json.trace_document(t, location, judge(snap, t)),  # type: ignore[arg-type]
+            div), indent=2))
     else:
         click.echo(diff_out.compare_text(old_t.summary, t.summary, div), nl=False)  # type: ignore[attr-defined]
     return int(ExitCode.OK if div is None else ExitCode.FINDINGS)

@@ -7,6 +7,7 @@ from typing import Any
 
 from ambientctl.analyzers.compare import Divergence, FlatStep
 from ambientctl.analyzers.diff import DiffEntry
+from ambientctl.render.terminal import terminal_safe
 
 DIFF_SCHEMA = "ambientctl.diff/v1"
 COMPARE_SCHEMA = "ambientctl.compare/v1"
@@ -33,7 +34,7 @@ def diff_text(old: str, new: str, entries: list[DiffEntry], *, all_entries: bool
     """Grouped by relevance (ambient first), then scope."""
     lines = [f"--- {old}", f"+++ {new}"]
     if not entries:
-        return "\n".join(lines + ["no differences"]) + "\n"
+        return terminal_safe("\n".join(lines + ["no differences"]) + "\n")
     shown = entries if all_entries else [e for e in entries if e.ambient] or entries[:50]
     for relevant in (True, False):
         group = [e for e in shown if e.ambient is relevant]
@@ -52,7 +53,7 @@ def diff_text(old: str, new: str, entries: list[DiffEntry], *, all_entries: bool
     lines.append("")
     lines.append(f"{len(entries)} difference(s), {sum(e.ambient for e in entries)} in the "
                  f"ambient datapath" + (f"; {hidden} others not shown (--all)" if hidden else ""))
-    return "\n".join(lines) + "\n"
+    return terminal_safe("\n".join(lines) + "\n")
 
 
 def _flat(s: FlatStep | None) -> dict[str, Any] | None:
@@ -66,7 +67,7 @@ def compare_text(old_summary: str, new_summary: str, d: Divergence | None) -> st
     """Both paths and where they part."""
     lines = [f"old: {old_summary}", f"new: {new_summary}", ""]
     if d is None:
-        return "\n".join(lines + ["the two paths are the same, step for step"]) + "\n"
+        return terminal_safe("\n".join(lines + ["the two paths are the same, step for step"]) + "\n")
     lines.append(f"first divergence (step {d.index + 1}), in {d.netns}:")
     lines.append(f"  old: {d.old.describe() if d.old else '(the old trace ended here)'}")
     lines.append(f"  new: {d.new.describe() if d.new else '(the new trace ended here)'}")
@@ -80,7 +81,7 @@ def compare_text(old_summary: str, new_summary: str, d: Divergence | None) -> st
         lines.append("no difference between the bundles explains it (same rules and state): "
                      "check what the bundles do not hold (timing, conntrack, the ztunnel's "
                      "runtime state)")
-    return "\n".join(lines) + "\n"
+    return terminal_safe("\n".join(lines) + "\n")
 
 
 def compare_document(old_doc: dict[str, Any], new_doc: dict[str, Any],

@@ -5,6 +5,7 @@ could not be checked and why, then one summary line.
 from __future__ import annotations
 
 from ambientctl.analyzers.findings import CheckStatus, Finding, Report
+from ambientctl.render.terminal import terminal_safe
 
 _LABEL = {"error": "ERROR", "warning": "WARNING", "info": "INFO"}
 
@@ -51,8 +52,19 @@ def render(report: Report, *, verbose: bool = False) -> str:
     if len(rows) > 1:
         lines += _table(rows)
         lines.append("")
-    for f in report.findings:
-        lines += _finding(f, verbose)
+    from ambientctl.analyzers.doctor.incidents import group
+
+    for n, inc in enumerate(group(report.findings), start=1):
+        root = report.findings[inc.root]
+        if not inc.consequences:
+            lines += _finding(root, verbose)
+            lines.append("")
+            continue
+        lines.append(f"incident {n}: {root.check_id} {root.title} - fix this first; "
+                     f"{len(inc.consequences)} finding(s) below follow from it")
+        lines += _finding(root, verbose)
+        for c in inc.consequences:
+            lines += ["  " + ln for ln in _finding(report.findings[c], verbose)]
         lines.append("")
     if not report.findings:
         lines += ["No findings." if not report.below_threshold else
@@ -86,7 +98,7 @@ def render(report: Report, *, verbose: bool = False) -> str:
     lines.append(f"{c['error']} error(s), {c['warning']} warning(s), {c['info']} info{sup}; "
                  f"checks: {s['passed']} passed, {s['failed']} failed, {s['skipped']} skipped, "
                  f"{s['errored']} errored. Result: {verdict} (--fail-on {report.fail_on})")
-    return "\n".join(lines) + "\n"
+    return terminal_safe("\n".join(lines) + "\n")
 
 
 def render_lines(report: Report) -> str:
@@ -104,4 +116,4 @@ def render_lines(report: Report) -> str:
     c = report.counts()
     out.append(f"{report.result.upper()}: {c['error']} error(s), {c['warning']} warning(s), "
                f"{c['info']} info, {len(report.suppressed)} suppressed")
-    return "\n".join(out) + "\n"
+    return terminal_safe("\n".join(out) + "\n")

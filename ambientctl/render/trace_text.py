@@ -8,8 +8,10 @@ from __future__ import annotations
 
 from ambientctl.analyzers.path import Step
 from ambientctl.analyzers.trace import Leg, Trace
+from ambientctl.analyzers.verdict import Verdict
 from ambientctl.render import trace_glance
 from ambientctl.render.term import Term
+from ambientctl.render.terminal import terminal_safe
 
 _ARROW = " -> "
 
@@ -42,7 +44,7 @@ def _step_line(s: Step) -> list[str]:
 
 
 def render(t: Trace, *, verbose: bool = False, header: str | None = None,
-           term: Term | None = None) -> str:
+           term: Term | None = None, verdict: Verdict | None = None) -> str:
     """The text view: at a glance by default (`trace_glance`), every step with -v.
 
     `header` names the bundle (where, when, how collected); `term` colours and wraps for
@@ -91,4 +93,12 @@ def render(t: Trace, *, verbose: bool = False, header: str | None = None,
         out.extend(f"  - {w}" for w in t.warnings)
     if not verbose:
         out.append("(-v shows every rule, route and device behind each hop)")
-    return term.fit_all("\n".join(out).rstrip()) + "\n"
+    if verdict is not None:
+        marks = ", ".join(f"leg {leg.index} {'mTLS' if m else 'plaintext' if m is False else '-'}"
+                          for leg, m in zip(t.legs, verdict.mtls, strict=True))
+        out.append("")
+        out += [f"note: {n}" for n in verdict.notes]
+        out.append(f"mtls: {marks}")
+        out.append(term.paint(f"verdict: {verdict.text}", "bold",
+                              "green" if verdict.as_intended else "red"))
+    return terminal_safe(term.fit_all("\n".join(out).rstrip()) + "\n")
