@@ -99,6 +99,92 @@ class Match:
 
 
 @dataclass(frozen=True, slots=True)
+class IpvsRealServer:
+    """One real server of an IPVS virtual service (`  -> 10.244.0.2:53  Masq  1  0  0`)."""
+
+    address: IPAddress
+    port: int
+    forward: str  # Masq | Route | Tunnel | Local
+    weight: int
+    source: SourceRef
+
+
+@dataclass(frozen=True, slots=True)
+class IpvsService:
+    """One IPVS virtual service (`ipvsadm -Ln --exact`), kube-proxy's IPVS mode.
+
+    IPVS takes a packet at NF_INET_LOCAL_IN (after the filter INPUT chains) when its
+    destination is a virtual service and the address is local - kube-proxy binds every
+    Service address to the dummy device `kube-ipvs0` for that - and, with Masq forwarding,
+    rewrites the destination to a real server and sends it on (ip_vs_nat_xmit).
+    """
+
+    proto: str  # tcp | udp | sctp | fwm
+    address: IPAddress | None  # None for an FWM service
+    port: int | None
+    scheduler: str
+    flags: tuple[str, ...]
+    fwmark: int | None
+    source: SourceRef
+    reals: tuple[IpvsRealServer, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class NftElement:
+    """One element of an nft set or map: its key parts and, for a verdict map, its verdict.
+
+    `parts` hold one text per key component in nft's syntax (`10.96.0.10`, `10.0.0.0/8`,
+    `10.0.0.1-10.0.0.9`, `tcp`, `80`, `30000-32767`); `verdict` is `goto CHAIN`,
+    `jump CHAIN`, `accept`, `drop`, `return` or `continue` (None in a plain set).
+    """
+
+    parts: tuple[str, ...]
+    verdict: str | None = None
+    comment: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class NftLookup:
+    """An nft set or verdict-map lookup that the iptables vocabulary cannot carry.
+
+    `ip daddr . meta l4proto . th dport vmap @service-ips` has key ("ip daddr",
+    "meta l4proto", "th dport") and the elements of the table's map `service-ips`
+    (resolved by the parser: nft(8) "SETS"/"MAPS" — a named set is looked up where the
+    rule runs, so the elements listed with the table are the ones the kernel consults).
+    `numgen random mod 2` as key is a random choice: the walk treats it as a fork.
+    As a match (`KEY @set`, `KEY != { ... }`) `negated` inverts membership.
+    """
+
+    key: tuple[str, ...]
+    elements: tuple[NftElement, ...]
+    name: str | None = None  # the named set/map, None for an anonymous `{ ... }`
+    negated: bool = False
+    is_map: bool = False
+
+    def __str__(self) -> str:
+        data = f"@{self.name}" if self.name else "{ ... }"
+        op = "vmap " if self.is_map else ("!= " if self.negated else "")
+        return f"{' . '.join(self.key)} {op}{data}"
+
+
+@dataclass(frozen=True, slots=True)
+class NftStatement:
+    """One statement of an nft rule that has several (or a verdict map), in rule order.
+
+    `target`/`options`/`goto` use the iptables vocabulary of `Rule` (`MARK --set-xmark`,
+    `DROP`, `MASQUERADE`, a chain name); `vmap` is a verdict-map lookup. A statement
+    without either is not modelled: its nft text is in `text`, and a walk that reaches it
+    stops with insufficient-info naming it.
+    """
+
+    target: str | None
+    options: tuple[Match, ...] = ()
+    goto: bool = False
+    vmap: NftLookup | None = None
+    text: str = ""
+
+
+@dataclass(frozen=True, slots=True)
 class Rule:
     """One rule of a chain, in kernel order (`position` is 1-based, as `-L --line-numbers`)."""
 
@@ -111,6 +197,10 @@ class Rule:
     goto: bool  # -g CHAIN rather than -j CHAIN
     source: SourceRef
     counters: tuple[int, int] | None = None  # [packets:bytes] from `iptables-save -c`
+    # nft only: set/map lookups ANDed with `matches`, and the statements in order when a
+    # rule has more than one or a verdict map (`target` is then "NFT").
+    lookups: tuple[NftLookup, ...] = ()
+    statements: tuple[NftStatement, ...] = ()
 
     def target_option(self, *names: str) -> tuple[str, ...] | None:
         """The arguments of the first target option among `names`, or None."""
@@ -487,6 +577,8 @@ class NetNamespace:
     sysctls: Mapping[str, Sysctl] | None = None
     problems: tuple[Problem, ...] = ()
     files: frozenset[str] = frozenset()  # file names present in `dir`
+    # `ipvsadm -Ln --exact` on a node (kube-proxy IPVS mode); None: not collected / no binary
+    ipvs: tuple[IpvsService, ...] | None = None
 
     @property
     def label(self) -> str:

@@ -50,7 +50,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ambientlab import inpod_rules, ztunnel_admin
+from ambientlab import inpod_rules, kubeproxy_nft, ztunnel_admin
 from ambientlab.emulate import Landing
 from ambientlab.inpod_emulate import connect_in, send_udp_in
 from ambientlab.netns import Lab, LabError, Netns, repo_env
@@ -337,6 +337,33 @@ def kube_proxy_restore(pods: Iterable[PodDef], ipv6: bool = False) -> str:
     return "\n".join(lines) + "\n"
 
 
+SERVICE_CIDR = "10.96.0.0/16"  # kind's serviceSubnet
+# kube-proxy nftables mode (`kube_proxy="nftables"`): NodePorts of the lab's Services, and
+# one Service that only kube-proxy knows with two endpoints (a numgen fork to replay).
+NODE_PORTS = {("default", "productpage"): 30080}
+FORK_SERVICE = ("default", "bookinfo-any", "10.96.100.100", 9080, ("productpage", "reviews"))
+
+
+def kube_proxy_nft(pods: Iterable[PodDef], node_ip: str) -> str:
+    """kube-proxy (nftables mode) for SERVICES (+ FORK_SERVICE) on the node `node_ip`, as
+    `nft -f` input (NodePorts answer on the node's own address: `nodeport-ips`)."""
+    pods = list(pods)
+    svcs = []
+    for svc in SERVICES:
+        eps = sorted((p for p in pods if p.app == svc.app and p.namespace == svc.namespace),
+                     key=lambda p: p.ip)
+        svcs.append(kubeproxy_nft.KubeProxyService(
+            svc.namespace, svc.name, svc.port_name, svc.cluster_ip, svc.port,
+            tuple((p.ip, svc.target_port) for p in eps),
+            node_port=NODE_PORTS.get((svc.namespace, svc.name))))
+    ns, name, vip, port, apps = FORK_SERVICE
+    eps = sorted((p for p in pods if p.app in apps and p.namespace == ns), key=lambda p: p.ip)
+    svcs.append(kubeproxy_nft.KubeProxyService(ns, name, "http", vip, port,
+                                               tuple((p.ip, port) for p in eps)))
+    return kubeproxy_nft.ruleset(svcs, cluster_cidr=CLUSTER_CIDR, service_cidr=SERVICE_CIDR,
+                                 node_ips=[node_ip])
+
+
 @dataclass
 class _Proc:
     role: str  # "ztunnel" | "app" | "envoy" | "admin" (ztunnel pod's admin API)
@@ -355,6 +382,9 @@ class InpodLab:
     # True: dual-stack (see `_wire_ipv6`); redirect variant, DNS capture on, not `mixed`
     # (the only dual-stack in-pod golden is `default_ipv6.golden`; the sidecar golden is v4).
     ipv6: bool = False
+    # "iptables" (kube-proxy's iptables mode) or "nftables" (its nftables mode, GA in 1.33:
+    # table `ip kube-proxy`, `ambientlab.kubeproxy_nft`); v4 only.
+    kube_proxy: str = "iptables"
     lab: Lab = field(init=False)
     nodes: dict[str, Netns] = field(init=False, default_factory=dict)
     pods: dict[str, Netns] = field(init=False, default_factory=dict)  # logical id -> netns
@@ -372,6 +402,10 @@ class InpodLab:
         if self.ipv6 and (self.variant != "redirect" or not self.dns_capture or self.mixed):
             raise ValueError("ipv6=True exists for the redirect variant with DNS capture on, "
                              "without mixed (no other dual-stack golden is loaded)")
+        if self.kube_proxy not in ("iptables", "nftables"):
+            raise ValueError(f"kube_proxy must be iptables or nftables, not {self.kube_proxy!r}")
+        if self.kube_proxy == "nftables" and self.ipv6:
+            raise ValueError("kube_proxy='nftables' is built for IPv4 only")
         self.lab = Lab()
         try:
             self._build()
@@ -502,7 +536,10 @@ class InpodLab:
 
     def _node_rules(self, node: NodeDef) -> None:
         ns = self.nodes[node.name]
-        ns.exec("iptables-restore", "--noflush", stdin=kube_proxy_restore(self.pod_defs))
+        if self.kube_proxy == "nftables":
+            ns.exec("nft", "-f", "-", stdin=kube_proxy_nft(self.pod_defs, node.ip))
+        else:
+            ns.exec("iptables-restore", "--noflush", stdin=kube_proxy_restore(self.pod_defs))
         if self.ipv6:
             ns.exec("ip6tables-restore", "--noflush",
                     stdin=kube_proxy_restore(self.pod_defs, ipv6=True))

@@ -46,7 +46,7 @@ from pathlib import Path
 from typing import Self
 
 from ambientlab import cluster as cluster_mod
-from ambientlab import rules
+from ambientlab import kubeproxy_nft, rules
 from ambientlab.emulate import Landing, ListenSpec
 from ambientlab.netns import Lab, LabError, Netns, repo_env
 from ambientlab.topology import (
@@ -92,6 +92,17 @@ ZTUNNEL_VARIANTS = {
 }
 
 
+def kube_proxy_nft(node: NodeSpec) -> str:
+    """kube-proxy in nftables mode for the seed's Services, on `node` (`nft -f` input)."""
+    from ambientlab.topology import CLUSTER_CIDR, SERVICES
+
+    svcs = [kubeproxy_nft.KubeProxyService(
+        s.namespace, s.name, s.port_name, s.cluster_ip, s.port,
+        tuple((p.ip, s.target_port) for _n, p in s.endpoints())) for s in SERVICES]
+    return kubeproxy_nft.ruleset(svcs, cluster_cidr=CLUSTER_CIDR, service_cidr="10.96.0.0/16",
+                                 node_ips=[node.ip])
+
+
 def _suffix(pod: PodSpec) -> str:
     """Short netns suffix: "sleep", "productpage-v1", "zt-nptf6"."""
     if pod.ztunnel:
@@ -108,13 +119,18 @@ class SeedLab:
     """The seed's two nodes in the real kernel (see the module docstring)."""
 
     def __init__(self, *, lab_id: str | None = None, emulate: bool = True,
-                 ztunnel: str = "envoy-2022") -> None:
+                 ztunnel: str = "envoy-2022", kube_proxy: str = "iptables") -> None:
+        """`kube_proxy`: "iptables" (the seed's Kubernetes 1.25) or "nftables" (kube-proxy's
+        nftables mode, table `ip kube-proxy`: `ambientlab.kubeproxy_nft`)."""
         if ztunnel not in ZTUNNEL_VARIANTS:
             raise ValueError(f"unknown ztunnel variant {ztunnel!r}; known: "
                              f"{sorted(ZTUNNEL_VARIANTS)}")
         self.ztunnel_variant = ztunnel
+        if kube_proxy not in ("iptables", "nftables"):
+            raise ValueError(f"kube_proxy must be iptables or nftables, not {kube_proxy!r}")
         self._lab_id = lab_id
         self._emulate = emulate
+        self.kube_proxy = kube_proxy
         self.lab: Lab | None = None
         self._ns: dict[str, Netns] = {}  # logical id -> netns
         self._servers: dict[str, tuple[object, tuple[ListenSpec, ...]]] = {}
@@ -313,7 +329,10 @@ class SeedLab:
     def _kube_and_istio_node(self, node: NodeSpec) -> None:
         """kube-proxy/kubelet/kindnet rules, then istio-cni's node setup and enrollment."""
         ns = self.netns(node.logical_host())
-        ns.exec("iptables-restore", "--noflush", stdin=rules.kube_proxy_restore())
+        if self.kube_proxy == "nftables":
+            ns.exec("nft", "-f", "-", stdin=kube_proxy_nft(node))
+        else:
+            ns.exec("iptables-restore", "--noflush", stdin=rules.kube_proxy_restore())
         for argv in rules.istio_node_ipset(node)[:1]:
             ns.exec(*argv)
         for argv in rules.istio_node_iptables(node):

@@ -293,16 +293,19 @@ def test_expression_zoo_translations(suffix: str) -> None:
 
 
 @pytest.mark.parametrize("suffix", ["json", "txt"])
-def test_untranslatable_expressions_are_kept_not_dropped(suffix: str) -> None:
+def test_untranslatable_expressions_are_kept_and_statements_and_lookups_structured(suffix: str) -> None:
     rs = nft.parse_nft(_read(f"expressions.{suffix}"), f"x.{suffix}")
     pre = {t.name: t for t in rs.tables}["t"].chains["pre"].rules
     flags, mark_and_accept, concat = pre[15], pre[26], pre[29]
     assert flags.matches == (M("nft", "expr", ("tcp flags syn",)),) and flags.target == "ACCEPT"
-    assert mark_and_accept.target is None
-    assert [m.module for m in mark_and_accept.matches] == ["nft"]
-    assert "accept" in mark_and_accept.matches[0].args[0]
-    assert concat.matches[0].module == "nft" and "10.0.0.1 . 80" in concat.matches[0].args[0]
-    assert concat.target == "ACCEPT"
+    # Several statements run in order (the rule can change the path: never "no target").
+    assert mark_and_accept.target == "NFT" and mark_and_accept.matches == ()
+    assert [(st.target, st.options) for st in mark_and_accept.statements] == [
+        ("MARK", (M("MARK", "--set-xmark", ("0x1/0xffffffff",)),)), ("ACCEPT", ())]
+    # A concatenated key is a set lookup with its elements, not an opaque expression.
+    assert concat.matches == () and concat.target == "ACCEPT"
+    assert concat.lookups == (model.NftLookup(("ip daddr", "tcp dport"),
+                                              (model.NftElement(("10.0.0.1", "80")),)),)
 
 
 def test_xmark_translation_computes_what_nft_bitwise_computes() -> None:

@@ -12,8 +12,14 @@ the same hook still runs. DROP/REJECT end the packet.
 Matches are evaluated in three-valued logic (Diekmann et al., FM 2015): True, False or
 None (not modelled). An unknown match on a rule whose target could change the path stops
 the walk with `insufficient-info` naming that rule; on a rule that cannot (LOG, a
-counting rule) it is noted and skipped. `-m statistic` forks: every branch is walked and
-reported, the first (rule taken) is followed.
+counting rule) it is noted and skipped. `-m statistic` and nft's `numgen random mod N vmap
+{...}` fork: every branch is walked and reported, and the one `Context.endpoint` names
+(`trace --endpoint`) is followed, else the first (ambientctl.analyzers.fork).
+
+nft rules may carry set/map lookups (`Rule.lookups`, evaluated by
+ambientctl.analyzers.nftlookup) and several statements run in order (`Rule.statements`:
+`meta mark set ... drop`, `... vmap @service-ips`). A statement that is not modelled stops
+the walk: it is never skipped as if it could not change the path.
 
 NAT tables only see the first packet of a connection, and only once per manip type:
 after nat OUTPUT decided the destination, a packet looped back through `lo` does not
@@ -29,6 +35,8 @@ import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 
+from ambientctl.analyzers import nftlookup
+from ambientctl.analyzers.fork import EndpointSelector
 from ambientctl.analyzers.packet import Packet, SocketAddr
 from ambientctl.errors import ParseError
 from ambientctl.model import (
@@ -38,6 +46,7 @@ from ambientctl.model import (
     Listener,
     Match,
     NetNamespace,
+    NftLookup,
     Rule,
     RouteType,
     SourceRef,
@@ -95,6 +104,7 @@ class Context:
     out_dev: str | None = None  # for -o in FORWARD/POSTROUTING and MASQUERADE
     out_src: IPAddress | None = None  # address MASQUERADE would use
     notes: list[str] = field(default_factory=list)
+    endpoint: EndpointSelector | None = None  # the user's pick at a fork (trace --endpoint)
 
 
 def local_addresses(ns: NetNamespace) -> frozenset[IPAddress]:
@@ -431,12 +441,26 @@ def _first_addr(ns: NetNamespace, dev: str | None, family: int) -> IPAddress | N
     return None
 
 
+def _masq_addr(ns: NetNamespace, dev: str | None, p: Packet) -> IPAddress | None:
+    """The address MASQUERADE picks on `dev`: one whose subnet holds the destination, else
+    the device's first (primary) address of the family."""
+    link = ns.link(dev) if dev else None
+    if link is None:
+        return None
+    addrs = [a.interface for a in link.addresses if a.interface.version == p.family]
+    for iface in addrs:
+        if p.dst in iface.network:
+            return iface.ip
+    return addrs[0].ip if addrs else None
+
+
 @dataclass(frozen=True, slots=True)
 class _Effect:
     kind: str  # "continue" | "accept" | "drop" | "reject" | "return" | "jump" | "goto" | "unknown"
     packet: Packet
     summary: str
     action: str
+    chain: str | None = None  # jump/goto target when it is not `rule.target` (a verdict map)
 
 
 def apply_target(rule: Rule, p: Packet, c: Context, hook: str) -> _Effect:
@@ -522,10 +546,14 @@ def apply_target(rule: Rule, p: Packet, c: Context, hook: str) -> _Effect:
         q = replace(p, src=ip, sport=port, snat_done=True)
         return _Effect("accept", q, f"SNAT source -> {SocketAddr(ip, port)}", "nat")
     if t == "MASQUERADE":
-        if c.out_src is None:
+        # nf_nat_masquerade_ipv4: the new source is inet_select_addr(out device, next hop,
+        # RT_SCOPE_UNIVERSE) - an address of the OUTGOING DEVICE (one on the next hop's
+        # subnet first), not the route's `src` (which may sit on another device).
+        src = _masq_addr(c.ns, c.out_dev, p) or c.out_src
+        if src is None:
             return _Effect("unknown", p, "MASQUERADE: outgoing address unknown", "unknown")
-        q = replace(p, src=c.out_src, snat_done=True)
-        return _Effect("accept", q, f"MASQUERADE source -> {c.out_src}", "nat")
+        q = replace(p, src=src, snat_done=True)
+        return _Effect("accept", q, f"MASQUERADE source -> {src}", "nat")
     # A chain of the same table: jump or goto.
     return _Effect("goto" if rule.goto else "jump", p, f"{'goto' if rule.goto else 'jump'} {t}",
                    "goto" if rule.goto else "jump")
@@ -710,46 +738,130 @@ def run_hook(ns: NetNamespace, hook: str, packet: Packet, ctx: Context) -> HookR
     return HookResult("accept", p, tuple(steps), notes=tuple(ctx.notes))
 
 
+@dataclass
+class _Run:
+    """One walk of a base chain under fixed fork decisions."""
+
+    verdict: str
+    packet: Packet
+    steps: list[NfStep]
+    arities: list[int]  # one per fork met, in order
+    decisions: list[int]  # the branch taken at each (0: the first)
+
+
 def _walk_base(
     table: Table, base: Chain, p: Packet, ctx: Context, hook: str
 ) -> tuple[str, Packet, list[NfStep], list[str]]:
-    """Walk one base chain; returns (verdict, packet, steps, statistic branch notes)."""
-    decisions: list[bool] = []
-    verdict, q, steps, points = _walk(table, base, p, ctx, hook, decisions)
-    if not points:
-        return verdict, q, steps, []
-    # Enumerate the other statistic branches (bounded), describing where each leads.
-    alternatives: list[str] = []
-    queue: list[list[bool]] = [[True] * i + [False] for i in range(len(points))]
-    seen = 0
-    while queue and seen < 32:
+    """Walk one base chain; returns (verdict, packet, steps, fork branch descriptions).
+
+    Without forks there is one walk. With forks (statistic, numgen) every combination of
+    branches is walked (bounded); the one whose destination `ctx.endpoint` names is
+    followed, else the first. The fork step carries the other branches, and a note says
+    which branch was followed and why.
+    """
+    first = _run(table, base, p, ctx, hook, [])
+    if not first.arities:
+        return first.verdict, first.packet, first.steps, []
+    runs = [first]
+    queue = [first.decisions[:i] + [v] for i in range(len(first.arities))
+             for v in range(1, first.arities[i])]
+    while queue and len(runs) < 32:
         prefix = queue.pop(0)
-        seen += 1
+        sub = Context(ctx.ns, ctx.local_addresses, ctx.listeners, ctx.out_dev, ctx.out_src)
         try:
-            v2, q2, s2, pts2 = _walk(table, base, p, Context(ctx.ns, ctx.local_addresses,
-                                     ctx.listeners, ctx.out_dev, ctx.out_src), hook, list(prefix))
+            r = _run(table, base, p, sub, hook, list(prefix))
         except (_Stop, ParseError):
-            alternatives.append("another branch cannot be decided")
+            runs.append(_Run("insufficient-info", p, [], [], prefix))
             continue
-        last = next((s for s in reversed(s2) if s.action in ("nat", "accept", "drop", "reject",
-                                                              "tproxy", "policy")), None)
-        alternatives.append(f"{v2}: {last.summary if last else 'falls through'}"
-                            + (f" ({q2.dst_addr})" if q2.dst_addr != p.dst_addr else ""))
-        for i in range(len(prefix), len(pts2)):
-            queue.append(prefix + [True] * (i - len(prefix)) + [False])
-    # Attach the alternatives to the first statistic rule the main walk took.
+        runs.append(r)
+        queue.extend(r.decisions[:i] + [v] for i in range(len(prefix), len(r.arities))
+                     for v in range(1, r.arities[i]))
+    chosen, why = 0, "the first"
+    if ctx.endpoint is not None:
+        hit = ctx.endpoint.pick([r.packet.dst if r.packet.dst != p.dst or r.packet.dnat_done
+                                 else None for r in runs])
+        if hit is not None:
+            chosen, why = hit, f"--endpoint {ctx.endpoint.text}"
+        else:
+            why = f"the first: --endpoint {ctx.endpoint.text} is not among them"
+    main = runs[chosen]
+    described = [_describe_run(r, p) for r in runs]
+    alternatives = [d for i, d in enumerate(described) if i != chosen]
+    steps = list(main.steps)
     for i, st in enumerate(steps):
-        if st.rule is not None and any(m.module == "statistic" for m in st.rule.matches):
+        if _is_fork(st.rule):
             steps[i] = replace(st, branches=tuple(alternatives))
+            where = f"{table.family} {table.name} {st.chain} #{st.position}"
+            ctx.notes.append(
+                f"{ctx.ns.label}: {where} picks at random ({_fork_text(st.rule)}); the packet "
+                f"may take {len(runs)} paths: " + "; ".join(described)
+                + f". Followed {described[chosen]} ({why}).")
             break
-    return verdict, q, steps, alternatives
+    return main.verdict, main.packet, steps, alternatives
+
+
+def _is_fork(rule: Rule | None) -> bool:
+    if rule is None:
+        return False
+    return any(m.module == "statistic" for m in rule.matches) or any(
+        st.vmap is not None and nftlookup.is_numgen(st.vmap) for st in rule.statements)
+
+
+def _fork_text(rule: Rule | None) -> str:
+    assert rule is not None
+    for st in rule.statements:
+        if st.vmap is not None and nftlookup.is_numgen(st.vmap):
+            return st.vmap.key[0]
+    stat = [m for m in rule.matches if m.module == "statistic"]
+    return " ".join(str(m) for m in stat) or "statistic"
+
+
+def _describe_run(r: _Run, p: Packet) -> str:
+    if r.verdict == "insufficient-info":
+        return "a branch that cannot be decided"
+    if r.packet.dst_addr != p.dst_addr:
+        return f"{r.packet.dst_addr} ({r.verdict})"
+    last = next((s for s in reversed(r.steps) if s.action in ("nat", "accept", "drop", "reject",
+                                                             "tproxy", "policy")), None)
+    return f"{r.verdict}: {last.summary if last else 'falls through'}"
+
+
+def _decide(decisions: list[int], arities: list[int], arity: int) -> int:
+    pos = len(arities)
+    arities.append(arity)
+    if pos < len(decisions):
+        return decisions[pos]
+    decisions.append(0)
+    return 0
+
+
+def _run(table: Table, base: Chain, p: Packet, ctx: Context, hook: str,
+         decisions: list[int]) -> _Run:
+    arities: list[int] = []
+    verdict, q, steps = _walk(table, base, p, ctx, hook, decisions, arities)
+    return _Run(verdict, q, steps, arities, decisions)
+
+
+def _lookups_match(rule: Rule, p: Packet, ctx: Context, hook: str) -> tuple[bool, str | None]:
+    """(matched, what is not modelled) for the rule's nft set lookups."""
+    unknown = None
+    for lk in rule.lookups:
+        found, _, why = nftlookup.lookup(lk, p, ctx.out_dev, hook)
+        if found is None:
+            unknown = unknown or why
+            continue
+        if why == nftlookup.ABSENT:  # the packet lacks the header: never matches
+            return False, None
+        if found == lk.negated:
+            return False, None
+    return True, unknown
 
 
 def _walk(
-    table: Table, base: Chain, p: Packet, ctx: Context, hook: str, decisions: list[bool]
-) -> tuple[str, Packet, list[NfStep], list[int]]:
+    table: Table, base: Chain, p: Packet, ctx: Context, hook: str, decisions: list[int],
+    arities: list[int],
+) -> tuple[str, Packet, list[NfStep]]:
     steps: list[NfStep] = []
-    points: list[int] = []  # indices of statistic decisions taken
     stack: list[tuple[Chain, int]] = []  # return points: (chain, next index)
     chain, index = base, 0
     depth = 0
@@ -760,7 +872,7 @@ def _walk(
                 continue
             # End of the base chain, or of a user chain the base chain entered by goto:
             # the base chain's policy applies.
-            return _policy(table, base, p, steps, points)
+            return _policy(table, base, p, steps)
         text = chain.raw_text(index)
         if text is not None and _cannot_match_dst(text, p):
             index += 1
@@ -768,7 +880,7 @@ def _walk(
         rule = chain.rule_at(index)
         index += 1
         matched = True
-        unknown: Match | None = None
+        unknown: str | None = None
         for m in rule.matches:
             if m.module == "statistic":
                 continue
@@ -780,47 +892,54 @@ def _walk(
                 matched = False
                 break
             if r is None:
-                unknown = unknown or m
+                unknown = unknown or f"match `{m}`"
         if not matched:
             continue
+        if rule.lookups:
+            matched, why = _lookups_match(rule, p, ctx, hook)
+            if not matched:
+                continue
+            unknown = unknown or why
         if any(m.module == "statistic" for m in rule.matches):
-            pos = len(points)
-            points.append(pos)
-            take = decisions[pos] if pos < len(decisions) else True
-            if pos >= len(decisions):
-                decisions.append(True)
-            if not take:
+            # 0: the rule is taken, 1: it is not.
+            if _decide(decisions, arities, 2) != 0:
                 continue
         if unknown is not None:
             if rule.target is None or rule.target in _NOOP_TARGETS:
                 steps.append(NfStep(table, chain.name, rule.position, "unknown-skipped",
-                                    f"match `{unknown}` not modelled; the rule cannot change the "
+                                    f"{unknown} not modelled; the rule cannot change the "
                                     "path, skipped", rule.source, p.mark, p.mark, rule))
                 continue
             raise _Stop(f"cannot decide rule {table.name}/{chain.name} #{rule.position}: "
-                        f"match `{unknown}` is not modelled", rule.source)
-        try:
-            eff = apply_target(rule, p, ctx, hook)
-        except (ValueError, TypeError, IndexError) as exc:
-            raise _malformed(table, chain, rule, f"target {rule.target}", exc) from None
-        if eff.kind == "unknown":
-            raise _Stop(f"cannot apply {table.name}/{chain.name} #{rule.position}: {eff.summary}",
-                        rule.source)
-        steps.append(NfStep(table, chain.name, rule.position, eff.action, eff.summary,
-                            rule.source, p.mark, eff.packet.mark, rule))
+                        f"{unknown} is not modelled", rule.source)
+        if rule.statements:
+            eff = _statements(table, chain, rule, p, ctx, hook, steps, decisions, arities)
+            if eff is None:  # a verdict map found nothing: the rule breaks, next rule
+                continue
+        else:
+            try:
+                eff = apply_target(rule, p, ctx, hook)
+            except (ValueError, TypeError, IndexError) as exc:
+                raise _malformed(table, chain, rule, f"target {rule.target}", exc) from None
+            if eff.kind == "unknown":
+                raise _Stop(f"cannot apply {table.name}/{chain.name} #{rule.position}: "
+                            f"{eff.summary}", rule.source)
+            steps.append(NfStep(table, chain.name, rule.position, eff.action, eff.summary,
+                                rule.source, p.mark, eff.packet.mark, rule))
         p = eff.packet
         if eff.kind == "continue":
             continue
         if eff.kind in ("accept", "drop", "reject"):
-            return eff.kind, p, steps, points
+            return eff.kind, p, steps
         if eff.kind == "return":
             if not stack:
-                return _policy(table, base, p, steps, points)
+                return _policy(table, base, p, steps)
             chain, index = stack.pop()
             continue
-        target = table.chains.get(rule.target or "")
+        name = eff.chain or rule.target or ""
+        target = table.chains.get(name)
         if target is None:
-            raise _Stop(f"{table.name}/{chain.name} #{rule.position}: target {rule.target} is "
+            raise _Stop(f"{table.name}/{chain.name} #{rule.position}: target {name} is "
                         "neither a known target nor a chain of this table", rule.source)
         depth += 1
         if depth > 10_000:
@@ -830,14 +949,85 @@ def _walk(
         chain, index = target, 0
 
 
+_VERDICT_KINDS = {"accept": "accept", "drop": "drop", "return": "return", "continue": "continue"}
+
+
+def _statements(table: Table, chain: Chain, rule: Rule, p: Packet, ctx: Context, hook: str,
+                steps: list[NfStep], decisions: list[int], arities: list[int]) -> _Effect | None:
+    """Run an nft rule's statements in order; the last effect, or None when a map missed.
+
+    Each statement is applied as the iptables target it translates to, on the packet the
+    previous one left; a verdict (accept, drop, a jump from a map, ...) ends the rule.
+    """
+    eff = _Effect("continue", p, "", "continue")
+    for st in rule.statements:
+        q = eff.packet
+        if st.vmap is not None:
+            got = _vmap(st.vmap, q, ctx, hook, decisions, arities, table, chain, rule)
+            if got is None:
+                steps.append(NfStep(table, chain.name, rule.position, "continue",
+                                    f"{st.vmap}: no element for this packet, next rule",
+                                    rule.source, q.mark, q.mark, rule))
+                return None
+            eff = got
+        elif st.target is None:
+            raise _Stop(f"cannot apply {table.name}/{chain.name} #{rule.position}: statement "
+                        f"`{st.text}` is not modelled", rule.source)
+        else:
+            one = replace(rule, target=st.target, target_options=st.options, goto=st.goto,
+                          statements=(), lookups=())
+            eff = apply_target(one, q, ctx, hook)
+            if eff.kind == "unknown":
+                raise _Stop(f"cannot apply {table.name}/{chain.name} #{rule.position}: "
+                            f"{eff.summary}", rule.source)
+            if eff.kind in ("jump", "goto"):
+                eff = replace(eff, chain=st.target)
+        steps.append(NfStep(table, chain.name, rule.position, eff.action, eff.summary,
+                            rule.source, q.mark, eff.packet.mark, rule))
+        if eff.kind != "continue":
+            return eff
+    return eff
+
+
+def _vmap(lk: NftLookup, p: Packet, ctx: Context, hook: str, decisions: list[int],
+          arities: list[int], table: Table, chain: Chain, rule: Rule) -> _Effect | None:
+    """A verdict map: the verdict of the element the packet's key finds (None: none)."""
+    where = f"{table.name}/{chain.name} #{rule.position}"
+    if nftlookup.is_numgen(lk):
+        branches = nftlookup.numgen_branches(lk)
+        if branches is None:
+            raise _Stop(f"cannot apply {where}: `{lk}` is not modelled", rule.source)
+        pick = _decide(decisions, arities, len(branches)) if len(branches) > 1 else 0
+        b = branches[pick]
+        if b.element is None:
+            return None
+        element = b.element
+        head = f"{lk.key[0]} -> {element.parts[0]} ({b.share}/{b.modulus})"
+    else:
+        found, element, why = nftlookup.lookup(lk, p, ctx.out_dev, hook)
+        if found is None:
+            raise _Stop(f"cannot decide {where}: {why} is not modelled", rule.source)
+        if not found or element is None:
+            return None
+        head = f"{lk}: {' . '.join(element.parts)}"
+    verdict = element.verdict or ""
+    word, _, name = verdict.partition(" ")
+    if word in ("jump", "goto") and name:
+        return _Effect(word, p, f"{head} : {verdict}", word, chain=name)
+    if word in _VERDICT_KINDS:
+        return _Effect(_VERDICT_KINDS[word], p, f"{head} : {word}", word)
+    raise _Stop(f"cannot apply {where}: verdict `{verdict}` of `{lk}` is not modelled",
+                rule.source)
+
+
 def _policy(
-    table: Table, base: Chain, p: Packet, steps: list[NfStep], points: list[int]
-) -> tuple[str, Packet, list[NfStep], list[int]]:
+    table: Table, base: Chain, p: Packet, steps: list[NfStep]
+) -> tuple[str, Packet, list[NfStep]]:
     # nft base chains and iptables built-in chains have a policy; default accept.
     pol = (base.policy or "ACCEPT").upper()
     steps.append(NfStep(table, base.name, None, "policy", f"end of {base.name}: policy {pol}",
                         base.source, p.mark, p.mark))
-    return ("accept" if pol == "ACCEPT" else "drop"), p, steps, points
+    return ("accept" if pol == "ACCEPT" else "drop"), p, steps
 
 
 def iter_rules(ns: NetNamespace) -> Iterator[tuple[Table, Chain, Rule]]:

@@ -22,7 +22,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
 
-from ambientctl.analyzers import netfilter, routing
+from ambientctl.analyzers import ipvs, netfilter, routing
+from ambientctl.analyzers.fork import EndpointSelector
 from ambientctl.analyzers.packet import Packet, SocketAddr
 from ambientctl.model import IPAddress, Link, Listener, NetNamespace, SourceRef, Snapshot
 
@@ -221,11 +222,13 @@ class PathWalker:
         self._open: dict[str, Tuple4] = {}
         self._conns: list[ConnEntry] = []
         self._reply_to: tuple[str, SocketAddr] | None = None
+        self.endpoint: EndpointSelector | None = None  # consulted at every fork
 
     # ---------------------------------------------------------------- helpers
     def _ctx(self, ns: NetNamespace, out_dev: str | None = None,
              out_src: IPAddress | None = None) -> netfilter.Context:
-        return netfilter.Context(ns, self.world.local[ns.id], ns.listeners, out_dev, out_src)
+        return netfilter.Context(ns, self.world.local[ns.id], ns.listeners, out_dev, out_src,
+                                 endpoint=self.endpoint)
 
     def _hook(self, hop: Hop, ns: NetNamespace, hook: str, p: Packet,
               ctx: netfilter.Context) -> netfilter.HookResult:
@@ -457,7 +460,10 @@ class PathWalker:
             return self._nf_fail(res, hops)
         p = res.packet
         if entry is not None:
-            p = self._unnat(p, entry, hop)
+            # The answer's destination is restored at PREROUTING (inverse of the SNAT), its
+            # source only at POSTROUTING/INPUT (inverse of the DNAT, nf_nat_inet_fn's
+            # manip per hook): routing and the source checks see the source as it came.
+            p = self._unnat(p, entry, hop, "dst")
         assert p.iif is not None
         if (why := self._martian_loopback(ns, p)) is not None:
             return self._end(Disposition.DROPPED, hops, p, why[0], why[1])
@@ -475,6 +481,8 @@ class PathWalker:
             hop.steps.append(Step("sysctl", check.summary,
                                   check.evidence[-1] if check.evidence else None))
         if r.kind == "local":
+            if entry is not None:
+                p = self._unnat(p, entry, hop, "src")
             return self._local_in(ns, p, hop, hops)
         if p.tproxy is not None:
             # ip_forward() drops an skb that already has a socket assigned.
@@ -497,7 +505,10 @@ class PathWalker:
         res = self._hook(hop, ns, "postrouting", p, self._ctx(ns, r.dev, out_src))
         if res.verdict != "accept":
             return self._nf_fail(res, hops)
-        return self._exit(ns, res.packet, r, hop, hops)
+        p = res.packet
+        if entry is not None:
+            p = self._unnat(p, entry, hop, "src")
+        return self._exit(ns, p, r, hop, hops)
 
     def _martian_loopback(self, ns: NetNamespace, p: Packet
                           ) -> tuple[str, SourceRef | None] | None:
@@ -529,12 +540,71 @@ class PathWalker:
         return self._end(Disposition.DROPPED, hops, res.packet,
                          f"{res.verdict}: {res.reason}", res.culprit)
 
-    def _local_in(self, ns: NetNamespace, p: Packet, hop: Hop, hops: list[Hop]) -> LegResult:
+    def _local_in(self, ns: NetNamespace, p: Packet, hop: Hop, hops: list[Hop]
+                  ) -> LegResult | tuple[NetNamespace, Packet]:
         res = self._hook(hop, ns, "input", p, self._ctx(ns))
         if res.verdict != "accept":
             return self._nf_fail(res, hops)
         p = res.packet
+        if self._reply_to is None and ipvs.held_by_ipvs(ns, p.dst):
+            return self._ipvs(ns, p, hop, hops)
         return self._deliver(ns, p, hop, hops)
+
+    def _ipvs(self, ns: NetNamespace, p: Packet, hop: Hop, hops: list[Hop]
+              ) -> LegResult | tuple[NetNamespace, Packet]:
+        """IPVS at LOCAL_IN (after filter INPUT): a virtual service DNATs to a real server
+        and sends the packet on (ip_vs_nat_xmit); see ambientctl.analyzers.ipvs."""
+        where = f"{p.dst} is an address of {ipvs.IPVS_DEVICE} (kube-proxy IPVS mode)"
+        if ns.ipvs is None:
+            return self._end(Disposition.INSUFFICIENT_INFO, hops, p,
+                             f"insufficient-info: IPVS: {where} but {ns.dir}/ipvsadm.txt "
+                             "(`ipvsadm -Ln --exact`) is not in the bundle: the virtual "
+                             "service and its real servers are unknown")
+        svc = ipvs.virtual_service(ns.ipvs, p)
+        if svc is None:
+            hop.steps.append(Step("note", f"{where}; no IPVS virtual service for {p.proto} "
+                                  f"{p.dst_addr}: delivered locally"))
+            return self._deliver(ns, p, hop, hops)
+        if not svc.reals:
+            return self._end(Disposition.DROPPED, hops, p, f"IPVS virtual service "
+                             f"{p.proto} {p.dst_addr} has no real server: dropped", svc.source)
+        reals = [r for r in svc.reals if r.weight > 0] or list(svc.reals)
+        unmodelled = [r for r in reals if r.forward != "Masq"]
+        if unmodelled:
+            return self._end(Disposition.INSUFFICIENT_INFO, hops, p,
+                             f"IPVS forwarding `{unmodelled[0].forward}` of {p.dst_addr} is "
+                             "not modelled (only Masq, kube-proxy's)", unmodelled[0].source)
+        pick, why = 0, "the first"
+        if self.endpoint is not None:
+            hit = self.endpoint.pick([r.address for r in reals])
+            if hit is not None:
+                pick, why = hit, f"--endpoint {self.endpoint.text}"
+        real = reals[pick]
+        target = SocketAddr(real.address, real.port)
+        if len(reals) > 1:
+            others = tuple(f"{SocketAddr(r.address, r.port)} (weight {r.weight})"
+                           for i, r in enumerate(reals) if i != pick)
+            self._assume(f"{ns.label}: IPVS ({svc.scheduler}) picks one of {len(reals)} real "
+                         f"servers of {p.proto} {p.dst_addr}: " + ", ".join(
+                             str(SocketAddr(r.address, r.port)) for r in reals)
+                         + f". Followed {target} ({why}).")
+        else:
+            others = ()
+        q = replace(p, dst=real.address, dport=real.port, dnat_done=True,
+                    original_dst=p.original_dst or p.dst_addr)
+        hop.steps.append(Step("rule", f"IPVS {p.proto} {p.dst_addr} {svc.scheduler}: Masq -> "
+                              f"{target}", real.source, hook="INPUT", branches=others,
+                              packet=q.describe()))
+        # ip_vs_nat_xmit routes the rewritten packet and sends it through LOCAL_OUT's
+        # successor POSTROUTING (ip_vs_nat_send_or_cont) out of the node.
+        r = self._route(ns, q, hop, iif=None)
+        if r.kind != "unicast":
+            return self._route_fail(r, hops, q)
+        out_src = routing.select_source(ns, r.route, q.dst) if r.route else None
+        res = self._hook(hop, ns, "postrouting", q, self._ctx(ns, r.dev, out_src))
+        if res.verdict != "accept":
+            return self._nf_fail(res, hops)
+        return self._exit(ns, res.packet, r, hop, hops)
 
     def _close(self, ns: NetNamespace, p: Packet) -> None:
         if self._reply_to is None and ns.id in self._open:
@@ -548,10 +618,16 @@ class PathWalker:
                 return e
         return None
 
-    def _unnat(self, p: Packet, e: ConnEntry, hop: Hop) -> Packet:
-        """Undo the connection's NAT on its answer: back to the reverse of the tuple it came in as."""
-        want = _reverse(e.t_in)
-        if _tuple(p) != want:
+    def _unnat(self, p: Packet, e: ConnEntry, hop: Hop, part: str = "both") -> Packet:
+        """Undo the connection's NAT on its answer: back to the reverse of the tuple it came in as.
+
+        `part` "dst" restores only the destination, "src" only the source.
+        """
+        rev = _reverse(e.t_in)
+        have = _tuple(p)
+        want = (rev[0] if part != "dst" else have[0], rev[1] if part != "dst" else have[1],
+                rev[2] if part != "src" else have[2], rev[3] if part != "src" else have[3])
+        if have != want:
             q = replace(p, src=want[0], sport=want[1], dst=want[2], dport=want[3])
             hop.steps.append(Step("note", f"conntrack reverses the NAT: {q.describe()}",
                                   packet=q.describe()))

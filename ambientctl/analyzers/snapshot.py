@@ -304,6 +304,12 @@ def build_netns(view: BundleView, node: str, ns_name: str | None, pod: str | Non
     if "sysctl.txt" in files:
         sysctls = _parse(problems, rel("sysctl.txt"),
                          lambda: ph.parse_sysctl(text("sysctl.txt"), rel("sysctl.txt")))
+    ipvs = None
+    if "ipvsadm.txt" in files:
+        from ambientctl.analyzers.parse.ipvs import parse_ipvsadm
+
+        ipvs = _parse(problems, rel("ipvsadm.txt"),
+                      lambda: parse_ipvsadm(text("ipvsadm.txt"), rel("ipvsadm.txt")))
     failed_nf = any(p.path.endswith(("iptables-save.txt", "ip6tables-save.txt",
                                      "nft-ruleset.json", "nft-ruleset.txt"))
                     and p.severity == "error" for p in problems)
@@ -322,5 +328,6 @@ def build_netns(view: BundleView, node: str, ns_name: str | None, pod: str | Non
         sysctls=sysctls,  # type: ignore[arg-type]
         problems=tuple(problems),
         files=frozenset(files),
+        ipvs=ipvs,  # type: ignore[arg-type]
     )
 

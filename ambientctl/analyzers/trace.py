@@ -23,6 +23,7 @@ from __future__ import annotations
 import ipaddress
 from dataclasses import dataclass, field
 
+from ambientctl.analyzers.fork import EndpointSelector
 from ambientctl.analyzers.packet import SocketAddr
 from ambientctl.analyzers.path import (
     Delivery,
@@ -84,6 +85,7 @@ class Trace:
     reason: str | None = None
     plaintext: bool = False
     data_errors: list[str] = field(default_factory=list)  # unusable files on the path
+    endpoint: str | None = None  # `trace --endpoint`: the endpoint followed at forks
 
 
 @dataclass(frozen=True)
@@ -184,7 +186,7 @@ class Tracer:
     def __init__(self, snap: Snapshot, roles: dict[str, str] | None = None) -> None:
         self.snap = snap
         self.world = World.build(snap, roles or _default_roles(snap))
-        self.endpoint_choice: str | None = None  # `trace --endpoint`: pod name or IP
+        self.endpoint_choice: EndpointSelector | None = None  # `trace --endpoint`
 
     # ------------------------------------------------------------------ lookups
     def pod_by_ip(self, ip: IPAddress) -> Pod | None:
@@ -269,12 +271,13 @@ class Tracer:
 
     def pick_endpoint(self, eps: list[Pod], dst_ep: Endpoint) -> tuple[Pod | None, str]:
         """The endpoint this trace follows among `eps`, and why (a random choice is a fork)."""
-        want = self.endpoint_choice
+        want = self.endpoint_choice  # an EndpointSelector (the pod's addresses, or one IP)
         if want is not None:
             for p in eps:
-                if want in (p.name, f"{p.namespace}/{p.name}") or want in map(str, p.ips):
+                if want.text in (p.name, f"{p.namespace}/{p.name}") or \
+                        any(ip in want.ips for ip in p.ips):
                     return p, f"following {p.name} as --endpoint asks"
-            return None, (f"--endpoint {want} is not one of the ready endpoints "
+            return None, (f"--endpoint {want.text} is not one of the ready endpoints "
                           f"({', '.join(p.name for p in eps)})")
         if dst_ep.pod is not None:
             for p in eps:
@@ -605,15 +608,18 @@ class Tracer:
     # ------------------------------------------------------------------ the trace
     def trace(self, src: Endpoint, dst: Endpoint, *, proto: str = "tcp",
               plaintext: bool = False, uid: int | None = None,
-              endpoint: str | None = None) -> Trace:
+              endpoint: EndpointSelector | None = None) -> Trace:
         """Trace a connection from `src` to `dst` (whose `port` must be set).
 
         `uid` owns the client's socket when rules match on it: the node's probe SNAT of
         the nftables backend is `meta skuid <kubelet uid>` (istio-datapath.md 3.6), so a
         kubelet probe and a root process on the node take different paths.
+        `endpoint` is followed wherever the path forks over endpoints (kube-proxy's random
+        choice); every fork is stated, with the branch taken and why.
         """
         self.endpoint_choice = endpoint
         walker = PathWalker(self.world)
+        walker.endpoint = endpoint
         assert dst.ip is not None and dst.port is not None
         request = SocketAddr(dst.ip, dst.port)
         start = src.netns
@@ -696,8 +702,13 @@ class Tracer:
                     if text not in bucket:
                         bucket.append(text)
         summary = self.summary(src, legs, disp)
+        endpoint = walker.endpoint
+        if endpoint is not None and not any(
+                s.branches for leg in legs for hop in leg.result.hops for s in hop.steps):
+            warnings.append(f"--endpoint {endpoint.text}: no random choice of an endpoint on "
+                            "this path; nothing to choose")
         return Trace(src, dst, request, disp, legs, summary, walker.assumptions, warnings,
-                     reason, plaintext, errors)
+                     reason, plaintext, errors, endpoint.text if endpoint else None)
 
     def summary(self, src: Endpoint, legs: list[Leg], disp: Disposition) -> str:
         """`sleep -> [ambient-worker] ztunnel:15001 -> HBONE -> [ambient-worker2] ztunnel:15008 -> productpage`."""

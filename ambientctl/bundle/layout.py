@@ -56,6 +56,7 @@ NETNS_FILES = (
     "ss-listen.txt",
     "ss-listen-udp.txt",
     "sysctl.txt",
+    "ipvsadm.txt",
 )
 
 # Kubernetes object names: DNS-1123 subdomain (pods, nodes) / label (namespaces).

@@ -29,9 +29,9 @@ DISPOSITIONS = ("delivered", "bypassed-mesh", "refused", "dropped", "no-route",
               "(e.g. DNS to port 53, captured to ztunnel's 15053).")
 @click.option("--uid", type=click.IntRange(0), help="Owner uid of the client's socket, when rules "
               "match on it (e.g. the kubelet's uid for the nftables backend's probe SNAT).")
-@click.option("--endpoint", metavar="POD|IP", help="Which endpoint of a Service to follow "
-              "where the choice is random (ztunnel's load balancing): a pod name or address; "
-              "default: the pod DST names, else the first.")
+@click.option("--endpoint", "endpoint", metavar="POD|IP", help="Where the path forks over a "
+              "Service's endpoints (kube-proxy's random choice), follow the one reaching this "
+              "pod or address; without it the first is followed. Every fork is stated.")
 @click.option("-o", "--output", type=click.Choice(["text", "json", "html", "dot", "mermaid"]),
               default="text", show_default=True, help="html: a self-contained page with the "
               "path drawn; dot/mermaid: the path as a graph for docs and tickets.")
@@ -69,14 +69,15 @@ def trace_cmd(src: str, dst: str, namespace: str | None, port: int | None, plain
             f"({'pod on node ' + s.node if s.node else 'not on any collected node'})",
             hint="collect that node, or trace from a pod or node/NAME that was collected",
         )
+    pick = _endpoint_selector(snap, endpoint, namespace) if endpoint is not None else None
     t = Tracer(snap).trace(s, d, plaintext=plaintext, uid=uid, proto="udp" if udp else "tcp",
-                           endpoint=endpoint)
+                           endpoint=pick)
     if compare is not None:
         if output not in ("text", "json"):
             raise UsageError("--compare prints text or json", hint="drop -o or use -o json")
         return _compare(compare, t, location, snap, src, dst, namespace, port,
                         dict(plaintext=plaintext, uid=uid, proto="udp" if udp else "tcp",
-                             endpoint=endpoint),
+                             endpoint=pick),
                         output)
     from ambientctl.analyzers.verdict import crossing_legs_mtls, judge
 
@@ -121,6 +122,28 @@ def trace_cmd(src: str, dst: str, namespace: str | None, port: int | None, plain
                    err=True)
         return int(ExitCode.FINDINGS)
     return int(ExitCode.OK)
+
+
+def _endpoint_selector(snap: object, text: str, namespace: str | None = None) -> object:
+    """`--endpoint POD|IP` -> an EndpointSelector (a pod stands for all its addresses)."""
+    import ipaddress
+
+    from ambientctl.analyzers.fork import EndpointSelector
+    from ambientctl.analyzers.selectors import resolve
+    from ambientctl.errors import SelectorError
+
+    try:
+        return EndpointSelector.of(text, [ipaddress.ip_address(text)])
+    except ValueError:
+        pass
+    try:
+        ep = resolve(snap, text, role="destination", namespace=namespace)  # type: ignore[arg-type]
+    except SelectorError as exc:
+        raise SelectorError(f"--endpoint: {exc.message}", hint=exc.hint) from None
+    if ep.pod is None:
+        raise UsageError(f"--endpoint {text!r} is not a pod or an IP address",
+                         hint="name the endpoint pod (name, prefix or namespace/name) or its IP")
+    return EndpointSelector.of(text, ep.pod.ips)
 
 
 def _compare(old_path: str, t: object, location: str, snap: object, src: str, dst: str,

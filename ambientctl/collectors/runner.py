@@ -335,6 +335,8 @@ class Runner:
                     f"stdout went past the per-command output cap{limit_text} (--max-output) "
                     "and was cut; not stored (a cut dump would be read as if whole)"
                 )
+            elif status is RawStatus.NOT_FOUND and spec.optional:
+                status, note = RawStatus.SKIPPED, spec.absent_reason or "not found"
             elif status is RawStatus.NOT_FOUND:
                 note = f"{spec.binary} is not installed on the target"
                 if spec.missing_hint:

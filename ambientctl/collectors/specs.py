@@ -70,6 +70,10 @@ class CommandSpec:
     # takes ~30 s where iptables-save takes 1.4 s (perf-reliability.md 1.7, and measured
     # again here through every transport on a 630k-rule node).
     timeout_factor: float = 1.0
+    # A binary that is only there when a feature is in use (ipvsadm: kube-proxy in IPVS
+    # mode): its absence is recorded as skipped with `absent_reason` ("not found"), not as
+    # a failed collection that marks the bundle partial.
+    optional: bool = False
 
     @property
     def binary(self) -> str:
@@ -128,6 +132,12 @@ NETNS_SPECS: tuple[CommandSpec, ...] = (
     # UDP sockets: ztunnel's in-pod DNS proxy (127.0.0.1:15053) for the DNS capture path.
     CommandSpec("ss-listen-udp", "ss-listen-udp.txt", ("ss", "-Hlunp")),
     CommandSpec("sysctl", "sysctl.txt", ("sysctl", "net")),
+    # kube-proxy's IPVS mode: the virtual services and their real servers (numeric, exact
+    # counters). Nodes only; a node without ipvsadm is recorded as not found.
+    CommandSpec("ipvsadm", "ipvsadm.txt", ("ipvsadm", "-Ln", "--exact"),
+                targets=frozenset({"node"}), optional=True,
+                absent_reason="not found: ipvsadm is not installed on the node (kube-proxy "
+                "is not in IPVS mode there, or the node image lacks the tool); not stored"),
 )
 
 ZTUNNEL_ADMIN_PORT = 15000

@@ -139,4 +139,5 @@ def trace_document(t: Trace, bundle: str, verdict: Verdict | None = None) -> dic
         "warnings": list(t.warnings),
         "data_errors": list(t.data_errors),
         **({"intent": intent_json(verdict)} if verdict is not None else {}),
+        **({"endpoint": t.endpoint} if t.endpoint is not None else {}),
     }

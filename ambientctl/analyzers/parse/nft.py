@@ -263,16 +263,15 @@ def _objects_from_json(doc: Any, path: str) -> list[_Obj]:
         else:  # set / map
             table = _need_str(body, "table", path, idx, kind)
             _need_str(body, "name", path, idx, kind)
-            if kind == "set":
-                out.append(
-                    _Obj(
-                        "set",
-                        family,
-                        table,
-                        model.SourceRef(path, None, f"set {body['name']}"),
-                        body,
-                    )
+            out.append(
+                _Obj(
+                    kind,
+                    family,
+                    table,
+                    model.SourceRef(path, None, f"{kind} {body['name']}"),
+                    body,
                 )
+            )
     return out
 
 
@@ -310,7 +309,11 @@ def _build_ruleset(objects: list[_Obj], path: str, text_warnings: Iterable[str])
     tables: dict[tuple[str, str], _Obj] = {}
     chains: dict[tuple[str, str], list[_Obj]] = {}
     rules: dict[tuple[str, str, str], list[_Obj]] = {}
+    # Named sets and maps per table: rules look them up by name (`vmap @service-ips`).
+    named: dict[tuple[str, str], dict[str, _Obj]] = {}
     for obj in objects:
+        if obj.kind in ("set", "map"):
+            named.setdefault((obj.family, obj.table), {})[str(obj.data.get("name"))] = obj
         if obj.kind == "metainfo":
             d = obj.data
             header = (
@@ -343,7 +346,8 @@ def _build_ruleset(objects: list[_Obj], path: str, text_warnings: Iterable[str])
                 policy = str(cobj.data.get("policy") or "accept").upper()
             crules = rules.get((family, tname, cname), [])
             built_chains[cname] = _make_chain(
-                tname, cname, policy, cobj.source, base, crules, family
+                tname, cname, policy, cobj.source, base, crules, family,
+                named.get((family, tname), {}),
             )
         for (rf, rt, rc), lst in rules.items():
             if (rf, rt) == (family, tname) and rc not in built_chains:
@@ -437,11 +441,14 @@ def _make_chain(
     base: model.BaseHook | None,
     crules: list[_Obj],
     family: str,
+    named: dict[str, _Obj] | None = None,
 ) -> model.Chain:
+    named = named or {}
     if all(r.exprs is not None for r in crules):
         prebuilt = tuple(
             _rule_from_exprs(
-                tname, cname, pos, r.exprs or [], r.source, family, r.data.get("comment")
+                tname, cname, pos, r.exprs or [], r.source, family, r.data.get("comment"),
+                named,
             )
             for pos, r in enumerate(crules, start=1)
         )
@@ -454,7 +461,8 @@ def _make_chain(
     def tokenizer(chain: model.Chain, pos: int, line: int, text: str) -> model.Rule:
         exprs, comment = text_rule_to_exprs(text, path, line)
         return _rule_from_exprs(
-            chain.table, chain.name, pos, exprs, model.SourceRef(path, line, text), family, comment
+            chain.table, chain.name, pos, exprs, model.SourceRef(path, line, text), family, comment,
+            named,
         )
 
     return model.Chain(
@@ -487,9 +495,18 @@ def _rule_from_exprs(
     source: model.SourceRef,
     family: str,
     comment: Any = None,
+    named: dict[str, _Obj] | None = None,
 ) -> model.Rule:
-    """Translate one rule's expression list into the generic vocabulary."""
+    """Translate one rule's expression list into the generic vocabulary.
+
+    Set and map lookups that the iptables vocabulary cannot say (a concatenated key, an
+    anonymous set of prefixes/ranges, a verdict map) become `model.NftLookup`s with the
+    elements of the table's named set resolved here; several statements (or a verdict map)
+    become `model.NftStatement`s run in order, with `target` "NFT".
+    """
+    named = named or {}
     matches: list[model.Match] = []
+    lookups: list[model.NftLookup] = []
     stmts: list[dict[str, Any]] = []
     counters: tuple[int, int] | None = None
     have: set[str] = set()  # implicit dependencies already stated ("-p tcp", "-4")
@@ -511,7 +528,10 @@ def _rule_from_exprs(
             try:
                 deps, ms = _translate_match(body, family)
             except _Untranslatable:
-                matches.append(_nft_expr(expr))
+                try:
+                    lookups.append(_lookup_match(body, named))
+                except _Untranslatable:
+                    matches.append(_nft_expr(expr))
                 continue
             for d in deps:
                 add_dep(d)
@@ -528,7 +548,7 @@ def _rule_from_exprs(
     if comment:
         matches.append(model.Match("comment", "--comment", (str(comment),)))
 
-    target, options, goto, extra = _translate_statements(stmts)
+    target, options, goto, extra, statements = _translate_statements(stmts, named)
     matches.extend(extra)
     return model.Rule(
         table=table,
@@ -540,6 +560,8 @@ def _rule_from_exprs(
         goto=goto,
         source=source,
         counters=counters,
+        lookups=tuple(lookups),
+        statements=statements,
     )
 
 
@@ -745,32 +767,150 @@ _VERDICTS = {"accept": "ACCEPT", "drop": "DROP", "return": "RETURN"}
 _NO_EFFECT = {"log"}  # statements that never change the packet's path
 
 
+_Statements = tuple[
+    str | None, list[model.Match], bool, list[model.Match], tuple[model.NftStatement, ...]
+]
+
+
 def _translate_statements(
-    stmts: list[dict[str, Any]],
-) -> tuple[str | None, list[model.Match], bool, list[model.Match]]:
-    """Statements -> (target, target options, goto, extra leftover matches)."""
+    stmts: list[dict[str, Any]], named: dict[str, _Obj] | None = None
+) -> _Statements:
+    """Statements -> (target, target options, goto, extra leftover matches, statements)."""
     effective = [s for s in stmts if next(iter(s)) not in _NO_EFFECT]
     if not effective:
         if stmts:  # a rule that only logs
-            return "LOG", _log_options(stmts[0]["log"]), False, []
-        return None, [], False, []
+            return "LOG", _log_options(stmts[0]["log"]), False, [], ()
+        return None, [], False, [], ()
     # `continue` is the default verdict: it changes nothing.
     if effective and next(iter(effective[-1])) == "continue":
         effective = effective[:-1]
         if not effective:
-            return None, [], False, []
+            return None, [], False, [], ()
     try:
         if "tproxy" in effective[0]:
-            return _tproxy(effective)
-        if len(effective) == 1:
+            return (*_tproxy(effective), ())
+        if len(effective) == 1 and "vmap" not in effective[0]:
             target, opts, goto = _statement(effective[0])
-            return target, opts, goto, []
+            return target, opts, goto, [], ()
     except _Untranslatable:
         pass
-    # More than one effective statement (e.g. `meta mark set 1 accept`) or one without an
-    # iptables equivalent: keep the text so the simulator says it cannot decide.
-    text = " ".join(render_expr(s) for s in effective)
-    return None, [], False, [model.Match("nft", "expr", (text,))]
+    # Several statements (`meta mark set 1 accept`), a verdict map, or one statement without
+    # an iptables equivalent: statements in order. One that is not modelled keeps its text
+    # (target None), so a walk that reaches it stops naming it: it may change the path.
+    out: list[model.NftStatement] = []
+    for st in effective:
+        text = render_expr(st)
+        try:
+            if "vmap" in st:
+                out.append(model.NftStatement(None, vmap=_lookup_vmap(st["vmap"], named or {}),
+                                              text=text))
+                continue
+            target, opts, goto = _statement(st)
+            out.append(model.NftStatement(target, tuple(opts), goto, text=text))
+        except _Untranslatable:
+            out.append(model.NftStatement(None, text=text))
+    return "NFT", [], False, [], tuple(out)
+
+
+# ----------------------------------------------------------------- set and map lookups
+
+
+def _selector(expr: Any) -> str:
+    """A key component in nft's text syntax: `ip daddr`, `meta l4proto`, `numgen random mod 2`."""
+    if isinstance(expr, dict) and len(expr) == 1:
+        ((k, v),) = expr.items()
+        if k == "payload" and isinstance(v, dict) and "protocol" in v and "field" in v:
+            return f"{v['protocol']} {v['field']}"
+        if k == "meta" and isinstance(v, dict) and "key" in v:
+            return f"meta {v['key']}"
+        if k == "ct" and isinstance(v, dict) and set(v) == {"key"}:
+            return f"ct {v['key']}"
+        if k == "numgen" and isinstance(v, dict):
+            text = f"numgen {v.get('mode', 'random')} mod {_int_value(v.get('mod'))}"
+            off = _int_value(v.get("offset", 0))
+            return text + (f" offset {off}" if off else "")
+    raise _Untranslatable
+
+
+def _key(expr: Any) -> tuple[str, ...]:
+    if isinstance(expr, dict) and "concat" in expr and isinstance(expr["concat"], list):
+        return tuple(_selector(x) for x in expr["concat"])
+    return (_selector(expr),)
+
+
+def _element_parts(val: Any) -> tuple[tuple[str, ...], str | None]:
+    """An element key (JSON) -> (part texts, comment)."""
+    comment = None
+    if isinstance(val, dict) and "elem" in val and isinstance(val["elem"], dict):
+        comment = val["elem"].get("comment")
+        val = val["elem"].get("val")
+    if isinstance(val, dict) and "concat" in val and isinstance(val["concat"], list):
+        return tuple(_member_text(x) for x in val["concat"]), comment
+    if isinstance(val, list):  # older nft prints a concatenation as a plain list
+        return tuple(_member_text(x) for x in val), comment
+    return (_member_text(val),), comment
+
+
+def _verdict(data: Any) -> str:
+    if isinstance(data, dict) and len(data) == 1:
+        ((k, v),) = data.items()
+        if k in ("jump", "goto") and isinstance(v, dict) and isinstance(v.get("target"), str):
+            return f"{k} {v['target']}"
+        if k in ("accept", "drop", "return", "continue"):
+            return k
+    raise _Untranslatable
+
+
+def _elements(data: Any, named: dict[str, _Obj], is_map: bool
+              ) -> tuple[tuple[model.NftElement, ...], str | None]:
+    """The elements a lookup consults: a named set/map of the table, or an anonymous one."""
+    name = None
+    if isinstance(data, str) and data.startswith("@"):
+        name = data[1:]
+        obj = named.get(name)
+        if obj is None or (obj.kind == "map") != is_map:
+            raise _Untranslatable
+        if is_map and obj.data.get("map") != "verdict":
+            raise _Untranslatable
+        items = obj.data.get("elem") or []
+    elif isinstance(data, dict) and "set" in data:
+        items = data["set"] if isinstance(data["set"], list) else [data["set"]]
+    else:
+        items = [data]
+    out: list[model.NftElement] = []
+    for item in items:
+        if is_map:
+            if not isinstance(item, list) or len(item) != 2:
+                raise _Untranslatable
+            parts, comment = _element_parts(item[0])
+            out.append(model.NftElement(parts, _verdict(item[1]), comment))
+        else:
+            parts, comment = _element_parts(item)
+            out.append(model.NftElement(parts, None, comment))
+    return tuple(out), name
+
+
+def _lookup_vmap(body: Any, named: dict[str, _Obj]) -> model.NftLookup:
+    """`KEY vmap @map` / `KEY vmap { k : verdict, ... }`."""
+    if not isinstance(body, dict):
+        raise _Untranslatable
+    elements, name = _elements(body.get("data"), named, is_map=True)
+    return model.NftLookup(_key(body.get("key")), elements, name, is_map=True)
+
+
+def _lookup_match(body: Any, named: dict[str, _Obj]) -> model.NftLookup:
+    """`KEY @set`, `KEY { a, 10.0.0.0/8, 1.2.3.4-1.2.3.9 }`, `KEY != ...` as a set lookup."""
+    if not isinstance(body, dict) or body.get("op", "==") not in ("==", "!=", "in"):
+        raise _Untranslatable
+    right = body.get("right")
+    if not (isinstance(right, str) and right.startswith("@")) and not (
+        isinstance(right, dict) and "set" in right
+    ):
+        if not (isinstance(body.get("left"), dict) and "concat" in body["left"]):
+            raise _Untranslatable
+    elements, name = _elements(right, named, is_map=False)
+    return model.NftLookup(_key(body.get("left")), elements, name,
+                           negated=body.get("op") == "!=")
 
 
 def _statement(stmt: dict[str, Any]) -> tuple[str, list[model.Match], bool]:
@@ -1021,7 +1161,12 @@ def _render(e: Any) -> str:
         return f"{_render(v[0])}-{_render(v[1])}"
     if k == "set":
         items = v if isinstance(v, list) else [v]
-        return "{ " + ", ".join(_render(x) for x in items) + " }"
+        return "{ " + ", ".join(
+            f"{_render(x[0])} : {_render(x[1])}" if isinstance(x, list) and len(x) == 2
+            else _render(x) for x in items) + " }"
+    if k == "numgen":
+        off = v.get("offset", 0)
+        return f"numgen {v.get('mode', 'random')} mod {v['mod']}" + (f" offset {off}" if off else "")
     if k == "concat":
         return " . ".join(_render(x) for x in v)
     if k == "fib":
@@ -1198,6 +1343,12 @@ def _parse_table_body(
                         _unquote(toks[1]), body, family, tname, path, body_start - 1, line
                     )
                 )
+            elif toks[0] == "map" and len(toks) == 3:
+                out.append(
+                    _map_from_text(
+                        _unquote(toks[1]), body, family, tname, path, body_start - 1, line
+                    )
+                )
         elif toks[0] in ("flags", "comment"):
             continue
         else:
@@ -1338,6 +1489,65 @@ def _set_from_text(
             continue
         j += 1
     return _Obj("set", family, tname, model.SourceRef(path, line, head), data)
+
+
+def _map_from_text(
+    name: str, body: str, family: str, tname: str, path: str, line: int, head: str
+) -> _Obj:
+    """`map NAME { type A . B : verdict; elements = { k : v, ... } }` -> a JSON-style map.
+
+    Elements stay text parts (`10.96.0.10 . tcp . 53`) until a rule looks them up; only
+    verdict maps are read (kube-proxy's and Istio's maps are all verdict maps).
+    """
+    data: dict[str, Any] = {"name": name, "family": family, "table": tname}
+    head_part, sep, rest = body.partition("elements =")
+    mtype = re.search(r"\btype\s+([^:;]+?)\s*:\s*(\w+)", head_part)
+    if mtype:
+        data["type"] = mtype.group(1).strip()
+        data["map"] = mtype.group(2)
+    if sep:
+        group = rest.strip()
+        end = _group_end(group, path, line)
+        elems: list[Any] = []
+        for item in _split_group(group[: end + 1], path, line):
+            key, colon, value = item.rpartition(" : ")
+            if not colon:
+                raise ParseError(path, line, f"map {name}: element without ' : ' {shorten(item)}")
+            comment = None
+            if " comment " in key:
+                key, _, c = key.partition(" comment ")
+                comment = _unquote(c.strip())
+            parts = [x.strip() for x in key.split(" . ")]
+            val: Any = {"concat": parts} if len(parts) > 1 else parts[0]
+            if comment is not None:
+                val = {"elem": {"val": val, "comment": comment}}
+            vtoks = value.split()
+            verdict: Any = (
+                {vtoks[0]: {"target": _unquote(vtoks[1])}}
+                if len(vtoks) == 2 and vtoks[0] in ("jump", "goto")
+                else {vtoks[0]: None}
+                if len(vtoks) == 1
+                else {"__text__": value}
+            )
+            elems.append([val, verdict])
+        data["elem"] = elems
+    return _Obj("map", family, tname, model.SourceRef(path, line, head), data)
+
+
+def _group_end(group: str, path: str, line: int) -> int:
+    """Index of the `}` closing the `{` at group[0]."""
+    depth, quoted = 0, False
+    for i, ch in enumerate(group):
+        if ch == '"':
+            quoted = not quoted
+        elif not quoted:
+            if ch == "{":
+                depth += 1
+            elif ch == "}":
+                depth -= 1
+                if depth == 0:
+                    return i
+    raise ParseError(path, line, f"unbalanced braces in {shorten(group)}")
 
 
 def _text_elements(group: str, path: str, line: int) -> list[Any]:
@@ -1720,13 +1930,26 @@ def _text_match(ts: _Tokens) -> dict[str, Any]:
         left = {"fib": {"result": ts.take(), "flags": flags}}
     elif tok == "socket":
         left = {"socket": {"key": ts.take()}}
+    elif tok == "numgen":
+        ts.i -= 1
+        left = _text_selector(ts)
     else:
         raise _Untranslatable
     while ts.peek() in _BITOPS:
         op = _BITOPS[ts.take()]
         left = {op: [left, _text_scalar(ts.take())]}
-    if ts.peek() in (".", "vmap", "map", None) or ts.peek() in _STMT_WORDS:
-        raise _Untranslatable  # a concatenation, a map lookup, or a bare selector
+    concat = ts.peek() == "."
+    if concat:  # `ip daddr . meta l4proto . th dport`: one key of several parts
+        parts = [left]
+        while ts.peek() == ".":
+            ts.take()
+            parts.append(_text_selector(ts))
+        left = {"concat": parts}
+    if ts.peek() == "vmap":
+        ts.take()
+        return {"vmap": {"key": left, "data": _text_vmap_data(ts.take())}}
+    if ts.peek() in ("map", None) or ts.peek() in _STMT_WORDS:
+        raise _Untranslatable  # a data map, or a bare selector
     op = "=="
     if ts.peek() in _OPS:
         op = _OPS[ts.take()]
@@ -1735,10 +1958,67 @@ def _text_match(ts: _Tokens) -> dict[str, Any]:
     rtok = ts.take()
     if ts.peek() in (".", "vmap", "map"):
         raise _Untranslatable
+    if concat:
+        right: Any = rtok if rtok.startswith("@") else {
+            "set": [_text_elem_key(x) for x in _split_group(rtok, "", 0)]
+        } if rtok.startswith("{") else _text_elem_key(rtok)
+        return {"match": {"op": op, "left": left, "right": right}}
     right = _text_rhs(rtok, kind)
     if kind == "flags" and isinstance(right, str) and "," in right:
         right = right.split(",")
     return {"match": {"op": op, "left": left, "right": right}}
+
+
+def _text_selector(ts: _Tokens) -> Any:
+    """One key component: `ip daddr`, `meta l4proto`, `l4proto`, `ct mark`, `numgen ...`."""
+    tok = ts.take()
+    if tok in _PAYLOAD_PROTOS:
+        return {"payload": {"protocol": tok, "field": ts.take()}}
+    if tok == "meta":
+        return {"meta": {"key": ts.take()}}
+    if tok in _BARE_META:
+        return {"meta": {"key": tok}}
+    if tok == "ct":
+        return {"ct": {"key": ts.take()}}
+    if tok == "numgen":
+        mode = ts.take()
+        if ts.take() != "mod":
+            raise _Untranslatable
+        body: dict[str, Any] = {"mode": mode, "mod": int(ts.take(), 0), "offset": 0}
+        if ts.peek() == "offset":
+            ts.take()
+            body["offset"] = int(ts.take(), 0)
+        return {"numgen": body}
+    raise _Untranslatable
+
+
+def _text_elem_key(text: str) -> Any:
+    """`10.96.0.10 . tcp . 53` -> {"concat": [...]}; `0` -> 0; `10.0.0.0/8` as is."""
+    parts = [p.strip() for p in text.split(" . ")]
+    vals = [int(p) if p.isdigit() else p for p in parts]
+    return {"concat": vals} if len(vals) > 1 else vals[0]
+
+
+def _text_vmap_data(tok: str) -> Any:
+    """`@name` or `{ 0 : goto a, 1 : goto b }` -> the JSON form's `data`."""
+    if tok.startswith("@"):
+        return tok
+    if not tok.startswith("{"):
+        raise _Untranslatable
+    items: list[Any] = []
+    for item in _split_group(tok, "", 0):
+        key, colon, value = item.rpartition(" : ")
+        vtoks = value.split()
+        if not colon or not vtoks:
+            raise _Untranslatable
+        if vtoks[0] in ("jump", "goto") and len(vtoks) == 2:
+            verdict: Any = {vtoks[0]: {"target": _unquote(vtoks[1])}}
+        elif len(vtoks) == 1:
+            verdict = {vtoks[0]: None}
+        else:
+            raise _Untranslatable
+        items.append([_text_elem_key(key), verdict])
+    return {"set": items}
 
 
 def _text_rhs(tok: str, kind: str) -> Any:
