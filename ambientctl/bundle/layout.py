@@ -47,6 +47,8 @@ NETNS_FILES = (
     "ss-listen.txt",
     "ss-listen-udp.txt",
     "sysctl.txt",
+    "ip-neigh.json",
+    "ip-neigh.txt",
 )
 
 # Kubernetes object names: DNS-1123 subdomain (pods, nodes) / label (namespaces).
