@@ -71,6 +71,9 @@ class NfStep:
     mark_after: int
     rule: Rule | None = None
     branches: tuple[str, ...] = ()  # statistic alternatives, described
+    # How the rule left the chain walk, in the kernel's words: continue, accept, drop,
+    # reject, return, jump, goto (a policy step: accept/drop). None: not evaluated.
+    verdict: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -844,7 +847,7 @@ def _walk(
             raise _Stop(f"cannot apply {table.name}/{chain.name} #{rule.position}: {eff.summary}",
                         rule.source)
         steps.append(NfStep(table, chain.name, rule.position, eff.action, eff.summary,
-                            rule.source, p.mark, eff.packet.mark, rule))
+                            rule.source, p.mark, eff.packet.mark, rule, verdict=eff.kind))
         p = eff.packet
         if eff.kind == "continue":
             continue
@@ -873,7 +876,8 @@ def _policy(
     # nft base chains and iptables built-in chains have a policy; default accept.
     pol = (base.policy or "ACCEPT").upper()
     steps.append(NfStep(table, base.name, None, "policy", f"end of {base.name}: policy {pol}",
-                        base.source, p.mark, p.mark))
+                        base.source, p.mark, p.mark,
+                        verdict="accept" if pol == "ACCEPT" else "drop"))
     return ("accept" if pol == "ACCEPT" else "drop"), p, steps, points
 
 

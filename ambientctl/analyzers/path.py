@@ -69,6 +69,8 @@ class Step:
     backend: str | None = None
     branches: tuple[str, ...] = ()
     packet: str | None = None  # the packet after this step, when it changed
+    verdict: str | None = None  # netfilter steps: how the rule ended (`NfStep.verdict`)
+    family: str | None = None  # netfilter steps: the table's family (ip, ip6, inet)
 
 
 @dataclass
@@ -182,6 +184,8 @@ def _step_from_nf(s: netfilter.NfStep, hook: str, p_after: Packet | None = None)
         mark_after=s.mark_after,
         backend=s.table.backend,
         branches=s.branches,
+        verdict=s.verdict,
+        family=s.table.family,
     )
 
 
@@ -452,6 +456,15 @@ class PathWalker:
                             snat_done=True)
                 hop.steps.append(Step("note", f"conntrack: answer of the connection seen here "
                                       f"(ctmark {entry.ctmark:#x}); nat tables are skipped"))
+            else:
+                # A SYN-ACK or RST that opens no connection: nf_conntrack_tcp's state table
+                # has no transition from NONE for it (tcp_new() refuses), so the packet is
+                # ctstate INVALID, carries no conntrack entry, and the nat chains - which
+                # only see a connection's first packet - are not consulted.
+                p = replace(p, ctstate="INVALID", dnat_done=True, snat_done=True)
+                hop.steps.append(Step("note", "conntrack: no entry for this answer here "
+                                      "(the connection never passed this namespace): ctstate "
+                                      "INVALID, nat tables are not consulted"))
         res = self._hook(hop, ns, "prerouting", p, self._ctx(ns))
         if res.verdict != "accept":
             return self._nf_fail(res, hops)
@@ -637,7 +650,9 @@ class PathWalker:
         self._close(ns, p)
         crossed = p.crossed(in_link.name)
         if self._reply_to is not None:
-            crossed = replace(crossed, tcp_flags=p.tcp_flags, ctstate="NEW")
+            # The answer's state in the next namespace is decided there (`_receive`): its
+            # conntrack entry (ESTABLISHED) or none at all (INVALID).
+            crossed = replace(crossed, tcp_flags=p.tcp_flags, ctstate="INVALID")
         return nxt, crossed
 
     def next_namespace(self, ns: NetNamespace, link: Link, nexthop: IPAddress
