@@ -645,6 +645,16 @@ class PathWalker:
         if not in_link.admin_up:
             return self._end(Disposition.DROPPED, hops, p,
                              f"{in_link.name} in {nxt.label} is down", in_link.source)
+        if how.startswith("veth peer"):
+            # The frame reaches the peer only once ARP/NDP resolved the next hop to it.
+            nb = routing.neighbour_answers(ns, dev, nexthop, nxt, in_link.name,
+                                           self.world.local[nxt.id])
+            if nb.ok is None:
+                return self._end(Disposition.INSUFFICIENT_INFO, hops, p, nb.summary,
+                                 link.source)
+            if not nb.ok:
+                return self._end(Disposition.DROPPED, hops, p, nb.summary,
+                                 nb.evidence[-1] if nb.evidence else link.source)
         hop.steps.append(Step("exit", f"leaves by {dev} ({how}) -> {nxt.label} {in_link.name}",
                               link.source, device=dev, next_netns=nxt.id))
         self._close(ns, p)
