@@ -645,8 +645,10 @@ class PathWalker:
         if not in_link.admin_up:
             return self._end(Disposition.DROPPED, hops, p,
                              f"{in_link.name} in {nxt.label} is down", in_link.source)
-        if how.startswith("veth peer"):
+        if how.startswith("veth peer") and nxt.node == ns.node:
             # The frame reaches the peer only once ARP/NDP resolved the next hop to it.
+            # (Only for a pair inside one node: a veth paired across nodes by ifindex alone
+            # is a guess, and the real far end may be a bridge the bundle does not hold.)
             nb = routing.neighbour_answers(ns, dev, nexthop, nxt, in_link.name,
                                            self.world.local[nxt.id])
             if nb.ok is None:
