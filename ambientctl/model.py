@@ -302,6 +302,25 @@ class Table:
         return (c for c in self.chains.values() if c.base is not None)
 
 
+@dataclass(frozen=True, slots=True)
+class ChainRegistration:
+    """A base chain as nftables holds it (`nft -j list ruleset`): what the kernel enters.
+
+    `iptables-save` prints built-in chains iptables-nft never registered; only those with a
+    registration run. Handles order chains of equal priority (later registered runs first:
+    `ambientctl.analyzers.parse.nft_hooks`). None = the dump did not say.
+    """
+
+    family: str
+    table: str
+    chain: str
+    hook: str
+    priority: int | None
+    table_handle: int | None
+    chain_handle: int | None
+    source: SourceRef
+
+
 @dataclass(frozen=True)
 class Ruleset:
     """All tables one dump holds (one `iptables-save` or one `nft list ruleset`)."""
@@ -504,6 +523,27 @@ class Link:
         return self.admin_up and "NO-CARRIER" not in self.flags and self.state != "LOWERLAYERDOWN"
 
 
+@dataclass(frozen=True, slots=True)
+class Neighbor:
+    """One `ip neigh` entry: who answered (or failed to answer) ARP/NDP for an address.
+
+    `state` is the NUD state as iproute2 prints it (REACHABLE, STALE, PERMANENT, FAILED,
+    INCOMPLETE, NOARP, ...); `lladdr` is None when the address never resolved.
+    """
+
+    ip: IPAddress
+    dev: str | None
+    lladdr: str | None
+    state: tuple[str, ...]
+    source: SourceRef
+    proxy: bool = False  # `ip neigh add proxy ...` (answered for another host)
+
+    @property
+    def resolved(self) -> bool:
+        """A link-layer address is known and usable (not FAILED/INCOMPLETE)."""
+        return self.lladdr is not None and not ({"FAILED", "INCOMPLETE"} & set(self.state))
+
+
 # --------------------------------------------------------------------------- sockets, sysctls
 
 
@@ -579,6 +619,10 @@ class NetNamespace:
     files: frozenset[str] = frozenset()  # file names present in `dir`
     # `ipvsadm -Ln --exact` on a node (kube-proxy IPVS mode); None: not collected / no binary
     ipvs: tuple[IpvsService, ...] | None = None
+    # Base chains nftables really registered, by (family, table, chain); None when the
+    # bundle has no `nft -j list ruleset` (older bundles): every printed chain is assumed.
+    registrations: Mapping[tuple[str, str, str], ChainRegistration] | None = None
+    neighbors: tuple[Neighbor, ...] | None = None  # `ip neigh`; None = not collected
 
     @property
     def label(self) -> str:

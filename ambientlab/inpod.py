@@ -434,6 +434,12 @@ class InpodLab:
         """A pod by the start of its name ("productpage")."""
         return next(p for p in self.pod_defs if p.name.startswith(name_prefix))
 
+    def netns_names(self) -> dict[str, str]:
+        """Every namespace of the lab: logical id -> real netns name (for `KernelTrace`)."""
+        out = {node.logical: self.nodes[node.name].name for node in NODES}
+        out.update({logical: ns.name for logical, ns in self.pods.items()})
+        return out
+
     def netns_name(self, logical: str) -> str:
         """`ip netns` name of a logical id ("ambient-worker/host", ".../pod/default/sleep-...")."""
         for node in NODES:

@@ -172,6 +172,10 @@ class SeedLab:
         """The real netns name (under /var/run/netns) of a logical id."""
         return self.netns(logical_id).name
 
+    def netns_names(self) -> dict[str, str]:
+        """Every namespace of the lab: logical id -> real netns name (for `KernelTrace`)."""
+        return {logical: ns.name for logical, ns in self._ns.items()}
+
     def logical_ids(self) -> list[str]:
         """Every collected namespace's logical id (the bridge namespace excluded)."""
         return [k for k in self._ns if k != KIND_NETNS]

@@ -80,6 +80,9 @@ class NfStep:
     mark_after: int
     rule: Rule | None = None
     branches: tuple[str, ...] = ()  # statistic alternatives, described
+    # How the rule left the chain walk, in the kernel's words: continue, accept, drop,
+    # reject, return, jump, goto (a policy step: accept/drop). None: not evaluated.
+    verdict: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -686,18 +689,65 @@ def _malformed(table: Table, chain: Chain, rule: Rule, what: str, exc: Exception
 
 def hook_tables(ns: NetNamespace, hook: str, family: int) -> list[tuple[Table, Chain]]:
     """Base chains registered at `hook` for `family`, in the order the kernel runs them."""
-    found: list[tuple[int, int, Table, Chain]] = []
+    return hook_chains(ns, hook, family)[0]
+
+
+def hook_chains(
+    ns: NetNamespace, hook: str, family: int
+) -> tuple[list[tuple[Table, Chain]], list[str]]:
+    """Base chains the kernel enters at `hook`, in its order, and notes on that order.
+
+    - A built-in chain of an iptables-nft table that `nft -j list ruleset` does not list was
+      never registered (iptables-save prints every built-in chain of a table it shows): the
+      kernel does not enter it, so it has no "policy ACCEPT" step.
+    - Equal priority: the later-registered chain runs first (`nf_hook_entries_grow` inserts a
+      new hook before the entries of the same priority), told from the nft handles
+      (`parse.nft_hooks`); where a chain has no handle (iptables-legacy, an old bundle) the
+      order cannot be told and a note says so.
+    """
+    regs = ns.registrations
+    found: list[tuple[int, tuple[int, int] | None, int, Table, Chain]] = []
     order = 0
     for table in ns.tables():
         if table.family not in _FAMILY_TABLES[family]:
             continue
         for chain in table.base_chains():
             assert chain.base is not None
-            if chain.base.hook == hook:
-                found.append((chain.base.priority, order, table, chain))
-                order += 1
-    found.sort(key=lambda item: (item[0], item[1]))
-    return [(t, ch) for _, _, t, ch in found]
+            if chain.base.hook != hook:
+                continue
+            reg = None
+            if regs is not None and table.backend in ("iptables-nft", "nft"):
+                reg = regs.get((table.family, table.name, chain.name))
+                if reg is None and table.backend == "iptables-nft":
+                    continue  # printed by iptables-save, never registered
+            when = None
+            if reg is not None and reg.table_handle is not None and reg.chain_handle is not None:
+                when = (reg.table_handle, reg.chain_handle)
+            found.append((chain.base.priority, when, order, table, chain))
+            order += 1
+    notes: list[str] = []
+    by_prio: dict[int, list[tuple[int, tuple[int, int] | None, int, Table, Chain]]] = {}
+    for item in found:
+        by_prio.setdefault(item[0], []).append(item)
+    result: list[tuple[Table, Chain]] = []
+    for prio in sorted(by_prio):
+        group = by_prio[prio]
+        if len(group) > 1 and all(g[1] is not None for g in group):
+            # Later registration (higher handles) first.
+            group.sort(key=lambda g: g[1], reverse=True)  # type: ignore[arg-type, return-value]
+            tables = {(g[3].family, g[3].name) for g in group}
+            if len(tables) > 1:
+                names = ", ".join(f"{g[3].family} {g[3].name} {g[4].name}" for g in group)
+                notes.append(f"{ns.label}: {hook} chains of equal priority {prio} ({names}) "
+                             "ordered by table handle (later-created table first), assuming "
+                             "each chain was created with its table")
+        elif len(group) > 1:
+            names = ", ".join(f"{g[3].family} {g[3].name} {g[4].name}" for g in group)
+            notes.append(f"{ns.label}: {hook} chains of equal priority {prio} ({names}): their "
+                         "order cannot be told without nft handles (nft-ruleset.json); "
+                         "assumed in dump order")
+        result.extend((g[3], g[4]) for g in group)
+    return result, notes
 
 
 def run_hook(ns: NetNamespace, hook: str, packet: Packet, ctx: Context) -> HookResult:
@@ -706,7 +756,11 @@ def run_hook(ns: NetNamespace, hook: str, packet: Packet, ctx: Context) -> HookR
     steps: list[NfStep] = []
     is_dst = hook in ("prerouting", "output")
     nat_seen = False
-    for table, chain in hook_tables(ns, hook, p.family):
+    chains, order_notes = hook_chains(ns, hook, p.family)
+    for n in order_notes:
+        if n not in ctx.notes:
+            ctx.notes.append(n)
+    for table, chain in chains:
         assert chain.base is not None
         if chain.base.kind == "nat":
             # nf_nat_inet_fn: the nat chains of a hook run in priority order only until one
@@ -925,7 +979,7 @@ def _walk(
                 raise _Stop(f"cannot apply {table.name}/{chain.name} #{rule.position}: "
                             f"{eff.summary}", rule.source)
             steps.append(NfStep(table, chain.name, rule.position, eff.action, eff.summary,
-                                rule.source, p.mark, eff.packet.mark, rule))
+                                rule.source, p.mark, eff.packet.mark, rule, verdict=eff.kind))
         p = eff.packet
         if eff.kind == "continue":
             continue
@@ -1026,8 +1080,9 @@ def _policy(
     # nft base chains and iptables built-in chains have a policy; default accept.
     pol = (base.policy or "ACCEPT").upper()
     steps.append(NfStep(table, base.name, None, "policy", f"end of {base.name}: policy {pol}",
-                        base.source, p.mark, p.mark))
-    return ("accept" if pol == "ACCEPT" else "drop"), p, steps
+                        base.source, p.mark, p.mark,
+                        verdict="accept" if pol == "ACCEPT" else "drop"))
+    return ("accept" if pol == "ACCEPT" else "drop"), p, steps, points
 
 
 def iter_rules(ns: NetNamespace) -> Iterator[tuple[Table, Chain, Rule]]:

@@ -70,6 +70,8 @@ class Step:
     backend: str | None = None
     branches: tuple[str, ...] = ()
     packet: str | None = None  # the packet after this step, when it changed
+    verdict: str | None = None  # netfilter steps: how the rule ended (`NfStep.verdict`)
+    family: str | None = None  # netfilter steps: the table's family (ip, ip6, inet)
 
 
 @dataclass
@@ -183,6 +185,8 @@ def _step_from_nf(s: netfilter.NfStep, hook: str, p_after: Packet | None = None)
         mark_after=s.mark_after,
         backend=s.table.backend,
         branches=s.branches,
+        verdict=s.verdict,
+        family=s.table.family,
     )
 
 
@@ -455,6 +459,15 @@ class PathWalker:
                             snat_done=True)
                 hop.steps.append(Step("note", f"conntrack: answer of the connection seen here "
                                       f"(ctmark {entry.ctmark:#x}); nat tables are skipped"))
+            else:
+                # A SYN-ACK or RST that opens no connection: nf_conntrack_tcp's state table
+                # has no transition from NONE for it (tcp_new() refuses), so the packet is
+                # ctstate INVALID, carries no conntrack entry, and the nat chains - which
+                # only see a connection's first packet - are not consulted.
+                p = replace(p, ctstate="INVALID", dnat_done=True, snat_done=True)
+                hop.steps.append(Step("note", "conntrack: no entry for this answer here "
+                                      "(the connection never passed this namespace): ctstate "
+                                      "INVALID, nat tables are not consulted"))
         res = self._hook(hop, ns, "prerouting", p, self._ctx(ns))
         if res.verdict != "accept":
             return self._nf_fail(res, hops)
@@ -708,12 +721,26 @@ class PathWalker:
         if not in_link.admin_up:
             return self._end(Disposition.DROPPED, hops, p,
                              f"{in_link.name} in {nxt.label} is down", in_link.source)
+        if how.startswith("veth peer") and nxt.node == ns.node:
+            # The frame reaches the peer only once ARP/NDP resolved the next hop to it.
+            # (Only for a pair inside one node: a veth paired across nodes by ifindex alone
+            # is a guess, and the real far end may be a bridge the bundle does not hold.)
+            nb = routing.neighbour_answers(ns, dev, nexthop, nxt, in_link.name,
+                                           self.world.local[nxt.id])
+            if nb.ok is None:
+                return self._end(Disposition.INSUFFICIENT_INFO, hops, p, nb.summary,
+                                 link.source)
+            if not nb.ok:
+                return self._end(Disposition.DROPPED, hops, p, nb.summary,
+                                 nb.evidence[-1] if nb.evidence else link.source)
         hop.steps.append(Step("exit", f"leaves by {dev} ({how}) -> {nxt.label} {in_link.name}",
                               link.source, device=dev, next_netns=nxt.id))
         self._close(ns, p)
         crossed = p.crossed(in_link.name)
         if self._reply_to is not None:
-            crossed = replace(crossed, tcp_flags=p.tcp_flags, ctstate="NEW")
+            # The answer's state in the next namespace is decided there (`_receive`): its
+            # conntrack entry (ESTABLISHED) or none at all (INVALID).
+            crossed = replace(crossed, tcp_flags=p.tcp_flags, ctstate="INVALID")
         return nxt, crossed
 
     def next_namespace(self, ns: NetNamespace, link: Link, nexthop: IPAddress

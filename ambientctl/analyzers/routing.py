@@ -348,3 +348,87 @@ def validate_source(
     return SourceCheck(True, f"rp_filter={rpf}: route back to {src} via {reverse.dev}", evidence,
                        assumed)
 
+
+
+@dataclass(frozen=True, slots=True)
+class NeighbourCheck:
+    """Does anything on the other end of a veth answer ARP/NDP for the next hop?
+
+    `ok` is True (answered: the frame goes to the peer), False (nobody answers: the
+    kernel queues the packet, the neighbour entry goes INCOMPLETE -> FAILED and the packet
+    is dropped) or None (the bundle cannot tell).
+    """
+
+    ok: bool | None
+    summary: str
+    evidence: tuple[SourceRef, ...] = ()
+
+
+def neighbour_answers(
+    sender: NetNamespace, dev: str, nexthop: IPAddress, peer: NetNamespace, peer_dev: str,
+    peer_local: frozenset[IPAddress],
+) -> NeighbourCheck:
+    """Would a packet sent on veth `dev` towards `nexthop` reach `peer` (on `peer_dev`)?
+
+    A veth only delivers frames addressed to its peer's MAC, which the sender learns by
+    ARP (IPv4) or neighbour discovery (IPv6), or from a static entry (`ip neigh add ...
+    PERMANENT`). Who answers:
+    - IPv4 `arp_process()`: any address local to the peer namespace (arp_ignore=0, the
+      default), or - with proxy_arp (conf/all OR conf/<dev>, ip-sysctl.rst) - an address
+      the peer routes out of another device.
+    - IPv6 `ndisc_recv_ns()`: an address configured on the receiving device itself, or an
+      address with a proxy entry when proxy_ndp is on (proxy entries, `ip -6 neigh show
+      proxy`, are not collected: then the bundle cannot tell).
+    """
+    for n in sender.neighbors or ():
+        if n.ip == nexthop and n.dev == dev and n.resolved and "PERMANENT" in n.state:
+            peer_link = peer.link(peer_dev)
+            if peer_link is not None and peer_link.mac and n.lladdr and \
+                    peer_link.mac.lower() != n.lladdr.lower():
+                return NeighbourCheck(False, f"static neighbour {nexthop} lladdr {n.lladdr} "
+                                      f"on {dev} is not the peer's {peer_dev} ({peer_link.mac}):"
+                                      " the peer discards the frame", (n.source,))
+            return NeighbourCheck(True, f"static neighbour {nexthop} on {dev}", (n.source,))
+    in_link = peer.link(peer_dev)
+    if nexthop.version == 4:
+        if nexthop in peer_local:
+            return NeighbourCheck(True, f"{peer.label} owns {nexthop}: it answers ARP")
+        all_v, dev_v = conf(peer, peer_dev, "proxy_arp", 0)
+        if all_v.value or dev_v.value:
+            r = lookup(peer, dst=nexthop, src=None, mark=0, iif=None)
+            if r.kind == "unicast" and r.dev is not None and r.dev != peer_dev:
+                src = dev_v.source if dev_v.value else all_v.source
+                return NeighbourCheck(True, f"proxy_arp on {peer_dev} in {peer.label}: it "
+                                      f"answers for {nexthop} (routed via {r.dev})",
+                                      (src,) if src else ())
+        if all_v.assumed and dev_v.assumed:
+            return NeighbourCheck(None, f"{peer.label} does not own {nexthop} and its proxy_arp "
+                                  "is not in the bundle (sysctl.txt)")
+        return NeighbourCheck(False, _unanswered(sender, dev, nexthop, peer, peer_dev, "ARP"),
+                              _neigh_evidence(sender, dev, nexthop))
+    if in_link is not None and any(a.interface.ip == nexthop for a in in_link.addresses):
+        return NeighbourCheck(True, f"{peer.label} has {nexthop} on {peer_dev}: it answers "
+                              "neighbour solicitations")
+    pn = peer.sysctl("net.ipv6.conf.all.proxy_ndp")
+    pd = peer.sysctl(f"net.ipv6.conf.{peer_dev.replace('.', '/')}.proxy_ndp")
+    vals = [_sysctl_int(peer, s.name) for s in (pn, pd) if s is not None]
+    if any(vals):
+        return NeighbourCheck(None, f"proxy_ndp is on in {peer.label}: whether it answers for "
+                              f"{nexthop} depends on proxy entries (`ip -6 neigh show proxy`), "
+                              "which are not collected")
+    if in_link is None or peer.links is None:
+        return NeighbourCheck(None, f"{peer.label}'s links are not in the bundle")
+    return NeighbourCheck(False, _unanswered(sender, dev, nexthop, peer, peer_dev,
+                                             "neighbour discovery"),
+                          _neigh_evidence(sender, dev, nexthop))
+
+
+def _unanswered(sender: NetNamespace, dev: str, nexthop: IPAddress, peer: NetNamespace,
+                peer_dev: str, proto: str) -> str:
+    return (f"{nexthop} is on-link via {dev}, but {peer.label} (the veth peer {peer_dev}) "
+            f"neither owns it nor answers for it: the {proto} request goes unanswered and the "
+            "kernel drops the packet")
+
+
+def _neigh_evidence(sender: NetNamespace, dev: str, nexthop: IPAddress) -> tuple[SourceRef, ...]:
+    return tuple(n.source for n in sender.neighbors or () if n.ip == nexthop and n.dev == dev)

@@ -248,6 +248,7 @@ def build_netns(view: BundleView, node: str, ns_name: str | None, pod: str | Non
                 rulesets.append(got)
     ipsets: dict[str, IpSet] | None = None
     xt_unread: list[str] = []
+    registrations: dict | None = None
     nft_name = first("nft-ruleset.json", "nft-ruleset.txt")
     if nft_name is not None:
         from ambientctl.analyzers.parse import nft as pn
@@ -278,6 +279,12 @@ def build_netns(view: BundleView, node: str, ns_name: str | None, pod: str | Non
                                                                    rel(nft_name)))
         if isinstance(sets, dict) and sets:
             ipsets = dict(sets)
+        if nft_name.endswith(".json"):
+            from ambientctl.analyzers.parse import nft_hooks
+
+            regs = _parse(problems, rel(nft_name),
+                          lambda: nft_hooks.parse_registrations(text(nft_name), rel(nft_name)))
+            registrations = regs if isinstance(regs, dict) else None
     if "ipset.txt" in files:
         got = _parse(problems, rel("ipset.txt"),
                      lambda: ps.parse_ipset(text("ipset.txt"), rel("ipset.txt")))
@@ -310,6 +317,7 @@ def build_netns(view: BundleView, node: str, ns_name: str | None, pod: str | Non
 
         ipvs = _parse(problems, rel("ipvsadm.txt"),
                       lambda: parse_ipvsadm(text("ipvsadm.txt"), rel("ipvsadm.txt")))
+    neighbors = first_parsed(("ip-neigh.txt", "ip-neigh.json"), pr.parse_ip_neigh)
     failed_nf = any(p.path.endswith(("iptables-save.txt", "ip6tables-save.txt",
                                      "nft-ruleset.json", "nft-ruleset.txt"))
                     and p.severity == "error" for p in problems)
@@ -328,6 +336,8 @@ def build_netns(view: BundleView, node: str, ns_name: str | None, pod: str | Non
         sysctls=sysctls,  # type: ignore[arg-type]
         problems=tuple(problems),
         files=frozenset(files),
-        ipvs=ipvs,  # type: ignore[arg-type]
+        ipvs=ipvs,
+        registrations=registrations,
+        neighbors=neighbors,  # type: ignore[arg-type]
     )
 

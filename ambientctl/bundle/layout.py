@@ -57,6 +57,8 @@ NETNS_FILES = (
     "ss-listen-udp.txt",
     "sysctl.txt",
     "ipvsadm.txt",
+    "ip-neigh.json",
+    "ip-neigh.txt",
 )
 
 # Kubernetes object names: DNS-1123 subdomain (pods, nodes) / label (namespaces).

@@ -11,7 +11,9 @@ Why these commands:
   too and kept only when it printed a table (an empty legacy dump is the normal case and
   would only add noise).
 - `nft -j list ruleset` catches native nftables tables (Istio >= 1.28 `inet istio-ambient-*`)
-  that `iptables-save` never shows.
+  that `iptables-save` never shows; its JSON always carries table/chain/rule handles (as
+  `nft -a` prints them), which say which base chains iptables-nft really registered and
+  in which order chains of equal priority run (`analyzers.parse.nft_hooks`).
 - `ip -j ...` JSON is preferred by the reader; `ip -d addr` text is kept beside its JSON
   because support engineers read it, and it costs a few KB.
 - `sysctl net` prints the `net.*` subtree only (`sysctl -a` would add kernel/vm noise).
@@ -138,6 +140,10 @@ NETNS_SPECS: tuple[CommandSpec, ...] = (
                 targets=frozenset({"node"}), optional=True,
                 absent_reason="not found: ipvsadm is not installed on the node (kube-proxy "
                 "is not in IPVS mode there, or the node image lacks the tool); not stored"),
+    # Neighbours: whether an on-link next hop ever answered ARP/NDP (a veth peer that owns
+    # no address and does not proxy_arp leaves the entry FAILED/INCOMPLETE).
+    CommandSpec("ip-neigh", "ip-neigh.json", ("ip", "-j", "neigh", "show")),
+    CommandSpec("ip-neigh-text", "ip-neigh.txt", ("ip", "neigh", "show")),
 )
 
 ZTUNNEL_ADMIN_PORT = 15000

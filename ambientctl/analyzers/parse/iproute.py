@@ -840,3 +840,62 @@ def _link_from_json(obj: dict[str, Any], path: str, line: int) -> _LinkDraft:
             )
         )
     return d
+
+
+# =========================================================================== ip neigh
+
+# NUD states as iproute2 prints them (ip-neighbour(8)); anything else on a line is a flag.
+_NUD_STATES = {"PERMANENT", "NOARP", "REACHABLE", "STALE", "NONE", "INCOMPLETE", "DELAY",
+               "PROBE", "FAILED"}
+
+
+def parse_ip_neigh(text: str, path: str) -> tuple[model.Neighbor, ...]:
+    """`ip neigh show` (text) or `ip -j neigh show` (JSON) -> neighbours, both families.
+
+    Text lines: `10.244.1.7 dev eth0 lladdr 02:.. REACHABLE`, `10.9.0.5 dev va INCOMPLETE`,
+    `fe80::1 dev eth0 lladdr .. router STALE`. An entry without lladdr never resolved: an
+    ARP/NDP request went unanswered (FAILED/INCOMPLETE).
+    """
+    out: list[model.Neighbor] = []
+    if _is_json(text):
+        for line, obj in _json_items(text, path, "ip -j neigh"):
+            try:
+                ip = ipaddress.ip_address(str(obj.get("dst")))
+            except ValueError:
+                raise ParseError(path, line, f"neighbour address {obj.get('dst')!r} is not an "
+                                 "IP address") from None
+            state = obj.get("state") or []
+            out.append(model.Neighbor(
+                ip=ip, dev=obj.get("dev"), lladdr=obj.get("lladdr"),
+                state=tuple(str(s) for s in (state if isinstance(state, list) else [state])),
+                source=model.SourceRef(path, line, compact_json(obj)),
+                proxy="proxy" in obj))
+        return tuple(out)
+    for line, raw in enumerate(text.splitlines(), start=1):
+        toks = raw.split()
+        if not toks:
+            continue
+        try:
+            ip = ipaddress.ip_address(toks[0])
+        except ValueError:
+            raise ParseError(path, line, f"`{raw.strip()}`: not an `ip neigh` line (the first "
+                             "word must be an address)") from None
+        dev = lladdr = None
+        states: list[str] = []
+        i = 1
+        while i < len(toks):
+            tok = toks[i]
+            if tok in ("dev", "lladdr") and i + 1 < len(toks):
+                if tok == "dev":
+                    dev = toks[i + 1]
+                else:
+                    lladdr = toks[i + 1]
+                i += 2
+                continue
+            if tok in _NUD_STATES:
+                states.append(tok)
+            i += 1
+        out.append(model.Neighbor(ip=ip, dev=dev, lladdr=lladdr, state=tuple(states),
+                                  source=model.SourceRef(path, line, raw.rstrip()),
+                                  proxy="proxy" in toks[1:]))
+    return tuple(out)

@@ -1,0 +1,247 @@
+"""The kernel's own rule trace in a lab's namespaces: which rules it evaluated, in its order.
+
+nftables can trace a packet through every base chain it enters (nft(8) "meta nftrace"):
+a rule `meta nftrace set 1` marks the skb, and from then on every nf_tables chain it
+runs - native nft tables and iptables-nft's tables alike, both are nf_tables chains -
+reports each rule that matched (with its verdict) and each policy that applied, over
+netlink to `nft monitor trace`, which runs per netns (the netlink socket lives in the
+namespace of the process: `ip netns exec NAME nft -a monitor trace`; `-a` names the rule
+by its handle).
+
+`KernelTrace` adds, in each namespace of a lab, one table `inet ambientlab_trace` with a
+prerouting and an output chain at priority -350 - before raw (-300) and conntrack
+(-200), so every chain the packet meets afterwards is traced - starts one monitor per
+namespace, and parses what they print. The skb's trace flag is cleared when a packet
+crosses into another netns (`skb_scrub_packet`), which is why every namespace gets its
+own marking chains. Add it AFTER collecting a bundle: its table is not part of the lab.
+
+What the kernel prints (nft 1.0.6, kernel 6.x), one line per event::
+
+    trace id 45e941c6 ip nat OUTPUT packet: oif "lo" ip saddr ... tcp flags == syn ...
+    trace id 45e941c6 ip nat OUTPUT rule meta l4proto tcp ... jump X # handle 4 (verdict jump X)
+    trace id 45e941c6 ip mangle OUTPUT policy accept meta mark 0x00000005
+
+A rule that does not match is not reported; nor is the implicit return at the end of a
+user chain. A `packet:` line opens each base chain the packet enters.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import socket
+import subprocess
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+
+from ambientlab.inpod_emulate import connect_in
+from ambientlab.netns import LabError
+
+TABLE = "ambientlab_trace"
+_RULESET = f"""table inet {TABLE} {{
+    chain pre {{
+        type filter hook prerouting priority -350; policy accept;
+        meta nftrace set 1
+    }}
+    chain out {{
+        type filter hook output priority -350; policy accept;
+        meta nftrace set 1
+    }}
+}}
+"""
+READY_PORT = 9  # discard: the datagram that proves a monitor is listening
+
+_LINE = re.compile(
+    r"^trace id (?P<id>[0-9a-f]+) (?P<family>\S+) (?P<table>\S+) (?P<chain>\S+) "
+    r"(?P<kind>packet|rule|policy|verdict|unknown)\b:?\s?(?P<rest>.*)$"
+)
+_HANDLE = re.compile(r"# handle (\d+)")
+_VERDICT = re.compile(r"\(verdict ([^)]*)\)\s*$")
+_FLAGS = re.compile(r"tcp flags == (\S+)")
+_PORTS = re.compile(r"tcp sport (\d+) tcp dport (\d+)")
+_ADDRS = re.compile(r"ip6? saddr (\S+) ip6? daddr (\S+)")
+
+
+@dataclass(frozen=True, slots=True)
+class TraceEvent:
+    """One line of `nft -a monitor trace` in one namespace (`netns` is the logical id)."""
+
+    netns: str
+    trace_id: str
+    family: str
+    table: str
+    chain: str
+    kind: str  # packet | rule | policy | verdict
+    handle: int | None  # rule handle (kind "rule")
+    verdict: str | None  # "continue", "accept", "drop", "jump X", "goto X", "return"
+    text: str  # the rest of the line: the packet's headers, or the rule
+
+
+def parse_trace(netns: str, text: str) -> list[TraceEvent]:
+    """The events of one monitor's output (lines that are not trace events are ignored)."""
+    out: list[TraceEvent] = []
+    for line in text.splitlines():
+        m = _LINE.match(line.strip())
+        if not m:
+            continue
+        rest = m.group("rest")
+        kind = m.group("kind")
+        handle = verdict = None
+        if kind == "rule":
+            h = _HANDLE.search(rest)
+            handle = int(h.group(1)) if h else None
+            v = _VERDICT.search(rest)
+            verdict = v.group(1) if v else None
+        elif kind == "policy":
+            verdict = rest.split()[0] if rest else None
+        elif kind == "verdict":
+            verdict = rest.strip() or None
+        out.append(TraceEvent(netns, m.group("id"), m.group("family"), m.group("table"),
+                              m.group("chain"), kind, handle, verdict, rest))
+    return out
+
+
+def tcp_of(event: TraceEvent) -> tuple[str, str, int, str, int] | None:
+    """(flags, saddr, sport, daddr, dport) of a `packet:` event's TCP segment as this base
+    chain saw it (NAT changes it between chains), None for other packets."""
+    f, p, a = _FLAGS.search(event.text), _PORTS.search(event.text), _ADDRS.search(event.text)
+    if not f or not p or not a:
+        return None
+    return f.group(1), a.group(1), int(p.group(1)), a.group(2), int(p.group(2))
+
+
+def _ns_exec(name: str, *argv: str, stdin: str | None = None) -> str:
+    res = subprocess.run(["ip", "netns", "exec", name, *argv], input=stdin, capture_output=True,
+                         text=True, timeout=30, check=False)
+    if res.returncode != 0:
+        raise LabError(f"{' '.join(argv)} in netns {name} failed: {res.stderr.strip()}")
+    return res.stdout
+
+
+def _send_ready(netns: str, token: int) -> None:
+    """One UDP datagram to 127.0.0.1:9 from inside `netns`, source port `token`."""
+
+    def send(dst: str, port: int) -> None:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            s.bind(("127.0.0.1", token))
+            s.sendto(b"ready", (dst, port))
+
+    connect_in(netns, "127.0.0.1", READY_PORT, _fn=send)
+
+
+class KernelTrace:
+    """Kernel rule traces of a set of namespaces (logical id -> `ip netns` name).
+
+    Use as a context manager; between `mark()` and `events_since()` replay one thing; the
+    events of that window are returned per namespace, in the order each kernel printed them.
+    On exit the monitors are stopped and the trace table removed (the lab stays as it was).
+    """
+
+    def __init__(self, netns: Mapping[str, str], workdir: str | os.PathLike[str]) -> None:
+        self.netns = dict(netns)
+        self.workdir = Path(workdir)
+        self._procs: dict[str, subprocess.Popen[bytes]] = {}
+        self._files: dict[str, Path] = {}
+        self._installed: list[str] = []
+
+    def __enter__(self) -> KernelTrace:
+        try:
+            self.start()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def __exit__(self, et: type[BaseException] | None, ev: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.stop()
+
+    def start(self) -> None:
+        """Install the marking chains and start one monitor per namespace; wait until all
+        of them report (a datagram sent in each namespace shows up in its monitor)."""
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        for logical, name in self.netns.items():
+            _ns_exec(name, "nft", "-f", "-", stdin=_RULESET)
+            self._installed.append(name)
+            path = self.workdir / f"trace-{name}.txt"
+            self._files[logical] = path
+            with open(path, "wb") as out:
+                self._procs[logical] = subprocess.Popen(
+                    ["ip", "netns", "exec", name, "stdbuf", "-oL", "nft", "-a", "monitor",
+                     "trace"], stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        pending = dict(self.netns)
+        deadline = time.monotonic() + 20
+        token = 50_000
+        while pending:
+            if time.monotonic() > deadline:
+                raise LabError(f"nft monitor trace never reported in {sorted(pending)}")
+            token += 1
+            for logical, name in list(pending.items()):
+                _send_ready(name, token)
+            time.sleep(0.05)
+            for logical in list(pending):
+                if f"udp sport {token} udp dport {READY_PORT}" in self._read(logical, 0):
+                    del pending[logical]
+
+    def stop(self) -> None:
+        """Stop the monitors this object started and remove its tables (idempotent)."""
+        for proc in self._procs.values():
+            if proc.poll() is None:
+                proc.terminate()
+                try:
+                    proc.wait(timeout=5)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait()
+        self._procs.clear()
+        for name in self._installed:
+            subprocess.run(["ip", "netns", "exec", name, "nft", "delete", "table", "inet", TABLE],
+                           capture_output=True, timeout=30, check=False)
+        self._installed.clear()
+
+    def _read(self, logical: str, offset: int) -> str:
+        with open(self._files[logical], "rb") as f:
+            f.seek(offset)
+            return f.read().decode(errors="replace")
+
+    def mark(self) -> dict[str, int]:
+        """Where each monitor's output stands now."""
+        return {logical: self._files[logical].stat().st_size for logical in self.netns}
+
+    def events_since(self, marks: Mapping[str, int], settle: float = 0.15
+                     ) -> dict[str, list[TraceEvent]]:
+        """Every event printed since `marks`, once the monitors went quiet for `settle` s."""
+        last = self.mark()
+        quiet_since = time.monotonic()
+        while time.monotonic() - quiet_since < settle:
+            time.sleep(0.03)
+            now = self.mark()
+            if now != last:
+                last, quiet_since = now, time.monotonic()
+        return {logical: parse_trace(logical, self._read(logical, marks[logical]))
+                for logical in self.netns}
+
+    def rule_positions(self) -> dict[str, dict[tuple[str, str, int], tuple[str, int]]]:
+        """Per namespace: (family, table, rule handle) -> (chain, 1-based position), from
+        the live `nft -j list ruleset` (the handles the monitor prints)."""
+        from ambientctl.analyzers.parse.nft_hooks import rule_positions
+
+        return {logical: rule_positions(_ns_exec(name, "nft", "-j", "list", "ruleset"))
+                for logical, name in self.netns.items()}
+
+    def base_hooks(self) -> dict[str, dict[tuple[str, str, str], str]]:
+        """Per namespace: (family, table, chain) -> hook of every base chain."""
+        out: dict[str, dict[tuple[str, str, str], str]] = {}
+        for logical, name in self.netns.items():
+            doc = json.loads(_ns_exec(name, "nft", "-j", "list", "ruleset"))
+            hooks: dict[tuple[str, str, str], str] = {}
+            for item in doc.get("nftables", []):
+                c = item.get("chain")
+                if isinstance(c, dict) and c.get("hook"):
+                    hooks[(c["family"], c["table"], c["name"])] = c["hook"]
+            out[logical] = hooks
+        return out
