@@ -601,6 +601,19 @@ class Node:
 
 
 @dataclass(frozen=True)
+class MeshObject:
+    """An Istio or Gateway API object the intended path depends on (PeerAuthentication,
+    AuthorizationPolicy, Gateway), from cluster/<kind>s.json. `spec` is kept as read."""
+
+    kind: str
+    namespace: str
+    name: str
+    labels: Mapping[str, str]
+    spec: Mapping[str, object]
+    source: SourceRef
+
+
+@dataclass(frozen=True)
 class Cluster:
     """Kubernetes objects of the bundle; empty tuples when a file is absent."""
 
@@ -608,6 +621,9 @@ class Cluster:
     services: tuple[Service, ...] = ()
     namespaces: tuple[Namespace, ...] = ()
     nodes: tuple[Node, ...] = ()
+    mesh_objects: tuple[MeshObject, ...] = ()
+    mesh_kinds: frozenset[str] = frozenset()
+    """Kinds of `mesh_objects` whose file the bundle holds (absent = not collected)."""
 
 
 @dataclass(frozen=True)

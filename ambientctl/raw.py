@@ -20,6 +20,9 @@ class RawStatus(StrEnum):
     TIMEOUT = "timeout"
     TRANSPORT_ERROR = "transport-error"  # could not reach the target at all
     SKIPPED = "skipped"  # not run (filtered, interrupted, not applicable)
+    # printed more than the per-command output cap (--max-output): not stored, because a
+    # cut dump read as if whole would give confident wrong answers
+    TRUNCATED = "truncated"
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,6 +35,7 @@ class ExecResult:
     duration_ms: int
     timed_out: bool = False
     not_found: bool = False
+    truncated: bool = False  # stdout went past the transport's output cap (`stdout` empty)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -252,4 +252,4 @@ def test_no_reachable_cluster_is_one_line_pointing_at_the_example(tmp_path: Path
     assert res.returncode == 3 and res.stdout == ""
     lines = res.stderr.splitlines()
     assert len(lines) == 2 and lines[0].startswith("error: no cluster reachable")
-    assert lines[1] == "hint: replay a bundle instead: --bundle examples/seed-kind-ambient"
+    assert lines[1] == "hint: replay a bundle instead: --bundle example:seed-kind-ambient"

@@ -148,7 +148,11 @@ def test_batch_script_runs_only_catalogue_commands() -> None:
     )
     for word in ("iptables", "ipset", "nft", "sysctl", "rm", "mount", "kill", "dd", "tee", "eval"):
         assert not re.search(rf"\b{word}\b", framing), word
-    assert {t.rstrip(";)") for t in re.findall(r">\s*(\S+)", framing)} <= {"/dev/null", "&2", "&1"}
+    # redirections: /dev/null or file-descriptor duplications (the output cap's exit-code
+    # channel uses fds 3 and 4), never a file
+    assert {t.rstrip(";)") for t in re.findall(r">\s*(\S+)", framing)} <= {
+        "/dev/null", "&2", "&1", "&3", "&4", "&-"
+    }
 
 
 def test_discovery_script_runs_only_a_catalogue_command() -> None:
@@ -253,11 +257,13 @@ class FakeInner:
 
     def __init__(self, has_sh: bool = True, cut_after: int | None = None) -> None:
         self.calls: list[tuple[str, ...]] = []
+        self.timeouts: list[float] = []
         self.has_sh = has_sh
         self.cut_after = cut_after
 
     def run(self, argv: Sequence[str], *, netns: NetnsRef | None, timeout: float) -> ExecResult:
         self.calls.append(tuple(argv))
+        self.timeouts.append(timeout)
         if argv[0] == "sh":
             if not self.has_sh:
                 return ExecResult(None, b"", b"sh: not found", 1, not_found=True)
@@ -295,13 +301,41 @@ def test_without_sh_the_target_falls_back_to_one_exec_per_command() -> None:
     assert sum(1 for c in inner.calls if c[0] == "sh") == 1  # never retried on that target
 
 
-def test_commands_the_cut_batch_never_reached_run_individually() -> None:
+def test_a_batch_cut_by_the_deadline_is_never_retried_one_command_at_a_time() -> None:
     inner = FakeInner(cut_after=1)
-    t = BatchingTransport(inner)
+    t = BatchingTransport(inner, target_timeout=7)
     first, second, third = (t.run(s.argv, netns=None, timeout=5) for s in NETNS_SPECS[:3])
     assert first.exit_code == 0
     assert second.timed_out and second.stdout == f"{NETNS_SPECS[1].argv[0]}-output".encode()
-    assert third.stdout == f"{NETNS_SPECS[2].argv[0]}-single".encode()
+    # Not reached before the deadline: timed out too, and nothing more was sent.
+    assert third.timed_out and third.stdout == b""
+    assert len(inner.calls) == 1 and inner.timeouts == [7]
+
+
+def test_the_batch_gives_each_command_its_own_timeout_as_the_manifest_says() -> None:
+    inner = FakeInner()
+    t = BatchingTransport(inner, command_timeout=30, target_timeout=400)
+    t.run(NETNS_SPECS[0].argv, netns=None, timeout=30)
+    sent = inner.calls[0]
+    assert batch.is_allowed(sent)
+    nft = batch.INDEX[("nft", "-j", "list", "ruleset")]
+    # the token before nft's index raises its timeout to 4 x 30 s; the next one restores it
+    i = sent.index(str(nft))
+    assert sent[5] == "30" and sent[i - 1] == "t120" and sent[i + 1] == "t30"
+
+
+@pytest.mark.skipif(not os.path.exists("/usr/bin/timeout"), reason="coreutils timeout")
+def test_the_per_command_timeout_token_changes_the_limit_inside_the_script() -> None:
+    nonce = new_nonce()
+    script = batch._PROLOGUE + "    0) x sleep 3 ;;\n" + batch._EPILOGUE
+    res = subprocess.run(
+        ["sh", "-c", script, "sh", nonce, "1", "=", "0", "t5", "0"], capture_output=True
+    )
+    pieces = split_batch(res.stdout, res.stderr, nonce)
+    # `_pieces` keys by index: the second run (t5) overwrote the first (t1, killed)
+    assert pieces[0].exit_code == 0 and not pieces[0].timed_out
+    res = subprocess.run(["sh", "-c", script, "sh", nonce, "1", "=", "0"], capture_output=True)
+    assert split_batch(res.stdout, res.stderr, nonce)[0].timed_out
 
 
 @pytest.mark.kernel

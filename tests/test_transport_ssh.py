@@ -173,6 +173,44 @@ def test_a_changed_host_key_is_always_refused(
 
 
 @pytest.mark.kernel
+@pytest.mark.parametrize("accept_new", [False, True])
+def test_a_revoked_host_key_is_refused_even_when_also_listed_as_known(
+    sshd_nodes: dict[str, Sshd], peer_dir: Path, tmp_path: Path, accept_new: bool
+) -> None:
+    s = sshd_nodes[NODE]
+    kind, blob = s.host_pub
+    known = tmp_path / "known_hosts"
+    text = s.known_hosts_line() + f"@revoked * {kind} {blob} compromised\n"
+    known.write_text(text)
+    t = SshTransport(
+        endpoint(s, peer_dir / "id_client"), known_hosts=str(known), accept_new=accept_new
+    )
+    with pytest.raises(TransportError, match="@revoked"):
+        t.run(["true"], netns=None, timeout=5)
+    assert known.read_text() == text  # never recorded, whatever the mode
+
+
+@pytest.mark.kernel
+def test_cert_authority_and_unparsable_lines_are_skipped_as_openssh_does(
+    sshd_nodes: dict[str, Sshd], peer_dir: Path, tmp_path: Path
+) -> None:
+    s, other = sshd_nodes[NODE], sshd_nodes["ambient-worker"]
+    kind, blob = other.host_pub
+    known = tmp_path / "known_hosts"
+    ca_line = f"@cert-authority *.example.com,127.0.0.1 {kind} {blob}\n"
+    junk = "# comment\n\n[h]:22 ssh-unknown AAAA\nbroken-line\nh2 ssh-ed25519 !!notbase64!!\n"
+    known.write_text(ca_line + junk + s.known_hosts_line())
+    t = SshTransport(endpoint(s, peer_dir / "id_client"), known_hosts=str(known))
+    assert t.run(["true"], netns=None, timeout=10).exit_code == 0
+    t.close()
+    # A CA line alone never makes a plain host key trusted: the host is unknown.
+    known.write_text(f"@cert-authority * {s.host_pub[0]} {s.host_pub[1]}\n")
+    t = SshTransport(endpoint(s, peer_dir / "id_client"), known_hosts=str(known))
+    with pytest.raises(TransportError, match="not in .*refusing to connect"):
+        t.run(["true"], netns=None, timeout=5)
+
+
+@pytest.mark.kernel
 def test_a_jump_host_reaches_the_node_through_direct_tcpip(
     sshd_nodes: dict[str, Sshd], peer_dir: Path, tmp_path: Path
 ) -> None:

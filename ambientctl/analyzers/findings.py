@@ -152,6 +152,8 @@ class NodeSummary:
     pods_captured: int | None
     counts: dict[str, int] = field(default_factory=dict)
     """Unsuppressed findings by severity."""
+    ztunnel: bool = False
+    """A ztunnel pod (or its network namespace) is on this node."""
 
 
 @dataclass(frozen=True)
@@ -169,11 +171,18 @@ class Report:
     """error | warning | none"""
     catalogue: tuple[CheckInfo, ...] = ()
     """Every check known to this ambientctl (run or not applicable)."""
+    below_threshold: tuple[Finding, ...] = ()
+    """Unsuppressed findings less severe than `--output-threshold`: not shown, still
+    counted, and still able to fail the run (the two thresholds are apart, as in
+    `istioctl analyze`)."""
+    output_threshold: str = "info"
+    unmatched_suppressions: tuple[str, ...] = ()
+    """`-S` values that silenced nothing (a typo there would hide nothing, silently)."""
 
     def counts(self) -> dict[str, int]:
-        """Unsuppressed findings by severity."""
+        """Unsuppressed findings by severity (shown or below the output threshold)."""
         out = {s.value: 0 for s in Severity}
-        for f in self.findings:
+        for f in (*self.findings, *self.below_threshold):
             out[f.severity.value] += 1
         return out
 
@@ -190,7 +199,21 @@ class Report:
         if self.fail_on == "none":
             return False
         threshold = Severity(self.fail_on).rank
-        return any(f.severity.rank >= threshold for f in self.findings)
+        return any(f.severity.rank >= threshold
+                   for f in (*self.findings, *self.below_threshold))
+
+    @property
+    def no_ambient(self) -> bool:
+        """Nodes were collected but none runs ambient redirection or a ztunnel: a clean
+        report would be a false PASS (nothing ambient was there to check)."""
+        return bool(self.nodes) and all(n.mode == "none" and not n.ztunnel for n in self.nodes)
+
+    @property
+    def result(self) -> str:
+        """pass | fail | no-ambient (the JSON `result`; the text verdict in capitals)."""
+        if self.failing:
+            return "fail"
+        return "no-ambient" if self.no_ambient else "pass"
 
     @property
     def errored(self) -> tuple[CheckResult, ...]:

@@ -12,11 +12,12 @@ import json
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
-from ambientctl.bundle.layout import CLUSTER_FILES, split_netns_dir
+from ambientctl.bundle.layout import CLUSTER_FILES, MESH_FILES, split_netns_dir
 from ambientctl.errors import ParseError
 from ambientctl.model import (
     Cluster,
     IpSet,
+    MeshObject,
     NetNamespace,
     NodeState,
     PodRef,
@@ -92,11 +93,22 @@ def build_snapshot(view: BundleView) -> Snapshot:
         got = _parse(problems, rel, lambda: fn(view.read_text(rel), rel))
         return got if isinstance(got, tuple) else ()
 
+    mesh: list[MeshObject] = []
+    mesh_kinds = set()
+    for kind, rel in MESH_FILES.items():
+        if rel in paths:
+            got = _parse(problems, rel, lambda k=kind, r=rel: pc.parse_mesh_objects(
+                view.read_text(r), r, k))
+            if isinstance(got, tuple):
+                mesh += got
+                mesh_kinds.add(kind)
     cluster = Cluster(
         pods=cluster_file("pods", pc.parse_pods),
         services=cluster_file("services", pc.parse_services),
         namespaces=cluster_file("namespaces", pc.parse_namespaces),
         nodes=cluster_file("nodes", pc.parse_nodes),
+        mesh_objects=tuple(mesh),
+        mesh_kinds=frozenset(mesh_kinds),
     )
 
     groups: dict[tuple[str, str | None, str | None], set[str]] = {}

@@ -12,6 +12,7 @@ Public contract, see docs/bundle-format.md (mirrors the team's bundle-layout.md)
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
@@ -23,6 +24,14 @@ CLUSTER_FILES = {
     "namespaces": "cluster/namespaces.json",
     "nodes": "cluster/nodes.json",
     "endpointslices": "cluster/endpointslices.json",
+}
+
+# Istio / Gateway API objects the intended path depends on: optional (older bundles and
+# clusters without the CRDs lack them; intent then falls back to labels, and says so).
+MESH_FILES = {
+    "PeerAuthentication": "cluster/peerauthentications.json",
+    "AuthorizationPolicy": "cluster/authorizationpolicies.json",
+    "Gateway": "cluster/gateways.json",
 }
 
 # file name -> what produced it; order = preference when alternatives exist (JSON first).
@@ -81,3 +90,9 @@ def split_netns_dir(path: str) -> tuple[str, str | None, str | None, str] | None
     if len(parts) == 6 and parts[0] == "nodes" and parts[2] == "pods":
         return parts[1], parts[3], parts[4], parts[5]
     return None
+
+
+def looks_like_bundle(paths: Iterable[str]) -> bool:
+    """A bundle holds at least one of manifest.json, nodes/..., cluster/...: anything else
+    (a docs folder, an empty directory) is refused rather than read as an empty cluster."""
+    return any(p == MANIFEST or p.startswith(("nodes/", "cluster/")) for p in paths)

@@ -7,20 +7,16 @@ originals to replacements is written BESIDE the output (`<out>.private-map.json`
 0600), never inside it: the bundle can be shared, the map stays with the user (sos clean
 does the same).
 
-What is replaced (rules "v1", see docs/bundle-format.md "Redaction"):
+What is replaced (rules "v2", see docs/limits-and-safety.md "Redaction"). Structured
+files (manifest, cluster/*.json, config_dump) go field by field through the
+classification table of `redact_fields.py` (`redact_walk.py`); kernel dumps through the
+text pass below, their comments as free text (`prose`); unknown files are dropped.
+The text pass:
 
-- IPv4 / IPv6 addresses and prefixes, by a keyed *prefix-preserving* bijection (the
-  Crypto-PAn construction: bit i is flipped or not according to a keyed function of the
-  bits before it). Two addresses that share their first n bits still share them after
-  mapping, so every prefix, route, ipset member, `-s/-d` CIDR and `ip rule` selector keeps
-  matching the same addresses. Only the upper bits are mapped: the lower 16 bits of IPv4
-  (8 inside 192.168/16) and the lower 64 of IPv6 stay, so a host keeps its position in
-  its /16 (/24, /64) and network / broadcast addresses stay network / broadcast.
-  Self-mapped zones: 10/8, 100.64/10, 172.16/12 and 192.168/16 stay private, fc00::/7
-  stays ULA. Kept as is: 0/8, loopback 127/8 and ::1, link-local 169.254/16 (Istio's
-  probe SNAT 169.254.7.127) and fe80::/10 prefixes, multicast and class E (which holds
-  every netmask written 255.x.y.z), `::`, and Istio's fixed istioin/istioout link nets
-  192.168.126.0/24 and 192.168.127.0/24 (constants the analyzers check).
+- IPv4 / IPv6 addresses and prefixes, by a keyed prefix-preserving bijection over all
+  bits (`redact_ip.py`: Crypto-PAn style, private zones self-mapped, documented
+  special ranges kept, never the identity otherwise). A network written with its length
+  maps to the mapped network of the same length.
   A link-local IPv6 whose interface id is an EUI-64 gets the id of the mapped MAC.
 - MAC addresses (consistently; broadcast, multicast and all-zero kept), UUIDs (pod and
   object uids, `cni-<uuid>` netns names).
@@ -56,10 +52,13 @@ from typing import Any
 from ambientctl.bundle.layout import CLUSTER_FILES, MANIFEST, split_netns_dir
 from ambientctl.bundle.manifest import Manifest, sha256_hex
 from ambientctl.bundle.reader import open_bundle
+from ambientctl.bundle.redact_fields import MANIFEST_FIELDS, file_kind, table_for
+from ambientctl.bundle.redact_ip import V4_ZONES, V6_ZONES, PrefixMap
+from ambientctl.bundle.redact_walk import Walker
 from ambientctl.bundle.writer import bundle_name, check_output_path, rfc3339, write_prepared
 from ambientctl.errors import BundleError, UsageError
 
-RULES = "v1"
+RULES = "v2"
 MAP_SCHEMA = "ambientctl.redaction-map/v1"
 
 KEPT_NAMESPACES = frozenset(
@@ -86,100 +85,6 @@ RESERVED_WORDS = frozenset(
 )
 
 # ---------------------------------------------------------------------------- addresses
-
-
-@dataclass(frozen=True, slots=True)
-class _Zone:
-    net: int
-    length: int
-    keep: bool  # the whole zone is kept as is
-    host_from: int  # bits from here on are never mapped
-
-
-def _zone(cidr: str, *, keep: bool = False, host_from: int = 0) -> _Zone:
-    n = ipaddress.ip_network(cidr)
-    return _Zone(int(n.network_address), n.prefixlen, keep, host_from or n.prefixlen)
-
-
-_V4_ZONES = (
-    _zone("0.0.0.0/8", keep=True),
-    _zone("127.0.0.0/8", keep=True),
-    _zone("169.254.0.0/16", keep=True),
-    _zone("224.0.0.0/4", keep=True),
-    _zone("240.0.0.0/4", keep=True),
-    _zone("192.168.126.0/24", keep=True),
-    _zone("192.168.127.0/24", keep=True),
-    _zone("10.0.0.0/8", host_from=16),
-    _zone("100.64.0.0/10", host_from=16),
-    _zone("172.16.0.0/12", host_from=16),
-    _zone("192.168.0.0/16", host_from=24),
-)
-_V6_ZONES = (
-    _zone("::/128", keep=True),
-    _zone("::1/128", keep=True),
-    _zone("::ffff:0:0/96", keep=True),  # v4-mapped: the embedded IPv4 is mapped instead
-    _zone("fe80::/10", keep=True),
-    _zone("ff00::/8", keep=True),
-    _zone("fc00::/7", host_from=64),
-)
-
-
-class _PrefixMap:
-    """A keyed prefix-preserving bijection on `width`-bit integers, zones self-mapped.
-
-    Bit i (from the top) is flipped iff a keyed PRF of (i, the original's first i bits)
-    says so. That decision depends only on the prefix, so the map is a bijection that
-    preserves every common prefix. Bits whose prefix is a proper prefix of a zone are
-    never flipped: an address inside a zone stays inside, one outside stays outside.
-    """
-
-    def __init__(self, key: bytes, width: int, zones: tuple[_Zone, ...], host_from: int):
-        self.key = key
-        self.width = width
-        self.zones = sorted(zones, key=lambda z: -z.length)
-        self.default = _Zone(0, 0, False, host_from)
-        self._flip: dict[tuple[int, int], bool] = {}
-        self._done: dict[int, int] = {}
-
-    def zone_of(self, a: int) -> _Zone:
-        for z in self.zones:
-            shift = self.width - z.length
-            if a >> shift == z.net >> shift:
-                return z
-        return self.default
-
-    def _protected(self, i: int, prefix: int) -> bool:
-        return any(z.length > i and z.net >> (self.width - i) == prefix for z in self.zones)
-
-    def _decide(self, i: int, prefix: int) -> bool:
-        got = self._flip.get((i, prefix))
-        if got is None:
-            if self._protected(i, prefix):
-                got = False
-            else:
-                msg = f"{self.width}:{i}:{prefix}".encode()
-                got = bool(hmac.new(self.key, msg, hashlib.sha256).digest()[0] & 1)
-            self._flip[(i, prefix)] = got
-        return got
-
-    def map(self, a: int) -> int:
-        got = self._done.get(a)
-        if got is not None:
-            return got
-        z = self.zone_of(a)
-        out = a
-        if not z.keep:
-            for i in range(z.length, z.host_from):
-                prefix = a >> (self.width - i) if i else 0
-                if self._decide(i, prefix):
-                    out ^= 1 << (self.width - 1 - i)
-        self._done[a] = out
-        return out
-
-    def kept(self, a: int) -> bool:
-        """Is `a` outside what redaction changes (a kept zone, or nothing mappable)?"""
-        z = self.zone_of(a)
-        return z.keep or z.length >= z.host_from
 
 
 def _keyed(key: bytes, label: str, value: str, n: int) -> bytes:
@@ -222,14 +127,24 @@ class Redactor:
     ips: dict[str, str] = field(default_factory=dict)
     macs: dict[str, str] = field(default_factory=dict)
     uuids: dict[str, str] = field(default_factory=dict)
+    opaque: dict[str, str] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
+    unclassified: set[str] = field(default_factory=set)
+    infra_names: set[str] = field(default_factory=set)
 
     def __post_init__(self) -> None:
-        self.v4 = _PrefixMap(self.key, 32, _V4_ZONES, 16)
-        self.v6 = _PrefixMap(self.key, 128, _V6_ZONES, 64)
+        self.v4 = PrefixMap(self.key, 32, V4_ZONES)
+        self.v6 = PrefixMap(self.key, 128, V6_ZONES)
         self._mac_out: set[str] = set()
         self._taken: set[str] = set()
         self._counters: dict[str, int] = {}
+        self._opaque_out: set[str] = set()
+        self._literal_re: re.Pattern[str] | None = None
+        self._literals: dict[str, str] = {}
+        # Memos: a node dump repeats each address and comment many times (630k-rule
+        # kube-proxy dumps name every endpoint in 4 lines).
+        self._addr_done: dict[str, str] = {}
+        self._prose_done: dict[str, str] = {}
 
     # ------------------------------------------------------------------ names
     def add_name(self, name: str, kind: str) -> None:
@@ -247,6 +162,11 @@ class Redactor:
         self.name_kinds.setdefault(name, set()).add(kind)
         if kind == "node" and "." in name:
             self.add_name(name.split(".", 1)[0], "node")
+
+    def is_kept_name(self, name: str, kind: str) -> bool:
+        """A name deliberately kept: a keyword, a kept namespace, an infrastructure object."""
+        return (name in RESERVED_WORDS or name in KEPT_NAMESPACES or name in self.infra_names
+                or (kind == "namespace" and name in KEPT_NAMESPACES))
 
     def _fresh(self, kind: str) -> str:
         prefix = {"node": "node", "namespace": "ns", "netns": "netns"}.get(kind, "app")
@@ -350,6 +270,13 @@ class Redactor:
         return got.upper() if text.isupper() else got
 
     def _addr(self, m: re.Match[str]) -> str:
+        whole = m.group(0)
+        got = self._addr_done.get(whole)
+        if got is None:
+            got = self._addr_done[whole] = self._addr_new(m)
+        return got
+
+    def _addr_new(self, m: re.Match[str]) -> str:
         g = m.groupdict()
         if g.get("nft") is not None:
             ip, length = m.group("nftip"), int(m.group("nftlen"))
@@ -384,11 +311,126 @@ class Redactor:
 
     # ------------------------------------------------------------------ apply
     def text(self, s: str) -> str:
-        """Redact one string: names, then UUIDs, then addresses (each output is final)."""
+        """Redact one string: literals, names, then UUIDs, then addresses (each output final)."""
+        if self._literals:
+            s = self._literal_sub(s)
         if self.names:
             s = _TOKEN.sub(self._token, s)
         s = _UUID.sub(self._uuid, s)
         return _ADDR.sub(self._addr, s)
+
+    def dump(self, s: str) -> str:
+        """A kernel dump: `text()`, with rule / set comments redacted as prose.
+
+        Comments are redacted first and parked behind NUL-delimited placeholders (NUL never
+        occurs in a text dump), so the one `text()` pass over the whole file never maps
+        an already-mapped address twice.
+        """
+        if "\0" in s:
+            return self._dump_segments(s)
+        parked: list[str] = []
+
+        def park(m: re.Match[str]) -> str:
+            comment = m.group("c")
+            done = self._prose_done.get(comment)
+            if done is None:
+                done = self._prose_done[comment] = self.prose(comment)
+            parked.append(done)
+            return m.group(0)[: m.start("c") - m.start(0)] + f"\0{len(parked) - 1}\0"
+
+        s = self.text(_COMMENT.sub(park, s))
+        return _PARKED.sub(lambda m: parked[int(m.group(1))], s) if parked else s
+
+    def _dump_segments(self, s: str) -> str:
+        out: list[str] = []
+        last = 0
+        for m in _COMMENT.finditer(s):
+            out.append(self.text(s[last:m.start("c")]))
+            out.append(self.prose(m.group("c")))
+            last = m.end("c")
+        out.append(self.text(s[last:]))
+        return "".join(out)
+
+    def prose(self, s: str) -> str:
+        """Free text (stderr, notes, comments): `text()` plus hostnames, SPIFFE ids, ARNs,
+        users and e-mail addresses, which only free text holds."""
+        if self._literals:
+            s = self._literal_sub(s)
+        s = _ARN.sub(lambda m: self.opaque_value("arn", m.group(0)), s)
+        s = _SPIFFE.sub(self._spiffe, s)
+        s = _USER_AT.sub(lambda m: self.opaque_value("user", m.group(1)) + "@", s)
+        s = _HOSTNAME.sub(lambda m: self.hostname(m.group(0)), s)
+        return self.text(s)
+
+    # ------------------------------------------------------------------ opaque values
+    def opaque_value(self, kind: str, value: str, *, literal: bool = False) -> str:
+        """A consistent token (`kind-rN`) for a value that must not survive at all.
+
+        With `literal`, the value is also replaced wherever it appears verbatim in any
+        other file (a kube context or an image named in stderr).
+        """
+        if value == "" or value in self._opaque_out:
+            return value
+        got = self.opaque.get(value)
+        if got is None:
+            got = self._fresh_opaque(kind)
+            self.opaque[value] = got
+            self._opaque_out.add(got)
+        if literal and len(value) >= 4 and value not in self._literals:
+            self._literals[value] = got
+            self._literal_re = None
+        return got
+
+    def _fresh_opaque(self, kind: str) -> str:
+        while True:
+            n = self._counters.get("opaque:" + kind, 0) + 1
+            self._counters["opaque:" + kind] = n
+            cand = f"{kind}-r{n}"
+            if cand not in self.name_kinds and cand not in self.opaque:
+                return cand
+
+    def _literal_sub(self, s: str) -> str:
+        if self._literal_re is None:
+            alts = sorted(self._literals, key=len, reverse=True)
+            self._literal_re = re.compile(
+                r"(?<![\w-])(?:" + "|".join(re.escape(a) for a in alts) + r")(?![\w-])")
+        return self._literal_re.sub(lambda m: self._literals[m.group(0)], s)
+
+    def hostname(self, host: str) -> str:
+        """A DNS name: each label a known name (mapped), a DNS keyword, or opaque."""
+        labels = host.split(".")
+        if labels[-1].lower() in _FILE_SUFFIXES:
+            return host  # a file name (`pods.json`), not a host
+        out = []
+        for i, label in enumerate(labels):
+            low = label.lower()
+            if label in self.names:
+                out.append(self.names[label])
+            elif label in self._opaque_out or low in _DNS_WORDS or (
+                    i == len(labels) - 1 and low in _TLDS):
+                out.append(label)
+            else:
+                out.append(self.opaque_value("host", label))
+        return ".".join(out)
+
+    def domain(self, value: str) -> str:
+        """A trust / cluster domain: `cluster.local` is Kubernetes' default and kept."""
+        if value in ("cluster.local", ""):
+            return value
+        return self.opaque_value("domain", value, literal=True)
+
+    def _spiffe(self, m: re.Match[str]) -> str:
+        td, rest = m.group("td"), m.group("rest") or ""
+        parts = rest.split("/")
+        for i in range(2, len(parts), 2):
+            if parts[i - 1] in ("ns", "sa"):
+                kind = "namespace" if parts[i - 1] == "ns" else "serviceaccount"
+                p = parts[i]
+                if p in self.names:
+                    parts[i] = self.names[p]
+                elif p not in KEPT_NAMESPACES and p not in RESERVED_WORDS:
+                    parts[i] = self.opaque_value("ns" if kind == "namespace" else "sa", p)
+        return "spiffe://" + self.domain(td) + "/".join(parts)
 
     def walk(self, doc: Any) -> Any:
         """Redact every string (keys included) of a JSON-like value."""
@@ -399,6 +441,23 @@ class Redactor:
         if isinstance(doc, dict):
             return {self.text(k): self.walk(v) for k, v in doc.items()}
         return doc
+
+
+_COMMENT = re.compile(
+    r'(?:--comment\s+|(?<!-m )(?<![\w-])comment\s+|"comment":\s*)(?P<c>"(?:[^"\\]|\\.)*"|[^\s"]+)')
+_PARKED = re.compile("\0(\\d+)\0")
+_ARN = re.compile(r"\barn:aws[\w-]*:[\w-]*:[\w-]*:\d*:[^\s\"',;]+")
+_SPIFFE = re.compile(r"spiffe://(?P<td>[A-Za-z0-9._-]+)(?P<rest>(?:/[A-Za-z0-9._~-]+)*)")
+_USER_AT = re.compile(r"(?<![\w.@-])([A-Za-z0-9._%+-]+)@(?=[A-Za-z0-9\[])")
+_HOSTNAME = re.compile(
+    r"(?<![\w.-])(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+"
+    r"[A-Za-z][A-Za-z0-9-]{0,61}[A-Za-z0-9](?![\w-]|\.[A-Za-z0-9])")
+_FILE_SUFFIXES = frozenset({"json", "txt", "gz", "tgz", "tar", "yaml", "yml", "log", "pem",
+                            "crt", "key", "sh", "py", "conf", "md", "golden", "partial"})
+_DNS_WORDS = frozenset({"svc", "cluster", "local", "default", "kube-system", "istio-system",
+                        "kube-public", "kube-node-lease", "www", "localhost", "localdomain"})
+_TLDS = frozenset({"com", "net", "org", "io", "dev", "internal", "local", "lan", "corp",
+                   "cloud", "example", "invalid", "test", "arpa"})
 
 
 # -------------------------------------------------------------------------- collecting
@@ -432,6 +491,7 @@ def _register_cluster(red: Redactor, kind: str, doc: Any) -> None:
         if ns in INFRA_NAMESPACES:
             if isinstance(spec, dict) and isinstance(spec.get("nodeName"), str):
                 red.add_name(spec["nodeName"], "node")
+            _note_infra(red, meta, spec)
             continue
         red.add_name(meta.get("name"), kind)
         if isinstance(meta.get("generateName"), str):
@@ -454,6 +514,25 @@ def _register_cluster(red: Redactor, kind: str, doc: Any) -> None:
             for c in (spec.get("containers") or []) + (spec.get("initContainers") or []):
                 if isinstance(c, dict) and isinstance(c.get("name"), str):
                     red.add_name(c["name"], "app")
+
+
+def _note_infra(red: Redactor, meta: Any, spec: Any) -> None:
+    """Names of infrastructure objects (ztunnel, istiod, coredns): kept, analyzers read them."""
+    found = [meta.get("name"), meta.get("generateName")]
+    found += [o.get("name") for o in meta.get("ownerReferences") or [] if isinstance(o, dict)]
+    labels = meta.get("labels")
+    if isinstance(labels, dict):
+        found += [labels.get(k) for k in _APP_LABELS]
+    if isinstance(spec, dict):
+        found.append(spec.get("serviceAccountName"))
+        for c in (spec.get("containers") or []) + (spec.get("initContainers") or []):
+            if isinstance(c, dict):
+                found.append(c.get("name"))
+                found += [p.get("name") for p in c.get("ports") or [] if isinstance(p, dict)]
+        for p in spec.get("ports") or []:
+            if isinstance(p, dict):
+                found += [p.get("name"), p.get("targetPort")]
+    red.infra_names.update(str(f).rstrip("-") for f in found if isinstance(f, str) and f)
 
 
 def _register_manifest(red: Redactor, manifest: Mapping[str, Any] | None) -> None:
@@ -537,24 +616,50 @@ def redact_bundle(src_path: str, out_path: str, *, key: bytes | None = None) -> 
             if rel.endswith("ip-addr.txt"):
                 for m in _LINK_NETNS.finditer(text):
                     red.add_name(m.group(1), "netns")
+        parsed: dict[str, Any] = {}
+        for rel in files:
+            if table_for(rel) is not None:
+                try:
+                    parsed[rel] = json.loads(files[rel])
+                except ValueError as exc:
+                    raise BundleError(f"{src_path}: {rel} is not valid JSON ({exc})",
+                                      hint="redaction reads structured files field by field")
+        for rel, doc_in in parsed.items():  # dry pass: contexts, images -> literals
+            Walker(red, table_for(rel), rel, dry=True).walk(doc_in)  # type: ignore[arg-type]
+        if manifest is not None:
+            Walker(red, MANIFEST_FIELDS, MANIFEST, dry=True).walk(dict(manifest))
         red.finish_names()
         out_files: list[tuple[str, bytes]] = []
         new_path: dict[str, str] = {}
+        dropped: list[str] = []
         for rel in sorted(files):
+            kind = file_kind(rel)
+            if kind is None:
+                dropped.append(rel)
+                red.warnings.append(f"{rel} dropped: not a file type redaction knows")
+                continue
             new_rel = red.text(rel)
-            data = red.text(files[rel]).encode("utf-8", errors="surrogateescape")
+            if rel in parsed:
+                walked = Walker(red, table_for(rel), rel, dry=False).walk(parsed[rel])  # type: ignore[arg-type]
+                indent = 4 if rel.startswith("cluster/") else 2
+                body = json.dumps(walked, indent=indent, ensure_ascii=False) + "\n"
+            else:
+                body = red.dump(files[rel])
             new_path[rel] = new_rel
-            out_files.append((new_rel, data))
+            out_files.append((new_rel, body.encode("utf-8", errors="surrogateescape")))
         stored = {p: d for p, d in out_files}
-        doc = _redacted_manifest(red, manifest, stored, new_path, src_path)
+        doc = _redacted_manifest(red, manifest, stored, new_path, src_path, dropped)
     finally:
         src.close()
-    if len(stored) != len(files):
+    if len(stored) != len(new_path):
         raise BundleError(f"{src_path}: two files map to one path after redaction",
                           hint="report this: the name map is not injective")
+    for path in sorted(red.unclassified):
+        red.warnings.append(f"{path}: field not classified; its values were made opaque")
     write_prepared(out_path, out_files, doc)
     counts = {"names": len(red.names), "ips": len(red.ips), "macs": len(red.macs),
-              "uuids": len(red.uuids), "files": len(out_files)}
+              "uuids": len(red.uuids), "opaque": len(red.opaque), "files": len(out_files),
+              "dropped": len(dropped)}
     _write_map(map_path, red, parent=doc["redaction"]["parent"], bundle_id=doc["bundle_id"],
                out_path=out_path)
     return RedactResult(out_path, map_path, doc["bundle_id"], doc["redaction"]["parent"],
@@ -563,21 +668,25 @@ def redact_bundle(src_path: str, out_path: str, *, key: bytes | None = None) -> 
 
 def _redacted_manifest(red: Redactor, manifest: Mapping[str, Any] | None,
                        stored: dict[str, bytes], new_path: dict[str, str],
-                       src_path: str) -> dict[str, Any]:
-    """The new manifest: every string redacted, hashes and sizes of the new bytes."""
+                       src_path: str, dropped: list[str]) -> dict[str, Any]:
+    """The new manifest: fields redacted by MANIFEST_FIELDS, hashes of the new bytes."""
     src = dict(manifest or {})
+    walked = Walker(red, MANIFEST_FIELDS, MANIFEST, dry=False).walk(src)
     listed: set[str] = set()
     entries: list[dict[str, Any]] = []
-    for entry in src.get("entries", []) or []:
-        if not isinstance(entry, dict):
+    raw_entries = src.get("entries") if isinstance(src.get("entries"), list) else []
+    for entry, new in zip(raw_entries, walked.get("entries") or [], strict=False):
+        if not isinstance(entry, dict) or not isinstance(new, dict):
             continue
-        new = red.walk({k: v for k, v in entry.items() if k not in ("sha256", "size", "path")})
+        new = {k: v for k, v in new.items() if k not in ("sha256", "size", "path")}
         path = entry.get("path")
         if path and path in new_path:
             listed.add(path)
             rel = new_path[path]
             new = {"path": rel, **new, "size": len(stored[rel]), "sha256": sha256_hex(stored[rel])}
         else:
+            if path in dropped:
+                new["note"] = "dropped by redaction: not a file type redaction knows"
             new = {"path": None, **new, "size": None, "sha256": None}
         entries.append(new)
     for path, rel in sorted(new_path.items()):
@@ -587,18 +696,20 @@ def _redacted_manifest(red: Redactor, manifest: Mapping[str, Any] | None,
                             "sha256": sha256_hex(stored[rel])})
     m = Manifest(
         created_at=str(src.get("created_at") or rfc3339(datetime.now(UTC))),
-        collection=red.walk(src.get("collection") or {"mode": "unknown"}),
-        targets=red.walk(src.get("targets") or []),
+        collection=walked.get("collection") or {"mode": "unknown"},
+        targets=walked.get("targets") or [],
         entries=entries,
         partial=bool(src.get("partial")),
+        components=walked.get("components") or {},
     )
     doc = m.document()
-    for key, value in src.items():
+    for key, value in walked.items():
         if key not in doc and key != "redaction":
-            doc[key] = red.walk(value)  # fields this version does not know, redacted
+            doc[key] = value  # fields this version does not know: made opaque by the walk
     parent = src.get("bundle_id")
-    if parent is None:
-        parent = "unmanifested:" + os.path.basename(os.path.normpath(src_path))
+    if not isinstance(parent, str) or not parent.startswith("sha256:"):
+        parent = "unmanifested:" + red.opaque_value(
+            "bundle", os.path.basename(os.path.normpath(src_path)))
     out: dict[str, Any] = {}
     for k, v in doc.items():
         out[k] = v
@@ -621,6 +732,8 @@ def _write_map(path: str, red: Redactor, *, parent: str, bundle_id: str, out_pat
         "ips": dict(sorted(red.ips.items())),
         "macs": dict(sorted(red.macs.items())),
         "uuids": dict(sorted(red.uuids.items())),
+        "opaque": dict(sorted(red.opaque.items())),
+        "unclassified": sorted(red.unclassified),
         "kept_namespaces": sorted(KEPT_NAMESPACES),
         "warnings": list(dict.fromkeys(red.warnings)),
     }

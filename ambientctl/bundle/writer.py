@@ -3,7 +3,13 @@
 Atomicity: everything is written into `<out>.partial/` and renamed to `<out>` only once
 the manifest is written, so an interrupted or crashed run never leaves something that
 looks like a complete bundle. A tarball is built from that staging directory into a
-temporary name beside the target and renamed too.
+temporary file created exclusively beside the target (`mkstemp`: O_CREAT|O_EXCL, so a
+planted symlink or file is never followed or truncated) and then linked to `<out>`, which
+fails rather than replace anything that appeared there meanwhile.
+
+Write errors (a full disk, a quota, EIO) never discard what was written: the staging
+directory is kept, a manifest marked partial is attempted in it, and a `BundleError` names
+the file that failed, the reason and where the rest is.
 
 Storage rules (the bundle-layout contract):
 - A successful command's stdout is stored byte for byte; an empty stdout is a 0-byte file
@@ -20,12 +26,15 @@ byte-identical, so a bundle's hash names its content.
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import gzip
 import io
 import json
 import os
 import shutil
 import tarfile
+import tempfile
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -94,7 +103,13 @@ class ExtraFile:
 
 
 FAILED_STATUSES = frozenset(
-    {RawStatus.NONZERO_EXIT, RawStatus.NOT_FOUND, RawStatus.TIMEOUT, RawStatus.TRANSPORT_ERROR}
+    {
+        RawStatus.NONZERO_EXIT,
+        RawStatus.NOT_FOUND,
+        RawStatus.TIMEOUT,
+        RawStatus.TRANSPORT_ERROR,
+        RawStatus.TRUNCATED,
+    }
 )
 
 
@@ -133,14 +148,16 @@ def write_bundle(
     check_output_path(out)
     skip = set(not_kept)
     staging = Path(out + ".partial")
-    staging.mkdir()
+    _mkdir_staging(staging)
+    manifest = Manifest(created_at=created_at, collection=collection, targets=targets)
+    writing = str(staging)
     try:
-        manifest = Manifest(created_at=created_at, collection=collection, targets=targets)
         for output in outputs:
             stored = output.status is RawStatus.OK and output.path not in skip
             if stored:
                 rel = _safe_rel(output.path)
                 dest = staging.joinpath(*rel.parts)
+                writing = str(dest)
                 dest.parent.mkdir(parents=True, exist_ok=True)
                 dest.write_bytes(output.stdout)
             manifest.entries.append(entry_for(output, stored=stored))
@@ -149,6 +166,7 @@ def write_bundle(
                 manifest.components = component_versions(extra.data)
             rel = _safe_rel(extra.path)
             dest = staging.joinpath(*rel.parts)
+            writing = str(dest)
             dest.parent.mkdir(parents=True, exist_ok=True)
             dest.write_bytes(extra.data)
             manifest.entries.append(
@@ -156,19 +174,85 @@ def write_bundle(
             )
         failed = tuple(e for e in manifest.entries if e["status"] in FAILED_STATUSES)
         manifest.partial = interrupted or bool(failed)
+        writing = str(staging / MANIFEST)
         (staging / MANIFEST).write_bytes(manifest.to_json())
         doc = manifest.document()
-        if is_tarball_name(out):
-            write_tarball(staging, out, top=bundle_name(out), mtime=_epoch(created_at))
-            shutil.rmtree(staging)
-        else:
-            if os.path.isdir(out):
-                os.rmdir(out)  # the empty directory check_output_path accepted
-            os.rename(staging, out)
+    except OSError as exc:
+        raise _kept_after_write_error(staging, manifest, writing, exc) from None
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
+    _finish(staging, out, mtime=_epoch(created_at))
     return WrittenBundle(path=out, manifest=doc, failed=failed)
+
+
+def _mkdir_staging(staging: Path) -> None:
+    try:
+        staging.mkdir()
+    except FileExistsError:
+        raise UsageError(
+            f"{staging} exists (left by an interrupted collection)",
+            hint=f"remove it: rm -r {staging}",
+        ) from None
+    except OSError as exc:
+        raise BundleError(f"cannot create {staging}: {exc.strerror or exc}") from None
+
+
+def _kept_after_write_error(
+    staging: Path, manifest: Manifest, writing: str, exc: OSError
+) -> BundleError:
+    """The error for a failed write; what was written stays in `staging`, with a manifest
+    marked partial when the disk still takes one (entries up to the failed file)."""
+    manifest.partial = True
+    manifest.collection = {
+        **manifest.collection,
+        "write_error": f"{writing}: {exc.strerror or exc}",
+    }
+    kept = "with a partial manifest"
+    try:
+        (staging / MANIFEST).write_bytes(manifest.to_json())
+    except OSError:
+        with_manifest = staging / MANIFEST
+        with_manifest.unlink(missing_ok=True)
+        kept = "without a manifest"
+    reason = exc.strerror or str(exc)
+    hint = "free some space (or choose another -o) and collect again"
+    if exc.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+        hint = "check the output directory (permissions, file system) and collect again"
+    return BundleError(
+        f"cannot write {writing}: {reason}; what was written is kept in {staging} ({kept})",
+        hint=hint,
+    )
+
+
+def _finish(staging: Path, out: str, *, mtime: int) -> None:
+    """Move a complete staging directory into place: `out` as a directory, or a tarball.
+
+    A tarball that cannot be written leaves the complete bundle as the staging directory
+    (readable as a directory bundle) and says so.
+    """
+    if is_tarball_name(out):
+        try:
+            write_tarball(staging, out, top=bundle_name(out), mtime=mtime)
+        except OSError as exc:
+            raise BundleError(
+                f"cannot write {out}: {exc.strerror or exc}; the complete bundle is kept as "
+                f"the directory {staging}",
+                hint="free some space (or choose another -o); the directory can be read "
+                "with --bundle as it is",
+            ) from None
+        shutil.rmtree(staging, ignore_errors=True)
+        return
+    try:
+        if os.path.isdir(out) and not os.path.islink(out):
+            os.rmdir(out)  # the empty directory check_output_path accepted
+        os.rename(staging, out)
+    except OSError as exc:
+        raise BundleError(
+            f"cannot move the bundle to {out}: {exc.strerror or exc}; it is complete in "
+            f"{staging}",
+            hint="rename it yourself, or choose another -o",
+        ) from None
 
 
 def write_prepared(
@@ -182,7 +266,7 @@ def write_prepared(
     """
     check_output_path(out)
     staging = Path(out + ".partial")
-    staging.mkdir()
+    _mkdir_staging(staging)
     try:
         for path, data in files:
             rel = _safe_rel(path)
@@ -192,17 +276,14 @@ def write_prepared(
         (staging / MANIFEST).write_bytes(
             (json.dumps(manifest, indent=2, ensure_ascii=False) + "\n").encode()
         )
-        if is_tarball_name(out):
-            mtime = _epoch(str(manifest["created_at"]))
-            write_tarball(staging, out, top=bundle_name(out), mtime=mtime)
-            shutil.rmtree(staging)
-        else:
-            if os.path.isdir(out):
-                os.rmdir(out)
-            os.rename(staging, out)
+    except OSError as exc:
+        # A derived bundle can be made again from its source: nothing worth keeping.
+        shutil.rmtree(staging, ignore_errors=True)
+        raise BundleError(f"cannot write {out}: {exc.strerror or exc}") from None
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
+    _finish(staging, out, mtime=_epoch(str(manifest["created_at"])))
     return out
 
 
@@ -232,19 +313,54 @@ def write_tarball(src: Path | str, out: str, *, top: str, mtime: int) -> None:
                 raise BundleError(f"{full}: bundles hold regular files only")
             files.append((full.relative_to(root).as_posix(), full))
     files.sort(key=lambda item: item[0])
-    tmp = f"{out}.tmp-{os.getpid()}"
+    parent = os.path.dirname(os.path.abspath(out))
+    # Exclusive creation in the target directory (mkstemp: O_CREAT|O_EXCL, mode 0600): a
+    # name planted in a shared directory (a symlink to another file) is never followed.
+    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(out)}.", suffix=".tmp", dir=parent)
     try:
+        os.fchmod(fd, 0o666 & ~_umask())  # what open() would have given the bundle
         # GzipFile writes mtime and the file name into its header: pin both.
         with (
-            open(tmp, "wb") as raw,
+            os.fdopen(fd, "wb") as raw,
             gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0, compresslevel=9) as gz,
             tarfile.open(fileobj=gz, mode="w", format=tarfile.PAX_FORMAT) as tar,
         ):
             for rel, full in files:
-                data = full.read_bytes()
-                tar.addfile(_tarinfo(f"{top}/{rel}", len(data), mtime), io.BytesIO(data))
-        os.replace(tmp, out)
+                with open(full, "rb") as fh:
+                    size = os.fstat(fh.fileno()).st_size
+                    tar.addfile(_tarinfo(f"{top}/{rel}", size, mtime), fh)
+        # link(2) fails with EEXIST instead of replacing whatever appeared at `out`.
+        try:
+            os.link(tmp, out)
+        except FileExistsError:
+            raise UsageError(
+                f"{out} appeared while the bundle was written; not replaced",
+                hint="choose another -o",
+            ) from None
+        except OSError as exc:
+            if exc.errno not in (errno.EPERM, errno.EOPNOTSUPP, errno.ENOSYS):
+                raise
+            # A file system without hard links (vfat, some FUSE): rename, after one more
+            # check, since rename(2) would replace.
+            if os.path.lexists(out):
+                raise UsageError(f"{out} appeared while the bundle was written; not replaced",
+                                 hint="choose another -o") from None
+            os.rename(tmp, out)
+            return
+        os.unlink(tmp)
     except BaseException:
-        if os.path.exists(tmp):
+        with contextlib.suppress(OSError):
             os.unlink(tmp)
         raise
+
+
+def _umask() -> int:
+    """The process umask, read without changing it (proc(5) `Umask:`, Linux >= 4.7)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    return 0o022

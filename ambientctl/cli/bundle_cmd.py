@@ -13,6 +13,7 @@ import click
 
 from ambientctl.cli import cli
 from ambientctl.errors import ExitCode
+from ambientctl.render.terminal import terminal_safe
 
 
 @cli.group("bundle")
@@ -38,7 +39,7 @@ def verify(ctx: click.Context, path: str) -> None:
     finally:
         opened.close()
     for mismatch in mismatches:
-        click.echo(str(mismatch))
+        click.echo(terminal_safe(str(mismatch)))
     if mismatches:
         click.echo(f"{len(mismatches)} problem(s) in {path}", err=True)
         ctx.exit(int(ExitCode.BUNDLE))
@@ -61,5 +62,5 @@ def redact(src: str, out: str) -> None:
     result = redact_bundle(src, out)
     click.echo(result.path)
     for warning in result.warnings:
-        click.echo(f"warning: {warning}", err=True)
+        click.echo(terminal_safe(f"warning: {warning}"), err=True)
     click.echo(f"private map (do not share): {result.map_path}", err=True)

@@ -29,15 +29,16 @@ from typing import Any
 import click
 
 from ambientctl.cli import cli
-from ambientctl.cli.source import live_source_options
+from ambientctl.cli.source import DEFAULT_TARGET_TIMEOUT, live_source_options, max_output_bytes
 from ambientctl.errors import ExitCode, UsageError
+from ambientctl.render.terminal import echo
 
 
 def _progress(quiet: bool) -> Callable[[str], None] | None:
     """A progress printer on stderr, only for a human watching a terminal."""
     if quiet or not sys.stderr.isatty():
         return None
-    return lambda line: click.echo(f"  {line}", err=True)
+    return lambda line: echo(f"  {line}", err=True)
 
 
 def _failure_lines(failed: tuple[dict[str, Any], ...]) -> list[str]:
@@ -50,6 +51,11 @@ def _failure_lines(failed: tuple[dict[str, Any], ...]) -> list[str]:
         f"{target}: {status} ({', '.join(specs)}){': ' + why if why else ''}"
         for (target, status, why), specs in groups.items()
     ]
+
+
+def was_interrupted(written: Any) -> bool:
+    """Did the run that wrote this bundle stop on Ctrl-C / SIGTERM (manifest says so)?"""
+    return bool(written.manifest.get("collection", {}).get("interrupted"))
 
 
 def _default_node_name() -> str:
@@ -101,6 +107,9 @@ def collect(
     **live_opts: Any,
 ) -> None:
     """Collect iptables, ipsets, routes, rules, addresses, listeners and sysctls into a bundle."""
+    from ambientctl.cli.common import sigterm_as_interrupt
+
+    sigterm_as_interrupt()
     if keep_unredacted and not redact:
         raise UsageError("--keep-unredacted goes with --redact")
     if not redact:
@@ -166,8 +175,8 @@ def _collect(
         written = collect_live(live, out, progress=_progress(quiet),
                                argv=["ambientctl", *sys.argv[1:]])
         for line in collection_warnings(written.manifest):
-            click.echo(line, err=True)
-        _report(ctx, written, False, quiet, redact_to)
+            echo(line, err=True)
+        _report(ctx, written, was_interrupted(written), quiet, redact_to)
         return
     if targets_file and (pods or node_name):
         raise UsageError("--targets cannot be combined with --pod or --node-name")
@@ -196,7 +205,7 @@ def _collect(
     if progress:
         progress(f"collecting {len(plan.targets)} network namespaces ...")
     written, interrupted = collect_bundle(
-        LocalTransport(),
+        LocalTransport(max_output=max_output_bytes(live_opts)),
         plan,
         out,
         collection=collection,
@@ -204,6 +213,7 @@ def _collect(
         timeout=timeout,
         concurrency=concurrency,
         progress=progress,
+        target_timeout=float(live_opts.get("target_timeout") or DEFAULT_TARGET_TIMEOUT),
     )
     _report(ctx, written, interrupted, quiet, redact_to)
 
@@ -218,26 +228,32 @@ def _report(ctx: click.Context, written: Any, interrupted: bool, quiet: bool,
         from ambientctl.bundle.redact import redact_bundle
 
         result = redact_bundle(written.path, redact_to)
-        click.echo(result.path)
+        echo(result.path)
         for warning in result.warnings:
-            click.echo(f"warning: {warning}", err=True)
-        click.echo(f"private map (do not share): {result.map_path}", err=True)
+            echo(f"warning: {warning}", err=True)
+        echo(f"private map (do not share): {result.map_path}", err=True)
     else:
-        click.echo(written.path)
+        echo(written.path)
     if not quiet:
         total = len(written.manifest["entries"])
         if written.failed:
-            click.echo(
+            echo(
                 f"warning: {len(written.failed)} of {total} entries failed; bundle marked partial",
                 err=True,
             )
             for line in _failure_lines(written.failed)[:10]:
-                click.echo(f"  {line}", err=True)
-            click.echo(f"  details: {redact_to or written.path} manifest.json", err=True)
+                echo(f"  {line}", err=True)
+            echo(f"  details: {redact_to or written.path} manifest.json", err=True)
         elif sys.stderr.isatty():
-            click.echo(f"collected {total} entries, {written.manifest['bundle_id']}", err=True)
+            echo(f"collected {total} entries, {written.manifest['bundle_id']}", err=True)
     if interrupted:
-        click.echo("interrupted: bundle written and marked partial", err=True)
+        entries = written.manifest["entries"]
+        done = sum(1 for e in entries if e["status"] != "skipped" or e["note"] != "interrupted")
+        echo(
+            f"interrupted: kept a partial bundle at {redact_to or written.path} ({done} of "
+            f"{len(entries)} entries done; the rest are marked skipped in manifest.json)",
+            err=True,
+        )
         ctx.exit(int(ExitCode.INTERRUPTED))
     if written.failed:
         ctx.exit(int(ExitCode.PARTIAL))

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import signal
+import threading
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, NoReturn
 
 import click
 
 from ambientctl.model import Snapshot
+from ambientctl.render.terminal import terminal_safe
 
 
 def source_option(fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -15,6 +18,23 @@ def source_option(fn: Callable[..., Any]) -> Callable[..., Any]:
     from ambientctl.cli.source import source_options
 
     return source_options(fn)
+
+
+def _raise_interrupt(signum: int, frame: object) -> NoReturn:
+    raise KeyboardInterrupt
+
+
+def sigterm_as_interrupt() -> None:
+    """From now on, SIGTERM does what Ctrl-C does (KeyboardInterrupt in the main thread).
+
+    Why: `kill`, systemd, CI runners and `timeout(1)` stop a process with SIGTERM, whose
+    default action ends it on the spot - no partial bundle, node commands left running,
+    and a live collection's unredacted temporary bundle left in $TMPDIR. As an exception,
+    it runs the same path as SIGINT: running commands killed, what finished written and
+    marked partial, temporaries removed, exit 130.
+    """
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _raise_interrupt)
 
 
 def load(source: Mapping[str, object], *, echo_problems: bool = True) -> tuple[str, Snapshot]:
@@ -28,5 +48,5 @@ def load(source: Mapping[str, object], *, echo_problems: bool = True) -> tuple[s
     snap = load_snapshot(str(location))
     if echo_problems:
         for prob in snap.problems:
-            click.echo(f"warning: {prob}", err=True)
+            click.echo(terminal_safe(f"warning: {prob}"), err=True)
     return str(location), snap

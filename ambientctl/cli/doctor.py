@@ -12,7 +12,9 @@ Exit codes: 0 when no unsuppressed finding reaches `--fail-on` (default error); 
 
 from __future__ import annotations
 
+import fnmatch
 import json
+import re
 import sys
 
 import click
@@ -21,6 +23,7 @@ from ambientctl.cli import cli
 from ambientctl.cli.common import source_option
 from ambientctl.errors import ExitCode, UsageError
 from ambientctl.model import Snapshot
+from ambientctl.render.terminal import terminal_safe
 
 _LIVE = ("context", "kubeconfig", "kind", "ssh", "ssh_inventory")
 
@@ -85,7 +88,7 @@ def _list_checks() -> None:
         click.echo(f"{c.id}  {c.severity.value:<7}  {c.area:<10}  {c.title}")
 
 
-@cli.command("doctor")
+@cli.group("doctor", invoke_without_command=True)
 @source_option
 @click.option("--local", "local", is_flag=True,
               help="Collect this machine first (`collect --local`: its netns, --pod ones or "
@@ -98,8 +101,13 @@ def _list_checks() -> None:
               help="With --local: JSON list of nodes and pods by netns (labs).")
 @click.option("--cluster-dir", type=click.Path(exists=True, file_okay=False),
               help="With --local: kubectl -o json files (pods, services, namespaces, nodes).")
-@click.option("-o", "--output", type=click.Choice(["text", "json"]), default="text",
-              show_default=True)
+@click.option("-o", "--output", type=click.Choice(["text", "json", "yaml", "line"]),
+              default="text", show_default=True,
+              help="line: one line per finding (like istioctl analyze).")
+@click.option("--output-threshold", type=click.Choice(["info", "warning", "error"]),
+              default="info", show_default=True,
+              help="List only findings this severe (the others are counted, and --fail-on "
+              "still sees them).")
 @click.option("--fail-on", type=click.Choice(["error", "warning", "none"]), default="error",
               show_default=True, help="Exit 1 when an unsuppressed finding is this severe.")
 @click.option("-S", "--suppress", "suppress", multiple=True, metavar="ID[=NODE[/POD]]",
@@ -109,12 +117,20 @@ def _list_checks() -> None:
               "(repeatable).")
 @click.option("-L", "--list-checks", is_flag=True, help="List the checks and exit.")
 @click.option("-v", "--verbose", is_flag=True, help="Show every piece of evidence.")
-def doctor_cmd(local: bool, node_name: str | None, local_pods: tuple[str, ...],
-               targets_file: str | None, cluster_dir: str | None, output: str, fail_on: str,
-               suppress: tuple[str, ...], only: tuple[str, ...], list_checks: bool,
-               verbose: bool, **source: object) -> int:
-    """Check a cluster, a node or a bundle for broken ambient redirection."""
+@click.pass_context
+def doctor_cmd(ctx: click.Context, local: bool, node_name: str | None,
+               local_pods: tuple[str, ...], targets_file: str | None, cluster_dir: str | None,
+               output: str, output_threshold: str, fail_on: str, suppress: tuple[str, ...],
+               only: tuple[str, ...], list_checks: bool, verbose: bool,
+               **source: object) -> int | None:
+    """Check a cluster, a node or a bundle for broken ambient redirection.
+
+    `ambientctl doctor explain ID` prints what a check means and how to fix it.
+    """
+    if ctx.invoked_subcommand is not None:
+        return None
     from ambientctl.analyzers.doctor import REGISTRY, _load_areas, diagnose, parse_suppression
+    from ambientctl.errors import BundleError
     from ambientctl.render import doctor_json, doctor_text
 
     if list_checks:
@@ -138,18 +154,65 @@ def doctor_cmd(local: bool, node_name: str | None, local_pods: tuple[str, ...],
         location, snap = _snapshot({"bundle": path})
     else:
         location, snap = _snapshot(dict(source))
+    if not snap.nodes:
+        raise BundleError(f"{location}: the bundle holds no node (nodes/ is empty or absent): "
+                          "there is nothing to check", hint="collect at least one node")
+    unknown_ids = {r.text for r in rules
+                   if not any(fnmatch.fnmatchcase(cid, r.check) for cid in REGISTRY)}
+    for text in sorted(unknown_ids):
+        click.echo(f"warning: -S {text}: no check has that id (doctor -L lists them)", err=True)
     report = diagnose(snap, fail_on=fail_on, suppress=rules,
-                      only=[c.upper() for c in only] or None)
-    if output == "json":
+                      only=[c.upper() for c in only] or None, output_threshold=output_threshold)
+    for text in (t for t in report.unmatched_suppressions if t not in unknown_ids):
+        click.echo(f"warning: -S {text} suppressed nothing", err=True)
+    if output in ("json", "yaml"):
         doc = doctor_json.doctor_document(report)
         doc["source"] = location
-        click.echo(json.dumps(doc, indent=2))
+        if output == "json":
+            click.echo(json.dumps(doc, indent=2))
+        else:
+            import yaml
+
+            click.echo(yaml.safe_dump(doc, sort_keys=False, allow_unicode=True), nl=False)
+    elif output == "line":
+        click.echo(doctor_text.render_lines(report), nl=False)
     else:
         click.echo(doctor_text.render(report, verbose=verbose), nl=False)
-    if report.failing:
+    if report.result != "pass":
         return int(ExitCode.FINDINGS)
     for r in report.errored:
-        click.echo(f"error: check {r.check.id} crashed on {r.target}: {r.reason}", err=True)
+        click.echo(terminal_safe(f"error: check {r.check.id} crashed on {r.target}: {r.reason}"),
+                   err=True)
     if report.errored:
         return int(ExitCode.INTERNAL)
     return int(ExitCode.OK)
+
+
+@doctor_cmd.command("explain")
+@click.argument("check_id", metavar="ID")
+def explain_cmd(check_id: str) -> int:
+    """What check ID means, why it breaks traffic, its evidence and its fix (from the
+    checks catalogue shipped with ambientctl)."""
+    from ambientctl.analyzers.doctor import REGISTRY, _load_areas
+    from ambientctl.resources import doc_text
+
+    _load_areas()
+    cid = check_id.upper()
+    if cid not in REGISTRY:
+        raise UsageError(f"no check {check_id!r}", hint="list them: ambientctl doctor -L")
+    page = doc_text("checks.md")
+    section = _section(page, cid) if page else None
+    if section is None:
+        info = REGISTRY[cid].info
+        click.echo(f"{info.id} - {info.title} ({info.severity.value})\n")
+        click.echo(f"Fix: {info.remediation}")
+        click.echo("(the checks catalogue is not installed with this ambientctl)", err=True)
+        return int(ExitCode.OK)
+    click.echo(section.rstrip() + "\n")
+    return int(ExitCode.OK)
+
+
+def _section(page: str, cid: str) -> str | None:
+    """The `### AMBnnn - ...` section of docs/checks.md, up to the next heading."""
+    m = re.search(rf"^### {cid}\b.*?(?=^#{{2,3}} |\Z)", page, re.M | re.S)
+    return m.group(0) if m else None

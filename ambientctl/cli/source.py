@@ -10,8 +10,10 @@ unless `--save-bundle PATH`) and then analyses that bundle exactly as a replay w
     --ssh SPEC                nodes over SSH: [NODE=][USER@]HOST[:PORT],...
     --ssh-inventory FILE      nodes over SSH from a TOML inventory (user, port, key, jump)
     --ssh-accept-new          record unknown host keys (a CHANGED key is always refused)
-    --node NAME, --namespace NS   collect only these (repeatable)
+    --node NAME, --collect-namespace NS   collect only these (repeatable)
     --concurrency N           targets collected at once [default: 8, max 64]
+    --target-timeout SECS     one deadline for all the commands of one target [default: 360]
+    --max-output MIB          stdout kept per command; longer is recorded truncated [256]
 
 With nothing reachable the error says so in one line and points at `--bundle`.
 """
@@ -29,8 +31,14 @@ from typing import Any
 import click
 
 from ambientctl.errors import CollectionError, UsageError
+from ambientctl.render.terminal import echo
 
-EXAMPLE_BUNDLE = "examples/seed-kind-ambient"
+# Kept equal to collectors.runner.DEFAULT_TARGET_TIMEOUT (a test pins it) so that `--help`
+# does not import the collectors.
+DEFAULT_TARGET_TIMEOUT = 360.0
+DEFAULT_MAX_OUTPUT_MIB = 256  # = collectors.exec_outcome.DEFAULT_MAX_OUTPUT (a test pins it)
+
+EXAMPLE_BUNDLE = "example:seed-kind-ambient"
 _LIVE_FLAGS = {
     "context": "--context",
     "kubeconfig": "--kubeconfig",
@@ -39,12 +47,18 @@ _LIVE_FLAGS = {
     "ssh_inventory": "--ssh-inventory",
     "ssh_accept_new": "--ssh-accept-new",
     "nodes": "--node",
-    "namespaces": "--namespace",
+    "namespaces": "--collect-namespace",
     "save_bundle": "--save-bundle",
 }
 
 
-def _live_option_list() -> list[Callable[[Callable[..., Any]], Callable[..., Any]]]:
+def _live_option_list(
+    *, collect: bool = False
+) -> list[Callable[[Callable[..., Any]], Callable[..., Any]]]:
+    # `-n/--namespace` is kubectl's name scope in trace and doctor; in `collect`, which
+    # resolves no names, it is the collection filter itself.
+    ns_flags = ("-n", "--namespace", "--collect-namespace") if collect else \
+        ("--collect-namespace",)
     return [
         click.option(
             "--context",
@@ -115,7 +129,7 @@ def _live_option_list() -> list[Callable[[Callable[..., Any]], Callable[..., Any
             help="Collect only this node (repeatable).",
         ),
         click.option(
-            "--namespace",
+            *ns_flags,
             "namespaces",
             multiple=True,
             metavar="NS",
@@ -128,6 +142,26 @@ def _live_option_list() -> list[Callable[[Callable[..., Any]], Callable[..., Any
             default=8,
             show_default=True,
             help="Targets collected at the same time.",
+        ),
+        click.option(
+            "--target-timeout",
+            "target_timeout",
+            type=click.FloatRange(min=1.0),
+            default=DEFAULT_TARGET_TIMEOUT,
+            show_default=True,
+            metavar="SECS",
+            help="One deadline for all the commands of one node or pod (a hung node costs "
+            "at most this).",
+        ),
+        click.option(
+            "--max-output",
+            "max_output_mib",
+            type=click.IntRange(min=1),
+            default=DEFAULT_MAX_OUTPUT_MIB,
+            show_default=True,
+            metavar="MIB",
+            help="Stdout kept per command; a longer output is recorded as truncated, not "
+            "stored.",
         ),
     ]
 
@@ -142,7 +176,7 @@ def _apply(
 
 def live_source_options(fn: Callable[..., Any]) -> Callable[..., Any]:
     """The live-source options alone (for `collect`, which always collects live)."""
-    return _apply(fn, _live_option_list())
+    return _apply(fn, _live_option_list(collect=True))
 
 
 def source_options(fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -154,7 +188,8 @@ def source_options(fn: Callable[..., Any]) -> Callable[..., Any]:
                 "--bundle",
                 "bundle",
                 metavar="PATH",
-                help="Replay a support bundle (directory or .tar.gz) instead of a live cluster.",
+                help="Replay a support bundle (directory or .tar.gz; example:NAME for a bundled "
+                "example) instead of a live cluster.",
             ),
             *_live_option_list(),
             click.option(
@@ -165,6 +200,24 @@ def source_options(fn: Callable[..., Any]) -> Callable[..., Any]:
             ),
         ],
     )
+
+
+LIVE_EXTRA_HINT = "install the live-collection clients: pip install 'ambientctl[live]'"
+_CLIENTS = {"kube": ("kubernetes",), "kind": ("docker",), "ssh": ("paramiko",)}
+
+
+def _require_clients(mode: str) -> None:
+    """Live collection imports its client lazily; say which extra is missing before
+    anything starts (rather than an internal error from deep inside a worker)."""
+    from importlib.util import find_spec
+
+    missing = [m for m in _CLIENTS.get(mode, ()) if find_spec(m) is None]
+    if missing:
+        raise CollectionError(
+            f"{'--' + mode if mode != 'kube' else 'live collection from a kube context'} "
+            f"needs the Python package {', '.join(missing)}, which is not installed",
+            hint=LIVE_EXTRA_HINT + " (or replay a bundle: --bundle " + EXAMPLE_BUNDLE + ")",
+        )
 
 
 def live_options_from(**opts: Any) -> Any:
@@ -190,7 +243,10 @@ def live_options_from(**opts: Any) -> Any:
         nodes=tuple(opts.get("nodes") or ()),
         namespaces=tuple(opts.get("namespaces") or ()),
         concurrency=int(opts.get("concurrency") or 8),
+        target_timeout=float(opts.get("target_timeout") or DEFAULT_TARGET_TIMEOUT),
+        max_output=max_output_bytes(opts),
     )
+    _require_clients(live.mode)
     if (
         live.mode == "kube"
         and not live.context
@@ -237,6 +293,11 @@ def collection_warnings(manifest: dict[str, Any]) -> list[str]:
     return lines
 
 
+def max_output_bytes(opts: dict[str, Any]) -> int:
+    """`--max-output` (MiB) in bytes."""
+    return int(opts.get("max_output_mib") or DEFAULT_MAX_OUTPUT_MIB) * 1024 * 1024
+
+
 def _temp_bundle() -> str:
     """A fresh bundle path in a private temporary directory, removed at exit."""
     tmp = tempfile.mkdtemp(prefix="ambientctl-live-")
@@ -257,19 +318,32 @@ def resolve_source(**opts: Any) -> str:
             raise UsageError(
                 f"--bundle replays a bundle; it cannot be combined with {', '.join(live_given)}"
             )
-        return str(bundle)
+        from ambientctl.resources import bundle_argument
+
+        return bundle_argument(str(bundle))
     from ambientctl.collectors.live import collect_live
 
+    from ambientctl.cli.common import sigterm_as_interrupt
+
+    sigterm_as_interrupt()  # a TERM must also remove the temporary bundle (atexit)
     live = live_options_from(**opts)
     out = opts.get("save_bundle") or _temp_bundle()
     progress = None
     if sys.stderr.isatty():
-        progress = lambda line: click.echo(f"  {line}", err=True)
+        progress = lambda line: echo(f"  {line}", err=True)
     written = collect_live(live, out, progress=progress)
+    if written.manifest.get("collection", {}).get("interrupted"):
+        kept = (
+            f"partial bundle kept at {written.path}"
+            if opts.get("save_bundle")
+            else "nothing kept (the temporary bundle is removed; --save-bundle keeps it)"
+        )
+        echo(f"interrupted: live collection stopped, no analysis; {kept}", err=True)
+        raise click.exceptions.Exit(130)
     for line in collection_warnings(written.manifest):
-        click.echo(line, err=True)
+        echo(line, err=True)
     if written.failed:
-        click.echo(
+        echo(
             f"warning: live collection is partial: {len(written.failed)} of "
             f"{len(written.manifest['entries'])} commands failed (manifest.json has each reason)",
             err=True,

@@ -15,6 +15,13 @@ derived values travel only as positional arguments, and only these shapes are ac
 
     NONCE    32 hex digits (framing marker, random per call)
     TIMEOUT  an integer number of seconds (per command, via coreutils `timeout` if present)
+    tSECS    from here on, the per-command timeout is SECS (integer): `nft` gets its
+             spec's `timeout_factor`, exactly what the runner and the manifest say
+    cBYTES   each command's stdout passes through `head -c BYTES` on the node (the
+             output cap + 1: a longer piece is known to be cut; the command itself gets
+             SIGPIPE and stops). The exit code still travels, through fd 4 of a
+             command substitution. Without `head` on the node, no cap there: the
+             transport's own stream cap still bounds memory.
     =        run the following commands in the target's own network namespace
     @NAME    ... inside the named netns NAME (`ip netns exec NAME`), NAME DNS-1123
     %PATH    ... inside the netns file PATH (`nsenter --net=PATH --`), an absolute path
@@ -32,10 +39,14 @@ after the other: iptables-save and friends never overlap inside one netns.
 first `run()` for a netns executes the whole batch and caches each command's result; the
 following calls are answered from that cache. If the target has no `sh` (distroless
 ztunnel), or the batch's output cannot be split, it falls back to one exec per command.
+The whole batch gets the target's deadline (`target_timeout`), no more; a batch that ran
+into it is NOT retried one command at a time (a hung node would cost the deadline once
+per command): the commands it never reached are answered "timed out" from the cache.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import re
 import secrets
@@ -59,6 +70,8 @@ INDEX: dict[tuple[str, ...], int] = {argv: i for i, argv in enumerate(CATALOGUE)
 # The ztunnel admin reads: allowed one by one, never batched (one per node, and the
 # target is the ztunnel pod's netns, whose own dump the batch already covered).
 ADMIN: frozenset[tuple[str, ...]] = frozenset(s.argv for s in ZTUNNEL_SPECS)
+# Per-command timeout multipliers (specs.CommandSpec.timeout_factor), by argv.
+FACTOR: dict[tuple[str, ...], float] = {s.argv: s.timeout_factor for s in NETNS_SPECS}
 
 _PROLOGUE = r"""n=$1 t=$2
 shift 2
@@ -66,13 +79,19 @@ LC_ALL=C
 export LC_ALL
 to=0
 if command -v timeout >/dev/null 2>&1; then to=1; fi
-m=self w=
+hd=0
+if command -v head >/dev/null 2>&1; then hd=1; fi
+m=self w= c=
 x() {
   case $m in
   name) set -- ip netns exec "$w" "$@" ;;
   path) set -- nsenter "--net=$w" -- "$@" ;;
   esac
   if [ "$to" = 1 ]; then set -- timeout -k 2 "$t" "$@"; fi
+  if [ -n "$c" ] && [ "$hd" = 1 ]; then
+    { r=$( { { "$@" </dev/null 4>&-; echo $? >&4; } | head -c "$c" >&3; } 4>&1 ); } 3>&1
+    return "${r:-1}"
+  fi
   "$@" </dev/null
 }
 for a in "$@"; do
@@ -80,6 +99,8 @@ for a in "$@"; do
   @*) m=name w=${a#@} ;;
   %*) m=path w=${a#%} ;;
   =) m=self w= ;;
+  t*) t=${a#t} ;;
+  c*) c=${a#c} ;;
   *)
     printf '%s B %s\n' "$n" "$a"
     printf '%s B %s\n' "$n" "$a" >&2
@@ -148,14 +169,31 @@ def check_dir(path: str) -> str:
     return path
 
 
+def _seconds(timeout: float) -> int:
+    return max(1, math.ceil(timeout))
+
+
 def batch_argv(
-    nonce: str, timeout: float, items: Sequence[tuple[NetnsRef | None, Sequence[str]]]
+    nonce: str,
+    timeout: float,
+    items: Sequence[tuple[NetnsRef | None, Sequence[str]]],
+    *,
+    factors: dict[tuple[str, ...], float] | None = None,
+    max_output: int | None = None,
 ) -> list[str]:
-    """The exec argv for running `items` ((netns, catalogue argv) pairs) in one round trip."""
+    """The exec argv for running `items` ((netns, catalogue argv) pairs) in one round trip.
+
+    Each command gets `timeout` x its factor in `factors` (default 1): a `tSECS` token is
+    sent wherever that changes.
+    """
     if not _NONCE.match(nonce):
         raise UsageError("batch nonce must be 32 hex digits")
-    args = ["sh", "-c", SCRIPT, "sh", nonce, str(max(1, math.ceil(timeout)))]
+    base = _seconds(timeout)
+    args = ["sh", "-c", SCRIPT, "sh", nonce, str(base)]
+    if max_output is not None:
+        args.append(f"c{int(max_output) + 1}")
     current: str | None = None
+    current_t = base
     for netns, argv in items:
         token = netns_token(netns)
         if token != current:
@@ -164,6 +202,10 @@ def batch_argv(
         index = INDEX.get(tuple(argv))
         if index is None:
             raise UsageError(f"not in the command catalogue: {shlex.join(argv)}")
+        own = _seconds(timeout * (factors or {}).get(tuple(argv), 1.0))
+        if own != current_t:
+            args.append(f"t{own}")
+            current_t = own
         args.append(str(index))
     return args
 
@@ -181,7 +223,9 @@ def new_nonce() -> str:
 
 # --------------------------------------------------------------------------- allowlist
 
-_TOKEN = re.compile(r"^(=|@[a-z0-9][-a-z0-9.]*|%/[A-Za-z0-9._/-]+|\d{1,4})$")
+_TOKEN = re.compile(
+    r"^(=|@[a-z0-9][-a-z0-9.]*|%/[A-Za-z0-9._/-]+|\d{1,4}|t\d{1,6}|c\d{1,15})$"
+)
 
 
 def is_allowed(argv: Sequence[str]) -> bool:
@@ -333,10 +377,22 @@ def batch_for(netns: NetnsRef | None) -> tuple[tuple[str, ...], ...]:
 class BatchingTransport:
     """A transport that answers a target's commands from one batched round trip."""
 
-    def __init__(self, inner: Transport, *, target_timeout: float | None = None) -> None:
+    def __init__(
+        self,
+        inner: Transport,
+        *,
+        target_timeout: float | None = None,
+        command_timeout: float | None = None,
+        max_output: int | None = None,
+    ) -> None:
+        """`target_timeout`: the whole batch's deadline (the runner's per-target deadline);
+        `command_timeout`: the base per-command timeout inside the batch (x each spec's
+        `timeout_factor`); both default to what the first `run()` call is given."""
         self.inner = inner
         self.name = inner.name
         self.target_timeout = target_timeout
+        self.command_timeout = command_timeout
+        self.max_output = max_output  # per-command stdout cap (None: no cap)
         self._lock = threading.Lock()
         self._netns_locks: dict[object, threading.Lock] = {}
         self._cache: dict[object, dict[tuple[str, ...], ExecResult]] = {}
@@ -361,17 +417,27 @@ class BatchingTransport:
             cached = self._cache.get(key, {}).pop(argv, None)
         if cached is not None:
             return cached
-        return self.inner.run(argv, netns=netns, timeout=timeout)
+        return self._capped(self.inner.run(argv, netns=netns, timeout=timeout))
+
+    def _capped(self, res: ExecResult) -> ExecResult:
+        """`res` flagged `truncated` (stdout dropped) if its stdout is longer than
+        `max_output` (the node's `head -c` passes one byte more than the cap to tell)."""
+        if self.max_output is None or len(res.stdout) <= self.max_output:
+            return res
+        return dataclasses.replace(res, stdout=b"", truncated=True)
 
     def _run_batch(
         self, netns: NetnsRef | None, timeout: float
     ) -> dict[tuple[str, ...], ExecResult]:
         argvs = batch_for(netns)
         nonce = new_nonce()
-        budget = self.target_timeout or timeout * len(argvs)
+        base = self.command_timeout or timeout
+        budget = self.target_timeout or sum(base * FACTOR.get(a, 1.0) for a in argvs)
         self.round_trips += 1
         res = self.inner.run(
-            batch_argv(nonce, timeout, [(None, a) for a in argvs]),
+            batch_argv(
+                nonce, base, [(None, a) for a in argvs], factors=FACTOR, max_output=self.max_output
+            ),
             netns=netns,
             timeout=budget,
         )
@@ -390,15 +456,26 @@ class BatchingTransport:
                         None, piece.stdout, piece.stderr, res.duration_ms, timed_out=True
                     )
                 continue
-            results[argv] = ExecResult(
-                exit_code=None if piece.timed_out else piece.exit_code,
-                stdout=piece.stdout,
-                stderr=piece.stderr,
-                duration_ms=piece.duration_ms,
-                timed_out=piece.timed_out,
-                not_found=not piece.timed_out and missing_binary(piece.exit_code, piece.stderr),
+            results[argv] = self._capped(
+                ExecResult(
+                    exit_code=None if piece.timed_out else piece.exit_code,
+                    stdout=piece.stdout,
+                    stderr=piece.stderr,
+                    duration_ms=piece.duration_ms,
+                    timed_out=piece.timed_out,
+                    not_found=not piece.timed_out
+                    and missing_binary(piece.exit_code, piece.stderr),
+                )
             )
-        # Commands the batch never reached are run one by one by `run()` (cache miss).
+        if res.timed_out:
+            # The deadline cut the batch: what it never reached is not retried one by one
+            # (a hung node would cost the deadline again per command); it timed out too.
+            for argv in argvs:
+                results.setdefault(
+                    argv, ExecResult(None, b"", b"", res.duration_ms, timed_out=True)
+                )
+        # Otherwise (output not splittable), commands the batch never reached are run one
+        # by one by `run()` (cache miss).
         return results
 
     def close(self) -> None:

@@ -27,7 +27,13 @@ import threading
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from ambientctl.collectors.exec_outcome import Deadline, missing_binary
+from ambientctl.collectors.exec_outcome import (
+    DEFAULT_MAX_OUTPUT,
+    STDERR_CAP,
+    CappedBuffer,
+    Deadline,
+    missing_binary,
+)
 from ambientctl.collectors.transport import NetnsRef
 from ambientctl.errors import TransportError
 from ambientctl.raw import ExecResult
@@ -97,16 +103,22 @@ class DockerTransport:
         base_url: str | None = None,
         client_factory: Callable[[], Any] | None = None,
         connect_timeout: float = CONNECT_TIMEOUT,
+        max_output: int | None = DEFAULT_MAX_OUTPUT,
     ) -> None:
         self.container = container
         self._factory = client_factory or (lambda: docker_client(base_url, connect_timeout))
         self._client: Any = None
+        self.max_output = max_output  # stdout bytes kept per exec (CappedBuffer)
+        self._closed = False
         self._lock = threading.Lock()
 
     def _api(self) -> Any:
         # One client (a requests.Session) per transport: sessions are not shared
         # between worker threads.
         with self._lock:
+            if self._closed:
+                # closed by an interrupted collection: never reconnect behind its back
+                raise TransportError(f"docker exec in {self.container}: closed (collection interrupted)")
             if self._client is None:
                 self._client = self._factory()
             return self._client.api
@@ -140,14 +152,15 @@ class DockerTransport:
             raise TransportError(
                 f"docker exec in {self.container}: engine unreachable ({_short(exc)})"
             ) from None
-        out, err, timed_out = self._read(sock, deadline)
+        out, err, timed_out = self._read(sock, deadline, self.max_output)
         code = None
         if not timed_out:
             code = self._exit_code(api, exec_id, deadline)
             timed_out = code is None
         return ExecResult(
             exit_code=code,
-            stdout=out,
+            stdout=out.getvalue(),
+            truncated=out.truncated,
             stderr=err,
             duration_ms=deadline.elapsed_ms(),
             timed_out=timed_out,
@@ -155,9 +168,11 @@ class DockerTransport:
         )
 
     @staticmethod
-    def _read(sock: Any, deadline: Deadline) -> tuple[bytes, bytes, bool]:
+    def _read(
+        sock: Any, deadline: Deadline, max_output: int | None = DEFAULT_MAX_OUTPUT
+    ) -> tuple[CappedBuffer, bytes, bool]:
         reader, raw = _stream_reader(sock)
-        bufs = {1: bytearray(), 2: bytearray()}
+        bufs = {1: CappedBuffer(max_output), 2: CappedBuffer(STDERR_CAP)}
 
         def read_exact(n: int) -> bytes | None:
             got = bytearray()
@@ -188,7 +203,7 @@ class DockerTransport:
                     chunk = reader.read1(min(size, 1 << 16))
                     if not chunk:
                         break
-                    target += chunk
+                    target.append(chunk)
                     size -= len(chunk)
         except (TimeoutError, OSError):
             timed_out = deadline.expired()
@@ -200,7 +215,7 @@ class DockerTransport:
                 response = getattr(sock, "_response", None)
                 if response is not None:
                     response.close()
-        return bytes(bufs[1]), bytes(bufs[2]), timed_out
+        return bufs[1], bufs[2].getvalue(), timed_out
 
     @staticmethod
     def _exit_code(api: Any, exec_id: str, deadline: Deadline) -> int | None:
@@ -218,6 +233,7 @@ class DockerTransport:
 
     def close(self) -> None:
         with self._lock:
+            self._closed = True
             if self._client is not None:
                 try:
                     self._client.close()

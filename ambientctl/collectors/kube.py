@@ -238,8 +238,9 @@ class KubeExecTransport:
         if self.container:
             kwargs["container"] = self.container
         # create_websocket() passes no timeout to the handshake; websocket-client's
-        # module default is the only knob (the same value for every transport).
-        websocket.setdefaulttimeout(self.connect_timeout)
+        # module default is the only knob (the same value for every transport). Never
+        # more than what is left of this call's deadline (the target's, via the runner).
+        websocket.setdefaulttimeout(max(0.001, min(self.connect_timeout, deadline.remaining())))
         try:
             api = k8s.CoreV1Api(self._api_client())
             ws = stream(api.connect_get_namespaced_pod_exec, self.pod, self.namespace, **kwargs)

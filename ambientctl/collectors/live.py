@@ -42,7 +42,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from ambientctl.collectors.batch import AllowlistTransport, BatchingTransport
+from ambientctl.collectors.batch import CATALOGUE, AllowlistTransport, BatchingTransport
 from ambientctl.collectors.discovery import (
     ClusterView,
     discover_cluster,
@@ -51,7 +51,16 @@ from ambientctl.collectors.discovery import (
     map_netns,
     pod_key,
 )
-from ambientctl.collectors.runner import DEFAULT_CONCURRENCY, DEFAULT_TIMEOUT, Plan, Runner, Target
+from ambientctl.collectors.runner import (
+    DEFAULT_CONCURRENCY,
+    DEFAULT_TARGET_TIMEOUT,
+    DEFAULT_TIMEOUT,
+    Plan,
+    Runner,
+    Target,
+    deadline_fields,
+)
+from ambientctl.collectors.exec_outcome import DEFAULT_MAX_OUTPUT
 from ambientctl.collectors.transport import NetnsRef, Transport
 from ambientctl.errors import CollectionError, TransportError, UsageError
 from ambientctl.raw import ExecResult, RawStatus
@@ -59,7 +68,7 @@ from ambientctl.raw import ExecResult, RawStatus
 NETNS_DIR = "/var/run/netns"
 CNI_HOST_NETNS_DIR = "/host/var/run/netns"  # istio-cni DaemonSet's mount of the host dir
 MAX_CONCURRENCY = 64
-NO_CLUSTER_HINT = "replay a bundle instead: --bundle examples/seed-kind-ambient"
+NO_CLUSTER_HINT = "replay a bundle instead: --bundle example:seed-kind-ambient"
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,6 +99,10 @@ class LiveOptions:
     namespaces: tuple[str, ...] = ()
     concurrency: int = DEFAULT_CONCURRENCY
     timeout: float = DEFAULT_TIMEOUT
+    # One deadline for each target's whole collection (runner.DEFAULT_TARGET_TIMEOUT).
+    target_timeout: float = DEFAULT_TARGET_TIMEOUT
+    # Per-command stdout cap (exec_outcome.DEFAULT_MAX_OUTPUT); None: no cap.
+    max_output: int | None = DEFAULT_MAX_OUTPUT
     connect_timeout: float = 15.0
     # Where the istio-cni node pod sees the host's /var/run/netns (its DaemonSet mounts
     # it there); only Kubernetes-exec collection uses it.
@@ -110,6 +123,7 @@ class RoutingTransport:
     def __init__(self, name: str, routes: dict[str, Transport]) -> None:
         self.name = name
         self.routes = routes
+        self.max_output: int | None = None  # for the manifest's notes (set by run_live)
 
     def _route(self, netns: NetnsRef | None) -> Transport:
         route = getattr(netns, "route", None)
@@ -221,7 +235,12 @@ def _node_targets(
     targets = [Target.node_target(node, RoutedNetns(route=route, kind="node"))]
     if view is None:
         return targets
-    found = discover_netns(transport, netns_dir, timeout=opts.connect_timeout + opts.timeout)
+    # Discovery is one more round trip to the node, bounded like a target's collection.
+    found = discover_netns(
+        transport,
+        netns_dir,
+        timeout=min(opts.connect_timeout + opts.timeout, opts.target_timeout),
+    )
     mapping = map_netns(found, view.pods_on(node))
     if mapping.unmapped or mapping.ambiguous:
         notes.setdefault("unmapped_netns", {})[node] = sorted(mapping.unmapped + mapping.ambiguous)
@@ -245,9 +264,24 @@ def _node_targets(
 
 
 def _batched(t: Transport, opts: LiveOptions) -> BatchingTransport:
-    # The whole batch of a target may take (commands x per-command timeout); the
-    # per-command timeout is enforced inside the batch by coreutils `timeout`.
-    return BatchingTransport(t)
+    # The whole batch of a target gets the target's deadline; each command inside it its
+    # own timeout (x its spec's factor), enforced on the node by coreutils `timeout`.
+    # Each command's stdout is capped on the node (`head -c`) and again here.
+    return BatchingTransport(
+        t,
+        target_timeout=opts.target_timeout,
+        command_timeout=opts.timeout,
+        max_output=opts.max_output,
+    )
+
+
+def stream_cap(opts: LiveOptions) -> int | None:
+    """What one exec's stdout may hold on a node transport: a whole batch carries every
+    command of a target, each capped on the node, so the stream cap is that many caps (a
+    bound on memory even when the node has no `head` to cap them one by one)."""
+    if opts.max_output is None:
+        return None
+    return opts.max_output * (len(CATALOGUE) + 1)
 
 
 # --------------------------------------------------------------------------- planners
@@ -296,7 +330,12 @@ def plan_kind(opts: LiveOptions) -> LivePlan:
     inner: dict[str, Transport] = {}
     for n in selected:
         inner[n.name] = AllowlistTransport(
-            DockerTransport(n.name, base_url=opts.docker_host, connect_timeout=opts.connect_timeout)
+            DockerTransport(
+                n.name,
+                base_url=opts.docker_host,
+                connect_timeout=opts.connect_timeout,
+                max_output=stream_cap(opts),
+            )
         )
         routes[n.name] = _batched(inner[n.name], opts)
 
@@ -344,6 +383,7 @@ def plan_ssh(opts: LiveOptions) -> LivePlan:
             known_hosts=opts.ssh_known_hosts,
             accept_new=opts.ssh_accept_new,
             connect_timeout=opts.connect_timeout,
+            max_output=stream_cap(opts),
         ).items()
     }
     _, view, why = _cluster(opts, opts.context, required=False)
@@ -477,7 +517,7 @@ def _assemble(
         raise CollectionError(
             "nothing to collect: no node matched"
             + (f" ({', '.join(sorted(unreachable))} unreachable)" if unreachable else ""),
-            hint="check --node / --namespace, or " + NO_CLUSTER_HINT,
+            hint="check --node / --collect-namespace, or " + NO_CLUSTER_HINT,
         )
     return LivePlan(RoutingTransport(name, routes), targets, view, notes)
 
@@ -532,8 +572,13 @@ def run_live(
 
     check_output_path(out)
     created_at = rfc3339(datetime.now(UTC))
+    plan.transport.max_output = opts.max_output
     runner = Runner(
-        plan.transport, timeout=opts.timeout, concurrency=opts.concurrency, progress=progress
+        plan.transport,
+        timeout=opts.timeout,
+        concurrency=opts.concurrency,
+        progress=progress,
+        target_timeout=opts.target_timeout,
     )
     try:
         result = runner.run(Plan(tuple(plan.targets)))
@@ -545,7 +590,11 @@ def run_live(
         raise CollectionError(f"nothing could be collected{why}", hint=NO_CLUSTER_HINT)
     collection = dict(plan.collection)
     collection["argv"] = list(argv) if argv is not None else ["ambientctl", *sys.argv[1:]]
+    if result.interrupted:
+        collection["interrupted"] = True  # Ctrl-C / SIGTERM: `collect` exits 130 on it
     collection["timeout_s"] = opts.timeout
+    collection["target_timeout_s"] = opts.target_timeout
+    collection["max_output_bytes"] = opts.max_output
     collection["concurrency"] = opts.concurrency
     if opts.nodes:
         collection["nodes_filter"] = list(opts.nodes)
@@ -561,6 +610,7 @@ def run_live(
         doc["route"] = getattr(target.netns, "route", None)
         if target.kind == "node":
             doc["tool_versions"] = {v.tool: v.output for v in result.versions.get(target.id, [])}
+        doc.update(deadline_fields(result, target))
         targets.append(doc)
     source = f"kubernetes API ({plan.collection.get('context') or 'current context'})"
     extra = [

@@ -16,7 +16,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import selectors
 import shutil
 import signal
 import subprocess
@@ -26,11 +28,47 @@ from collections.abc import Sequence
 
 from ambientctl.bundle.layout import valid_name
 from ambientctl.collectors.runner import Target
+from ambientctl.collectors.exec_outcome import (
+    DEFAULT_MAX_OUTPUT,
+    STDERR_CAP,
+    CappedBuffer,
+    Deadline,
+)
 from ambientctl.collectors.transport import NetnsRef
 from ambientctl.errors import TransportError, UsageError
 from ambientctl.raw import ExecResult
 
 NETNS_RUN_DIR = "/var/run/netns"
+DRAIN_SECONDS = 2.0  # after a kill: how long the pipes may take to reach EOF
+
+
+def descendants(root: int) -> list[int]:
+    """Every live descendant of process `root` (children first), from /proc's ppid links.
+
+    proc(5): field 4 of /proc/PID/stat is the parent pid; the command name (field 2) is
+    in parentheses and may itself contain ")" or spaces, so the fields are read after the
+    LAST ")".
+    """
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", "rb") as fh:
+                stat = fh.read()
+        except OSError:
+            continue  # exited meanwhile
+        fields = stat[stat.rfind(b")") + 2 :].split()
+        if len(fields) > 1:
+            children.setdefault(int(fields[1]), []).append(int(entry))
+    out: list[int] = []
+    todo = [root]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            if child not in out:
+                out.append(child)
+                todo.append(child)
+    return out
 
 
 def _env() -> dict[str, str]:
@@ -44,10 +82,13 @@ class LocalTransport:
 
     name = "local"
 
-    def __init__(self) -> None:
+    def __init__(self, *, max_output: int | None = DEFAULT_MAX_OUTPUT) -> None:
+        """`max_output`: bytes of one command's stdout kept (the rest is read and dropped,
+        and the result says `truncated`); None keeps everything."""
         self._lock = threading.Lock()
         self._running: set[subprocess.Popen[bytes]] = set()
         self._closed = False
+        self.max_output = max_output
 
     # ------------------------------------------------------------------ checks
     @staticmethod
@@ -103,25 +144,68 @@ class LocalTransport:
             raise TransportError(f"cannot start {full[0]}: {exc.strerror or exc}") from exc
         with self._lock:
             self._running.add(proc)
-        timed_out = False
+        out, err = CappedBuffer(self.max_output), CappedBuffer(STDERR_CAP)
         try:
-            try:
-                stdout, stderr = proc.communicate(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                timed_out = True
-                self._kill_group(proc)
-                stdout, stderr = proc.communicate()
+            timed_out = self._capture(proc, out, err, Deadline(timeout))
         finally:
             with self._lock:
                 self._running.discard(proc)
         duration_ms = int((time.monotonic() - start) * 1000)
         return ExecResult(
             exit_code=proc.returncode,
-            stdout=stdout,
-            stderr=stderr,
+            stdout=out.getvalue(),
+            stderr=err.getvalue(),
             duration_ms=duration_ms,
             timed_out=timed_out,
+            truncated=out.truncated,
         )
+
+    def _capture(
+        self,
+        proc: subprocess.Popen[bytes],
+        out: CappedBuffer,
+        err: CappedBuffer,
+        deadline: Deadline,
+    ) -> bool:
+        """Read both pipes into capped buffers until EOF and exit, or the deadline (then
+        kill the tree and drain for at most DRAIN_SECONDS); True when the deadline hit.
+
+        Not `communicate()`: it holds all output in memory, and after a kill it waits for
+        EOF from whatever still holds the pipes, for ever (see `_kill_tree`).
+        """
+        assert proc.stdout is not None and proc.stderr is not None
+        sel = selectors.DefaultSelector()
+        sel.register(proc.stdout, selectors.EVENT_READ, out)
+        sel.register(proc.stderr, selectors.EVENT_READ, err)
+
+        def pump(limit: Deadline) -> None:
+            while sel.get_map() and not limit.expired():
+                for key, _ in sel.select(limit.remaining()):
+                    chunk = os.read(key.fd, 1 << 16)
+                    if chunk:
+                        key.data.append(chunk)
+                    else:
+                        sel.unregister(key.fileobj)
+
+        timed_out = False
+        try:
+            pump(deadline)
+            if sel.get_map():
+                timed_out = True
+            else:
+                try:  # pipes closed; the process may still run (it closed its stdout)
+                    proc.wait(timeout=max(deadline.remaining(), 0.001))
+                except subprocess.TimeoutExpired:
+                    timed_out = True
+            if timed_out:
+                self._kill_tree(proc)
+                pump(Deadline(DRAIN_SECONDS))  # an escaped process may hold them for ever
+        finally:
+            sel.close()
+            proc.stdout.close()
+            proc.stderr.close()
+        proc.wait()
+        return timed_out
 
     @staticmethod
     def _kill_group(proc: subprocess.Popen[bytes]) -> None:
@@ -131,13 +215,27 @@ class LocalTransport:
         except ProcessLookupError:
             pass
 
+    @classmethod
+    def _kill_tree(cls, proc: subprocess.Popen[bytes]) -> None:
+        """SIGKILL the command's process group AND every descendant still linked to it.
+
+        A descendant that called setsid(2) (e.g. `setsid cmd &`) has left the group that
+        `killpg` reaches, yet still holds the output pipes: without this it outlives the
+        timeout and `communicate()` waits for its EOF forever (cpython bpo-31935).
+        """
+        tree = descendants(proc.pid)
+        cls._kill_group(proc)
+        for pid in tree:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, signal.SIGKILL)
+
     def close(self) -> None:
         """Kill whatever still runs (an interrupted collection) and refuse new commands."""
         self._closed = True
         with self._lock:
             running = list(self._running)
         for proc in running:
-            self._kill_group(proc)
+            self._kill_tree(proc)
 
 
 # --------------------------------------------------------------------------- planning

@@ -9,6 +9,14 @@ one after the other. Serial per target is what keeps `iptables*-save` one at a t
 network namespace (iptables-legacy takes the xtables lock; the nft backend reads the
 ruleset generation) and keeps a pod's netns from being entered a dozen times at once.
 
+Deadlines: each command has its own timeout (`timeout` x the spec's `timeout_factor`), and
+each TARGET has one deadline for all its commands together (`target_timeout`, default
+`DEFAULT_TARGET_TIMEOUT`): no command is given more than what is left of it, and once it has
+passed the remaining commands are recorded `timeout` without being sent. So a hung node
+costs at most `target_timeout`, whatever the transport and however many commands it has
+(a remote batch gets the same deadline: `batch.BatchingTransport`). The manifest entry of
+every timed-out command says which limit cut it and after how long.
+
 Interruption: a Ctrl-C (KeyboardInterrupt in the main thread) stops scheduling, closes the
 transport (the local one kills running process groups), and every command that did not
 finish becomes `SKIPPED` with note "interrupted". `RunResult.interrupted` tells the writer to
@@ -39,12 +47,18 @@ from ambientctl.collectors.specs import (
     CommandSpec,
     VersionSpec,
 )
+from ambientctl.collectors.exec_outcome import Deadline
 from ambientctl.collectors.transport import NetnsRef, Transport
 from ambientctl.errors import CollectionError, TransportError, UsageError
 from ambientctl.raw import ExecResult, RawOutput, RawStatus
 
 DEFAULT_TIMEOUT = 30.0
 DEFAULT_CONCURRENCY = 8
+# One target's whole collection (all its commands, one batch or many execs). Six minutes
+# covers the slowest node measured (630k rules: `nft -j list ruleset` ~30 s, the rest a
+# few seconds) many times over, and bounds what one hung node can cost a run
+# (sos-collector: 180 s per node; cilium sysdump: 180 s per node).
+DEFAULT_TARGET_TIMEOUT = 360.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -184,6 +198,8 @@ class RunResult:
     versions: dict[str, list[VersionResult]] = field(default_factory=dict)  # target id -> ...
     not_kept: set[str] = field(default_factory=set)  # paths whose output a spec's `keep` refused
     interrupted: bool = False
+    # target id -> when its deadline cut the collection (RFC 3339), for the manifest
+    deadline_reached: dict[str, str] = field(default_factory=dict)
 
 
 def _now() -> str:
@@ -195,6 +211,8 @@ def _status(res: ExecResult) -> RawStatus:
         return RawStatus.NOT_FOUND
     if res.timed_out:
         return RawStatus.TIMEOUT
+    if res.truncated:
+        return RawStatus.TRUNCATED
     if res.exit_code == 0:
         return RawStatus.OK
     return RawStatus.NONZERO_EXIT
@@ -210,13 +228,18 @@ class Runner:
         timeout: float = DEFAULT_TIMEOUT,
         concurrency: int = DEFAULT_CONCURRENCY,
         progress: Callable[[str], None] | None = None,
+        target_timeout: float = DEFAULT_TARGET_TIMEOUT,
     ) -> None:
         if concurrency < 1:
             raise UsageError("concurrency must be at least 1")
         if timeout <= 0:
             raise UsageError("timeout must be positive")
+        if target_timeout <= 0:
+            raise UsageError("target timeout must be positive")
         self.transport = transport
         self.timeout = timeout
+        self.target_timeout = target_timeout
+        self._deadline_reached: dict[str, str] = {}
         self.concurrency = concurrency
         self._progress = progress
         self._cancel = threading.Event()
@@ -257,6 +280,16 @@ class Runner:
         versions: list[VersionResult] = []
         broken: str | None = None  # transport error text: the target is unreachable
         wrapper = self._wrapper(target.netns)
+        deadline = Deadline(self.target_timeout)
+        deadline_note = (
+            f"the target's deadline ({self.target_timeout:g}s for all its commands, "
+            "--target-timeout) was reached"
+        )
+
+        def hit_deadline() -> None:
+            with self._lock:
+                self._deadline_reached.setdefault(target.id, _now())
+
         for spec in plan.specs_for(target):
             if self._cancel.is_set():
                 outputs.append(self._skipped(target, spec, "interrupted", RawStatus.SKIPPED))
@@ -264,9 +297,16 @@ class Runner:
             if broken is not None:
                 outputs.append(self._skipped(target, spec, broken, RawStatus.TRANSPORT_ERROR))
                 continue
+            if deadline.expired():
+                hit_deadline()
+                outputs.append(
+                    self._skipped(target, spec, f"not run: {deadline_note}", RawStatus.TIMEOUT)
+                )
+                continue
             started = _now()
             try:
-                limit = self.timeout * spec.timeout_factor
+                own_limit = self.timeout * spec.timeout_factor
+                limit = min(own_limit, deadline.remaining())
                 res = self.transport.run(spec.argv, netns=target.netns, timeout=limit)
             except TransportError as exc:
                 if self._cancel.is_set():
@@ -280,7 +320,18 @@ class Runner:
             if self._cancel.is_set() and status is not RawStatus.OK:
                 status, note = RawStatus.SKIPPED, "interrupted"
             elif status is RawStatus.TIMEOUT:
-                note = f"killed after {limit:g}s"
+                if deadline.expired():
+                    hit_deadline()
+                    note = f"stopped after {res.duration_ms / 1000:.1f}s: {deadline_note}"
+                else:
+                    note = f"killed after {own_limit:g}s (per-command timeout, --timeout)"
+            elif status is RawStatus.TRUNCATED:
+                cap = getattr(self.transport, "max_output", None)
+                limit_text = f" of {cap} bytes" if isinstance(cap, int) else ""
+                note = (
+                    f"stdout went past the per-command output cap{limit_text} (--max-output) "
+                    "and was cut; not stored (a cut dump would be read as if whole)"
+                )
             elif status is RawStatus.NOT_FOUND:
                 note = f"{spec.binary} is not installed on the target"
                 if spec.missing_hint:
@@ -312,11 +363,15 @@ class Runner:
             )
         if target.kind == "node":
             for vspec in plan.versions:
-                if self._cancel.is_set() or broken is not None:
+                if self._cancel.is_set() or broken is not None or deadline.expired():
                     versions.append(VersionResult(vspec.tool, vspec.argv, RawStatus.SKIPPED, None))
                     continue
                 try:
-                    res = self.transport.run(vspec.argv, netns=target.netns, timeout=self.timeout)
+                    res = self.transport.run(
+                        vspec.argv,
+                        netns=target.netns,
+                        timeout=min(self.timeout, deadline.remaining()),
+                    )
                 except TransportError:
                     versions.append(
                         VersionResult(vspec.tool, vspec.argv, RawStatus.TRANSPORT_ERROR, None)
@@ -394,6 +449,7 @@ class Runner:
         self._t0 = time.monotonic()
         self._results = {}
         self._not_kept = set()
+        self._deadline_reached = {}
         self._errors = []
         targets: queue.SimpleQueue[Target] = queue.SimpleQueue()
         for target in plan.targets:
@@ -426,6 +482,7 @@ class Runner:
             if target.kind == "node":
                 result.versions[target.id] = vers
         result.not_kept = set(self._not_kept)
+        result.deadline_reached = dict(self._deadline_reached)
         return result
 
 
@@ -437,13 +494,26 @@ def run_plan(
     concurrency: int = DEFAULT_CONCURRENCY,
     specs: tuple[CommandSpec, ...] = ALL_SPECS,
     progress: Callable[[str], None] | None = None,
+    target_timeout: float = DEFAULT_TARGET_TIMEOUT,
 ) -> RunResult:
     """Convenience: build a `Plan` and run it."""
-    runner = Runner(transport, timeout=timeout, concurrency=concurrency, progress=progress)
+    runner = Runner(
+        transport,
+        timeout=timeout,
+        concurrency=concurrency,
+        progress=progress,
+        target_timeout=target_timeout,
+    )
     return runner.run(Plan(tuple(targets), specs))
 
 
 # --------------------------------------------------------------------------- plan -> bundle
+
+
+def deadline_fields(result: RunResult, target: Target) -> dict[str, str]:
+    """The manifest target fields saying when its deadline cut its collection (if it did)."""
+    when = result.deadline_reached.get(target.id)
+    return {"deadline_reached_at": when} if when else {}
 
 CLUSTER_SOURCE_FILES = ("pods.json", "services.json", "namespaces.json", "nodes.json",
                         "endpointslices.json")
@@ -473,6 +543,7 @@ def collect_bundle(
     timeout: float = DEFAULT_TIMEOUT,
     concurrency: int = DEFAULT_CONCURRENCY,
     progress: Callable[[str], None] | None = None,
+    target_timeout: float = DEFAULT_TARGET_TIMEOUT,
 ) -> tuple[WrittenBundle, bool]:
     """Run `plan` and write the bundle to `out`; returns (bundle, interrupted).
 
@@ -481,7 +552,13 @@ def collect_bundle(
     """
     check_output_path(out)
     created_at = rfc3339(datetime.now(UTC))
-    runner = Runner(transport, timeout=timeout, concurrency=concurrency, progress=progress)
+    runner = Runner(
+        transport,
+        timeout=timeout,
+        concurrency=concurrency,
+        progress=progress,
+        target_timeout=target_timeout,
+    )
     try:
         result = runner.run(plan)
     finally:
@@ -504,9 +581,14 @@ def collect_bundle(
             doc["tool_versions"] = {
                 v.tool: v.output for v in result.versions.get(target.id, [])
             }
+        doc.update(deadline_fields(result, target))
         targets.append(doc)
     meta = dict(collection)
+    if result.interrupted:
+        meta["interrupted"] = True  # Ctrl-C / SIGTERM: `collect` exits 130 on it
     meta.setdefault("timeout_s", timeout)
+    meta.setdefault("target_timeout_s", target_timeout)
+    meta.setdefault("max_output_bytes", getattr(transport, "max_output", None))
     meta.setdefault("concurrency", concurrency)
     written = write_bundle(
         out,

@@ -31,7 +31,13 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from ambientctl.bundle.layout import valid_name
-from ambientctl.collectors.exec_outcome import Deadline, missing_binary
+from ambientctl.collectors.exec_outcome import (
+    DEFAULT_MAX_OUTPUT,
+    STDERR_CAP,
+    CappedBuffer,
+    Deadline,
+    missing_binary,
+)
 from ambientctl.collectors.transport import NetnsRef
 from ambientctl.errors import TransportError, UsageError
 from ambientctl.raw import ExecResult
@@ -225,14 +231,29 @@ class _KnownHosts:
         self.accept_new = accept_new
         self.lock = threading.Lock()
 
+    revoked: frozenset[tuple[str, str]] = frozenset()  # (key type, base64) of @revoked keys
+
     def load_into(self, client: Any) -> None:
-        # load_system_host_keys: paramiko never rewrites this file (save_host_keys would
-        # drop entries it does not understand, e.g. @cert-authority lines).
-        if os.path.exists(self.path):
-            try:
-                client.load_system_host_keys(self.path)
-            except OSError as exc:
-                raise TransportError(f"cannot read known_hosts {self.path}: {exc}") from exc
+        """Put the file's plain host keys into `client` (never written back: paramiko's
+        save_host_keys would drop what it does not understand), and remember the revoked
+        keys for the policy (`is_revoked`). See `read_known_hosts` for the line rules."""
+        if not os.path.exists(self.path):
+            return
+        try:
+            with open(self.path, encoding="utf-8", errors="replace") as fh:
+                plain, revoked = read_known_hosts(fh)
+        except OSError as exc:
+            raise TransportError(f"cannot read known_hosts {self.path}: {exc}") from exc
+        self.revoked = revoked
+        keys = client.get_host_keys()
+        for names, key in plain:
+            if (key.get_name(), key.get_base64()) in revoked:
+                continue  # a revoked key is never "known", even when listed plainly too
+            for name in names:
+                keys.add(name, key.get_name(), key)
+
+    def is_revoked(self, key: Any) -> bool:
+        return (key.get_name(), key.get_base64()) in self.revoked
 
     def record(self, hostname: str, key: Any) -> None:
         """Append `hostname keytype base64`, exactly what OpenSSH's accept-new writes."""
@@ -245,13 +266,67 @@ class _KnownHosts:
                 fh.write(f"{hostname} {key.get_name()} {key.get_base64()}\n")
 
 
+def read_known_hosts(lines: Any) -> tuple[list[tuple[list[str], Any]], frozenset[tuple[str, str]]]:
+    """(plain entries as (host patterns, key), revoked keys) of a known_hosts file.
+
+    The line format is sshd(8) "SSH_KNOWN_HOSTS FILE FORMAT": an optional marker, host
+    patterns, key type, base64 key, comment. Handled as OpenSSH does:
+    - `@revoked`: the key "must not ever be accepted". It is refused for EVERY host here
+      (OpenSSH refuses it for the hosts its pattern matches; `@revoked *` is the usual
+      form): stricter, never weaker.
+    - `@cert-authority`: the key is a CA that signs host CERTIFICATES. ambientctl does not
+      verify certificates, so these lines are ignored, exactly as OpenSSH ignores them for a
+      host presenting a plain key: a CA line never makes a plain key trusted.
+    - a line that cannot be parsed (unknown key type, bad base64, too few fields) is
+      skipped, as ssh(1) skips it; `#` comments and blank lines too.
+    """
+    import binascii
+
+    import paramiko
+    from paramiko.hostkeys import HostKeyEntry, InvalidHostKey
+
+    plain: list[tuple[list[str], Any]] = []
+    revoked: set[tuple[str, str]] = set()
+    for lineno, raw in enumerate(lines, 1):
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        marker = None
+        if line.startswith("@"):
+            marker, _, line = line.partition(" ")
+            line = line.strip()
+        try:
+            entry = HostKeyEntry.from_line(line, lineno)
+        except (InvalidHostKey, paramiko.SSHException, binascii.Error, ValueError, TypeError):
+            entry = None
+        if entry is None or entry.key is None:
+            continue
+        if marker == "@revoked":
+            revoked.add((entry.key.get_name(), entry.key.get_base64()))
+        elif marker is None:
+            plain.append((list(entry.hostnames), entry.key))
+        # "@cert-authority" (and any unknown marker, which OpenSSH rejects): ignored
+    return plain, frozenset(revoked)
+
+
 def _policy(known: _KnownHosts, endpoint: SshEndpoint) -> Any:
     import paramiko
 
     class Policy(paramiko.MissingHostKeyPolicy):
-        """Called by paramiko only for an UNKNOWN host (a changed key never gets here)."""
+        """Called by paramiko only for an UNKNOWN host (a changed key never gets here).
+
+        A revoked key is never in the known set (`load_into`), so it always arrives here,
+        before authentication: refused in every mode, and never recorded.
+        """
 
         def missing_host_key(self, client: Any, hostname: str, key: Any) -> None:
+            if known.is_revoked(key):
+                raise TransportError(
+                    f"ssh {endpoint}: host key of {hostname} ({_fingerprint(key)}) is marked "
+                    f"@revoked in {known.path}; refusing to connect",
+                    hint="the node's key was revoked on purpose: check the node before "
+                    "trusting it again",
+                )
             if known.accept_new:
                 known.record(hostname, key)
                 client.get_host_keys().add(hostname, key.get_name(), key)
@@ -282,13 +357,16 @@ class SshTransport:
         accept_new: bool = False,
         connect_timeout: float = CONNECT_TIMEOUT,
         known: _KnownHosts | None = None,
+        max_output: int | None = DEFAULT_MAX_OUTPUT,
     ) -> None:
         self.endpoint = endpoint
         self.known = known or _KnownHosts(known_hosts, accept_new)
         self.connect_timeout = connect_timeout
+        self.max_output = max_output  # stdout bytes kept per exec (CappedBuffer)
         self._lock = threading.Lock()
         self._clients: list[Any] = []  # [jump?, node]
         self._failed: TransportError | None = None
+        self._closed = False
 
     # .................................................................. connection
     def _connect_one(self, ep: SshEndpoint, sock: Any = None) -> Any:
@@ -339,6 +417,9 @@ class SshTransport:
 
     def _client(self) -> Any:
         with self._lock:
+            if self._closed:
+                # closed by an interrupted collection: never reconnect behind its back
+                raise TransportError(f"ssh {self.endpoint}: closed (collection interrupted)")
             if self._failed is not None:
                 raise self._failed  # do not hammer an unreachable node once per command
             if self._clients:
@@ -384,21 +465,40 @@ class SshTransport:
         deadline = Deadline(timeout)
         client = self._client()
         try:
-            chan = client.get_transport().open_session(timeout=min(timeout, self.connect_timeout))
+            chan = client.get_transport().open_session(
+                timeout=max(0.001, min(deadline.remaining(), self.connect_timeout))
+            )
+        except Exception as exc:  # noqa: BLE001 - the connection died under us
+            if deadline.expired():
+                return ExecResult(None, b"", b"", deadline.elapsed_ms(), timed_out=True)
+            raise TransportError(f"ssh {self.endpoint}: exec failed ({exc})") from None
+        # paramiko's exec_command waits for the server's answer to the exec request with
+        # no timeout at all (Channel._wait_for_event: event.wait()); a server that accepts
+        # the session and never answers would hold this thread forever. Closing the
+        # channel sets that event, so a watchdog closes it at the deadline.
+        watchdog = threading.Timer(deadline.remaining(), chan.close)
+        watchdog.daemon = True
+        watchdog.start()
+        try:
             chan.exec_command(self.command_line(argv, netns))
         except Exception as exc:  # noqa: BLE001 - the connection died under us
+            watchdog.cancel()
+            chan.close()
+            if deadline.expired():
+                return ExecResult(None, b"", b"", deadline.elapsed_ms(), timed_out=True)
             raise TransportError(f"ssh {self.endpoint}: exec failed ({exc})") from None
-        out, err = bytearray(), bytearray()
+        watchdog.cancel()
+        out, err = CappedBuffer(self.max_output), CappedBuffer(STDERR_CAP)
         timed_out = False
         try:
             chan.setblocking(False)
             while True:
                 drained = False
                 while chan.recv_ready():
-                    out += chan.recv(1 << 16)
+                    out.append(chan.recv(1 << 16))
                     drained = True
                 while chan.recv_stderr_ready():
-                    err += chan.recv_stderr(1 << 16)
+                    err.append(chan.recv_stderr(1 << 16))
                     drained = True
                 if (
                     chan.exit_status_ready()
@@ -409,6 +509,11 @@ class SshTransport:
                     break
                 if deadline.expired():
                     timed_out = True
+                    break
+                if chan.closed and not chan.recv_ready() and not chan.recv_stderr_ready():
+                    # closed under us (`close()`: an interrupted collection) or by the
+                    # server without EOF: nothing more will come (exit code None if the
+                    # server sent none)
                     break
                 if not drained:
                     # The channel pipe is signalled on data and EOF, not on exit-status:
@@ -421,11 +526,12 @@ class SshTransport:
             code = None
         return ExecResult(
             exit_code=code,
-            stdout=bytes(out),
-            stderr=bytes(err),
+            stdout=out.getvalue(),
+            stderr=err.getvalue(),
+            truncated=out.truncated,
             duration_ms=deadline.elapsed_ms(),
             timed_out=timed_out,
-            not_found=not timed_out and missing_binary(code, bytes(err)),
+            not_found=not timed_out and missing_binary(code, err.getvalue()),
         )
 
     def _close_clients(self) -> None:
@@ -436,6 +542,7 @@ class SshTransport:
 
     def close(self) -> None:
         with self._lock:
+            self._closed = True
             self._close_clients()
 
 
@@ -445,11 +552,14 @@ def transports_for(
     known_hosts: str = DEFAULT_KNOWN_HOSTS,
     accept_new: bool = False,
     connect_timeout: float = CONNECT_TIMEOUT,
+    max_output: int | None = DEFAULT_MAX_OUTPUT,
 ) -> dict[str, SshTransport]:
     """node name -> transport, sharing one known_hosts (and its append lock)."""
     known = _KnownHosts(known_hosts, accept_new)
     return {
-        ep.node: SshTransport(ep, known=known, connect_timeout=connect_timeout) for ep in endpoints
+        ep.node: SshTransport(
+            ep, known=known, connect_timeout=connect_timeout, max_output=max_output
+        ) for ep in endpoints
     }
 
 

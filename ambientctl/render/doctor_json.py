@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from ambientctl.analyzers.doctor.incidents import group
 from ambientctl.analyzers.findings import CheckResult, Evidence, Finding, Report
 
 SCHEMA = "ambientctl.doctor/v1"
@@ -57,18 +58,26 @@ def doctor_document(report: Report) -> dict[str, Any]:
         "source": report.source,
         "bundle_id": report.bundle_id,
         "fail_on": report.fail_on,
-        "result": "fail" if report.failing else "pass",
+        "result": report.result,
         "summary": {
             "findings": report.counts(),
             "suppressed": len(report.suppressed),
+            "below_output_threshold": len(report.below_threshold),
             "checks": report.status_counts(),
         },
+        "output_threshold": report.output_threshold,
+        "unmatched_suppressions": list(report.unmatched_suppressions),
         "nodes": [
             {"name": n.name, "mode": n.mode, "pods_expected": n.pods_expected,
              "pods_captured": n.pods_captured, "findings": dict(n.counts)}
             for n in report.nodes
         ],
-        "findings": [finding_document(f) for f in report.findings],
+        "findings": [{"ref": f"F{i + 1}", **finding_document(f)}
+                     for i, f in enumerate(report.findings)],
+        "incidents": [
+            {"root": f"F{inc.root + 1}", "check": report.findings[inc.root].check_id,
+             "findings": [f"F{i + 1}" for i in inc.members]}
+            for inc in group(report.findings)],
         "suppressed": [finding_document(f) for f in report.suppressed],
         "checks": [_check(r) for r in report.results],
         "catalogue": [catalogue[k] for k in sorted(catalogue)],

@@ -5,6 +5,7 @@ could not be checked and why, then one summary line.
 from __future__ import annotations
 
 from ambientctl.analyzers.findings import CheckStatus, Finding, Report
+from ambientctl.render.terminal import terminal_safe
 
 _LABEL = {"error": "ERROR", "warning": "WARNING", "info": "INFO"}
 
@@ -36,7 +37,7 @@ def _finding(f: Finding, verbose: bool) -> list[str]:
             out.append(f"    ... {len(f.evidence) - len(shown)} more (-v)")
     if f.remediation:
         out.append(f"  fix: {f.remediation}")
-    out.append(f"  docs: {f.docs}")
+    out.append(f"  docs: {f.docs} (or: ambientctl doctor explain {f.check_id})")
     return out
 
 
@@ -51,11 +52,26 @@ def render(report: Report, *, verbose: bool = False) -> str:
     if len(rows) > 1:
         lines += _table(rows)
         lines.append("")
-    for f in report.findings:
-        lines += _finding(f, verbose)
+    from ambientctl.analyzers.doctor.incidents import group
+
+    for n, inc in enumerate(group(report.findings), start=1):
+        root = report.findings[inc.root]
+        if not inc.consequences:
+            lines += _finding(root, verbose)
+            lines.append("")
+            continue
+        lines.append(f"incident {n}: {root.check_id} {root.title} - fix this first; "
+                     f"{len(inc.consequences)} finding(s) below follow from it")
+        lines += _finding(root, verbose)
+        for c in inc.consequences:
+            lines += ["  " + ln for ln in _finding(report.findings[c], verbose)]
         lines.append("")
     if not report.findings:
-        lines += ["No findings.", ""]
+        lines += ["No findings." if not report.below_threshold else
+                  f"No findings at or above {report.output_threshold}.", ""]
+    if report.no_ambient:
+        lines += ["No ambient redirection and no ztunnel on any collected node: nothing ambient "
+                  "was there to check (is this node in the mesh? is istio-cni running?).", ""]
     skipped: dict[tuple[str, str], list[str]] = {}
     errored = []
     for r in report.results:
@@ -75,8 +91,29 @@ def render(report: Report, *, verbose: bool = False) -> str:
     c = report.counts()
     s = report.status_counts()
     sup = f" ({len(report.suppressed)} suppressed)" if report.suppressed else ""
-    verdict = "FAIL" if report.failing else "PASS"
+    if report.below_threshold:
+        sup += (f" ({len(report.below_threshold)} below --output-threshold "
+                f"{report.output_threshold})")
+    verdict = report.result.upper()
     lines.append(f"{c['error']} error(s), {c['warning']} warning(s), {c['info']} info{sup}; "
                  f"checks: {s['passed']} passed, {s['failed']} failed, {s['skipped']} skipped, "
                  f"{s['errored']} errored. Result: {verdict} (--fail-on {report.fail_on})")
-    return "\n".join(lines) + "\n"
+    return terminal_safe("\n".join(lines) + "\n")
+
+
+def render_lines(report: Report) -> str:
+    """`-o line`: one line per finding, as `istioctl analyze` prints them, then a summary
+    line on its own (so `grep`/`wc -l` over the findings work)."""
+    out = []
+    for f in report.findings:
+        where = ", ".join(x for x in (f"node {f.node}" if f.node else "",
+                                      f"pod {f.pod}" if f.pod else "") if x)
+        ev = next((e for e in f.evidence), None)
+        cite = f" [{ev.path}:{ev.line}]" if ev is not None and ev.line else \
+            (f" [{ev.path}]" if ev is not None and ev.path else "")
+        out.append(f"{_LABEL[f.severity.value].capitalize()} [{f.check_id}]"
+                   f"{f' ({where})' if where else ''} {f.message}{cite}")
+    c = report.counts()
+    out.append(f"{report.result.upper()}: {c['error']} error(s), {c['warning']} warning(s), "
+               f"{c['info']} info, {len(report.suppressed)} suppressed")
+    return terminal_safe("\n".join(out) + "\n")

@@ -7,6 +7,7 @@ from typing import Any
 from ambientctl.analyzers.path import Delivery, Hop, Step
 from ambientctl.analyzers.selectors import Endpoint
 from ambientctl.analyzers.trace import Leg, Trace
+from ambientctl.analyzers.verdict import Verdict
 from ambientctl.model import SourceRef
 
 SCHEMA = "ambientctl.trace/v1"
@@ -96,8 +97,33 @@ def _leg(leg: Leg) -> dict[str, Any]:
     }
 
 
-def trace_document(t: Trace, bundle: str) -> dict[str, Any]:
-    """The whole JSON document."""
+def intent_json(v: Verdict) -> dict[str, Any]:
+    """The verdict: what was intended, whether it happened, and the first culprit."""
+    i = v.intent
+    c = v.culprit
+    return {
+        "expected": i.expected,
+        "path": i.path,
+        "as_intended": v.as_intended,
+        "verdict": v.text,
+        "source": {"name": i.source.label, "kind": i.source.kind, "why": i.source.why},
+        "destination": {"name": i.destination.label, "kind": i.destination.kind,
+                        "why": i.destination.why},
+        "peer_authentication": i.peer_authentication,
+        "waypoint": i.waypoint,
+        "intent_sources": list(i.sources),
+        "notes": list(v.notes),
+        "culprit": None if c is None else {"check": c.check, "title": c.title, "step": c.step,
+                                           "evidence": c.evidence},
+    }
+
+
+def trace_document(t: Trace, bundle: str, verdict: Verdict | None = None) -> dict[str, Any]:
+    """The whole JSON document (with `intent` and each leg's `mtls` when judged)."""
+    legs = [_leg(leg) for leg in t.legs]
+    if verdict is not None:
+        for doc, mtls in zip(legs, verdict.mtls, strict=True):
+            doc["mtls"] = mtls
     return {
         "schema": SCHEMA,
         "bundle": bundle,
@@ -108,8 +134,9 @@ def trace_document(t: Trace, bundle: str) -> dict[str, Any]:
         "disposition": t.disposition.value,
         "reason": t.reason,
         "summary": t.summary,
-        "legs": [_leg(leg) for leg in t.legs],
+        "legs": legs,
         "assumptions": list(t.assumptions),
         "warnings": list(t.warnings),
         "data_errors": list(t.data_errors),
+        **({"intent": intent_json(verdict)} if verdict is not None else {}),
     }

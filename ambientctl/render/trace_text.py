@@ -1,4 +1,5 @@
-"""`ambientctl trace` as text: a summary line, one line per leg, and with -v every step.
+"""`ambientctl trace` as text: a summary line, then each leg at a glance (the steps that
+changed the packet or its route, `trace_glance`), or with -v every step.
 
 Like ovn-trace's summary/detailed levels: the same `Trace`, filtered.
 """
@@ -7,6 +8,10 @@ from __future__ import annotations
 
 from ambientctl.analyzers.path import Step
 from ambientctl.analyzers.trace import Leg, Trace
+from ambientctl.analyzers.verdict import Verdict
+from ambientctl.render import trace_glance
+from ambientctl.render.term import Term
+from ambientctl.render.terminal import terminal_safe
 
 _ARROW = " -> "
 
@@ -38,13 +43,22 @@ def _step_line(s: Step) -> list[str]:
     return lines
 
 
-def render(t: Trace, *, verbose: bool = False) -> str:
-    """The text view."""
-    out = [t.summary, ""]
+def render(t: Trace, *, verbose: bool = False, header: str | None = None,
+           term: Term | None = None, verdict: Verdict | None = None) -> str:
+    """The text view: at a glance by default (`trace_glance`), every step with -v.
+
+    `header` names the bundle (where, when, how collected); `term` colours and wraps for
+    a terminal (plain and unwrapped when piped)."""
+    term = term or Term()
+    colour = "green" if t.disposition.value == "delivered" else "red"
+    # the summary stays the first line (scripts read it with `head -1`); provenance next
+    out = [term.paint(t.summary, "bold", colour), *([header] if header else []), ""]
     if t.reason and t.disposition.value not in ("delivered",):
         out.append(f"why: {t.reason}")
         out.append("")
-    for leg in t.legs:
+    if not verbose:
+        out += trace_glance.render(t)
+    for leg in (t.legs if verbose else ()):
         for s in leg.explanation:
             out.append(f"  ztunnel: {s.summary}")
             if verbose and s.source is not None:
@@ -79,4 +93,12 @@ def render(t: Trace, *, verbose: bool = False) -> str:
         out.extend(f"  - {w}" for w in t.warnings)
     if not verbose:
         out.append("(-v shows every rule, route and device behind each hop)")
-    return "\n".join(out).rstrip() + "\n"
+    if verdict is not None:
+        marks = ", ".join(f"leg {leg.index} {'mTLS' if m else 'plaintext' if m is False else '-'}"
+                          for leg, m in zip(t.legs, verdict.mtls, strict=True))
+        out.append("")
+        out += [f"note: {n}" for n in verdict.notes]
+        out.append(f"mtls: {marks}")
+        out.append(term.paint(f"verdict: {verdict.text}", "bold",
+                              "green" if verdict.as_intended else "red"))
+    return terminal_safe(term.fit_all("\n".join(out).rstrip()) + "\n")

@@ -13,6 +13,7 @@ Needs root (sshd's privilege separation) and the Debian `openssh-server` package
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -162,3 +163,77 @@ class Sshd:
             except OSError:
                 time.sleep(0.05)
         raise TimeoutError(f"nothing listens on 127.0.0.1:{port}")
+
+
+class StallingSshServer:
+    """An SSH server (paramiko, server side) that opens sessions and never answers exec.
+
+    OpenSSH always answers an exec request; a wedged node's sshd (its child stuck before
+    replying, e.g. on a hung PAM or NSS lookup) does not. This peer speaks the real SSH
+    protocol up to that point: key exchange, any public key accepted, session channels
+    opened, and then every `exec` request is left unanswered until `close()`.
+    """
+
+    def __init__(self, workdir: Path) -> None:
+        import paramiko
+
+        workdir.mkdir(parents=True, exist_ok=True)
+        self.host_key_path = keygen(workdir / "stall_host_key")
+        self.host_key = paramiko.Ed25519Key.from_private_key_file(str(self.host_key_path))
+        self.client_key = keygen(workdir / "stall_client")
+        self._stop = threading.Event()
+        self._sock = socket.socket()
+        self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self._sock.bind(("127.0.0.1", 0))
+        self._sock.listen(8)
+        self._sock.settimeout(0.2)
+        self.port = self._sock.getsockname()[1]
+        self.exec_requests = 0
+        self._transports: list[object] = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def known_hosts_line(self) -> str:
+        return f"[127.0.0.1]:{self.port} {self.host_key.get_name()} {self.host_key.get_base64()}\n"
+
+    def _accept(self) -> None:
+        import paramiko
+
+        peer = self
+
+        class Server(paramiko.ServerInterface):
+            def get_allowed_auths(self, username: str) -> str:
+                return "publickey"
+
+            def check_auth_publickey(self, username: str, key: object) -> int:
+                return paramiko.AUTH_SUCCESSFUL
+
+            def check_channel_request(self, kind: str, chanid: int) -> int:
+                return paramiko.OPEN_SUCCEEDED
+
+            def check_channel_exec_request(self, channel: object, command: bytes) -> bool:
+                peer.exec_requests += 1
+                peer._stop.wait()  # never answer (until the peer is closed)
+                return False
+
+        while not self._stop.is_set():
+            try:
+                conn, _ = self._sock.accept()
+            except OSError:
+                continue
+            t = paramiko.Transport(conn)
+            t.add_server_key(self.host_key)
+            self._transports.append(t)
+            t.start_server(server=Server())
+
+    def close(self) -> None:
+        self._stop.set()
+        self._sock.close()
+        for t in self._transports:
+            with contextlib.suppress(Exception):
+                t.close()  # type: ignore[attr-defined]
+
+    def __enter__(self) -> StallingSshServer:  # noqa: PYI034
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -120,10 +120,15 @@ def _captured(ctx: Context, name: str) -> tuple[int | None, int | None]:
 
 
 def diagnose(snapshot: Snapshot, *, fail_on: str = "error",
-             suppress: Iterable[Suppression] = (), only: Iterable[str] | None = None) -> Report:
-    """Run the checks and assemble the report: findings sorted, suppressed ones apart."""
+             suppress: Iterable[Suppression] = (), only: Iterable[str] | None = None,
+             output_threshold: str = "info") -> Report:
+    """Run the checks and assemble the report: findings sorted, suppressed ones apart,
+    those under `output_threshold` apart again (counted, not shown)."""
     if fail_on not in FAIL_ON:
         raise UsageError(f"--fail-on {fail_on!r}: choose one of {', '.join(FAIL_ON)}")
+    if output_threshold not in {s.value for s in Severity}:
+        raise UsageError(f"--output-threshold {output_threshold!r}: choose info, warning or "
+                         "error")
     _load_areas()
     ctx = Context.build(snapshot)
     results = _run_checks(ctx, only)
@@ -135,20 +140,27 @@ def diagnose(snapshot: Snapshot, *, fail_on: str = "error",
             (hidden if any(s.matches(f) for s in rules) else shown).append(f)
     shown.sort(key=lambda f: f.sort_key)
     hidden.sort(key=lambda f: f.sort_key)
+    unmatched = tuple(s.text for s in rules if not any(s.matches(f) for f in hidden))
+    floor = Severity(output_threshold).rank
+    below = [f for f in shown if f.severity.rank < floor]
+    shown = [f for f in shown if f.severity.rank >= floor]
     nodes = []
     for name, view in ctx.nodes.items():
         captured, expected = _captured(ctx, name)
         counts = {s.value: 0 for s in Severity}
-        for f in shown:
+        for f in (*shown, *below):
             if f.node == name:
                 counts[f.severity.value] += 1
-        nodes.append(NodeSummary(name, view.mode, expected, captured, counts))
+        nodes.append(NodeSummary(name, view.mode, expected, captured, counts,
+                                 ztunnel=view.ztunnel_pod is not None or view.ztunnel_ns is not None))
     manifest = snapshot.manifest or {}
     bundle_id = manifest.get("bundle_id") if isinstance(manifest, dict) else None
     return Report(source=snapshot.source,
                   bundle_id=bundle_id if isinstance(bundle_id, str) else None,
                   results=tuple(results), findings=tuple(shown), suppressed=tuple(hidden),
-                  nodes=tuple(nodes), fail_on=fail_on, catalogue=tuple(catalogue()))
+                  nodes=tuple(nodes), fail_on=fail_on, catalogue=tuple(catalogue()),
+                  below_threshold=tuple(below), output_threshold=output_threshold,
+                  unmatched_suppressions=unmatched)
 
 
 _load_areas()

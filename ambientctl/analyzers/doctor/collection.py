@@ -16,7 +16,7 @@ from ambientctl.analyzers.doctor.registry import Issue, check
 from ambientctl.analyzers.findings import Evidence, Severity
 from ambientctl.bundle.layout import CLUSTER_FILES, MANIFEST, split_netns_dir
 
-FAILED = {"nonzero-exit", "not-found", "timeout", "transport-error", "skipped"}
+FAILED = {"nonzero-exit", "not-found", "timeout", "transport-error", "skipped", "truncated"}
 
 
 def _where(path: str) -> tuple[str | None, str | None, str | None]:

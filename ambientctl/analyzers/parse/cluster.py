@@ -52,7 +52,8 @@ from ambientctl import model
 from ambientctl.analyzers.parse._common import LineCounter, ip_address, iter_json_spans
 from ambientctl.errors import ParseError
 
-__all__ = ["parse_namespaces", "parse_nodes", "parse_pods", "parse_services"]
+__all__ = ["parse_mesh_objects", "parse_namespaces", "parse_nodes", "parse_pods",
+           "parse_services"]
 
 T = TypeVar("T")
 _MAX_TEXT = 1000
@@ -254,3 +255,19 @@ def parse_nodes(text: str, path: str) -> tuple[model.Node, ...]:
         )
 
     return _collect(text, path, "Node", build)
+
+
+def parse_mesh_objects(text: str, path: str, kind: str) -> tuple[model.MeshObject, ...]:
+    """PeerAuthentications, AuthorizationPolicies or Gateways (`kubectl get KIND -A -o json`)."""
+
+    def build(obj: dict[str, Any], src: model.SourceRef, line: int) -> model.MeshObject:
+        meta = obj["metadata"]
+        spec = obj.get("spec")
+        if spec is not None and not isinstance(spec, dict):
+            raise ParseError(path, line, f"{kind} spec is not an object")
+        return model.MeshObject(kind=kind, namespace=str(meta.get("namespace") or ""),
+                                name=meta["name"],
+                                labels=_map(meta.get("labels"), path, line, "metadata.labels"),
+                                spec=spec or {}, source=src)
+
+    return _collect(text, path, kind, build)
