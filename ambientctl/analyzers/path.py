@@ -747,19 +747,23 @@ class PathWalker:
                        ) -> tuple[NetNamespace, Link, str] | None:
         """Where a packet sent on `link` towards `nexthop` arrives."""
         if link.peer_index is not None and link.kind in (None, "veth"):
+            # A veth pair lives in one kernel: its peer is in a namespace of the SAME node,
+            # never on another one. Ifindexes are small per-netns counters (a pod's eth0 is
+            # 2 on every node), so a pair matched across nodes by index alone is a
+            # coincidence - e.g. node A's eth0 (peer on the docker host, not in the bundle)
+            # "paired" with node B's pod veth, and B's eth0 back with A's: a false LOOP
+            # once the node that truly owns the next hop is missing from the bundle.
             cands = []
             for other in self.world.by_id.values():
-                if other.id == ns.id:
+                if other.id == ns.id or other.node != ns.node:
                     continue
                 peer = other.link_by_index(link.peer_index)
                 if peer is not None and peer.peer_index == link.index and (
                     peer.kind in (None, "veth")
                 ):
-                    cands.append((0 if other.node == ns.node else 1, other, peer))
-            cands.sort(key=lambda c: (c[0], c[1].id))
-            same = [c for c in cands if c[0] == 0]
-            if len(same) == 1 or (cands and not same and len(cands) == 1):
-                _, other, peer = (same or cands)[0]
+                    cands.append((other, peer))
+            if len(cands) == 1:
+                other, peer = cands[0]
                 return other, peer, f"veth peer {peer.name}@if{link.index}"
         if link.kind in ("geneve", "vxlan") and link.tunnel_remote is not None:
             for other, olink in self.world.owners.get(link.tunnel_remote, []):

@@ -165,7 +165,7 @@ def _collect(
         # pointing at --bundle and the example when nothing is reachable).
         import dataclasses
 
-        from ambientctl.cli.source import live_options_from
+        from ambientctl.cli.source import collection_warnings, live_options_from
         from ambientctl.collectors.live import collect_live
 
         if pods or node_name or targets_file or cluster_dir:
@@ -174,6 +174,8 @@ def _collect(
                                    timeout=timeout)
         written = collect_live(live, out, progress=_progress(quiet),
                                argv=["ambientctl", *sys.argv[1:]])
+        for line in collection_warnings(written.manifest):
+            echo(line, err=True)
         _report(ctx, written, was_interrupted(written), quiet, redact_to)
         return
     if targets_file and (pods or node_name):

@@ -261,6 +261,38 @@ def live_options_from(**opts: Any) -> Any:
     return live
 
 
+def collection_warnings(manifest: dict[str, Any]) -> list[str]:
+    """stderr lines for what a live collection could not see, from its manifest notes.
+
+    A node-level collection (--kind, --ssh) without a reachable Kubernetes API collects
+    the nodes' own namespaces only: pod namespaces cannot be named (nor collected), so a
+    trace between pods cannot be answered - said loudly, with a remedy the same command
+    accepts. A node container that is not running is named with its state.
+    """
+    collection = manifest.get("collection") or {}
+    lines = []
+    for node, state in sorted((collection.get("unavailable_nodes") or {}).items()):
+        lines.append(f"warning: node {node}: container is {state}; nothing collected from it")
+    why = collection.get("cluster_error")
+    if why and collection.get("mode") in ("kind", "ssh"):
+        context = collection.get("context")
+        remedy = "--kubeconfig FILE or --context NAME"
+        if collection.get("mode") == "kind":
+            cluster = collection.get("kind_cluster")
+            remedy = (
+                f"--kubeconfig FILE (`kind get kubeconfig --name {cluster} > FILE`) "
+                "or --context NAME"
+            )
+        lines += [
+            "warning: ONLY NODES WERE COLLECTED: the Kubernetes API"
+            + (f" (context {context})" if context else "")
+            + f" is not reachable ({why}); pods are unnamed and their network namespaces "
+            "were not collected",
+            f"hint: add {remedy} to the same command to name and collect the pods",
+        ]
+    return lines
+
+
 def max_output_bytes(opts: dict[str, Any]) -> int:
     """`--max-output` (MiB) in bytes."""
     return int(opts.get("max_output_mib") or DEFAULT_MAX_OUTPUT_MIB) * 1024 * 1024
@@ -308,6 +340,8 @@ def resolve_source(**opts: Any) -> str:
         )
         echo(f"interrupted: live collection stopped, no analysis; {kept}", err=True)
         raise click.exceptions.Exit(130)
+    for line in collection_warnings(written.manifest):
+        echo(line, err=True)
     if written.failed:
         echo(
             f"warning: live collection is partial: {len(written.failed)} of "

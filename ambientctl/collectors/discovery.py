@@ -512,13 +512,22 @@ class KindNode:
     name: str  # container name == Kubernetes node name
     container_id: str
     role: str
+    # Docker's container state: "running", "paused", "exited", "created", "restarting",
+    # "removing" or "dead". Only a running container accepts `docker exec`.
+    state: str = "running"
+
+    @property
+    def running(self) -> bool:
+        return self.state == "running"
 
 
 def kind_nodes(docker_client: Any, cluster: str) -> list[KindNode]:
-    """Running node containers of kind cluster `cluster` (the load balancer is no node)."""
+    """Every node container of kind cluster `cluster`, whatever its state (the load
+    balancer is no node): a stopped or paused node is still a node of the cluster, and the
+    caller must say it could not be collected rather than leave it silently absent."""
     try:
         containers = docker_client.api.containers(
-            filters={"label": f"{KIND_CLUSTER_LABEL}={cluster}", "status": "running"}
+            all=True, filters={"label": f"{KIND_CLUSTER_LABEL}={cluster}"}
         )
     except Exception as exc:  # noqa: BLE001 - docker.errors.APIError, requests errors
         raise TransportError(f"docker: cannot list containers ({exc})") from None
@@ -530,5 +539,6 @@ def kind_nodes(docker_client: Any, cluster: str) -> list[KindNode]:
             continue
         name = (c.get("Names") or ["/"])[0].lstrip("/")
         if valid_name(name):
-            nodes.append(KindNode(name=name, container_id=c["Id"], role=role))
+            state = str(c.get("State") or "unknown")
+            nodes.append(KindNode(name=name, container_id=c["Id"], role=role, state=state))
     return sorted(nodes, key=lambda n: n.name)

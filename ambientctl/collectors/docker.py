@@ -63,6 +63,12 @@ def docker_client(base_url: str | None = None, timeout: float = CONNECT_TIMEOUT)
         ) from None
 
 
+def not_running_state(exc: Any) -> str:
+    """"paused" or "not running", from dockerd's 409 answer to an exec request."""
+    text = str(getattr(exc, "explanation", "") or exc).lower()
+    return "paused" if "paused" in text else "not running"
+
+
 def _short(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()
     return text[-1][:200] if text else type(exc).__name__
@@ -133,6 +139,14 @@ class DockerTransport:
         except docker.errors.NotFound:
             raise TransportError(f"docker: container {self.container} not found") from None
         except docker.errors.APIError as exc:
+            if exc.status_code == 409:
+                # dockerd refuses exec in a container that is not running ("Container ID is
+                # not running") or paused ("... is paused, unpause the container before exec").
+                raise TransportError(
+                    f"docker: node container {self.container} is {not_running_state(exc)}: "
+                    "nothing can be collected from it",
+                    hint=f"docker start / docker unpause {self.container}, then collect again",
+                ) from None
             raise TransportError(f"docker exec in {self.container}: {_short(exc)}") from None
         except Exception as exc:  # noqa: BLE001 - requests ConnectionError, socket errors
             raise TransportError(

@@ -321,10 +321,14 @@ def plan_kind(opts: LiveOptions) -> LivePlan:
         raise CollectionError(
             f"no cluster reachable: {exc.message}", hint=exc.hint or NO_CLUSTER_HINT
         ) from None
-    if not nodes:
+    if not any(n.running for n in nodes):
+        why = (
+            "node containers: " + ", ".join(f"{n.name} {n.state}" for n in nodes)
+            if nodes
+            else f"no container labelled io.x-k8s.kind.cluster={opts.kind}"
+        )
         raise CollectionError(
-            f"no running kind cluster named {opts.kind!r} (no container labelled "
-            f"io.x-k8s.kind.cluster={opts.kind})",
+            f"no running kind cluster named {opts.kind!r} ({why})",
             hint="`kind get clusters` lists them; or " + NO_CLUSTER_HINT,
         )
     context = opts.context or f"kind-{opts.kind}"
@@ -333,6 +337,11 @@ def plan_kind(opts: LiveOptions) -> LivePlan:
     if why:
         notes["cluster_error"] = why
     selected = [n for n in nodes if _wanted_node(opts, n.name)]
+    stopped = {n.name: n.state for n in selected if not n.running}
+    if stopped:
+        # Still planned: each of their commands fails in the manifest (bundle partial),
+        # and the collection notes say which state kept them out.
+        notes["unavailable_nodes"] = stopped
     routes: dict[str, Transport] = {}
     inner: dict[str, Transport] = {}
     for n in selected:
@@ -345,11 +354,15 @@ def plan_kind(opts: LiveOptions) -> LivePlan:
             )
         )
         routes[n.name] = _batched(inner[n.name], opts)
-    results = _parallel(
-        lambda n: _node_targets(n.name, n.name, inner[n.name], view, opts, notes),
-        selected,
-        opts.concurrency,
-    )
+
+    def node_plan(n: Any) -> list[Target] | TransportError:
+        if not n.running:
+            return TransportError(
+                f"docker: node container {n.name} is {n.state}: nothing can be collected from it"
+            )
+        return _node_targets(n.name, n.name, inner[n.name], view, opts, notes)
+
+    results = _parallel(node_plan, selected, opts.concurrency)
     return _assemble(
         "docker",
         routes,
