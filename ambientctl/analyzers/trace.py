@@ -23,6 +23,7 @@ from __future__ import annotations
 import ipaddress
 from dataclasses import dataclass, field
 
+from ambientctl.analyzers import waypoint as wpt
 from ambientctl.analyzers.packet import SocketAddr
 from ambientctl.analyzers.path import (
     Delivery,
@@ -33,7 +34,6 @@ from ambientctl.analyzers.path import (
     World,
 )
 from ambientctl.analyzers.selectors import Endpoint
-from ambientctl.analyzers import waypoint as wpt
 from ambientctl.model import IPAddress, NetNamespace, Pod, Service, Snapshot, SourceRef
 
 INPOD_MARK = 0x539
@@ -378,14 +378,14 @@ class Tracer:
         :authority the original destination), None when no waypoint applies, or why the
         trace cannot tell (a named waypoint the bundle cannot place)."""
         addressed = "service" if svc is not None else "workload"
-        b = wpt.binding(self.snap, pod=None if svc is not None else target, service=svc)
-        if b is None:
+        found = wpt.waypoint_for_traffic(self.snap, pod=None if svc is not None else target,
+                                         service=svc)
+        if found is None:
             return None
-        wp = wpt.resolve(self.snap, b.name, b.namespace)
+        b, wp, bad = found
         expl.append(Step("ztunnel", f"{b.on} uses waypoint {wp.label} ({wpt.USE_WAYPOINT}); "
                          f"the waypoint is for {wp.waypoint_for} traffic "
                          f"({wp.waypoint_for_source})", b.source))
-        bad = wpt.problem(self.snap, b, wp, addressed)
         if bad is not None and bad[0] == "AMB503":
             expl.append(Step("ztunnel", f"{bad[1]} ({bad[0]})"))
             self._warnings.append(f"{bad[0]}: {bad[1]}")
@@ -542,6 +542,12 @@ class Tracer:
             # destination's 15008 (or plain TCP to a destination outside the mesh).
             first = self.envoy_next(start, src.node or "?", request, dst,
                                     f"ingress gateway {gw.namespace}/{gw.name}")
+            if dst.service is not None and wpt.ingress_uses_waypoint(self.snap, dst.service):
+                first = (f"Service {dst.service.namespace}/{dst.service.name} is labelled "
+                         f"{wpt.INGRESS_USE_WAYPOINT}: the gateway's route through the waypoint "
+                         "is not modelled")
+                return self._finish(src, dst, request, legs, walker, warnings,
+                                    Disposition.INSUFFICIENT_INFO, first, plaintext)
             if isinstance(first, _Next):
                 result = self._with_reply(walker, walker.connect(
                     start, dst=first.dst, dport=first.dport, proto=proto))

@@ -31,6 +31,7 @@ from ambientctl.model import MeshObject, Pod, Service, Snapshot, SourceRef
 USE_WAYPOINT = "istio.io/use-waypoint"
 USE_WAYPOINT_NS = "istio.io/use-waypoint-namespace"
 WAYPOINT_FOR = "istio.io/waypoint-for"
+INGRESS_USE_WAYPOINT = "istio.io/ingress-use-waypoint"
 GATEWAY_NAME = "gateway.networking.k8s.io/gateway-name"
 MANAGED = "gateway.istio.io/managed"
 MESH_CONTROLLER = "istio.io-mesh-controller"
@@ -48,6 +49,12 @@ class Binding:
     namespace: str
     on: str  # "pod <ns/name>" | "Service <ns/name>" | "namespace <name>"
     source: SourceRef
+    level: str = "namespace"  # pod | service | namespace: where the label is
+
+    @property
+    def label(self) -> str:
+        """"namespace/name" of the waypoint."""
+        return f"{self.namespace}/{self.name}"
 
 
 @dataclass(frozen=True)
@@ -91,14 +98,14 @@ def is_ingress_gateway_pod(pod: Pod) -> bool:
 
 
 def _bind(labels: Mapping[str, str], namespace: str, on: str,
-          source: SourceRef) -> Binding | None | bool:
+          source: SourceRef, level: str) -> Binding | None | bool:
     """A binding, False for an explicit `none` opt-out, None when the label is absent."""
     value = labels.get(USE_WAYPOINT)
     if not value:
         return None
     if value == "none":
         return False
-    return Binding(value, labels.get(USE_WAYPOINT_NS) or namespace, on, source)
+    return Binding(value, labels.get(USE_WAYPOINT_NS) or namespace, on, source, level)
 
 
 def binding(snap: Snapshot, *, pod: Pod | None, service: Service | None) -> Binding | None:
@@ -110,17 +117,18 @@ def binding(snap: Snapshot, *, pod: Pod | None, service: Service | None) -> Bind
         return None
     if service is not None:
         own = _bind(service.labels, service.namespace,
-                    f"Service {service.namespace}/{service.name}", service.source)
+                    f"Service {service.namespace}/{service.name}", service.source, "service")
     else:
         assert pod is not None
-        own = _bind(pod.labels, pod.namespace, f"pod {pod.namespace}/{pod.name}", pod.source)
+        own = _bind(pod.labels, pod.namespace, f"pod {pod.namespace}/{pod.name}", pod.source,
+                    "pod")
     if own is False:
         return None
     if own is not None:
         return own  # type: ignore[return-value]
     for ns in snap.cluster.namespaces:
         if ns.name == obj.namespace:
-            b = _bind(ns.labels, ns.name, f"namespace {ns.name}", ns.source)
+            b = _bind(ns.labels, ns.name, f"namespace {ns.name}", ns.source, "namespace")
             return b if isinstance(b, Binding) else None
     return None
 
@@ -151,8 +159,10 @@ def gateways_collected(snap: Snapshot) -> bool:
 
 
 def problem(snap: Snapshot, b: Binding, wp: Waypoint, addressed: str) -> tuple[str, str] | None:
-    """(doctor check id, what is wrong) when `wp` cannot take `addressed` traffic bound
-    by `b`; None when it can."""
+    """(doctor check id, what is wrong) when the binding `b` of `addressed` traffic
+    ("service" | "workload") is broken; None when it is not. A namespace label whose
+    waypoint is for the other traffic type is ordinary (a namespace waypoint for workloads
+    leaves its Services alone): only an explicit Pod / Service label, or `none`, is wrong."""
     if not wp.found or (gateways_collected(snap) and wp.gateway is None and not wp.pods):
         return "AMB501", (f"{b.on} uses waypoint {wp.label} ({USE_WAYPOINT}), but no such "
                           "waypoint exists (no Gateway, Service or pod "
@@ -160,10 +170,12 @@ def problem(snap: Snapshot, b: Binding, wp: Waypoint, addressed: str) -> tuple[s
     if wp.waypoint_for not in WAYPOINT_FOR_VALUES:
         return "AMB503", (f"waypoint {wp.label} has {WAYPOINT_FOR}: {wp.waypoint_for}, not one "
                           f"of {', '.join(WAYPOINT_FOR_VALUES)}")
-    if not wp.takes(addressed):
+    if not wp.takes(addressed) and (b.level != "namespace" or wp.waypoint_for == "none"):
         return "AMB503", (f"{b.on} uses waypoint {wp.label} for {addressed}-addressed traffic, "
                           f"but the waypoint is for {wp.waypoint_for} ({wp.waypoint_for_source}): "
                           f"istiod does not bind it, this traffic skips the waypoint")
+    if not wp.takes(addressed):
+        return None
     if not wp.ready:
         what = ("its pods are not running: " + ", ".join(f"{p.name} ({p.phase or '?'})"
                                                          for p in wp.pods)
@@ -177,3 +189,26 @@ def pick_pod(wp: Waypoint, node: str | None) -> Pod:
     """The waypoint pod a trace sends to: one on `node` if any (the shortest path), else
     the first by name. ztunnel load-balances over all ready pods; the trace names one."""
     return next((p for p in wp.ready if p.node == node), wp.ready[0])
+
+
+def waypoint_for_traffic(snap: Snapshot, *, pod: Pod | None, service: Service | None
+                         ) -> tuple[Binding, Waypoint, tuple[str, str] | None] | None:
+    """The binding of this destination, its waypoint and its problem - or None when no
+    waypoint is named, or only a namespace's waypoint for the other traffic type."""
+    b = binding(snap, pod=pod, service=service)
+    if b is None:
+        return None
+    addressed = "service" if service is not None else "workload"
+    wp = resolve(snap, b.name, b.namespace)
+    bad = problem(snap, b, wp, addressed)
+    if bad is None and not wp.takes(addressed):
+        return None
+    return b, wp, bad
+
+
+def ingress_uses_waypoint(snap: Snapshot, svc: Service) -> bool:
+    """`istio.io/ingress-use-waypoint: "true"` on the Service or its namespace: an ingress
+    gateway sends this Service's traffic through its waypoint too."""
+    ns = next((n for n in snap.cluster.namespaces if n.name == svc.namespace), None)
+    return svc.labels.get(INGRESS_USE_WAYPOINT) == "true" or \
+        (ns is not None and ns.labels.get(INGRESS_USE_WAYPOINT) == "true")
