@@ -144,7 +144,7 @@ class PodDef:
     ip: str
     node: str
     app: str
-    mode: str  # "ambient" | "sidecar" | "none"
+    mode: str  # "ambient" | "sidecar" | "none" | "waypoint" | "gateway" (Envoy, not captured)
     suffix: str
     ports: tuple[int, ...] = ()
     version: str | None = None
@@ -248,6 +248,26 @@ SERVICES = (
     ServiceSpec("reviews", "10.96.47.113", 9080, 9080, "reviews"),
     ServiceSpec("httpbin", "10.96.20.20", 8000, 8000, "httpbin", namespace="legacy"),
 )
+# `waypoint=True`: a waypoint (Envoy, `istio.io/dataplane-mode: none`, never captured) on
+# ambient-worker taking HBONE on 15008, bound to Service productpage
+# (`istio.io/use-waypoint: waypoint`), and an ingress gateway pod (Envoy that speaks HBONE to
+# ambient pods itself) in istio-ingress on ambient-worker.
+WAYPOINT_PODS = (
+    PodDef("default", "waypoint-5f9c8d7b6-x2k4p", "10.244.2.20", "ambient-worker", "waypoint",
+           "waypoint", "wp1", (15008,), None, "docker.io/istio/proxyv2:1.24.0"),
+    PodDef("istio-ingress", "ingress-gateway-7d9f6c5b4-h8q2n", "10.244.2.21", "ambient-worker",
+           "ingress-gateway", "gateway", "gw1", (8080,), None, "docker.io/istio/proxyv2:1.24.0"),
+)
+WAYPOINT_SERVICES = (ServiceSpec("waypoint", "10.96.200.15", 15008, 15008, "waypoint",
+                                 port_name="mesh"),)
+# Cluster-object faults of the waypoint (`InpodLab(waypoint=True, waypoint_fault=...)`):
+# the kernel is the same, what istiod is told differs.
+WAYPOINT_FAULTS = {
+    "waypoint-missing": "productpage names waypoint `waypoint`, which does not exist",
+    "waypoint-not-ready": "the waypoint's only pod is Pending",
+    "waypoint-for-workload": "the waypoint is `istio.io/waypoint-for: workload`, productpage "
+                             "binds it as a Service",
+}
 ZTUNNEL_PORTS = (15001, 15006, 15008)
 # Dual-stack ClusterIPs (`spec.clusterIPs[1]`), in kind's v6 serviceSubnet fd00:10:96::/112.
 SERVICE_IPS6 = {
@@ -284,7 +304,7 @@ def kube_proxy_restore(pods: Iterable[PodDef], ipv6: bool = False) -> str:
 
     chains = ["KUBE-SERVICES", "KUBE-MARK-MASQ", "KUBE-POSTROUTING", "KIND-MASQ-AGENT"]
     rules: list[str] = []
-    for svc in SERVICES:
+    for svc in (*SERVICES, *WAYPOINT_SERVICES):
         eps = sorted(
             (p for p in pods if p.app == svc.app and p.namespace == svc.namespace),
             key=lambda p: p.ip,
@@ -385,6 +405,8 @@ class InpodLab:
     # "iptables" (kube-proxy's iptables mode) or "nftables" (its nftables mode, GA in 1.33:
     # table `ip kube-proxy`, `ambientlab.kubeproxy_nft`); v4 only.
     kube_proxy: str = "iptables"
+    waypoint: bool = False  # see WAYPOINT_PODS
+    waypoint_fault: str | None = None  # one of WAYPOINT_FAULTS (needs waypoint=True)
     lab: Lab = field(init=False)
     nodes: dict[str, Netns] = field(init=False, default_factory=dict)
     pods: dict[str, Netns] = field(init=False, default_factory=dict)  # logical id -> netns
@@ -406,6 +428,10 @@ class InpodLab:
             raise ValueError(f"kube_proxy must be iptables or nftables, not {self.kube_proxy!r}")
         if self.kube_proxy == "nftables" and self.ipv6:
             raise ValueError("kube_proxy='nftables' is built for IPv4 only")
+        if self.waypoint_fault is not None and (not self.waypoint or
+                                                self.waypoint_fault not in WAYPOINT_FAULTS):
+            raise ValueError(f"waypoint_fault must be one of {tuple(WAYPOINT_FAULTS)} with "
+                             "waypoint=True")
         self.lab = Lab()
         try:
             self._build()
@@ -428,7 +454,8 @@ class InpodLab:
     @property
     def pod_defs(self) -> tuple[PodDef, ...]:
         """Pods of this build (the sidecar pod only when `mixed`)."""
-        return tuple(p for p in PODS if self.mixed or p.mode != "sidecar")
+        return tuple(p for p in PODS if self.mixed or p.mode != "sidecar") + \
+            (WAYPOINT_PODS if self.waypoint else ())
 
     def pod(self, name_prefix: str) -> PodDef:
         """A pod by the start of its name ("productpage")."""
@@ -490,6 +517,8 @@ class InpodLab:
             "outside": {},
             "istio-system": {},
         }
+        if self.waypoint:
+            self._ns_labels["istio-ingress"] = {}
 
     def _add_pod(self, pod: PodDef) -> None:
         node = _node(pod.node)
@@ -610,6 +639,11 @@ class InpodLab:
                         udp=(f"127.0.0.1:15053,mark={INPOD_MARK:#x}",))
         if pod.mode == "sidecar":
             self._spawn(pod, "envoy", ["0.0.0.0:15001", "0.0.0.0:15006"], "envoy", uid=ENVOY_UID)
+        if pod.mode in ("waypoint", "gateway"):
+            # The waypoint's / gateway's Envoy (uid 1337) serves HBONE (15008) or HTTP itself.
+            self._spawn(pod, "envoy", [f"0.0.0.0:{p}" for p in pod.ports], "envoy",
+                        uid=ENVOY_UID)
+            return
         if pod.ports:
             # Dual-stack: the app listens on [::] (both families), like ztunnel.
             any_addr = "[::]" if self.ipv6 else "0.0.0.0"
@@ -619,7 +653,7 @@ class InpodLab:
         """Each ztunnel pod's admin API on its own netns's 127.0.0.1:15000, serving the
         config_dump istiod's view of this lab gives (`ambientlab.ztunnel_admin`)."""
         pods = [self._pod_json(p) for p in (*self.pod_defs, *ZTUNNELS)]
-        svcs = [self._svc_json(s) for s in SERVICES if self.mixed or s.namespace != "legacy"]
+        svcs = [self._svc_json(s) for s in self._services()]
         for zt in ZTUNNELS:
             dump = self.lab.workdir / f"config_dump-{zt.node}.json"
             ztunnel_admin.write_dump(dump, ztunnel_admin.config_dump(pods, svcs, zt.node))
@@ -876,10 +910,12 @@ class InpodLab:
         d = Path(directory)
         d.mkdir(parents=True, exist_ok=True)
         docs = {
-            "pods.json": [self._pod_json(p) for p in (*self.pod_defs, *ZTUNNELS)],
-            "services.json": [
-                self._svc_json(s) for s in SERVICES if self.mixed or s.namespace != "legacy"
-            ],
+            "pods.json": [self._pod_json(p) for p in (*self.pod_defs, *ZTUNNELS)
+                          if not (p.mode == "waypoint"
+                                  and self.waypoint_fault == "waypoint-missing")],
+            "services.json": [self._svc_json(s) for s in self._services()
+                              if not (s.app == "waypoint"
+                                      and self.waypoint_fault == "waypoint-missing")],
             "namespaces.json": [
                 self._ns_json(n) for n in sorted(self._ns_labels) if self.mixed or n != "legacy"
             ],
@@ -894,6 +930,10 @@ class InpodLab:
             }
             (d / name).write_text(json.dumps(body, indent=2, sort_keys=True) + "\n")
         return d
+
+    def _services(self) -> list[ServiceSpec]:
+        return [s for s in (*SERVICES, *(WAYPOINT_SERVICES if self.waypoint else ()))
+                if self.mixed or s.namespace != "legacy"]
 
     def _image(self, what: str) -> str:
         return f"docker.io/istio/{what}:{ISTIO_TAG[self.variant]}"
@@ -928,6 +968,15 @@ class InpodLab:
                 "name": "ztunnel",
                 "controller": True,
             }
+        elif p.mode == "waypoint":
+            # Istio's waypoint template: Gateway name, the mesh controller, and never captured.
+            labels = {"gateway.networking.k8s.io/gateway-name": p.app,
+                      "gateway.istio.io/managed": "istio.io-mesh-controller",
+                      "istio.io/dataplane-mode": "none"}
+        elif p.mode == "gateway":
+            labels = {"gateway.networking.k8s.io/gateway-name": p.app,
+                      "gateway.istio.io/managed": "istio.io-gateway-controller",
+                      "istio": "ingressgateway", "istio.io/dataplane-mode": "none"}
         elif p.mode == "ambient":
             annotations["ambient.istio.io/redirection"] = "enabled"
             if not self.dns_capture:
@@ -983,7 +1032,9 @@ class InpodLab:
             },
             "spec": spec,
             "status": {
-                "phase": "Running",
+                "phase": "Pending" if (p.mode == "waypoint"
+                                       and self.waypoint_fault == "waypoint-not-ready")
+                else "Running",
                 "hostIP": node.ip,
                 "podIP": p.ip,
                 "podIPs": [{"ip": p.ip}, *([{"ip": p.ip6}] if self.ipv6 else [])],
@@ -1000,7 +1051,7 @@ class InpodLab:
                 "name": s.name,
                 "namespace": s.namespace,
                 "uid": _uid("service", s.namespace, s.name),
-                "labels": {"app": s.app, "service": s.name},
+                "labels": self._svc_labels(s),
             },
             "spec": {
                 "type": "ClusterIP",
@@ -1017,6 +1068,16 @@ class InpodLab:
                 "selector": {"app": s.app},
             },
         }
+
+    def _svc_labels(self, s: ServiceSpec) -> dict[str, str]:
+        labels = {"app": s.app, "service": s.name}
+        if self.waypoint and s.name == "productpage":
+            labels["istio.io/use-waypoint"] = "waypoint"
+        if s.app == "waypoint":
+            labels["gateway.networking.k8s.io/gateway-name"] = "waypoint"
+            labels["istio.io/waypoint-for"] = (
+                "workload" if self.waypoint_fault == "waypoint-for-workload" else "service")
+        return labels
 
     def _ns_json(self, name: str) -> dict[str, object]:
         labels = {"kubernetes.io/metadata.name": name, **self._ns_labels[name]}

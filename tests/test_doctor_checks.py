@@ -264,6 +264,36 @@ def _label_legacy_ambient(doc: object) -> object:
     return doc
 
 
+def _use_waypoint(doc: object) -> object:
+    """Service productpage labelled `istio.io/use-waypoint: waypoint`."""
+    for item in doc["items"]:  # type: ignore[index]
+        if item["metadata"]["name"] == "productpage":
+            item["metadata"].setdefault("labels", {})["istio.io/use-waypoint"] = "waypoint"
+    return doc
+
+
+def _waypoint_service(doc: object, waypoint_for: str) -> object:
+    """The waypoint's own Service, `istio.io/waypoint-for: <waypoint_for>`."""
+    svc = json.loads(json.dumps(doc["items"][0]))  # type: ignore[index]
+    svc["metadata"].update(name="waypoint", labels={
+        "gateway.networking.k8s.io/gateway-name": "waypoint",
+        "istio.io/waypoint-for": waypoint_for})
+    doc["items"].append(svc)  # type: ignore[index]
+    return doc
+
+
+def _pending_waypoint_pod(doc: object) -> object:
+    """A waypoint pod that never started (Pending, no address)."""
+    pod = json.loads(json.dumps(doc["items"][0]))  # type: ignore[index]
+    pod["metadata"].update(name="waypoint-5f9c8d7b6-x2k4p", namespace="default", labels={
+        "gateway.networking.k8s.io/gateway-name": "waypoint",
+        "gateway.istio.io/managed": "istio.io-mesh-controller",
+        "istio.io/dataplane-mode": "none"}, annotations={})
+    pod["status"] = {"phase": "Pending"}
+    doc["items"].append(pod)  # type: ignore[index]
+    return doc
+
+
 CASES: list[Case] = [
     # ---- 1xx
     Case("AMB101", "seed", lambda b: {"manifest.json": None}, where="manifest.json"),
@@ -401,6 +431,15 @@ CASES: list[Case] = [
     Case("AMB408", "seed", lambda b: {f"{ZT1}/sysctl.txt": sub(
         r"^net\.ipv4\.conf\.pistioout\.rp_filter = 0", "net.ipv4.conf.pistioout.rp_filter = 1")},
          node="ambient-worker", pod="istio-system/ztunnel-nptf6", where=f"{ZT1}/sysctl.txt"),
+    # ---- 5xx
+    Case("AMB501", "inpod", lambda b: {"cluster/services.json": json_edit(_use_waypoint)},
+         where="cluster/services.json"),
+    Case("AMB502", "inpod", lambda b: {"cluster/services.json": json_edit(_use_waypoint),
+                                       "cluster/pods.json": json_edit(_pending_waypoint_pod)},
+         where="cluster/services.json"),
+    Case("AMB503", "inpod", lambda b: {"cluster/services.json": json_edit(
+        lambda d: _waypoint_service(_use_waypoint(d), "workload"))},
+         where="cluster/services.json"),
 ]
 
 

@@ -14,7 +14,7 @@ from ambientctl.analyzers.findings import Severity
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = (ROOT / "docs/checks.md").read_text()
-AREA_OF_HUNDRED = {"1": "collection", "2": "legacy", "3": "inpod", "4": "node"}
+AREA_OF_HUNDRED = {"1": "collection", "2": "legacy", "3": "inpod", "4": "node", "5": "waypoint"}
 SECTION = re.compile(r'^<a id="(amb\d{3})"></a>\n### (AMB\d{3}) - (.+) \((error|warning|info)\)$',
                      re.MULTILINE)
 

@@ -14,12 +14,12 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from ambientctl.analyzers import waypoint as wpt
 from ambientctl.analyzers.doctor.facts import SIDECAR_STATUS, Context, is_ztunnel_pod
 from ambientctl.analyzers.selectors import Endpoint
 from ambientctl.bundle.layout import MESH_FILES
 from ambientctl.model import MeshObject, Pod, Service
 
-USE_WAYPOINT = "istio.io/use-waypoint"
 ROOT_NAMESPACE = "istio-system"
 
 
@@ -50,6 +50,8 @@ class Intent:
     waypoint: str | None
     sources: tuple[str, ...]
     notes: tuple[str, ...] = ()
+    # (doctor check id, message) when the named waypoint cannot take this traffic
+    waypoint_problem: tuple[str, str] | None = None
 
     @property
     def bypass(self) -> bool:
@@ -63,6 +65,9 @@ def _pod_party(ctx: Context, pod: Pod, node: str | None) -> Party:
         return Party(name, "host", "hostNetwork pod (never captured)", node, pod)
     if is_ztunnel_pod(pod):
         return Party(name, "ztunnel", "ztunnel itself", node, pod)
+    if wpt.is_ingress_gateway_pod(pod):
+        return Party(name, "gateway", "ingress gateway (its Envoy speaks HBONE to ambient pods, "
+                     "never captured)", node, pod)
     if SIDECAR_STATUS in pod.annotations:
         return Party(name, "sidecar", "has a sidecar (sidecar.istio.io/status)", node, pod)
     e = ctx.enrollment(pod)
@@ -120,17 +125,6 @@ def peer_authentication(ctx: Context, pod: Pod | None) -> tuple[str, str | None]
     return "PERMISSIVE", None  # Istio's default
 
 
-def waypoint_of(ctx: Context, pod: Pod | None, svc: Service | None) -> str | None:
-    """The waypoint `istio.io/use-waypoint` names on the pod, Service or namespace
-    (the most specific wins; `none` opts out)."""
-    for labels in ((pod.labels if pod else {}), (svc.labels if svc else {}),
-                   ctx.ns_labels.get((pod or svc).namespace, {}) if (pod or svc) else {}):
-        value = labels.get(USE_WAYPOINT)
-        if value:
-            return None if value == "none" else value
-    return None
-
-
 def _probe_needs_uid(ctx: Context, node: str) -> bool:
     """The nftables backend SNATs only the kubelet's own sockets (`meta skuid <uid>`,
     istio-datapath.md §3.6); iptables takes any local socket (`--socket-exists`)."""
@@ -153,7 +147,12 @@ def derive(ctx: Context, src: Endpoint, dst: Endpoint, *, plaintext: bool = Fals
     s = party(ctx, src, plaintext=plaintext)
     d = party(ctx, dst, reached=reached)
     mode, where = peer_authentication(ctx, d.pod)
-    waypoint = waypoint_of(ctx, d.pod, dst.service)
+    # Service-addressed traffic takes the Service's (or namespace's) waypoint, pod-addressed
+    # the pod's (or namespace's), if the waypoint is for that traffic type (waypoint.py).
+    bound = wpt.waypoint_for_traffic(ctx.snap, pod=dst.pod if dst.service is None else None,
+                                     service=dst.service)
+    waypoint = bound[1].label if bound is not None and s.kind == "ambient" else None
+    wproblem = bound[2] if bound is not None and s.kind == "ambient" else None
     sources = ["pod and namespace labels (istio.io/dataplane-mode), pod annotations"]
     missing = [k for k in MESH_FILES if k not in ctx.snap.cluster.mesh_kinds]
     if missing:
@@ -168,6 +167,9 @@ def derive(ctx: Context, src: Endpoint, dst: Endpoint, *, plaintext: bool = Fals
     via = f" via waypoint {waypoint}" if waypoint else ""
     if s.kind == "ambient" and d.kind == "ambient":
         path, expected = "hbone", (f"HBONE mTLS{via}: {s.label}'s ztunnel on {s.node} -> "
+                                   f"{d.label}'s ztunnel on {d.node}")
+    elif s.kind == "gateway" and d.kind == "ambient":
+        path, expected = "hbone", (f"HBONE mTLS from ingress gateway {s.label} on {s.node} to "
                                    f"{d.label}'s ztunnel on {d.node}")
     elif s.kind == "ambient":
         path = "passthrough"
@@ -211,4 +213,7 @@ def derive(ctx: Context, src: Endpoint, dst: Endpoint, *, plaintext: bool = Fals
         expected = (f"a host socket on {s.node} (a kubelet probe) reaches {d.label} directly, "
                     "around its ztunnel")
         notes = [n for n in notes if not n.startswith("STRICT")]
-    return Intent(s, d, path, expected, mode, waypoint, tuple(sources), tuple(notes))
+    if wproblem is not None:
+        notes.append(f"{wproblem[0]}: {wproblem[1]}")
+    return Intent(s, d, path, expected, mode, waypoint, tuple(sources), tuple(notes),
+                  wproblem)

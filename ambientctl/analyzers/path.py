@@ -696,6 +696,8 @@ class PathWalker:
             return ZTUNNEL_PORTS[port]
         if port in SIDECAR_PORTS and (role == "sidecar" or "envoy" in proc):
             return SIDECAR_PORTS[port]
+        if port == 15008 and role == "waypoint":  # a waypoint's Envoy takes HBONE itself
+            return "waypoint-hbone"
         return "app"
 
     # ---------------------------------------------------------------- crossing

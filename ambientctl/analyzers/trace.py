@@ -24,6 +24,7 @@ import ipaddress
 from dataclasses import dataclass, field
 
 from ambientctl.analyzers.fork import EndpointSelector
+from ambientctl.analyzers import waypoint as wpt
 from ambientctl.analyzers.packet import SocketAddr
 from ambientctl.analyzers.path import (
     Delivery,
@@ -185,7 +186,13 @@ class Tracer:
 
     def __init__(self, snap: Snapshot, roles: dict[str, str] | None = None) -> None:
         self.snap = snap
-        self.world = World.build(snap, roles or _default_roles(snap))
+        roles = dict(roles or _default_roles(snap))
+        for pod in snap.cluster.pods:  # waypoint / gateway Envoys are never captured
+            ns = snap.pod_netns(pod.ref) if (wpt.is_waypoint_pod(pod) or
+                                             wpt.is_ingress_gateway_pod(pod)) else None
+            if ns is not None:
+                roles[ns.id] = "waypoint" if wpt.is_waypoint_pod(pod) else "ingress-gateway"
+        self.world = World.build(snap, roles)
         self.endpoint_choice: EndpointSelector | None = None  # `trace --endpoint`
 
     # ------------------------------------------------------------------ lookups
@@ -489,6 +496,13 @@ class Tracer:
                                  "cluster: ztunnel passes it through as plain TCP"))
                 return _Next("passthrough", f"ztunnel on {d.node}", ns, original.ip,
                              original.port, None, INPOD_MARK if gen == "inpod" else 0, expl)
+            via = self._waypoint(found[0] if found is not None else None, target_pod,
+                                 original, d.node, expl)
+            if isinstance(via, str):
+                return via
+            if via is not None:
+                return _Next("hbone", f"ztunnel on {d.node}", ns, via.ips[0], HBONE_PORT, None,
+                             INPOD_MARK if gen == "inpod" else 0, expl, original)
             # ztunnel `pick_workload_destination` (src/state.rs): the pod IP the client named,
             # else the workload IP of the original destination's family, else the first one.
             dst_ip = _same_family(target_pod, original.ip)
@@ -543,6 +557,85 @@ class Tracer:
             return _Next("inbound", f"ztunnel on {d.node}", ns, target.ip, target.port, client,
                          INPOD_MARK if gen == "inpod" else 0, expl)
         return f"{d.component} on {d.node} is not modelled"
+
+    def _waypoint(self, svc: Service | None, target: Pod, original: SocketAddr, node: str,
+                  expl: list[Step]) -> Pod | None | str:
+        """The waypoint pod ztunnel sends this connection to (HBONE to its 15008, the
+        :authority the original destination), None when no waypoint applies, or why the
+        trace cannot tell (a named waypoint the bundle cannot place)."""
+        addressed = "service" if svc is not None else "workload"
+        found = wpt.waypoint_for_traffic(self.snap, pod=None if svc is not None else target,
+                                         service=svc)
+        if found is None:
+            return None
+        b, wp, bad = found
+        expl.append(Step("ztunnel", f"{b.on} uses waypoint {wp.label} ({wpt.USE_WAYPOINT}); "
+                         f"the waypoint is for {wp.waypoint_for} traffic "
+                         f"({wp.waypoint_for_source})", b.source))
+        if bad is not None and bad[0] == "AMB503":
+            expl.append(Step("ztunnel", f"{bad[1]} ({bad[0]})"))
+            self._warnings.append(f"{bad[0]}: {bad[1]}")
+            return None
+        if bad is not None:
+            self._warnings.append(f"{bad[0]}: {bad[1]}")
+            return (f"{bad[1]} ({bad[0]}): whether istiod drops the binding (traffic goes "
+                    "straight to the destination, L7 policy unenforced) or ztunnel fails the "
+                    "connection is not modelled")
+        pod = wpt.pick_pod(wp, node)
+        others = [p.name for p in wp.ready if p is not pod]
+        expl.append(Step("ztunnel", f"HBONE: mTLS + HTTP/2 CONNECT to waypoint pod {pod.name} "
+                         f"{SocketAddr(pod.ips[0], HBONE_PORT)} on {pod.node} with :authority "
+                         f"{original} (the {addressed} address is kept for the waypoint's L7 "
+                         "routing and policy)" + (f" (others: {', '.join(others)})"
+                                                  if others else ""), pod.source))
+        return pod
+
+    def envoy_next(self, ns: NetNamespace, node: str, authority: SocketAddr | None,
+                   dst_ep: Endpoint, gateway: str) -> _Next | str:
+        """What a waypoint's (or ingress gateway's) Envoy connects to: the endpoint it picks
+        for the CONNECT :authority, HBONE to its 15008 when it is in the mesh, else plain
+        TCP. Envoy is not captured (`istio.io/dataplane-mode: none`): no mark, no redirect."""
+        if authority is None:
+            return f"{gateway} on {node} took HBONE without a CONNECT target this trace knows"
+        expl = [Step("ztunnel", f"{gateway}'s Envoy on {node} terminates mTLS, applies L7 "
+                     f"routing and policy (HTTPRoute, AuthorizationPolicy targetRefs) for "
+                     f"{authority}")]
+        found = self.service_by_vip(authority)
+        target = self.pod_by_ip(authority.ip)
+        port = authority.port
+        if found is not None:
+            svc, idx = found
+            eps, why_eps = self.service_endpoints(svc)
+            if not eps:
+                return f"Service {svc.namespace}/{svc.name} has no ready endpoints"
+            target, how = self.pick_endpoint(eps, dst_ep)
+            if target is None:
+                return how
+            expl.append(why_eps)
+            tp = self.target_port(svc, idx, target)
+            if tp is None:
+                return (f"Service {svc.namespace}/{svc.name} targetPort "
+                        f"{svc.ports[idx].target_port} is not a port of {target.name}")
+            port = tp
+            expl.append(Step("ztunnel", f"Envoy load-balances Service {svc.namespace}/{svc.name} "
+                             f"to {target.name} {_same_family(target, authority.ip)}:{port}",
+                             svc.source))
+        if target is None:
+            return f"{authority} is neither a Service nor a pod of the cluster"
+        dst_ip = _same_family(target, authority.ip)
+        inmesh, why = self.captured(target)
+        expl.extend(why)
+        if inmesh:
+            auth = SocketAddr(dst_ip, port)
+            expl.append(Step("ztunnel", f"HBONE: mTLS + HTTP/2 CONNECT to "
+                             f"{SocketAddr(dst_ip, HBONE_PORT)} with :authority {auth}, from "
+                             f"{gateway}'s own address (the destination's ztunnel takes the "
+                             "original client from the Forwarded header)"))
+            return _Next("hbone", f"{gateway} on {node}", ns, dst_ip, HBONE_PORT, None, 0,
+                         expl, auth)
+        expl.append(Step("ztunnel", f"destination not in the mesh: plain TCP to "
+                         f"{SocketAddr(dst_ip, port)}"))
+        return _Next("plaintext", f"{gateway} on {node}", ns, dst_ip, port, None, 0, expl)
 
     def sidecar_next(self, d: Delivery, original: SocketAddr, dst_ep: Endpoint) -> _Next | str:
         """What a sidecar's Envoy (uid 1337) connects to after taking a connection."""
@@ -632,18 +725,57 @@ class Tracer:
             start = state.host
             opener = f"a client outside the mesh on {src.node} (host network)"
         assert start is not None
+        self._warnings = warnings
         legs: list[Leg] = []
+        gw = src.pod if (src.pod is not None and not plaintext and proto == "tcp"
+                         and wpt.is_ingress_gateway_pod(src.pod)) else None
+        if gw is not None:
+            # An ingress gateway's Envoy is not captured: it speaks HBONE itself, to the
+            # destination's 15008 (or plain TCP to a destination outside the mesh).
+            first = self.envoy_next(start, src.node or "?", request, dst,
+                                    f"ingress gateway {gw.namespace}/{gw.name}")
+            if dst.service is not None and wpt.ingress_uses_waypoint(self.snap, dst.service):
+                first = (f"Service {dst.service.namespace}/{dst.service.name} is labelled "
+                         f"{wpt.INGRESS_USE_WAYPOINT}: the gateway's route through the waypoint "
+                         "is not modelled")
+                return self._finish(src, dst, request, legs, walker, warnings,
+                                    Disposition.INSUFFICIENT_INFO, first, plaintext)
+            if isinstance(first, _Next):
+                result = self._with_reply(walker, walker.connect(
+                    start, dst=first.dst, dport=first.dport, proto=proto))
+                legs.append(Leg(1, first.direction, f"{src.label} (ingress gateway Envoy)",
+                                start.id, result, first.explanation,
+                                f"{proto} connect to {SocketAddr(first.dst, first.dport)}",
+                                SocketAddr(first.dst, first.dport)))
+                return self._follow(src, dst, request, legs, walker, warnings, proto,
+                                    result, first.authority, plaintext)
+            warnings.append(f"ingress gateway {gw.name}: {first}; traced as a plain client")
         result = self._with_reply(walker, walker.connect(start, dst=dst.ip, dport=dst.port,
                                                          proto=proto, uid=uid))
         legs.append(Leg(1, "outbound", opener, start.id, result,
                         request=f"{proto} connect to {request}"
                         + (f" as uid {uid}" if uid is not None else ""), target=request,
                         uid=uid))
+        return self._follow(src, dst, request, legs, walker, warnings, proto, result, None,
+                            plaintext)
+
+    def _follow(self, src: Endpoint, dst: Endpoint, request: SocketAddr, legs: list[Leg],
+                walker: PathWalker, warnings: list[str], proto: str, result: LegResult,
+                authority: SocketAddr | None, plaintext: bool) -> Trace:
+        """Follow what each accepting proxy (ztunnel, sidecar, waypoint) connects to next."""
         client = result.client.ip if result.client else None
-        authority: SocketAddr | None = None
         reason = result.reason
+        od = result.original_destination
+        if dst.service is not None and authority is None and od is not None and \
+                str(od) != str(request):
+            b = wpt.binding(self.snap, pod=None, service=dst.service)
+            if b is not None:
+                warnings.append(f"Service {dst.service.namespace}/{dst.service.name} uses waypoint "
+                                f"{b.namespace}/{b.name}, but {request} was DNATed to {od} before "
+                                "ztunnel saw it: the waypoint (and its L7 policy) is bypassed")
         while result.disposition == Disposition.DELIVERED and result.delivered_to is not None \
-                and result.delivered_to.component.startswith(("ztunnel-", "sidecar-")) \
+                and result.delivered_to.component.startswith(("ztunnel-", "sidecar-",
+                                                              "waypoint-")) \
                 and len(legs) < 6:
             d = result.delivered_to
             assert result.original_destination is not None and client is not None
@@ -654,7 +786,10 @@ class Tracer:
                     "forwarded with the ztunnel pod's /etc/resolv.conf, not the app pod's "
                     "dnsConfig (istio-datapath.md 3.8)"))
                 break
-            if d.component.startswith("sidecar-"):
+            if d.component == "waypoint-hbone":
+                nxt = self.envoy_next(self.world.by_id[d.netns], d.node, authority, dst,
+                                      f"waypoint {d.pod}")
+            elif d.component.startswith("sidecar-"):
                 nxt = self.sidecar_next(d, result.original_destination, dst)
             else:
                 nxt = self.ztunnel_next(d, result.original_destination, client, dst, authority)
@@ -724,6 +859,8 @@ class Tracer:
                 d = r.delivered_to
                 if d.component.startswith("ztunnel-"):
                     parts.append(f"[{d.node}] ztunnel:{d.port}")
+                elif d.component.startswith("waypoint-"):
+                    parts.append(f"[{d.node}] waypoint:{d.port}")
                 elif d.component.startswith("sidecar-"):
                     parts.append(f"[{d.node}] sidecar:{d.port}")
                 else:

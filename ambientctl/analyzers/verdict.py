@@ -90,6 +90,17 @@ def _first_bad_leg(t: Trace, intent: Intent) -> tuple[Leg | None, str]:
     src, dst = intent.source, intent.destination
     if _delivered(first, "ztunnel-dns"):
         return None, ""  # a DNS query answered by the source's ztunnel DNS proxy (15053)
+    if intent.waypoint_problem is not None:
+        return first, f"{src.label}'s traffic to {dst.label} cannot take its waypoint: " + \
+            intent.waypoint_problem[1].split(": istiod")[0]
+    if src.kind == "gateway" and intent.path == "hbone":
+        bad = next((leg for leg in legs if leg.result.disposition.value != "delivered"), None)
+        if bad is not None:
+            return bad, (f"leg {bad.index} ({bad.direction}) {bad.result.disposition.value}"
+                         + (f": {_short(bad.result.reason)}" if bad.result.reason else ""))
+        if not any(_delivered(leg, "ztunnel-inbound-hbone") for leg in legs):
+            return legs[-1], f"no HBONE leg: {dst.label} was reached without mTLS"
+        return None, ""
     if intent.path in ("hbone", "passthrough") and not _delivered(first, "ztunnel-outbound"):
         lands = next((leg.result.delivered_to for leg in legs
                       if leg.result.delivered_to is not None), None)
@@ -109,6 +120,9 @@ def _first_bad_leg(t: Trace, intent: Intent) -> tuple[Leg | None, str]:
         if leg.result.disposition.value != "delivered":
             return leg, (f"leg {leg.index} ({leg.direction}) {leg.result.disposition.value}"
                          + (f": {_short(leg.result.reason)}" if leg.result.reason else ""))
+    if intent.waypoint is not None and not any(_delivered(leg, "waypoint-hbone")
+                                               for leg in legs):
+        return first, f"{src.label}'s traffic skipped its waypoint {intent.waypoint}"
     if intent.path == "hbone" and not any(_delivered(leg, "ztunnel-inbound-hbone") or
                                           leg.direction == "hbone" for leg in legs):
         return legs[-1], f"no HBONE leg: {dst.label} was reached without mTLS"
@@ -188,6 +202,11 @@ def _as_intended_text(t: Trace, intent: Intent) -> str:
     nodes = [n for leg in t.legs if leg.direction == "hbone" for n in
              (leg.result.hops[0].node if leg.result.hops else "?",
               leg.result.delivered_to.node if leg.result.delivered_to else "?")]
+    wp = next((leg.result.delivered_to for leg in t.legs if _delivered(leg, "waypoint-hbone")),
+              None)
+    if intent.path == "hbone" and wp is not None and nodes:
+        return (f"as intended — HBONE mTLS {nodes[0]} → waypoint {intent.waypoint} on {wp.node} "
+                f"→ {nodes[-1]}")
     if intent.path == "hbone":
         return (f"as intended — HBONE mTLS {nodes[0]} → {nodes[-1]}" if nodes else
                 "as intended — HBONE mTLS")
@@ -220,6 +239,9 @@ def judge(snap: Snapshot, t: Trace, *, plaintext: bool = False, uid: int | None 
 
         report = diagnose(snap)
     f = _pick(report.findings, bad, t, intent)
+    if intent.waypoint_problem is not None:  # the waypoint check that names this binding
+        f = next((x for x in report.findings if x.check_id == intent.waypoint_problem[0]
+                  and x.message == intent.waypoint_problem[1]), f)
     if f is not None:  # cite the root of its incident: fix that first
         from ambientctl.analyzers.doctor.incidents import root_of
 

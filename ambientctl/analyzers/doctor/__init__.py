@@ -6,6 +6,7 @@ Ids are `AMB` + three digits, grouped by area and never reused once retired:
 - AMB2xx `legacy.py`: the 2022-1.20 node-level design (node netns + ztunnel pod netns).
 - AMB3xx `inpod.py`: in-pod redirection (Istio >= 1.21).
 - AMB4xx `node.py`: node-wide hazards (kube-proxy, IPVS, rp_filter, marks, backends).
+- AMB5xx `waypoint.py`: waypoints named but missing, not ready, or for the wrong traffic.
 
 `run_checks(snapshot)` runs everything and returns one `CheckResult` per check and
 target; `diagnose()` adds suppression, the per-node summary and the fail threshold.
@@ -48,6 +49,7 @@ FAIL_ON = ("error", "warning", "none")
 def _load_areas() -> None:
     # Importing an area module registers its checks.
     from ambientctl.analyzers.doctor import collection, inpod, legacy, node  # noqa: F401
+    from ambientctl.analyzers.doctor import waypoint  # noqa: F401
 
 
 def run_checks(snapshot: Snapshot, only: Iterable[str] | None = None) -> list[CheckResult]:

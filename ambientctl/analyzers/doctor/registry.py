@@ -40,7 +40,7 @@ from ambientctl.analyzers.findings import (
 
 ID_PATTERN = re.compile(r"^AMB\d{3}$")
 DOCS_PAGE = "docs/checks.md"
-AREAS = ("collection", "legacy", "inpod", "node")
+AREAS = ("collection", "legacy", "inpod", "node", "waypoint")
 SCOPES = ("bundle", "node", "pod")
 
 
