@@ -215,10 +215,12 @@ def generate(out: Path, nodes: int, pods: int = 20, services: int = 100,
     _fix_config_dumps(w, out, new_pods, set(t_pods))
     cluster = out / "cluster"
     cluster.mkdir(parents=True, exist_ok=True)
+    docs = {"pods.json": {**pods_doc, "items": new_pods},
+            "nodes.json": {**nodes_doc, "items": new_nodes}}
     for f in sorted((TEMPLATE / "cluster").iterdir()):
-        shutil.copyfile(f, cluster / f.name)
-    (cluster / "pods.json").write_text(json.dumps({**pods_doc, "items": new_pods}, indent=1))
-    (cluster / "nodes.json").write_text(json.dumps({**nodes_doc, "items": new_nodes}, indent=1))
+        data = (json.dumps(docs[f.name], indent=1).encode() if f.name in docs
+                else f.read_bytes())
+        w.put(f"cluster/{f.name}", data, f"cluster/{f.name}", None)
     manifest["targets"] = w.targets
     manifest["entries"] = w.entries
     manifest["bundle_id"] = "sha256:" + hashlib.sha256(
