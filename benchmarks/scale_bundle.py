@@ -284,8 +284,8 @@ def _fix_config_dumps(w: _Writer, out: Path, pods: list[dict], template: set[str
         path.write_bytes(data)
         e.update(size=len(data), sha256=hashlib.sha256(data).hexdigest())
         _fix_probe_ipset(w, out, node, [p for p in pods if p["spec"].get("nodeName") == node
-                                        and p["metadata"].get("labels", {}).get("app")
-                                        != "ztunnel"])
+                                        and p["metadata"].get("annotations", {}).get(
+                                            "ambient.istio.io/redirection") == "enabled"])
 
 
 def _fix_probe_ipset(w: _Writer, out: Path, node: str, pods: list[dict]) -> None:
