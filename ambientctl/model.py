@@ -600,6 +600,27 @@ class Node:
     source: SourceRef
 
 
+@dataclass(frozen=True, slots=True)
+class SliceEndpoint:
+    """One endpoint of an EndpointSlice: what kube-proxy programs and ztunnel balances over."""
+
+    ips: tuple[IPAddress, ...]
+    ready: bool  # conditions.ready; the API says unset means ready
+    target: PodRef | None  # targetRef of kind Pod
+
+
+@dataclass(frozen=True)
+class EndpointSlice:
+    """An EndpointSlice (from cluster/endpointslices.json, optional in bundles)."""
+
+    namespace: str
+    name: str
+    service: str | None  # label kubernetes.io/service-name
+    endpoints: tuple[SliceEndpoint, ...]
+    ports: tuple[tuple[str | None, int], ...]  # (name, port)
+    source: SourceRef
+
+
 @dataclass(frozen=True)
 class MeshObject:
     """An Istio or Gateway API object the intended path depends on (PeerAuthentication,
@@ -621,9 +642,69 @@ class Cluster:
     services: tuple[Service, ...] = ()
     namespaces: tuple[Namespace, ...] = ()
     nodes: tuple[Node, ...] = ()
+    endpoint_slices: tuple[EndpointSlice, ...] = ()
     mesh_objects: tuple[MeshObject, ...] = ()
     mesh_kinds: frozenset[str] = frozenset()
     """Kinds of `mesh_objects` whose file the bundle holds (absent = not collected)."""
+
+
+# --------------------------------------------------------------------------- ztunnel's view
+
+
+@dataclass(frozen=True)
+class ZtunnelWorkload:
+    """One workload of a ztunnel `config_dump`, whatever generation printed it."""
+
+    uid: str | None  # "Kubernetes//Pod/<ns>/<name>"; absent in Istio 1.18's IP-keyed map
+    namespace: str | None
+    name: str | None
+    ips: tuple[IPAddress, ...]
+    protocol: str  # "HBONE" or "TCP" (ztunnel's InboundProtocol)
+    node: str | None
+    waypoint: str | None
+    status: str | None  # "Healthy" / "Unhealthy"; None when the dump does not say
+    source: SourceRef
+
+
+@dataclass(frozen=True)
+class ZtunnelEndpoint:
+    """One endpoint of a Service as ztunnel load-balances over it."""
+
+    workload_uid: str
+    address: IPAddress | None
+    ports: Mapping[int, int]  # service port -> target port (0 = the Service's own mapping)
+    status: str | None  # "Healthy" / "Unhealthy"; None when the dump does not say
+
+
+@dataclass(frozen=True)
+class ZtunnelService:
+    """A Service (or ServiceEntry) of a ztunnel `config_dump`."""
+
+    namespace: str | None
+    name: str | None
+    hostname: str | None
+    vips: tuple[IPAddress, ...]
+    ports: Mapping[int, int]  # service port -> target port
+    endpoints: tuple[ZtunnelEndpoint, ...]
+    source: SourceRef
+
+
+@dataclass(frozen=True)
+class ZtunnelConfig:
+    """A ztunnel `config_dump`, read into one shape for every generation (Istio 1.18 ->).
+
+    `shape` names the layout it was read from, so that the trace and doctor can say which
+    generation's dump they used; `services_known` is False when that layout carries no
+    Services (then ztunnel's load balancing cannot be read from it).
+    """
+
+    node: str
+    shape: str
+    workloads: tuple[ZtunnelWorkload, ...]
+    services: tuple[ZtunnelService, ...]
+    services_known: bool
+    states: Mapping[str, str]  # workloadState: pod UID -> state ("Up", "Pending")
+    source: SourceRef
 
 
 @dataclass(frozen=True)
@@ -652,6 +733,7 @@ class Snapshot:
     problems: tuple[Problem, ...] = ()  # bundle-wide (manifest missing, cluster file broken)
     manifest: Mapping[str, object] | None = None
     config_dumps: Mapping[str, object] = field(default_factory=dict)  # node -> ztunnel config_dump
+    ztunnel_configs: Mapping[str, ZtunnelConfig] = field(default_factory=dict)  # readable dumps
 
     def namespaces(self) -> Iterator[NetNamespace]:
         """Every network namespace of every node, nodes in name order."""

@@ -54,3 +54,7 @@ class RawOutput:
     duration_ms: int
     wrapper: tuple[str, ...] = ()  # how the argv was entered (nsenter/ip netns exec/...)
     note: str | None = None  # reason for skipped / transport error text
+    spilled: tuple[int, str] | None = None
+    """(size, sha256) once `stdout` was written to the bundle's staging directory and
+    dropped from memory (`stdout` is then empty): collection holds no output longer than
+    its target takes."""

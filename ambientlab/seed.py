@@ -78,6 +78,19 @@ ZTUNNEL_LISTENERS = (
 )
 APP_PORT = 9080
 
+# ztunnel variants of the node-level design (`SeedLab(ztunnel=...)`): what differs between
+# them for the datapath is the source address of the HBONE connection (istio-datapath.md
+# 2.5 step 5). "envoy-2022" is the seed (connects from its own address); "rust-node" is
+# the Rust ztunnel of Istio 1.18-1.20, which binds the client pod's address on it
+# (original source). The variant shows in the cluster objects as the ztunnel image and in
+# `ss` as the listeners' process name, as it would on a real node. The kernel rules stay
+# the seed's (the init-script era's ip rules 20001/20002 and the 15088 REDIRECT are extra
+# there but never hit by the HBONE leg or its answer).
+ZTUNNEL_VARIANTS = {
+    "envoy-2022": (None, None),  # the seed's image and comm, unchanged
+    "rust-node": ("docker.io/istio/ztunnel:1.20.0", "ztunnel"),
+}
+
 
 def _suffix(pod: PodSpec) -> str:
     """Short netns suffix: "sleep", "productpage-v1", "zt-nptf6"."""
@@ -94,7 +107,12 @@ def _python() -> list[str]:
 class SeedLab:
     """The seed's two nodes in the real kernel (see the module docstring)."""
 
-    def __init__(self, *, lab_id: str | None = None, emulate: bool = True) -> None:
+    def __init__(self, *, lab_id: str | None = None, emulate: bool = True,
+                 ztunnel: str = "envoy-2022") -> None:
+        if ztunnel not in ZTUNNEL_VARIANTS:
+            raise ValueError(f"unknown ztunnel variant {ztunnel!r}; known: "
+                             f"{sorted(ZTUNNEL_VARIANTS)}")
+        self.ztunnel_variant = ztunnel
         self._lab_id = lab_id
         self._emulate = emulate
         self.lab: Lab | None = None
@@ -311,7 +329,8 @@ class SeedLab:
         for node in NODES:
             for pod in node.pods:
                 if pod.ztunnel:
-                    started.append(self._spawn_server(node.logical_pod(pod), ZTUNNEL_LISTENERS, pod.comm))
+                    comm = ZTUNNEL_VARIANTS[self.ztunnel_variant][1] or pod.comm
+                    started.append(self._spawn_server(node.logical_pod(pod), ZTUNNEL_LISTENERS, comm))
                 elif pod.ports:
                     specs = (ListenSpec("0.0.0.0", APP_PORT),)
                     started.append(self._spawn_server(node.logical_pod(pod), specs, pod.comm))
@@ -355,7 +374,8 @@ class SeedLab:
         for node in NODES:
             for pod in node.pods:
                 if node.logical_pod(pod) == logical_id:
-                    comm = pod.comm
+                    comm = (ZTUNNEL_VARIANTS[self.ztunnel_variant][1] if pod.ztunnel
+                            else None) or pod.comm
         _, proc = self._spawn_server(logical_id, specs, comm)
         self._await_ready(logical_id, proc)
 
@@ -420,7 +440,18 @@ class SeedLab:
 
     def write_cluster(self, directory: str | os.PathLike[str]) -> list[Path]:
         """Write cluster/{pods,services,namespaces,nodes,endpointslices}.json into `directory`."""
-        return cluster_mod.write_cluster(Path(directory))
+        written = cluster_mod.write_cluster(Path(directory))
+        image = ZTUNNEL_VARIANTS[self.ztunnel_variant][0]
+        if image is not None:  # the variant's ztunnel image on both ztunnel pods
+            pods = Path(directory) / "pods.json"
+            doc = json.loads(pods.read_text())
+            for item in doc["items"]:
+                spec = item["spec"]
+                for c in [*spec.get("containers", []), *spec.get("initContainers", [])]:
+                    if c["image"].rsplit(":", 1)[0].endswith("/ztunnel"):
+                        c["image"] = image
+            pods.write_text(json.dumps(doc, indent=4, sort_keys=True) + "\n")
+        return written
 
     def collect(
         self, out_path: str | os.PathLike[str], *extra_args: str, check: bool = False

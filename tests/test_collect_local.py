@@ -500,3 +500,18 @@ def test_raw_output_is_stored_byte_for_byte(tmp_path: Path) -> None:
     write_bundle(str(tmp_path / "b"), outputs=[out], created_at="2022-10-12T07:34:33Z",
                  collection={}, targets=[])
     assert (tmp_path / "b/nodes/n/host/iptables-save.txt").read_bytes() == data
+
+
+@pytest.mark.kernel
+def test_local_collection_records_each_targets_netns_inode(lab, lab_bundle) -> None:
+    out, _ = lab_bundle
+    manifest = json.loads((out / "manifest.json").read_text())
+    want = {}
+    for node in lab.targets()["nodes"]:
+        want[f"node/{node['name']}"] = os.stat(f"/var/run/netns/{node['host_netns']}").st_ino
+        for pod in node["pods"]:
+            want[f"pod/{pod['namespace']}/{pod['name']}"] = os.stat(
+                f"/var/run/netns/{pod['netns']}").st_ino
+    got = {t["id"]: t["netns_inode"] for t in manifest["targets"] if t["kind"] != "ztunnel"}
+    assert got == want
+    assert "netns_conflicts" not in manifest["collection"]

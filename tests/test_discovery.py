@@ -280,3 +280,50 @@ def test_the_documented_rbac_grants_exactly_what_collection_uses() -> None:
         (d["roleRef"]["kind"], d["roleRef"]["name"]) for d in docs if d["kind"].endswith("Binding")
     }
     assert bound == {("ClusterRole", "ambientctl-reader"), ("Role", "ambientctl-exec")}
+
+
+@pytest.mark.kernel
+def test_cluster_lists_are_read_in_pages_with_continue_tokens(
+    kube_peer: KubeApi, peer_dir: Path
+) -> None:
+    factory = ClientFactory(KubeSource(kubeconfig=str(peer_dir / "kubeconfig")))
+    whole = discover_cluster(factory)
+    before = dict(kube_peer.list_pages)
+    paged = discover_cluster(factory, page_size=2)
+    assert paged.files == whole.files  # same objects, same bytes
+    n_pods = len(lab_cluster(with_cni=True)["pods"]["items"])
+    served = kube_peer.list_pages["pods"] - before.get("pods", 0)
+    assert n_pods > 2 and served == -(-n_pods // 2)  # ceil: every page followed, no more
+
+
+@pytest.mark.kernel
+def test_an_invalid_name_from_the_api_skips_that_object_and_collects_the_rest(
+    seed_lab: Any, views: Any, peer_dir: Path
+) -> None:
+    from ambientctl.collectors.live import LiveOptions, collect_live
+    from ambientctl.bundle.reader import open_bundle
+    from tests.peers.lab import kube_exec_targets
+
+    docs = lab_cluster(with_cni=True)
+    bad = json.loads(json.dumps(docs["pods"]["items"][0]))
+    bad["metadata"]["name"] = "Bad_Name/../x"
+    bad["metadata"]["uid"] = "bad"
+    docs["pods"]["items"].append(bad)
+    bad_node = json.loads(json.dumps(docs["nodes"]["items"][0]))
+    bad_node["metadata"]["name"] = "NODE WITH SPACES"
+    docs["nodes"]["items"].append(bad_node)
+    with KubeApi(docs, kube_exec_targets(seed_lab, views, docs)) as api:
+        conf = api.kubeconfig(peer_dir / "invalid-names.conf")
+        written = collect_live(
+            LiveOptions(kubeconfig=str(conf), cni_netns_dir="/var/run/netns"),
+            str(peer_dir / "invalid-names"),
+        )
+    skipped = written.manifest["collection"]["skipped_objects"]
+    assert {s["kind"] for s in skipped} == {"pods", "nodes"}
+    assert any("Bad_Name/../x" in s["why"] for s in skipped)
+    assert any("NODE WITH SPACES" in s["why"] for s in skipped)
+    bundle = open_bundle(str(peer_dir / "invalid-names"))
+    ids = {t["id"] for t in written.manifest["targets"]}
+    assert {"node/ambient-worker", "node/ambient-worker2"} <= ids
+    assert any(p.startswith("nodes/ambient-worker2/pods/default/") for p in bundle.paths())
+    assert b"Bad_Name" not in bundle.read_bytes("cluster/pods.json")

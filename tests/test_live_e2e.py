@@ -253,3 +253,25 @@ def test_no_reachable_cluster_is_one_line_pointing_at_the_example(tmp_path: Path
     lines = res.stderr.splitlines()
     assert len(lines) == 2 and lines[0].startswith("error: no cluster reachable")
     assert lines[1] == "hint: replay a bundle instead: --bundle example:seed-kind-ambient"
+
+
+@pytest.mark.parametrize("transport", ["docker", "kube", "ssh"])
+def test_every_live_target_records_the_inode_of_the_netns_it_was_read_from(
+    transport: str, live_bundles: dict[str, str], seed_lab: Any
+) -> None:
+    """The batch reads `readlink /proc/self/ns/net` where its commands run: the inode
+    must be the kernel's for the lab netns that target stands for."""
+    want: dict[str, int] = {}
+    for node in seed_lab.targets()["nodes"]:
+        want[f"node/{node['name']}"] = os.stat(f"/var/run/netns/{node['host_netns']}").st_ino
+        for pod in node["pods"]:
+            ino = os.stat(f"/var/run/netns/{pod['netns']}").st_ino
+            want[f"pod/{pod['namespace']}/{pod['name']}"] = ino
+    manifest = open_bundle(live_bundles[transport]).manifest
+    checked = 0
+    for t in manifest["targets"]:
+        if t["kind"] in ("node", "pod"):
+            assert t["netns_inode"] == want[t["id"]], t["id"]
+            checked += 1
+    assert checked == len(want)
+    assert "netns_conflicts" not in manifest["collection"]

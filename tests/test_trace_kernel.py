@@ -124,3 +124,43 @@ def test_plaintext_client_lands_on_ztunnel_15006(tmp_path: Path) -> None:
         assert first.netns == ZT2
         assert t.disposition == Disposition.DELIVERED
         _assert_legs_match_kernel(lab, t)
+
+
+# --------------------------------------------------------------------------- ztunnel generations
+
+
+def test_rust_node_level_ztunnel_spoofs_the_client_on_hbone_and_the_answer_returns(
+        tmp_path: Path) -> None:
+    """Istio 1.18-1.20's Rust ztunnel binds the client's address on the HBONE connection:
+    the trace says so, binds it, and the kernel accepts that connection on the remote
+    ztunnel's 15008 seeing the client's address; its answer comes back (connmark 0x210 ->
+    table 102 -> ztunnel veth -> 0x4d3 -> local) or the connection would not complete."""
+    with SeedLab(ztunnel="rust-node") as lab:
+        t = _trace(lab, tmp_path / "bundle")
+        assert t.disposition == Disposition.DELIVERED, t.summary
+        hbone = t.legs[1]
+        assert hbone.direction == "hbone"
+        assert str(hbone.bind) == "10.244.2.4"  # sleep's address, not ztunnel-nptf6's
+        said = [s.summary for s in hbone.explanation]
+        assert any("Rust ztunnel of the node-level design" in s and "1.20.0" in s
+                   for s in said), said
+        assert any("from the client's address 10.244.2.4" in s for s in said), said
+        assert hbone.result.packet.src == hbone.bind
+        # The answer of the spoofed connection goes back through table 102 on the client's node.
+        rep = hbone.result.reply
+        assert rep is not None and rep.disposition == Disposition.DELIVERED
+        texts = [st.source.text for h in rep.hops for st in h.steps if st.source and st.source.text]
+        assert any("0x40/0x40" in x for x in texts), texts
+        _assert_legs_match_kernel(lab, t)
+        landing = lab.connect(hbone.start_netns, str(hbone.target.ip), hbone.target.port,
+                              src_ip=str(hbone.bind))
+        assert landing.outcome == "accepted" and landing.peer is not None
+        assert landing.peer.rsplit(":", 1)[0] == "10.244.2.4", landing
+
+
+def test_envoy_2022_ztunnel_connects_from_its_own_address(tmp_path: Path) -> None:
+    with SeedLab() as lab:
+        t = _trace(lab, tmp_path / "bundle")
+    hbone = t.legs[1]
+    assert hbone.bind is None and str(hbone.result.packet.src) == "10.244.2.3"
+    assert any("2022 Envoy-based ztunnel" in s.summary for s in hbone.explanation)

@@ -134,3 +134,53 @@ def test_32_concurrent_execs_on_one_transport_each_get_their_own_output(
     }
     assert len(t._clients) == 32  # one ApiClient per worker thread
     t.close()
+
+
+def _forward_after_the_pod_side_hung_up(factory: ClientFactory, pod: tuple[str, str]) -> Any:
+    """A port-forward to :15000 whose stream the peer already ended: the lab's listener
+    answers one line and closes on accept, the peer then closes the WebSocket (as kubelet
+    does when its copy from the pod ends), and the client's proxy thread closes its half
+    of the socketpair - all before we write a byte. This is the order a loaded machine
+    produces by chance (CI's flaky "Broken pipe"); here it is forced."""
+    import time
+
+    from kubernetes import client as k8s
+    from kubernetes.stream import portforward
+
+    api_client = factory()
+    pf = portforward(
+        k8s.CoreV1Api(api_client).connect_get_namespaced_pod_portforward,
+        pod[1], pod[0], ports="15000",
+    )
+    proxy_end = pf.local_ports[15000].python  # the client library's end of the socketpair
+    deadline = time.monotonic() + 10
+    while proxy_end.fileno() != -1 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert proxy_end.fileno() == -1, "the peer never ended the stream"
+    return pf
+
+
+def test_a_listener_that_answers_and_closes_before_the_request_is_curls_exit_1(
+    factory: ClientFactory,
+) -> None:
+    from ambientctl.collectors.exec_outcome import Deadline
+    from ambientctl.collectors.kube import KubePortForwardTransport
+
+    pf = _forward_after_the_pod_side_hung_up(factory, ZTUNNEL)
+    try:
+        res = KubePortForwardTransport._get(pf, 15000, "/config_dump", Deadline(10), "pf")
+    finally:
+        pf.close()
+    # curl would write its request, then read the listener's line: not HTTP/1.x -> exit 1
+    assert res.exit_code == 1 and b"HTTP/0.9" in res.stderr and not res.timed_out
+
+
+def test_port_forward_to_a_speak_first_listener_never_breaks_under_repetition(
+    factory: ClientFactory,
+) -> None:
+    from ambientctl.collectors.kube import KubePortForwardTransport
+    from ambientctl.collectors.specs import ZTUNNEL_ADMIN_ARGV
+
+    t = KubePortForwardTransport(*ZTUNNEL, client_factory=factory)
+    codes = {t.run(ZTUNNEL_ADMIN_ARGV, netns=None, timeout=10).exit_code for _ in range(20)}
+    assert codes == {1}

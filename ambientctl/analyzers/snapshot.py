@@ -9,9 +9,11 @@ command did not run on the node) become problems too, with the node's own stderr
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
+from ambientctl.analyzers.parse.ztunnel import parse_config_dump
 from ambientctl.bundle.layout import CLUSTER_FILES, MESH_FILES, split_netns_dir
 from ambientctl.errors import ParseError
 from ambientctl.model import (
@@ -24,7 +26,11 @@ from ambientctl.model import (
     Problem,
     Ruleset,
     Snapshot,
+    ZtunnelConfig,
 )
+
+
+_XT_SKIPPED = re.compile(r"table (ip6?) (\S+) is managed by iptables-nft")
 
 
 @dataclass(frozen=True)
@@ -107,6 +113,7 @@ def build_snapshot(view: BundleView) -> Snapshot:
         services=cluster_file("services", pc.parse_services),
         namespaces=cluster_file("namespaces", pc.parse_namespaces),
         nodes=cluster_file("nodes", pc.parse_nodes),
+        endpoint_slices=cluster_file("endpointslices", pc.parse_endpointslices),
         mesh_objects=tuple(mesh),
         mesh_kinds=frozenset(mesh_kinds),
     )
@@ -131,14 +138,22 @@ def build_snapshot(view: BundleView) -> Snapshot:
             slot["pods"][PodRef(ns_name or "", pod)] = ns  # type: ignore[index]
 
     dumps: dict[str, object] = {}
+    zconfigs: dict[str, ZtunnelConfig] = {}
     for rel in view.paths:
         parts = rel.split("/")
         if len(parts) == 4 and parts[0] == "nodes" and parts[2] == "ztunnel" \
                 and parts[3] == "config_dump.json":
+            text = view.read_text(rel)
             try:
-                dumps[parts[1]] = json.loads(view.read_text(rel))
-            except ValueError as exc:
-                problems.append(Problem(rel, None, f"not valid JSON ({exc})"))
+                dumps[parts[1]] = json.loads(text)
+            except ValueError:
+                pass  # parse_config_dump says why, once
+            # Every generation's layout, read into one shape; an unreadable dump is a
+            # problem of the bundle (stated by trace and doctor), never an empty mesh.
+            try:
+                zconfigs[parts[1]] = parse_config_dump(text, rel, parts[1])
+            except ParseError as exc:
+                problems.append(Problem(rel, exc.line, exc.reason))
 
     return Snapshot(
         source=view.location,
@@ -148,6 +163,7 @@ def build_snapshot(view: BundleView) -> Snapshot:
         problems=tuple(problems),
         manifest=view.manifest,
         config_dumps=dumps,
+        ztunnel_configs=zconfigs,
     )
 
 
@@ -223,6 +239,7 @@ def build_netns(view: BundleView, node: str, ns_name: str | None, pod: str | Non
             if isinstance(got, Ruleset):
                 rulesets.append(got)
     ipsets: dict[str, IpSet] | None = None
+    xt_unread: list[str] = []
     nft_name = first("nft-ruleset.json", "nft-ruleset.txt")
     if nft_name is not None:
         from ambientctl.analyzers.parse import nft as pn
@@ -232,6 +249,23 @@ def build_netns(view: BundleView, node: str, ns_name: str | None, pod: str | Non
         got = _parse(problems, rel(nft_name), lambda: fn(text(nft_name), rel(nft_name)))
         if isinstance(got, Ruleset):
             rulesets.append(got)
+            # Tables written by iptables-nft are read through iptables-save (their matches are
+            # opaque `xt` expressions in nft's listing). Without that dump they would vanish
+            # and the namespace look unfiltered: its netfilter is then unknown, said once
+            # here, so that trace stops with insufficient-info and doctor skips, alike.
+            for w in got.warnings:
+                m = _XT_SKIPPED.match(w)
+                if m is None:
+                    continue
+                save = "ip6tables-save.txt" if m.group(1) == "ip6" else "iptables-save.txt"
+                if save not in files:
+                    xt_unread.append(f"table {m.group(1)} {m.group(2)}")
+            if xt_unread:
+                problems.append(Problem(
+                    rel(nft_name), None,
+                    f"{', '.join(xt_unread)} written by iptables-nft, and no iptables-save in "
+                    "the bundle to read them with: this namespace's netfilter rules are not "
+                    "modelled"))
         sets = _parse(problems, rel(nft_name), lambda: pn.nft_sets(text(nft_name),
                                                                    rel(nft_name)))
         if isinstance(sets, dict) and sets:
@@ -273,7 +307,8 @@ def build_netns(view: BundleView, node: str, ns_name: str | None, pod: str | Non
         links=links,  # type: ignore[arg-type]
         routes=tuple(routes) if routes_ok else None,
         rules=tuple(rules) if rules_ok else None,
-        rulesets=None if (not nf_seen or (failed_nf and not rulesets)) else tuple(rulesets),
+        rulesets=None if (not nf_seen or (failed_nf and not rulesets) or xt_unread)
+        else tuple(rulesets),
         ipsets=ipsets,
         listeners=listeners,  # type: ignore[arg-type]
         sysctls=sysctls,  # type: ignore[arg-type]

@@ -33,7 +33,16 @@ from ambientctl.analyzers.path import (
     World,
 )
 from ambientctl.analyzers.selectors import Endpoint
-from ambientctl.model import IPAddress, NetNamespace, Pod, Service, Snapshot, SourceRef
+from ambientctl.analyzers.parse.ztunnel import SHAPES
+from ambientctl.model import (
+    IPAddress,
+    NetNamespace,
+    Pod,
+    Service,
+    Snapshot,
+    SourceRef,
+    ZtunnelWorkload,
+)
 
 INPOD_MARK = 0x539
 SIDECAR_UID = 1337  # istio-proxy's uid: sidecar rules RETURN on --uid-owner 1337
@@ -139,12 +148,43 @@ def _same_family(pod: Pod, ip: IPAddress) -> IPAddress:
     return next((a for a in pod.ips if a.version == ip.version), pod.ips[0])
 
 
+# ztunnel generations of the node-level (legacy) design, by what they do with the HBONE
+# connection's source address (istio-datapath.md 1, 2.5 step 5):
+#   envoy-2022: the Sept-2022 Envoy-based ztunnel (images 0.0.0-ambient.<sha>) connects from
+#               its own pod address (the node marks it 0x220, connskip);
+#   rust-node:  the Rust ztunnel of Istio 1.18-1.20 binds the client pod's address
+#               (IP_TRANSPARENT, original source) on the HBONE connection, so the node marks
+#               it 0x210 and its answer returns through connmark 0x210 -> 0x040 -> ip rule
+#               102 -> table 102 -> the ztunnel veth (ztunnel netns mark 0x4d3 -> table 100).
+#   in-pod:     1.21+; the connection leaves the client pod's own netns anyway.
+# istio/ztunnel#1209 (1.23) removed outbound spoofing once in-pod no longer needed it.
+ENVOY_2022, RUST_NODE, INPOD_GEN = "envoy-2022", "rust-node", "in-pod"
+
+_GEN_NAMES = {ENVOY_2022: "the 2022 Envoy-based ztunnel", RUST_NODE: "the Rust ztunnel of the "
+              "node-level design (Istio 1.18-1.20)", INPOD_GEN: "the in-pod Rust ztunnel "
+              "(Istio 1.21+)"}
+
+
+def ztunnel_generation_of_tag(tag: str) -> str | None:
+    """The generation an image tag names ("0.0.0-ambient.<sha>", "1.19.3", "1.20.0-distroless")."""
+    if tag.startswith("0.0.0-ambient"):
+        return ENVOY_2022
+    parts = tag.split("-", 1)[0].split(".")
+    if len(parts) >= 2 and parts[0].isdigit() and parts[1].isdigit():
+        major, minor = int(parts[0]), int(parts[1])
+        if (major, minor) < (1, 18):
+            return None  # no released ambient before 1.18
+        return RUST_NODE if (major, minor) <= (1, 20) else INPOD_GEN
+    return None
+
+
 class Tracer:
     """Builds `Trace`s over one snapshot (indices are built once)."""
 
     def __init__(self, snap: Snapshot, roles: dict[str, str] | None = None) -> None:
         self.snap = snap
         self.world = World.build(snap, roles or _default_roles(snap))
+        self.endpoint_choice: str | None = None  # `trace --endpoint`: pod name or IP
 
     # ------------------------------------------------------------------ lookups
     def pod_by_ip(self, ip: IPAddress) -> Pod | None:
@@ -164,14 +204,85 @@ class Tracer:
         return None
 
     def endpoints(self, svc: Service) -> list[Pod]:
-        """Pods selected by the Service, with an address, in name order."""
+        """The Service's ready endpoints, in name order (see `service_endpoints`)."""
+        return self.service_endpoints(svc)[0]
+
+    def _pod_by_ref(self, namespace: str, name: str) -> Pod | None:
+        return next((p for p in self.snap.cluster.pods
+                     if p.namespace == namespace and p.name == name), None)
+
+    def service_endpoints(self, svc: Service) -> tuple[list[Pod], Step]:
+        """The endpoints a connection to `svc` can go to, with where that list comes from.
+
+        Not "every pod matching the selector": ztunnel balances over the endpoints istiod
+        pushed it (its config_dump's Service `endpoints`), kube-proxy over the EndpointSlices'
+        ready endpoints. The selector is the last resort, and then said to be one.
+        """
+        for node, cfg in sorted(self.snap.ztunnel_configs.items()):
+            zs = next((z for z in cfg.services
+                       if set(z.vips) & set(svc.cluster_ips)
+                       and (z.namespace in (None, svc.namespace))), None)
+            if zs is None:
+                continue
+            pods: list[Pod] = []
+            for e in zs.endpoints:
+                if (e.status or "Healthy") != "Healthy":
+                    continue
+                parts = e.workload_uid.split("/")
+                pod = (self._pod_by_ref(parts[-2], parts[-1]) if len(parts) >= 4 and
+                       parts[-3] == "Pod" else None)
+                if pod is None and e.address is not None:
+                    pod = self.pod_by_ip(e.address)
+                if pod is not None and pod.ips and pod not in pods:
+                    pods.append(pod)
+            return sorted(pods, key=lambda p: p.name), Step(
+                "ztunnel", f"ztunnel's config_dump on {node} lists {len(pods)} healthy "
+                f"endpoint(s) of {svc.namespace}/{svc.name}", zs.source)
+        slices = [es for es in self.snap.cluster.endpoint_slices
+                  if es.namespace == svc.namespace and es.service == svc.name]
+        if slices:
+            pods = []
+            for es in slices:
+                for ep in es.endpoints:
+                    if not ep.ready:
+                        continue
+                    pod = (self._pod_by_ref(ep.target.namespace, ep.target.name)
+                           if ep.target else None)
+                    if pod is None and ep.ips:
+                        pod = self.pod_by_ip(ep.ips[0])
+                    if pod is not None and pod.ips and pod not in pods:
+                        pods.append(pod)
+            return sorted(pods, key=lambda p: p.name), Step(
+                "ztunnel", f"the EndpointSlices of {svc.namespace}/{svc.name} list {len(pods)} "
+                "ready endpoint(s)", slices[0].source)
         if not svc.selector:
-            return []
+            return [], Step("ztunnel", f"{svc.namespace}/{svc.name} has no selector and no "
+                            "EndpointSlice in the bundle", svc.source)
         out = [p for p in self.snap.cluster.pods
                if p.namespace == svc.namespace and p.ips and not p.host_network
                and p.phase in (None, "Running")
                and all(p.labels.get(k) == v for k, v in svc.selector.items())]
-        return sorted(out, key=lambda p: p.name)
+        return sorted(out, key=lambda p: p.name), Step(
+            "ztunnel", f"no EndpointSlice nor ztunnel view of {svc.namespace}/{svc.name} in the "
+            f"bundle: its endpoints are assumed to be the running pods its selector matches "
+            f"({len(out)})", svc.source)
+
+    def pick_endpoint(self, eps: list[Pod], dst_ep: Endpoint) -> tuple[Pod | None, str]:
+        """The endpoint this trace follows among `eps`, and why (a random choice is a fork)."""
+        want = self.endpoint_choice
+        if want is not None:
+            for p in eps:
+                if want in (p.name, f"{p.namespace}/{p.name}") or want in map(str, p.ips):
+                    return p, f"following {p.name} as --endpoint asks"
+            return None, (f"--endpoint {want} is not one of the ready endpoints "
+                          f"({', '.join(p.name for p in eps)})")
+        if dst_ep.pod is not None:
+            for p in eps:
+                if p.ref == dst_ep.pod.ref:
+                    return p, f"following {p.name}, the destination named"
+        if len(eps) > 1:
+            return eps[0], f"following the first, {eps[0].name} (pass --endpoint to follow another)"
+        return (eps[0] if eps else None), ""
 
     @staticmethod
     def target_port(svc: Service, index: int, pod: Pod) -> int | None:
@@ -194,20 +305,23 @@ class Tracer:
         return ns.pod.name
 
     # ------------------------------------------------------------------ capture state
-    def ztunnel_view(self, ip: IPAddress) -> tuple[dict[str, object], SourceRef] | None:
-        """The workload ztunnel knows at `ip`, from any collected config_dump."""
-        for node, dump in sorted(self.snap.config_dumps.items()):
-            if not isinstance(dump, dict):
-                continue
-            workloads = dump.get("workloads") or []
-            items = workloads.values() if isinstance(workloads, dict) else workloads
-            for w in items:
-                if isinstance(w, dict) and str(ip) in [str(x) for x in
-                                                        w.get("workloadIps", []) or []]:
-                    return w, SourceRef(f"nodes/{node}/ztunnel/config_dump.json", None,
-                                        f"{w.get('namespace')}/{w.get('name')} protocol "
-                                        f"{w.get('protocol')} waypoint {w.get('waypoint')}")
+    def ztunnel_view(self, ip: IPAddress) -> tuple[ZtunnelWorkload, SourceRef] | None:
+        """The workload ztunnel knows at `ip`, from any readable config_dump (any generation)."""
+        for node, cfg in sorted(self.snap.ztunnel_configs.items()):
+            for w in cfg.workloads:
+                if ip in w.ips:
+                    shape = SHAPES.get(cfg.shape, cfg.shape)
+                    return w, SourceRef(cfg.source.path, None,
+                                        f"{w.source.text}" + (f" ({shape})" if shape else ""))
         return None
+
+    def unreadable_dumps(self) -> list[Step]:
+        """One step per config_dump the bundle holds but nothing could read: stated, so that
+        a fallback to the pod objects is never mistaken for ztunnel's own view."""
+        return [Step("ztunnel", f"{p.path} is unreadable ({p.message}): ztunnel's own view of "
+                     "the mesh is not used", SourceRef(p.path, p.line))
+                for p in self.snap.problems
+                if p.path.endswith("/ztunnel/config_dump.json") and p.severity == "error"]
 
     def captured(self, pod: Pod) -> tuple[bool | None, list[Step]]:
         """Does ztunnel send `pod` HBONE (is it in the mesh)? With the evidence.
@@ -219,11 +333,13 @@ class Tracer:
         ip = pod.ips[0] if pod.ips else None
         steps: list[Step] = []
         view = self.ztunnel_view(ip) if ip is not None else None
+        if view is None:
+            steps.extend(self.unreadable_dumps())
         if view is not None:
             w, ref = view
-            proto = str(w.get("protocol") or "TCP")
+            proto = w.protocol
             steps.append(Step("ztunnel", f"ztunnel's config_dump lists {pod.name} with protocol "
-                              f"{proto}" + (f", waypoint {w.get('waypoint')}" if w.get("waypoint")
+                              f"{proto}" + (f", waypoint {w.waypoint}" if w.waypoint
                                             else ""), ref))
             steps.extend(self._disagreement(pod, proto))
             return proto == "HBONE", steps
@@ -232,9 +348,11 @@ class Tracer:
         if host is not None and host.ipsets is not None and LEGACY_IPSET in host.ipsets and ip:
             member = host.ipsets[LEGACY_IPSET].lookup(ip)
             if member is not None:
-                return True, [Step("ztunnel", f"{pod.name} {ip} is in ipset {LEGACY_IPSET} on "
+                return True, steps + [
+                    Step("ztunnel", f"{pod.name} {ip} is in ipset {LEGACY_IPSET} on "
                                    f"{pod.node}: captured, in the mesh", member.source)]
-            return False, [Step("ztunnel", f"{pod.name} {ip} is NOT in ipset {LEGACY_IPSET} on "
+            return False, steps + [
+                Step("ztunnel", f"{pod.name} {ip} is NOT in ipset {LEGACY_IPSET} on "
                                 f"{pod.node}: not captured", host.ipsets[LEGACY_IPSET].source)]
         ann = pod.annotations.get(REDIRECTION)
         if ann is not None:
@@ -244,13 +362,15 @@ class Tracer:
             steps.extend(self._disagreement(pod, proto))
             return ann == "enabled", steps
         if pod.labels.get("networking.istio.io/tunnel") == "http":
-            return True, [Step("ztunnel", f"{pod.name} is labelled networking.istio.io/tunnel: "
+            return True, steps + [
+                Step("ztunnel", f"{pod.name} is labelled networking.istio.io/tunnel: "
                                "http: it accepts HBONE", pod.source)]
         if "sidecar.istio.io/status" in pod.annotations:
-            return False, [Step("ztunnel", f"{pod.name} has a sidecar (sidecar.istio.io/status) "
+            return False, steps + [
+                Step("ztunnel", f"{pod.name} has a sidecar (sidecar.istio.io/status) "
                                 "and no HBONE tunnel label: ztunnel sends it plain TCP, its "
                                 "sidecar takes it", pod.source)]
-        return False, [Step("ztunnel", f"{pod.name} is not enrolled (no {REDIRECTION} "
+        return False, steps + [Step("ztunnel", f"{pod.name} is not enrolled (no {REDIRECTION} "
                             "annotation): plain TCP", pod.source)]
 
     def _disagreement(self, pod: Pod, proto: str) -> list[Step]:
@@ -278,6 +398,47 @@ class Tracer:
         role = self.world.roles.get(d.netns, "")
         return "legacy" if role == "legacy-ztunnel" else "inpod"
 
+    def ztunnel_generation(self, node: str) -> tuple[str | None, Step]:
+        """Which ztunnel runs on `node`, from its image tag (cluster/pods.json), else the
+        manifest's single ztunnel version, else the process name of its listeners; with
+        the evidence. None when nothing in the bundle tells."""
+        for pod in self.snap.cluster.pods:
+            if pod.node != node:
+                continue
+            for image in pod.images:
+                repo, _, tag = image.rpartition(":")
+                if repo.rsplit("/", 1)[-1] != "ztunnel" or "/" in tag:
+                    continue
+                gen = ztunnel_generation_of_tag(tag)
+                if gen is not None:
+                    return gen, Step("ztunnel", f"ztunnel on {node} is {_GEN_NAMES[gen]} (image "
+                                     f"{image} of pod {pod.namespace}/{pod.name})", pod.source)
+        versions = (self.snap.manifest or {}).get("components", {})
+        zt = versions.get("ztunnel") if isinstance(versions, dict) else None
+        if isinstance(zt, list) and len(zt) == 1:
+            gen = ztunnel_generation_of_tag(str(zt[0]))
+            if gen is not None:
+                return gen, Step("ztunnel", f"ztunnel on {node} is {_GEN_NAMES[gen]} (manifest "
+                                 f"components: ztunnel {zt[0]})", SourceRef("manifest.json"))
+        state = self.snap.nodes.get(node)
+        for ns in (state.pods.values() if state else ()):
+            if self.world.roles.get(ns.id) != "legacy-ztunnel":
+                continue
+            for lst in ns.listeners or ():
+                proc = lst.process or ""
+                if lst.port == HBONE_PORT and '"envoy"' in proc:
+                    return ENVOY_2022, Step("ztunnel", f"ztunnel on {node} is "
+                                            f"{_GEN_NAMES[ENVOY_2022]} (process envoy listens on "
+                                            f"{HBONE_PORT})", lst.source)
+                if lst.port == HBONE_PORT and '"ztunnel"' in proc:
+                    return RUST_NODE, Step("ztunnel", f"ztunnel on {node} is "
+                                           f"{_GEN_NAMES[RUST_NODE]} (process ztunnel listens "
+                                           f"on {HBONE_PORT} in the node-level design)",
+                                           lst.source)
+        return None, Step("ztunnel", f"the ztunnel version on {node} is unknown (no ztunnel "
+                          "image in cluster/pods.json, no ztunnel version in the manifest, no "
+                          "process name on its listeners)")
+
     def ztunnel_next(self, d: Delivery, original: SocketAddr, client: IPAddress,
                      dst_ep: Endpoint, authority: SocketAddr | None) -> _Next | str:
         """The connection ztunnel opens after accepting `d`; a string says why none."""
@@ -295,22 +456,26 @@ class Tracer:
             found = self.service_by_vip(original)
             if found is not None:
                 svc, idx = found
-                eps = self.endpoints(svc)
+                eps, why_eps = self.service_endpoints(svc)
+                expl.append(why_eps)
                 if not eps:
                     return f"Service {svc.namespace}/{svc.name} has no ready endpoints"
-                target_pod = next((p for p in eps if dst_ep.pod is not None
-                                   and p.ref == dst_ep.pod.ref), eps[0])
+                chosen, how = self.pick_endpoint(eps, dst_ep)
+                if chosen is None:
+                    return how
+                target_pod = chosen
                 tp = self.target_port(svc, idx, target_pod)
                 if tp is None:
                     return (f"Service {svc.namespace}/{svc.name} targetPort "
                             f"{svc.ports[idx].target_port} is not a port of {target_pod.name}")
                 port = tp
                 others = [p.name for p in eps if p is not target_pod]
+                fork = (f"; ztunnel picks one of the {len(eps)} at random per connection "
+                        f"(fork: {', '.join(p.name for p in eps)}): {how}" if others else "")
                 expl.append(Step(
                     "ztunnel", f"{original} is Service {svc.namespace}/{svc.name} port "
                     f"{svc.ports[idx].port}: ztunnel load-balances to endpoint {target_pod.name} "
-                    f"{_same_family(target_pod, original.ip)}:{port}"
-                    + (f" (others: {', '.join(others)})" if others else ""), svc.source))
+                    f"{_same_family(target_pod, original.ip)}:{port}" + fork, svc.source))
             else:
                 target_pod = self.pod_by_ip(original.ip)
                 if target_pod is not None:
@@ -328,11 +493,29 @@ class Tracer:
             expl.extend(why)
             if inmesh:
                 auth = SocketAddr(dst_ip, port)
+                hbone_src: IPAddress | None = None
+                if gen == "inpod":
+                    how = ", socket marked 0x539 so the pod's own rules let it out"
+                else:
+                    zgen, why_gen = self.ztunnel_generation(d.node)
+                    expl.append(why_gen)
+                    if zgen == RUST_NODE:
+                        hbone_src = client
+                        how = (f", from the client's address {client} (original source, "
+                               "IP_TRANSPARENT): the node marks it 0x210 and its answer returns "
+                               "through connmark 0x210 -> 0x040 -> ip rule 102 -> table 102")
+                    elif zgen == ENVOY_2022:
+                        how = ", from the ztunnel pod's own address"
+                    else:
+                        expl.append(Step("ztunnel", "the HBONE connection's source address "
+                                         "depends on the ztunnel generation (own address in "
+                                         "2022, the client's in Istio 1.18-1.20)"))
+                        return (f"ztunnel version on {d.node} unknown: whether its HBONE "
+                                "connection spoofs the client's address is not known")
                 expl.append(Step("ztunnel", f"HBONE: mTLS (SPIFFE identities) + HTTP/2 CONNECT to "
                                  f"{SocketAddr(dst_ip, HBONE_PORT)} with :authority {auth}"
-                                 + (", socket marked 0x539 so the pod's own rules let it out"
-                                    if gen == "inpod" else ", from the ztunnel pod's address")))
-                return _Next("hbone", f"ztunnel on {d.node}", ns, dst_ip, HBONE_PORT, None,
+                                 + how))
+                return _Next("hbone", f"ztunnel on {d.node}", ns, dst_ip, HBONE_PORT, hbone_src,
                              INPOD_MARK if gen == "inpod" else 0, expl, auth)
             expl.append(Step("ztunnel", f"destination not in the mesh: plain TCP to "
                              f"{SocketAddr(dst_ip, port)}"))
@@ -374,9 +557,8 @@ class Tracer:
         if found is not None:
             svc, idx = found
             eps = self.endpoints(svc)
-            if eps:
-                pod = next((p for p in eps if dst_ep.pod is not None and p.ref == dst_ep.pod.ref),
-                           eps[0])
+            pod, _how = self.pick_endpoint(eps, dst_ep)
+            if pod is not None:
                 tp = self.target_port(svc, idx, pod)
                 if tp is not None:
                     target = SocketAddr(pod.ips[0], tp)
@@ -422,13 +604,15 @@ class Tracer:
 
     # ------------------------------------------------------------------ the trace
     def trace(self, src: Endpoint, dst: Endpoint, *, proto: str = "tcp",
-              plaintext: bool = False, uid: int | None = None) -> Trace:
+              plaintext: bool = False, uid: int | None = None,
+              endpoint: str | None = None) -> Trace:
         """Trace a connection from `src` to `dst` (whose `port` must be set).
 
         `uid` owns the client's socket when rules match on it: the node's probe SNAT of
         the nftables backend is `meta skuid <kubelet uid>` (istio-datapath.md 3.6), so a
         kubelet probe and a root process on the node take different paths.
         """
+        self.endpoint_choice = endpoint
         walker = PathWalker(self.world)
         assert dst.ip is not None and dst.port is not None
         request = SocketAddr(dst.ip, dst.port)

@@ -30,7 +30,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from ambientctl import __version__
@@ -75,8 +75,9 @@ def entry_for(output: RawOutput, *, stored: bool, spec: str | None = None) -> di
         "note": output.note,
         "started_at": output.started_at,
         "duration_ms": output.duration_ms,
-        "size": len(output.stdout) if stored else None,
-        "sha256": sha256_hex(output.stdout) if stored else None,
+        "size": (output.spilled[0] if output.spilled else len(output.stdout)) if stored else None,
+        "sha256": (output.spilled[1] if output.spilled else sha256_hex(output.stdout))
+        if stored else None,
     }
 
 
@@ -169,3 +170,55 @@ class Manifest:
     def to_json(self) -> bytes:
         """Pretty JSON (2-space indent, trailing newline): humans read manifests too."""
         return (json.dumps(self.document(), indent=2, ensure_ascii=False) + "\n").encode()
+
+
+# --------------------------------------------------------------------------- netns identity
+
+
+def _role(target: Mapping[str, Any]) -> str:
+    """What a target claims to be: a node's root netns, or one pod's (a ztunnel target is
+    its pod's netns once more, for the admin read: the same role)."""
+    if target.get("kind") == "node":
+        return f"node/{target.get('node')}"
+    pod = target.get("pod") or {}
+    return f"pod/{pod.get('namespace')}/{pod.get('name')}"
+
+
+def refuse_shared_netns(
+    targets: Sequence[Mapping[str, Any]], outputs: Sequence[RawOutput]
+) -> tuple[list[RawOutput], list[dict[str, Any]]]:
+    """Outputs with every target that shares its netns (same `netns_inode`) with a target
+    of ANOTHER role turned into `skipped` entries, and one conflict record per netns.
+
+    Why: a netns read under two roles means one of them is wrong (e.g. an istio-cni agent
+    pod's own netns taken for the node's); storing both would make the analysis trust
+    files that are not what their path says. Neither is stored: the data cannot tell
+    which claim is right.
+    """
+    roles: dict[int, dict[str, list[str]]] = {}
+    for t in targets:
+        inode = t.get("netns_inode")
+        if isinstance(inode, int):
+            roles.setdefault(inode, {}).setdefault(_role(t), []).append(str(t.get("id")))
+    conflicts: list[dict[str, Any]] = []
+    refused: dict[str, str] = {}
+    for inode, by_role in sorted(roles.items()):
+        if len(by_role) < 2:
+            continue
+        ids = sorted(i for group in by_role.values() for i in group)
+        conflicts.append({"netns_inode": inode, "targets": ids})
+        for i in ids:
+            others = ", ".join(o for o in ids if o != i)
+            refused[i] = (
+                f"not stored: read from netns inode {inode}, the same netns as {others} "
+                "(one netns cannot be two targets)"
+            )
+    if not refused:
+        return list(outputs), []
+    out = [
+        replace(o, status=RawStatus.SKIPPED, stdout=b"", note=refused[o.target])
+        if o.target in refused and o.status is RawStatus.OK
+        else o
+        for o in outputs
+    ]
+    return out, conflicts

@@ -29,20 +29,26 @@ from __future__ import annotations
 import contextlib
 import errno
 import gzip
-import io
 import json
 import os
 import shutil
 import tarfile
 import tempfile
+import threading
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
 from typing import Any
 
 from ambientctl.bundle.layout import MANIFEST
-from ambientctl.bundle.manifest import Manifest, component_versions, entry_for, file_entry
+from ambientctl.bundle.manifest import (
+    Manifest,
+    component_versions,
+    entry_for,
+    file_entry,
+    sha256_hex,
+)
 from ambientctl.errors import BundleError, UsageError
 from ambientctl.raw import RawOutput, RawStatus
 
@@ -130,6 +136,46 @@ def check_output_path(out: str) -> None:
         raise UsageError(f"directory {parent} does not exist")
 
 
+class Spill:
+    """The staging directory of a bundle being collected, filled as targets finish.
+
+    `Runner` hands each finished target's outputs to `__call__`, which writes their
+    stdout to `OUT.partial/<path>` and returns them with `stdout` dropped and
+    `spilled=(size, sha256)`; `write_bundle(..., spill=...)` then only adds the manifest.
+    So a collection holds at most its running targets' outputs in memory, whatever the
+    size of the cluster. `discard()` removes the staging directory (nothing was written).
+    """
+
+    def __init__(self, out: str) -> None:
+        check_output_path(out)
+        self.out = out
+        self.staging = Path(out + ".partial")
+        _mkdir_staging(self.staging)
+        self._lock = threading.Lock()
+        self.error: OSError | None = None
+        self.failed_path: str | None = None
+
+    def __call__(self, output: RawOutput) -> RawOutput:
+        if output.status is not RawStatus.OK or self.error is not None:
+            return output
+        rel = _safe_rel(output.path)
+        dest = self.staging.joinpath(*rel.parts)
+        try:
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            with open(dest, "xb") as fh:  # never through a link, never twice
+                fh.write(output.stdout)
+        except OSError as exc:
+            with self._lock:  # a full disk: keep this output in memory, stop spilling
+                if self.error is None:
+                    self.error, self.failed_path = exc, str(dest)
+            return output
+        return replace(output, stdout=b"", spilled=(len(output.stdout),
+                                                      sha256_hex(output.stdout)))
+
+    def discard(self) -> None:
+        shutil.rmtree(self.staging, ignore_errors=True)
+
+
 def write_bundle(
     out: str,
     *,
@@ -140,21 +186,26 @@ def write_bundle(
     extra_files: Iterable[ExtraFile] = (),
     not_kept: Iterable[str] = (),
     interrupted: bool = False,
+    spill: Spill | None = None,
 ) -> WrittenBundle:
     """Write `outputs` (+ extra files) and the manifest to `out` (a directory or .tar.gz).
 
+    With `spill`, outputs already written to its staging directory are not written again.
     Returns the manifest and the failed entries; raises `UsageError` when `out` exists.
     """
-    check_output_path(out)
     skip = set(not_kept)
-    staging = Path(out + ".partial")
-    _mkdir_staging(staging)
+    if spill is None:
+        check_output_path(out)
+        staging = Path(out + ".partial")
+        _mkdir_staging(staging)
+    else:  # outputs a failed spill kept in memory are written below (and fail loudly)
+        staging = spill.staging
     manifest = Manifest(created_at=created_at, collection=collection, targets=targets)
     writing = str(staging)
     try:
         for output in outputs:
             stored = output.status is RawStatus.OK and output.path not in skip
-            if stored:
+            if stored and output.spilled is None:
                 rel = _safe_rel(output.path)
                 dest = staging.joinpath(*rel.parts)
                 writing = str(dest)

@@ -29,6 +29,9 @@ DISPOSITIONS = ("delivered", "bypassed-mesh", "refused", "dropped", "no-route",
               "(e.g. DNS to port 53, captured to ztunnel's 15053).")
 @click.option("--uid", type=click.IntRange(0), help="Owner uid of the client's socket, when rules "
               "match on it (e.g. the kubelet's uid for the nftables backend's probe SNAT).")
+@click.option("--endpoint", metavar="POD|IP", help="Which endpoint of a Service to follow "
+              "where the choice is random (ztunnel's load balancing): a pod name or address; "
+              "default: the pod DST names, else the first.")
 @click.option("-o", "--output", type=click.Choice(["text", "json", "html", "dot", "mermaid"]),
               default="text", show_default=True, help="html: a self-contained page with the "
               "path drawn; dot/mermaid: the path as a graph for docs and tickets.")
@@ -41,7 +44,7 @@ DISPOSITIONS = ("delivered", "bypassed-mesh", "refused", "dropped", "no-route",
 @click.option("--expect", type=click.Choice(DISPOSITIONS), help="Exit 1 unless the trace ends "
               "with this disposition (for scripts and CI).")
 def trace_cmd(src: str, dst: str, namespace: str | None, port: int | None, plaintext: bool, udp: bool, uid: int | None,
-              output: str,
+              endpoint: str | None, output: str,
               verbose: bool, compare: str | None, expect_mtls: bool, expect: str | None,
               **source: object) -> int:
     """Trace a TCP connection from SRC to DST through the mesh.
@@ -66,12 +69,14 @@ def trace_cmd(src: str, dst: str, namespace: str | None, port: int | None, plain
             f"({'pod on node ' + s.node if s.node else 'not on any collected node'})",
             hint="collect that node, or trace from a pod or node/NAME that was collected",
         )
-    t = Tracer(snap).trace(s, d, plaintext=plaintext, uid=uid, proto="udp" if udp else "tcp")
+    t = Tracer(snap).trace(s, d, plaintext=plaintext, uid=uid, proto="udp" if udp else "tcp",
+                           endpoint=endpoint)
     if compare is not None:
         if output not in ("text", "json"):
             raise UsageError("--compare prints text or json", hint="drop -o or use -o json")
         return _compare(compare, t, location, snap, src, dst, namespace, port,
-                        dict(plaintext=plaintext, uid=uid, proto="udp" if udp else "tcp"),
+                        dict(plaintext=plaintext, uid=uid, proto="udp" if udp else "tcp",
+                             endpoint=endpoint),
                         output)
     from ambientctl.analyzers.verdict import crossing_legs_mtls, judge
 

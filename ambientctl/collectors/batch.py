@@ -35,6 +35,10 @@ whether `timeout` wrapped the command, and start/end times (`date +%s%N`, when t
 is recovered byte for byte, with or without a final newline. Commands run strictly one
 after the other: iptables-save and friends never overlap inside one netns.
 
+Netns identity: before the first command the script prints `NONCE I net:[INODE]`
+(`readlink /proc/self/ns/net` of the batch shell, i.e. the netns its commands run in);
+`BatchingTransport.netns_inode` hands it to the manifest (`targets[].netns_inode`).
+
 `BatchingTransport` wraps a remote transport without changing what the runner sees: the
 first `run()` for a netns executes the whole batch and caches each command's result; the
 following calls are answered from that cache. If the target has no `sh` (distroless
@@ -82,6 +86,8 @@ if command -v timeout >/dev/null 2>&1; then to=1; fi
 hd=0
 if command -v head >/dev/null 2>&1; then hd=1; fi
 m=self w= c=
+i=$(readlink /proc/self/ns/net 2>/dev/null)
+printf '%s I %s\n' "$n" "$i"
 x() {
   case $m in
   name) set -- ip netns exec "$w" "$@" ;;
@@ -288,6 +294,14 @@ class AllowlistTransport:
         self.inner.close()
 
 
+def netns_identity(stdout: bytes, nonce: str) -> int | None:
+    """The netns inode from the batch's `NONCE I net:[INODE]` line (printed before the
+    first command, from the batch shell's own netns, where its commands run), or None
+    when the target could not tell (no readlink, no /proc)."""
+    m = re.search(rb"(?m)^" + nonce.encode() + rb" I net:\[(\d+)\]$", stdout[:4096])
+    return int(m.group(1)) if m else None
+
+
 # --------------------------------------------------------------------------- splitting
 
 
@@ -398,6 +412,7 @@ class BatchingTransport:
         self._cache: dict[object, dict[tuple[str, ...], ExecResult]] = {}
         self._unbatchable = False  # no sh on this target: one exec per command from now on
         self.round_trips = 0
+        self.netns_inodes: dict[object, int] = {}  # netns key -> inode the batch ran in
 
     def describe_wrapper(self, netns: NetnsRef) -> tuple[str, ...]:
         describe = getattr(self.inner, "describe_wrapper", None)
@@ -444,6 +459,9 @@ class BatchingTransport:
         if res.not_found:
             self._unbatchable = True
             return {}
+        inode = netns_identity(res.stdout, nonce)
+        if inode is not None:
+            self.netns_inodes[self._key(netns)] = inode
         pieces = split_batch(res.stdout, res.stderr, nonce)
         results: dict[tuple[str, ...], ExecResult] = {}
         for piece in pieces.values():
@@ -477,6 +495,10 @@ class BatchingTransport:
         # Otherwise (output not splittable), commands the batch never reached are run one
         # by one by `run()` (cache miss).
         return results
+
+    def netns_inode(self, netns: NetnsRef | None) -> int | None:
+        """The inode of the netns `netns`'s batch ran in (None: not batched / unknown)."""
+        return self.netns_inodes.get(self._key(netns))
 
     def close(self) -> None:
         self.inner.close()

@@ -232,6 +232,9 @@ class ClusterView:
     objects: dict[str, list[dict[str, Any]]]  # "pods" -> projected items
     files: dict[str, bytes]  # bundle path -> kubectl-shaped JSON
     errors: dict[str, str] = field(default_factory=dict)  # kind -> why it is missing
+    # Objects left out because a name is not DNS-1123 (it would reach a bundle path or
+    # an argv): one note each, for the manifest; the rest of the cluster is collected.
+    skipped: tuple[dict[str, str], ...] = ()
 
     @property
     def pods(self) -> list[dict[str, Any]]:
@@ -244,14 +247,60 @@ class ClusterView:
         return [p for p in self.pods if (p.get("spec") or {}).get("nodeName") == node]
 
 
-def _list_raw(api_call: Callable[..., Any], timeout: float) -> list[dict[str, Any]]:
+# Cluster-wide lists are read in pages (`limit` + `continue`, the API's chunking): a
+# 500-node cluster's pod list is tens of MB in one response otherwise, and one slow
+# response would hit a single whole-list timeout. Each page gets the connect timeout to
+# connect and LIST_READ_TIMEOUT to answer (urllib3 (connect, read) tuple).
+LIST_PAGE_SIZE = 500
+LIST_READ_TIMEOUT = 60.0
+MAX_LIST_PAGES = 10_000  # a server that never stops handing out continue tokens
+
+
+def _list_raw(
+    api_call: Callable[..., Any], timeout: float, *, page_size: int = LIST_PAGE_SIZE
+) -> list[dict[str, Any]]:
     # _preload_content=False: the raw JSON, not the generated models (slow, and they
     # would re-serialise with different keys); the projection is built from it.
-    resp = api_call(_preload_content=False, _request_timeout=timeout)
-    return json.loads(resp.data).get("items") or []
+    items: list[dict[str, Any]] = []
+    token: str | None = None
+    for _ in range(MAX_LIST_PAGES):
+        kwargs: dict[str, Any] = {"limit": page_size}
+        if token:
+            kwargs["_continue"] = token
+        resp = api_call(
+            _preload_content=False, _request_timeout=(timeout, LIST_READ_TIMEOUT), **kwargs
+        )
+        doc = json.loads(resp.data)
+        items.extend(doc.get("items") or [])
+        token = (doc.get("metadata") or {}).get("continue") or None
+        if not token:
+            return items
+    raise ValueError(f"the list did not end after {MAX_LIST_PAGES} pages")
 
 
-def discover_cluster(client_factory: Callable[[], Any], *, timeout: float = 30.0) -> ClusterView:
+def _invalid_name(kind: str, obj: Mapping[str, Any]) -> str | None:
+    """Why `obj` cannot be collected (a name that is not DNS-1123), or None."""
+    meta = obj.get("metadata") or {}
+    name = meta.get("name")
+    if not isinstance(name, str) or not valid_name(name):
+        return f"{kind[:-1]} name {str(name)[:80]!r} is not a valid Kubernetes name"
+    if kind in ("pods", "services", "endpointslices"):
+        ns = meta.get("namespace")
+        if not isinstance(ns, str) or not valid_name(ns):
+            return f"{kind[:-1]} {name}: namespace {str(ns)[:80]!r} is not a valid Kubernetes name"
+    if kind == "pods":
+        node = (obj.get("spec") or {}).get("nodeName")
+        if node is not None and (not isinstance(node, str) or not valid_name(node)):
+            return f"pod {name}: node name {str(node)[:80]!r} is not a valid Kubernetes name"
+    return None
+
+
+def discover_cluster(
+    client_factory: Callable[[], Any],
+    *,
+    timeout: float = 30.0,
+    page_size: int = LIST_PAGE_SIZE,
+) -> ClusterView:
     """List nodes, pods, services, namespaces (required) and endpointslices (optional).
 
     Raises TransportError when the API server cannot be reached or refuses the lists
@@ -274,19 +323,26 @@ def discover_cluster(client_factory: Callable[[], Any], *, timeout: float = 30.0
         objects: dict[str, list[dict[str, Any]]] = {}
         files: dict[str, bytes] = {}
         errors: dict[str, str] = {}
+        skipped: list[dict[str, str]] = []
         for kind, call in calls.items():
             try:
-                items = _list_raw(call, timeout)
+                items = _list_raw(call, timeout, page_size=page_size)
             except Exception as exc:  # noqa: BLE001 - ApiException, urllib3 errors: all recorded
                 err = api_error(exc, f"list {kind}", api_client.configuration.host)
                 if kind == "endpointslices":  # optional in the bundle contract
                     errors[kind] = err.message
                     continue
                 raise err from None
-            projected = [PROJECTIONS[kind](i) for i in items]
+            projected = []
+            for item in items:
+                why = _invalid_name(kind, item) if isinstance(item, Mapping) else "not an object"
+                if why is not None:
+                    skipped.append({"kind": kind, "why": why})
+                    continue
+                projected.append(PROJECTIONS[kind](item))
             objects[kind] = projected
             files[CLUSTER_FILES[kind]] = as_kubectl_list(projected)
-        return ClusterView(objects, files, errors)
+        return ClusterView(objects, files, errors, tuple(skipped))
     finally:
         api_client.close()
 

@@ -378,11 +378,22 @@ class KubePortForwardTransport:
     def _get(pf: Any, port: int, path: str, deadline: Deadline, where: str) -> ExecResult:
         sock = pf.socket(port)
         sock.settimeout(max(deadline.remaining(), 0.001))
-        conn = http.client.HTTPConnection("127.0.0.1", port)
-        conn.sock = sock  # the forwarded stream; no TCP connect on this side
+        request = (
+            f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nAccept: */*\r\n"
+            "Connection: close\r\n\r\n"
+        ).encode("ascii")
         try:
-            conn.request("GET", path, headers={"Accept": "*/*", "Connection": "close"})
-            resp = conn.getresponse()
+            try:
+                sock.sendall(request)
+            except (BrokenPipeError, ConnectionResetError):
+                # The pod side may answer and close before our request is written (a
+                # listener that speaks first; kubelet then ends the stream, and the
+                # client's proxy thread closes its end of the socketpair): what it sent
+                # is still buffered on our end. Read it, as curl reads the reply after
+                # a write the peer never consumed - never a transport error by itself.
+                pass
+            resp = http.client.HTTPResponse(sock, method="GET")  # type: ignore[arg-type]
+            resp.begin()
             body = resp.read()
         except TimeoutError:
             return ExecResult(None, b"", b"", deadline.elapsed_ms(), timed_out=True)

@@ -42,6 +42,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from ambientctl.bundle.manifest import refuse_shared_netns
 from ambientctl.collectors.batch import CATALOGUE, AllowlistTransport, BatchingTransport
 from ambientctl.collectors.discovery import (
     ClusterView,
@@ -67,6 +68,11 @@ from ambientctl.raw import ExecResult, RawStatus
 
 NETNS_DIR = "/var/run/netns"
 CNI_HOST_NETNS_DIR = "/host/var/run/netns"  # istio-cni DaemonSet's mount of the host dir
+# Istio >= 1.26 runs the istio-cni agent in its OWN netns by default (chart value
+# `ambient.shareHostNetworkNamespace: false`, pod `hostNetwork: false`); it reaches the
+# node's netns through the host's /proc, mounted read-only at /host/proc. PID 1 of the
+# host (its init) lives in the node's root netns.
+CNI_HOST_PROC = "/host/proc"
 MAX_CONCURRENCY = 64
 NO_CLUSTER_HINT = "replay a bundle instead: --bundle example:seed-kind-ambient"
 
@@ -107,6 +113,8 @@ class LiveOptions:
     # Where the istio-cni node pod sees the host's /var/run/netns (its DaemonSet mounts
     # it there); only Kubernetes-exec collection uses it.
     cni_netns_dir: str = CNI_HOST_NETNS_DIR
+    # Where a non-hostNetwork istio-cni agent sees the host's /proc (see CNI_HOST_PROC).
+    cni_host_proc: str = CNI_HOST_PROC
 
     @property
     def mode(self) -> str:
@@ -139,6 +147,12 @@ class RoutingTransport:
         transport = self.routes.get(getattr(netns, "route", ""))
         describe = getattr(transport, "describe_wrapper", None)
         return tuple(describe(netns)) if callable(describe) else netns.wrapper()
+
+    def netns_inode(self, netns: NetnsRef | None) -> int | None:
+        """The netns inode the route's batch read `netns` from (None when unknown)."""
+        transport = self.routes.get(getattr(netns, "route", ""))
+        get = getattr(transport, "netns_inode", None)
+        return get(netns) if callable(get) else None
 
     def close(self) -> None:
         for transport in self.routes.values():
@@ -229,10 +243,12 @@ def _node_targets(
     netns_dir: str = NETNS_DIR,
     by_path: bool = False,
     ztunnel_admin: bool = True,
+    node_netns: RoutedNetns = RoutedNetns(),
 ) -> list[Target]:
     """The node's own netns + the netns of each of its pods found in `netns_dir`; with
-    `ztunnel_admin`, the node's ztunnel pod once more, for its admin `config_dump`."""
-    targets = [Target.node_target(node, RoutedNetns(route=route, kind="node"))]
+    `ztunnel_admin`, the node's ztunnel pod once more, for its admin `config_dump`.
+    `node_netns`: how the node's own netns is entered (default: the exec's own netns)."""
+    targets = [Target.node_target(node, dataclasses.replace(node_netns, route=route, kind="node"))]
     if view is None:
         return targets
     # Discovery is one more round trip to the node, bounded like a target's collection.
@@ -447,6 +463,7 @@ def plan_kube(opts: LiveOptions) -> LivePlan:
                 netns_dir=opts.cni_netns_dir,
                 by_path=True,
                 ztunnel_admin=False,  # read through port-forward below, not the cni pod
+                node_netns=_cni_node_netns(pods["istio-cni"], opts),
             )
             mapped = {(t.namespace, t.pod) for t in targets if t.kind == "pod"}  # type: ignore[misc]
         else:
@@ -477,6 +494,19 @@ def plan_kube(opts: LiveOptions) -> LivePlan:
     )
 
 
+def _cni_node_netns(cni_pod: dict[str, Any], opts: LiveOptions) -> RoutedNetns:
+    """How an exec into the istio-cni agent pod reaches the NODE's netns.
+
+    `hostNetwork: true` (Istio < 1.26, or `ambient.shareHostNetworkNamespace: true`): the
+    pod's own netns is the node's. Otherwise (the 1.26+ default; absent means false in
+    the Pod API) the agent has a netns of its own and the node's is entered by path,
+    through the host's init: `nsenter --net=/host/proc/1/ns/net`.
+    """
+    if (cni_pod.get("spec") or {}).get("hostNetwork") is True:
+        return RoutedNetns()
+    return RoutedNetns(path=f"{opts.cni_host_proc.rstrip('/')}/1/ns/net")
+
+
 def _assemble(
     name: str,
     routes: dict[str, Transport],
@@ -500,6 +530,9 @@ def _assemble(
         targets.extend(res)
     if unreachable:
         notes["discovery_errors"] = unreachable
+    if view is not None and view.skipped:
+        # API objects with a name that is not DNS-1123: left out, the rest collected.
+        notes["skipped_objects"] = list(view.skipped)
     if not targets:
         raise CollectionError(
             "nothing to collect: no node matched"
@@ -555,9 +588,9 @@ def run_live(
 
     Raises CollectionError when not one command succeeded.
     """
-    from ambientctl.bundle.writer import ExtraFile, check_output_path, rfc3339, write_bundle
+    from ambientctl.bundle.writer import ExtraFile, Spill, rfc3339, write_bundle
 
-    check_output_path(out)
+    spill = Spill(out)  # refuses an existing `out` before anything runs
     created_at = rfc3339(datetime.now(UTC))
     plan.transport.max_output = opts.max_output
     runner = Runner(
@@ -566,12 +599,17 @@ def run_live(
         concurrency=opts.concurrency,
         progress=progress,
         target_timeout=opts.target_timeout,
+        spill=spill,
     )
     try:
         result = runner.run(Plan(tuple(plan.targets)))
+    except BaseException:
+        spill.discard()
+        raise
     finally:
         plan.transport.close()
     if not any(o.status is RawStatus.OK for o in result.outputs) and not result.interrupted:
+        spill.discard()
         first = next(iter(result.outputs), None)
         why = f": {first.target}: {first.note or first.status}" if first is not None else ""
         raise CollectionError(f"nothing could be collected{why}", hint=NO_CLUSTER_HINT)
@@ -595,10 +633,14 @@ def run_live(
         doc = target.describe()
         doc["transport"] = plan.transport.name
         doc["route"] = getattr(target.netns, "route", None)
+        doc["netns_inode"] = plan.transport.netns_inode(target.netns)
         if target.kind == "node":
             doc["tool_versions"] = {v.tool: v.output for v in result.versions.get(target.id, [])}
         doc.update(deadline_fields(result, target))
         targets.append(doc)
+    outputs, conflicts = refuse_shared_netns(targets, result.outputs)
+    if conflicts:
+        collection["netns_conflicts"] = conflicts
     source = f"kubernetes API ({plan.collection.get('context') or 'current context'})"
     extra = [
         ExtraFile(p, d, source)
@@ -606,13 +648,14 @@ def run_live(
     ]
     return write_bundle(
         out,
-        outputs=result.outputs,
+        outputs=outputs,
         created_at=created_at,
         collection=collection,
         targets=targets,
         extra_files=extra,
         not_kept=result.not_kept,
         interrupted=result.interrupted,
+        spill=spill,
     )
 
 

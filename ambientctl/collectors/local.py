@@ -208,6 +208,23 @@ class LocalTransport:
         return timed_out
 
     @staticmethod
+    def netns_inode(netns: NetnsRef | None) -> int | None:
+        """The inode of `netns` (what `stat -L -c %i` prints on its nsfs file): local
+        collection has no batch, and the file is right here (None: gone or unreadable)."""
+        if netns is None or (netns.name is None and netns.path is None and netns.pid is None):
+            path = "/proc/self/ns/net"
+        elif netns.name is not None:
+            path = os.path.join(NETNS_RUN_DIR, netns.name)
+        elif netns.path is not None:
+            path = netns.path
+        else:
+            path = f"/proc/{netns.pid}/ns/net"
+        try:
+            return os.stat(path).st_ino
+        except OSError:
+            return None
+
+    @staticmethod
     def _kill_group(proc: subprocess.Popen[bytes]) -> None:
         """SIGKILL the command's whole process group (it leads its own session)."""
         try:

@@ -34,10 +34,11 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from ambientctl.bundle import layout
+from ambientctl.bundle.manifest import refuse_shared_netns
 from ambientctl.bundle.writer import (
     ExtraFile,
+    Spill,
     WrittenBundle,
-    check_output_path,
     rfc3339,
     write_bundle,
 )
@@ -229,6 +230,7 @@ class Runner:
         concurrency: int = DEFAULT_CONCURRENCY,
         progress: Callable[[str], None] | None = None,
         target_timeout: float = DEFAULT_TARGET_TIMEOUT,
+        spill: Callable[[RawOutput], RawOutput] | None = None,
     ) -> None:
         if concurrency < 1:
             raise UsageError("concurrency must be at least 1")
@@ -249,6 +251,7 @@ class Runner:
         self._cv = threading.Condition(self._lock)
         self._busy = 0  # targets taken off the queue whose outcome is not in yet
         self._errors: list[BaseException] = []
+        self._spill = spill  # writes a finished target's outputs to disk (`writer.Spill`)
 
     # ------------------------------------------------------------------ one target
     def _wrapper(self, netns: NetnsRef) -> tuple[str, ...]:
@@ -405,6 +408,11 @@ class Runner:
                 self._busy += 1
             try:
                 outcome = self._run_target(plan, target)
+                if self._spill is not None:
+                    with self._cv:
+                        refused = set(self._not_kept)
+                    outcome = ([o if o.path in refused else self._spill(o) for o in outcome[0]],
+                               outcome[1])
             except BaseException as exc:  # noqa: BLE001 - a bug: re-raised in the main thread
                 with self._cv:
                     self._errors.append(exc)
@@ -550,20 +558,25 @@ def collect_bundle(
     Raises `CollectionError` (and writes nothing) when not one command succeeded: such a
     bundle would hold no evidence, only the reasons, which the error message gives.
     """
-    check_output_path(out)
     created_at = rfc3339(datetime.now(UTC))
+    spill = Spill(out)
     runner = Runner(
         transport,
         timeout=timeout,
         concurrency=concurrency,
         progress=progress,
         target_timeout=target_timeout,
+        spill=spill,
     )
     try:
         result = runner.run(plan)
+    except BaseException:
+        spill.discard()
+        raise
     finally:
         transport.close()
     if not any(o.status is RawStatus.OK for o in result.outputs) and not result.interrupted:
+        spill.discard()
         first = next((o for o in result.outputs), None)
         why = ""
         if first is not None:
@@ -582,22 +595,28 @@ def collect_bundle(
                 v.tool: v.output for v in result.versions.get(target.id, [])
             }
         doc.update(deadline_fields(result, target))
+        inode = getattr(transport, "netns_inode", None)
+        doc["netns_inode"] = inode(target.netns) if callable(inode) else None
         targets.append(doc)
+    outputs, conflicts = refuse_shared_netns(targets, result.outputs)
     meta = dict(collection)
     if result.interrupted:
         meta["interrupted"] = True  # Ctrl-C / SIGTERM: `collect` exits 130 on it
+    if conflicts:
+        meta["netns_conflicts"] = conflicts
     meta.setdefault("timeout_s", timeout)
     meta.setdefault("target_timeout_s", target_timeout)
     meta.setdefault("max_output_bytes", getattr(transport, "max_output", None))
     meta.setdefault("concurrency", concurrency)
     written = write_bundle(
         out,
-        outputs=result.outputs,
+        outputs=outputs,
         created_at=created_at,
         collection=meta,
         targets=targets,
         extra_files=extra_files,
         not_kept=result.not_kept,
         interrupted=result.interrupted,
+        spill=spill,
     )
     return written, result.interrupted

@@ -95,6 +95,7 @@ class KubeApi:
     exec_count: int = 0
     forward_count: int = 0
     requests: list[str] = field(default_factory=list)
+    list_pages: dict[str, int] = field(default_factory=dict)  # kind -> pages served
 
     def __post_init__(self) -> None:
         self._lock = threading.Lock()
@@ -256,14 +257,31 @@ class KubeApi:
                 k, _, v = term.partition("=")
                 if k == "spec.nodeName":
                     items = [i for i in items if (i.get("spec") or {}).get("nodeName") == v]
+        # Chunking (`limit` / `continue`), as the API server pages a list: the token is
+        # opaque to clients; here it is the offset of the next item, tagged with the kind
+        # (a token from another list is refused with 400, as a mismatched key is).
+        meta: dict[str, Any] = {"resourceVersion": "4242"}
+        start = 0
+        token = query.get("continue", [""])[0]
+        if token:
+            tag, _, offset = token.partition(":")
+            if tag != kind or not offset.isdigit():
+                return _status(400, "BadRequest", "continue key is not valid")
+            start = int(offset)
+        limit = query.get("limit", [""])[0]
+        with self._lock:
+            self.list_pages[kind] = self.list_pages.get(kind, 0) + 1
+        if limit.isdigit() and int(limit) > 0:
+            end = start + int(limit)
+            if end < len(items):
+                meta["continue"] = f"{kind}:{end}"
+                meta["remainingItemCount"] = len(items) - end
+            items = items[start:end]
+        else:
+            items = items[start:]
         return _json(
             200,
-            {
-                "kind": list_kind,
-                "apiVersion": api_version,
-                "metadata": {"resourceVersion": "4242"},
-                "items": items,
-            },
+            {"kind": list_kind, "apiVersion": api_version, "metadata": meta, "items": items},
         )
 
     # ------------------------------------------------------------------ exec

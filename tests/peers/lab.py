@@ -14,10 +14,15 @@ from tests.peers.netns import NodeView
 
 
 def lab_cluster(
-    with_cni: bool = False, lab_targets: dict[str, Any] | None = None
+    with_cni: bool = False,
+    lab_targets: dict[str, Any] | None = None,
+    cni_host_network: bool = True,
 ) -> dict[str, dict[str, Any]]:
     """The lab's cluster documents keyed by kind ("pods" -> List), optionally with
-    one hostNetwork istio-cni-node pod per node."""
+    one istio-cni-node pod per node: hostNetwork (Istio < 1.26, or the chart's
+    `ambient.shareHostNetworkNamespace: true`), or with `cni_host_network=False` a pod
+    of its own netns (the 1.26+ default; `hostNetwork` then absent from the spec, as the
+    API server returns a false default)."""
     from ambientlab import cluster
 
     docs = {
@@ -43,18 +48,33 @@ def lab_cluster(
                     },
                     "spec": {
                         "nodeName": node,
-                        "hostNetwork": True,
-                        "containers": [{"name": "install-cni", "image": "istio/install-cni:1.15"}],
+                        **({"hostNetwork": True} if cni_host_network else {}),
+                        "containers": [
+                            {
+                                "name": "install-cni",
+                                "image": "istio/install-cni:1.15"
+                                if cni_host_network
+                                else "docker.io/istio/install-cni:1.26.0",
+                            }
+                        ],
                     },
                     "status": {
                         "phase": "Running",
-                        "podIP": ip,
-                        "podIPs": [{"ip": ip}],
+                        "podIP": ip if cni_host_network else _agent_ip(nodes[node]),
+                        "podIPs": [{"ip": ip if cni_host_network else _agent_ip(nodes[node])}],
                         "hostIP": ip,
                     },
                 }
             )
     return docs
+
+
+def _agent_ip(node: dict[str, Any]) -> str:
+    """An address of the node's pod CIDR that no lab pod holds (the agent's own netns)."""
+    import ipaddress
+
+    net = ipaddress.ip_network(node["spec"]["podCIDR"])
+    return str(net[250])
 
 
 def cni_pod_names(docs: dict[str, dict[str, Any]]) -> dict[str, str]:

@@ -160,3 +160,32 @@ def node_views(lab_targets: dict[str, object], workdir: str) -> dict[str, NodeVi
             node["name"], node["host_netns"], [p["netns"] for p in node["pods"]], workdir
         )
     return views
+
+
+# An istio-cni agent pod that is NOT hostNetwork (Istio >= 1.26 default): its exec runs in
+# the agent's OWN netns; the host's /proc is visible at a mount point (a real agent has
+# /host/proc): `<hostproc>/1/ns/net` is the node's netns (bind-mounted in the exec's
+# private mount namespace only), and /var/run/netns lists the node's pods (NodeView).
+_AGENT_VIEW = r"""f=$1 n=$2; shift 2
+mount --bind "/var/run/netns/$n" "$f" || exit 125
+exec "$@"
+"""
+
+
+class AgentView:
+    """The view of a non-hostNetwork istio-cni agent pod on one emulated node.
+
+    `host_proc` is the directory that stands for the agent's /host/proc (the same path on
+    every node: each exec binds its own node's netns there, privately)."""
+
+    def __init__(self, node: NodeView, agent_netns: str, host_proc: str) -> None:
+        self.node, self.agent_netns, self.host_proc = node, agent_netns, host_proc
+        os.makedirs(os.path.join(host_proc, "1", "ns"), exist_ok=True)
+        open(os.path.join(host_proc, "1", "ns", "net"), "a").close()  # the bind's mount point
+
+    def prefix(self) -> list[str]:
+        node_view = ["sh", "-c", _NODE_VIEW, "sh", self.node.dir]
+        return [
+            "ip", "netns", "exec", self.agent_netns, "sh", "-c", _AGENT_VIEW, "sh",
+            os.path.join(self.host_proc, "1", "ns", "net"), self.node.host_netns, *node_view,
+        ]

@@ -38,7 +38,7 @@ from ambientctl.analyzers.doctor.issues import issue_at
 from ambientctl.analyzers.doctor.registry import Issue, Skip, check
 from ambientctl.analyzers.findings import Evidence, Severity
 from ambientctl.analyzers.packet import Packet
-from ambientctl.model import IPAddress, NetNamespace, Pod
+from ambientctl.model import IPAddress, NetNamespace, Pod, ZtunnelConfig, ZtunnelWorkload
 
 INPOD_MARK, INPOD_MASK = 0x539, 0xFFF
 INPOD_TPROXY_MARK = 0x111
@@ -493,23 +493,13 @@ def both_backends(ctx: Context, node: NodeView) -> Iterator[Issue]:
                            "rules in both iptables and native nftables", (a, b))
 
 
-def _workloads(dump: object) -> tuple[dict[str, Mapping[str, object]], dict[str, Mapping]]:
-    """(workloads by "ns/name", workloadState by uid) from a ztunnel config_dump."""
-    by_name: dict[str, Mapping[str, object]] = {}
-    states: dict[str, Mapping] = {}
-    if not isinstance(dump, Mapping):
-        return by_name, states
-    wl = dump.get("workloads")
-    items = wl.values() if isinstance(wl, Mapping) else wl if isinstance(wl, list) else []
-    for w in items:
-        if isinstance(w, Mapping) and w.get("name") and w.get("namespace"):
-            by_name[f"{w['namespace']}/{w['name']}"] = w
-    ws = dump.get("workloadState")
-    if isinstance(ws, Mapping):
-        for uid, st in ws.items():
-            if isinstance(st, Mapping):
-                states[str(uid)] = st
-    return by_name, states
+def _workloads(cfg: ZtunnelConfig | None) -> tuple[dict[str, ZtunnelWorkload], dict[str, str]]:
+    """(workloads by "ns/name", workloadState by uid) from a ztunnel config_dump of any
+    generation (`parse.ztunnel`)."""
+    if cfg is None:
+        return {}, {}
+    by_name = {f"{w.namespace}/{w.name}": w for w in cfg.workloads if w.name and w.namespace}
+    return by_name, dict(cfg.states)
 
 
 @check("AMB310", title="ztunnel's view disagrees with the pod's netns", severity=Severity.ERROR,
@@ -521,9 +511,8 @@ def _workloads(dump: object) -> tuple[dict[str, Mapping[str, object]], dict[str,
 def ztunnel_view(ctx: Context, node: NodeView) -> Iterator[Issue]:
     """ztunnel thinks HBONE but the kernel has no rules, or the kernel redirects but ztunnel
     does not serve the pod (istio/istio#61182, #55968)."""
-    dump = ctx.snap.config_dumps.get(node.name)
     path = f"nodes/{node.name}/ztunnel/config_dump.json"
-    workloads, states = _workloads(dump)
+    workloads, states = _workloads(ctx.snap.ztunnel_configs.get(node.name))
     if not workloads and not states:
         raise Skip(f"{path}: no workloads/workloadState in the dump")
     for pod in node.expected:
@@ -532,8 +521,8 @@ def ztunnel_view(ctx: Context, node: NodeView) -> Iterator[Issue]:
             continue  # the kernel's side is unknown for this pod
         w = workloads.get(pod_name(pod))
         rules = _captured(ctx, ns)
-        if w is not None and str(w.get("protocol", "")).upper() == "HBONE" and not rules:
-            wl = json.dumps({k: w.get(k) for k in ("uid", "protocol", "node")},
+        if w is not None and w.protocol == "HBONE" and not rules:
+            wl = json.dumps({"uid": w.uid, "protocol": w.protocol, "node": w.node},
                             separators=(",", ":"))
             yield Issue(message=f"ztunnel lists pod {pod_name(pod)} on node {node.name} as HBONE, "
                         f"but its netns {ns.id} has no redirection rules: peers send it mTLS on "
@@ -544,9 +533,9 @@ def ztunnel_view(ctx: Context, node: NodeView) -> Iterator[Issue]:
                         node=node.name, pod=pod_name(pod), netns=ns.id)
         if rules and states and pod.uid:
             st = states.get(pod.uid)
-            state = st.get("state") if st else None
+            state = st or None
             if state != "Up":
-                note = (f"workloadState[{pod.uid}].state = {state}" if st else
+                note = (f"workloadState[{pod.uid}].state = {state}" if st is not None else
                         f"absent: workloadState[{pod.uid}] (looked in {path})")
                 yield Issue(message=f"pod {pod_name(pod)} on node {node.name} has redirection "
                             f"rules but ztunnel's workloadState for UID {pod.uid} is "

@@ -121,8 +121,12 @@ def _requirement_missing(ctx: Context, target: object, req: str) -> str | None:
     if where == "config_dump":
         node = target.name if isinstance(target, NodeView) else (
             target.node.name if isinstance(target, PodTarget) else None)
-        if node is not None and node not in ctx.snap.config_dumps:
-            return f"nodes/{node}/ztunnel/config_dump.json: not in the bundle"
+        if node is not None and node not in ctx.snap.ztunnel_configs:
+            path = f"nodes/{node}/ztunnel/config_dump.json"
+            bad = next((p for p in ctx.snap.problems if p.path == path), None)
+            if bad is not None:  # present but unreadable: say so, never "no workloads"
+                return f"{path}: unreadable ({bad.message})"
+            return f"{path}: not in the bundle"
         return None
     node = target if isinstance(target, NodeView) else (
         target.node if isinstance(target, PodTarget) else None)

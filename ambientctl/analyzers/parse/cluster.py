@@ -52,8 +52,8 @@ from ambientctl import model
 from ambientctl.analyzers.parse._common import LineCounter, ip_address, iter_json_spans
 from ambientctl.errors import ParseError
 
-__all__ = ["parse_mesh_objects", "parse_namespaces", "parse_nodes", "parse_pods",
-           "parse_services"]
+__all__ = ["parse_endpointslices", "parse_mesh_objects", "parse_namespaces", "parse_nodes",
+           "parse_pods", "parse_services"]
 
 T = TypeVar("T")
 _MAX_TEXT = 1000
@@ -255,6 +255,39 @@ def parse_nodes(text: str, path: str) -> tuple[model.Node, ...]:
         )
 
     return _collect(text, path, "Node", build)
+
+
+def parse_endpointslices(text: str, path: str) -> tuple[model.EndpointSlice, ...]:
+    """EndpointSlices from `kubectl get endpointslices -A -o json` (the bundle's projection).
+
+    `conditions.ready` unset counts as ready, as the discovery.k8s.io/v1 API defines it.
+    """
+
+    def build(obj: dict[str, Any], src: model.SourceRef, line: int) -> model.EndpointSlice:
+        meta = obj["metadata"]
+        eps = []
+        for e in _list(obj.get("endpoints"), path, line, "endpoints"):
+            if not isinstance(e, dict):
+                raise ParseError(path, line, "an endpoint is not an object")
+            ips = tuple(ip_address(str(a), path, line, "endpoint address")
+                        for a in _list(e.get("addresses"), path, line, "endpoint addresses"))
+            cond = e.get("conditions") or {}
+            ref = e.get("targetRef") or {}
+            target = (model.PodRef(str(ref.get("namespace") or meta.get("namespace") or
+                                       "default"), str(ref["name"]))
+                      if isinstance(ref, dict) and ref.get("kind") == "Pod" and ref.get("name")
+                      else None)
+            eps.append(model.SliceEndpoint(ips, cond.get("ready") is not False, target))
+        ports = tuple((p.get("name") or None, int(p["port"]))
+                      for p in _list(obj.get("ports"), path, line, "ports")
+                      if isinstance(p, dict) and isinstance(p.get("port"), int))
+        labels = _map(meta.get("labels"), path, line, "metadata.labels")
+        return model.EndpointSlice(
+            namespace=str(meta.get("namespace") or "default"), name=meta["name"],
+            service=labels.get("kubernetes.io/service-name"), endpoints=tuple(eps), ports=ports,
+            source=src)
+
+    return _collect(text, path, "EndpointSlice", build)
 
 
 def parse_mesh_objects(text: str, path: str, kind: str) -> tuple[model.MeshObject, ...]:
