@@ -50,16 +50,23 @@ _FLOOR = ("import os,sys\n"
           "        with open(os.path.join(d,f),'rb') as fh: n+=len(fh.read())\n")
 
 
+# A small launcher times the command and reports its peak RSS: a child forked straight from
+# this (large) process would report this process's RSS at fork time as its own peak (Linux
+# carries the pre-exec high-water mark into ru_maxrss), inflating small figures.
+_LAUNCH = ("import os,subprocess,sys,time\n"
+           "t0=time.perf_counter()\n"
+           "fin=open(sys.argv[1],'rb')\n"
+           "p=subprocess.Popen(sys.argv[2:],stdin=fin,stdout=subprocess.DEVNULL,"
+           "stderr=subprocess.DEVNULL)\n"
+           "_,st,ru=os.wait4(p.pid,0)\n"
+           "print(time.perf_counter()-t0,ru.ru_maxrss,os.waitstatus_to_exitcode(st))\n")
+
+
 def run(argv: list[str], stdin: Path | None = None) -> tuple[float, float, int]:
-    """Wall seconds, peak RSS (MiB) of this child alone, exit code."""
-    t0 = time.perf_counter()
-    with open(stdin or os.devnull, "rb") as fin:
-        proc = subprocess.Popen(argv, cwd=ROOT, stdin=fin, stdout=subprocess.DEVNULL,
-                                stderr=subprocess.DEVNULL)
-        _, status, usage = os.wait4(proc.pid, 0)
-    wall = time.perf_counter() - t0
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    return wall, usage.ru_maxrss / 1024, proc.returncode
+    """Wall seconds, peak RSS (MiB) of the command alone, exit code."""
+    out = subprocess.run([sys.executable, "-c", _LAUNCH, str(stdin or os.devnull), *argv],
+                         cwd=ROOT, capture_output=True, text=True, check=True).stdout.split()
+    return float(out[0]), int(out[1]) / 1024, int(out[2])
 
 
 def median_of(argv: list[str], runs: int, stdin: Path | None = None) -> tuple[float, float]:
