@@ -1082,7 +1082,7 @@ def _policy(
     steps.append(NfStep(table, base.name, None, "policy", f"end of {base.name}: policy {pol}",
                         base.source, p.mark, p.mark,
                         verdict="accept" if pol == "ACCEPT" else "drop"))
-    return ("accept" if pol == "ACCEPT" else "drop"), p, steps, points
+    return ("accept" if pol == "ACCEPT" else "drop"), p, steps
 
 
 def iter_rules(ns: NetNamespace) -> Iterator[tuple[Table, Chain, Rule]]:
