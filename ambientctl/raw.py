@@ -38,6 +38,11 @@ class ExecResult:
     truncated: bool = False  # stdout went past the transport's output cap (`stdout` empty)
 
 
+# How a collection note begins for an optional command whose binary the target lacks
+# (`ipvsadm` on a node whose kube-proxy is not in IPVS mode): absent data, not a failure.
+OPTIONAL_ABSENT = "not found: "
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class RawOutput:
     """One planned command's outcome, ready to be stored at `path` in the bundle."""

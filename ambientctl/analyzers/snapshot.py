@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from ambientctl.analyzers.parse._common import load_json
 from ambientctl.analyzers.parse.ztunnel import parse_config_dump
 from ambientctl.bundle.layout import CLUSTER_FILES, MESH_FILES, split_netns_dir
+from ambientctl.raw import OPTIONAL_ABSENT
 from ambientctl.errors import ParseError
 from ambientctl.model import (
     Cluster,
@@ -79,6 +80,8 @@ def _failed_entries(manifest: Mapping[str, object] | None) -> dict[str, str]:
         dest = entry.get("planned_path") or entry.get("path")
         if not dest and entry.get("target") in dirs and entry.get("spec"):
             dest = f"{dirs[str(entry['target'])]}/{entry['spec']}"
+        if status == "skipped" and str(entry.get("note") or "").startswith(OPTIONAL_ABSENT):
+            continue  # an optional tool the node lacks: nothing was expected there
         if status and status != "ok" and dest:
             stderr = str(entry.get("stderr") or "").strip().splitlines()
             detail = f": {stderr[-1]}" if stderr else ""

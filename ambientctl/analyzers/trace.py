@@ -701,7 +701,7 @@ class Tracer:
     # ------------------------------------------------------------------ the trace
     def trace(self, src: Endpoint, dst: Endpoint, *, proto: str = "tcp",
               plaintext: bool = False, uid: int | None = None,
-              endpoint: EndpointSelector | None = None) -> Trace:
+              endpoint: EndpointSelector | str | None = None) -> Trace:
         """Trace a connection from `src` to `dst` (whose `port` must be set).
 
         `uid` owns the client's socket when rules match on it: the node's probe SNAT of
@@ -710,6 +710,8 @@ class Tracer:
         `endpoint` is followed wherever the path forks over endpoints (kube-proxy's random
         choice); every fork is stated, with the branch taken and why.
         """
+        if isinstance(endpoint, str):  # a pod name or an address, as typed
+            endpoint = _selector_of(endpoint)
         self.endpoint_choice = endpoint
         walker = PathWalker(self.world)
         walker.endpoint = endpoint
@@ -871,6 +873,17 @@ class Tracer:
                 where = f"[{last_hop.node}]" if last_hop else ""
                 parts.append(f"{where} {r.disposition.value.upper()}".strip())
         return " -> ".join(parts) + f"  ({disp.value})"
+
+
+def _selector_of(text: str) -> EndpointSelector:
+    """`--endpoint` text as a selector: its address when it is one (a pod name is matched
+    by name where endpoints are pods)."""
+    import ipaddress
+
+    try:
+        return EndpointSelector.of(text, (ipaddress.ip_address(text),))
+    except ValueError:
+        return EndpointSelector.of(text, ())
 
 
 def trace(snap: Snapshot, src: Endpoint, dst: Endpoint, **kw: object) -> Trace:

@@ -210,6 +210,10 @@ def write_bundle(
     try:
         for output in outputs:
             stored = output.status is RawStatus.OK and output.path not in skip
+            if not stored and output.spilled is not None:
+                # spilled when its target finished, refused since (a netns read under two
+                # roles): the file must not stay in the bundle
+                staging.joinpath(*_safe_rel(output.path).parts).unlink(missing_ok=True)
             if stored and output.spilled is None:
                 rel = _safe_rel(output.path)
                 dest = staging.joinpath(*rel.parts)

@@ -36,6 +36,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from ambientctl.raw import OPTIONAL_ABSENT
+
 
 def _has_table(stdout: bytes) -> bool:
     """True when an `*-save` dump declares at least one table (a line starting with `*`).
@@ -138,7 +140,7 @@ NETNS_SPECS: tuple[CommandSpec, ...] = (
     # counters). Nodes only; a node without ipvsadm is recorded as not found.
     CommandSpec("ipvsadm", "ipvsadm.txt", ("ipvsadm", "-Ln", "--exact"),
                 targets=frozenset({"node"}), optional=True,
-                absent_reason="not found: ipvsadm is not installed on the node (kube-proxy "
+                absent_reason=OPTIONAL_ABSENT + "ipvsadm is not installed on the node (kube-proxy "
                 "is not in IPVS mode there, or the node image lacks the tool); not stored"),
     # Neighbours: whether an on-link next hop ever answered ARP/NDP (a veth peer that owns
     # no address and does not proxy_arp leaves the entry FAILED/INCOMPLETE).

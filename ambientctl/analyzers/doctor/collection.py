@@ -15,6 +15,7 @@ from ambientctl.analyzers.doctor.facts import Context
 from ambientctl.analyzers.doctor.registry import Issue, check
 from ambientctl.analyzers.findings import Evidence, Severity
 from ambientctl.bundle.layout import CLUSTER_FILES, MANIFEST, split_netns_dir
+from ambientctl.raw import OPTIONAL_ABSENT
 
 FAILED = {"nonzero-exit", "not-found", "timeout", "transport-error", "skipped", "truncated"}
 
@@ -65,6 +66,9 @@ def command_failed(ctx: Context) -> Iterator[Issue]:
         for entry in manifest.get("entries", []) or []:  # type: ignore[union-attr]
             if not isinstance(entry, dict) or entry.get("status") not in FAILED:
                 continue
+            if entry.get("status") == "skipped" and str(entry.get("note") or "").startswith(
+                    OPTIONAL_ABSENT):
+                continue  # an optional tool that is not there (ipvsadm without IPVS): data
             target = str(entry.get("target") or "?")
             spec = str(entry.get("spec") or "?")
             where = dirs.get(target, target)
