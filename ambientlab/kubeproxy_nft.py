@@ -102,7 +102,6 @@ def ruleset(
     if family not in ("ip", "ip6"):
         raise ValueError(f"family must be ip or ip6, not {family!r}")
     addr_type = "ipv4_addr" if family == "ip" else "ipv6_addr"
-    loopback = "127.0.0.0/8" if family == "ip" else "::1"
     t = f"{family} kube-proxy"
     out: list[str] = [
         f'add table {t} {{ comment "rules for kube-proxy" ; }}',

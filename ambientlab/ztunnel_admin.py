@@ -35,6 +35,7 @@ from collections.abc import Iterable, Mapping
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
+
 from ambientlab.netns import repo_env
 
 __all__ = ["config_dump", "protocol_of", "serve", "serve_argv", "spawn_env", "write_dump"]

@@ -16,9 +16,8 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from benchmarks.kube_proxy_dump import generate  # noqa: E402
-
 from ambientctl.bundle.redact import Redactor  # noqa: E402
+from benchmarks.kube_proxy_dump import generate  # noqa: E402
 
 
 def main() -> None:

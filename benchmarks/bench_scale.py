@@ -165,7 +165,7 @@ def nft_text(n_rules: int = 20_000) -> None:
     lines += ["\t}"]
     for i in range(min(n_rules, 2000)):
         lines += [f"\tchain service-{i:05d}-ns/svc:http {{",
-                  f"\t\tip saddr != 10.128.0.0/12 jump mark-for-masquerade", "\t}"]
+                  "\t\tip saddr != 10.128.0.0/12 jump mark-for-masquerade", "\t}"]
     lines.append("}")
     text = "\n".join(lines) + "\n"
     rules = n_rules + min(n_rules, 2000)

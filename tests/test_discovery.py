@@ -300,8 +300,8 @@ def test_cluster_lists_are_read_in_pages_with_continue_tokens(
 def test_an_invalid_name_from_the_api_skips_that_object_and_collects_the_rest(
     seed_lab: Any, views: Any, peer_dir: Path
 ) -> None:
-    from ambientctl.collectors.live import LiveOptions, collect_live
     from ambientctl.bundle.reader import open_bundle
+    from ambientctl.collectors.live import LiveOptions, collect_live
     from tests.peers.lab import kube_exec_targets
 
     docs = lab_cluster(with_cni=True)

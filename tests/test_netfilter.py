@@ -156,10 +156,10 @@ def test_tproxy_without_a_listener_drops_and_with_one_assigns_and_marks() -> Non
 
 def test_dnat_to_loopback_from_a_device_is_a_martian_unless_route_localnet() -> None:
     """ip-sysctl.rst route_localnet: 127/8 destinations arriving on a device are dropped."""
-    from ambientctl.analyzers.path import Disposition, PathWalker, World
     from ambientctl.analyzers.parse.host import parse_sysctl
     from ambientctl.analyzers.parse.iproute import parse_ip_addr, parse_ip_route
-    from ambientctl.model import NodeState, Snapshot, Cluster
+    from ambientctl.analyzers.path import Disposition, PathWalker, World
+    from ambientctl.model import Cluster, NodeState, Snapshot
 
     addr = ("1: lo: <LOOPBACK,UP,LOWER_UP> mtu 65536 qdisc noqueue state UNKNOWN\n"
             "    inet 127.0.0.1/8 scope host lo\n"

@@ -18,7 +18,6 @@ from ambientctl.analyzers.selectors import resolve
 from ambientctl.analyzers.trace import Tracer
 from ambientctl.analyzers.verdict import judge
 from ambientctl.bundle.load import load_snapshot
-
 from ambientlab.inpod import KUBELET_UID
 
 PP_IP = "10.244.1.7"

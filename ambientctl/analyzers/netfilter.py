@@ -47,8 +47,8 @@ from ambientctl.model import (
     Match,
     NetNamespace,
     NftLookup,
-    Rule,
     RouteType,
+    Rule,
     SourceRef,
     Table,
 )

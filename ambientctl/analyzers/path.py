@@ -25,7 +25,7 @@ from enum import StrEnum
 from ambientctl.analyzers import ipvs, netfilter, routing
 from ambientctl.analyzers.fork import EndpointSelector
 from ambientctl.analyzers.packet import Packet, SocketAddr
-from ambientctl.model import IPAddress, Link, Listener, NetNamespace, SourceRef, Snapshot
+from ambientctl.model import IPAddress, Link, Listener, NetNamespace, Snapshot, SourceRef
 
 MAX_HOPS = 24
 NF_FILES = {

@@ -15,8 +15,8 @@ and offers close matches.
 
 from __future__ import annotations
 
-import ipaddress
 import difflib
+import ipaddress
 from dataclasses import dataclass, replace
 
 from ambientctl.analyzers.selector_syntax import Query, parse

@@ -8,7 +8,6 @@ command did not run on the node) become problems too, with the node's own stderr
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -16,7 +15,6 @@ from dataclasses import dataclass
 from ambientctl.analyzers.parse._common import load_json
 from ambientctl.analyzers.parse.ztunnel import parse_config_dump
 from ambientctl.bundle.layout import CLUSTER_FILES, MESH_FILES, split_netns_dir
-from ambientctl.raw import OPTIONAL_ABSENT
 from ambientctl.errors import ParseError
 from ambientctl.model import (
     Cluster,
@@ -30,7 +28,7 @@ from ambientctl.model import (
     Snapshot,
     ZtunnelConfig,
 )
-
+from ambientctl.raw import OPTIONAL_ABSENT
 
 _XT_SKIPPED = re.compile(r"table (ip6?) (\S+) is managed by iptables-nft")
 

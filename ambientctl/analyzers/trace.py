@@ -23,9 +23,10 @@ from __future__ import annotations
 import ipaddress
 from dataclasses import dataclass, field
 
-from ambientctl.analyzers.fork import EndpointSelector
 from ambientctl.analyzers import waypoint as wpt
+from ambientctl.analyzers.fork import EndpointSelector
 from ambientctl.analyzers.packet import SocketAddr
+from ambientctl.analyzers.parse.ztunnel import SHAPES
 from ambientctl.analyzers.path import (
     Delivery,
     Disposition,
@@ -35,7 +36,6 @@ from ambientctl.analyzers.path import (
     World,
 )
 from ambientctl.analyzers.selectors import Endpoint
-from ambientctl.analyzers.parse.ztunnel import SHAPES
 from ambientctl.model import (
     IPAddress,
     NetNamespace,

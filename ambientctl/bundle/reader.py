@@ -13,7 +13,6 @@ manifest is read by file name (the caller warns once).
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import stat
 import tarfile

@@ -16,7 +16,6 @@ from ambientctl import __version__
 from ambientctl.errors import AmbientError, ExitCode
 from ambientctl.render.terminal import terminal_safe
 
-
 COMPLETE_VAR = "_AMBIENTCTL_COMPLETE"
 LIVE_CLIENTS = ("kubernetes", "docker", "paramiko")
 DEPENDENCIES = {"core": ("click", "PyYAML"), "live": LIVE_CLIENTS}

@@ -1,9 +1,11 @@
 """Imports every command module so that each registers itself on the root group."""
 
-from ambientctl.cli import bundle_cmd  # noqa: F401
-from ambientctl.cli import collect  # noqa: F401
-from ambientctl.cli import trace  # noqa: F401
-from ambientctl.cli import doctor  # noqa: F401
-from ambientctl.cli import meta  # noqa: F401
-from ambientctl.cli import report  # noqa: F401
-from ambientctl.cli import diff  # noqa: F401
+from ambientctl.cli import (
+    bundle_cmd,  # noqa: F401
+    collect,  # noqa: F401
+    diff,  # noqa: F401
+    doctor,  # noqa: F401
+    meta,  # noqa: F401
+    report,  # noqa: F401
+    trace,  # noqa: F401
+)

@@ -321,9 +321,8 @@ def resolve_source(**opts: Any) -> str:
         from ambientctl.resources import bundle_argument
 
         return bundle_argument(str(bundle))
-    from ambientctl.collectors.live import collect_live
-
     from ambientctl.cli.common import sigterm_as_interrupt
+    from ambientctl.collectors.live import collect_live
 
     sigterm_as_interrupt()  # a TERM must also remove the temporary bundle (atexit)
     live = live_options_from(**opts)

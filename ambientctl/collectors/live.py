@@ -52,6 +52,7 @@ from ambientctl.collectors.discovery import (
     map_netns,
     pod_key,
 )
+from ambientctl.collectors.exec_outcome import DEFAULT_MAX_OUTPUT
 from ambientctl.collectors.runner import (
     DEFAULT_CONCURRENCY,
     DEFAULT_TARGET_TIMEOUT,
@@ -61,7 +62,6 @@ from ambientctl.collectors.runner import (
     Target,
     deadline_fields,
 )
-from ambientctl.collectors.exec_outcome import DEFAULT_MAX_OUTPUT
 from ambientctl.collectors.transport import NetnsRef, Transport
 from ambientctl.errors import CollectionError, TransportError, UsageError
 from ambientctl.raw import ExecResult, RawStatus

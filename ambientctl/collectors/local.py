@@ -27,13 +27,13 @@ import time
 from collections.abc import Sequence
 
 from ambientctl.bundle.layout import valid_name
-from ambientctl.collectors.runner import Target
 from ambientctl.collectors.exec_outcome import (
     DEFAULT_MAX_OUTPUT,
     STDERR_CAP,
     CappedBuffer,
     Deadline,
 )
+from ambientctl.collectors.runner import Target
 from ambientctl.collectors.transport import NetnsRef
 from ambientctl.errors import TransportError, UsageError
 from ambientctl.raw import ExecResult

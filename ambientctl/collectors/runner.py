@@ -42,13 +42,13 @@ from ambientctl.bundle.writer import (
     rfc3339,
     write_bundle,
 )
+from ambientctl.collectors.exec_outcome import Deadline
 from ambientctl.collectors.specs import (
     ALL_SPECS,
     VERSION_SPECS,
     CommandSpec,
     VersionSpec,
 )
-from ambientctl.collectors.exec_outcome import Deadline
 from ambientctl.collectors.transport import NetnsRef, Transport
 from ambientctl.errors import CollectionError, TransportError, UsageError
 from ambientctl.raw import ExecResult, RawOutput, RawStatus

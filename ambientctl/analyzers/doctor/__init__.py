@@ -48,8 +48,13 @@ FAIL_ON = ("error", "warning", "none")
 
 def _load_areas() -> None:
     # Importing an area module registers its checks.
-    from ambientctl.analyzers.doctor import collection, inpod, legacy, node  # noqa: F401
-    from ambientctl.analyzers.doctor import waypoint  # noqa: F401
+    from ambientctl.analyzers.doctor import (  # noqa: F401
+        collection,
+        inpod,
+        legacy,
+        node,
+        waypoint,  # noqa: F401
+    )
 
 
 def run_checks(snapshot: Snapshot, only: Iterable[str] | None = None) -> list[CheckResult]:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import ipaddress
 import json
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 
 from ambientctl.analyzers import netfilter, routing
 from ambientctl.analyzers.doctor import sim

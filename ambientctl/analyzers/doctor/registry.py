@@ -28,7 +28,6 @@ from ambientctl.analyzers.doctor.facts import (
     PodTarget,
     has_data,
 )
-from ambientctl.errors import ParseError
 from ambientctl.analyzers.findings import (
     CheckInfo,
     CheckResult,
@@ -37,6 +36,7 @@ from ambientctl.analyzers.findings import (
     Finding,
     Severity,
 )
+from ambientctl.errors import ParseError
 
 ID_PATTERN = re.compile(r"^AMB\d{3}$")
 DOCS_PAGE = "docs/checks.md"
