@@ -16,6 +16,8 @@ import jsonschema
 import pytest
 import yaml
 
+from tests.example_faults import seed_without_sleep_in_ipset
+
 ROOT = Path(__file__).resolve().parent.parent
 SEED = ROOT / "examples" / "seed-kind-ambient"
 SCHEMA = json.loads((ROOT / "docs" / "schemas" / "doctor-v1.json").read_text())
@@ -29,15 +31,7 @@ def cli(*args: str, env: dict[str, str] | None = None,
 
 
 def _broken_seed(tmp_path: Path) -> Path:
-    """The seed example with sleep's ipset line removed (AMB201, an error) - no manifest, so
-    the edit is not a hash mismatch (AMB101, info, says so)."""
-    b = tmp_path / "b"
-    shutil.copytree(SEED, b)
-    (b / "manifest.json").unlink()
-    ipset = b / "nodes" / "ambient-worker" / "host" / "ipset.txt"
-    ipset.write_text("".join(line for line in ipset.read_text().splitlines(keepends=True)
-                             if "10.244.2.4" not in line))
-    return b
+    return seed_without_sleep_in_ipset(tmp_path, 'b')
 
 
 def test_doctor_line_output_is_one_line_per_finding_like_istioctl_analyze(tmp_path: Path) -> None:

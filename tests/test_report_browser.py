@@ -16,6 +16,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.example_faults import seed_without_sleep_in_ipset
+
 ROOT = Path(__file__).resolve().parent.parent
 SEED = ROOT / "examples" / "seed-kind-ambient"
 INPOD = ROOT / "examples" / "inpod-kind-ambient"
@@ -44,13 +46,7 @@ def cli(*args: str) -> subprocess.CompletedProcess[str]:
 
 
 def _broken_seed(tmp_path: Path) -> Path:
-    b = tmp_path / "broken"
-    shutil.copytree(SEED, b)
-    (b / "manifest.json").unlink()
-    ipset = b / "nodes" / "ambient-worker" / "host" / "ipset.txt"
-    ipset.write_text("".join(ln for ln in ipset.read_text().splitlines(keepends=True)
-                             if "10.244.2.4" not in ln))
-    return b
+    return seed_without_sleep_in_ipset(tmp_path, 'broken')
 
 
 def _hops(bundle: Path, pairs: list[tuple[str, str]]) -> int:
