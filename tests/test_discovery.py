@@ -268,12 +268,15 @@ def test_the_documented_rbac_grants_exactly_what_collection_uses() -> None:
     assert writes == {("istio-system", "", "pods/exec", "create"),
                       ("istio-system", "", "pods/portforward", "create")}
     reads = {(g[1], g[2]) for g in grants if g[0] == "*cluster*" and g[3] == "list"}
+    from ambientctl.bundle.layout import MESH_APIS
+
     assert reads == {
         ("", "nodes"),
         ("", "namespaces"),
         ("", "pods"),
         ("", "services"),
         ("discovery.k8s.io", "endpointslices"),
+        *((group, plural) for group, _versions, plural in MESH_APIS.values()),
     }
     assert ("istio-system", "", "pods/exec", "get") in grants  # WebSocket exec starts as a GET
     bound = {
@@ -327,3 +330,51 @@ def test_an_invalid_name_from_the_api_skips_that_object_and_collects_the_rest(
     assert {"node/ambient-worker", "node/ambient-worker2"} <= ids
     assert any(p.startswith("nodes/ambient-worker2/pods/default/") for p in bundle.paths())
     assert b"Bad_Name" not in bundle.read_bytes("cluster/pods.json")
+
+
+def _mesh_docs() -> dict[str, dict[str, Any]]:
+    def lst(kind: str, api: str, items: list[dict[str, Any]]) -> dict[str, Any]:
+        return {"apiVersion": api, "kind": f"{kind}List", "items": items}
+
+    pa = {"apiVersion": "security.istio.io/v1", "kind": "PeerAuthentication",
+          "metadata": {"name": "strict", "namespace": "default", "uid": "u1",
+                       "managedFields": [{"manager": "x"}]},
+          "spec": {"mtls": {"mode": "STRICT"}, "selector": {"matchLabels": {"app": "p"}}}}
+    ap = {"apiVersion": "security.istio.io/v1", "kind": "AuthorizationPolicy",
+          "metadata": {"name": "allow", "namespace": "default"},
+          "spec": {"action": "ALLOW", "rules": [{"from": [{"source": {"principals": [
+              "cluster.local/ns/secret/sa/" + PLANTED_SECRET]}}]}]}}
+    gw = {"apiVersion": "gateway.networking.k8s.io/v1", "kind": "Gateway",
+          "metadata": {"name": "waypoint", "namespace": "default",
+                       "labels": {"istio.io/waypoint-for": "service"}},
+          "spec": {"gatewayClassName": "istio-waypoint",
+                   "listeners": [{"name": "mesh", "port": 15008, "protocol": "HBONE"}]}}
+    return {"peerauthentications": lst("PeerAuthentication", "security.istio.io/v1", [pa]),
+            "authorizationpolicies": lst("AuthorizationPolicy", "security.istio.io/v1", [ap]),
+            "gateways": lst("Gateway", "gateway.networking.k8s.io/v1", [gw])}
+
+
+@pytest.mark.kernel
+def test_istio_and_gateway_objects_are_collected_projected_and_read(peer_dir: Path) -> None:
+    """PeerAuthentication, AuthorizationPolicy and Gateway lists land as cluster/*.json in
+    the kubectl List shape, projected (no rules, no managedFields), and the snapshot reads
+    them; a cluster without the CRDs records why and writes no file."""
+    from ambientctl.analyzers.parse.cluster import parse_mesh_objects
+    from ambientctl.bundle.layout import MESH_FILES
+
+    with KubeApi({**lab_cluster(), **_mesh_docs()}) as api:
+        view = discover_cluster(ClientFactory(KubeSource(
+            kubeconfig=str(api.kubeconfig(peer_dir / "mesh.conf")))))
+    for kind, rel in MESH_FILES.items():
+        text = view.files[rel].decode()
+        assert PLANTED_SECRET not in text and "managedFields" not in text
+        (obj,) = parse_mesh_objects(text, rel, kind)
+        assert obj.namespace == "default"
+    assert json.loads(view.files[MESH_FILES["PeerAuthentication"]])["items"][0]["spec"] == \
+        {"mtls": {"mode": "STRICT"}, "selector": {"matchLabels": {"app": "p"}}}
+    assert "rules" not in view.files[MESH_FILES["AuthorizationPolicy"]].decode()
+    with KubeApi(lab_cluster()) as api:
+        bare = discover_cluster(ClientFactory(KubeSource(
+            kubeconfig=str(api.kubeconfig(peer_dir / "bare.conf")))))
+    assert not set(MESH_FILES.values()) & set(bare.files)
+    assert set(bare.errors) >= set(MESH_FILES)

@@ -649,6 +649,20 @@ def test_every_field_the_collectors_write_is_classified() -> None:
         rel = CLUSTER_FILES[kind]
         doc = json.loads(as_kubectl_list([project(_kitchen_sink(kind))]))
         assert _classify(rel, doc) == set(), kind
+    from ambientctl.bundle.layout import MESH_FILES
+    from ambientctl.collectors.discovery import MESH_PROJECTIONS
+    from tests.test_discovery import _mesh_docs
+
+    for (kind, project), plural in zip(MESH_PROJECTIONS.items(),
+                                       ("peerauthentications", "authorizationpolicies",
+                                        "gateways"), strict=True):
+        rel = MESH_FILES[kind]
+        sink = _mesh_docs()[plural]["items"][0]
+        sink["spec"] |= {"targetRefs": [{"kind": "Service", "group": "", "name": "s"}],
+                         "portLevelMtls": {"8080": {"mode": "DISABLE"}}}
+        doc = json.loads(as_kubectl_list([project(sink)]))
+        assert file_kind(rel) == "cluster"
+        assert _classify(rel, doc) == set(), kind
     targets = [Target.node_target("n", NetnsRef(name="x")).describe(),
                Target.pod_target("n", "ns", "p", NetnsRef(path="/proc/1/ns/net")).describe(),
                Target.ztunnel_target("n", "ns", "p", NetnsRef(pid=1)).describe()]

@@ -33,6 +33,12 @@ MESH_FILES = {
     "AuthorizationPolicy": "cluster/authorizationpolicies.json",
     "Gateway": "cluster/gateways.json",
 }
+# kind -> (API group, versions tried in order, plural): how `collect` lists them
+MESH_APIS = {
+    "PeerAuthentication": ("security.istio.io", ("v1", "v1beta1"), "peerauthentications"),
+    "AuthorizationPolicy": ("security.istio.io", ("v1", "v1beta1"), "authorizationpolicies"),
+    "Gateway": ("gateway.networking.k8s.io", ("v1", "v1beta1"), "gateways"),
+}
 
 # file name -> what produced it; order = preference when alternatives exist (JSON first).
 NETNS_FILES = (

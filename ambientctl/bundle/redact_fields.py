@@ -298,7 +298,38 @@ _SLICE = {
 }
 _PATTERNS["word-camel"] = re.compile(r"^[A-Z][A-Za-z]*$")
 
+_ENUMS["mtls-mode"] = frozenset({"UNSET", "DISABLE", "PERMISSIVE", "STRICT"})
+_ENUMS["authz-action"] = frozenset({"ALLOW", "DENY", "AUDIT", "CUSTOM"})
+_ENUMS["gateway-protocol"] = frozenset({"HBONE", "HTTP", "HTTPS", "TCP", "TLS", "UDP", "GRPC"})
+_PATTERNS["gateway-class"] = re.compile(r"^istio(?:-[a-z]+)*$")
+_PATTERNS["api-group"] = re.compile(r"^(?:[a-z0-9-]+\.)+(?:k8s|istio)\.io$|^$")
+_PEERAUTH = {
+    "spec.selector.matchLabels": ("labels", "matched against pod labels: same mapping"),
+    "spec.mtls.mode": ("keep:mtls-mode", "the mode the verdict reads"),
+    "spec.portLevelMtls.*.mode": ("keep:mtls-mode", "per-port mode"),
+}
+_AUTHZ = {
+    "spec.selector.matchLabels": ("labels", "matched against pod labels: same mapping"),
+    "spec.action": ("keep:authz-action", "enum"),
+    "spec.targetRef.kind": ("keep:kind", "API vocabulary"),
+    "spec.targetRef.group": ("keep:api-group", "API group"),
+    "spec.targetRef.name": ("name:service", "the Service or Gateway it binds"),
+    "spec.targetRefs[].kind": ("keep:kind", "API vocabulary"),
+    "spec.targetRefs[].group": ("keep:api-group", "API group"),
+    "spec.targetRefs[].name": ("name:service", "the Service or Gateway it binds"),
+}
+_GATEWAY = {
+    "spec.gatewayClassName": ("keep:gateway-class", "istio, istio-waypoint: the kind of Gateway"),
+    "spec.listeners[].name": ("name:port", "listener name"),
+    "spec.listeners[].port": ("keep", "number"),
+    "spec.listeners[].protocol": ("keep:gateway-protocol", "enum"),
+    "spec.listeners[].hostname": ("domain", "a hostname: mapped"),
+}
+
 CLUSTER_FIELDS: dict[str, dict[str, tuple[str, str]]] = {
+    "cluster/peerauthentications.json": _items("peerauthentication", _PEERAUTH),
+    "cluster/authorizationpolicies.json": _items("authorizationpolicy", _AUTHZ),
+    "cluster/gateways.json": _items("gateway", _GATEWAY),
     "cluster/pods.json": _items("pod", _POD),
     "cluster/services.json": _items("service", _SERVICE),
     "cluster/namespaces.json": _items("namespace", _NAMESPACE),

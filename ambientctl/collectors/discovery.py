@@ -23,7 +23,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from ambientctl.bundle.layout import CLUSTER_FILES, valid_name
+from ambientctl.bundle.layout import CLUSTER_FILES, MESH_APIS, MESH_FILES, valid_name
 from ambientctl.collectors.batch import discovery_argv, new_nonce
 from ambientctl.collectors.transport import Transport
 from ambientctl.errors import TransportError
@@ -211,6 +211,51 @@ PROJECTIONS: dict[str, Callable[[Mapping[str, Any]], dict[str, Any]]] = {
 }
 
 
+def _mesh_projection(kind: str, spec_keys: tuple[str, ...]) -> Callable[[Mapping[str, Any]],
+                                                                        dict[str, Any]]:
+    def project(obj: Mapping[str, Any]) -> dict[str, Any]:
+        return {
+            "apiVersion": str(obj.get("apiVersion") or ""),
+            "kind": kind,
+            "metadata": _metadata(obj.get("metadata"), owners=False),
+            "spec": _pick(obj.get("spec"), spec_keys),
+        }
+
+    return project
+
+
+# Istio / Gateway API objects the intended path reads (analyzers/intent.py, waypoint.py):
+# only what decides a path - mTLS modes and selectors, a policy's action and selector (its
+# rules hold principals and are not needed), a Gateway's class and listeners.
+MESH_PROJECTIONS: dict[str, Callable[[Mapping[str, Any]], dict[str, Any]]] = {
+    "PeerAuthentication": _mesh_projection("PeerAuthentication",
+                                           ("selector", "mtls", "portLevelMtls")),
+    "AuthorizationPolicy": _mesh_projection("AuthorizationPolicy",
+                                            ("selector", "action", "targetRef", "targetRefs")),
+    "Gateway": _mesh_projection("Gateway", ("gatewayClassName", "listeners")),
+}
+
+
+def _list_mesh(api_client: Any, kind: str, timeout: float,
+               page_size: int) -> list[dict[str, Any]]:
+    """A cluster-wide list of one mesh kind, trying its API versions newest first."""
+    from functools import partial
+
+    from kubernetes import client as k8s
+
+    group, versions, plural = MESH_APIS[kind]
+    custom = k8s.CustomObjectsApi(api_client)
+    last: Exception | None = None
+    for version in versions:
+        try:
+            return _list_raw(partial(custom.list_cluster_custom_object, group, version,
+                                     plural), timeout, page_size=page_size)
+        except Exception as exc:  # noqa: BLE001 - a version not served: try the next
+            last = exc
+    assert last is not None
+    raise last
+
+
 def as_kubectl_list(items: Sequence[Mapping[str, Any]]) -> bytes:
     """`kubectl get -o json` bytes: a v1 List, sorted keys, 4-space indent, newline."""
     doc = {
@@ -284,7 +329,7 @@ def _invalid_name(kind: str, obj: Mapping[str, Any]) -> str | None:
     name = meta.get("name")
     if not isinstance(name, str) or not valid_name(name):
         return f"{kind[:-1]} name {str(name)[:80]!r} is not a valid Kubernetes name"
-    if kind in ("pods", "services", "endpointslices"):
+    if kind in ("pods", "services", "endpointslices", *(a[2] for a in MESH_APIS.values())):
         ns = meta.get("namespace")
         if not isinstance(ns, str) or not valid_name(ns):
             return f"{kind[:-1]} {name}: namespace {str(ns)[:80]!r} is not a valid Kubernetes name"
@@ -301,7 +346,8 @@ def discover_cluster(
     timeout: float = 30.0,
     page_size: int = LIST_PAGE_SIZE,
 ) -> ClusterView:
-    """List nodes, pods, services, namespaces (required) and endpointslices (optional).
+    """List nodes, pods, services, namespaces (required), endpointslices and the Istio /
+    Gateway API objects of `layout.MESH_FILES` (optional).
 
     Raises TransportError when the API server cannot be reached or refuses the lists
     that analysis cannot do without.
@@ -342,6 +388,23 @@ def discover_cluster(
                 projected.append(PROJECTIONS[kind](item))
             objects[kind] = projected
             files[CLUSTER_FILES[kind]] = as_kubectl_list(projected)
+        for kind in MESH_FILES:  # optional: no CRD (or no RBAC) is recorded, not fatal
+            try:
+                items = _list_mesh(api_client, kind, timeout, page_size)
+            except Exception as exc:  # noqa: BLE001 - recorded in the manifest
+                errors[kind] = api_error(exc, f"list {MESH_APIS[kind][2]}",
+                                         api_client.configuration.host).message
+                continue
+            projected = []
+            for item in items:
+                plural = MESH_APIS[kind][2]
+                why = _invalid_name(plural, item) if isinstance(item, Mapping) else \
+                    "not an object"
+                if why is not None:
+                    skipped.append({"kind": plural, "why": why})
+                    continue
+                projected.append(MESH_PROJECTIONS[kind](item))
+            files[MESH_FILES[kind]] = as_kubectl_list(projected)
         return ClusterView(objects, files, errors, tuple(skipped))
     finally:
         api_client.close()

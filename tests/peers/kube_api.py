@@ -71,7 +71,18 @@ _LISTS = {
         "EndpointSliceList",
         "discovery.k8s.io/v1",
     ),
+    # custom resources: served only when the cluster document holds them (else 404, as
+    # on a cluster without the CRD)
+    "/apis/security.istio.io/v1/peerauthentications": (
+        "peerauthentications", "PeerAuthenticationList", "security.istio.io/v1"),
+    "/apis/security.istio.io/v1/authorizationpolicies": (
+        "authorizationpolicies", "AuthorizationPolicyList", "security.istio.io/v1"),
+    "/apis/gateway.networking.k8s.io/v1/gateways": (
+        "gateways", "GatewayList", "gateway.networking.k8s.io/v1"),
 }
+
+
+_CUSTOM = frozenset({"peerauthentications", "authorizationpolicies", "gateways"})
 
 
 @dataclass
@@ -226,6 +237,8 @@ class KubeApi:
             )
         if path in _LISTS:
             kind, list_kind, api_version = _LISTS[path]
+            if kind not in self.cluster and kind in _CUSTOM:
+                return _status(404, "NotFound", "the server could not find the requested resource")
             return self._list(kind, list_kind, api_version, query)
         m = re.match(r"^/api/v1/namespaces/([^/]+)/pods(?:/([^/]+))?$", path)
         if m:
