@@ -678,7 +678,7 @@ def test_every_field_the_collectors_write_is_classified() -> None:
     collection = {"mode": "kube", "kind_cluster": "k", "context": "c", "argv": ["ambientctl"],
                   "timeout_s": 1.0, "concurrency": 1, "nodes_filter": ["n"],
                   "namespaces_filter": ["ns"], "cluster_error": "e", "cluster_dir": "/x",
-                  "discovery_errors": {"n": "e"},
+                  "discovery_errors": {"n": "e"}, "cluster_list_errors": {"gateways": "e"},
                   "not_seen": [{"target": "node/n", "what": ["nft"], "why": "w", "seen_by": "s"},
                                {"target": "node/n", "what": "all", "why": "w", "seen_by": "s"}]}
     doc = Manifest(created_at="2024-01-01T00:00:00Z", collection=collection, targets=targets,

@@ -429,6 +429,7 @@ MANIFEST_FIELDS: dict[str, tuple[str, str]] = {
     "collection.nodes_filter[]": ("name:node", "node names"),
     "collection.namespaces_filter[]": ("name:namespace", "namespace names"),
     "collection.discovery_errors.*": ("prose", "error messages (keys: node names)"),
+    "collection.cluster_list_errors.*": ("prose", "why an optional list is absent (keys: kinds)"),
     "collection.not_seen[].target": ("text", "target id: names mapped"),
     "collection.not_seen[].what": ("prose", "what was not seen"),
     "collection.not_seen[].what[]": ("keep:spec", "binary names"),
@@ -479,6 +480,7 @@ DYNAMIC_KEYS: dict[str, str] = {
     "components": "keep:key",
     "targets[].tool_versions": "keep:key",
     "collection.discovery_errors": "name:node",
+    "collection.cluster_list_errors": "keep:key",
 }
 
 _KERNEL_DUMP = "kernel dump: addresses, MACs, UUIDs, known names (and comments as prose)"

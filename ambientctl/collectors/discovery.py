@@ -392,8 +392,8 @@ def discover_cluster(
             try:
                 items = _list_mesh(api_client, kind, timeout, page_size)
             except Exception as exc:  # noqa: BLE001 - recorded in the manifest
-                errors[kind] = api_error(exc, f"list {MESH_APIS[kind][2]}",
-                                         api_client.configuration.host).message
+                errors[MESH_APIS[kind][2]] = api_error(exc, f"list {MESH_APIS[kind][2]}",
+                                                       api_client.configuration.host).message
                 continue
             projected = []
             for item in items:

@@ -627,6 +627,9 @@ def run_live(
         why = f": {first.target}: {first.note or first.status}" if first is not None else ""
         raise CollectionError(f"nothing could be collected{why}", hint=NO_CLUSTER_HINT)
     collection = dict(plan.collection)
+    if plan.cluster is not None and plan.cluster.errors:
+        # optional lists the API would not give (no CRD, no grant): said, not fatal
+        collection["cluster_list_errors"] = dict(sorted(plan.cluster.errors.items()))
     collection["argv"] = list(argv) if argv is not None else ["ambientctl", *sys.argv[1:]]
     if result.interrupted:
         collection["interrupted"] = True  # Ctrl-C / SIGTERM: `collect` exits 130 on it
