@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from ambientctl.analyzers.compare import flatten
 from ambientctl.analyzers.doctor.facts import Context
 from ambientctl.analyzers.findings import Finding, Report
 from ambientctl.analyzers.intent import Intent, derive
@@ -150,18 +151,6 @@ def _first_bad_leg(t: Trace, intent: Intent) -> tuple[Leg | None, str]:
     return None, ""
 
 
-def _flat_steps(t: Trace) -> list[tuple[int, str]]:
-    """(leg index, netns) of every step, in the order of `compare.flatten`."""
-    out: list[tuple[int, str]] = []
-    for leg in t.legs:
-        for result in (leg.result, leg.result.reply):
-            if result is None:
-                continue
-            for hop in result.hops:
-                out += [(leg.index, hop.netns)] * len(hop.steps)
-    return out
-
-
 def _pick(findings: Sequence[Finding], leg: Leg, t: Trace, intent: Intent) -> Finding | None:
     serious = sorted((f for f in findings if f.severity.value in ("error", "warning")),
                      key=lambda f: -f.severity.rank)
@@ -246,13 +235,13 @@ def judge(snap: Snapshot, t: Trace, *, plaintext: bool = False, uid: int | None 
         from ambientctl.analyzers.doctor.incidents import root_of
 
         f = report.findings[root_of(report.findings, report.findings.index(f))]
-    steps = _flat_steps(t)
+    steps = flatten(t)  # the step order `culprit.step` indexes (as --compare counts them)
     index = None
     if f is not None and f.netns is not None:
-        index = next((i for i, (li, ns) in enumerate(steps) if li == bad.index and ns == f.netns),
-                     None)
+        index = next((i for i, s in enumerate(steps) if s.leg == bad.index and
+                      s.netns == f.netns), None)
     if index is None:
-        index = next((i for i, (li, _ns) in enumerate(steps) if li == bad.index), None)
+        index = next((i for i, s in enumerate(steps) if s.leg == bad.index), None)
     if f is None:
         culprit = Culprit(None, "no doctor check explains this", index,
                           str(bad.result.culprit) if bad.result.culprit else "")
