@@ -692,6 +692,12 @@ class Service:
     source: SourceRef
     labels: Mapping[str, str] = field(default_factory=dict)
 
+    def selects(self, pod: Pod) -> bool:
+        """Does this Service's selector pick `pod`? (Kubernetes: same namespace, every
+        selector label equal; a Service without a selector selects no pod.)"""
+        return bool(self.selector) and pod.namespace == self.namespace and all(
+            pod.labels.get(k) == v for k, v in self.selector.items())
+
 
 @dataclass(frozen=True)
 class Pod:

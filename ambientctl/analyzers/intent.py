@@ -16,9 +16,9 @@ from dataclasses import dataclass
 
 from ambientctl.analyzers import waypoint as wpt
 from ambientctl.analyzers.doctor.facts import SIDECAR_STATUS, Context, is_ztunnel_pod
-from ambientctl.analyzers.selectors import Endpoint
+from ambientctl.analyzers.selectors import Endpoint, pods_of_service
 from ambientctl.bundle.layout import MESH_FILES
-from ambientctl.model import MeshObject, Pod, Service
+from ambientctl.model import MeshObject, Pod
 
 ROOT_NAMESPACE = "istio-system"
 
@@ -74,11 +74,6 @@ def _pod_party(ctx: Context, pod: Pod, node: str | None) -> Party:
     return Party(name, "ambient" if e.expected else "outside", e.why, node, pod)
 
 
-def _service_pods(ctx: Context, svc: Service) -> list[Pod]:
-    return [p for p in ctx.snap.cluster.pods if p.namespace == svc.namespace and svc.selector
-            and all(p.labels.get(k) == v for k, v in svc.selector.items())]
-
-
 def party(ctx: Context, ep: Endpoint, *, plaintext: bool = False,
           reached: Pod | None = None) -> Party:
     """How the mesh sees one end. `reached` is the pod the trace delivered to (the one
@@ -89,7 +84,7 @@ def party(ctx: Context, ep: Endpoint, *, plaintext: bool = False,
     if ep.pod is not None:
         return _pod_party(ctx, ep.pod, ep.node)
     if ep.service is not None:
-        pods = [reached] if reached is not None else _service_pods(ctx, ep.service)
+        pods = [reached] if reached is not None else pods_of_service(ctx.snap, ep.service)
         if pods:
             p = _pod_party(ctx, pods[0], pods[0].node)
             return Party(ep.service.name, p.kind, f"Service endpoint {pods[0].name}: {p.why}",

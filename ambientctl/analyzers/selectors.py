@@ -161,9 +161,9 @@ def _not_found(snap: Snapshot, q: Query, ns: str | None, role: str, what: str) -
     return SelectorError(f"{role} {_typed(q, ns)} matches no {what} in the bundle", hint=hint)
 
 
-def _pods_of_service(snap: Snapshot, svc: Service) -> list[Pod]:
-    return [p for p in snap.cluster.pods if p.namespace == svc.namespace and svc.selector
-            and all(p.labels.get(k) == v for k, v in svc.selector.items())]
+def pods_of_service(snap: Snapshot, svc: Service) -> list[Pod]:
+    """The pods `svc` selects, in the bundle's order."""
+    return [p for p in snap.cluster.pods if svc.selects(p)]
 
 
 def _one_pod(snap: Snapshot, found: list[Pod], text: str, role: str, port: int | None) -> Endpoint:
@@ -199,7 +199,7 @@ def _resolve_typed(snap: Snapshot, q: Query, ns: str | None, *, role: str,
     if len(svcs) > 1:
         raise _candidates_error(q.text, role, [f"{s.namespace}/{s.name}" for s in svcs])
     if role == "source":
-        backing = _pods_of_service(snap, svcs[0])
+        backing = pods_of_service(snap, svcs[0])
         if not backing:
             raise SelectorError(f"source {q.text!r}: Service {svcs[0].namespace}/{svcs[0].name}"
                                 " selects no pod in the bundle", hint="trace from a pod")
@@ -270,7 +270,7 @@ def _resolve(snap: Snapshot, q: Query, ns: str | None, *, role: str,
         return Endpoint("pod", item.name, ep.ip, port, pod=item, node=item.node, netns=ep.netns)
     if role == "source":
         if len(svc_step) == 1:
-            backing = _pods_of_service(snap, svc_step[0])
+            backing = pods_of_service(snap, svc_step[0])
             if len(backing) == 1:
                 return _one_pod(snap, backing, q.text, role, port)
     what = "pod, deployment, app label" + (", Service" if role == "destination" else "") + \

@@ -268,9 +268,8 @@ class Tracer:
             return [], Step("ztunnel", f"{svc.namespace}/{svc.name} has no selector and no "
                             "EndpointSlice in the bundle", svc.source)
         out = [p for p in self.snap.cluster.pods
-               if p.namespace == svc.namespace and p.ips and not p.host_network
-               and p.phase in (None, "Running")
-               and all(p.labels.get(k) == v for k, v in svc.selector.items())]
+               if svc.selects(p) and p.ips and not p.host_network
+               and p.phase in (None, "Running")]
         return sorted(out, key=lambda p: p.name), Step(
             "ztunnel", f"no EndpointSlice nor ztunnel view of {svc.namespace}/{svc.name} in the "
             f"bundle: its endpoints are assumed to be the running pods its selector matches "
