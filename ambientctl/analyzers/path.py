@@ -19,10 +19,13 @@ fabric), the namespace that owns the next-hop address.
 
 from __future__ import annotations
 
+from collections import ChainMap
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
 
 from ambientctl.analyzers import ipvs, netfilter, routing
+from ambientctl.analyzers.derived_facts import DerivedFacts, veth_peer_among
 from ambientctl.analyzers.fork import EndpointSelector
 from ambientctl.analyzers.packet import Packet, SocketAddr
 from ambientctl.model import IPAddress, Link, Listener, NetNamespace, Snapshot, SourceRef
@@ -146,28 +149,28 @@ class LegResult:
 
 @dataclass(frozen=True)
 class World:
-    """Indices over a snapshot that the walk needs at every hop."""
+    """What the walk asks of a snapshot at every hop: namespaces by id, who holds an
+    address, a namespace's local addresses, its role.
+
+    Built by `build` over the snapshot's shared `DerivedFacts`, every lookup is answered
+    when the walk first asks it, so a trace parses only the namespaces its path touches
+    (plain dicts still work, for hand-made worlds in tests).
+    """
 
     snap: Snapshot
-    by_id: dict[str, NetNamespace]
-    owners: dict[IPAddress, list[tuple[NetNamespace, Link]]]
-    local: dict[str, frozenset[IPAddress]]
-    roles: dict[str, str]
+    by_id: Mapping[str, NetNamespace]
+    owners: Mapping[IPAddress, Sequence[tuple[NetNamespace, Link]]]
+    local: Mapping[str, frozenset[IPAddress]]
+    roles: Mapping[str, str]
+    facts: DerivedFacts | None = None
 
     @classmethod
-    def build(cls, snap: Snapshot, roles: dict[str, str]) -> World:
-        by_id: dict[str, NetNamespace] = {}
-        owners: dict[IPAddress, list[tuple[NetNamespace, Link]]] = {}
-        local: dict[str, frozenset[IPAddress]] = {}
-        for ns in snap.namespaces():
-            by_id[ns.id] = ns
-            for link, addr in ns.addresses():
-                ip = addr.interface.ip
-                if ip.is_loopback or (ip.version == 6 and ip.is_link_local):
-                    continue
-                owners.setdefault(ip, []).append((ns, link))
-            local[ns.id] = netfilter.local_addresses(ns)
-        return cls(snap, by_id, owners, local, roles)
+    def build(cls, snap: Snapshot, roles: Mapping[str, str] | None = None) -> World:
+        """The world of `snap`; `roles` overrides the classified role of some namespaces."""
+        facts = DerivedFacts.of(snap)
+        merged: Mapping[str, str] = ChainMap(dict(roles), facts.roles) if roles \
+            else facts.roles  # type: ignore[arg-type]
+        return cls(snap, facts.by_id, facts.owners_view, facts.local_view, merged, facts)
 
 
 def _step_from_nf(s: netfilter.NfStep, hook: str, p_after: Packet | None = None) -> Step:
@@ -748,25 +751,18 @@ class PathWalker:
     def next_namespace(self, ns: NetNamespace, link: Link, nexthop: IPAddress
                        ) -> tuple[NetNamespace, Link, str] | None:
         """Where a packet sent on `link` towards `nexthop` arrives."""
-        if link.peer_index is not None and link.kind in (None, "veth"):
-            # A veth pair lives in one kernel: its peer is in a namespace of the SAME node,
-            # never on another one. Ifindexes are small per-netns counters (a pod's eth0 is
-            # 2 on every node), so a pair matched across nodes by index alone is a
-            # coincidence - e.g. node A's eth0 (peer on the docker host, not in the bundle)
-            # "paired" with node B's pod veth, and B's eth0 back with A's: a false LOOP
-            # once the node that truly owns the next hop is missing from the bundle.
-            cands = []
-            for other in self.world.by_id.values():
-                if other.id == ns.id or other.node != ns.node:
-                    continue
-                peer = other.link_by_index(link.peer_index)
-                if peer is not None and peer.peer_index == link.index and (
-                    peer.kind in (None, "veth")
-                ):
-                    cands.append((other, peer))
-            if len(cands) == 1:
-                other, peer = cands[0]
-                return other, peer, f"veth peer {peer.name}@if{link.index}"
+        # A veth pair lives in one kernel: its peer is in a namespace of the SAME node,
+        # never on another one. Ifindexes are small per-netns counters (a pod's eth0 is
+        # 2 on every node), so a pair matched across nodes by index alone is a
+        # coincidence - e.g. node A's eth0 (peer on the docker host, not in the bundle)
+        # "paired" with node B's pod veth, and B's eth0 back with A's: a false LOOP
+        # once the node that truly owns the next hop is missing from the bundle.
+        facts = self.world.facts
+        paired = (facts.veth_peer(ns, link, nexthop) if facts is not None
+                  else veth_peer_among(ns, link, self.world.by_id.values()))
+        if paired is not None:
+            other, peer = paired
+            return other, peer, f"veth peer {peer.name}@if{link.index}"
         if link.kind in ("geneve", "vxlan") and link.tunnel_remote is not None:
             for other, olink in self.world.owners.get(link.tunnel_remote, []):
                 for tl in other.links or ():

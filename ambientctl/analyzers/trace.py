@@ -21,12 +21,13 @@ connection is then simulated like any other.
 from __future__ import annotations
 
 import ipaddress
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from ambientctl.analyzers import waypoint as wpt
+from ambientctl.analyzers.derived_facts import DerivedFacts, Role
 from ambientctl.analyzers.fork import EndpointSelector
 from ambientctl.analyzers.packet import SocketAddr
-from ambientctl.analyzers.parse.ztunnel import SHAPES
 from ambientctl.analyzers.path import (
     Delivery,
     Disposition,
@@ -36,10 +37,12 @@ from ambientctl.analyzers.path import (
     World,
 )
 from ambientctl.analyzers.selectors import Endpoint
+from ambientctl.analyzers.ztunnel_view import Disagreement, disagreements, workload_at
 from ambientctl.model import (
     IPAddress,
     NetNamespace,
     Pod,
+    PodRef,
     Service,
     Snapshot,
     SourceRef,
@@ -103,34 +106,6 @@ class _Next:
     uid: int | None = None
 
 
-def _default_roles(snap: Snapshot) -> dict[str, str]:
-    """Each namespace's role (`classify`), used to name what a listening port belongs to."""
-    from ambientctl.analyzers.classify import classify
-
-    roles: dict[str, str] = {}
-    for ns in snap.namespaces():
-        try:
-            roles[ns.id] = classify(ns).kind
-        except Exception:  # classification is advisory: a bug there must not stop a trace
-            roles[ns.id] = _fallback_role(ns)
-    return roles
-
-
-def _fallback_role(ns: NetNamespace) -> str:
-    """Chain and link names only: what the trace still knows if classification failed."""
-    names = {lnk.name for lnk in ns.links or ()}
-    chains = {c for t in ns.tables() for c in t.chains}
-    if {"pistioin", "pistioout"} & names:
-        return "legacy-ztunnel"
-    if "ztunnel-PREROUTING" in chains or "istioin" in names:
-        return "legacy-node"
-    if "ISTIO_INBOUND" in chains or "ISTIO_REDIRECT" in chains:
-        return "sidecar"
-    if "ISTIO_PRERT" in chains or any(t.name.startswith("istio-ambient") for t in ns.tables()):
-        return "inpod-host" if ns.pod is None else "inpod-ambient"
-    return "not-captured"
-
-
 LEGACY_SOCKET_MARKS = {
     # The 2022 ztunnel marked its listeners' sockets so that answers leave through the
     # tunnel they came from (init script: PROXY_OUTBOUND_MARK / PROXY_INBOUND_MARK,
@@ -186,7 +161,10 @@ class Tracer:
 
     def __init__(self, snap: Snapshot, roles: dict[str, str] | None = None) -> None:
         self.snap = snap
-        roles = dict(roles or _default_roles(snap))
+        self.facts = DerivedFacts.of(snap)
+        # Roles are classified when the walk first enters a namespace (`DerivedFacts`);
+        # `roles` and the Envoy pods below override that.
+        roles = dict(roles or {})
         for pod in snap.cluster.pods:  # waypoint / gateway Envoys are never captured
             ns = snap.pod_netns(pod.ref) if (wpt.is_waypoint_pod(pod) or
                                              wpt.is_ingress_gateway_pod(pod)) else None
@@ -198,10 +176,7 @@ class Tracer:
     # ------------------------------------------------------------------ lookups
     def pod_by_ip(self, ip: IPAddress) -> Pod | None:
         """The (non host-network) pod that owns `ip`."""
-        for pod in self.snap.cluster.pods:
-            if ip in pod.ips and not pod.host_network:
-                return pod
-        return None
+        return self.facts.pod_by_ip(ip)
 
     def service_by_vip(self, addr: SocketAddr) -> tuple[Service, int] | None:
         """The Service whose ClusterIP:port is `addr`, with the port's index."""
@@ -217,8 +192,7 @@ class Tracer:
         return self.service_endpoints(svc)[0]
 
     def _pod_by_ref(self, namespace: str, name: str) -> Pod | None:
-        return next((p for p in self.snap.cluster.pods
-                     if p.namespace == namespace and p.name == name), None)
+        return self.facts.pods_by_ref.get(PodRef(namespace, name))
 
     def service_endpoints(self, svc: Service) -> tuple[list[Pod], Step]:
         """The endpoints a connection to `svc` can go to, with where that list comes from.
@@ -308,21 +282,14 @@ class Tracer:
         """Short name of a namespace for summaries: app label or pod name, or the node."""
         if ns.pod is None:
             return f"[{ns.node}]"
-        for pod in self.snap.cluster.pods:
-            if pod.ref == ns.pod:
-                return pod.labels.get("app") or pod.name
-        return ns.pod.name
+        pod = self.facts.pods_by_ref.get(ns.pod)
+        return (pod.labels.get("app") or pod.name) if pod is not None else ns.pod.name
 
     # ------------------------------------------------------------------ capture state
     def ztunnel_view(self, ip: IPAddress) -> tuple[ZtunnelWorkload, SourceRef] | None:
         """The workload ztunnel knows at `ip`, from any readable config_dump (any generation)."""
-        for node, cfg in sorted(self.snap.ztunnel_configs.items()):
-            for w in cfg.workloads:
-                if ip in w.ips:
-                    shape = SHAPES.get(cfg.shape, cfg.shape)
-                    return w, SourceRef(cfg.source.path, None,
-                                        f"{w.source.text}" + (f" ({shape})" if shape else ""))
-        return None
+        seen = workload_at(self.snap, ip)
+        return (seen.workload, seen.source) if seen is not None else None
 
     def unreadable_dumps(self) -> list[Step]:
         """One step per config_dump the bundle holds but nothing could read: stated, so that
@@ -350,7 +317,10 @@ class Tracer:
             steps.append(Step("ztunnel", f"ztunnel's config_dump lists {pod.name} with protocol "
                               f"{proto}" + (f", waypoint {w.waypoint}" if w.waypoint
                                             else ""), ref))
-            steps.extend(self._disagreement(pod, proto))
+            # workloadState lists the pods of the dump's own node: the pod's node's dump.
+            own = self.snap.ztunnel_configs.get(pod.node or "")
+            states = own.states if own is not None else None
+            steps.extend(self._disagreement(pod, proto, states))
             return proto == "HBONE", steps
         state = self.snap.nodes.get(pod.node or "")
         host = state.host if state else None
@@ -382,24 +352,32 @@ class Tracer:
         return False, steps + [Step("ztunnel", f"{pod.name} is not enrolled (no {REDIRECTION} "
                             "annotation): plain TCP", pod.source)]
 
-    def _disagreement(self, pod: Pod, proto: str) -> list[Step]:
-        """Flag where ztunnel's view and the destination's kernel state disagree."""
-        if proto != "HBONE":
-            return []
+    def _disagreement(self, pod: Pod, proto: str,
+                      states: Mapping[str, str] | None = None) -> list[Step]:
+        """Flag where ztunnel's view and the destination's kernel state disagree
+        (`ztunnel_view.disagreements`, the same decision as doctor's AMB310)."""
         ns = self.snap.pod_netns(pod.ref)
-        if ns is None or self.world.roles.get(ns.id) in ("legacy-ztunnel", "legacy-node"):
+        if ns is None or proto != "HBONE":
             return []
-        out = []
         role = self.world.roles.get(ns.id, "")
-        if ns.rulesets is not None and role not in ("inpod-ambient", "cilium-ztunnel"):
+        found = disagreements(pod, ns, Role(role, self.facts.role_of(ns).also_seen), proto,
+                              states)
+        out = []
+        if Disagreement.HBONE_WITHOUT_RULES in found:
             out.append(Step("ztunnel", f"DISAGREEMENT: ztunnel will send HBONE to {pod.name}, "
                             f"but its netns has no in-pod redirection rules ({role}): the pod "
                             "is not captured (istio/istio#61182)", SourceRef(f"{ns.dir}/"
                                                                               "iptables-save.txt")))
-        if ns.listeners is not None and not any(lst.port == HBONE_PORT for lst in ns.listeners):
+        if Disagreement.HBONE_WITHOUT_LISTENER in found:
             out.append(Step("ztunnel", f"DISAGREEMENT: ztunnel will send HBONE to {pod.name}:15008, "
                             "but nothing listens on 15008 in its netns (ztunnel is not serving "
                             "this pod)", SourceRef(f"{ns.dir}/ss-listen.txt")))
+        if Disagreement.RULES_WITHOUT_PROXY in found and states is not None and pod.uid:
+            state = states.get(pod.uid)
+            out.append(Step("ztunnel", f"DISAGREEMENT: {pod.name}'s netns redirects to ztunnel, "
+                            f"but ztunnel's workloadState for UID {pod.uid} is "
+                            f"{state or 'absent'}: redirected connections have no proxy "
+                            "(istio/istio#55968)", SourceRef(f"{ns.dir}/iptables-save.txt")))
         return out
 
     # ------------------------------------------------------------------ ztunnel logic
