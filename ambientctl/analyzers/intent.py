@@ -123,8 +123,8 @@ def peer_authentication(ctx: Context, pod: Pod | None) -> tuple[str, str | None]
 def _probe_needs_uid(ctx: Context, node: str) -> bool:
     """The nftables backend SNATs only the kubelet's own sockets (`meta skuid <uid>`,
     istio-datapath.md §3.6); iptables takes any local socket (`--socket-exists`)."""
-    view = ctx.nodes.get(node)
-    host = view.host if view else None
+    state = ctx.snap.nodes.get(node)  # the node's own netns only: not its NodeView
+    host = state.host if state else None
     if host is None or host.rulesets is None:
         return False
     for table in host.tables():

@@ -19,6 +19,7 @@ import difflib
 import ipaddress
 from dataclasses import dataclass, replace
 
+from ambientctl.analyzers.derived_facts import DerivedFacts
 from ambientctl.analyzers.selector_syntax import Query, parse
 from ambientctl.errors import SelectorError, UsageError
 from ambientctl.model import IPAddress, NetNamespace, Pod, Service, Snapshot
@@ -214,18 +215,21 @@ def _resolve(snap: Snapshot, q: Query, ns: str | None, *, role: str,
     # 1. an IP address
     if q.kind == "ip":
         ip = ipaddress.ip_address(q.name)
-        for pod in pods:
-            if ip in pod.ips and not pod.host_network:
-                ep = _pod_endpoint(snap, pod, role)
-                return Endpoint("pod", pod.name, ip, port, pod=pod, node=pod.node,
-                                netns=ep.netns)
+        facts = DerivedFacts.of(snap)
+        pod = facts.pod_by_ip(ip)
+        if pod is not None:
+            ep = _pod_endpoint(snap, pod, role)
+            return Endpoint("pod", pod.name, ip, port, pod=pod, node=pod.node,
+                            netns=ep.netns)
         for svc in services:
             if ip in svc.cluster_ips:
                 ep = _service_endpoint(svc, port)
                 return Endpoint("service", ep.label, ip, ep.port, service=svc)
-        for netns in snap.namespaces():
-            if netns.owns(ip):
-                return Endpoint("ip", str(ip), ip, port, node=netns.node, netns=netns)
+        # The first namespace holding the address (a node's, a host-network pod's): from
+        # the cluster objects when they place it, else from every namespace's `ip addr`.
+        netns = facts.owner_of(ip)
+        if netns is not None:
+            return Endpoint("ip", str(ip), ip, port, node=netns.node, netns=netns)
         return Endpoint("ip", str(ip), ip, port)
     # 2. node/NAME
     if q.kind == "node":

@@ -18,7 +18,7 @@ from ambientctl.analyzers.doctor.facts import Context
 from ambientctl.analyzers.findings import Finding, Report
 from ambientctl.analyzers.intent import Intent, derive
 from ambientctl.analyzers.trace import Leg, Trace
-from ambientctl.model import Pod, Snapshot
+from ambientctl.model import Pod, PodRef, Snapshot
 
 
 @dataclass(frozen=True)
@@ -214,8 +214,7 @@ def judge(snap: Snapshot, t: Trace, *, plaintext: bool = False, uid: int | None 
     last = t.legs[-1].result.delivered_to if t.legs else None
     if last is not None and last.pod and last.component in ("app", "sidecar-inbound"):
         ns, _, name = last.pod.partition("/")
-        reached = next((p for p in snap.cluster.pods if p.namespace == ns and p.name == name),
-                       None)
+        reached = ctx.pods_by_ref.get(PodRef(ns, name))
     intent = derive(ctx, t.source, t.destination, plaintext=plaintext, reached=reached,
                     uid=uid)
     mtls = tuple(leg_mtls(leg, intent) for leg in t.legs)

@@ -16,8 +16,15 @@ from enum import StrEnum
 
 from ambientctl.analyzers.derived_facts import Role
 from ambientctl.analyzers.parse.ztunnel import SHAPES
-from ambientctl.model import IPAddress, NetNamespace, Pod, Snapshot, SourceRef, ZtunnelConfig, \
-    ZtunnelWorkload
+from ambientctl.model import (
+    IPAddress,
+    NetNamespace,
+    Pod,
+    Snapshot,
+    SourceRef,
+    ZtunnelConfig,
+    ZtunnelWorkload,
+)
 
 HBONE_PORT = 15008
 # Roles whose namespace carries in-pod redirection (ISTIO_PRERT / istio-ambient-*), or

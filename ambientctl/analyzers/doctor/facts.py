@@ -13,6 +13,7 @@ from collections.abc import Callable, Container, Iterator, Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
 
+from ambientctl.analyzers.derived_facts import DerivedFacts
 from ambientctl.errors import ParseError
 from ambientctl.model import (
     Chain,
@@ -228,19 +229,30 @@ class PodTarget:
 
 @dataclass
 class Context:
-    """A snapshot plus the facts derived from it (built once, shared by every check)."""
+    """A snapshot plus the facts derived from it (shared by every check).
+
+    Roles, pods by address and each node's ztunnel come from the snapshot's
+    `DerivedFacts` (the same answers the trace uses); a namespace is classified and a
+    node's view built when a check first asks for it, so a caller that needs two nodes
+    (the trace's verdict) pays for two.
+    """
 
     snap: Snapshot
-    roles: dict[str, str] = field(default_factory=dict)
-    role_notes: dict[str, tuple[str, ...]] = field(default_factory=dict)
-    nodes: dict[str, NodeView] = field(default_factory=dict)
+    roles: Mapping[str, str] = field(default_factory=dict)
+    role_notes: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    nodes: Mapping[str, NodeView] = field(default_factory=dict)
 
     @classmethod
     def build(cls, snap: Snapshot) -> Context:
-        ctx = cls(snap)
-        ctx._classify()
-        ctx._nodes()
+        facts = DerivedFacts.of(snap)
+        ctx = cls(snap, facts.roles, facts.role_notes)  # type: ignore[arg-type]
+        ctx.nodes = _NodeViews(ctx)
         return ctx
+
+    @property
+    def facts(self) -> DerivedFacts:
+        """The snapshot's shared derived facts."""
+        return DerivedFacts.of(self.snap)
 
     # ------------------------------------------------------------------ cluster
     @cached_property
@@ -248,16 +260,15 @@ class Context:
         """Namespace name -> labels."""
         return {n.name: n.labels for n in self.snap.cluster.namespaces}
 
-    @cached_property
+    @property
     def pods_by_ref(self) -> dict[PodRef, Pod]:
         """Every pod of cluster/pods.json by namespace/name."""
-        return {p.ref: p for p in self.snap.cluster.pods}
+        return self.facts.pods_by_ref
 
     def pod_by_ip(self, ip: IPAddress, node: str | None = None) -> list[Pod]:
         """Running, non-host-network pods that own `ip` (on `node` when given)."""
-        return [p for p in self.snap.cluster.pods
-                if ip in p.ips and not p.host_network and running(p)
-                and (node is None or p.node == node)]
+        return [p for p in self.facts.pods_at(ip)
+                if not p.host_network and running(p) and (node is None or p.node == node)]
 
     @cached_property
     def failed_files(self) -> dict[str, str]:
@@ -338,25 +349,6 @@ class Context:
         return None
 
     # ------------------------------------------------------------------ roles
-    def _classify(self) -> None:
-        try:
-            from ambientctl.analyzers.classify import classify
-        except ImportError:  # pragma: no cover - classify is part of the package
-            classify = None  # type: ignore[assignment]
-        for ns in self.snap.namespaces():
-            pod = self.pods_by_ref.get(ns.pod) if ns.pod else None
-            kind = "not-captured"
-            notes: tuple[str, ...] = ()
-            if classify is not None:
-                try:
-                    c = classify(ns, pod)
-                    kind = c.kind
-                    notes = tuple(c.also_seen)
-                except Exception:  # noqa: BLE001 - a broken rule must not stop doctor
-                    kind = "not-captured"
-            self.roles[ns.id] = kind
-            self.role_notes[ns.id] = notes
-
     def role(self, ns: NetNamespace | None) -> str:
         """classify()'s kind for `ns` ("not-captured" when unknown)."""
         if ns is None:
@@ -370,30 +362,23 @@ class Context:
         return self.roles.get(ns.id) == kind or kind in self.role_notes.get(ns.id, ())
 
     # ------------------------------------------------------------------ nodes
-    def _nodes(self) -> None:
+    def node_names(self) -> list[str]:
+        """Every node the bundle or the cluster objects name, sorted."""
         names = set(self.snap.nodes)
         names |= {n.name for n in self.snap.cluster.nodes}
         names |= {p.node for p in self.snap.cluster.pods if p.node}
-        for name in sorted(names):
-            state = self.snap.nodes.get(name)
-            pods = tuple(sorted((p for p in self.snap.cluster.pods if p.node == name),
-                                key=lambda p: (p.namespace, p.name)))
-            expected = tuple(p for p in pods if running(p) and self.enrollment(p).expected)
-            zpods = [p for p in pods if is_ztunnel_pod(p) and running(p)]
-            ztunnel_pod = zpods[0] if zpods else None
-            ztunnel_ns = None
-            if state is not None:
-                if ztunnel_pod is not None:
-                    ztunnel_ns = state.pods.get(ztunnel_pod.ref)
-                if ztunnel_ns is None:
-                    cands = [ns for ref, ns in sorted(state.pods.items(), key=lambda kv: str(kv[0]))
-                             if self.seen(ns, "legacy-ztunnel")
-                             or (ref.name.startswith("ztunnel-")
-                                 and ref.namespace == "istio-system")]
-                    ztunnel_ns = cands[0] if cands else None
-            mode, why = self._mode(state)
-            self.nodes[name] = NodeView(name, state, mode, expected, pods, ztunnel_pod,
-                                        ztunnel_ns, why)
+        return sorted(names)
+
+    def node_view(self, name: str) -> NodeView:
+        """The checks' view of node `name` (its mode classifies the node's namespaces)."""
+        state = self.snap.nodes.get(name)
+        pods = tuple(sorted((p for p in self.snap.cluster.pods if p.node == name),
+                            key=lambda p: (p.namespace, p.name)))
+        expected = tuple(p for p in pods if running(p) and self.enrollment(p).expected)
+        ztunnel_pod = self.facts.ztunnel_pod(name)
+        ztunnel_ns = self.facts.ztunnel_netns(name)
+        mode, why = self._mode(state)
+        return NodeView(name, state, mode, expected, pods, ztunnel_pod, ztunnel_ns, why)
 
     def _mode(self, state: NodeState | None) -> tuple[str, tuple[str, ...]]:
         if state is None:
@@ -423,6 +408,34 @@ class Context:
 
 
 # --------------------------------------------------------------------------- helpers
+
+
+class _NodeViews(Mapping[str, NodeView]):
+    """Node name -> `NodeView`, each built on first lookup and then kept."""
+
+    def __init__(self, ctx: Context) -> None:
+        self._ctx = ctx
+        self._names: list[str] | None = None
+        self._views: dict[str, NodeView] = {}
+
+    def _all(self) -> list[str]:
+        if self._names is None:
+            self._names = self._ctx.node_names()
+        return self._names
+
+    def __getitem__(self, name: str) -> NodeView:
+        view = self._views.get(name)
+        if view is None:
+            if name not in self._all():
+                raise KeyError(name)
+            view = self._views[name] = self._ctx.node_view(name)
+        return view
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._all())
+
+    def __len__(self) -> int:
+        return len(self._all())
 
 
 def pod_name(pod: Pod) -> str:

@@ -38,7 +38,8 @@ from ambientctl.analyzers.doctor.issues import issue_at
 from ambientctl.analyzers.doctor.registry import Issue, Skip, check
 from ambientctl.analyzers.findings import Evidence, Severity
 from ambientctl.analyzers.packet import Packet
-from ambientctl.model import IPAddress, NetNamespace, Pod, ZtunnelConfig, ZtunnelWorkload
+from ambientctl.analyzers.ztunnel_view import Disagreement, disagreements, workloads_by_pod
+from ambientctl.model import IPAddress, NetNamespace, Pod
 
 INPOD_MARK, INPOD_MASK = 0x539, 0xFFF
 INPOD_TPROXY_MARK = 0x111
@@ -493,15 +494,6 @@ def both_backends(ctx: Context, node: NodeView) -> Iterator[Issue]:
                            "rules in both iptables and native nftables", (a, b))
 
 
-def _workloads(cfg: ZtunnelConfig | None) -> tuple[dict[str, ZtunnelWorkload], dict[str, str]]:
-    """(workloads by "ns/name", workloadState by uid) from a ztunnel config_dump of any
-    generation (`parse.ztunnel`)."""
-    if cfg is None:
-        return {}, {}
-    by_name = {f"{w.namespace}/{w.name}": w for w in cfg.workloads if w.name and w.namespace}
-    return by_name, dict(cfg.states)
-
-
 @check("AMB310", title="ztunnel's view disagrees with the pod's netns", severity=Severity.ERROR,
        area="inpod", scope="node", modes=("inpod",),
        requires=("config_dump", "cluster:pods", "cluster:namespaces"),
@@ -512,7 +504,7 @@ def ztunnel_view(ctx: Context, node: NodeView) -> Iterator[Issue]:
     """ztunnel thinks HBONE but the kernel has no rules, or the kernel redirects but ztunnel
     does not serve the pod (istio/istio#61182, #55968)."""
     path = f"nodes/{node.name}/ztunnel/config_dump.json"
-    workloads, states = _workloads(ctx.snap.ztunnel_configs.get(node.name))
+    workloads, states = workloads_by_pod(ctx.snap.ztunnel_configs.get(node.name))
     if not workloads and not states:
         raise Skip(f"{path}: no workloads/workloadState in the dump")
     for pod in node.expected:
@@ -520,8 +512,10 @@ def ztunnel_view(ctx: Context, node: NodeView) -> Iterator[Issue]:
         if ns is None or ns.rulesets is None:
             continue  # the kernel's side is unknown for this pod
         w = workloads.get(pod_name(pod))
-        rules = _captured(ctx, ns)
-        if w is not None and w.protocol == "HBONE" and not rules:
+        found = disagreements(pod, ns, ctx.facts.role_of(ns), w.protocol if w else None,
+                              states)
+        if Disagreement.HBONE_WITHOUT_RULES in found:
+            assert w is not None
             wl = json.dumps({"uid": w.uid, "protocol": w.protocol, "node": w.node},
                             separators=(",", ":"))
             yield Issue(message=f"ztunnel lists pod {pod_name(pod)} on node {node.name} as HBONE, "
@@ -531,17 +525,16 @@ def ztunnel_view(ctx: Context, node: NodeView) -> Iterator[Issue]:
                                   Evidence.missing(file_of(ns, "iptables"),
                                                    "chains ISTIO_PRERT / ISTIO_OUTPUT")),
                         node=node.name, pod=pod_name(pod), netns=ns.id)
-        if rules and states and pod.uid:
-            st = states.get(pod.uid)
+        if Disagreement.RULES_WITHOUT_PROXY in found:
+            st = states.get(pod.uid or "")
             state = st or None
-            if state != "Up":
-                note = (f"workloadState[{pod.uid}].state = {state}" if st is not None else
-                        f"absent: workloadState[{pod.uid}] (looked in {path})")
-                yield Issue(message=f"pod {pod_name(pod)} on node {node.name} has redirection "
-                            f"rules but ztunnel's workloadState for UID {pod.uid} is "
-                            f"{state or 'absent'}: redirected connections have no proxy",
-                            evidence=(Evidence(path=path, absent=st is None, note=note),),
-                            node=node.name, pod=pod_name(pod), netns=ns.id)
+            note = (f"workloadState[{pod.uid}].state = {state}" if st is not None else
+                    f"absent: workloadState[{pod.uid}] (looked in {path})")
+            yield Issue(message=f"pod {pod_name(pod)} on node {node.name} has redirection "
+                        f"rules but ztunnel's workloadState for UID {pod.uid} is "
+                        f"{state or 'absent'}: redirected connections have no proxy",
+                        evidence=(Evidence(path=path, absent=st is None, note=note),),
+                        node=node.name, pod=pod_name(pod), netns=ns.id)
 
 
 @check("AMB312", title="In-pod rules installed in the node's netns", severity=Severity.ERROR,
