@@ -273,29 +273,11 @@ class DerivedFacts:
         found = self.owners(ip)
         return found[0][0] if found else None
 
-    def veth_peer(self, ns: NetNamespace, link: Link, nexthop: IPAddress
-                  ) -> tuple[NetNamespace, Link] | None:
-        """The other end of veth `link` of `ns`, on the same node.
-
-        The likely namespace is tried first - the node's own for a pod's interface, the pod
-        the next hop belongs to for the node's - and only then every namespace of the node
-        (see `veth_peer_among`). A veth pair lives in one kernel and each end names the
-        other's ifindex (`ip link` prints `eth0@if17`): two ends naming each other are
-        that pair, so a hit among the likely ones needs no scan of the node.
-        """
-        if link.peer_index is None or link.kind not in (None, "veth"):
-            return None
-        hints: list[NetNamespace] = []
-        if ns.pod is not None:
-            state = self.snap.nodes.get(ns.node)
-            if state is not None and state.host is not None:
-                hints.append(state.host)
-        hints += [c for c in self.claimed(nexthop) if c.node == ns.node]
-        for other in hints:
-            if other.id != ns.id:
-                peer = _names_back(other, link)
-                if peer is not None:
-                    return other, peer
+    def veth_peer(self, ns: NetNamespace, link: Link) -> tuple[NetNamespace, Link] | None:
+        """The other end of veth `link` of `ns`: the one namespace of the same node that
+        holds it (`veth_peer_among`). Reads the `ip addr` of that node's namespaces only:
+        the pairing must be unique there, which no cheaper index can promise (a bundle
+        may hold look-alike copies, and then nothing is paired)."""
         return veth_peer_among(ns, link, self.on_node(ns.node))
 
     # ------------------------------------------------------------------ lazy views

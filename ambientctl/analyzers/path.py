@@ -758,7 +758,7 @@ class PathWalker:
         # "paired" with node B's pod veth, and B's eth0 back with A's: a false LOOP
         # once the node that truly owns the next hop is missing from the bundle.
         facts = self.world.facts
-        paired = (facts.veth_peer(ns, link, nexthop) if facts is not None
+        paired = (facts.veth_peer(ns, link) if facts is not None
                   else veth_peer_among(ns, link, self.world.by_id.values()))
         if paired is not None:
             other, peer = paired
