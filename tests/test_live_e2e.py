@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from ambientctl.bundle.load import load_snapshot
+from ambientctl.loading import load_snapshot
 from ambientctl.bundle.reader import open_bundle
 from ambientctl.collectors.live import LiveOptions, collect_live
 

@@ -14,7 +14,7 @@ import pytest
 
 from ambientctl.analyzers.selector_syntax import parse
 from ambientctl.analyzers.selectors import resolve
-from ambientctl.bundle.load import load_snapshot
+from ambientctl.loading import load_snapshot
 from ambientctl.errors import SelectorError, UsageError
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from ambientctl.analyzers.parse.ztunnel import parse_config_dump
-from ambientctl.bundle.load import load_snapshot
+from ambientctl.loading import load_snapshot
 from ambientctl.errors import ParseError
 
 REPO = Path(__file__).resolve().parents[1]
