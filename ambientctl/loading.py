@@ -14,9 +14,9 @@ from __future__ import annotations
 import os
 
 from ambientctl.analyzers.snapshot import BundleView, build_snapshot
-from ambientctl.layout import MANIFEST, looks_like_bundle
 from ambientctl.bundle.reader import open_bundle
 from ambientctl.errors import BundleError
+from ambientctl.layout import MANIFEST, looks_like_bundle
 from ambientctl.model import Snapshot
 
 
