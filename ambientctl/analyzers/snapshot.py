@@ -154,7 +154,9 @@ SPEC_TABLE: tuple[FileSpec, ...] = (
              note="`nft list ruleset` text: older bundles and nft builds without JSON"),
     FileSpec("ipset", "ipset.txt", "ipsets", "ipset", ps.parse_ipset),
     FileSpec("ss-listen", "ss-listen.txt", "listeners", "ss-listen", ph.parse_ss_listen),
-    FileSpec("ss-listen-udp", "ss-listen-udp.txt", "listeners", "ss-listen-udp", _udp_listen),
+    FileSpec("ss-listen-udp", "ss-listen-udp.txt", "listeners", "ss-listen-udp", _udp_listen,
+             note="read only beside ss-listen.txt: without the TCP listing the namespace's "
+             "listeners are unknown, and UDP alone would make them look known"),
     FileSpec("sysctl", "sysctl.txt", "sysctls", "sysctl", ph.parse_sysctl),
     FileSpec("ipvsadm", "ipvsadm.txt", "ipvs", "ipvsadm", _ipvs_parse),
     FileSpec("ip-neigh-text", "ip-neigh.txt", "neighbors", "ip-neigh", pr.parse_ip_neigh),
