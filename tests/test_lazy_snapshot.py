@@ -265,3 +265,22 @@ def test_bad_input_in_any_table_entry_is_a_problem_naming_the_file(
         assert named or value, f"{rel}: {kind} input neither parsed nor reported"
     if kind == "garbage":
         assert named, f"{rel}: garbage accepted without a problem"
+
+
+def test_rules_read_from_nft_alone_are_cited_from_the_nft_file(tmp_path: Path) -> None:
+    # The trace used to cite iptables-save.txt for every namespace, nft-only ones included.
+    from ambientctl.analyzers.snapshot import cite
+
+    host = tmp_path / "nodes" / "n1" / "host"
+    host.mkdir(parents=True)
+    (host / "nft-ruleset.json").write_text(
+        '{"nftables": [{"metainfo": {"json_schema_version": 1}},'
+        ' {"table": {"family": "inet", "name": "istio-ambient-nat", "handle": 1}},'
+        ' {"chain": {"family": "inet", "table": "istio-ambient-nat", "name": "prerouting",'
+        ' "handle": 1, "type": "nat", "hook": "prerouting", "prio": -100,'
+        ' "policy": "accept"}}]}\n')
+    ns = load_snapshot(str(tmp_path)).netns("n1/host")
+    assert ns.rulesets and cite(ns, "rulesets") == "nodes/n1/host/nft-ruleset.json"
+    assert ns.registrations and cite(ns, "registrations") == "nodes/n1/host/nft-ruleset.json"
+    assert cite(ns, "links") == "nodes/n1/host/ip-addr.txt"  # absent: what would hold it
+    assert ns.status("links").state == "missing"

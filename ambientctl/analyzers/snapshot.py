@@ -98,6 +98,7 @@ class FileSpec:
     group: str
     parse: Callable[[str, str], object]
     note: str = ""
+    families: frozenset[int] = frozenset({4, 6})  # address families the file describes
 
 
 def _route4(t: str, p: str) -> object:
@@ -128,25 +129,37 @@ def _udp_listen(t: str, p: str) -> object:
     return ph.parse_ss_listen(t, p, proto="udp")
 
 
+_V4, _V6 = frozenset({4}), frozenset({6})
+
 # Order matters: it is the preference within a group (text first for iproute2: evidence is
 # then the line `ip` printed, with its line number; JSON first for nft: it has handles).
 SPEC_TABLE: tuple[FileSpec, ...] = (
     FileSpec("ip-addr-text", "ip-addr.txt", "links", "ip-addr", pr.parse_ip_addr),
     FileSpec("ip-addr", "ip-addr.json", "links", "ip-addr", pr.parse_ip_addr),
-    FileSpec("ip-route-text", "ip-route.txt", "routes", "ip-route", _route4),
-    FileSpec("ip-route", "ip-route.json", "routes", "ip-route", _route4),
-    FileSpec("ip6-route-text", "ip6-route.txt", "routes", "ip6-route", _route6),
-    FileSpec("ip6-route", "ip6-route.json", "routes", "ip6-route", _route6),
-    FileSpec("ip-rule-text", "ip-rule.txt", "rules", "ip-rule", _rule4),
-    FileSpec("ip-rule", "ip-rule.json", "rules", "ip-rule", _rule4),
-    FileSpec("ip6-rule-text", "ip6-rule.txt", "rules", "ip6-rule", _rule6),
-    FileSpec("ip6-rule", "ip6-rule.json", "rules", "ip6-rule", _rule6),
-    FileSpec("iptables-save", "iptables-save.txt", "rulesets", "iptables-save", _save),
-    FileSpec("ip6tables-save", "ip6tables-save.txt", "rulesets", "ip6tables-save", _save),
+    FileSpec("ip-route-text", "ip-route.txt", "routes", "ip-route", _route4,
+             families=_V4),
+    FileSpec("ip-route", "ip-route.json", "routes", "ip-route", _route4,
+             families=_V4),
+    FileSpec("ip6-route-text", "ip6-route.txt", "routes", "ip6-route", _route6,
+             families=_V6),
+    FileSpec("ip6-route", "ip6-route.json", "routes", "ip6-route", _route6,
+             families=_V6),
+    FileSpec("ip-rule-text", "ip-rule.txt", "rules", "ip-rule", _rule4,
+             families=_V4),
+    FileSpec("ip-rule", "ip-rule.json", "rules", "ip-rule", _rule4,
+             families=_V4),
+    FileSpec("ip6-rule-text", "ip6-rule.txt", "rules", "ip6-rule", _rule6,
+             families=_V6),
+    FileSpec("ip6-rule", "ip6-rule.json", "rules", "ip6-rule", _rule6,
+             families=_V6),
+    FileSpec("iptables-save", "iptables-save.txt", "rulesets", "iptables-save", _save,
+             families=_V4),
+    FileSpec("ip6tables-save", "ip6tables-save.txt", "rulesets", "ip6tables-save", _save,
+             families=_V6),
     FileSpec("iptables-legacy-save", "iptables-legacy-save.txt", "rulesets",
-             "iptables-legacy-save", _legacy_save),
+             "iptables-legacy-save", _legacy_save, families=_V4),
     FileSpec("ip6tables-legacy-save", "ip6tables-legacy-save.txt", "rulesets",
-             "ip6tables-legacy-save", _legacy_save),
+             "ip6tables-legacy-save", _legacy_save, families=_V6),
     FileSpec("nft-ruleset", "nft-ruleset.json", "rulesets", "nft", _nft_parse,
              note="also fills `ipsets` (named sets) and `registrations` (base-chain hooks), "
              "from the same decoded document"),
@@ -173,6 +186,17 @@ _NETFILTER_FILES = tuple(s.file for s in SPEC_TABLE if s.slot == "rulesets")
 
 def _group(name: str) -> tuple[FileSpec, ...]:
     return tuple(s for s in SPEC_TABLE if s.group == name)
+
+
+def netfilter_files(family: int) -> tuple[str, ...]:
+    """The files whose damage leaves a namespace's `family` netfilter rules unknown."""
+    return tuple(s.file for s in SPEC_TABLE if s.slot == "rulesets" and family in s.families)
+
+
+def cite(ns: NetNamespace, slot: str) -> str:
+    """The bundle path to cite for a slot: the file its data came from (`SlotStatus.path`),
+    else the first file that would hold it (a namespace built by hand knows no file)."""
+    return ns.status(slot).path or f"{ns.dir}/{slot_files(slot)[0]}"
 
 
 def slot_files(slot: str) -> tuple[str, ...]:

@@ -36,6 +36,7 @@ from ambientctl.analyzers.path import (
     World,
 )
 from ambientctl.analyzers.selectors import Endpoint
+from ambientctl.analyzers.snapshot import cite
 from ambientctl.model import (
     IPAddress,
     NetNamespace,
@@ -394,8 +395,8 @@ class Tracer:
         if ns.rulesets is not None and role not in ("inpod-ambient", "cilium-ztunnel"):
             out.append(Step("ztunnel", f"DISAGREEMENT: ztunnel will send HBONE to {pod.name}, "
                             f"but its netns has no in-pod redirection rules ({role}): the pod "
-                            "is not captured (istio/istio#61182)", SourceRef(f"{ns.dir}/"
-                                                                              "iptables-save.txt")))
+                            "is not captured (istio/istio#61182)",
+                            SourceRef(cite(ns, "rulesets"))))
         if ns.listeners is not None and not any(lst.port == HBONE_PORT for lst in ns.listeners):
             out.append(Step("ztunnel", f"DISAGREEMENT: ztunnel will send HBONE to {pod.name}:15008, "
                             "but nothing listens on 15008 in its netns (ztunnel is not serving "
