@@ -28,13 +28,11 @@ from ambientctl.analyzers import ipvs, netfilter, routing
 from ambientctl.analyzers.derived_facts import DerivedFacts, veth_peer_among
 from ambientctl.analyzers.fork import EndpointSelector
 from ambientctl.analyzers.packet import Packet, SocketAddr
+from ambientctl.analyzers.snapshot import cite, netfilter_files, slot_files
 from ambientctl.model import IPAddress, Link, Listener, NetNamespace, Snapshot, SourceRef
 
 MAX_HOPS = 24
-NF_FILES = {
-    4: ("iptables-save.txt", "iptables-legacy-save.txt", "nft-ruleset.json", "nft-ruleset.txt"),
-    6: ("ip6tables-save.txt", "ip6tables-legacy-save.txt", "nft-ruleset.json", "nft-ruleset.txt"),
-}
+NF_FILES = {4: netfilter_files(4), 6: netfilter_files(6)}  # from the spec table
 ZTUNNEL_PORTS = {15001: "ztunnel-outbound", 15006: "ztunnel-inbound-plaintext",
                  15008: "ztunnel-inbound-hbone", 15053: "ztunnel-dns"}
 SIDECAR_PORTS = {15001: "sidecar-outbound", 15006: "sidecar-inbound"}
@@ -258,7 +256,14 @@ class PathWalker:
         simulated as if the rules it lost did not exist.
         """
         if ns.rulesets is None:
-            return f"{ns.label}: no netfilter rules in the bundle ({ns.dir}/iptables-save.txt)"
+            st = ns.status("rulesets")
+            if st.state == "failed":
+                where = f"{st.path}:{st.line}" if st.line else st.path
+                return f"{ns.label}: netfilter rules unusable: {where}: {st.reason}"
+            if st.state == "not-collected":
+                return f"{ns.label}: netfilter rules not collected ({st.path}: {st.reason})"
+            return (f"{ns.label}: no netfilter rules in the bundle (none of "
+                    f"{', '.join(slot_files('rulesets'))} in {ns.dir})")
         files = NF_FILES[family]
         for prob in ns.problems:
             if prob.severity == "error" and prob.path.rsplit("/", 1)[-1] in files:
@@ -712,7 +717,7 @@ class PathWalker:
         link = ns.link(dev)
         if link is None:
             return self._end(Disposition.INSUFFICIENT_INFO, hops, p,
-                             f"device {dev} is not in {ns.dir}/ip-addr.*")
+                             f"device {dev} is not in {cite(ns, 'links')}")
         if not link.admin_up:
             return self._end(Disposition.DROPPED, hops, p, f"device {dev} is down",
                              link.source)

@@ -37,6 +37,7 @@ from ambientctl.analyzers.path import (
     World,
 )
 from ambientctl.analyzers.selectors import Endpoint
+from ambientctl.analyzers.snapshot import cite
 from ambientctl.analyzers.ztunnel_view import Disagreement, disagreements, workload_at
 from ambientctl.model import (
     IPAddress,
@@ -366,8 +367,8 @@ class Tracer:
         if Disagreement.HBONE_WITHOUT_RULES in found:
             out.append(Step("ztunnel", f"DISAGREEMENT: ztunnel will send HBONE to {pod.name}, "
                             f"but its netns has no in-pod redirection rules ({role}): the pod "
-                            "is not captured (istio/istio#61182)", SourceRef(f"{ns.dir}/"
-                                                                              "iptables-save.txt")))
+                            "is not captured (istio/istio#61182)",
+                            SourceRef(cite(ns, "rulesets"))))
         if Disagreement.HBONE_WITHOUT_LISTENER in found:
             out.append(Step("ztunnel", f"DISAGREEMENT: ztunnel will send HBONE to {pod.name}:15008, "
                             "but nothing listens on 15008 in its netns (ztunnel is not serving "
@@ -377,7 +378,7 @@ class Tracer:
             out.append(Step("ztunnel", f"DISAGREEMENT: {pod.name}'s netns redirects to ztunnel, "
                             f"but ztunnel's workloadState for UID {pod.uid} is "
                             f"{state or 'absent'}: redirected connections have no proxy "
-                            "(istio/istio#55968)", SourceRef(f"{ns.dir}/iptables-save.txt")))
+                            "(istio/istio#55968)", SourceRef(cite(ns, "rulesets"))))
         return out
 
     # ------------------------------------------------------------------ ztunnel logic
