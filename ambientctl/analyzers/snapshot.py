@@ -702,6 +702,12 @@ class LazySnapshot(Snapshot):
         return tuple(ns.id for ns in self.namespaces()
                      if isinstance(ns, LazyNetNamespace) and ns.parsed())
 
+    def dump_nodes(self) -> tuple[str, ...]:
+        """Nodes whose bundle holds a ztunnel config_dump (the listing: nothing parsed;
+        also on a copy made by dataclasses.replace, which keeps the dump mapping)."""
+        m = self.ztunnel_configs
+        return m._dumps.nodes if isinstance(m, _DumpMapping) else tuple(m)
+
     def parsed_dumps(self) -> tuple[str, ...]:
         """Nodes whose ztunnel config_dump was parsed."""
         return tuple(n for n in self._dumps.nodes if n in self._dumps.parsed)

@@ -38,7 +38,12 @@ from ambientctl.analyzers.path import (
 )
 from ambientctl.analyzers.selectors import Endpoint
 from ambientctl.analyzers.snapshot import cite
-from ambientctl.analyzers.ztunnel_view import Disagreement, disagreements, workload_at
+from ambientctl.analyzers.ztunnel_view import (
+    Disagreement,
+    configs_in_order,
+    disagreements,
+    workload_at,
+)
 from ambientctl.model import (
     IPAddress,
     NetNamespace,
@@ -202,7 +207,7 @@ class Tracer:
         pushed it (its config_dump's Service `endpoints`), kube-proxy over the EndpointSlices'
         ready endpoints. The selector is the last resort, and then said to be one.
         """
-        for node, cfg in sorted(self.snap.ztunnel_configs.items()):
+        for node, cfg in configs_in_order(self.snap):
             zs = next((z for z in cfg.services
                        if set(z.vips) & set(svc.cluster_ips)
                        and (z.namespace in (None, svc.namespace))), None)

@@ -10,7 +10,7 @@ steps and doctor's AMB310 used to decide it each their own way).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -44,10 +44,21 @@ class WorkloadSeen:
     source: SourceRef
 
 
+def configs_in_order(snap: Snapshot) -> Iterator[tuple[str, ZtunnelConfig]]:
+    """Readable config_dumps, nodes in name order, each parsed only when reached (a lazy
+    snapshot lists its dumps without parsing them)."""
+    listed = getattr(snap, "dump_nodes", None)
+    nodes = listed() if callable(listed) else tuple(snap.ztunnel_configs)
+    for node in sorted(nodes):
+        cfg = snap.ztunnel_configs.get(node)
+        if cfg is not None:
+            yield node, cfg
+
+
 def workload_at(snap: Snapshot, ip: IPAddress) -> WorkloadSeen | None:
     """The workload ztunnel knows at `ip`, from the first readable config_dump (nodes in
     name order) that lists it."""
-    for _node, cfg in sorted(snap.ztunnel_configs.items()):
+    for _node, cfg in configs_in_order(snap):
         for w in cfg.workloads:
             if ip in w.ips:
                 shape = SHAPES.get(cfg.shape, cfg.shape)
