@@ -143,3 +143,33 @@ def test_a_redirected_pod_ztunnel_does_not_serve_is_one_disagreement_in_trace_an
     # and the untouched example has neither
     healthy, _ = trace_doc(load_snapshot(str(EX / "inpod-kind-ambient")), "sleep", "productpage")
     assert "DISAGREEMENT" not in json.dumps(healthy)
+
+
+@pytest.mark.parametrize("drop", ["cluster", "nodes-and-pods-disagree"])
+def test_without_or_against_the_cluster_objects_addresses_come_from_every_ip_addr(
+        tmp_path: Path, drop: str) -> None:
+    """kind without an API server, or objects that place an address where the kernel does
+    not: the index cannot decide, so every namespace's `ip addr` is read - same answer."""
+    bundle = tmp_path / "b"
+    shutil.copytree(EX / "seed-kind-ambient", bundle)
+    (bundle / "manifest.json").unlink()
+    ip = _productpage_ip(bundle)
+    if drop == "cluster":
+        shutil.rmtree(bundle / "cluster")
+    else:  # pods.json moves productpage's address to another pod, nodes.json is gone
+        pods_file = bundle / "cluster" / "pods.json"
+        pods = json.loads(pods_file.read_text())
+        for p in pods["items"]:
+            if p["status"].get("podIP") == ip:
+                p["status"]["podIP"], p["status"]["podIPs"] = "10.99.0.9", [{"ip": "10.99.0.9"}]
+            elif p["metadata"]["name"].startswith("sleep-"):
+                p["status"]["podIPs"] = [{"ip": p["status"]["podIP"]}, {"ip": ip}]
+        pods_file.write_text(json.dumps(pods))
+        (bundle / "cluster" / "nodes.json").unlink()
+    lazy, _touched = recording(load_snapshot(str(bundle)))
+    doc, t = trace_doc(lazy, "node/ambient-worker", ip, port=9080)
+    eager, _ = trace_doc(load_snapshot(str(bundle)), "node/ambient-worker", ip, port=9080,
+                         eager=True)
+    assert doc == eager
+    assert t.legs and t.legs[0].result.hops[-1].netns.startswith("ambient-worker2/")
+    assert DerivedFacts.of(lazy)._all_owners is not None  # the full scan did run

@@ -20,7 +20,7 @@ from __future__ import annotations
 import weakref
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 from ambientctl.model import IPAddress, Link, NetNamespace, Pod, PodRef, Snapshot
 
@@ -28,6 +28,8 @@ if TYPE_CHECKING:
     from ambientctl.analyzers.classify import Classification
 
 UNKNOWN_ROLE = "not-captured"
+K = TypeVar("K")
+V = TypeVar("V")
 
 Owner = tuple[NetNamespace, Link]
 
@@ -289,7 +291,7 @@ class DerivedFacts:
     @property
     def local_view(self) -> Mapping[str, frozenset[IPAddress]]:
         """Namespace id -> `local_addresses`, computed on lookup."""
-        return _Lookup(lambda i: self.local_addresses(self.by_id[i]))
+        return _Lookup(lambda i: self.local_addresses(self.by_id[str(i)]))
 
 
 def _names_back(other: NetNamespace, link: Link) -> Link | None:
@@ -316,39 +318,34 @@ def veth_peer_among(ns: NetNamespace, link: Link, candidates: Iterable[NetNamesp
     return cands[0] if len(cands) == 1 else None
 
 
-class _Lookup(Mapping):  # type: ignore[type-arg]
+class _Lookup(Mapping[K, V]):
     """A mapping computed per key on lookup; it cannot be listed (nothing asks to)."""
 
-    def __init__(self, fn: Callable[[object], object]) -> None:
+    def __init__(self, fn: Callable[[K], V]) -> None:
         self._fn = fn
 
-    def __getitem__(self, key: object) -> object:
-        try:
-            return self._fn(key)
-        except KeyError:
-            raise
-        except LookupError as exc:  # pragma: no cover - defensive
-            raise KeyError(key) from exc
+    def __getitem__(self, key: K) -> V:
+        return self._fn(key)  # KeyError when the key is unknown, as a mapping says
 
-    def __iter__(self) -> Iterator[object]:
+    def __iter__(self) -> Iterator[K]:
         raise TypeError("a lazily computed view cannot be listed")
 
     def __len__(self) -> int:
         raise TypeError("a lazily computed view cannot be counted")
 
 
-class _Roles(Mapping[str, object]):
+class _Roles(Mapping[str, V]):
     """A read-only view of the roles, computed per key on lookup."""
 
-    def __init__(self, facts: DerivedFacts, pick: object) -> None:
+    def __init__(self, facts: DerivedFacts, pick: Callable[[Role], V]) -> None:
         self._facts = facts
         self._pick = pick
 
-    def __getitem__(self, key: str) -> object:
+    def __getitem__(self, key: str) -> V:
         ns = self._facts.by_id.get(key)
         if ns is None:
             raise KeyError(key)
-        return self._pick(self._facts.role_of(ns))  # type: ignore[operator]
+        return self._pick(self._facts.role_of(ns))
 
     def __iter__(self) -> Iterator[str]:
         return iter(self._facts.by_id)
