@@ -606,6 +606,12 @@ class LazyNetNamespace(NetNamespace):
     def __repr__(self) -> str:
         return f"LazyNetNamespace(id={self.id!r}, dir={self.dir!r})"
 
+    # Equal namespaces share id and dir, so this hash agrees with the inherited field-wise
+    # equality without parsing anything (the generated one would parse every slot, then
+    # fail on the `ipsets` dict).
+    def __hash__(self) -> int:
+        return hash((self.id, self.dir))
+
     def __reduce__(self) -> tuple[object, tuple[object, ...]]:
         # Parsed values cross a process boundary as a plain NetNamespace (no reader).
         return (NetNamespace, tuple(getattr(self, f.name) for f in fields(NetNamespace)))
@@ -724,6 +730,9 @@ class LazySnapshot(Snapshot):
 
     def __repr__(self) -> str:
         return f"LazySnapshot(source={self.source!r}, nodes={len(self.nodes)})"
+
+    def __hash__(self) -> int:  # equal snapshots share their source; nothing is parsed
+        return hash(self.source)
 
     def __reduce__(self) -> tuple[object, tuple[object, ...]]:
         if self._view.reopen is None:
