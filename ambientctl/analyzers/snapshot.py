@@ -315,7 +315,8 @@ class _NetnsLoader:
         for spec in _group(group):
             if spec.file in self.files:
                 got = _parse(problems, self.rel(spec.file),
-                             lambda s=spec: s.parse(self.text(s.file), self.rel(s.file)))
+                             lambda s=spec: s.parse(  # type: ignore[misc]
+                                 self.text(s.file), self.rel(s.file)))
                 if got is not None:
                     self.used.setdefault(spec.slot, self.rel(spec.file))
                     return got
@@ -388,18 +389,16 @@ class _NetnsLoader:
         if name.endswith(".json") and text.lstrip()[:1] == "{":
             try:
                 doc: Any = json.loads(text)
-                ruleset, sets = pn.ruleset_and_sets_from_doc(doc, path)
-                regs = nft_hooks.registrations_from_doc(doc, path)
-                parts = (ruleset, sets, regs)
+                ruleset, named = pn.ruleset_and_sets_from_doc(doc, path)
+                parts = (ruleset, named, nft_hooks.registrations_from_doc(doc, path))
             except (ParseError, ValueError, KeyError, TypeError, IndexError, AttributeError,
                     RecursionError, OverflowError):
                 parts = None
-            del text
-        if parts is None:
-            text = self.text(name)
+            doc = None
+        if parts is None:  # the same text, through the three parsers and their own wording
             got = _parse(self._bucket("rulesets"), path, lambda: _nft_parse(text, path))
             sets = _parse(self._bucket("ipsets-nft"), path, lambda: pn.nft_sets(text, path))
-            regs = None
+            regs: object = None
             if name.endswith(".json"):
                 regs = _parse(self._bucket("registrations"), path,
                               lambda: nft_hooks.parse_registrations(text, path))
@@ -417,7 +416,8 @@ class _NetnsLoader:
                 continue
             nf_seen = True
             got = _parse(problems, self.rel(spec.file),
-                         lambda s=spec: s.parse(self.text(s.file), self.rel(s.file)))
+                         lambda s=spec: s.parse(  # type: ignore[misc]
+                             self.text(s.file), self.rel(s.file)))
             if isinstance(got, Ruleset):
                 rulesets.append(got)
                 self.used.setdefault("rulesets", self.rel(spec.file))
