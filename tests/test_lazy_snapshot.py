@@ -131,6 +131,14 @@ def test_namespaces_stay_frozen_and_replace_gives_an_eager_copy() -> None:
     assert copy.rulesets == () and copy.links == ns.links and copy.problems == ns.problems
 
 
+def test_hash_and_repr_parse_nothing_and_equality_compares_content() -> None:
+    a, b = load_snapshot(str(SEED)), load_snapshot(str(SEED))
+    x, y = next(iter(a.namespaces())), next(iter(b.namespaces()))
+    assert hash(x) == hash(y) and hash(a) == hash(b) and repr(x) and repr(a)
+    assert a.parsed_namespaces() == () == b.parsed_namespaces()
+    assert x == y and x != next(iter(reversed(list(b.namespaces()))))
+
+
 def test_pickling_reopens_the_snapshot_and_materialises_a_namespace() -> None:
     snap = load_snapshot(str(SEED))
     again = pickle.loads(pickle.dumps(snap))

@@ -315,7 +315,8 @@ class _NetnsLoader:
         for spec in _group(group):
             if spec.file in self.files:
                 got = _parse(problems, self.rel(spec.file),
-                             lambda s=spec: s.parse(self.text(s.file), self.rel(s.file)))
+                             lambda s=spec: s.parse(  # type: ignore[misc]
+                                 self.text(s.file), self.rel(s.file)))
                 if got is not None:
                     self.used.setdefault(spec.slot, self.rel(spec.file))
                     return got
@@ -388,18 +389,16 @@ class _NetnsLoader:
         if name.endswith(".json") and text.lstrip()[:1] == "{":
             try:
                 doc: Any = json.loads(text)
-                ruleset, sets = pn.ruleset_and_sets_from_doc(doc, path)
-                regs = nft_hooks.registrations_from_doc(doc, path)
-                parts = (ruleset, sets, regs)
+                ruleset, named = pn.ruleset_and_sets_from_doc(doc, path)
+                parts = (ruleset, named, nft_hooks.registrations_from_doc(doc, path))
             except (ParseError, ValueError, KeyError, TypeError, IndexError, AttributeError,
                     RecursionError, OverflowError):
                 parts = None
-            del text
-        if parts is None:
-            text = self.text(name)
+            doc = None
+        if parts is None:  # the same text, through the three parsers and their own wording
             got = _parse(self._bucket("rulesets"), path, lambda: _nft_parse(text, path))
             sets = _parse(self._bucket("ipsets-nft"), path, lambda: pn.nft_sets(text, path))
-            regs = None
+            regs: object = None
             if name.endswith(".json"):
                 regs = _parse(self._bucket("registrations"), path,
                               lambda: nft_hooks.parse_registrations(text, path))
@@ -417,7 +416,8 @@ class _NetnsLoader:
                 continue
             nf_seen = True
             got = _parse(problems, self.rel(spec.file),
-                         lambda s=spec: s.parse(self.text(s.file), self.rel(s.file)))
+                         lambda s=spec: s.parse(  # type: ignore[misc]
+                             self.text(s.file), self.rel(s.file)))
             if isinstance(got, Ruleset):
                 rulesets.append(got)
                 self.used.setdefault("rulesets", self.rel(spec.file))
@@ -606,6 +606,12 @@ class LazyNetNamespace(NetNamespace):
     def __repr__(self) -> str:
         return f"LazyNetNamespace(id={self.id!r}, dir={self.dir!r})"
 
+    # Equal namespaces share id and dir, so this hash agrees with the inherited field-wise
+    # equality without parsing anything (the generated one would parse every slot, then
+    # fail on the `ipsets` dict).
+    def __hash__(self) -> int:
+        return hash((self.id, self.dir))
+
     def __reduce__(self) -> tuple[object, tuple[object, ...]]:
         # Parsed values cross a process boundary as a plain NetNamespace (no reader).
         return (NetNamespace, tuple(getattr(self, f.name) for f in fields(NetNamespace)))
@@ -730,6 +736,9 @@ class LazySnapshot(Snapshot):
 
     def __repr__(self) -> str:
         return f"LazySnapshot(source={self.source!r}, nodes={len(self.nodes)})"
+
+    def __hash__(self) -> int:  # equal snapshots share their source; nothing is parsed
+        return hash(self.source)
 
     def __reduce__(self) -> tuple[object, tuple[object, ...]]:
         if self._view.reopen is None:
