@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import re
 import traceback
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
 from ambientctl.analyzers.doctor.facts import (
@@ -160,13 +160,17 @@ def _requirement_missing(ctx: Context, target: object, req: str) -> str | None:
 # --------------------------------------------------------------------------- running
 
 
-def _targets(ctx: Context, chk: Check) -> list[tuple[str, str | None, object]]:
-    """(target id, node, target object) for every target the check applies to."""
+def _targets(ctx: Context, chk: Check,
+             only_node: str | None = None) -> list[tuple[str, str | None, object]]:
+    """(target id, node, target object) for every target the check applies to (on
+    `only_node` alone when given: the streaming runner asks node by node)."""
     scope = chk.info.scope
     if scope == "bundle":
         return [("bundle", None, None)]
     out: list[tuple[str, str | None, object]] = []
     for node in ctx.nodes.values():
+        if only_node is not None and node.name != only_node:
+            continue
         if node.state is None:
             continue  # not collected: AMB1xx says so once, not every check
         if chk.modes is not None and not any(
@@ -201,10 +205,10 @@ def _malformed_finding(exc: ParseError, target_id: str, node: str | None) -> Che
                        findings=(_finding(chk, issue),), node=node)
 
 
-def run_check(ctx: Context, chk: Check) -> list[CheckResult]:
-    """One check on every target it applies to."""
+def run_check(ctx: Context, chk: Check, only_node: str | None = None) -> list[CheckResult]:
+    """One check on every target it applies to (on `only_node`'s targets when given)."""
     results: list[CheckResult] = []
-    for target_id, node, target in _targets(ctx, chk):
+    for target_id, node, target in _targets(ctx, chk, only_node):
         reason = None
         for req in chk.info.requires:
             reason = _requirement_missing(ctx, target, req)
@@ -243,12 +247,53 @@ def run_check(ctx: Context, chk: Check) -> list[CheckResult]:
     return results
 
 
-def run_checks(ctx: Context, only: Iterable[str] | None = None) -> list[CheckResult]:
-    """Every registered check (or those in `only`) on every target it applies to."""
+def selected(only: Iterable[str] | None = None) -> list[Check]:
+    """The registered checks to run (those in `only`, else all), by id: the results order."""
     wanted = set(only) if only is not None else None
+    return [REGISTRY[cid] for cid in sorted(REGISTRY) if wanted is None or cid in wanted]
+
+
+def run_node(ctx: Context, checks: Iterable[Check], node: str) -> dict[str, list[CheckResult]]:
+    """Every node- and pod-scoped check on one node's targets: check id -> results."""
+    return {chk.info.id: run_check(ctx, chk, node) for chk in checks
+            if chk.info.scope != "bundle"}
+
+
+def assemble(checks: list[Check], per_node: Iterable[Mapping[str, list[CheckResult]]],
+             bundle: Mapping[str, list[CheckResult]]) -> list[CheckResult]:
+    """Results in the order of a check-by-check run: by check id, then node order, then the
+    node's targets - what the streaming runner must reproduce byte for byte."""
+    per_node = list(per_node)
     out: list[CheckResult] = []
-    for cid in sorted(REGISTRY):
-        if wanted is not None and cid not in wanted:
-            continue
-        out.extend(run_check(ctx, REGISTRY[cid]))
+    for chk in checks:
+        cid = chk.info.id
+        if chk.info.scope == "bundle":
+            out.extend(bundle.get(cid, ()))
+        else:
+            for part in per_node:
+                out.extend(part.get(cid, ()))
     return out
+
+
+def run_checks(ctx: Context, only: Iterable[str] | None = None, *,
+               on_node: Callable[[NodeView], None] | None = None) -> list[CheckResult]:
+    """Every registered check (or those in `only`) on every target it applies to.
+
+    Node by node: a node's and its pods' checks run together, then `on_node(view)` (the
+    caller keeps the small per-node facts it needs while the node is parsed), then the
+    snapshot may drop the node's parsed state (`Snapshot.evict`, when the snapshot is lazy)
+    so peak memory is one node, not the cluster. Bundle-scoped checks run last, after every
+    node was read (a lazy snapshot learns of unparseable files as it parses them). The
+    results come back in check-id order, exactly as a check-by-check run orders them.
+    """
+    checks = selected(only)
+    evict = getattr(ctx.snap, "evict", None)
+    per_node: list[dict[str, list[CheckResult]]] = []
+    for view in ctx.nodes.values():
+        per_node.append(run_node(ctx, checks, view.name))
+        if on_node is not None:
+            on_node(view)
+        if callable(evict):
+            evict(view.name)
+    bundle = {chk.info.id: run_check(ctx, chk) for chk in checks if chk.info.scope == "bundle"}
+    return assemble(checks, per_node, bundle)
