@@ -596,6 +596,29 @@ class PodRef:
         return f"{self.namespace}/{self.name}"
 
 
+# The model slots of a namespace that a bundle file fills (see analyzers/snapshot.py's
+# SPEC_TABLE): what `NetNamespace.status` answers for, and what a lazy load parses on demand.
+NETNS_SLOTS = ("links", "routes", "rules", "rulesets", "ipsets", "listeners", "sysctls", "ipvs",
+               "registrations", "neighbors")
+
+
+@dataclass(frozen=True, slots=True)
+class SlotStatus:
+    """How one slot of one namespace came to hold what it holds: data, not prose.
+
+    `state` is one of "parsed" (data read from `path`), "empty" (the file was read and held
+    nothing), "missing" (no file in the bundle, and the manifest does not say the command
+    failed), "not-collected" (the manifest says the command failed on the node: `reason` is
+    why) or "failed" (a file was there and could not be parsed: `path`, `line`, `reason`
+    say where and why). Absence evidence, "could not check" and citations are lookups here.
+    """
+
+    state: str
+    path: str | None = None
+    line: int | None = None
+    reason: str | None = None
+
+
 @dataclass(frozen=True)
 class NetNamespace:
     """One network namespace of one node: the node's own or a pod's.
@@ -664,6 +687,17 @@ class NetNamespace:
     def sysctl(self, name: str) -> Sysctl | None:
         """One sysctl by its dotted name, if collected."""
         return (self.sysctls or {}).get(name)
+
+    def status(self, slot: str) -> SlotStatus:
+        """Parse status of one slot (`NETNS_SLOTS`). A namespace built by hand (tests, the
+        doctor's what-if copies) knows only whether the slot holds data; the bundle loader's
+        namespaces know the file, line and reason (`analyzers.snapshot.LazyNetNamespace`)."""
+        if slot not in NETNS_SLOTS:
+            raise KeyError(f"unknown slot {slot!r}: one of {', '.join(NETNS_SLOTS)}")
+        value = getattr(self, slot)
+        if value is None:
+            return SlotStatus("missing")
+        return SlotStatus("parsed" if value else "empty")
 
 
 # --------------------------------------------------------------------------- cluster objects
@@ -882,19 +916,27 @@ class Snapshot:
         for name in sorted(self.nodes):
             yield from self.nodes[name].namespaces()
 
+    @cached_property
+    def _netns_index(self) -> tuple[dict[str, NetNamespace], dict[PodRef, NetNamespace]]:
+        # Built once from the node listing (no slot is parsed): id -> netns, pod -> netns.
+        # The first node holding a pod wins, as the scan it replaces did.
+        by_id: dict[str, NetNamespace] = {}
+        by_pod: dict[PodRef, NetNamespace] = {}
+        for name in sorted(self.nodes):
+            for ns in self.nodes[name].namespaces():
+                by_id.setdefault(ns.id, ns)
+        for state in self.nodes.values():
+            for ref, ns in state.pods.items():
+                by_pod.setdefault(ref, ns)
+        return by_id, by_pod
+
     def netns(self, netns_id: str) -> NetNamespace | None:
-        """A namespace by id."""
-        for ns in self.namespaces():
-            if ns.id == netns_id:
-                return ns
-        return None
+        """A namespace by id (O(1): a dict built once from the listing)."""
+        return self._netns_index[0].get(netns_id)
 
     def pod_netns(self, pod: PodRef) -> NetNamespace | None:
-        """The network namespace collected for `pod`, on whichever node."""
-        for state in self.nodes.values():
-            if pod in state.pods:
-                return state.pods[pod]
-        return None
+        """The network namespace collected for `pod`, on whichever node (O(1))."""
+        return self._netns_index[1].get(pod)
 
     def all_problems(self) -> Iterator[Problem]:
         """Bundle-wide problems, then every namespace's."""

@@ -91,7 +91,7 @@ def main() -> None:
 
     from ambientctl.analyzers.selectors import resolve
     from ambientctl.analyzers.trace import Tracer
-    from ambientctl.bundle.load import load_snapshot
+    from ambientctl.loading import load_snapshot
 
     src = Path(args.bundle)
     med, best = _cli(src, args.runs)

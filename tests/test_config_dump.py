@@ -240,7 +240,7 @@ def test_chains_missing_is_the_61182_disagreement_in_trace_and_doctor(
         tmp_path: Path) -> None:
     _need_root()
     from ambientctl.analyzers.doctor import diagnose
-    from ambientctl.bundle.load import load_snapshot
+    from ambientctl.loading import load_snapshot
     from ambientlab.inpod import InpodLab
 
     with InpodLab() as lab:

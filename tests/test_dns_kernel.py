@@ -23,7 +23,7 @@ if os.geteuid() != 0:  # pragma: no cover - CI runs as root
 from ambientctl.analyzers.path import Disposition  # noqa: E402
 from ambientctl.analyzers.selectors import resolve  # noqa: E402
 from ambientctl.analyzers.trace import Tracer  # noqa: E402
-from ambientctl.bundle.load import load_snapshot  # noqa: E402
+from ambientctl.loading import load_snapshot  # noqa: E402
 
 inpod = pytest.importorskip("ambientlab.inpod")
 

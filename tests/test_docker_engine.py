@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 
 from ambientctl.analyzers.doctor import diagnose
-from ambientctl.bundle.load import load_snapshot
+from ambientctl.loading import load_snapshot
 from tests.engine.helpers import ENGINE_TIMINGS, KIND_CLUSTER, ambientctl
 from tests.replay import Traced, assert_traced_path_matches_kernel
 from tests.test_doctor_kernel import SEED_FAULTS

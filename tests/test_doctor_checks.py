@@ -22,7 +22,7 @@ import pytest
 
 from ambientctl.analyzers.doctor import REGISTRY, diagnose, run_checks
 from ambientctl.analyzers.findings import CheckStatus, Report
-from ambientctl.bundle.load import load_snapshot
+from ambientctl.loading import load_snapshot
 from ambientctl.render.doctor_json import doctor_document
 
 ROOT = Path(__file__).resolve().parents[1]

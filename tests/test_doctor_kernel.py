@@ -20,7 +20,7 @@ import pytest
 
 from ambientctl.analyzers.doctor import diagnose
 from ambientctl.analyzers.findings import Report
-from ambientctl.bundle.load import load_snapshot
+from ambientctl.loading import load_snapshot
 
 pytestmark = [pytest.mark.kernel]
 

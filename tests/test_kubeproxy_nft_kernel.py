@@ -23,7 +23,7 @@ from ambientctl.analyzers.fork import EndpointSelector
 from ambientctl.analyzers.path import Disposition
 from ambientctl.analyzers.selectors import resolve
 from ambientctl.analyzers.trace import Trace, Tracer
-from ambientctl.bundle.load import load_snapshot
+from ambientctl.loading import load_snapshot
 from ambientlab.inpod import FORK_SERVICE, NODE_PORTS, NODES, InpodLab, pod_logical
 from tests.replay import (
     Traced,

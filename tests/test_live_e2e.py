@@ -15,9 +15,9 @@ from typing import Any
 
 import pytest
 
-from ambientctl.bundle.load import load_snapshot
 from ambientctl.bundle.reader import open_bundle
 from ambientctl.collectors.live import LiveOptions, collect_live
+from ambientctl.loading import load_snapshot
 
 pytestmark = pytest.mark.kernel
 

@@ -25,10 +25,10 @@ import pytest
 from ambientctl.analyzers.doctor import run_checks
 from ambientctl.analyzers.selectors import resolve
 from ambientctl.analyzers.trace import Tracer
-from ambientctl.bundle.load import load_snapshot
 from ambientctl.bundle.reader import open_bundle
 from ambientctl.bundle.redact import Redactor, redact_bundle
 from ambientctl.errors import UsageError
+from ambientctl.loading import load_snapshot
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "examples"

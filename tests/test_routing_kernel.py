@@ -22,7 +22,7 @@ if os.geteuid() != 0:  # pragma: no cover - CI runs as root
     pytest.skip("needs root to build network namespaces", allow_module_level=True)
 
 from ambientctl.analyzers import routing  # noqa: E402
-from ambientctl.bundle.load import load_snapshot  # noqa: E402
+from ambientctl.loading import load_snapshot  # noqa: E402
 
 SeedLab = pytest.importorskip("ambientlab.seed").SeedLab
 

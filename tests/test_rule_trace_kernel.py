@@ -36,7 +36,7 @@ pytestmark = [
 from ambientctl.analyzers.path import Hop, LegResult
 from ambientctl.analyzers.selectors import resolve
 from ambientctl.analyzers.trace import Leg, Trace, Tracer
-from ambientctl.bundle.load import load_snapshot
+from ambientctl.loading import load_snapshot
 from ambientlab.emulate import Landing
 from ambientlab.nftrace import TABLE, KernelTrace, TraceEvent, tcp_of
 

@@ -14,8 +14,8 @@ import pytest
 
 from ambientctl.analyzers.selector_syntax import parse
 from ambientctl.analyzers.selectors import resolve
-from ambientctl.bundle.load import load_snapshot
 from ambientctl.errors import SelectorError, UsageError
+from ambientctl.loading import load_snapshot
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = ROOT / "examples" / "seed-kind-ambient"

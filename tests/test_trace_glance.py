@@ -13,7 +13,7 @@ from pathlib import Path
 
 from ambientctl.analyzers.selectors import resolve
 from ambientctl.analyzers.trace import Tracer
-from ambientctl.bundle.load import load_snapshot
+from ambientctl.loading import load_snapshot
 from ambientctl.render import trace_text
 from ambientctl.render.term import Term
 

@@ -38,7 +38,7 @@ pytestmark = [
 from ambientctl.analyzers.path import Disposition, Step
 from ambientctl.analyzers.selectors import resolve
 from ambientctl.analyzers.trace import Leg, Trace, Tracer
-from ambientctl.bundle.load import load_snapshot
+from ambientctl.loading import load_snapshot
 from ambientctl.model import Snapshot
 from ambientlab.inpod import FAULTS, KUBELET_UID, VARIANTS, InpodLab
 from tests.replay import Traced, assert_traced_path_matches_kernel, replay_all

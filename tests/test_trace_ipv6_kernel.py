@@ -36,7 +36,7 @@ pytestmark = [
 
 from ambientctl.analyzers.selectors import resolve
 from ambientctl.analyzers.trace import Trace, Tracer
-from ambientctl.bundle.load import load_snapshot
+from ambientctl.loading import load_snapshot
 from ambientlab.emulate import Landing
 from ambientlab.inpod import SERVICE_IPS6, InpodLab
 from tests.replay import T_SLOW, Traced, assert_traced_path_matches_kernel, replay_all

@@ -17,7 +17,7 @@ from ambientctl.analyzers.doctor.incidents import group
 from ambientctl.analyzers.selectors import resolve
 from ambientctl.analyzers.trace import Tracer
 from ambientctl.analyzers.verdict import judge
-from ambientctl.bundle.load import load_snapshot
+from ambientctl.loading import load_snapshot
 from ambientlab.inpod import KUBELET_UID
 
 PP_IP = "10.244.1.7"

@@ -29,7 +29,7 @@ from ambientctl.analyzers.path import Disposition
 from ambientctl.analyzers.selectors import resolve
 from ambientctl.analyzers.trace import Trace, Tracer
 from ambientctl.analyzers.verdict import Verdict, judge
-from ambientctl.bundle.load import load_snapshot
+from ambientctl.loading import load_snapshot
 from ambientctl.model import Snapshot
 from ambientlab.inpod import VARIANTS, WAYPOINT_FAULTS, InpodLab
 from tests.replay import Traced, assert_traced_path_matches_kernel, replay_all

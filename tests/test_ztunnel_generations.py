@@ -17,8 +17,8 @@ from typing import Any
 import pytest
 
 from ambientctl.analyzers.parse.ztunnel import parse_config_dump
-from ambientctl.bundle.load import load_snapshot
 from ambientctl.errors import ParseError
+from ambientctl.loading import load_snapshot
 
 REPO = Path(__file__).resolve().parents[1]
 FIXTURES = REPO / "tests" / "fixtures" / "ztunnel-config-dump"

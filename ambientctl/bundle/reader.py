@@ -380,7 +380,7 @@ def _entries(manifest: Mapping[str, object]) -> Iterator[Mapping[str, Any]]:
 
 def load_json(text: str, where: str) -> Any:
     """Decode a JSON document whose nesting is bounded (see `parse._common.load_json`)."""
-    from ambientctl.analyzers.parse._common import load_json as _load
+    from ambientctl.jsondoc import load_json as _load
 
     return _load(text, where, what="JSON document")
 

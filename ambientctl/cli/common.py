@@ -40,8 +40,8 @@ def sigterm_as_interrupt() -> None:
 def load(source: Mapping[str, object], *, echo_problems: bool = True) -> tuple[str, Snapshot]:
     """Resolve the source options to a bundle and parse it; warnings go to stderr
     (unless the command reports bundle problems itself, as doctor does)."""
-    from ambientctl.bundle.load import load_snapshot
     from ambientctl.cli.source import resolve_source
+    from ambientctl.loading import load_snapshot
 
     location = resolve_source(**source)
     snap = load_snapshot(str(location))

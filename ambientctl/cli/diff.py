@@ -22,7 +22,7 @@ def diff_cmd(old: str, new: str, output: str, all_entries: bool) -> int:
     line), ip rules, routes, ipset members, links, listeners, sysctls, pods, Services,
     namespaces and ztunnel workloads - ambient's datapath first. Exit 1 when they differ."""
     from ambientctl.analyzers.diff import diff_bundles
-    from ambientctl.bundle.load import load_snapshot
+    from ambientctl.loading import load_snapshot
     from ambientctl.render import diff_out
     from ambientctl.resources import bundle_argument
 

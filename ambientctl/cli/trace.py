@@ -155,7 +155,7 @@ def _compare(old_path: str, t: object, location: str, snap: object, src: str, ds
     from ambientctl.analyzers.selectors import resolve
     from ambientctl.analyzers.trace import Tracer
     from ambientctl.analyzers.verdict import judge
-    from ambientctl.bundle.load import load_snapshot
+    from ambientctl.loading import load_snapshot
     from ambientctl.render import diff_out, trace_json
     from ambientctl.resources import bundle_argument
 

@@ -14,7 +14,7 @@ from collections.abc import Iterator, Mapping
 from ambientctl.analyzers.doctor.facts import Context
 from ambientctl.analyzers.doctor.registry import Issue, check
 from ambientctl.analyzers.findings import Evidence, Severity
-from ambientctl.bundle.layout import CLUSTER_FILES, MANIFEST, split_netns_dir
+from ambientctl.layout import CLUSTER_FILES, MANIFEST, split_netns_dir
 from ambientctl.raw import OPTIONAL_ABSENT
 
 FAILED = {"nonzero-exit", "not-found", "timeout", "transport-error", "skipped", "truncated"}

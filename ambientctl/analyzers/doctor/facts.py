@@ -302,7 +302,7 @@ class Context:
 
     def cluster_problem(self, kind: str) -> str | None:
         """Why cluster/<kind>.json is unusable (missing or broken), or None."""
-        from ambientctl.bundle.layout import CLUSTER_FILES
+        from ambientctl.layout import CLUSTER_FILES
 
         path = CLUSTER_FILES[kind]
         for p in self.snap.problems:

@@ -10,13 +10,21 @@ from __future__ import annotations
 import ipaddress
 import json
 from collections.abc import Iterator
-from json.decoder import WHITESPACE, scanstring  # type: ignore[attr-defined]
+from json.decoder import scanstring  # type: ignore[attr-defined]
 from typing import Any
 
 from ambientctl import model
 from ambientctl.errors import ParseError
 
-_DECODER = json.JSONDecoder()
+# The bounded JSON decoder lives outside the analyzers (the bundle reader needs it too);
+# these names are re-exported for the parsers.
+from ambientctl.jsondoc import (  # noqa: F401
+    _json_error,
+    _skip_ws,
+    line_of_offset,
+    load_json,
+    raw_decode,
+)
 
 
 def split_lines(text: str) -> list[str]:
@@ -41,11 +49,6 @@ def first_content_char(text: str) -> str:
     return stripped[:1]
 
 
-def line_of_offset(text: str, offset: int) -> int:
-    """1-based line number of a character offset."""
-    return text.count("\n", 0, offset) + 1
-
-
 class LineCounter:
     """Incremental offset -> line conversion for increasing offsets (linear overall)."""
 
@@ -65,51 +68,6 @@ class LineCounter:
         return self.line
 
 
-def _json_error(path: str, text: str, exc: json.JSONDecodeError, what: str) -> ParseError:
-    # A cut document fails at (or a few characters before) its end — inside a literal like
-    # "tr" — or inside a string that never closes; damage elsewhere leaves text after it.
-    if exc.msg.startswith("Unterminated string") or len(text[exc.pos :].strip()) < 16:
-        reason = f"{what} ends early (truncated capture?): {exc.msg}"
-    else:
-        reason = f"{what} is not valid JSON: {exc.msg} (column {exc.colno})"
-    return ParseError(
-        path, exc.lineno, reason, hint="re-collect the file; it must be complete JSON"
-    )
-
-
-def _too_deep(path: str, text: str, pos: int, what: str) -> ParseError:
-    # Python's JSON decoder recurses once per nesting level and gives up near the
-    # interpreter's recursion limit (~1000): real captures nest < 20 levels.
-    return ParseError(path, line_of_offset(text, pos),
-                      f"{what} is nested too deeply to be a real capture (hostile or damaged)",
-                      hint="re-collect the file")
-
-
-def raw_decode(text: str, pos: int, path: str, what: str) -> tuple[Any, int]:
-    """One JSON value at `pos` (the C decoder), errors as `ParseError` with a line."""
-    try:
-        return _DECODER.raw_decode(text, pos)
-    except json.JSONDecodeError as exc:
-        raise _json_error(path, text, exc, what) from None
-    except RecursionError:
-        raise _too_deep(path, text, pos, what) from None
-
-
-def load_json(text: str, path: str, what: str = "JSON document") -> Any:
-    """A whole JSON document, or a `ParseError` naming the file and line.
-
-    The one JSON loader for bundle files: malformed, truncated and too deeply nested
-    input all become data errors (never `RecursionError` or `JSONDecodeError`).
-    """
-    pos = _skip_ws(text, 0)
-    value, end = raw_decode(text, pos, path, what)
-    rest = _skip_ws(text, end)
-    if rest != len(text):
-        raise ParseError(path, line_of_offset(text, rest),
-                         f"{what}: unexpected data after the JSON document")
-    return value
-
-
 def json_type_error(path: str, line: int | None, where: str, expected: str,
                     value: Any) -> ParseError:
     """`"entries": 5` and its kin: a JSON value of the wrong type, named by its JSON path."""
@@ -120,10 +78,6 @@ def _json_type(value: Any) -> str:
     return {dict: "an object", list: "an array", str: "a string", bool: "a boolean",
             int: "a number", float: "a number", type(None): "null"}.get(type(value),
                                                                        type(value).__name__)
-
-
-def _skip_ws(text: str, pos: int) -> int:
-    return WHITESPACE.match(text, pos).end()
 
 
 def iter_json_array(text: str, path: str, what: str) -> Iterator[tuple[int, Any]]:

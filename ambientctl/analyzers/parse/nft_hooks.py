@@ -40,6 +40,12 @@ def parse_registrations(text: str, path: str) -> Mapping[tuple[str, str, str], m
         doc = json.loads(text)
     except json.JSONDecodeError as exc:
         raise ParseError(path, exc.lineno, f"not JSON: {exc.msg}") from None
+    return registrations_from_doc(doc, path)
+
+
+def registrations_from_doc(doc: object, path: str
+                           ) -> Mapping[tuple[str, str, str], model.ChainRegistration]:
+    """`parse_registrations` of an already-decoded document (the loader decodes once)."""
     items = doc.get("nftables") if isinstance(doc, dict) else None
     if not isinstance(items, list):
         raise ParseError(path, 1, 'no "nftables" array: not `nft -j list ruleset` output')

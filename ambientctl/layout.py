@@ -1,0 +1,107 @@
+"""The support-bundle layout (v1): the ONLY place that maps targets and commands to paths.
+
+Public contract, see docs/bundle-format.md (mirrors the team's bundle-layout.md):
+
+    manifest.json
+    cluster/{pods,services,namespaces,nodes,endpointslices}.json
+    nodes/<node>/host/<file>
+    nodes/<node>/pods/<namespace>/<pod>/<file>
+    nodes/<node>/ztunnel/config_dump.json
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+
+FORMAT_VERSION = 1
+MANIFEST = "manifest.json"
+MANIFEST_SCHEMA = "ambientctl.bundle/v1"
+
+CLUSTER_FILES = {
+    "pods": "cluster/pods.json",
+    "services": "cluster/services.json",
+    "namespaces": "cluster/namespaces.json",
+    "nodes": "cluster/nodes.json",
+    "endpointslices": "cluster/endpointslices.json",
+}
+
+# Istio / Gateway API objects the intended path depends on: optional (older bundles and
+# clusters without the CRDs lack them; intent then falls back to labels, and says so).
+MESH_FILES = {
+    "PeerAuthentication": "cluster/peerauthentications.json",
+    "AuthorizationPolicy": "cluster/authorizationpolicies.json",
+    "Gateway": "cluster/gateways.json",
+}
+# kind -> (API group, versions tried in order, plural): how `collect` lists them
+MESH_APIS = {
+    "PeerAuthentication": ("security.istio.io", ("v1", "v1beta1"), "peerauthentications"),
+    "AuthorizationPolicy": ("security.istio.io", ("v1", "v1beta1"), "authorizationpolicies"),
+    "Gateway": ("gateway.networking.k8s.io", ("v1", "v1beta1"), "gateways"),
+}
+
+# file name -> what produced it; order = preference when alternatives exist (JSON first).
+NETNS_FILES = (
+    "iptables-save.txt",
+    "ip6tables-save.txt",
+    "iptables-legacy-save.txt",
+    "ip6tables-legacy-save.txt",
+    "nft-ruleset.json",
+    "nft-ruleset.txt",
+    "ipset.txt",
+    "ip-rule.json",
+    "ip-rule.txt",
+    "ip6-rule.json",
+    "ip6-rule.txt",
+    "ip-route.json",
+    "ip-route.txt",
+    "ip6-route.json",
+    "ip6-route.txt",
+    "ip-addr.json",
+    "ip-addr.txt",
+    "ss-listen.txt",
+    "ss-listen-udp.txt",
+    "sysctl.txt",
+    "ipvsadm.txt",
+    "ip-neigh.json",
+    "ip-neigh.txt",
+)
+
+# Kubernetes object names: DNS-1123 subdomain (pods, nodes) / label (namespaces).
+_NAME = re.compile(r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$")
+
+
+def valid_name(name: str) -> bool:
+    """True for a DNS-1123 name: safe as a path component and as an argv element."""
+    return bool(_NAME.match(name)) and ".." not in name
+
+
+def host_dir(node: str) -> str:
+    """Directory of a node's own network namespace."""
+    return f"nodes/{node}/host"
+
+
+def pod_dir(node: str, namespace: str, pod: str) -> str:
+    """Directory of one pod's network namespace."""
+    return f"nodes/{node}/pods/{namespace}/{pod}"
+
+
+def config_dump_path(node: str) -> str:
+    """Where ztunnel's admin config_dump of that node is stored."""
+    return f"nodes/{node}/ztunnel/config_dump.json"
+
+
+def split_netns_dir(path: str) -> tuple[str, str | None, str | None, str] | None:
+    """Split "nodes/N/host/F" or "nodes/N/pods/NS/P/F" into (node, ns, pod, file)."""
+    parts = path.split("/")
+    if len(parts) == 4 and parts[0] == "nodes" and parts[2] == "host":
+        return parts[1], None, None, parts[3]
+    if len(parts) == 6 and parts[0] == "nodes" and parts[2] == "pods":
+        return parts[1], parts[3], parts[4], parts[5]
+    return None
+
+
+def looks_like_bundle(paths: Iterable[str]) -> bool:
+    """A bundle holds at least one of manifest.json, nodes/..., cluster/...: anything else
+    (a docs folder, an empty directory) is refused rather than read as an empty cluster."""
+    return any(p == MANIFEST or p.startswith(("nodes/", "cluster/")) for p in paths)

@@ -1,0 +1,63 @@
+"""Open a bundle and build its `Snapshot`: the one place where reading meets analysis.
+
+Why outside `bundle/`: the bundle package reads and writes bundles and must not import the
+analyzers (that was the one package-level cycle, issue 9); this module joins the two.
+`ambientctl.bundle.load` re-exports `load_snapshot` for older callers.
+
+The snapshot is lazy (`analyzers.snapshot`): the reader stays open for as long as the
+snapshot may still parse a namespace, and is closed by `Snapshot.close()` or when the
+snapshot is garbage-collected.
+"""
+
+from __future__ import annotations
+
+import os
+
+from ambientctl.analyzers.snapshot import BundleView, build_snapshot
+from ambientctl.bundle.reader import open_bundle
+from ambientctl.errors import BundleError
+from ambientctl.layout import MANIFEST, looks_like_bundle
+from ambientctl.model import Snapshot
+
+
+def _bundles_below(location: str) -> list[str]:
+    """Bundles one or two levels below a directory that is not one itself."""
+    found: list[str] = []
+    if not os.path.isdir(location):
+        return found
+    for dirpath, dirnames, filenames in os.walk(location):
+        depth = os.path.relpath(dirpath, location).count(os.sep) + (dirpath != location)
+        if dirpath != location and (MANIFEST in filenames or "nodes" in dirnames):
+            found.append(dirpath)
+            dirnames[:] = []
+        elif depth >= 2:
+            dirnames[:] = []
+        dirnames.sort()
+    found += sorted(os.path.join(location, f) for f in os.listdir(location)
+                    if f.endswith(".tar.gz"))
+    return found
+
+
+def load_snapshot(location: str) -> Snapshot:
+    """Open the bundle at `location` (directory or .tar.gz): cluster objects are parsed now,
+    each namespace's files when the analysis first reads them (a `.tar.gz` member is
+    decompressed only then)."""
+    bundle = open_bundle(location)
+    try:
+        paths = tuple(bundle.paths())
+        if not looks_like_bundle(paths):
+            below = _bundles_below(location)
+            if below:
+                raise BundleError(f"{location}: not a bundle, but it holds {len(below)}: "
+                                  + ", ".join(below[:8]) + (" ..." if len(below) > 8 else ""),
+                                  hint=f"pass one of them: --bundle {below[0]}")
+            raise BundleError(f"{location}: not a bundle (no manifest.json, nodes/ or cluster/)",
+                              hint="a bundle is what `ambientctl collect -o DIR|FILE.tar.gz` "
+                              "writes; try --bundle example:seed-kind-ambient")
+        view = BundleView(location, paths, bundle.read_text, bundle.manifest,
+                          tuple(bundle.manifest_problems), reopen=load_snapshot,
+                          close=bundle.close)
+        return build_snapshot(view)
+    except BaseException:
+        bundle.close()
+        raise
