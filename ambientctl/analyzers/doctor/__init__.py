@@ -24,11 +24,16 @@ from ambientctl.analyzers.doctor.registry import (
     REGISTRY,
     Issue,
     Skip,
+    Slices,
+    assemble,
     catalogue,
     check,
     docs_anchor,
+    run_bundle,
+    run_node,
+    selected,
+    slice_issues,
 )
-from ambientctl.analyzers.doctor.registry import assemble, run_check, run_node, selected
 from ambientctl.analyzers.doctor.registry import run_checks as _run_checks
 from ambientctl.analyzers.findings import (
     CheckResult,
@@ -160,10 +165,15 @@ def _workers(snapshot: Snapshot, nodes: int) -> int:
     return min(cpus, nodes)
 
 
+NodePart = tuple[str, dict[str, list[CheckResult]], Captured, dict[str, list[Issue] | None]]
+
+
 def _check_nodes(location: str, only: tuple[str, ...] | None,
-                 names: tuple[str, ...]) -> list[tuple[str, dict[str, list[CheckResult]], Captured]]:
+                 names: tuple[str, ...]) -> list[NodePart]:
     """A pool worker: re-open the bundle at `location`, check `names` node by node (dropping
-    each node after it), return each node's results and captured-pod counts."""
+    each node after it), return each node's results, captured-pod counts and the issues of
+    the per-namespace bundle checks on it (None where one raised: the parent then reruns
+    that check itself, so an error reads exactly as in a sequential run)."""
     from ambientctl.bundle.load import load_snapshot
 
     _load_areas()
@@ -171,16 +181,21 @@ def _check_nodes(location: str, only: tuple[str, ...] | None,
     ctx = Context.build(snap)
     checks = selected(only)
     evict = getattr(snap, "evict", None)
-    out = []
+    sliced = [c for c in checks if c.info.scope == "bundle" and c.per_namespace]
+    out: list[NodePart] = []
     for name in names:
-        out.append((name, run_node(ctx, checks, name), _captured(ctx, name)))
+        issues = {}
+        for c in sliced:
+            got, exc = slice_issues(ctx, c, name)
+            issues[c.info.id] = got if exc is None else None
+        out.append((name, run_node(ctx, checks, name), _captured(ctx, name), issues))
         if callable(evict):
             evict(name)
     return out
 
 
 def _run_pool(ctx: Context, only: tuple[str, ...] | None, workers: int
-              ) -> tuple[list[dict[str, list[CheckResult]]], dict[str, Captured]] | None:
+              ) -> tuple[list[dict[str, list[CheckResult]]], dict[str, Captured], Slices] | None:
     """Nodes split into contiguous chunks over `workers` processes; None when no pool can
     be started here (the caller then runs sequentially: same results, one core)."""
     import concurrent.futures as cf
@@ -203,11 +218,19 @@ def _run_pool(ctx: Context, only: tuple[str, ...] | None, workers: int
     except (OSError, cf.process.BrokenProcessPool):
         return None
     per_node, captured = [], {}
+    checks = [c for c in selected(only) if c.info.scope == "bundle" and c.per_namespace]
+    slices: dict[str, list[tuple[list[Issue], BaseException | None]] | None] = {
+        c.info.id: [slice_issues(ctx, c, None)] for c in checks}
     for part in parts:
-        for name, results, got in part:
+        for name, results, got, issues in part:
             per_node.append(results)
             captured[name] = got
-    return per_node, captured
+            for cid, found in issues.items():
+                if found is None:  # it raised on that node: the parent reruns it whole
+                    slices[cid] = None
+                elif slices.get(cid) is not None:
+                    slices[cid].append((found, None))  # type: ignore[union-attr]
+    return per_node, captured, {k: v for k, v in slices.items() if v is not None}
 
 
 def _run_streaming(ctx: Context, only: Iterable[str] | None
@@ -220,10 +243,9 @@ def _run_streaming(ctx: Context, only: Iterable[str] | None
     if workers > 1:
         pooled = _run_pool(ctx, wanted, workers)
         if pooled is not None:
-            per_node, captured = pooled
+            per_node, captured, slices = pooled
             checks = selected(wanted)
-            bundle = {c.info.id: run_check(ctx, c) for c in checks if c.info.scope == "bundle"}
-            return assemble(checks, per_node, bundle), captured
+            return assemble(checks, per_node, run_bundle(ctx, checks, slices)), captured
     captured = {}
 
     def keep(view: object) -> None:
