@@ -174,7 +174,7 @@ def _check_nodes(location: str, only: tuple[str, ...] | None,
     each node after it), return each node's results, captured-pod counts and the issues of
     the per-namespace bundle checks on it (None where one raised: the parent then reruns
     that check itself, so an error reads exactly as in a sequential run)."""
-    from ambientctl.bundle.load import load_snapshot
+    from ambientctl.loading import load_snapshot
 
     _load_areas()
     snap = load_snapshot(location)
