@@ -56,3 +56,68 @@ def test_generated_bundle_traces_and_doctors_the_same_as_its_tarball(tmp_path: P
     assert json.dumps(d_dir).replace(str(bundle), "B") == json.dumps(d_tar).replace(str(tgz), "B")
     text = json.dumps(t_dir)
     assert "as intended" in text and "ambient-worker2" in text
+
+
+def _check_by_check(snapshot: object) -> list[object]:
+    """The pre-streaming schedule: each check on every node before the next check."""
+    from ambientctl.analyzers.doctor import _load_areas
+    from ambientctl.analyzers.doctor.facts import Context
+    from ambientctl.analyzers.doctor.registry import run_check, selected
+
+    _load_areas()
+    ctx = Context.build(snapshot)  # type: ignore[arg-type]
+    return [r for chk in selected() for r in run_check(ctx, chk)]
+
+
+def _broken(bundle: Path) -> Path:
+    """The generated bundle hand-broken on three nodes so doctor has findings, skips and
+    parse problems to order: garbage sysctl (AMB103, skipped rp_filter checks), a missing
+    ztunnel config_dump (AMB101, skips), a pod without its ISTIO_PRERT chain (AMB302)."""
+    nodes = bundle / "nodes"
+    (bundle / "manifest.json").unlink()  # the files no longer match it: a hand-made bundle
+    (nodes / "ambient-worker3" / "host" / "sysctl.txt").write_text("garbage here\n")
+    (nodes / "ambient-worker4" / "ztunnel" / "config_dump.json").unlink()
+    pod = sorted((nodes / "ambient-worker2" / "pods" / "default").iterdir())[0]
+    rules = (pod / "iptables-save.txt").read_text().splitlines()
+    (pod / "iptables-save.txt").write_text(
+        "\n".join(r for r in rules if "ISTIO_PRERT" not in r) + "\n")
+    return bundle
+
+
+@pytest.mark.parametrize("workers", ["1", "2"])
+@pytest.mark.parametrize("where", ["seed-kind-ambient", "broken:5", "scale:10"])
+def test_streamed_doctor_equals_the_check_by_check_run(tmp_path: Path, monkeypatch,
+                                                       where: str, workers: str) -> None:
+    """Node by node (and in a process pool when forced) doctor returns the very results,
+    in the same order, as running each check over all nodes; the report is identical."""
+    from ambientctl.analyzers.doctor import WORKERS_ENV, diagnose
+    from ambientctl.bundle.load import load_snapshot
+
+    if ":" in where:
+        kind, n = where.split(":")
+        location = str(scale_bundle.generate(tmp_path / "b", int(n)))
+        if kind == "broken":
+            location = str(_broken(Path(location)))
+    else:
+        location = str(ROOT / "examples" / where)
+    baseline = _check_by_check(load_snapshot(location))
+    if where.startswith("broken"):
+        statuses = {r.status.value for r in baseline}
+        assert {"passed", "failed", "skipped"} <= statuses
+        assert {f.check_id for r in baseline for f in r.findings} >= {"AMB101", "AMB103"}
+    monkeypatch.setenv(WORKERS_ENV, "1")
+    sequential = diagnose(load_snapshot(location))
+    monkeypatch.setenv(WORKERS_ENV, workers)
+    streamed = diagnose(load_snapshot(location))
+    assert list(streamed.results) == baseline
+    assert streamed == sequential
+
+
+def test_doctor_rejects_a_bad_worker_count(monkeypatch) -> None:
+    from ambientctl.analyzers.doctor import WORKERS_ENV, diagnose
+    from ambientctl.bundle.load import load_snapshot
+    from ambientctl.errors import UsageError
+
+    monkeypatch.setenv(WORKERS_ENV, "two")
+    with pytest.raises(UsageError, match=WORKERS_ENV):
+        diagnose(load_snapshot(str(ROOT / "examples" / "seed-kind-ambient")))

@@ -15,6 +15,7 @@ target; `diagnose()` adds suppression, the per-node summary and the fail thresho
 from __future__ import annotations
 
 import fnmatch
+import os
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -23,9 +24,15 @@ from ambientctl.analyzers.doctor.registry import (
     REGISTRY,
     Issue,
     Skip,
+    Slices,
+    assemble,
     catalogue,
     check,
     docs_anchor,
+    run_bundle,
+    run_node,
+    selected,
+    slice_issues,
 )
 from ambientctl.analyzers.doctor.registry import run_checks as _run_checks
 from ambientctl.analyzers.findings import (
@@ -126,6 +133,128 @@ def _captured(ctx: Context, name: str) -> tuple[int | None, int | None]:
     return (0 if node.state is not None else None), expected
 
 
+# --------------------------------------------------------------------------- scheduling
+
+WORKERS_ENV = "AMBIENTCTL_DOCTOR_WORKERS"
+POOL_MIN_NODES = 16
+"""Below this many nodes a process pool costs more than it saves: each worker starts an
+interpreter and re-opens the bundle (cluster objects and the file index) before it checks
+anything."""
+
+Captured = tuple[int | None, int | None]
+
+
+def _workers(snapshot: Snapshot, nodes: int) -> int:
+    """How many processes check nodes: `AMBIENTCTL_DOCTOR_WORKERS` when set (1 = sequential,
+    used by tests to force the pool on small bundles), else one per usable core for large
+    bundles whose snapshot parses namespaces on demand (`Snapshot.evict` exists): an eager
+    snapshot has already paid for every node, so re-opening it in workers would only
+    repeat that work."""
+    forced = os.environ.get(WORKERS_ENV, "").strip()
+    if forced:
+        if not forced.isdigit() or int(forced) < 1:
+            raise UsageError(f"{WORKERS_ENV}={forced!r}: expected a whole number >= 1",
+                             hint=f"unset {WORKERS_ENV} to let doctor choose")
+        return min(int(forced), max(nodes, 1))
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        cpus = os.cpu_count() or 1
+    if cpus <= 1 or nodes < POOL_MIN_NODES or not callable(getattr(snapshot, "evict", None)):
+        return 1
+    return min(cpus, nodes)
+
+
+NodePart = tuple[str, dict[str, list[CheckResult]], Captured, dict[str, list[Issue] | None]]
+
+
+def _check_nodes(location: str, only: tuple[str, ...] | None,
+                 names: tuple[str, ...]) -> list[NodePart]:
+    """A pool worker: re-open the bundle at `location`, check `names` node by node (dropping
+    each node after it), return each node's results, captured-pod counts and the issues of
+    the per-namespace bundle checks on it (None where one raised: the parent then reruns
+    that check itself, so an error reads exactly as in a sequential run)."""
+    from ambientctl.loading import load_snapshot
+
+    _load_areas()
+    snap = load_snapshot(location)
+    ctx = Context.build(snap)
+    checks = selected(only)
+    evict = getattr(snap, "evict", None)
+    sliced = [c for c in checks if c.info.scope == "bundle" and c.per_namespace]
+    out: list[NodePart] = []
+    for name in names:
+        issues = {}
+        for c in sliced:
+            got, exc = slice_issues(ctx, c, name)
+            issues[c.info.id] = got if exc is None else None
+        out.append((name, run_node(ctx, checks, name), _captured(ctx, name), issues))
+        if callable(evict):
+            evict(name)
+    return out
+
+
+def _run_pool(ctx: Context, only: tuple[str, ...] | None, workers: int
+              ) -> tuple[list[dict[str, list[CheckResult]]], dict[str, Captured], Slices] | None:
+    """Nodes split into contiguous chunks over `workers` processes; None when no pool can
+    be started here (the caller then runs sequentially: same results, one core)."""
+    import concurrent.futures as cf
+    import multiprocessing
+
+    names = list(ctx.nodes)
+    n_chunks = min(len(names), workers * 2)  # two per worker: a slow node does not idle a core
+    size, extra = divmod(len(names), n_chunks)
+    chunks, start = [], 0
+    for i in range(n_chunks):
+        end = start + size + (i < extra)
+        chunks.append(tuple(names[start:end]))
+        start = end
+    try:
+        method = "fork" if "fork" in multiprocessing.get_all_start_methods() else None
+        with cf.ProcessPoolExecutor(max_workers=workers,
+                                    mp_context=multiprocessing.get_context(method)) as pool:
+            parts = list(pool.map(_check_nodes, [ctx.snap.source] * len(chunks),
+                                  [only] * len(chunks), chunks))
+    except (OSError, cf.process.BrokenProcessPool):
+        return None
+    per_node, captured = [], {}
+    checks = [c for c in selected(only) if c.info.scope == "bundle" and c.per_namespace]
+    slices: dict[str, list[tuple[list[Issue], BaseException | None]] | None] = {
+        c.info.id: [slice_issues(ctx, c, None)] for c in checks}
+    for part in parts:
+        for name, results, got, issues in part:
+            per_node.append(results)
+            captured[name] = got
+            for cid, found in issues.items():
+                if found is None:  # it raised on that node: the parent reruns it whole
+                    slices[cid] = None
+                elif slices.get(cid) is not None:
+                    slices[cid].append((found, None))  # type: ignore[union-attr]
+    return per_node, captured, {k: v for k, v in slices.items() if v is not None}
+
+
+def _run_streaming(ctx: Context, only: Iterable[str] | None
+                   ) -> tuple[list[CheckResult], dict[str, Captured]]:
+    """All checks node by node (in a process pool when it pays), then the bundle-wide ones;
+    results in check-id order and each node's captured-pod counts, taken while the node is
+    parsed."""
+    wanted = tuple(only) if only is not None else None
+    workers = _workers(ctx.snap, len(ctx.nodes))
+    if workers > 1:
+        pooled = _run_pool(ctx, wanted, workers)
+        if pooled is not None:
+            per_node, captured, slices = pooled
+            checks = selected(wanted)
+            return assemble(checks, per_node, run_bundle(ctx, checks, slices)), captured
+    captured = {}
+
+    def keep(view: object) -> None:
+        name = view.name  # type: ignore[attr-defined]
+        captured[name] = _captured(ctx, name)
+
+    return _run_checks(ctx, wanted, on_node=keep), captured
+
+
 def diagnose(snapshot: Snapshot, *, fail_on: str = "error",
              suppress: Iterable[Suppression] = (), only: Iterable[str] | None = None,
              output_threshold: str = "info") -> Report:
@@ -138,7 +267,7 @@ def diagnose(snapshot: Snapshot, *, fail_on: str = "error",
                          "error")
     _load_areas()
     ctx = Context.build(snapshot)
-    results = _run_checks(ctx, only)
+    results, captured = _run_streaming(ctx, only)
     rules = tuple(suppress)
     shown: list[Finding] = []
     hidden: list[Finding] = []
@@ -153,12 +282,12 @@ def diagnose(snapshot: Snapshot, *, fail_on: str = "error",
     shown = [f for f in shown if f.severity.rank >= floor]
     nodes = []
     for name, view in ctx.nodes.items():
-        captured, expected = _captured(ctx, name)
+        got, expected = captured[name]
         counts = {s.value: 0 for s in Severity}
         for f in (*shown, *below):
             if f.node == name:
                 counts[f.severity.value] += 1
-        nodes.append(NodeSummary(name, view.mode, expected, captured, counts,
+        nodes.append(NodeSummary(name, view.mode, expected, got, counts,
                                  ztunnel=view.ztunnel_pod is not None or view.ztunnel_ns is not None))
     manifest = snapshot.manifest or {}
     bundle_id = manifest.get("bundle_id") if isinstance(manifest, dict) else None

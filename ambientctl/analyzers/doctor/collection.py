@@ -90,7 +90,7 @@ def command_failed(ctx: Context) -> Iterator[Issue]:
 
 
 @check("AMB103", title="A file could not be parsed", severity=Severity.WARNING,
-       area="collection", scope="bundle",
+       area="collection", scope="bundle", per_namespace=True,
        remediation="Look at the file at the line given; if the tool's output format is new, "
                    "report it with the file attached (ambientctl parsers are strict by design).")
 def file_unparseable(ctx: Context) -> Iterator[Issue]:
@@ -109,7 +109,7 @@ def file_unparseable(ctx: Context) -> Iterator[Issue]:
 
 
 @check("AMB104", title="An ipset listing looks truncated", severity=Severity.WARNING,
-       area="collection", scope="bundle",
+       area="collection", scope="bundle", per_namespace=True,
        remediation="Re-collect; `ipset list` output cut short (timeout, size cap) hides members, "
                    "so membership checks on that set are unreliable.")
 def ipset_truncated(ctx: Context) -> Iterator[Issue]:

@@ -17,9 +17,10 @@ it cannot decide.
 
 from __future__ import annotations
 
+import copy
 import re
 import traceback
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 
 from ambientctl.analyzers.doctor.facts import (
@@ -67,6 +68,9 @@ class Check:
     info: CheckInfo
     fn: Callable[..., Iterable[Issue]]
     modes: tuple[str, ...] | None
+    per_namespace: bool = False
+    """A bundle check whose issues come from each namespace alone (`snap.namespaces()`,
+    `snap.all_problems()`): the streaming runner feeds it one node at a time."""
 
 
 REGISTRY: dict[str, Check] = {}
@@ -88,9 +92,12 @@ def check(
     remediation: str,
     requires: tuple[str, ...] = (),
     modes: tuple[str, ...] | None = None,
+    per_namespace: bool = False,
 ) -> Callable[[Callable[..., Iterable[Issue]]], Callable[..., Iterable[Issue]]]:
     """Register a check. `modes` limits node/pod checks to nodes running those designs
-    ("legacy", "inpod"; a "mixed" node counts as both)."""
+    ("legacy", "inpod"; a "mixed" node counts as both). `per_namespace` marks a bundle
+    check that reads the snapshot only through `namespaces()`/`all_problems()` plus the
+    bundle-wide `problems`, so it can run node by node (see `NodeSlice`)."""
     if not ID_PATTERN.match(id):
         raise ValueError(f"check id {id!r} does not match {ID_PATTERN.pattern}")
     if id in REGISTRY or id in RETIRED:
@@ -101,7 +108,7 @@ def check(
     def deco(fn: Callable[..., Iterable[Issue]]) -> Callable[..., Iterable[Issue]]:
         info = CheckInfo(id=id, title=title, severity=severity, area=area, scope=scope,
                          requires=requires, remediation=remediation, docs=docs_anchor(id))
-        REGISTRY[id] = Check(info, fn, modes)
+        REGISTRY[id] = Check(info, fn, modes, per_namespace)
         return fn
 
     return deco
@@ -160,13 +167,17 @@ def _requirement_missing(ctx: Context, target: object, req: str) -> str | None:
 # --------------------------------------------------------------------------- running
 
 
-def _targets(ctx: Context, chk: Check) -> list[tuple[str, str | None, object]]:
-    """(target id, node, target object) for every target the check applies to."""
+def _targets(ctx: Context, chk: Check,
+             only_node: str | None = None) -> list[tuple[str, str | None, object]]:
+    """(target id, node, target object) for every target the check applies to (on
+    `only_node` alone when given: the streaming runner asks node by node)."""
     scope = chk.info.scope
     if scope == "bundle":
         return [("bundle", None, None)]
     out: list[tuple[str, str | None, object]] = []
     for node in ctx.nodes.values():
+        if only_node is not None and node.name != only_node:
+            continue
         if node.state is None:
             continue  # not collected: AMB1xx says so once, not every check
         if chk.modes is not None and not any(
@@ -201,10 +212,10 @@ def _malformed_finding(exc: ParseError, target_id: str, node: str | None) -> Che
                        findings=(_finding(chk, issue),), node=node)
 
 
-def run_check(ctx: Context, chk: Check) -> list[CheckResult]:
-    """One check on every target it applies to."""
+def run_check(ctx: Context, chk: Check, only_node: str | None = None) -> list[CheckResult]:
+    """One check on every target it applies to (on `only_node`'s targets when given)."""
     results: list[CheckResult] = []
-    for target_id, node, target in _targets(ctx, chk):
+    for target_id, node, target in _targets(ctx, chk, only_node):
         reason = None
         for req in chk.info.requires:
             reason = _requirement_missing(ctx, target, req)
@@ -243,12 +254,125 @@ def run_check(ctx: Context, chk: Check) -> list[CheckResult]:
     return results
 
 
-def run_checks(ctx: Context, only: Iterable[str] | None = None) -> list[CheckResult]:
-    """Every registered check (or those in `only`) on every target it applies to."""
+class NodeSlice:
+    """The snapshot as a `per_namespace` bundle check sees it during a streamed run: one
+    node's namespaces (or none, with the bundle-wide problems, for the first slice).
+    Slices in node-name order yield what the whole snapshot yields, in the same order,
+    since `Snapshot.namespaces()` walks nodes by name; anything else is the snapshot's."""
+
+    def __init__(self, snap: object, node: str | None) -> None:
+        self._snap = snap
+        self._node = node
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._snap, name)
+
+    @property
+    def problems(self) -> tuple[object, ...]:
+        return self._snap.problems if self._node is None else ()  # type: ignore[attr-defined]
+
+    def namespaces(self) -> Iterable[object]:
+        state = self._snap.nodes.get(self._node) if self._node else None  # type: ignore[attr-defined]
+        return state.namespaces() if state is not None else ()
+
+    def all_problems(self) -> Iterable[object]:
+        yield from self.problems
+        for ns in self.namespaces():
+            yield from ns.problems  # type: ignore[attr-defined]
+
+
+Slices = Mapping[str, list[tuple[list[Issue], BaseException | None]]]
+
+
+def slice_issues(ctx: Context, chk: Check, node: str | None) -> tuple[list[Issue], BaseException | None]:
+    """A per_namespace check's issues on one slice, and the exception it stopped on."""
+    part = copy.copy(ctx)
+    part.snap = NodeSlice(ctx.snap, node)  # type: ignore[assignment]
+    issues: list[Issue] = []
+    try:
+        for issue in chk.fn(part):
+            issues.append(issue)
+    except Exception as exc:  # noqa: BLE001 - replayed where run_check would see it
+        return issues, exc
+    return issues, None
+
+
+def _replayed(chk: Check, parts: list[tuple[list[Issue], BaseException | None]]) -> Check:
+    """`chk` with a function that yields the slices' issues in order and raises the first
+    exception where it happened, so `run_check` builds the very result of a whole run."""
+    def replay(_ctx: Context) -> Iterator[Issue]:
+        for issues, exc in parts:
+            yield from issues
+            if exc is not None:
+                raise exc
+
+    return Check(chk.info, replay, chk.modes, chk.per_namespace)
+
+
+def selected(only: Iterable[str] | None = None) -> list[Check]:
+    """The registered checks to run (those in `only`, else all), by id: the results order."""
     wanted = set(only) if only is not None else None
+    return [REGISTRY[cid] for cid in sorted(REGISTRY) if wanted is None or cid in wanted]
+
+
+def run_node(ctx: Context, checks: Iterable[Check], node: str) -> dict[str, list[CheckResult]]:
+    """Every node- and pod-scoped check on one node's targets: check id -> results."""
+    return {chk.info.id: run_check(ctx, chk, node) for chk in checks
+            if chk.info.scope != "bundle"}
+
+
+def assemble(checks: list[Check], per_node: Iterable[Mapping[str, list[CheckResult]]],
+             bundle: Mapping[str, list[CheckResult]]) -> list[CheckResult]:
+    """Results in the order of a check-by-check run: by check id, then node order, then the
+    node's targets - what the streaming runner must reproduce byte for byte."""
+    per_node = list(per_node)
     out: list[CheckResult] = []
-    for cid in sorted(REGISTRY):
-        if wanted is not None and cid not in wanted:
+    for chk in checks:
+        cid = chk.info.id
+        if chk.info.scope == "bundle":
+            out.extend(bundle.get(cid, ()))
+        else:
+            for part in per_node:
+                out.extend(part.get(cid, ()))
+    return out
+
+
+def run_checks(ctx: Context, only: Iterable[str] | None = None, *,
+               on_node: Callable[[NodeView], None] | None = None) -> list[CheckResult]:
+    """Every registered check (or those in `only`) on every target it applies to.
+
+    Node by node: a node's and its pods' checks run together, then `on_node(view)` (the
+    caller keeps the small per-node facts it needs while the node is parsed), then the
+    snapshot may drop the node's parsed state (`Snapshot.evict`, when the snapshot is lazy)
+    so peak memory is one node, not the cluster. Bundle-scoped checks run last, after every
+    node was read (a lazy snapshot learns of unparseable files as it parses them). The
+    results come back in check-id order, exactly as a check-by-check run orders them.
+    """
+    checks = selected(only)
+    evict = getattr(ctx.snap, "evict", None)
+    sliced = [c for c in checks if c.info.scope == "bundle" and c.per_namespace]
+    slices = {c.info.id: [slice_issues(ctx, c, None)] for c in sliced}
+    per_node: list[dict[str, list[CheckResult]]] = []
+    for view in ctx.nodes.values():
+        per_node.append(run_node(ctx, checks, view.name))
+        for c in sliced:
+            slices[c.info.id].append(slice_issues(ctx, c, view.name))
+        if on_node is not None:
+            on_node(view)
+        if callable(evict):
+            evict(view.name)
+    return assemble(checks, per_node, run_bundle(ctx, checks, slices))
+
+
+def run_bundle(ctx: Context, checks: Iterable[Check],
+               slices: Slices | None = None
+               ) -> dict[str, list[CheckResult]]:
+    """The bundle-scoped checks, after the nodes: a `per_namespace` one replays the issues
+    its slices found while each node was parsed (when `slices` holds them)."""
+    out: dict[str, list[CheckResult]] = {}
+    for chk in checks:
+        if chk.info.scope != "bundle":
             continue
-        out.extend(run_check(ctx, REGISTRY[cid]))
+        got = (slices or {}).get(chk.info.id)
+        out[chk.info.id] = run_check(ctx, _replayed(chk, got) if got is not None else chk)
     return out

@@ -42,40 +42,103 @@ from __future__ import annotations
 
 import ipaddress
 import re
+from collections.abc import Iterator, Mapping
 
 from ambientctl import model
 from ambientctl.analyzers.parse._common import shorten, split_lines
 from ambientctl.errors import ParseError
 
-__all__ = ["parse_ss_listen", "parse_sysctl"]
+__all__ = ["Sysctls", "parse_ss_listen", "parse_sysctl"]
 
 _SYSCTL_LINE = re.compile(r"^([^\s=]+)\s*=\s?(.*)$")
+# The same grammar over a whole file at once (re.M, so `^`/`$` are line ends): a line that is
+# blank, a `sysctl: ` stderr line or `name = value` passes; anything else is the first bad line.
+# `[^\S\n]` is `\s` without the newline, so no match ever spans two lines.
+_SYSCTL_BAD_LINE = re.compile(r"^(?!sysctl: )(?![^\s=]+[^\S\n]*=)(?![^\S\n]*$)", re.M)
+_SYSCTL_ANY_VALUE = re.compile(r"^(?!sysctl: )[^\s=]+[^\S\n]*=", re.M)
 
 
-def parse_sysctl(text: str, path: str) -> dict[str, model.Sysctl]:
+class Sysctls(Mapping[str, model.Sysctl]):
+    """`sysctl -a` output as name -> `Sysctl`, indexed on first use, objects built on lookup.
+
+    Why lazy: every netns of every node carries ~1,000 `net.*` lines and a check or the walk
+    reads a handful of them (rp_filter, ip_forward, route_localnet) in a few namespaces; at
+    50 nodes building every line's object was 44% of loading a bundle. The file is checked
+    whole at parse time by two C-level regex scans (so a malformed line is still a
+    ParseError naming its line when the snapshot is built); lines are split and indexed the
+    first time any key is asked for, and a `Sysctl` is made when that key is read.
+    """
+
+    __slots__ = ("_text", "_path", "_index", "_made")
+
+    def __init__(self, text: str, path: str) -> None:
+        self._text = text
+        self._path = path
+        self._index: dict[str, list[tuple[int, str]]] | None = None
+        self._made: dict[str, model.Sysctl] = {}
+
+    def _lines_index(self) -> dict[str, list[tuple[int, str]]]:
+        if self._index is None:
+            index: dict[str, list[tuple[int, str]]] = {}
+            lines = self._text.split("\n")  # "\r\n" was folded once by parse_sysctl
+            if lines[-1] == "":
+                lines.pop()
+            for idx, line in enumerate(lines):
+                if not line.strip() or line.startswith("sysctl: "):
+                    continue
+                name = line.partition("=")[0].rstrip()  # == _SYSCTL_LINE's group 1 (checked)
+                index.setdefault(name, []).append((idx, line))
+            self._index = index
+        return self._index
+
+    def __getitem__(self, name: str) -> model.Sysctl:
+        got = self._made.get(name)
+        if got is not None:
+            return got
+        where = self._lines_index()[name]  # KeyError: not collected
+        values = []
+        for _, line in where:
+            m = _SYSCTL_LINE.match(line)
+            assert m is not None  # the whole file matched the grammar at parse time
+            values.append(m.group(2))
+        idx, line = where[0]
+        # A multi-line value (kernel.core_modes) is printed as one "name = line" per line.
+        got = model.Sysctl(name=name, value="\n".join(values),
+                           source=model.SourceRef(self._path, idx + 1, line))
+        self._made[name] = got
+        return got
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._lines_index())
+
+    def __len__(self) -> int:
+        return len(self._lines_index())
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._lines_index()
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return (Sysctls, (self._text, self._path))
+
+
+def parse_sysctl(text: str, path: str) -> Mapping[str, model.Sysctl]:
     """Parse `sysctl -a` (or `sysctl KEY...`) output: name -> value, verbatim."""
-    out: dict[str, model.Sysctl] = {}
-    for idx, line in enumerate(split_lines(text)):
-        if not line.strip() or line.startswith("sysctl: "):
-            continue
-        m = _SYSCTL_LINE.match(line)
-        if m is None:
-            raise ParseError(
-                path, idx + 1, f"not sysctl output: {shorten(line)} (expected 'name = value')"
-            )
-        name, value = m.group(1), m.group(2)
-        prev = out.get(name)
-        if prev is not None:
-            # A multi-line value (kernel.core_modes) is printed as one "name = line" per line.
-            value = f"{prev.value}\n{value}"
-        source = prev.source if prev is not None else model.SourceRef(path, idx + 1, line)
-        out[name] = model.Sysctl(name=name, value=value, source=source)
-    if not out:
+    if "\r" in text:
+        text = text.replace("\r\n", "\n")  # as split_lines does, once, so lines agree
+    bad = _SYSCTL_BAD_LINE.search(text)
+    if bad is not None:
+        lineno = text.count("\n", 0, bad.start()) + 1
+        end = text.find("\n", bad.start())
+        line = text[bad.start(): end if end >= 0 else len(text)]
+        raise ParseError(
+            path, lineno, f"not sysctl output: {shorten(line)} (expected 'name = value')"
+        )
+    if _SYSCTL_ANY_VALUE.search(text) is None:
         raise ParseError(
             path, None, "no sysctl values: `sysctl -a` always prints many lines",
             hint="the command probably failed; re-collect",
         )  # fmt: skip
-    return out
+    return Sysctls(text, path)
 
 
 _STATES = {
