@@ -15,7 +15,7 @@ Conventions
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from functools import cached_property
@@ -221,13 +221,15 @@ class Chain:
 
     A node can hold 630k rules; a trace touches a handful of chains. The parser stores
     each rule's (line number, text) and a tokeniser; `rules` tokenises on first use.
+    `raw_rules` may be a lazy sequence (the iptables parser's `RawRules`: offsets into the
+    dump, split into lines when first read) — any `Sequence` of (line, text) works.
     """
 
     table: str
     name: str
     policy: str | None  # "ACCEPT"/"DROP" for built-in chains, None for user chains ("-")
     source: SourceRef  # the declaration line (":NAME POLICY [p:b]") or first rule
-    raw_rules: tuple[tuple[int, str], ...] = ()
+    raw_rules: Sequence[tuple[int, str]] = ()
     tokenizer: Callable[[Chain, int, int, str], Rule] | None = field(
         default=None, repr=False, compare=False
     )
