@@ -12,7 +12,10 @@ evidence a trace cites stays `sed -n Np`-exact without a list of lines.
 
 from __future__ import annotations
 
+import re
 from array import array
+from itertools import islice, repeat
+from operator import sub
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import overload
 
@@ -108,38 +111,127 @@ class RawRules(Sequence[tuple[int, str]]):
         return f"RawRules({len(self)} rules)"
 
 
-class TableIndex:
-    """One table's chains as the index pass found them: names, offsets, rule spans."""
+# One chain's run of rule lines (`-A NAME ...`) as iptables-save prints them: one regex
+# match per chain, not one Python step per rule. `iptables-save -c` prefixes every rule with
+# `[packets:bytes] `: a second pattern (an optional prefix per line costs 2.5x the time).
+_RUN_RE = re.compile(r"-A ([^ \n]+)[^\n]*\n(?:-A \1(?=[ \n])[^\n]*\n)*")
+_COUNTED_RUN_RE = re.compile(
+    r"\[\d+:\d+\] -A ([^ \n]+)[^\n]*\n(?:\[\d+:\d+\] -A \1(?=[ \n])[^\n]*\n)*"
+)
+# A well-formed chain declaration (others go through the parser's line-by-line path).
+_DECL_RE = re.compile(r":([^ \n]+) [^ \n]+(?: \[\d+:\d+\])?\n")
+_BATCH = 8192  # matches held at once (bounds the transient memory of a bulk step)
 
-    __slots__ = ("decl_ends", "decls", "extra", "first", "names", "policies")
+
+def _batches(matches: Iterator[re.Match[str]]) -> Iterator[list[re.Match[str]]]:
+    while batch := list(islice(matches, _BATCH)):
+        yield batch
+
+
+def _spans(batch: list[re.Match[str]]) -> tuple[list[int], list[int], list[str]]:
+    """Starts, ends and first groups of a batch of matches (the loops run in C)."""
+    return (list(map(re.Match.start, batch)), list(map(re.Match.end, batch)),
+            list(map(re.Match.group, batch, repeat(1, len(batch)))))
+
+
+class TableIndex:
+    """One table's chains as the index pass found them: names, declaration offsets, runs.
+
+    Per chain: its name (a dict key) and an offset; per run of rules: two offsets. Bulk
+    steps (`add_decls`, `add_runs`) keep Python out of the per-chain loop: the regex,
+    `map` and `dict(zip(...))` run in C.
+    """
+
+    __slots__ = ("decls", "more", "names", "run_ends", "run_of", "run_starts")
 
     def __init__(self) -> None:
-        self.names: dict[str, int] = {}  # chain name -> position in the arrays below
+        self.names: dict[str, int] = {}  # chain name -> its number (declaration order)
         self.decls = array("q")  # offset of each ":NAME POLICY" line
-        self.decl_ends = array("q")
-        self.policies: list[str | None] = []  # None for "-" (a user chain)
-        self.first = array("q")  # first rule span (start, end) per chain; -1 = no rules
-        self.extra: dict[int, list[int]] = {}  # further spans of interleaved chains
+        self.run_starts = array("q")
+        self.run_ends = array("q")
+        self.run_of: dict[int, int] = {}  # chain -> its first run
+        self.more: dict[int, list[int]] = {}  # chain -> all its runs, when it has several
 
-    def declare(self, name: str, start: int, end: int, policy: str | None) -> None:
+    def declare(self, name: str, start: int) -> None:
         self.names[name] = len(self.decls)
         self.decls.append(start)
-        self.decl_ends.append(end)
-        self.policies.append(policy)
-        self.first.extend((-1, -1))
 
-    def add_span(self, idx: int, start: int, end: int) -> None:
-        first = self.first
-        if first[2 * idx] < 0:
-            first[2 * idx], first[2 * idx + 1] = start, end
-        elif first[2 * idx + 1] == start and idx not in self.extra:
-            first[2 * idx + 1] = end  # the run continues (a blank line did not split it)
-        else:
-            self.extra.setdefault(idx, []).extend((start, end))
+    def add_decls(self, text: str, start: int, end: int) -> tuple[int, tuple[str, int] | None]:
+        """Declare the chains of the ":NAME POLICY" lines from `start` on, up to `end` or the
+        first malformed line; returns where it stopped and a duplicate as (name, offset)."""
+        pos = start
+        for batch in _batches(_DECL_RE.finditer(text, start, end)):
+            starts, ends, found = _spans(batch)
+            if starts[0] != pos or ends[-1] - pos != sum(map(sub, ends, starts)):
+                for s, e, name in zip(starts, ends, found):  # accept the good prefix
+                    if s != pos:
+                        return pos, None
+                    if name in self.names:
+                        return pos, (name, s)
+                    self.declare(name, s)
+                    pos = e
+                return pos, None
+            base = len(self.decls)
+            new = dict(zip(found, range(base, base + len(found))))
+            if len(new) != len(found) or not self.names.keys().isdisjoint(new):
+                for name, s in zip(found, starts):
+                    if name in self.names:
+                        return pos, (name, s)
+                    self.declare(name, s)
+            self.names.update(new)
+            self.decls.extend(starts)
+            pos = ends[-1]
+        return pos, None
+
+    def add_run(self, idx: int, start: int, end: int) -> None:
+        """File one run of rules (offsets) under chain number `idx`."""
+        run = len(self.run_starts)
+        self.run_starts.append(start)
+        self.run_ends.append(end)
+        first = self.run_of.setdefault(idx, run)
+        if first != run:
+            self.more.setdefault(idx, [first]).append(run)
+
+    def add_runs(self, text: str, start: int, end: int) -> int:
+        """File the runs of rule lines from `start` on, up to `end` or the first line that
+        is not a rule of a declared chain; returns where it stopped (that line's offset)."""
+        pattern = _COUNTED_RUN_RE if text.startswith("[", start) else _RUN_RE
+        pos = start
+        for batch in _batches(pattern.finditer(text, start, end)):
+            starts, ends, names = _spans(batch)
+            idxs = list(map(self.names.get, names))
+            # Contiguous (no line skipped by the search) and all chains declared?
+            if starts[0] != pos or ends[-1] - pos != sum(map(sub, ends, starts)) \
+                    or None in idxs:
+                for s, e, idx in zip(starts, ends, idxs):  # accept the good prefix
+                    if s != pos or idx is None:
+                        return pos
+                    self.add_run(idx, s, e)
+                    pos = e
+                return pos
+            base = len(self.run_starts)
+            new = dict(zip(idxs, range(base, base + len(idxs))))
+            self.run_starts.extend(starts)
+            self.run_ends.extend(ends)
+            if len(new) == len(idxs) and self.run_of.keys().isdisjoint(new):
+                self.run_of.update(new)
+            else:  # a chain's rules come in several runs (a hand-edited or merged dump)
+                del self.run_starts[base:], self.run_ends[base:]
+                for s, e, idx in zip(starts, ends, idxs):
+                    self.add_run(idx, s, e)
+            pos = ends[-1]
+        return pos
 
     def spans(self, idx: int) -> list[int]:
-        s, e = self.first[2 * idx], self.first[2 * idx + 1]
-        return ([s, e] if s >= 0 else []) + self.extra.get(idx, [])
+        """Flat (start, end, ...) offsets of chain `idx`'s runs, in file order."""
+        runs = self.more.get(idx)
+        if runs is None:
+            first = self.run_of.get(idx)
+            runs = [] if first is None else [first]
+        out: list[int] = []
+        for r in runs:
+            out += (self.run_starts[r], self.run_ends[r])
+        return out
 
 
 class ChainMap(Mapping[str, model.Chain]):
@@ -176,17 +268,18 @@ class ChainMap(Mapping[str, model.Chain]):
         if chain is not None:
             return chain
         idx = self._index.names[name]  # KeyError for an unknown chain, as a dict
-        ix = self._index
-        start = ix.decls[idx]
-        policy = ix.policies[idx]
+        start = self._index.decls[idx]
+        eol = self._text.find("\n", start)
+        decl = self._text[start : eol if eol >= 0 else len(self._text)]
+        policy = decl.split()[1]  # the index pass checked ":NAME POLICY [p:b]"
+        if policy == "-":
+            policy = None
         chain = self._built[name] = model.Chain(
             table=self._table,
             name=name,
             policy=policy,
-            source=model.SourceRef(
-                self._path, self._lines.line(start), self._text[start : ix.decl_ends[idx]]
-            ),
-            raw_rules=RawRules(self._text, ix.spans(idx), self._lines),
+            source=model.SourceRef(self._path, self._lines.line(start), decl),
+            raw_rules=RawRules(self._text, self._index.spans(idx), self._lines),
             tokenizer=self._tokenizer,
             base=self._hooks.get(name) if policy is not None else None,
         )

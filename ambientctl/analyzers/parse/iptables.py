@@ -165,15 +165,19 @@ def parse_iptables_save(
             gc.enable()
 
 
-# A run of rule lines of one chain (`-A NAME ...`, optionally after `[p:b] ` counters), as
-# iptables-save prints them: one regex match per chain instead of one Python step per rule.
-_RUN_RE = re.compile(
-    r"(?:\[\d+:\d+\] )?-A ([^ \n]+)[^\n]*\n"
-    r"(?:(?:\[\d+:\d+\] )?-A \1(?=[ \n])[^\n]*\n)*"
-)
-# A block of well-formed chain declarations, and one of them.
-_DECLS_RE = re.compile(r"(?::[^ \n]+ [^ \n]+(?: \[\d+:\d+\])?\n)+")
-_DECL_RE = re.compile(r":([^ \n]+) ([^ \n]+)[^\n]*")
+# Where a region of rule lines (declaration lines) ends: the first line that starts with
+# neither "-" nor "[" (is not ":").
+_RULES_END_RE = re.compile(r"\n[^\-\[]")
+_DECLS_END_RE = re.compile(r"\n[^:]")
+
+
+def _region_end(text: str, pos: int, end_re: re.Pattern[str]) -> int:
+    """End of the region of like lines from `pos` (a final line without its newline is
+    left out: the line-by-line path reports it as cut)."""
+    m = end_re.search(text, pos)
+    return m.start() + 1 if m is not None else text.rfind("\n") + 1
+
+
 # The first rule with a -s/-d address (family guess for a dump without header).
 _RULE_ADDR_RE = re.compile(r"(?:^|\n)(?:\[[^\]\n]*\] )?-A [^\n]*? -[sd] ([^ \n]+)")
 
@@ -202,34 +206,26 @@ def _parse(text: str, path: str, backend: str | None, family: str | None) -> mod
     cur = TableIndex()
     names = cur.names
 
-    run_match, decls_match, decl_iter = _RUN_RE.match, _DECLS_RE.match, _DECL_RE.finditer
     n = len(text)
     pos = 0
     last_start = 0  # start of the last line seen (for the cut-last-line check)
     while pos < n:
         c = text[pos]
-        # The hot paths: a chain's run of rules, a block of declarations (C-speed regexes).
+        # The hot paths: a region of rule lines, a block of declarations, both handled in
+        # bulk by C-speed regexes (no Python step per rule or per chain).
         if c == "-" or c == "[":
-            m = run_match(text, pos)
-            if m is not None:
-                idx = names.get(m.group(1))
-                if idx is not None and cur_name is not None:
-                    end = m.end()
-                    cur.add_span(idx, pos, end)
-                    last_start, pos = end, end
+            if cur_name is not None:
+                done = cur.add_runs(text, pos, _region_end(text, pos, _RULES_END_RE))
+                if done > pos:
+                    last_start = pos = done
                     continue
         elif c == ":" and cur_name is not None:
-            m = decls_match(text, pos)
-            if m is not None:
-                end = m.end()
-                for d in decl_iter(text, pos, end):
-                    name = d.group(1)
-                    if name in names:
-                        raise ParseError(path, lines.line(d.start()),
-                                         f"chain {name} declared twice in table {cur_name}")
-                    policy = d.group(2)
-                    cur.declare(name, d.start(), d.end(), None if policy == "-" else policy)
-                last_start, pos = end, end
+            done, dup = cur.add_decls(text, pos, _region_end(text, pos, _DECLS_END_RE))
+            if dup is not None:
+                raise ParseError(path, lines.line(dup[1]),
+                                 f"chain {dup[0]} declared twice in table {cur_name}")
+            if done > pos:
+                last_start = pos = done
                 continue
         # Anything else: one line at a time (few lines: headers, tables, COMMIT, oddities).
         eol = text.find("\n", pos)
@@ -245,7 +241,7 @@ def _parse(text: str, path: str, backend: str | None, family: str | None) -> mod
                 sp = line.find(" ", 3)
                 idx = names.get(line[3:sp] if sp > 0 else line[3:])
                 if idx is not None and cur_name is not None:
-                    cur.add_span(idx, start, eol)
+                    cur.add_run(idx, start, eol)
                     continue
             _bad_rule_line(path, lines.line(start), line, cur_name, names)
         elif c == "[":
@@ -255,7 +251,7 @@ def _parse(text: str, path: str, backend: str | None, family: str | None) -> mod
                 sp = line.find(" ", end + 5)
                 idx = names.get(line[end + 5 : sp] if sp > 0 else line[end + 5 :])
                 if idx is not None and cur_name is not None:
-                    cur.add_span(idx, start, eol)
+                    cur.add_run(idx, start, eol)
                     continue
                 _bad_rule_line(path, lines.line(start), line[end + 2 :], cur_name, names)
             raise ParseError(path, lines.line(start),
@@ -276,7 +272,7 @@ def _parse(text: str, path: str, backend: str | None, family: str | None) -> mod
             if name in names:
                 raise ParseError(path, lines.line(start),
                                  f"chain {name} declared twice in table {cur_name}")
-            cur.declare(name, start, eol, None if policy == "-" else policy)
+            cur.declare(name, start)
         elif c == "*":
             if cur_name is not None:
                 raise ParseError(
