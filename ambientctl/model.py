@@ -301,6 +301,11 @@ class Table:
 
     def base_chains(self) -> Iterator[Chain]:
         """Chains called from a netfilter hook."""
+        # A lazily built chain map (the iptables parser's ChainMap, 160k chains on a
+        # kube-proxy node) knows which few names can be base chains without building all.
+        lazy = getattr(self.chains, "base_chains", None)
+        if lazy is not None:
+            return lazy()  # type: ignore[no-any-return]
         return (c for c in self.chains.values() if c.base is not None)
 
 

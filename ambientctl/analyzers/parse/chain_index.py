@@ -285,6 +285,13 @@ class ChainMap(Mapping[str, model.Chain]):
         )
         return chain
 
+    def base_chains(self) -> Iterator[model.Chain]:
+        """The chains a netfilter hook calls, in declaration order (`Table.base_chains`):
+        only built-in names can be, so the other chains are not built."""
+        names = self._index.names
+        declared = sorted((names[n], n) for n in self._hooks if n in names)
+        return (c for c in (self[n] for _i, n in declared) if c.base is not None)
+
     def __contains__(self, name: object) -> bool:
         return name in self._index.names
 
