@@ -280,7 +280,12 @@ class Bundle:
             if not stat.S_ISREG(st.st_mode):
                 raise BundleError(f"{self.location}: {rel} is {_file_kind(st.st_mode)}; "
                                   "bundles hold regular files only")
-            data = fh.read(self.limits.max_member + 1)
+            # Ask for the size fstat reports (+1 to notice growth), not for the cap: a
+            # read(cap) allocates a cap-sized buffer first (512 MiB by default).
+            cap = self.limits.max_member + 1
+            data = fh.read(min(st.st_size + 1, cap))
+            if len(data) > st.st_size and len(data) < cap:  # grew since fstat: the rest
+                data += fh.read(cap - len(data))
         if len(data) > self.limits.max_member:
             raise self._too_big(rel, len(data))
         return data
