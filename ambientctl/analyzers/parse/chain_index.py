@@ -34,19 +34,17 @@ class LineIndex:
 
     def __init__(self, text: str) -> None:
         self.text = text
-        self._before: array | None = None  # newlines before each block, built on first use
+        self._before = array("q", [0])  # newlines before each block, counted as needed
 
     def line(self, offset: int) -> int:
         """The 1-based line holding `offset` (`sed`'s numbering: only "\\n" ends a line)."""
+        block = offset // _BLOCK
         before = self._before
-        if before is None:
-            before = array("q", [0])
-            text, total = self.text, 0
-            for start in range(0, len(text), _BLOCK):
+        if len(before) <= block:  # count the blocks up to this one, once
+            text, total = self.text, before[-1]
+            for start in range(len(before) * _BLOCK - _BLOCK, block * _BLOCK, _BLOCK):
                 total += text.count("\n", start, start + _BLOCK)
                 before.append(total)
-            self._before = before
-        block = offset // _BLOCK
         return before[block] + self.text.count("\n", block * _BLOCK, offset) + 1
 
 

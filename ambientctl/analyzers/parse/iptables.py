@@ -165,9 +165,7 @@ def parse_iptables_save(
             gc.enable()
 
 
-# Where a region of rule lines (declaration lines) ends: the first line that starts with
-# neither "-" nor "[" (is not ":").
-_RULES_END_RE = re.compile(r"\n[^\-\[]")
+# Where a region of declaration lines ends: the first line that does not start with ":".
 _DECLS_END_RE = re.compile(r"\n[^:]")
 
 
@@ -215,7 +213,8 @@ def _parse(text: str, path: str, backend: str | None, family: str | None) -> mod
         # bulk by C-speed regexes (no Python step per rule or per chain).
         if c == "-" or c == "[":
             if cur_name is not None:
-                done = cur.add_runs(text, pos, _region_end(text, pos, _RULES_END_RE))
+                # Up to the end: add_runs stops at the first line that is not a rule.
+                done = cur.add_runs(text, pos, n)
                 if done > pos:
                     last_start = pos = done
                     continue
