@@ -10,7 +10,6 @@ times it), (2) the answer is the one a full parse gives, evidence line numbers i
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 

@@ -14,10 +14,10 @@ from __future__ import annotations
 
 import re
 from array import array
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from itertools import islice, repeat
 from operator import sub
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from typing import overload
+from typing import cast, overload
 
 from ambientctl import model
 
@@ -207,16 +207,17 @@ class TableIndex:
                     self.add_run(idx, s, e)
                     pos = e
                 return pos
+            known = cast(list[int], idxs)  # no None: checked above
             base = len(self.run_starts)
-            new = dict(zip(idxs, range(base, base + len(idxs))))
+            new = dict(zip(known, range(base, base + len(known))))
             self.run_starts.extend(starts)
             self.run_ends.extend(ends)
             if len(new) == len(idxs) and self.run_of.keys().isdisjoint(new):
                 self.run_of.update(new)
             else:  # a chain's rules come in several runs (a hand-edited or merged dump)
                 del self.run_starts[base:], self.run_ends[base:]
-                for s, e, idx in zip(starts, ends, idxs):
-                    self.add_run(idx, s, e)
+                for s, e, i in zip(starts, ends, known):
+                    self.add_run(i, s, e)
             pos = ends[-1]
         return pos
 
@@ -269,9 +270,8 @@ class ChainMap(Mapping[str, model.Chain]):
         start = self._index.decls[idx]
         eol = self._text.find("\n", start)
         decl = self._text[start : eol if eol >= 0 else len(self._text)]
-        policy = decl.split()[1]  # the index pass checked ":NAME POLICY [p:b]"
-        if policy == "-":
-            policy = None
+        word = decl.split()[1]  # the index pass checked ":NAME POLICY [p:b]"
+        policy = None if word == "-" else word
         chain = self._built[name] = model.Chain(
             table=self._table,
             name=name,
