@@ -12,9 +12,10 @@ evidence a trace cites stays `sed -n Np`-exact without a list of lines.
 
 from __future__ import annotations
 
+import gc
 import re
 from array import array
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, ItemsView, Iterator, Mapping, Sequence, ValuesView
 from itertools import islice, repeat
 from operator import sub
 from typing import cast, overload
@@ -30,22 +31,30 @@ _BLOCK = 1 << 14
 class LineIndex:
     """Offset -> 1-based line number of one text, from per-block newline counts."""
 
-    __slots__ = ("_before", "text")
+    __slots__ = ("_before", "_last", "text")
 
     def __init__(self, text: str) -> None:
         self.text = text
         self._before = array("q", [0])  # newlines before each block, counted as needed
+        self._last = (0, 1)  # the previous lookup: (offset, line)
 
     def line(self, offset: int) -> int:
         """The 1-based line holding `offset` (`sed`'s numbering: only "\\n" ends a line)."""
-        block = offset // _BLOCK
-        before = self._before
-        if len(before) <= block:  # count the blocks up to this one, once
-            text, total = self.text, before[-1]
-            for start in range(len(before) * _BLOCK - _BLOCK, block * _BLOCK, _BLOCK):
-                total += text.count("\n", start, start + _BLOCK)
-                before.append(total)
-        return before[block] + self.text.count("\n", block * _BLOCK, offset) + 1
+        last = self._last
+        if last[0] <= offset < last[0] + _BLOCK:
+            # Near the previous lookup (chains are mostly read in file order): count the gap.
+            got = last[1] + self.text.count("\n", last[0], offset)
+        else:
+            block = offset // _BLOCK
+            before = self._before
+            if len(before) <= block:  # count the blocks up to this one, once
+                text, total = self.text, before[-1]
+                for start in range(len(before) * _BLOCK - _BLOCK, block * _BLOCK, _BLOCK):
+                    total += text.count("\n", start, start + _BLOCK)
+                    before.append(total)
+            got = before[block] + self.text.count("\n", block * _BLOCK, offset) + 1
+        self._last = (offset, got)
+        return got
 
 
 class RawRules(Sequence[tuple[int, str]]):
@@ -67,13 +76,13 @@ class RawRules(Sequence[tuple[int, str]]):
         rules = self._rules
         if rules is None:
             out: list[tuple[int, str]] = []
-            spans, text = self._spans, self._text
+            spans, text, line = self._spans, self._text, self._lines.line
             for k in range(0, len(spans), 2):
-                first = self._lines.line(spans[k])
                 parts = text[spans[k] : spans[k + 1]].split("\n")
-                if parts and parts[-1] == "":
+                if parts[-1] == "":
                     parts.pop()
-                out.extend(zip(range(first, first + len(parts)), parts))
+                first = line(spans[k])
+                out += zip(range(first, first + len(parts)), parts)
             rules = self._rules = tuple(out)
         return rules
 
@@ -256,6 +265,7 @@ class ChainMap(Mapping[str, model.Chain]):
         self._tokenizer = tokenizer
         self._hooks = hooks
         self._built: dict[str, model.Chain] = {}
+        self._ordered: dict[str, model.Chain] | None = None
 
     @property
     def built(self) -> int:
@@ -282,6 +292,26 @@ class ChainMap(Mapping[str, model.Chain]):
             base=self._hooks.get(name) if policy is not None else None,
         )
         return chain
+
+    def _all(self) -> dict[str, model.Chain]:
+        """Every chain, built, in declaration order (what a doctor check that reads them
+        all needs). Built with the cyclic GC paused: 160k new objects would otherwise make
+        it rescan the growing heap again and again, for nothing to collect."""
+        if self._ordered is None:
+            gc_was_enabled = gc.isenabled()
+            gc.disable()
+            try:
+                self._ordered = {name: self[name] for name in self._index.names}
+            finally:
+                if gc_was_enabled:
+                    gc.enable()
+        return self._ordered
+
+    def items(self) -> ItemsView[str, model.Chain]:
+        return self._all().items()
+
+    def values(self) -> ValuesView[model.Chain]:
+        return self._all().values()
 
     def base_chains(self) -> Iterator[model.Chain]:
         """The chains a netfilter hook calls, in declaration order (`Table.base_chains`):
