@@ -15,7 +15,7 @@ Conventions
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from functools import cached_property
@@ -221,13 +221,15 @@ class Chain:
 
     A node can hold 630k rules; a trace touches a handful of chains. The parser stores
     each rule's (line number, text) and a tokeniser; `rules` tokenises on first use.
+    `raw_rules` may be a lazy sequence (the iptables parser's `RawRules`: offsets into the
+    dump, split into lines when first read) — any `Sequence` of (line, text) works.
     """
 
     table: str
     name: str
     policy: str | None  # "ACCEPT"/"DROP" for built-in chains, None for user chains ("-")
     source: SourceRef  # the declaration line (":NAME POLICY [p:b]") or first rule
-    raw_rules: tuple[tuple[int, str], ...] = ()
+    raw_rules: Sequence[tuple[int, str]] = ()
     tokenizer: Callable[[Chain, int, int, str], Rule] | None = field(
         default=None, repr=False, compare=False
     )
@@ -299,6 +301,11 @@ class Table:
 
     def base_chains(self) -> Iterator[Chain]:
         """Chains called from a netfilter hook."""
+        # A lazily built chain map (the iptables parser's ChainMap, 160k chains on a
+        # kube-proxy node) knows which few names can be base chains without building all.
+        lazy = getattr(self.chains, "base_chains", None)
+        if lazy is not None:
+            return lazy()  # type: ignore[no-any-return]
         return (c for c in self.chains.values() if c.base is not None)
 
 

@@ -32,6 +32,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
 from ambientctl import model
+from ambientctl.analyzers.parse.iptables import BASE_HOOKS
 from ambientctl.errors import ParseError
 
 __all__ = ["KINDS", "Classification", "classify"]
@@ -66,6 +67,10 @@ _SIDECAR_CHAINS = {
 }
 _CILIUM_CHAINS = {"CILIUM_PREROUTING", "CILIUM_OUTPUT"}
 _INPOD_CHAINS = {"ISTIO_PRERT", "ISTIO_OUTPUT"}
+_XT_INSPECTED = (_LEGACY_NODE_CHAINS | _SIDECAR_CHAINS | _CILIUM_CHAINS | _INPOD_CHAINS
+                 | {"ISTIO_POSTRT"})
+# Only built-in chains can be base chains (the others' rules are read from those).
+_HOOK_CHAIN_NAMES = frozenset(name for hooks in BASE_HOOKS.values() for name in hooks)
 
 
 @dataclass(frozen=True)
@@ -191,7 +196,12 @@ class _Scan:
 
     def _xt_table(self, table: model.Table) -> None:
         backend = "iptables"
-        for name, chain in table.chains.items():
+        # Names first: a kube-proxy node declares 160k chains, and the parser builds a
+        # chain only when it is looked up (ambientctl.analyzers.parse.chain_index).
+        for name in table.chains:
+            if name not in _XT_INSPECTED and name not in _HOOK_CHAIN_NAMES:
+                continue
+            chain = table.chains[name]
             if name in _LEGACY_NODE_CHAINS:
                 self.found["legacy-node"].add(chain.source)
             elif name == "ISTIO_POSTRT":

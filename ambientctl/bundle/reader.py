@@ -12,6 +12,7 @@ manifest is read by file name (the caller warns once).
 
 from __future__ import annotations
 
+import codecs
 import hashlib
 import os
 import stat
@@ -53,6 +54,7 @@ _KIND = {
     tarfile.FIFOTYPE: "a FIFO", tarfile.CONTTYPE: "a contiguous file",
     tarfile.GNUTYPE_SPARSE: "a GNU sparse file",
 }
+_TEXT_CHUNK = 1 << 20  # bytes read (and decoded) at a time by read_text
 _HEADER_MAX = 1 << 20  # bytes of tar headers (pax, GNU long names) between two members
 
 
@@ -275,19 +277,31 @@ class Bundle:
             return self._gz.pread(member.offset, member.size)
         return self._read_file(rel, member)
 
-    def _read_file(self, rel: str, full: str) -> bytes:
-        """A directory bundle's file, read with the member cap enforced on what is read
-        (the file may have grown, or been swapped for a FIFO, since it was indexed)."""
+    def _open_file(self, rel: str, full: str) -> tuple[BinaryIO, os.stat_result]:
+        """A directory bundle's regular file, opened without following a link."""
         try:
             fd = os.open(full, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
         except OSError as exc:
             raise BundleError(f"{self.location}: {rel} cannot be read ({exc.strerror})") from exc
-        with os.fdopen(fd, "rb") as fh:
-            st = os.fstat(fd)
-            if not stat.S_ISREG(st.st_mode):
-                raise BundleError(f"{self.location}: {rel} is {_file_kind(st.st_mode)}; "
-                                  "bundles hold regular files only")
-            data = fh.read(self.limits.max_member + 1)
+        fh = os.fdopen(fd, "rb")
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            fh.close()
+            raise BundleError(f"{self.location}: {rel} is {_file_kind(st.st_mode)}; "
+                              "bundles hold regular files only")
+        return fh, st
+
+    def _read_file(self, rel: str, full: str) -> bytes:
+        """A directory bundle's file, read with the member cap enforced on what is read
+        (the file may have grown, or been swapped for a FIFO, since it was indexed)."""
+        fh, st = self._open_file(rel, full)
+        with fh:
+            # Ask for the size fstat reports (+1 to notice growth), not for the cap: a
+            # read(cap) allocates a cap-sized buffer first (512 MiB by default).
+            cap = self.limits.max_member + 1
+            data = fh.read(min(st.st_size + 1, cap))
+            if len(data) > st.st_size and len(data) < cap:  # grew since fstat: the rest
+                data += fh.read(cap - len(data))
         if len(data) > self.limits.max_member:
             raise self._too_big(rel, len(data))
         return data
@@ -307,16 +321,52 @@ class Bundle:
         data = self._read_bytes(rel)
         expected = self._hashes.get(rel)
         if verify and expected is not None and hashlib.sha256(data).hexdigest() != expected:
-            raise BundleError(
-                f"{self.location}: {rel} does not match its sha256 in manifest.json",
-                hint="the bundle was modified or damaged after collection; "
-                "`ambientctl bundle verify` lists every mismatch",
-            )
+            raise self._hash_mismatch(rel)
         return data
 
+    def _hash_mismatch(self, rel: str) -> BundleError:
+        return BundleError(
+            f"{self.location}: {rel} does not match its sha256 in manifest.json",
+            hint="the bundle was modified or damaged after collection; "
+            "`ambientctl bundle verify` lists every mismatch",
+        )
+
     def read_text(self, rel: str) -> str:
-        """The file decoded as UTF-8 (undecodable bytes become U+FFFD, parsers then object)."""
-        return self.read_bytes(rel).decode("utf-8", errors="replace")
+        """The file decoded as UTF-8 (undecodable bytes become U+FFFD, parsers then object).
+
+        A directory bundle's file is read, hashed and decoded chunk by chunk into one
+        growing string, so a 70 MB dump costs its size once, not twice (bytes, then str).
+        """
+        member = self._members.get(rel)
+        if not isinstance(member, str):
+            return self.read_bytes(rel).decode("utf-8", errors="replace")
+        expected = self._hashes.get(rel)
+        digest = hashlib.sha256() if expected is not None else None
+        decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        cap, size = self.limits.max_member, 0
+        text = ""
+        fh, _st = self._open_file(rel, member)
+        with fh:
+            # `text += piece` on a string nobody else holds grows it in place (CPython's
+            # BINARY_OP_INPLACE_ADD_UNICODE; realloc moves big blocks without copying):
+            # the file is held once, not as bytes plus str. The specialisation needs a
+            # `while True` loop (its backward jump warms the code up; a `while x := ...`
+            # loop's does not, and every `+=` would copy: quadratic).
+            # tests/test_big_node_lazy.py pins the peak.
+            while True:
+                chunk = fh.read(_TEXT_CHUNK)
+                if not chunk:
+                    break
+                size += len(chunk)
+                if size > cap:
+                    raise self._too_big(rel, size)
+                if digest is not None:
+                    digest.update(chunk)
+                text += decoder.decode(chunk)
+        text += decoder.decode(b"", final=True)
+        if digest is not None and digest.hexdigest() != expected:
+            raise self._hash_mismatch(rel)
+        return text
 
     def verify(self) -> list[Mismatch]:
         """Recheck every hash the manifest lists; return what does not match, path-sorted.
