@@ -28,7 +28,7 @@ from ambientctl.model import (
     Snapshot,
     ZtunnelConfig,
 )
-from ambientctl.raw import OPTIONAL_ABSENT
+from ambientctl.manifest_model import Manifest
 
 _XT_SKIPPED = re.compile(r"table (ip6?) (\S+) is managed by iptables-nft")
 
@@ -40,7 +40,7 @@ class BundleView:
     location: str
     paths: tuple[str, ...]
     read_text: Callable[[str], str]
-    manifest: Mapping[str, object] | None = None
+    manifest: Manifest | None = None
     manifest_problems: tuple[str, ...] = ()  # damage the reader found (and neutralised)
 
 
@@ -55,36 +55,13 @@ def _parse(problems: list[Problem], path: str, fn: Callable[[], object]) -> obje
     return None
 
 
-def _manifest_list(manifest: Mapping[str, object], key: str) -> list[object]:
-    value = manifest.get(key)
-    return value if isinstance(value, list) else []
-
-
-def _failed_entries(manifest: Mapping[str, object] | None) -> dict[str, str]:
-    """Planned commands that did not produce a file: destination path -> why.
-
-    A failed entry has `path: null` (nothing stored); its destination is the target's
-    directory plus the spec's file name.
-    """
-    out: dict[str, str] = {}
-    if not manifest:
-        return out
-    dirs = {str(t.get("id")): str(t.get("dir")) for t in _manifest_list(manifest, "targets")
-            if isinstance(t, dict) and t.get("dir")}
-    for entry in _manifest_list(manifest, "entries"):
-        if not isinstance(entry, dict):
-            continue
-        status = entry.get("status")
-        dest = entry.get("planned_path") or entry.get("path")
-        if not dest and entry.get("target") in dirs and entry.get("spec"):
-            dest = f"{dirs[str(entry['target'])]}/{entry['spec']}"
-        if status == "skipped" and str(entry.get("note") or "").startswith(OPTIONAL_ABSENT):
-            continue  # an optional tool the node lacks: nothing was expected there
-        if status and status != "ok" and dest:
-            stderr = str(entry.get("stderr") or "").strip().splitlines()
-            detail = f": {stderr[-1]}" if stderr else ""
-            out[str(dest)] = f"{status} on the node (exit {entry.get('exit_code')}){detail}"
-    return out
+def _failed_entries(manifest: Manifest | None) -> dict[str, str]:
+    """Planned commands that did not produce a file: destination path -> why, in the one
+    wording of `ManifestEntry.reason` (an optional tool the node lacks is absent data,
+    not listed)."""
+    if manifest is None:
+        return {}
+    return {dest: entry.reason() for dest, entry in manifest.not_collected().items()}
 
 
 def build_snapshot(view: BundleView) -> Snapshot:

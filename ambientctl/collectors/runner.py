@@ -320,6 +320,7 @@ class Runner:
                 continue
             status = _status(res)
             note = None
+            optional_absent = False
             if self._cancel.is_set() and status is not RawStatus.OK:
                 status, note = RawStatus.SKIPPED, "interrupted"
             elif status is RawStatus.TIMEOUT:
@@ -337,6 +338,7 @@ class Runner:
                 )
             elif status is RawStatus.NOT_FOUND and spec.optional:
                 status, note = RawStatus.SKIPPED, spec.absent_reason or "not found"
+                optional_absent = True
             elif status is RawStatus.NOT_FOUND:
                 note = f"{spec.binary} is not installed on the target"
                 if spec.missing_hint:
@@ -364,6 +366,7 @@ class Runner:
                     duration_ms=res.duration_ms,
                     wrapper=wrapper,
                     note=note,
+                    optional_absent=optional_absent,
                 )
             )
         if target.kind == "node":
