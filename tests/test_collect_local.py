@@ -126,6 +126,7 @@ def test_collecting_the_lab_writes_a_complete_verified_bundle(lab, lab_bundle) -
         for e in netns_entries:
             if e["argv"][0] == "ipvsadm" and e["status"] == "skipped":  # not installed here
                 assert e["path"] is None and e["note"].startswith("not found"), e
+                assert e["optional_absent"] is True, e  # said by the runner, not the note
                 continue
             assert e["status"] == "ok", e
             assert e["transport"] == "local" and e["wrapper"][:3] == ["ip", "netns", "exec"]
