@@ -13,8 +13,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 from ambientctl.analyzers.doctor import run_checks
-from ambientctl.analyzers.findings import Finding
 from ambientctl.analyzers.doctor.facts import Context
+from ambientctl.analyzers.findings import Finding
 from ambientctl.bundle.load import load_snapshot
 from ambientctl.bundle.reader import open_bundle
 from ambientctl.manifest_model import read_manifest
