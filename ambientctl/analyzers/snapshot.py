@@ -16,6 +16,7 @@ from ambientctl.analyzers.parse._common import load_json
 from ambientctl.analyzers.parse.ztunnel import parse_config_dump
 from ambientctl.bundle.layout import CLUSTER_FILES, MESH_FILES, split_netns_dir
 from ambientctl.errors import ParseError
+from ambientctl.manifest_model import Manifest
 from ambientctl.model import (
     Cluster,
     IpSet,
@@ -28,7 +29,6 @@ from ambientctl.model import (
     Snapshot,
     ZtunnelConfig,
 )
-from ambientctl.manifest_model import Manifest
 
 _XT_SKIPPED = re.compile(r"table (ip6?) (\S+) is managed by iptables-nft")
 

@@ -453,12 +453,14 @@ def resolve_source(**opts: Any) -> str:
     from ambientctl.cli.common import sigterm_as_interrupt
 
     sigterm_as_interrupt()  # a TERM must also remove the temporary bundle (atexit)
-    live = None if local is not None else live_options_from(**opts)
+    # The source is checked (no cluster reachable, client missing) before anything exists.
+    live = live_options_from(**opts) if local is None else None
     out = opts.get("save_bundle") or _temp_bundle()
     progress = None
     if sys.stderr.isatty():
         progress = lambda line: echo(f"  {line}", err=True)
-    if local is not None:
+    if live is None:
+        assert local is not None
         written, _ = collect_local(local, collect_options_from(**opts), out, progress=progress)
     else:
         from ambientctl.collectors.live import collect_live

@@ -49,8 +49,10 @@ def manifest_missing(ctx: Context) -> Iterator[Issue]:
 def command_failed(ctx: Context) -> Iterator[Issue]:
     """One finding per network namespace, listing every command that produced no file."""
     manifest = ctx.snap.manifest
+    if manifest is None:
+        return  # AMB101 says so
     grouped: dict[str, list[Evidence]] = {}
-    for entry in manifest.entries if manifest else ():
+    for entry in manifest.entries:
         if not entry.not_collected:
             continue  # ok, or an optional tool that is not there (ipvsadm without IPVS): data
         dest = manifest.destination(entry) or f"{entry.target or '?'}/{entry.spec or '?'}"
