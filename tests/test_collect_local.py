@@ -20,6 +20,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+import jsonschema
 import pytest
 
 from ambientctl.bundle import layout
@@ -116,6 +117,8 @@ def test_collecting_the_lab_writes_a_complete_verified_bundle(lab, lab_bundle) -
     try:
         manifest = bundle.manifest
         assert manifest is not None and manifest["schema"] == "ambientctl.bundle/v1"
+        schema = json.loads((REPO / "docs/schemas/bundle-manifest-v1.json").read_text())
+        jsonschema.validate(manifest, schema, cls=jsonschema.Draft202012Validator)
         assert manifest["partial"] is False
         assert bundle.verify() == []
         entries = manifest["entries"]

@@ -12,6 +12,9 @@ import shutil
 from collections.abc import Callable
 from pathlib import Path
 
+import jsonschema
+import pytest
+
 from ambientctl.analyzers.doctor import run_checks
 from ambientctl.analyzers.doctor.facts import Context
 from ambientctl.analyzers.findings import Finding
@@ -23,6 +26,7 @@ from ambientctl.model import Snapshot
 ROOT = Path(__file__).resolve().parent.parent
 SEED = ROOT / "examples/seed-kind-ambient"
 HOST = "nodes/ambient-worker/host"
+MANIFEST_SCHEMA = json.loads((ROOT / "docs/schemas/bundle-manifest-v1.json").read_text())
 
 
 def _edited(tmp_path: Path, fn: Callable[[dict], None], drop: tuple[str, ...] = ()) -> Path:
@@ -125,3 +129,17 @@ def test_the_reader_checks_hashes_from_the_typed_entries(tmp_path) -> None:
         assert [str(m) for m in opened.verify()][0].startswith(f"{HOST}/ss-listen.txt: sha256")
     finally:
         opened.close()
+
+
+@pytest.mark.parametrize("example", ["seed-kind-ambient", "inpod-kind-ambient",
+                                     "mixed-kind-ambient"])
+def test_the_examples_manifests_follow_the_documented_schema(example: str) -> None:
+    doc = json.loads((ROOT / "examples" / example / "manifest.json").read_text())
+    jsonschema.validate(doc, MANIFEST_SCHEMA, cls=jsonschema.Draft202012Validator)
+
+
+def test_the_schema_refuses_an_unknown_status() -> None:
+    doc = {"schema": "ambientctl.bundle/v1",
+           "entries": [{"spec": "x", "target": "node/w1", "status": "fine"}]}
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(doc, MANIFEST_SCHEMA, cls=jsonschema.Draft202012Validator)
