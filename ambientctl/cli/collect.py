@@ -41,11 +41,13 @@ def _progress(quiet: bool) -> Callable[[str], None] | None:
 
 
 def _failure_lines(failed: tuple[dict[str, Any], ...]) -> list[str]:
-    """One line per (target, status, reason), naming the specs it hit."""
+    """One line per (target, status, reason), naming the specs it hit; the reason is the
+    one every reader gives (`ManifestEntry.why`: the note, else stderr's last line)."""
+    from ambientctl.manifest_model import read_manifest
+
     groups: dict[tuple[str, str, str], list[str]] = {}
-    for entry in failed:
-        why = entry["note"] or next(iter(str(entry["stderr"]).strip().splitlines()), "")
-        groups.setdefault((entry["target"], entry["status"], why), []).append(entry["spec"])
+    for entry in read_manifest({"entries": list(failed)}).entries:
+        groups.setdefault((entry.target, entry.status, entry.why), []).append(entry.spec)
     return [
         f"{target}: {status} ({', '.join(specs)}){': ' + why if why else ''}"
         for (target, status, why), specs in groups.items()
