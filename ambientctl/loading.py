@@ -54,7 +54,7 @@ def load_snapshot(location: str) -> Snapshot:
             raise BundleError(f"{location}: not a bundle (no manifest.json, nodes/ or cluster/)",
                               hint="a bundle is what `ambientctl collect -o DIR|FILE.tar.gz` "
                               "writes; try --bundle example:seed-kind-ambient")
-        view = BundleView(location, paths, bundle.read_text, bundle.manifest,
+        view = BundleView(location, paths, bundle.read_text, bundle.typed_manifest,
                           tuple(bundle.manifest_problems), reopen=load_snapshot,
                           close=bundle.close)
         return build_snapshot(view)

@@ -21,6 +21,8 @@ from enum import StrEnum
 from functools import cached_property
 from typing import Union
 
+from ambientctl.manifest_model import Manifest
+
 IPAddress = Union[ipaddress.IPv4Address, ipaddress.IPv6Address]
 IPNetwork = Union[ipaddress.IPv4Network, ipaddress.IPv6Network]
 IPInterface = Union[ipaddress.IPv4Interface, ipaddress.IPv6Interface]
@@ -914,7 +916,7 @@ class Snapshot:
     cluster: Cluster
     nodes: Mapping[str, NodeState]
     problems: tuple[Problem, ...] = ()  # bundle-wide (manifest missing, cluster file broken)
-    manifest: Mapping[str, object] | None = None
+    manifest: Manifest | None = None  # typed manifest.json (None: assembled by hand)
     config_dumps: Mapping[str, object] = field(default_factory=dict)  # node -> ztunnel config_dump
     ztunnel_configs: Mapping[str, ZtunnelConfig] = field(default_factory=dict)  # readable dumps
 

@@ -40,6 +40,8 @@ class ExecResult:
 
 # How a collection note begins for an optional command whose binary the target lacks
 # (`ipvsadm` on a node whose kube-proxy is not in IPVS mode): absent data, not a failure.
+# Readers go by the manifest entry's `optional_absent` (RawOutput.optional_absent); the
+# prefix is how bundles written before that field said it.
 OPTIONAL_ABSENT = "not found: "
 
 
@@ -59,6 +61,7 @@ class RawOutput:
     duration_ms: int
     wrapper: tuple[str, ...] = ()  # how the argv was entered (nsenter/ip netns exec/...)
     note: str | None = None  # reason for skipped / transport error text
+    optional_absent: bool = False  # skipped: an optional tool the target lacks (not a failure)
     spilled: tuple[int, str] | None = None
     """(size, sha256) once `stdout` was written to the bundle's staging directory and
     dropped from memory (`stdout` is then empty): collection holds no output longer than

@@ -20,6 +20,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+import jsonschema
 import pytest
 
 from ambientctl.bundle import layout
@@ -116,6 +117,8 @@ def test_collecting_the_lab_writes_a_complete_verified_bundle(lab, lab_bundle) -
     try:
         manifest = bundle.manifest
         assert manifest is not None and manifest["schema"] == "ambientctl.bundle/v1"
+        schema = json.loads((REPO / "docs/schemas/bundle-manifest-v1.json").read_text())
+        jsonschema.validate(manifest, schema, cls=jsonschema.Draft202012Validator)
         assert manifest["partial"] is False
         assert bundle.verify() == []
         entries = manifest["entries"]
@@ -126,6 +129,7 @@ def test_collecting_the_lab_writes_a_complete_verified_bundle(lab, lab_bundle) -
         for e in netns_entries:
             if e["argv"][0] == "ipvsadm" and e["status"] == "skipped":  # not installed here
                 assert e["path"] is None and e["note"].startswith("not found"), e
+                assert e["optional_absent"] is True, e  # said by the runner, not the note
                 continue
             assert e["status"] == "ok", e
             assert e["transport"] == "local" and e["wrapper"][:3] == ["ip", "netns", "exec"]

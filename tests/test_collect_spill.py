@@ -14,7 +14,7 @@ MIB = 1 << 20
 
 _SCRIPT = r"""
 import hashlib, resource, sys
-from ambientctl.collectors.runner import Plan, Target, collect_bundle
+from ambientctl.collectors.runner import CollectOptions, Plan, Target, collect_bundle
 from ambientctl.collectors.transport import NetnsRef
 from ambientctl.raw import ExecResult
 
@@ -32,7 +32,7 @@ class Big:
 targets = [Target.node_target("n1", NetnsRef())] + [
     Target.pod_target("n1", "default", f"pod-{i}", NetnsRef(name=f"cni-{i}")) for i in range(40)]
 written, _ = collect_bundle(Big(), Plan(tuple(targets)), sys.argv[1],
-                            collection={"mode": "test"}, concurrency=2)
+                            collection={"mode": "test"}, options=CollectOptions(concurrency=2))
 stored = sum(e["size"] or 0 for e in written.manifest["entries"])
 print(stored, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
 """

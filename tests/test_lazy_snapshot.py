@@ -45,7 +45,7 @@ def _recording(location: Path) -> tuple[list[str], object]:
         reads.append(rel)
         return bundle.read_text(rel)
 
-    view = BundleView(str(location), tuple(bundle.paths()), read_text, bundle.manifest,
+    view = BundleView(str(location), tuple(bundle.paths()), read_text, bundle.typed_manifest,
                       tuple(bundle.manifest_problems), close=bundle.close)
     return reads, build_snapshot(view)
 

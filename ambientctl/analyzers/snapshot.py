@@ -43,6 +43,7 @@ from ambientctl.analyzers.parse._common import load_json
 from ambientctl.analyzers.parse.ztunnel import parse_config_dump
 from ambientctl.errors import ParseError
 from ambientctl.layout import CLUSTER_FILES, MESH_FILES, config_dump_path, split_netns_dir
+from ambientctl.manifest_model import Manifest
 from ambientctl.model import (
     NETNS_SLOTS,
     Cluster,
@@ -57,7 +58,6 @@ from ambientctl.model import (
     Snapshot,
     ZtunnelConfig,
 )
-from ambientctl.raw import OPTIONAL_ABSENT
 
 _XT_SKIPPED = re.compile(r"table (ip6?) (\S+) is managed by iptables-nft")
 
@@ -220,7 +220,7 @@ class BundleView:
     location: str
     paths: tuple[str, ...]
     read_text: Callable[[str], str]
-    manifest: Mapping[str, object] | None = None
+    manifest: Manifest | None = None
     manifest_problems: tuple[str, ...] = ()  # damage the reader found (and neutralised)
     reopen: Callable[[str], Snapshot] | None = None
     close: Callable[[], None] | None = None
@@ -237,36 +237,13 @@ def _parse(problems: list[Problem], path: str, fn: Callable[[], object]) -> obje
     return None
 
 
-def _manifest_list(manifest: Mapping[str, object], key: str) -> list[object]:
-    value = manifest.get(key)
-    return value if isinstance(value, list) else []
-
-
-def _failed_entries(manifest: Mapping[str, object] | None) -> dict[str, str]:
-    """Planned commands that did not produce a file: destination path -> why.
-
-    A failed entry has `path: null` (nothing stored); its destination is the target's
-    directory plus the spec's file name.
-    """
-    out: dict[str, str] = {}
-    if not manifest:
-        return out
-    dirs = {str(t.get("id")): str(t.get("dir")) for t in _manifest_list(manifest, "targets")
-            if isinstance(t, dict) and t.get("dir")}
-    for entry in _manifest_list(manifest, "entries"):
-        if not isinstance(entry, dict):
-            continue
-        status = entry.get("status")
-        dest = entry.get("planned_path") or entry.get("path")
-        if not dest and entry.get("target") in dirs and entry.get("spec"):
-            dest = f"{dirs[str(entry['target'])]}/{entry['spec']}"
-        if status == "skipped" and str(entry.get("note") or "").startswith(OPTIONAL_ABSENT):
-            continue  # an optional tool the node lacks: nothing was expected there
-        if status and status != "ok" and dest:
-            stderr = str(entry.get("stderr") or "").strip().splitlines()
-            detail = f": {stderr[-1]}" if stderr else ""
-            out[str(dest)] = f"{status} on the node (exit {entry.get('exit_code')}){detail}"
-    return out
+def _failed_entries(manifest: Manifest | None) -> dict[str, str]:
+    """Planned commands that did not produce a file: destination path -> why, in the one
+    wording of `ManifestEntry.reason` (an optional tool the node lacks is absent data,
+    not listed)."""
+    if manifest is None:
+        return {}
+    return {dest: entry.reason() for dest, entry in manifest.not_collected().items()}
 
 
 # --------------------------------------------------------------------------- one namespace

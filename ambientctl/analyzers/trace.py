@@ -406,9 +406,8 @@ class Tracer:
                 if gen is not None:
                     return gen, Step("ztunnel", f"ztunnel on {node} is {_GEN_NAMES[gen]} (image "
                                      f"{image} of pod {pod.namespace}/{pod.name})", pod.source)
-        versions = (self.snap.manifest or {}).get("components", {})
-        zt = versions.get("ztunnel") if isinstance(versions, dict) else None
-        if isinstance(zt, list) and len(zt) == 1:
+        zt = self.snap.manifest.components.get("ztunnel") if self.snap.manifest else None
+        if zt is not None and len(zt) == 1:
             gen = ztunnel_generation_of_tag(str(zt[0]))
             if gen is not None:
                 return gen, Step("ztunnel", f"ztunnel on {node} is {_GEN_NAMES[gen]} (manifest "

@@ -16,7 +16,8 @@ The manifest is written by `collect` and read (optionally) by everything else. S
       "entries": [{"path": "nodes/w1/host/iptables-save.txt" | null, "spec": "iptables-save.txt",
                    "target": "node/w1", "argv": [...], "wrapper": [...], "transport": "local",
                    "status": "ok", "exit_code": 0, "stderr": "", "stderr_truncated": false,
-                   "note": null, "started_at": "...", "duration_ms": 12,
+                   "note": null, "optional_absent": false,
+                   "started_at": "...", "duration_ms": 12,
                    "size": 3112 | null, "sha256": "..." | null}]
     }
 
@@ -73,6 +74,7 @@ def entry_for(output: RawOutput, *, stored: bool, spec: str | None = None) -> di
         "stderr": stderr,
         "stderr_truncated": truncated,
         "note": output.note,
+        "optional_absent": output.optional_absent,
         "started_at": output.started_at,
         "duration_ms": output.duration_ms,
         "size": (output.spilled[0] if output.spilled else len(output.stdout)) if stored else None,

@@ -17,7 +17,6 @@ import hashlib
 import os
 import stat
 import tarfile
-from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any, BinaryIO
@@ -26,6 +25,7 @@ from ambientctl.bundle.gzindex import GzipIndex
 from ambientctl.bundle.layout import MANIFEST, MANIFEST_SCHEMA
 from ambientctl.bundle.limits import OVERRIDE_HINT, ReadLimits, human
 from ambientctl.errors import BundleError
+from ambientctl.manifest_model import Manifest, read_manifest
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,12 +102,20 @@ class Bundle:
                 f"{location}: not a bundle (neither a directory nor a .tar.gz)",
                 hint="a bundle is what `ambientctl collect -o DIR|FILE.tar.gz` writes",
             )
-        self.manifest: Mapping[str, object] | None = self._load_manifest()
+        # The document as stored (redaction rewrites it) and, read once, its typed form
+        # (everything that asks the manifest a question reads `typed_manifest`).
+        self.manifest: dict[str, object] | None = self._load_manifest()
+        self.typed_manifest: Manifest | None = None
         self._hashes: dict[str, str] = {}
         if self.manifest is not None:
-            for entry in _entries(self.manifest):
-                if entry.get("path") and entry.get("sha256"):
-                    self._hashes[str(entry["path"])] = str(entry["sha256"])
+            self.typed_manifest = read_manifest(self.manifest)
+            self.manifest_problems.extend(self.typed_manifest.problems)
+            for key in ("entries", "targets"):  # redaction walks the stored document:
+                if not isinstance(self.manifest.get(key, []), list):  # damage reported above
+                    self.manifest[key] = []
+            for entry in self.typed_manifest.entries:
+                if entry.path and entry.sha256:
+                    self._hashes[entry.path] = entry.sha256
 
     def _too_big(self, rel: str, size: int) -> BundleError:
         return BundleError(
@@ -241,23 +249,13 @@ class Bundle:
                 f"{self.location}: expected one top folder in the archive, found {len(tops)}"
             )
 
-    def _load_manifest(self) -> Mapping[str, object] | None:
+    def _load_manifest(self) -> dict[str, object] | None:
         if MANIFEST not in self._members:
             return None
         raw = self._read_bytes(MANIFEST)
         doc = load_json(raw.decode("utf-8", errors="replace"), f"{self.location}/{MANIFEST}")
         if not isinstance(doc, dict):
             raise BundleError(f"{self.location}/{MANIFEST}: not a JSON object")
-        # Every consumer iterates `entries` and `targets`: a damaged one (`"entries": 5`)
-        # is replaced by an empty list here, once, and reported (`manifest_problems`).
-        for key in ("entries", "targets"):
-            value = doc.get(key)
-            if value is not None and not isinstance(value, list):
-                self.manifest_problems.append(
-                    f"$.{key} is {type(value).__name__}, expected an array: ignored "
-                    "(hashes not checked, failed commands not known)")
-                doc[key] = []
-
         schema = str(doc.get("schema", ""))
         if schema != MANIFEST_SCHEMA:
             if schema.startswith("ambientctl.bundle/v"):
@@ -375,29 +373,26 @@ class Bundle:
         its entry, and a regular file the manifest does not list (something was added).
         Raises `BundleError` when there is no manifest to verify against.
         """
-        if self.manifest is None:
+        if self.typed_manifest is None:
             raise BundleError(
                 f"{self.location}: no {MANIFEST}; nothing to verify against",
                 hint="hand-assembled bundles carry no hashes",
             )
         problems: list[Mismatch] = []
         listed: set[str] = {MANIFEST}
-        for entry in _entries(self.manifest):
-            if not entry.get("path"):
+        for entry in self.typed_manifest.entries:
+            if not entry.path:
                 continue
-            rel = str(entry["path"])
+            rel = entry.path
             listed.add(rel)
             if rel not in self._members:
                 problems.append(Mismatch(rel, "missing: listed in manifest.json"))
                 continue
             length, digest = self._digest(rel)
-            size = entry.get("size")
-            if entry.get("sha256") and digest != entry["sha256"]:
-                problems.append(
-                    Mismatch(rel, f"sha256 {digest} != manifest {entry['sha256']}")
-                )
-            elif isinstance(size, int) and size != length:
-                problems.append(Mismatch(rel, f"size {length} != manifest {size}"))
+            if entry.sha256 and digest != entry.sha256:
+                problems.append(Mismatch(rel, f"sha256 {digest} != manifest {entry.sha256}"))
+            elif entry.size is not None and entry.size != length:
+                problems.append(Mismatch(rel, f"size {length} != manifest {entry.size}"))
         for rel in self._members:
             if rel not in listed:
                 problems.append(Mismatch(rel, "not listed in manifest.json"))
@@ -424,15 +419,6 @@ class Bundle:
         if self._fh is not None:
             self._fh.close()
             self._fh = None
-
-
-def _entries(manifest: Mapping[str, object]) -> Iterator[Mapping[str, Any]]:
-    """The manifest's entries that are objects (a damaged entry is skipped here; the
-    snapshot reports a damaged manifest as a problem)."""
-    entries = manifest.get("entries", [])
-    for entry in entries if isinstance(entries, list) else ():
-        if isinstance(entry, dict):
-            yield entry
 
 
 def load_json(text: str, where: str) -> Any:

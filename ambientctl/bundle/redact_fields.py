@@ -465,6 +465,7 @@ MANIFEST_FIELDS: dict[str, tuple[str, str]] = {
     "entries[].stderr": ("prose", "hostnames, addresses, names, users scrubbed"),
     "entries[].stderr_truncated": ("keep", "boolean"),
     "entries[].note": ("prose", "free text"),
+    "entries[].optional_absent": ("keep", "boolean"),
     "entries[].started_at": ("keep:timestamp", "time"),
     "entries[].duration_ms": ("keep", "number"),
 }

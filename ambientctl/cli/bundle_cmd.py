@@ -31,11 +31,8 @@ def verify(ctx: click.Context, path: str) -> None:
     opened = open_bundle(path)
     try:
         mismatches = opened.verify()
-        checked = sum(
-            1
-            for e in (opened.manifest or {}).get("entries", [])  # type: ignore[union-attr]
-            if isinstance(e, dict) and e.get("path")
-        )
+        typed = opened.typed_manifest
+        checked = sum(1 for e in typed.entries if e.path) if typed else 0
     finally:
         opened.close()
     for mismatch in mismatches:

@@ -20,7 +20,6 @@ bundle is collected into a private temporary directory and deleted afterwards, u
 
 from __future__ import annotations
 
-import json
 import socket
 import sys
 from collections.abc import Callable
@@ -29,7 +28,7 @@ from typing import Any
 import click
 
 from ambientctl.cli import cli
-from ambientctl.cli.source import DEFAULT_TARGET_TIMEOUT, live_source_options, max_output_bytes
+from ambientctl.cli.source import live_source_options
 from ambientctl.errors import ExitCode, UsageError
 from ambientctl.render.terminal import echo
 
@@ -42,11 +41,13 @@ def _progress(quiet: bool) -> Callable[[str], None] | None:
 
 
 def _failure_lines(failed: tuple[dict[str, Any], ...]) -> list[str]:
-    """One line per (target, status, reason), naming the specs it hit."""
+    """One line per (target, status, reason), naming the specs it hit; the reason is the
+    one every reader gives (`ManifestEntry.why`: the note, else stderr's last line)."""
+    from ambientctl.manifest_model import read_manifest
+
     groups: dict[tuple[str, str, str], list[str]] = {}
-    for entry in failed:
-        why = entry["note"] or next(iter(str(entry["stderr"]).strip().splitlines()), "")
-        groups.setdefault((entry["target"], entry["status"], why), []).append(entry["spec"])
+    for entry in read_manifest({"entries": list(failed)}).entries:
+        groups.setdefault((entry.target, entry.status, entry.why), []).append(entry.spec)
     return [
         f"{target}: {status} ({', '.join(specs)}){': ' + why if why else ''}"
         for (target, status, why), specs in groups.items()
@@ -63,23 +64,9 @@ def _default_node_name() -> str:
 
 
 @cli.command("collect")
-@click.option("--local", "local", is_flag=True, help="Collect this machine (run commands here).")
 @click.option(
     "-o", "--output", "out", required=True, metavar="DIR|FILE.tar.gz",
     help="Where to write the bundle (must not exist).",
-)
-@click.option("--node-name", metavar="NAME", help="Node name for this machine [default: hostname].")
-@click.option(
-    "--pod", "pods", multiple=True, metavar="NETNS=NAMESPACE/POD",
-    help="Also collect a pod's netns (a name under /var/run/netns, or a path). Repeatable.",
-)
-@click.option(
-    "--targets", "targets_file", type=click.Path(exists=True, dir_okay=False),
-    help="JSON file listing nodes and pods by netns (labs emulating several nodes).",
-)
-@click.option(
-    "--cluster-dir", type=click.Path(exists=True, file_okay=False),
-    help="Copy pods/services/namespaces/nodes/endpointslices .json from here into cluster/.",
 )
 @click.option("--timeout", type=float, default=30.0, show_default=True,
               help="Seconds before one command is killed.")
@@ -93,18 +80,11 @@ def _default_node_name() -> str:
 @click.pass_context
 def collect(
     ctx: click.Context,
-    local: bool,
     out: str,
-    node_name: str | None,
-    pods: tuple[str, ...],
-    targets_file: str | None,
-    cluster_dir: str | None,
-    timeout: float,
-    concurrency: int,
     redact: bool,
     keep_unredacted: str | None,
     quiet: bool,
-    **live_opts: Any,
+    **source: Any,
 ) -> None:
     """Collect iptables, ipsets, routes, rules, addresses, listeners and sysctls into a bundle."""
     from ambientctl.cli.common import sigterm_as_interrupt
@@ -113,8 +93,7 @@ def collect(
     if keep_unredacted and not redact:
         raise UsageError("--keep-unredacted goes with --redact")
     if not redact:
-        _collect(ctx, local, out, node_name, pods, targets_file, cluster_dir, timeout,
-                 concurrency, quiet, None, **live_opts)
+        _collect(ctx, out, quiet, None, **source)
         return
     import os
     import shutil
@@ -131,91 +110,38 @@ def collect(
     tmp = tempfile.mkdtemp(prefix="ambientctl-unredacted-")  # mode 0700
     try:
         raw = keep_unredacted or os.path.join(tmp, bundle_name(out))
-        _collect(ctx, local, raw, node_name, pods, targets_file, cluster_dir, timeout,
-                 concurrency, quiet, out, **live_opts)
+        _collect(ctx, raw, quiet, out, **source)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def _collect(
-    ctx: click.Context,
-    local: bool,
-    out: str,
-    node_name: str | None,
-    pods: tuple[str, ...],
-    targets_file: str | None,
-    cluster_dir: str | None,
-    timeout: float,
-    concurrency: int,
-    quiet: bool,
-    redact_to: str | None,
-    **live_opts: Any,
-) -> None:
-    """Collect into `out`; with `redact_to`, then write the redacted bundle there."""
-    from ambientctl.collectors.local import (
-        LocalTransport,
-        parse_pod_option,
-        targets_from_document,
+def _collect(ctx: click.Context, out: str, quiet: bool, redact_to: str | None,
+             **source: Any) -> None:
+    """Collect into `out` from the source the options name (`--local`, else live: the
+    current kube context, or --context/--kind/--ssh); with `redact_to`, then write the
+    redacted bundle there."""
+    from ambientctl.cli.source import (
+        collect_local,
+        collect_options_from,
+        collection_warnings,
+        live_options_from,
+        local_source_from,
     )
-    from ambientctl.collectors.runner import Plan, Target, collect_bundle, read_cluster_dir
-    from ambientctl.collectors.transport import NetnsRef
 
-    if not local:
-        # Live: the current kube context, or --context/--kind/--ssh (one line and a hint
-        # pointing at --bundle and the example when nothing is reachable).
-        import dataclasses
-
-        from ambientctl.cli.source import collection_warnings, live_options_from
-        from ambientctl.collectors.live import collect_live
-
-        if pods or node_name or targets_file or cluster_dir:
-            raise UsageError("--pod, --node-name, --targets and --cluster-dir go with --local")
-        live = dataclasses.replace(live_options_from(concurrency=concurrency, **live_opts),
-                                   timeout=timeout)
-        written = collect_live(live, out, progress=_progress(quiet),
-                               argv=["ambientctl", *sys.argv[1:]])
-        for line in collection_warnings(written.manifest):
-            echo(line, err=True)
-        _report(ctx, written, was_interrupted(written), quiet, redact_to)
+    local = local_source_from(**source)
+    if local is not None:
+        written, interrupted = collect_local(local, collect_options_from(**source), out,
+                                             progress=_progress(quiet))
+        _report(ctx, written, interrupted, quiet, redact_to)
         return
-    if targets_file and (pods or node_name):
-        raise UsageError("--targets cannot be combined with --pod or --node-name")
-    if targets_file:
-        try:
-            with open(targets_file, encoding="utf-8") as fh:
-                doc = json.load(fh)
-        except ValueError as exc:
-            raise UsageError(f"{targets_file}: not valid JSON ({exc})") from exc
-        targets = targets_from_document(doc, source=targets_file)
-    else:
-        node = node_name or _default_node_name()
-        targets = [Target.node_target(node, NetnsRef())]
-        for value in pods:
-            netns, namespace, pod = parse_pod_option(value)
-            targets.append(Target.pod_target(node, namespace, pod, netns))
-    plan = Plan(tuple(targets))
-    extra = read_cluster_dir(cluster_dir) if cluster_dir else []
-    collection = {
-        "mode": "local",
-        "argv": ["ambientctl", *sys.argv[1:]] if sys.argv else ["ambientctl", "collect"],
-    }
-    if cluster_dir:
-        collection["cluster_dir"] = cluster_dir
-    progress = _progress(quiet)
-    if progress:
-        progress(f"collecting {len(plan.targets)} network namespaces ...")
-    written, interrupted = collect_bundle(
-        LocalTransport(max_output=max_output_bytes(live_opts)),
-        plan,
-        out,
-        collection=collection,
-        extra_files=extra,
-        timeout=timeout,
-        concurrency=concurrency,
-        progress=progress,
-        target_timeout=float(live_opts.get("target_timeout") or DEFAULT_TARGET_TIMEOUT),
-    )
-    _report(ctx, written, interrupted, quiet, redact_to)
+    from ambientctl.collectors.live import collect_live
+
+    # One line and a hint pointing at --bundle and the example when nothing is reachable.
+    written = collect_live(live_options_from(**source), out, progress=_progress(quiet),
+                           argv=["ambientctl", *sys.argv[1:]])
+    for line in collection_warnings(written.manifest):
+        echo(line, err=True)
+    _report(ctx, written, was_interrupted(written), quiet, redact_to)
 
 
 def _report(ctx: click.Context, written: Any, interrupted: bool, quiet: bool,

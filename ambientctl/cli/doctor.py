@@ -15,7 +15,6 @@ from __future__ import annotations
 import fnmatch
 import json
 import re
-import sys
 
 import click
 
@@ -24,53 +23,6 @@ from ambientctl.cli.common import source_option
 from ambientctl.errors import ExitCode, UsageError
 from ambientctl.model import Snapshot
 from ambientctl.render.terminal import terminal_safe
-
-_LIVE = ("context", "kubeconfig", "kind", "ssh", "ssh_inventory")
-
-
-def _collect_local(node_name: str | None, pods: tuple[str, ...], targets_file: str | None,
-                   cluster_dir: str | None, out: str | None) -> str:
-    """`collect --local` on this machine into `out` (or a temporary bundle removed at exit)."""
-    import atexit
-    import os
-    import shutil
-    import socket
-    import tempfile
-
-    from ambientctl.collectors.local import (
-        LocalTransport,
-        parse_pod_option,
-        targets_from_document,
-    )
-    from ambientctl.collectors.runner import Plan, Target, collect_bundle, read_cluster_dir
-    from ambientctl.collectors.transport import NetnsRef
-
-    if targets_file:
-        try:
-            with open(targets_file, encoding="utf-8") as fh:
-                doc = json.load(fh)
-        except (OSError, ValueError) as exc:
-            raise UsageError(f"{targets_file}: cannot read targets ({exc})") from exc
-        targets = targets_from_document(doc, source=targets_file)
-    else:
-        node = node_name or socket.gethostname().split(".", 1)[0].lower()
-        targets = [Target.node_target(node, NetnsRef())]
-        for value in pods:
-            netns, namespace, pod = parse_pod_option(value)
-            targets.append(Target.pod_target(node, namespace, pod, netns))
-    if out is None:
-        tmp = tempfile.mkdtemp(prefix="ambientctl-doctor-")
-        atexit.register(shutil.rmtree, tmp, ignore_errors=True)
-        out = os.path.join(tmp, "bundle")
-    written, _interrupted = collect_bundle(
-        LocalTransport(), Plan(tuple(targets)), out,
-        collection={"mode": "local", "argv": ["ambientctl", *sys.argv[1:]]},
-        extra_files=read_cluster_dir(cluster_dir) if cluster_dir else [],
-    )
-    if written.failed:
-        click.echo(f"warning: {len(written.failed)} command(s) failed during collection "
-                   "(reported as AMB102)", err=True)
-    return written.path
 
 
 def _snapshot(source: dict[str, object]) -> tuple[str, Snapshot]:
@@ -90,17 +42,6 @@ def _list_checks() -> None:
 
 @cli.group("doctor", invoke_without_command=True)
 @source_option
-@click.option("--local", "local", is_flag=True,
-              help="Collect this machine first (`collect --local`: its netns, --pod ones or "
-              "--targets), then check that bundle.")
-@click.option("--node-name", metavar="NAME", help="With --local: this node's name [default: "
-              "hostname].")
-@click.option("--pod", "local_pods", multiple=True, metavar="NETNS=NAMESPACE/POD",
-              help="With --local: also collect this pod's netns (repeatable).")
-@click.option("--targets", "targets_file", type=click.Path(exists=True, dir_okay=False),
-              help="With --local: JSON list of nodes and pods by netns (labs).")
-@click.option("--cluster-dir", type=click.Path(exists=True, file_okay=False),
-              help="With --local: kubectl -o json files (pods, services, namespaces, nodes).")
 @click.option("-o", "--output", type=click.Choice(["text", "json", "yaml", "line"]),
               default="text", show_default=True,
               help="line: one line per finding (like istioctl analyze).")
@@ -118,9 +59,7 @@ def _list_checks() -> None:
 @click.option("-L", "--list-checks", is_flag=True, help="List the checks and exit.")
 @click.option("-v", "--verbose", is_flag=True, help="Show every piece of evidence.")
 @click.pass_context
-def doctor_cmd(ctx: click.Context, local: bool, node_name: str | None,
-               local_pods: tuple[str, ...], targets_file: str | None, cluster_dir: str | None,
-               output: str, output_threshold: str, fail_on: str, suppress: tuple[str, ...],
+def doctor_cmd(ctx: click.Context, output: str, output_threshold: str, fail_on: str, suppress: tuple[str, ...],
                only: tuple[str, ...], list_checks: bool, verbose: bool,
                **source: object) -> int | None:
     """Check a cluster, a node or a bundle for broken ambient redirection.
@@ -141,19 +80,7 @@ def doctor_cmd(ctx: click.Context, local: bool, node_name: str | None,
     unknown = sorted({c.upper() for c in only} - set(REGISTRY))
     if unknown:
         raise UsageError(f"--check {', '.join(unknown)}: no such check", hint="list them: -L")
-    local_only = (node_name or local_pods or targets_file or cluster_dir)
-    if local_only and not local:
-        raise UsageError("--node-name, --pod, --targets and --cluster-dir need --local")
-    if local:
-        clash = [f"--{k.replace('_', '-')}" for k in ("bundle", *_LIVE) if source.get(k)]
-        if clash:
-            raise UsageError(f"--local collects this machine; it cannot be combined with "
-                             f"{', '.join(clash)}")
-        path = _collect_local(node_name, local_pods, targets_file, cluster_dir,
-                              source.get("save_bundle"))  # type: ignore[arg-type]
-        location, snap = _snapshot({"bundle": path})
-    else:
-        location, snap = _snapshot(dict(source))
+    location, snap = _snapshot(dict(source))
     if not snap.nodes:
         raise BundleError(f"{location}: the bundle holds no node (nodes/ is empty or absent): "
                           "there is nothing to check", hint="collect at least one node")

@@ -5,6 +5,9 @@ options. Live mode collects a bundle first (into a temporary directory, removed 
 unless `--save-bundle PATH`) and then analyses that bundle exactly as a replay would.
 
     --bundle PATH             replay a bundle (directory or .tar.gz); no cluster needed
+    --local                   this machine: its netns as node --node-name (default: the
+                              hostname), plus --pod NETNS=NS/POD, or the nodes and pods of
+                              --targets FILE; --cluster-dir DIR adds kubectl -o json files
     --context NAME            Kubernetes API + exec via that kube context [default: current]
     --kind NAME               a kind cluster: docker exec into its node containers
     --ssh SPEC                nodes over SSH: [NODE=][USER@]HOST[:PORT],...
@@ -21,11 +24,13 @@ With nothing reachable the error says so in one line and points at `--bundle`.
 from __future__ import annotations
 
 import atexit
+import dataclasses
 import os
 import shutil
 import sys
 import tempfile
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import click
@@ -166,6 +171,35 @@ def _live_option_list(
     ]
 
 
+_LOCAL_FLAGS = {
+    "node_name": "--node-name",
+    "local_pods": "--pod",
+    "targets_file": "--targets",
+    "cluster_dir": "--cluster-dir",
+}
+
+
+def _local_option_list() -> list[Callable[[Callable[..., Any]], Callable[..., Any]]]:
+    """`--local` and what describes this machine's targets: one source among the others."""
+    return [
+        click.option("--local", "local", is_flag=True,
+                     help="Collect this machine (run commands here): its network namespace as "
+                     "node --node-name, plus --pod ones, or the nodes and pods of --targets."),
+        click.option("--node-name", "node_name", metavar="NAME",
+                     help="With --local: node name for this machine [default: hostname]."),
+        click.option("--pod", "local_pods", multiple=True, metavar="NETNS=NAMESPACE/POD",
+                     help="With --local: also collect a pod's netns (a name under "
+                     "/var/run/netns, or a path). Repeatable."),
+        click.option("--targets", "targets_file", type=click.Path(exists=True, dir_okay=False),
+                     help="With --local: JSON file listing nodes and pods by netns (labs "
+                     "emulating several nodes)."),
+        click.option("--cluster-dir", "cluster_dir", type=click.Path(exists=True,
+                                                                     file_okay=False),
+                     help="With --local: copy pods/services/namespaces/nodes/endpointslices "
+                     ".json from here into cluster/."),
+    ]
+
+
 def _apply(
     fn: Callable[..., Any], options: list[Callable[[Callable[..., Any]], Callable[..., Any]]]
 ) -> Callable[..., Any]:
@@ -175,8 +209,9 @@ def _apply(
 
 
 def live_source_options(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """The live-source options alone (for `collect`, which always collects live)."""
-    return _apply(fn, _live_option_list(collect=True))
+    """The collection sources alone (for `collect`, which always collects): `--local` and
+    the live ones."""
+    return _apply(fn, [*_local_option_list(), *_live_option_list(collect=True)])
 
 
 def source_options(fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -191,6 +226,7 @@ def source_options(fn: Callable[..., Any]) -> Callable[..., Any]:
                 help="Replay a support bundle (directory or .tar.gz; example:NAME for a bundled "
                 "example) instead of a live cluster.",
             ),
+            *_local_option_list(),
             *_live_option_list(),
             click.option(
                 "--save-bundle",
@@ -242,9 +278,7 @@ def live_options_from(**opts: Any) -> Any:
         ssh_jump=opts.get("ssh_jump"),
         nodes=tuple(opts.get("nodes") or ()),
         namespaces=tuple(opts.get("namespaces") or ()),
-        concurrency=int(opts.get("concurrency") or 8),
-        target_timeout=float(opts.get("target_timeout") or DEFAULT_TARGET_TIMEOUT),
-        max_output=max_output_bytes(opts),
+        **dataclasses.asdict(collect_options_from(**opts)),
     )
     _require_clients(live.mode)
     if (
@@ -259,6 +293,99 @@ def live_options_from(**opts: Any) -> Any:
             hint=f"replay a bundle instead: --bundle {EXAMPLE_BUNDLE}",
         )
     return live
+
+
+def collect_options_from(**opts: Any) -> Any:
+    """The `collectors.runner.CollectOptions` of the option values (unknown keys ignored):
+    how a collection runs, whichever source it reads."""
+    from ambientctl.collectors.runner import DEFAULT_TIMEOUT, CollectOptions
+
+    return CollectOptions(
+        timeout=float(opts.get("timeout") or DEFAULT_TIMEOUT),
+        concurrency=int(opts.get("concurrency") or 8),
+        target_timeout=float(opts.get("target_timeout") or DEFAULT_TARGET_TIMEOUT),
+        max_output=max_output_bytes(opts),
+    )
+
+
+@dataclass(frozen=True)
+class LocalSource:
+    """`--local`: this machine's network namespaces, named by the options."""
+
+    node_name: str | None = None  # this machine's node [default: the hostname]
+    pods: tuple[str, ...] = ()  # NETNS=NAMESPACE/POD
+    targets_file: str | None = None  # several emulated nodes (labs)
+    cluster_dir: str | None = None  # kubectl -o json files copied into cluster/
+
+
+def local_source_from(**opts: Any) -> LocalSource | None:
+    """The `--local` source of the option values; None without `--local`.
+
+    Raises UsageError when a `--local`-only option comes without it, or `--local` with
+    another source (`--bundle`, `--kind`, ...): one source per command.
+    """
+    given = [flag for key, flag in _LOCAL_FLAGS.items() if opts.get(key)]
+    if not opts.get("local"):
+        if given:
+            raise UsageError(f"{', '.join(given)} need{'s' if len(given) == 1 else ''} --local")
+        return None
+    clash = [flag for key, flag in {"bundle": "--bundle", **_LIVE_FLAGS}.items()
+             if key != "save_bundle" and opts.get(key)]
+    if clash:
+        raise UsageError(f"--local collects this machine; it cannot be combined with "
+                         f"{', '.join(clash)}")
+    if opts.get("targets_file") and (opts.get("local_pods") or opts.get("node_name")):
+        raise UsageError("--targets cannot be combined with --pod or --node-name")
+    return LocalSource(node_name=opts.get("node_name"),
+                       pods=tuple(opts.get("local_pods") or ()),
+                       targets_file=opts.get("targets_file"),
+                       cluster_dir=opts.get("cluster_dir"))
+
+
+def collect_local(local: LocalSource, options: Any, out: str, *,
+                  progress: Callable[[str], None] | None = None) -> tuple[Any, bool]:
+    """Collect this machine into bundle `out` (the pipeline every source shares,
+    `collectors.runner.collect_bundle`); returns (WrittenBundle, interrupted)."""
+    import json
+    import socket
+
+    from ambientctl.collectors.local import (
+        LocalTransport,
+        parse_pod_option,
+        targets_from_document,
+    )
+    from ambientctl.collectors.runner import Plan, Target, collect_bundle, read_cluster_dir
+    from ambientctl.collectors.transport import NetnsRef
+
+    if local.targets_file:
+        try:
+            with open(local.targets_file, encoding="utf-8") as fh:
+                doc = json.load(fh)
+        except OSError as exc:
+            raise UsageError(f"{local.targets_file}: cannot read targets "
+                             f"({exc.strerror or exc})") from exc
+        except ValueError as exc:
+            raise UsageError(f"{local.targets_file}: not valid JSON ({exc})") from exc
+        targets = targets_from_document(doc, source=local.targets_file)
+    else:
+        node = local.node_name or socket.gethostname().split(".", 1)[0].lower()
+        targets = [Target.node_target(node, NetnsRef())]
+        for value in local.pods:
+            netns, namespace, pod = parse_pod_option(value)
+            targets.append(Target.pod_target(node, namespace, pod, netns))
+    collection: dict[str, object] = {
+        "mode": "local",
+        "argv": ["ambientctl", *sys.argv[1:]] if sys.argv else ["ambientctl", "collect"],
+    }
+    if local.cluster_dir:
+        collection["cluster_dir"] = local.cluster_dir
+    plan = Plan(tuple(targets))
+    if progress:
+        progress(f"collecting {len(plan.targets)} network namespaces ...")
+    return collect_bundle(
+        LocalTransport(), plan, out, collection=collection, options=options,
+        extra_files=read_cluster_dir(local.cluster_dir) if local.cluster_dir else [],
+        progress=progress)
 
 
 def collection_warnings(manifest: dict[str, Any]) -> list[str]:
@@ -306,13 +433,15 @@ def _temp_bundle() -> str:
 
 
 def resolve_source(**opts: Any) -> str:
-    """A bundle path for the source options: `--bundle` as given, or a live collection.
+    """A bundle path for the source options: `--bundle` as given, or a collection made
+    now: `--local` (this machine) or live (kube, `--kind`, `--ssh`).
 
     Raises CollectionError ("no cluster reachable: ...", hint: --bundle + the example)
     when nothing live can be reached.
     """
+    local = local_source_from(**opts)  # refuses --local with --bundle, --pod without it
     bundle = opts.get("bundle")
-    if bundle:
+    if bundle and local is None:
         live_given = [flag for key, flag in _LIVE_FLAGS.items() if opts.get(key)]
         if live_given:
             raise UsageError(
@@ -322,28 +451,35 @@ def resolve_source(**opts: Any) -> str:
 
         return bundle_argument(str(bundle))
     from ambientctl.cli.common import sigterm_as_interrupt
-    from ambientctl.collectors.live import collect_live
 
     sigterm_as_interrupt()  # a TERM must also remove the temporary bundle (atexit)
-    live = live_options_from(**opts)
+    # The source is checked (no cluster reachable, client missing) before anything exists.
+    live = live_options_from(**opts) if local is None else None
     out = opts.get("save_bundle") or _temp_bundle()
     progress = None
     if sys.stderr.isatty():
         progress = lambda line: echo(f"  {line}", err=True)
-    written = collect_live(live, out, progress=progress)
+    if live is None:
+        assert local is not None
+        written, _ = collect_local(local, collect_options_from(**opts), out, progress=progress)
+    else:
+        from ambientctl.collectors.live import collect_live
+
+        written = collect_live(live, out, progress=progress)
+    what = "local" if local is not None else "live"
     if written.manifest.get("collection", {}).get("interrupted"):
         kept = (
             f"partial bundle kept at {written.path}"
             if opts.get("save_bundle")
             else "nothing kept (the temporary bundle is removed; --save-bundle keeps it)"
         )
-        echo(f"interrupted: live collection stopped, no analysis; {kept}", err=True)
+        echo(f"interrupted: {what} collection stopped, no analysis; {kept}", err=True)
         raise click.exceptions.Exit(130)
     for line in collection_warnings(written.manifest):
         echo(line, err=True)
     if written.failed:
         echo(
-            f"warning: live collection is partial: {len(written.failed)} of "
+            f"warning: {what} collection is partial: {len(written.failed)} of "
             f"{len(written.manifest['entries'])} commands failed (manifest.json has each reason)",
             err=True,
         )

@@ -39,10 +39,8 @@ import sys
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any
 
-from ambientctl.bundle.manifest import refuse_shared_netns
 from ambientctl.collectors.batch import CATALOGUE, AllowlistTransport, BatchingTransport
 from ambientctl.collectors.discovery import (
     ClusterView,
@@ -57,10 +55,10 @@ from ambientctl.collectors.runner import (
     DEFAULT_CONCURRENCY,
     DEFAULT_TARGET_TIMEOUT,
     DEFAULT_TIMEOUT,
+    CollectOptions,
     Plan,
-    Runner,
     Target,
-    deadline_fields,
+    collect_bundle,
 )
 from ambientctl.collectors.transport import NetnsRef, Transport
 from ambientctl.errors import CollectionError, TransportError, UsageError
@@ -117,6 +115,12 @@ class LiveOptions:
     cni_host_proc: str = CNI_HOST_PROC
 
     @property
+    def collect_options(self) -> CollectOptions:
+        """How the collection runs (the part every source shares)."""
+        return CollectOptions(timeout=self.timeout, concurrency=self.concurrency,
+                              target_timeout=self.target_timeout, max_output=self.max_output)
+
+    @property
     def mode(self) -> str:
         if self.kind:
             return "kind"
@@ -131,7 +135,7 @@ class RoutingTransport:
     def __init__(self, name: str, routes: dict[str, Transport]) -> None:
         self.name = name
         self.routes = routes
-        self.max_output: int | None = None  # for the manifest's notes (set by run_live)
+        self.max_output: int | None = None  # for the manifest's notes (set by collect_bundle)
 
     def _route(self, netns: NetnsRef | None) -> Transport:
         route = getattr(netns, "route", None)
@@ -597,82 +601,45 @@ def run_live(
     argv: Sequence[str] | None = None,
     progress: Callable[[str], None] | None = None,
 ) -> Any:
-    """Run `plan` and write the bundle to `out`; returns the WrittenBundle.
+    """Run `plan` and write the bundle to `out` (`runner.collect_bundle`, the one
+    run-then-write of every source); returns the WrittenBundle.
 
     Raises CollectionError when not one command succeeded.
     """
-    from ambientctl.bundle.writer import ExtraFile, Spill, rfc3339, write_bundle
+    from ambientctl.bundle.writer import ExtraFile
 
-    spill = Spill(out)  # refuses an existing `out` before anything runs
-    created_at = rfc3339(datetime.now(UTC))
-    plan.transport.max_output = opts.max_output
-    runner = Runner(
-        plan.transport,
-        timeout=opts.timeout,
-        concurrency=opts.concurrency,
-        progress=progress,
-        target_timeout=opts.target_timeout,
-        spill=spill,
-    )
-    try:
-        result = runner.run(Plan(tuple(plan.targets)))
-    except BaseException:
-        spill.discard()
-        raise
-    finally:
-        plan.transport.close()
-    if not any(o.status is RawStatus.OK for o in result.outputs) and not result.interrupted:
-        spill.discard()
-        first = next(iter(result.outputs), None)
-        why = f": {first.target}: {first.note or first.status}" if first is not None else ""
-        raise CollectionError(f"nothing could be collected{why}", hint=NO_CLUSTER_HINT)
     collection = dict(plan.collection)
     if plan.cluster is not None and plan.cluster.errors:
         # optional lists the API would not give (no CRD, no grant): said, not fatal
         collection["cluster_list_errors"] = dict(sorted(plan.cluster.errors.items()))
     collection["argv"] = list(argv) if argv is not None else ["ambientctl", *sys.argv[1:]]
-    if result.interrupted:
-        collection["interrupted"] = True  # Ctrl-C / SIGTERM: `collect` exits 130 on it
-    collection["timeout_s"] = opts.timeout
-    collection["target_timeout_s"] = opts.target_timeout
-    collection["max_output_bytes"] = opts.max_output
-    collection["concurrency"] = opts.concurrency
     if opts.nodes:
         collection["nodes_filter"] = list(opts.nodes)
     if opts.namespaces:
         collection["namespaces_filter"] = list(opts.namespaces)
-    not_seen = collection.get("not_seen", []) + _not_seen(plan, result.outputs)
-    if not_seen:
-        collection["not_seen"] = not_seen
-    targets: list[dict[str, Any]] = []
-    for target in plan.targets:
-        doc = target.describe()
-        doc["transport"] = plan.transport.name
-        doc["route"] = getattr(target.netns, "route", None)
-        doc["netns_inode"] = plan.transport.netns_inode(target.netns)
-        if target.kind == "node":
-            doc["tool_versions"] = {v.tool: v.output for v in result.versions.get(target.id, [])}
-        doc.update(deadline_fields(result, target))
-        targets.append(doc)
-    outputs, conflicts = refuse_shared_netns(targets, result.outputs)
-    if conflicts:
-        collection["netns_conflicts"] = conflicts
+
+    def not_seen(result: Any) -> dict[str, Any]:
+        seen = collection.get("not_seen", []) + _not_seen(plan, result.outputs)
+        return {"not_seen": seen} if seen else {}
+
     source = f"kubernetes API ({plan.collection.get('context') or 'current context'})"
     extra = [
         ExtraFile(p, d, source)
         for p, d in sorted((plan.cluster.files if plan.cluster else {}).items())
     ]
-    return write_bundle(
+    written, _interrupted = collect_bundle(
+        plan.transport,
+        Plan(tuple(plan.targets)),
         out,
-        outputs=outputs,
-        created_at=created_at,
         collection=collection,
-        targets=targets,
+        options=opts.collect_options,
         extra_files=extra,
-        not_kept=result.not_kept,
-        interrupted=result.interrupted,
-        spill=spill,
+        progress=progress,
+        target_fields=lambda t: {"route": getattr(t.netns, "route", None)},
+        after_run=not_seen,
+        nothing_hint=NO_CLUSTER_HINT,
     )
+    return written
 
 
 def collect_live(

@@ -42,7 +42,7 @@ from ambientctl.bundle.writer import (
     rfc3339,
     write_bundle,
 )
-from ambientctl.collectors.exec_outcome import Deadline
+from ambientctl.collectors.exec_outcome import DEFAULT_MAX_OUTPUT, Deadline
 from ambientctl.collectors.specs import (
     ALL_SPECS,
     VERSION_SPECS,
@@ -320,6 +320,7 @@ class Runner:
                 continue
             status = _status(res)
             note = None
+            optional_absent = False
             if self._cancel.is_set() and status is not RawStatus.OK:
                 status, note = RawStatus.SKIPPED, "interrupted"
             elif status is RawStatus.TIMEOUT:
@@ -337,6 +338,7 @@ class Runner:
                 )
             elif status is RawStatus.NOT_FOUND and spec.optional:
                 status, note = RawStatus.SKIPPED, spec.absent_reason or "not found"
+                optional_absent = True
             elif status is RawStatus.NOT_FOUND:
                 note = f"{spec.binary} is not installed on the target"
                 if spec.missing_hint:
@@ -364,6 +366,7 @@ class Runner:
                     duration_ms=res.duration_ms,
                     wrapper=wrapper,
                     note=note,
+                    optional_absent=optional_absent,
                 )
             )
         if target.kind == "node":
@@ -543,31 +546,60 @@ def read_cluster_dir(directory: str) -> list[ExtraFile]:
     return files
 
 
+@dataclass(frozen=True, slots=True)
+class CollectOptions:
+    """How a collection runs, whatever its source (`--local`, `--kind`, `--ssh`, kube):
+    built once from the command line and passed through whole to the runner and the
+    manifest (`collection.timeout_s`, ...), so a new limit is one field, not a keyword
+    argument threaded through every layer."""
+
+    timeout: float = DEFAULT_TIMEOUT  # seconds before one command is killed
+    concurrency: int = DEFAULT_CONCURRENCY  # targets collected at once
+    target_timeout: float = DEFAULT_TARGET_TIMEOUT  # one deadline for a target's commands
+    max_output: int | None = DEFAULT_MAX_OUTPUT  # stdout bytes kept per command; None: no cap
+
+    def record(self) -> dict[str, object]:
+        """The limits as the manifest's `collection` records them."""
+        return {"timeout_s": self.timeout, "target_timeout_s": self.target_timeout,
+                "max_output_bytes": self.max_output, "concurrency": self.concurrency}
+
+
+NO_EVIDENCE_HINT = "check the namespaces (`ip netns list`) and that you run as root"
+
+
 def collect_bundle(
     transport: Transport,
     plan: Plan,
     out: str,
     *,
     collection: dict[str, object],
+    options: CollectOptions | None = None,
     extra_files: Sequence[ExtraFile] = (),
-    timeout: float = DEFAULT_TIMEOUT,
-    concurrency: int = DEFAULT_CONCURRENCY,
     progress: Callable[[str], None] | None = None,
-    target_timeout: float = DEFAULT_TARGET_TIMEOUT,
+    target_fields: Callable[[Target], dict[str, object]] | None = None,
+    after_run: Callable[[RunResult], dict[str, object]] | None = None,
+    nothing_hint: str = NO_EVIDENCE_HINT,
 ) -> tuple[WrittenBundle, bool]:
     """Run `plan` and write the bundle to `out`; returns (bundle, interrupted).
 
+    The one run-then-write of every source: `collect --local` and live collection
+    (`collectors.live.run_live`) differ only in the transport, the targets, the
+    `collection` record, per-target fields (`target_fields`: e.g. the node route of a
+    live target) and what the run itself teaches (`after_run`: e.g. binaries not seen).
     Raises `CollectionError` (and writes nothing) when not one command succeeded: such a
     bundle would hold no evidence, only the reasons, which the error message gives.
     """
+    opts = options if options is not None else CollectOptions()
     created_at = rfc3339(datetime.now(UTC))
-    spill = Spill(out)
+    spill = Spill(out)  # refuses an existing `out` before anything runs
+    if hasattr(transport, "max_output"):
+        transport.max_output = opts.max_output  # the cap is an option, not the transport's
     runner = Runner(
         transport,
-        timeout=timeout,
-        concurrency=concurrency,
+        timeout=opts.timeout,
+        concurrency=opts.concurrency,
         progress=progress,
-        target_timeout=target_timeout,
+        target_timeout=opts.target_timeout,
         spill=spill,
     )
     try:
@@ -584,21 +616,20 @@ def collect_bundle(
         if first is not None:
             why = first.note or first.stderr.decode("utf-8", "replace").strip() or str(first.status)
             why = f": {first.target}: {why}"
-        raise CollectionError(
-            f"nothing could be collected{why}",
-            hint="check the namespaces (`ip netns list`) and that you run as root",
-        )
+        raise CollectionError(f"nothing could be collected{why}", hint=nothing_hint)
     targets: list[dict[str, object]] = []
+    inode = getattr(transport, "netns_inode", None)
     for target in plan.targets:
         doc = target.describe()
         doc["transport"] = transport.name
+        if target_fields is not None:
+            doc.update(target_fields(target))
+        doc["netns_inode"] = inode(target.netns) if callable(inode) else None
         if target.kind == "node":
             doc["tool_versions"] = {
                 v.tool: v.output for v in result.versions.get(target.id, [])
             }
         doc.update(deadline_fields(result, target))
-        inode = getattr(transport, "netns_inode", None)
-        doc["netns_inode"] = inode(target.netns) if callable(inode) else None
         targets.append(doc)
     outputs, conflicts = refuse_shared_netns(targets, result.outputs)
     meta = dict(collection)
@@ -606,10 +637,10 @@ def collect_bundle(
         meta["interrupted"] = True  # Ctrl-C / SIGTERM: `collect` exits 130 on it
     if conflicts:
         meta["netns_conflicts"] = conflicts
-    meta.setdefault("timeout_s", timeout)
-    meta.setdefault("target_timeout_s", target_timeout)
-    meta.setdefault("max_output_bytes", getattr(transport, "max_output", None))
-    meta.setdefault("concurrency", concurrency)
+    for key, value in opts.record().items():
+        meta.setdefault(key, value)
+    if after_run is not None:
+        meta.update(after_run(result))
     written = write_bundle(
         out,
         outputs=outputs,

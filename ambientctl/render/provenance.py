@@ -3,22 +3,17 @@ collected, and how many nodes it holds (so a pasted trace carries its provenance
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-
 from ambientctl.model import Snapshot
 
 
 def bundle_header(location: str, snap: Snapshot) -> str:
     """`bundle: PATH · collected TIME (MODE) · N nodes[, partial]`."""
-    m: Mapping[str, object] = snap.manifest if isinstance(snap.manifest, Mapping) else {}
+    m = snap.manifest
     parts = [f"bundle: {location}"]
-    created = m.get("created_at")
-    collection = m.get("collection")
-    mode = collection.get("mode") if isinstance(collection, Mapping) else None
-    if isinstance(created, str):
-        parts.append(f"collected {created}" + (f" ({mode})" if isinstance(mode, str) else ""))
-    elif not m:
+    if m is not None and m.created_at is not None:
+        parts.append(f"collected {m.created_at}" + (f" ({m.mode})" if m.mode else ""))
+    elif m is None:
         parts.append("no manifest (assembled by hand)")
     parts.append(f"{len(snap.nodes)} node{'s' if len(snap.nodes) != 1 else ''}"
-                 + (", partial" if m.get("partial") is True else ""))
+                 + (", partial" if m is not None and m.partial else ""))
     return " · ".join(parts)

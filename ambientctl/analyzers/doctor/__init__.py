@@ -289,10 +289,8 @@ def diagnose(snapshot: Snapshot, *, fail_on: str = "error",
                 counts[f.severity.value] += 1
         nodes.append(NodeSummary(name, view.mode, expected, got, counts,
                                  ztunnel=view.ztunnel_pod is not None or view.ztunnel_ns is not None))
-    manifest = snapshot.manifest or {}
-    bundle_id = manifest.get("bundle_id") if isinstance(manifest, dict) else None
     return Report(source=snapshot.source,
-                  bundle_id=bundle_id if isinstance(bundle_id, str) else None,
+                  bundle_id=snapshot.manifest.bundle_id if snapshot.manifest else None,
                   results=tuple(results), findings=tuple(shown), suppressed=tuple(hidden),
                   nodes=tuple(nodes), fail_on=fail_on, catalogue=tuple(catalogue()),
                   below_threshold=tuple(below), output_threshold=output_threshold,

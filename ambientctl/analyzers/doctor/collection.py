@@ -9,15 +9,12 @@ why before trusting a clean report.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 
 from ambientctl.analyzers.doctor.facts import Context
 from ambientctl.analyzers.doctor.registry import Issue, check
 from ambientctl.analyzers.findings import Evidence, Severity
 from ambientctl.layout import CLUSTER_FILES, MANIFEST, split_netns_dir
-from ambientctl.raw import OPTIONAL_ABSENT
-
-FAILED = {"nonzero-exit", "not-found", "timeout", "transport-error", "skipped", "truncated"}
 
 
 def _where(path: str) -> tuple[str | None, str | None, str | None]:
@@ -45,14 +42,6 @@ def manifest_missing(ctx: Context) -> Iterator[Issue]:
                     evidence=(Evidence.missing(MANIFEST, "manifest.json at the bundle root"),))
 
 
-def _target_dirs(manifest: Mapping[str, object]) -> dict[str, str]:
-    out: dict[str, str] = {}
-    for t in manifest.get("targets", []) or []:  # type: ignore[union-attr]
-        if isinstance(t, dict) and isinstance(t.get("id"), str) and isinstance(t.get("dir"), str):
-            out[t["id"]] = t["dir"]
-    return out
-
-
 @check("AMB102", title="A command failed on a node", severity=Severity.WARNING,
        area="collection", scope="bundle",
        remediation="Re-run the collection for that node once the cause in stderr is fixed "
@@ -60,27 +49,19 @@ def _target_dirs(manifest: Mapping[str, object]) -> dict[str, str]:
 def command_failed(ctx: Context) -> Iterator[Issue]:
     """One finding per network namespace, listing every command that produced no file."""
     manifest = ctx.snap.manifest
+    if manifest is None:
+        return  # AMB101 says so
     grouped: dict[str, list[Evidence]] = {}
-    if isinstance(manifest, Mapping):
-        dirs = _target_dirs(manifest)
-        for entry in manifest.get("entries", []) or []:  # type: ignore[union-attr]
-            if not isinstance(entry, dict) or entry.get("status") not in FAILED:
-                continue
-            if entry.get("status") == "skipped" and str(entry.get("note") or "").startswith(
-                    OPTIONAL_ABSENT):
-                continue  # an optional tool that is not there (ipvsadm without IPVS): data
-            target = str(entry.get("target") or "?")
-            spec = str(entry.get("spec") or "?")
-            where = dirs.get(target, target)
-            stderr = str(entry.get("stderr") or "").strip().splitlines()
-            why = entry.get("note") or (stderr[-1] if stderr else "")
-            text = json.dumps({k: entry.get(k) for k in ("target", "spec", "argv", "status",
-                                                          "exit_code")}, separators=(",", ":"))
-            grouped.setdefault(where, []).append(Evidence(
-                path=MANIFEST, text=text,
-                note=f"{where}/{spec} not collected: {entry.get('status')}"
-                     + (f" (exit {entry.get('exit_code')})" if entry.get("exit_code") is not None
-                        else "") + (f": {why}" if why else "")))
+    for entry in manifest.entries:
+        if not entry.not_collected:
+            continue  # ok, or an optional tool that is not there (ipvsadm without IPVS): data
+        dest = manifest.destination(entry) or f"{entry.target or '?'}/{entry.spec or '?'}"
+        where = dest.rsplit("/", 1)[0]
+        text = json.dumps({"target": entry.target, "spec": entry.spec, "argv": list(entry.argv),
+                           "status": entry.status, "exit_code": entry.exit_code},
+                          separators=(",", ":"))
+        grouped.setdefault(where, []).append(Evidence(
+            path=MANIFEST, text=text, note=f"{dest} not collected: {entry.reason()}"))
     for where, evs in sorted(grouped.items()):
         node, pod, netns = _where(where + "/x")
         names = ", ".join(e.note.split(" not collected")[0].rsplit("/", 1)[-1] for e in evs)

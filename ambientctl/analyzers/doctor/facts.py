@@ -272,30 +272,12 @@ class Context:
 
     @cached_property
     def failed_files(self) -> dict[str, str]:
-        """Bundle path -> why the manifest says its command produced no file.
-
-        Failed entries carry `path: null`; their destination is the target's `dir` plus the
-        entry's `spec` (the file name).
-        """
-        out: dict[str, str] = {}
+        """Bundle path -> why the manifest says its command produced no file
+        (`not collected: ...`, the wording of `ManifestEntry.reason`)."""
         m = self.snap.manifest
-        if not isinstance(m, Mapping):
-            return out
-        dirs = {t.get("id"): t.get("dir") for t in m.get("targets", []) or []
-                if isinstance(t, Mapping)}
-        for e in m.get("entries", []) or []:
-            if not isinstance(e, Mapping) or e.get("status") in (None, "ok"):
-                continue
-            d = dirs.get(e.get("target"))
-            if not d or not e.get("spec"):
-                continue
-            stderr = str(e.get("stderr") or "").strip().splitlines()
-            why = e.get("note") or (stderr[-1] if stderr else "")
-            out[f"{d}/{e['spec']}"] = (f"not collected: {e.get('status')} on the node"
-                                       + (f" (exit {e.get('exit_code')})"
-                                          if e.get("exit_code") is not None else "")
-                                       + (f": {why}" if why else ""))
-        return out
+        if m is None:
+            return {}
+        return {dest: f"not collected: {e.reason()}" for dest, e in m.not_collected().items()}
 
     def missing_reason(self, ns: NetNamespace, data: str) -> str:
         """Why `data` is unavailable for `ns`: a parse problem, a failed command, or absence."""
