@@ -449,6 +449,7 @@ def plan_kube(opts: LiveOptions) -> LivePlan:
                     container,
                     client_factory=factory,
                     connect_timeout=opts.connect_timeout,
+                    max_output=stream_cap(opts),
                 )
             )
             routes[route] = _batched(inner[route], opts)
