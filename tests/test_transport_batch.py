@@ -164,8 +164,11 @@ def test_batch_script_runs_only_catalogue_commands() -> None:
 
 
 def test_discovery_script_runs_only_a_catalogue_command() -> None:
-    (cmd,) = _script_commands(DISCOVERY_SCRIPT)
-    assert tuple(cmd) in CATALOGUE and not write_verbs(cmd)
+    # the netns-directory walk and the host-/proc fallback run the same one command
+    cmds = _script_commands(DISCOVERY_SCRIPT)
+    assert len(cmds) == 2
+    for cmd in cmds:
+        assert tuple(cmd) in CATALOGUE and not write_verbs(cmd)
 
 
 def test_no_argv_a_remote_transport_sends_contains_a_write_verb() -> None:
@@ -404,6 +407,7 @@ def test_the_allowlist_passes_only_catalogue_and_the_two_fixed_scripts() -> None
         batch_argv(nonce, 30, [(NetnsRef(name="cni-1"), a) for a in CATALOGUE]),
         batch_argv(nonce, 30, [(NetnsRef(path="/host/var/run/netns/cni-2"), CATALOGUE[0])]),
         discovery_argv(nonce, "/var/run/netns"),
+        discovery_argv(nonce, "/host/var/run/netns", "/host/proc"),
     ]
     bad = [
         ("iptables", "-t", "nat", "-F"),
@@ -414,6 +418,8 @@ def test_the_allowlist_passes_only_catalogue_and_the_two_fixed_scripts() -> None
         ("sh", "-c", SCRIPT, "sh", nonce, "30", "999"),
         ("sh", "-c", SCRIPT, "sh", "not-a-nonce", "30", "0"),
         ("sh", "-c", DISCOVERY_SCRIPT, "sh", nonce, "/var/run/netns; reboot"),
+        ("sh", "-c", DISCOVERY_SCRIPT, "sh", nonce, "/var/run/netns", "/host/proc/../etc"),
+        ("sh", "-c", DISCOVERY_SCRIPT, "sh", nonce, "/a", "/b", "/c"),
     ]
     assert all(is_allowed(a) for a in good)
     assert not any(is_allowed(a) for a in bad)

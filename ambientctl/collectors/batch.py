@@ -133,15 +133,40 @@ def _build_script(catalogue: Sequence[tuple[str, ...]]) -> str:
 SCRIPT: str = _build_script(CATALOGUE)
 
 # Discovery: which network namespaces a node has and the addresses inside each, to map
-# netns -> pod by pod IP. Same rules: constant text, one validated directory argument.
+# netns -> pod by pod IP. Same rules: constant text, validated path arguments only.
+#
+# `sh -c DISCOVERY_SCRIPT sh NONCE DIR [PROC]`: every netns file in DIR (the node's
+# /var/run/netns). When DIR does not exist and PROC is given (an istio-cni agent without
+# the host's /var/run/netns mount sees the host's /proc there), the script prints
+# `NONCE P PROC` and walks PROC/PID/ns/net instead: one PID per distinct netns, told apart
+# by the inode `stat -L` reports (the nsfs inode: namespaces(7) "/proc/[pid]/ns/"), the
+# node's own netns (PROC/1/ns/net, PID 1 = the host's init) left out; entries are named by
+# PID. Without `stat` no netns can be told apart, and none is listed rather than guessed.
 DISCOVERY_ARGV: tuple[str, ...] = ("ip", "-j", "-d", "addr")  # a catalogue command
 DISCOVERY_SCRIPT: str = (
-    r"""n=$1 d=$2
+    r"""n=$1 d=$2 p=$3
 LC_ALL=C
 export LC_ALL
-for f in "$d"/*; do
-  [ -e "$f" ] || continue
-  printf '%s N %s\n' "$n" "${f##*/}"
+if [ -d "$d" ] || [ -z "$p" ]; then
+  for f in "$d"/*; do
+    [ -e "$f" ] || continue
+    printf '%s N %s\n' "$n" "${f##*/}"
+    nsenter "--net=$f" -- """
+    + shlex.join(DISCOVERY_ARGV)
+    + r""" </dev/null
+    printf '\n%s E %s\n' "$n" "$?"
+  done
+  exit 0
+fi
+printf '%s P %s\n' "$n" "$p"
+s=" $(stat -L -c %i "$p/1/ns/net" 2>/dev/null) "
+for f in "$p"/[0-9]*/ns/net; do
+  i=$(stat -L -c %i "$f" 2>/dev/null) || continue
+  [ -n "$i" ] || continue
+  case $s in *" $i "*) continue ;; esac
+  s="$s$i "
+  q=${f#"$p"/}
+  printf '%s N %s\n' "$n" "${q%%/*}"
   nsenter "--net=$f" -- """
     + shlex.join(DISCOVERY_ARGV)
     + r""" </dev/null
@@ -216,11 +241,15 @@ def batch_argv(
     return args
 
 
-def discovery_argv(nonce: str, directory: str) -> list[str]:
-    """The exec argv that lists `directory`'s netns files and each one's addresses."""
+def discovery_argv(nonce: str, directory: str, host_proc: str | None = None) -> list[str]:
+    """The exec argv that lists `directory`'s netns files and each one's addresses (or,
+    `directory` absent, one process per netns under `host_proc`: see DISCOVERY_SCRIPT)."""
     if not _NONCE.match(nonce):
         raise UsageError("batch nonce must be 32 hex digits")
-    return ["sh", "-c", DISCOVERY_SCRIPT, "sh", nonce, check_dir(directory)]
+    argv = ["sh", "-c", DISCOVERY_SCRIPT, "sh", nonce, check_dir(directory)]
+    if host_proc is not None:
+        argv.append(check_dir(host_proc))
+    return argv
 
 
 def new_nonce() -> str:
@@ -241,7 +270,7 @@ def is_allowed(argv: Sequence[str]) -> bool:
       admin read exactly (`specs.ZTUNNEL_SPECS`);
     - `sh -c SCRIPT sh NONCE TIMEOUT TOKEN...` with the batch SCRIPT constant and tokens of
       the documented shapes (netns names DNS-1123, paths plain and without `..`);
-    - `sh -c DISCOVERY_SCRIPT sh NONCE DIR`.
+    - `sh -c DISCOVERY_SCRIPT sh NONCE DIR [PROC]`.
     """
     argv = tuple(argv)
     if argv in INDEX or argv in ADMIN:
@@ -259,8 +288,8 @@ def is_allowed(argv: Sequence[str]) -> bool:
             if token.isdigit() and int(token) >= len(CATALOGUE):
                 return False
         return True
-    if argv[2] == DISCOVERY_SCRIPT and len(argv) == 6:
-        return bool(_PATH.match(argv[5])) and ".." not in argv[5].split("/")
+    if argv[2] == DISCOVERY_SCRIPT and len(argv) in (6, 7):
+        return all(_PATH.match(a) and ".." not in a.split("/") for a in argv[5:])
     return False
 
 
