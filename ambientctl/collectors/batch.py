@@ -35,6 +35,11 @@ whether `timeout` wrapped the command, and start/end times (`date +%s%N`, when t
 is recovered byte for byte, with or without a final newline. Commands run strictly one
 after the other: iptables-save and friends never overlap inside one netns.
 
+Netns segments: each netns token starts a segment: `NONCE S TOKEN net:[INODE]` on stdout
+(the inode read INSIDE that netns, by the same way the commands enter it) and
+`NONCE S TOKEN` on stderr. So one exec can cover a node's own netns and every pod netns
+on it (`BatchingTransport.expect`), and `split_segments` hands each its pieces.
+
 Netns identity: before the first command the script prints `NONCE I net:[INODE]`
 (`readlink /proc/self/ns/net` of the batch shell, i.e. the netns its commands run in);
 `BatchingTransport.netns_inode` hands it to the manifest (`targets[].netns_inode`).
@@ -100,11 +105,23 @@ x() {
   fi
   "$@" </dev/null
 }
+y() {
+  case $m in
+  name) ip netns exec "$w" readlink /proc/self/ns/net ;;
+  path) nsenter "--net=$w" -- readlink /proc/self/ns/net ;;
+  *) readlink /proc/self/ns/net ;;
+  esac
+}
+z() {
+  k=$(y </dev/null 2>/dev/null)
+  printf '%s S %s %s\n' "$n" "$1" "$k"
+  printf '%s S %s\n' "$n" "$1" >&2
+}
 for a in "$@"; do
   case $a in
-  @*) m=name w=${a#@} ;;
-  %*) m=path w=${a#%} ;;
-  =) m=self w= ;;
+  @*) m=name w=${a#@}; z "$a" ;;
+  %*) m=path w=${a#%}; z "$a" ;;
+  =) m=self w=; z "$a" ;;
   t*) t=${a#t} ;;
   c*) c=${a#c} ;;
   *)
@@ -402,7 +419,57 @@ def split_batch(stdout: bytes, stderr: bytes, nonce: str) -> dict[int, Piece]:
     return pieces
 
 
+def split_segments(
+    stdout: bytes, stderr: bytes, nonce: str
+) -> dict[str, tuple[int | None, dict[int, Piece]]]:
+    """netns token -> (its netns inode, its pieces), from a batch covering several netns.
+
+    Linear, like `split_batch`: the streams are cut at the `S` markers (see the module
+    docstring), each segment split on its own.
+    """
+    tag = nonce.encode() + b" S "
+
+    def cut(data: bytes) -> dict[str, tuple[bytes, bytes]]:
+        found: dict[str, tuple[bytes, bytes]] = {}
+        starts: list[tuple[int, int, bytes]] = []  # (marker start, body start, marker line)
+        pos = 0
+        while (b := data.find(tag, pos)) >= 0:
+            if b and data[b - 1 : b] != b"\n":
+                pos = b + 1
+                continue
+            eol = data.find(b"\n", b)
+            eol = len(data) if eol < 0 else eol
+            starts.append((b, eol + 1, data[b + len(tag) : eol]))
+            pos = eol + 1
+        for i, (_, body, line) in enumerate(starts):
+            end = starts[i + 1][0] if i + 1 < len(starts) else len(data)
+            token, _, rest = line.decode("utf-8", "replace").partition(" ")
+            found[token] = (data[body:end], rest.encode())
+        return found
+
+    outs, errs = cut(stdout), cut(stderr)
+    segments: dict[str, tuple[int | None, dict[int, Piece]]] = {}
+    for token, (body, rest) in outs.items():
+        m = re.fullmatch(rb"net:\[(\d+)\]", rest.strip())
+        inode = int(m.group(1)) if m else None
+        segments[token] = (inode, split_batch(body, errs.get(token, (b"", b""))[0], nonce))
+    return segments
+
+
 # --------------------------------------------------------------------------- transport
+
+
+def _cap_holder(transport: object) -> object | None:
+    """The transport under the wrappers (`.inner`) that holds the stream cap, if any."""
+    seen = 0
+    while transport is not None and seen < 8:
+        if isinstance(getattr(transport, "max_output", None), int) and not hasattr(
+            transport, "inner"
+        ):
+            return transport
+        transport = getattr(transport, "inner", None)
+        seen += 1
+    return None
 
 
 def batch_for(netns: NetnsRef | None) -> tuple[tuple[str, ...], ...]:
@@ -442,6 +509,10 @@ class BatchingTransport:
         self._unbatchable = False  # no sh on this target: one exec per command from now on
         self.round_trips = 0
         self.netns_inodes: dict[object, int] = {}  # netns key -> inode the batch ran in
+        # netns this transport will be asked about (`expect`): one batch covers them all
+        self._expected: dict[object, NetnsRef] = {}
+        self._node_lock = threading.Lock()
+        self._stream_cap: tuple[object, int] | None = None  # (inner holder, per-netns cap)
 
     def describe_wrapper(self, netns: NetnsRef) -> tuple[str, ...]:
         describe = getattr(self.inner, "describe_wrapper", None)
@@ -450,14 +521,36 @@ class BatchingTransport:
     def _key(self, netns: NetnsRef | None) -> object:
         return (None,) if netns is None else (netns.name, netns.path, netns.pid)
 
+    def expect(self, refs: Sequence[NetnsRef]) -> None:
+        """Announce every netns this transport will be asked about (a node's own and its
+        pods'): the first `run()` for any of them sends ONE batch covering all of them -
+        one round trip per node, not per netns (module docstring: segments). The inner
+        transport's stream cap (per-netns, see `live.stream_cap`) grows to match."""
+        with self._lock:
+            for ref in refs:
+                netns_token(ref)  # validated before anything is sent
+                self._expected.setdefault(self._key(ref), ref)
+            holder = _cap_holder(self.inner)
+            if holder is not None:
+                if self._stream_cap is None:
+                    self._stream_cap = (holder, holder.max_output)  # type: ignore[attr-defined]
+                per_netns = self._stream_cap[1]
+                holder.max_output = per_netns * max(1, len(self._expected))  # type: ignore[attr-defined]
+
     def run(self, argv: Sequence[str], *, netns: NetnsRef | None, timeout: float) -> ExecResult:
         argv = tuple(argv)
         key = self._key(netns)
         with self._lock:
-            lock = self._netns_locks.setdefault(key, threading.Lock())
+            node_wide = key in self._expected
+            lock = self._node_lock if node_wide else self._netns_locks.setdefault(
+                key, threading.Lock()
+            )
         with lock:
             if key not in self._cache and not self._unbatchable and argv in INDEX:
-                self._cache[key] = self._run_batch(netns, timeout)
+                if node_wide:
+                    self._run_node_batch(timeout)
+                if key not in self._cache and not self._unbatchable:
+                    self._cache[key] = self._run_batch(netns, timeout)
             cached = self._cache.get(key, {}).pop(argv, None)
         if cached is not None:
             return cached
@@ -470,28 +563,45 @@ class BatchingTransport:
             return res
         return dataclasses.replace(res, stdout=b"", truncated=True)
 
-    def _run_batch(
-        self, netns: NetnsRef | None, timeout: float
-    ) -> dict[tuple[str, ...], ExecResult]:
-        argvs = batch_for(netns)
-        nonce = new_nonce()
+    def _run_node_batch(self, timeout: float) -> None:
+        """One exec for every expected netns not answered yet (caller holds the node
+        lock): each netns's segment fills its cache. The whole batch gets the target
+        deadline once (`target_timeout`): a hung node costs it once, not per netns."""
+        with self._lock:
+            pending = [(k, r) for k, r in self._expected.items() if k not in self._cache]
+        if not pending:
+            return
         base = self.command_timeout or timeout
-        budget = self.target_timeout or sum(base * FACTOR.get(a, 1.0) for a in argvs)
+        items: list[tuple[NetnsRef | None, tuple[str, ...]]] = []
+        tokens: dict[str, object] = {}
+        for key, ref in pending:
+            tokens[netns_token(ref)] = key
+            items += [(ref, a) for a in batch_for(ref)]
+        budget = self.target_timeout or sum(base * FACTOR.get(a, 1.0) for _, a in items)
+        nonce = new_nonce()
         self.round_trips += 1
         res = self.inner.run(
-            batch_argv(
-                nonce, base, [(None, a) for a in argvs], factors=FACTOR, max_output=self.max_output
-            ),
-            netns=netns,
+            batch_argv(nonce, base, items, factors=FACTOR, max_output=self.max_output),
+            netns=None,
             timeout=budget,
         )
         if res.not_found:
             self._unbatchable = True
-            return {}
-        inode = netns_identity(res.stdout, nonce)
-        if inode is not None:
-            self.netns_inodes[self._key(netns)] = inode
-        pieces = split_batch(res.stdout, res.stderr, nonce)
+            return
+        segments = split_segments(res.stdout, res.stderr, nonce)
+        for token, key in tokens.items():
+            ref = self._expected[key]
+            inode, pieces = segments.get(token, (None, {}))
+            if inode is not None:
+                self.netns_inodes[key] = inode
+            if token not in segments and not res.timed_out:
+                continue  # never reached and not cut by the deadline: its own batch later
+            self._cache[key] = self._results(batch_for(ref), pieces, res)
+
+    def _results(
+        self, argvs: Sequence[tuple[str, ...]], pieces: dict[int, Piece], res: ExecResult
+    ) -> dict[tuple[str, ...], ExecResult]:
+        """Each command's result from its piece of a batch `res` (see `_run_batch`)."""
         results: dict[tuple[str, ...], ExecResult] = {}
         for piece in pieces.values():
             if not 0 <= piece.index < len(CATALOGUE):
@@ -524,6 +634,29 @@ class BatchingTransport:
         # Otherwise (output not splittable), commands the batch never reached are run one
         # by one by `run()` (cache miss).
         return results
+
+    def _run_batch(
+        self, netns: NetnsRef | None, timeout: float
+    ) -> dict[tuple[str, ...], ExecResult]:
+        argvs = batch_for(netns)
+        nonce = new_nonce()
+        base = self.command_timeout or timeout
+        budget = self.target_timeout or sum(base * FACTOR.get(a, 1.0) for a in argvs)
+        self.round_trips += 1
+        res = self.inner.run(
+            batch_argv(
+                nonce, base, [(None, a) for a in argvs], factors=FACTOR, max_output=self.max_output
+            ),
+            netns=netns,
+            timeout=budget,
+        )
+        if res.not_found:
+            self._unbatchable = True
+            return {}
+        inode = netns_identity(res.stdout, nonce)
+        if inode is not None:
+            self.netns_inodes[self._key(netns)] = inode
+        return self._results(argvs, split_batch(res.stdout, res.stderr, nonce), res)
 
     def netns_inode(self, netns: NetnsRef | None) -> int | None:
         """The inode of the netns `netns`'s batch ran in (None: not batched / unknown)."""

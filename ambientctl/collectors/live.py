@@ -550,6 +550,16 @@ def _assemble(
                 targets.append(Target.node_target(node, RoutedNetns(route=route, kind="node")))
             continue
         targets.extend(res)
+    # One round trip per node: each node transport learns every netns it will be asked
+    # about (its own and its pods'), and batches them all into one exec.
+    by_route: dict[str, list[NetnsRef]] = {}
+    for t in targets:
+        if t.kind in ("node", "pod"):
+            by_route.setdefault(getattr(t.netns, "route", ""), []).append(t.netns)
+    for route, refs in by_route.items():
+        expect = getattr(routes.get(route), "expect", None)
+        if callable(expect):
+            expect(refs)
     if unreachable:
         notes["discovery_errors"] = unreachable
     if view is not None and view.skipped:
