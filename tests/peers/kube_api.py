@@ -48,6 +48,7 @@ import shutil
 import subprocess
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -91,6 +92,10 @@ class ExecTarget:
 
     prefix: list[str]  # argv prefix that runs a command in the pod's container/netns
     binaries: frozenset[str] | None = None  # None: every binary of this machine
+    # A simulated node (benchmarks at cluster scale): argv -> (stdout, stderr, exit code)
+    # answered in-process instead of running `prefix + argv`; the wire protocol (frames,
+    # status) is the same.
+    respond: Callable[[list[str]], tuple[bytes, bytes, int]] | None = None
 
 
 @dataclass
@@ -436,6 +441,9 @@ class KubeApi:
                 ).encode()
             )
             return
+        if target.respond is not None:
+            self._respond(conn, argv, target.respond)
+            return
         proc = subprocess.Popen(
             [*target.prefix, *argv],
             stdin=subprocess.DEVNULL,
@@ -489,6 +497,34 @@ class KubeApi:
             proc.wait()
             proc.stdout.close()
             proc.stderr.close()
+
+
+    def _respond(
+        self,
+        conn: ServerConnection,
+        argv: list[str],
+        respond: Callable[[list[str]], tuple[bytes, bytes, int]],
+    ) -> None:
+        """A simulated node's answer, framed as kubelet frames a real one."""
+        out, err, rc = respond(argv)
+        for channel, data in ((b"\x01", out), (b"\x02", err)):
+            view = memoryview(data)
+            for i in range(0, len(view), 1 << 16):
+                conn.send(channel + bytes(view[i : i + (1 << 16)]))
+        conn.send(b"\x03" + json.dumps(_exit_status(argv, rc)).encode())
+
+
+def _exit_status(argv: list[str], rc: int) -> dict[str, Any]:
+    if rc == 0:
+        return {"metadata": {}, "status": "Success"}
+    return {
+        "metadata": {},
+        "status": "Failure",
+        "message": f"command terminated with non-zero exit code: error executing "
+        f"command {argv}, exit code {rc}",
+        "reason": "NonZeroExitCode",
+        "details": {"causes": [{"reason": "ExitCode", "message": str(rc)}]},
+    }
 
 
 # --------------------------------------------------------------------------- helpers
