@@ -296,8 +296,12 @@ class SimNode:
             return bytes(out), b"", 0
         assert argv[2] == SCRIPT
         out, err = bytearray(f"{nonce} I net:[{4026530000 + self.index}]\n".encode()), bytearray()
+        from ambientctl.collectors.batch import INDEX, KIND_TOKENS, batch_for
+
+        kinds = {tok: [str(INDEX[a]) for a in batch_for(kind)] for kind, tok in KIND_TOKENS.items()}
+        tokens = [x for token in argv[6:] for x in kinds.get(token, [token])]
         body = self.host
-        for n, token in enumerate(argv[6:]):
+        for n, token in enumerate(tokens):
             if token[0] in "=@%":
                 body = self.host if token == "=" else self.pod
                 inode = 4026530000 + self.index * 1000 + n
@@ -374,6 +378,8 @@ def scale_bench(args: argparse.Namespace) -> list[dict[str, Any]]:
                  str(args.concurrency), "-q", "-o", str(out)],
                 cwd=REPO, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(REPO)},
             )
+            if not (out / "manifest.json").exists():
+                raise SystemExit(f"collection of {nodes} nodes failed: {res.stderr.strip()[-2000:]}")
             wall, peak_kib = res.stdout.strip().splitlines()[-1].split()
             manifest = json.loads((out / "manifest.json").read_text())
             size = sum(f.stat().st_size for f in out.rglob("*") if f.is_file())

@@ -147,12 +147,14 @@ def test_batch_script_runs_only_catalogue_commands() -> None:
     assert [tuple(b) for b in branches] == list(CATALOGUE)
     # Outside the branches: the fixed framing, which enters a netns (ip netns exec /
     # nsenter), bounds a command (timeout), prints markers, and writes to no file.
-    framing = batch._PROLOGUE + batch._EPILOGUE
+    framing = batch._PROLOGUE + batch._EPILOGUE + batch._kinds() + batch._MAIN
     assert (
         SCRIPT
         == batch._PROLOGUE
-        + "".join(f"    {i}) x {shlex.join(a)} ;;\n" for i, a in enumerate(CATALOGUE))
+        + "".join(f"  {i}) x {shlex.join(a)} ;;\n" for i, a in enumerate(CATALOGUE))
         + batch._EPILOGUE
+        + batch._kinds()
+        + batch._MAIN
     )
     for word in ("iptables", "ipset", "nft", "sysctl", "rm", "mount", "kill", "dd", "tee", "eval"):
         assert not re.search(rf"\b{word}\b", framing), word
@@ -338,7 +340,7 @@ def test_the_batch_gives_each_command_its_own_timeout_as_the_manifest_says() -> 
 @pytest.mark.skipif(not os.path.exists("/usr/bin/timeout"), reason="coreutils timeout")
 def test_the_per_command_timeout_token_changes_the_limit_inside_the_script() -> None:
     nonce = new_nonce()
-    script = batch._PROLOGUE + "    0) x sleep 3 ;;\n" + batch._EPILOGUE
+    script = batch._PROLOGUE + "    0) x sleep 3 ;;\n" + batch._EPILOGUE + batch._MAIN
     res = subprocess.run(
         ["sh", "-c", script, "sh", nonce, "1", "=", "0", "t5", "0"], capture_output=True
     )

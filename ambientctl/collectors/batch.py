@@ -117,37 +117,61 @@ z() {
   printf '%s S %s %s\n' "$n" "$1" "$k"
   printf '%s S %s\n' "$n" "$1" >&2
 }
-for a in "$@"; do
+o() {
+  a=$1
+  printf '%s B %s\n' "$n" "$a"
+  printf '%s B %s\n' "$n" "$a" >&2
+  s=$(date +%s%N 2>/dev/null)
+  case $a in
+"""
+_EPILOGUE = r"""  *) false ;;
+  esac
+  r=$?
+  e=$(date +%s%N 2>/dev/null)
+  printf '\n%s E %s %s %s %s %s\n' "$n" "$a" "$r" "$to" "$s" "$e"
+  printf '\n%s E %s\n' "$n" "$a" >&2
+}
+"""
+# The loop over the positional tokens; `k*` tokens run a whole kind's list (`_kinds`).
+_MAIN = r"""for a in "$@"; do
   case $a in
   @*) m=name w=${a#@}; z "$a" ;;
   %*) m=path w=${a#%}; z "$a" ;;
   =) m=self w=; z "$a" ;;
   t*) t=${a#t} ;;
   c*) c=${a#c} ;;
-  *)
-    printf '%s B %s\n' "$n" "$a"
-    printf '%s B %s\n' "$n" "$a" >&2
-    s=$(date +%s%N 2>/dev/null)
-    case $a in
-"""
-_EPILOGUE = r"""    *) false ;;
-    esac
-    r=$?
-    e=$(date +%s%N 2>/dev/null)
-    printf '\n%s E %s %s %s %s %s\n' "$n" "$a" "$r" "$to" "$s" "$e"
-    printf '\n%s E %s\n' "$n" "$a" >&2
-    ;;
+  k*) K "$a" ;;
+  *) o "$a" ;;
   esac
 done
 """
+# Kind tokens: what `batch_for` runs on a node's own netns (`kn`) and on a pod's (`kp`),
+# each command with its spec's timeout factor (integers: the shell's arithmetic). One
+# token per netns instead of ~20 keeps a node-wide batch's argv short: the API server
+# carries it in the exec URL, which proxies cap at a few KiB.
+KIND_TOKENS: dict[str, str] = {"node": "kn", "pod": "kp"}
+
+def _kinds() -> str:
+    """The `K` function: each kind token's command list (see KIND_TOKENS)."""
+    lines = ["K() {", "  b=$t", "  case $1 in"]
+    for kind, token in KIND_TOKENS.items():
+        steps = []
+        for argv in batch_for(kind):
+            factor = FACTOR.get(argv, 1.0)
+            if factor != int(factor):
+                raise AssertionError(f"timeout factor of {argv} must be an integer")
+            index = INDEX[argv]
+            steps.append(f"t=$((b*{int(factor)})); o {index}; t=$b" if factor != 1 else f"o {index}")
+        lines.append(f"  {token}) {'; '.join(steps)} ;;")
+    lines += ["  esac", "  t=$b", "}", ""]
+    return "\n".join(lines)
 
 
 def _build_script(catalogue: Sequence[tuple[str, ...]]) -> str:
-    branches = "".join(f"    {i}) x {shlex.join(argv)} ;;\n" for i, argv in enumerate(catalogue))
-    return _PROLOGUE + branches + _EPILOGUE
+    branches = "".join(f"  {i}) x {shlex.join(argv)} ;;\n" for i, argv in enumerate(catalogue))
+    return _PROLOGUE + branches + _EPILOGUE + _kinds() + _MAIN
 
 
-SCRIPT: str = _build_script(CATALOGUE)
 
 # Discovery: which network namespaces a node has and the addresses inside each, to map
 # netns -> pod by pod IP. Same rules: constant text, validated path arguments only.
@@ -276,7 +300,7 @@ def new_nonce() -> str:
 # --------------------------------------------------------------------------- allowlist
 
 _TOKEN = re.compile(
-    r"^(=|@[a-z0-9][-a-z0-9.]*|%/[A-Za-z0-9._/-]+|\d{1,4}|t\d{1,6}|c\d{1,15})$"
+    r"^(=|@[a-z0-9][-a-z0-9.]*|%/[A-Za-z0-9._/-]+|\d{1,4}|t\d{1,6}|c\d{1,15}|k[np])$"
 )
 
 
@@ -472,9 +496,10 @@ def _cap_holder(transport: object) -> object | None:
     return None
 
 
-def batch_for(netns: NetnsRef | None) -> tuple[tuple[str, ...], ...]:
-    """What one round trip runs for a target: its kind's specs (+ versions for nodes)."""
-    kind = getattr(netns, "kind", None)
+def batch_for(netns: NetnsRef | str | None) -> tuple[tuple[str, ...], ...]:
+    """What one round trip runs for a target (or a kind): its kind's specs (+ versions
+    for nodes)."""
+    kind = netns if isinstance(netns, str) else getattr(netns, "kind", None)
     if kind in ("node", "pod"):
         argvs = [s.argv for s in specs_for(kind)]
         if kind == "node":
@@ -482,6 +507,31 @@ def batch_for(netns: NetnsRef | None) -> tuple[tuple[str, ...], ...]:
     else:
         argvs = [s.argv for s in NETNS_SPECS]
     return tuple(dict.fromkeys(argvs))
+
+
+SCRIPT: str = _build_script(CATALOGUE)
+
+
+def node_batch_argv(
+    nonce: str,
+    timeout: float,
+    refs: Sequence[NetnsRef],
+    *,
+    max_output: int | None = None,
+) -> list[str]:
+    """The exec argv that runs, in ONE round trip, each of `refs` (a node's own netns and
+    its pods') with its kind's whole list: one netns token + one kind token each."""
+    if not _NONCE.match(nonce):
+        raise UsageError("batch nonce must be 32 hex digits")
+    args = ["sh", "-c", SCRIPT, "sh", nonce, str(_seconds(timeout))]
+    if max_output is not None:
+        args.append(f"c{int(max_output) + 1}")
+    for ref in refs:
+        kind = getattr(ref, "kind", None)
+        if kind not in KIND_TOKENS:
+            raise UsageError(f"no batch list for a {kind or 'plain'} netns")
+        args += [netns_token(ref), KIND_TOKENS[kind]]
+    return args
 
 
 class BatchingTransport:
@@ -572,16 +622,16 @@ class BatchingTransport:
         if not pending:
             return
         base = self.command_timeout or timeout
-        items: list[tuple[NetnsRef | None, tuple[str, ...]]] = []
-        tokens: dict[str, object] = {}
-        for key, ref in pending:
-            tokens[netns_token(ref)] = key
-            items += [(ref, a) for a in batch_for(ref)]
-        budget = self.target_timeout or sum(base * FACTOR.get(a, 1.0) for _, a in items)
+        tokens = {netns_token(ref): key for key, ref in pending}
+        budget = self.target_timeout or sum(
+            base * FACTOR.get(a, 1.0) for _, ref in pending for a in batch_for(ref)
+        )
         nonce = new_nonce()
         self.round_trips += 1
         res = self.inner.run(
-            batch_argv(nonce, base, items, factors=FACTOR, max_output=self.max_output),
+            node_batch_argv(
+                nonce, base, [ref for _, ref in pending], max_output=self.max_output
+            ),
             netns=None,
             timeout=budget,
         )
