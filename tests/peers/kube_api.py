@@ -159,9 +159,13 @@ class KubeApi:
         return Path(path)
 
     # ------------------------------------------------------------------ objects
-    def _items(self, kind: str) -> list[dict[str, Any]]:
+    def _items(
+        self, kind: str, raw: list[dict[str, Any]] | None = None
+    ) -> list[dict[str, Any]]:
+        """Copies of `raw` (default: every item of `kind`) as the API serves them."""
         items = []
-        for item in (self.cluster.get(kind) or {}).get("items", []):
+        source = (self.cluster.get(kind) or {}).get("items", []) if raw is None else raw
+        for item in source:
             obj = copy.deepcopy(item)
             obj.pop("kind", None)  # typed list items come without kind/apiVersion
             obj.pop("apiVersion", None)
@@ -171,9 +175,9 @@ class KubeApi:
         return items
 
     def _pod(self, ns: str, name: str) -> dict[str, Any] | None:
-        for p in self._items("pods"):
+        for p in (self.cluster.get("pods") or {}).get("items", []):
             if p["metadata"].get("namespace") == ns and p["metadata"].get("name") == name:
-                return p
+                return self._items("pods", [p])[0]  # copy only the match (cluster scale)
         return None
 
     # ------------------------------------------------------------------ HTTP
@@ -263,7 +267,8 @@ class KubeApi:
         query: dict[str, list[str]],
         namespace: str | None = None,
     ) -> Response:
-        items = self._items(kind)
+        # Filter and page the stored items, then copy only the page (cluster scale).
+        items = (self.cluster.get(kind) or {}).get("items", [])
         if namespace is not None:
             items = [i for i in items if i["metadata"].get("namespace") == namespace]
         for sel in query.get("labelSelector", []):
@@ -297,6 +302,7 @@ class KubeApi:
             items = items[start:end]
         else:
             items = items[start:]
+        items = self._items(kind, items)
         return _json(
             200,
             {"kind": list_kind, "apiVersion": api_version, "metadata": meta, "items": items},
