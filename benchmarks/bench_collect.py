@@ -270,6 +270,134 @@ def memory_bench(args: argparse.Namespace) -> list[dict[str, Any]]:
     return results
 
 
+# --------------------------------------------------------------------------- scale
+
+
+class SimNode:
+    """One simulated node behind its istio-cni pod: answers ambientctl's two fixed
+    scripts (discovery, batch) in-process, framed exactly as the node's `sh` frames them
+    (`batch.DISCOVERY_SCRIPT` / `batch.SCRIPT`), with outputs of realistic size. The
+    commands' own cost on a node is not ours to measure here (it is per command and
+    known per transport); what is measured is the collector: round trips, API paging,
+    framing, spill, memory."""
+
+    def __init__(self, index: int, pods: list[tuple[str, str]], host: bytes, pod: bytes) -> None:
+        self.index, self.pods, self.host, self.pod = index, pods, host, pod
+
+    def __call__(self, argv: list[str]) -> tuple[bytes, bytes, int]:
+        from ambientctl.collectors.batch import DISCOVERY_SCRIPT, SCRIPT
+
+        nonce = argv[4]
+        if argv[2] == DISCOVERY_SCRIPT:
+            out = bytearray()
+            for name, ip in self.pods:
+                addr = json.dumps([{"ifname": "eth0", "addr_info": [{"local": ip}]}])
+                out += f"{nonce} N {name}\n{addr}\n{nonce} E 0\n".encode()
+            return bytes(out), b"", 0
+        assert argv[2] == SCRIPT
+        out, err = bytearray(f"{nonce} I net:[{4026530000 + self.index}]\n".encode()), bytearray()
+        from ambientctl.collectors.batch import INDEX, KIND_TOKENS, batch_for
+
+        kinds = {tok: [str(INDEX[a]) for a in batch_for(kind)] for kind, tok in KIND_TOKENS.items()}
+        tokens = [x for token in argv[6:] for x in kinds.get(token, [token])]
+        body = self.host
+        for n, token in enumerate(tokens):
+            if token[0] in "=@%":
+                body = self.host if token == "=" else self.pod
+                inode = 4026530000 + self.index * 1000 + n
+                out += f"{nonce} S {token} net:[{inode}]\n".encode()
+                err += f"{nonce} S {token}\n".encode()
+            elif token.isdigit():
+                out += f"{nonce} B {token}\n".encode() + body
+                out += f"\n{nonce} E {token} 0 1 0 1000000\n".encode()
+                err += f"{nonce} B {token}\n\n{nonce} E {token}\n".encode()
+        return bytes(out), bytes(err), 0
+
+
+def _sim_cluster(nodes: int, pods: int) -> tuple[dict[str, Any], dict[str, list[tuple[str, str]]]]:
+    """API objects: `nodes` nodes, each with an istio-cni pod (hostNetwork) and `pods`
+    app pods (unique IPs); the netns names the simulated nodes list, per node."""
+    items, node_items, netns = [], [], {}
+    for n in range(nodes):
+        node = f"sim-node-{n}"
+        node_items.append({"metadata": {"name": node}, "spec": {"podCIDR": f"10.{64 + n // 256}.{n % 256}.0/24"},
+                           "status": {"addresses": [{"type": "InternalIP", "address": f"172.31.{n // 256}.{n % 256}"}]}})
+        items.append({
+            "metadata": {"name": f"istio-cni-node-{n}", "namespace": "istio-system",
+                         "uid": f"cni-{n}", "labels": {"k8s-app": "istio-cni-node"}},
+            "spec": {"nodeName": node, "hostNetwork": True,
+                     "containers": [{"name": "install-cni", "image": "istio/install-cni"}]},
+            "status": {"phase": "Running", "podIP": f"172.31.{n // 256}.{n % 256}"},
+        })
+        netns[node] = []
+        for p in range(pods):
+            ip = f"10.{64 + n // 256}.{n % 256}.{p + 2}"
+            items.append({
+                "metadata": {"name": f"app-{n}-{p}", "namespace": "bench", "uid": f"uid-{n}-{p}"},
+                "spec": {"nodeName": node, "containers": [{"name": "app", "image": "app"}]},
+                "status": {"phase": "Running", "podIP": ip, "podIPs": [{"ip": ip}]},
+            })
+            netns[node].append((f"cni-{n:04d}-{p:04d}", ip))
+    lst = lambda xs: {"apiVersion": "v1", "kind": "List", "items": xs}
+    docs = {"nodes": lst(node_items), "pods": lst(items), "services": lst([]),
+            "namespaces": lst([{"metadata": {"name": "bench"}}, {"metadata": {"name": "istio-system"}}]),
+            "endpointslices": lst([])}
+    return docs, netns
+
+
+_MEASURE = (
+    "import resource, subprocess, sys, time; t = time.monotonic(); "
+    "r = subprocess.run(sys.argv[1:]); "
+    "print(time.monotonic() - t, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss); "
+    "sys.exit(r.returncode)"
+)
+
+
+def scale_bench(args: argparse.Namespace) -> list[dict[str, Any]]:
+    """Kubernetes-exec collection of simulated clusters of each `--nodes` size."""
+    from ambientctl.collectors.batch import batch_for
+    from ambientctl.collectors.live import RoutedNetns
+
+    per_host = args.host_kib * 1024 // len(batch_for(RoutedNetns(kind="node")))
+    host = b"-A KUBE-SVC-XXXXXXXXXXXXXXXX -m statistic --mode random -j KUBE-SEP-X\n" * (
+        per_host // 68
+    )
+    pod = b"-A ISTIO_OUTPUT -j ACCEPT\n" * max(1, args.pod_bytes // 26)
+    rows = []
+    for nodes in args.nodes:
+        docs, netns = _sim_cluster(nodes, args.pods)
+        targets = {("istio-system", f"istio-cni-node-{n}"): ExecTarget(
+            [], respond=SimNode(n, netns[f"sim-node-{n}"], host, pod)) for n in range(nodes)}
+        with tempfile.TemporaryDirectory(prefix="bench-scale-") as work, \
+                KubeApi(docs, targets, latency=args.latency, enrich=False) as api:
+            conf = api.kubeconfig(Path(work) / "kubeconfig", context="peer")
+            out = Path(work) / "bundle"
+            res = subprocess.run(
+                [sys.executable, "-c", _MEASURE, sys.executable, "-m", "ambientctl", "collect",
+                 "--kubeconfig", str(conf), "--context", "peer", "--concurrency",
+                 str(args.concurrency), "-q", "-o", str(out)],
+                cwd=REPO, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(REPO)},
+            )
+            if not (out / "manifest.json").exists():
+                raise SystemExit(f"collection of {nodes} nodes failed: {res.stderr.strip()[-2000:]}")
+            wall, peak_kib = res.stdout.strip().splitlines()[-1].split()
+            manifest = json.loads((out / "manifest.json").read_text())
+            size = sum(f.stat().st_size for f in out.rglob("*") if f.is_file())
+            rows.append({
+                "nodes": nodes, "pods_per_node": args.pods, "latency_s": args.latency,
+                "concurrency": args.concurrency, "exit": res.returncode,
+                "wall_s": round(float(wall), 1),
+                "exec_round_trips": api.exec_count,
+                "exec_round_trips_per_node": round(api.exec_count / nodes, 2),
+                "api_list_pages": sum(api.list_pages.values()),
+                "targets": len(manifest["targets"]),
+                "entries_not_ok": sum(1 for e in manifest["entries"] if e["status"] != "ok"),
+                "bundle_mib": round(size / 2**20, 1),
+                "peak_rss_mib": round(int(peak_kib) / 1024, 1),
+            })
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -283,6 +411,14 @@ def main() -> None:
     mem = sub.add_parser("memory")
     mem.add_argument("--services", type=int, default=10_000)
     mem.add_argument("--transport", action="append", choices=["docker", "kube", "ssh"])
+    sc = sub.add_parser("scale")
+    sc.add_argument("--nodes", type=int, nargs="+", default=[50, 500])
+    sc.add_argument("--pods", type=int, default=50, help="app pods per node")
+    sc.add_argument("--latency", type=float, default=0.3, help="seconds per exec round trip")
+    sc.add_argument("--concurrency", type=int, default=8)
+    sc.add_argument("--host-kib", type=int, default=600,
+                    help="KiB a node's own netns prints, all commands together (~5k kube-proxy rules)")
+    sc.add_argument("--pod-bytes", type=int, default=300, help="bytes per pod command")
     child = sub.add_parser("_child")
     child.add_argument("transport")
     child.add_argument("netns")
@@ -292,6 +428,8 @@ def main() -> None:
         raise SystemExit("needs root: builds network namespaces")
     if args.cmd == "latency":
         print(json.dumps(latency_bench(args), indent=2))
+    elif args.cmd == "scale":
+        print(json.dumps(scale_bench(args), indent=2))
     elif args.cmd == "memory":
         args.transport = args.transport or ["docker", "kube", "ssh"]
         print(json.dumps(memory_bench(args), indent=2))

@@ -55,6 +55,7 @@ def test_the_batch_caps_each_command_on_the_node_and_keeps_its_exit_code() -> No
         + "    1) x sh -c 'printf abc; exit 5' ;;\n"
         + "    2) x sh -c 'echo started; sleep 5' ;;\n"
         + batch._EPILOGUE
+        + batch._MAIN
     )
     res = subprocess.run(["sh", "-c", script, "sh", nonce, "1", "c11", "0", "1", "2"],
                          capture_output=True, timeout=30)

@@ -164,3 +164,64 @@ def test_two_targets_read_from_one_netns_are_refused_not_stored(
     paths = set(open_bundle(written.path).paths())
     assert "nodes/ambient-worker2/host/iptables-save.txt" not in paths
     assert "nodes/ambient-worker/host/iptables-save.txt" in paths  # the other node is fine
+
+
+@pytest.fixture(scope="module")
+def via_proc(
+    seed_lab: Any, views: Any, peer_dir: Path, agent_netns: dict[str, str]
+) -> tuple[Any, str, dict[str, int]]:
+    """Collected through agents that have /host/proc but no /host/var/run/netns: each pod
+    netns is held by two processes (PIDs), the agent's own netns by one more."""
+    from tests.peers.netns import ProcAgentView
+
+    docs = lab_cluster(with_cni=True, cni_host_network=False)
+    targets = kube_exec_targets(seed_lab, views, docs)
+    host_proc = str(peer_dir / "host-proc-pids")
+    first_pid: dict[str, int] = {}
+    pid = 100
+    for node, name in cni_pod_names(docs).items():
+        pids: dict[int, str] = {pid: agent_netns[node]}
+        for netns in views[node].pod_netns:
+            pids[pid + 1], pids[pid + 2] = netns, netns
+            first_pid[netns] = pid + 1
+            pid += 2
+        pid += 10
+        targets[("istio-system", name)] = ExecTarget(
+            ProcAgentView(views[node].host_netns, agent_netns[node], host_proc, pids).prefix()
+        )
+    with KubeApi(docs, targets) as api:
+        conf = api.kubeconfig(peer_dir / "cni-proc.conf")
+        opts = LiveOptions(
+            kubeconfig=str(conf),
+            cni_netns_dir=str(peer_dir / "no-such-netns-dir"),
+            cni_host_proc=host_proc,
+        )
+        written = collect_live(opts, str(peer_dir / "cni-proc"))
+    return written, host_proc, first_pid
+
+
+def test_without_the_netns_dir_pods_are_entered_through_host_proc_pids(
+    via_proc: tuple[Any, str, dict[str, int]], seed_lab: Any
+) -> None:
+    written, host_proc, first_pid = via_proc
+    bundle = open_bundle(written.path)
+    lab_pods = [(n["name"], p) for n in seed_lab.targets()["nodes"] for p in n["pods"]]
+    pods = {t["id"]: t for t in written.manifest["targets"] if t["kind"] == "pod"}
+    assert set(pods) == {f"pod/{p['namespace']}/{p['name']}" for _, p in lab_pods}
+    for node, p in lab_pods:
+        t = pods[f"pod/{p['namespace']}/{p['name']}"]
+        # one process per netns: the first PID found of the two living in it
+        assert t["netns"] == {"path": f"{host_proc}/{first_pid[p['netns']]}/ns/net"}
+        assert t["netns_inode"] == os.stat(f"/var/run/netns/{p['netns']}").st_ino
+        base = f"nodes/{node}/pods/{p['namespace']}/{p['name']}"
+        got = bundle.read_bytes(f"{base}/iptables-save.txt")
+        assert _without_comments(got) == _without_comments(_kernel(p["netns"], "iptables-save"))
+        addrs = json.loads(bundle.read_bytes(f"{base}/ip-addr.json"))
+        kernel = json.loads(_kernel(p["netns"], "ip", "-j", "addr"))
+        assert [(a["ifname"], [i["local"] for i in a["addr_info"]]) for a in addrs] == [
+            (a["ifname"], [i["local"] for i in a["addr_info"]]) for a in kernel
+        ]
+    notes = written.manifest["collection"]["pod_netns_via_proc"]
+    assert set(notes) == set(NODES)
+    assert "netns_conflicts" not in written.manifest["collection"]
+    assert not written.failed

@@ -135,10 +135,32 @@ def live_bundles(
     out = {}
     for name, opts in sources.items():
         path = str(peer_dir / f"{name}.tar.gz")
+        before = {"docker": docker_peer.exec_count, "kube": kube_peer.exec_count}.get(name)
         written = collect_live(opts, path)
         assert not written.failed, written.failed
         out[name] = path
+        if before is not None:
+            after = {"docker": docker_peer.exec_count, "kube": kube_peer.exec_count}[name]
+            ROUND_TRIPS[name] = after - before
     return out
+
+
+ROUND_TRIPS: dict[str, int] = {}  # exec round trips each live collection made (peers count)
+
+
+@pytest.mark.parametrize("transport", ["docker", "kube"])
+def test_one_exec_round_trip_per_node_covers_its_own_and_every_pod_netns(
+    transport: str, live_bundles: dict[str, str], seed_lab: Any
+) -> None:
+    """issue 12: per node, one discovery exec and ONE batch for the node's netns and all
+    its pods' (whatever the pod count); kind reads each ztunnel's config_dump with one
+    more exec (curl inside its netns), Kubernetes through port-forward (no exec)."""
+    nodes = seed_lab.targets()["nodes"]
+    assert sum(len(n["pods"]) for n in nodes) > 2 * len(nodes)  # batching is what keeps it
+    manifest = open_bundle(live_bundles[transport]).manifest
+    ztunnels = sum(1 for t in manifest["targets"] if t["kind"] == "ztunnel")
+    admin_execs = ztunnels if transport == "docker" else 0
+    assert ROUND_TRIPS[transport] == 2 * len(nodes) + admin_execs
 
 
 @pytest.mark.parametrize("transport", ["docker", "kube", "ssh"])

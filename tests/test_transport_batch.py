@@ -147,12 +147,14 @@ def test_batch_script_runs_only_catalogue_commands() -> None:
     assert [tuple(b) for b in branches] == list(CATALOGUE)
     # Outside the branches: the fixed framing, which enters a netns (ip netns exec /
     # nsenter), bounds a command (timeout), prints markers, and writes to no file.
-    framing = batch._PROLOGUE + batch._EPILOGUE
+    framing = batch._PROLOGUE + batch._EPILOGUE + batch._kinds() + batch._MAIN
     assert (
         SCRIPT
         == batch._PROLOGUE
-        + "".join(f"    {i}) x {shlex.join(a)} ;;\n" for i, a in enumerate(CATALOGUE))
+        + "".join(f"  {i}) x {shlex.join(a)} ;;\n" for i, a in enumerate(CATALOGUE))
         + batch._EPILOGUE
+        + batch._kinds()
+        + batch._MAIN
     )
     for word in ("iptables", "ipset", "nft", "sysctl", "rm", "mount", "kill", "dd", "tee", "eval"):
         assert not re.search(rf"\b{word}\b", framing), word
@@ -164,8 +166,11 @@ def test_batch_script_runs_only_catalogue_commands() -> None:
 
 
 def test_discovery_script_runs_only_a_catalogue_command() -> None:
-    (cmd,) = _script_commands(DISCOVERY_SCRIPT)
-    assert tuple(cmd) in CATALOGUE and not write_verbs(cmd)
+    # the netns-directory walk and the host-/proc fallback run the same one command
+    cmds = _script_commands(DISCOVERY_SCRIPT)
+    assert len(cmds) == 2
+    for cmd in cmds:
+        assert tuple(cmd) in CATALOGUE and not write_verbs(cmd)
 
 
 def test_no_argv_a_remote_transport_sends_contains_a_write_verb() -> None:
@@ -335,7 +340,7 @@ def test_the_batch_gives_each_command_its_own_timeout_as_the_manifest_says() -> 
 @pytest.mark.skipif(not os.path.exists("/usr/bin/timeout"), reason="coreutils timeout")
 def test_the_per_command_timeout_token_changes_the_limit_inside_the_script() -> None:
     nonce = new_nonce()
-    script = batch._PROLOGUE + "    0) x sleep 3 ;;\n" + batch._EPILOGUE
+    script = batch._PROLOGUE + "    0) x sleep 3 ;;\n" + batch._EPILOGUE + batch._MAIN
     res = subprocess.run(
         ["sh", "-c", script, "sh", nonce, "1", "=", "0", "t5", "0"], capture_output=True
     )
@@ -404,6 +409,7 @@ def test_the_allowlist_passes_only_catalogue_and_the_two_fixed_scripts() -> None
         batch_argv(nonce, 30, [(NetnsRef(name="cni-1"), a) for a in CATALOGUE]),
         batch_argv(nonce, 30, [(NetnsRef(path="/host/var/run/netns/cni-2"), CATALOGUE[0])]),
         discovery_argv(nonce, "/var/run/netns"),
+        discovery_argv(nonce, "/host/var/run/netns", "/host/proc"),
     ]
     bad = [
         ("iptables", "-t", "nat", "-F"),
@@ -414,6 +420,8 @@ def test_the_allowlist_passes_only_catalogue_and_the_two_fixed_scripts() -> None
         ("sh", "-c", SCRIPT, "sh", nonce, "30", "999"),
         ("sh", "-c", SCRIPT, "sh", "not-a-nonce", "30", "0"),
         ("sh", "-c", DISCOVERY_SCRIPT, "sh", nonce, "/var/run/netns; reboot"),
+        ("sh", "-c", DISCOVERY_SCRIPT, "sh", nonce, "/var/run/netns", "/host/proc/../etc"),
+        ("sh", "-c", DISCOVERY_SCRIPT, "sh", nonce, "/a", "/b", "/c"),
     ]
     assert all(is_allowed(a) for a in good)
     assert not any(is_allowed(a) for a in bad)

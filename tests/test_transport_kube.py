@@ -184,3 +184,52 @@ def test_port_forward_to_a_speak_first_listener_never_breaks_under_repetition(
     t = KubePortForwardTransport(*ZTUNNEL, client_factory=factory)
     codes = {t.run(ZTUNNEL_ADMIN_ARGV, netns=None, timeout=10).exit_code for _ in range(20)}
     assert codes == {1}
+
+
+def test_the_exec_stream_is_capped_by_the_transport_in_bounded_memory(
+    factory: ClientFactory,
+) -> None:
+    # issue 11 §4: the peer sends 32 MiB of stdout over the WebSocket; the transport keeps
+    # at most its cap (1000 bytes) while draining the stream, and still reads the status.
+    import tracemalloc
+
+    t = KubeExecTransport(APP[0], APP[1], client_factory=factory, max_output=1000)
+    t.run(["true"], netns=None, timeout=10)  # client, config and TLS state allocated first
+    tracemalloc.start()
+    try:
+        res = t.run(
+            ["sh", "-c", "head -c 33554432 /dev/zero; exit 3"], netns=None, timeout=60
+        )
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+        t.close()
+    assert res.truncated and res.stdout == b"" and res.exit_code == 3
+    assert peak < 8 * 1024 * 1024, f"peak {peak} bytes traced while streaming 32 MiB"
+    under = KubeExecTransport(APP[0], APP[1], client_factory=factory, max_output=1000)
+    small = under.run(["head", "-c", "1000", "/dev/zero"], netns=None, timeout=10)
+    under.close()
+    assert not small.truncated and small.stdout == b"\0" * 1000
+
+
+def test_a_truncated_kube_exec_is_recorded_in_the_manifest(
+    factory: ClientFactory, tmp_path: Path
+) -> None:
+    import json
+
+    from ambientctl.collectors.runner import Plan, Target, collect_bundle
+    from ambientctl.collectors.specs import CommandSpec
+
+    spec = CommandSpec("big", "ipset.txt", ("head", "-c", "50000", "/dev/zero"))
+    rule = CommandSpec("rule", "ip-rule.json", ("ip", "-j", "rule"))  # one kept output
+    target = Target.pod_target("ambient-worker2", APP[0], APP[1], NetnsRef())
+    t = KubeExecTransport(APP[0], APP[1], client_factory=factory, max_output=4096)
+    collect_bundle(
+        t, Plan((target,), (spec, rule), ()), str(tmp_path / "b"), collection={"mode": "kube"}
+    )
+    manifest = json.loads((tmp_path / "b" / "manifest.json").read_text())
+    entry = next(e for e in manifest["entries"] if e["spec"] == "ipset.txt")
+    assert entry["status"] == "truncated" and entry["path"] is None
+    assert "cap of 4096 bytes" in entry["note"]
+    assert manifest["collection"]["max_output_bytes"] == 4096
+    assert not (tmp_path / "b" / target.dir / "ipset.txt").exists()

@@ -430,6 +430,7 @@ MANIFEST_FIELDS: dict[str, tuple[str, str]] = {
     "collection.namespaces_filter[]": ("name:namespace", "namespace names"),
     "collection.discovery_errors.*": ("prose", "error messages (keys: node names)"),
     "collection.cluster_list_errors.*": ("prose", "why an optional list is absent (keys: kinds)"),
+    "collection.pod_netns_via_proc.*": ("prose", "how pod netns were entered (keys: node names)"),
     "collection.not_seen[].target": ("text", "target id: names mapped"),
     "collection.not_seen[].what": ("prose", "what was not seen"),
     "collection.not_seen[].what[]": ("keep:spec", "binary names"),
@@ -482,6 +483,7 @@ DYNAMIC_KEYS: dict[str, str] = {
     "targets[].tool_versions": "keep:key",
     "collection.discovery_errors": "name:node",
     "collection.cluster_list_errors": "keep:key",
+    "collection.pod_netns_via_proc": "name:node",
 }
 
 _KERNEL_DUMP = "kernel dump: addresses, MACs, UUIDs, known names (and comments as prose)"

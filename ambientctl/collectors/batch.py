@@ -35,6 +35,11 @@ whether `timeout` wrapped the command, and start/end times (`date +%s%N`, when t
 is recovered byte for byte, with or without a final newline. Commands run strictly one
 after the other: iptables-save and friends never overlap inside one netns.
 
+Netns segments: each netns token starts a segment: `NONCE S TOKEN net:[INODE]` on stdout
+(the inode read INSIDE that netns, by the same way the commands enter it) and
+`NONCE S TOKEN` on stderr. So one exec can cover a node's own netns and every pod netns
+on it (`BatchingTransport.expect`), and `split_segments` hands each its pieces.
+
 Netns identity: before the first command the script prints `NONCE I net:[INODE]`
 (`readlink /proc/self/ns/net` of the batch shell, i.e. the netns its commands run in);
 `BatchingTransport.netns_inode` hands it to the manifest (`targets[].netns_inode`).
@@ -100,48 +105,109 @@ x() {
   fi
   "$@" </dev/null
 }
-for a in "$@"; do
+y() {
+  case $m in
+  name) ip netns exec "$w" readlink /proc/self/ns/net ;;
+  path) nsenter "--net=$w" -- readlink /proc/self/ns/net ;;
+  *) readlink /proc/self/ns/net ;;
+  esac
+}
+z() {
+  k=$(y </dev/null 2>/dev/null)
+  printf '%s S %s %s\n' "$n" "$1" "$k"
+  printf '%s S %s\n' "$n" "$1" >&2
+}
+o() {
+  a=$1
+  printf '%s B %s\n' "$n" "$a"
+  printf '%s B %s\n' "$n" "$a" >&2
+  s=$(date +%s%N 2>/dev/null)
   case $a in
-  @*) m=name w=${a#@} ;;
-  %*) m=path w=${a#%} ;;
-  =) m=self w= ;;
+"""
+_EPILOGUE = r"""  *) false ;;
+  esac
+  r=$?
+  e=$(date +%s%N 2>/dev/null)
+  printf '\n%s E %s %s %s %s %s\n' "$n" "$a" "$r" "$to" "$s" "$e"
+  printf '\n%s E %s\n' "$n" "$a" >&2
+}
+"""
+# The loop over the positional tokens; `k*` tokens run a whole kind's list (`_kinds`).
+_MAIN = r"""for a in "$@"; do
+  case $a in
+  @*) m=name w=${a#@}; z "$a" ;;
+  %*) m=path w=${a#%}; z "$a" ;;
+  =) m=self w=; z "$a" ;;
   t*) t=${a#t} ;;
   c*) c=${a#c} ;;
-  *)
-    printf '%s B %s\n' "$n" "$a"
-    printf '%s B %s\n' "$n" "$a" >&2
-    s=$(date +%s%N 2>/dev/null)
-    case $a in
-"""
-_EPILOGUE = r"""    *) false ;;
-    esac
-    r=$?
-    e=$(date +%s%N 2>/dev/null)
-    printf '\n%s E %s %s %s %s %s\n' "$n" "$a" "$r" "$to" "$s" "$e"
-    printf '\n%s E %s\n' "$n" "$a" >&2
-    ;;
+  k*) K "$a" ;;
+  *) o "$a" ;;
   esac
 done
 """
+# Kind tokens: what `batch_for` runs on a node's own netns (`kn`) and on a pod's (`kp`),
+# each command with its spec's timeout factor (integers: the shell's arithmetic). One
+# token per netns instead of ~20 keeps a node-wide batch's argv short: the API server
+# carries it in the exec URL, which proxies cap at a few KiB.
+KIND_TOKENS: dict[str, str] = {"node": "kn", "pod": "kp"}
+
+def _kinds() -> str:
+    """The `K` function: each kind token's command list (see KIND_TOKENS)."""
+    lines = ["K() {", "  b=$t", "  case $1 in"]
+    for kind, token in KIND_TOKENS.items():
+        steps = []
+        for argv in batch_for(kind):
+            factor = FACTOR.get(argv, 1.0)
+            if factor != int(factor):
+                raise AssertionError(f"timeout factor of {argv} must be an integer")
+            index = INDEX[argv]
+            steps.append(f"t=$((b*{int(factor)})); o {index}; t=$b" if factor != 1 else f"o {index}")
+        lines.append(f"  {token}) {'; '.join(steps)} ;;")
+    lines += ["  esac", "  t=$b", "}", ""]
+    return "\n".join(lines)
 
 
 def _build_script(catalogue: Sequence[tuple[str, ...]]) -> str:
-    branches = "".join(f"    {i}) x {shlex.join(argv)} ;;\n" for i, argv in enumerate(catalogue))
-    return _PROLOGUE + branches + _EPILOGUE
+    branches = "".join(f"  {i}) x {shlex.join(argv)} ;;\n" for i, argv in enumerate(catalogue))
+    return _PROLOGUE + branches + _EPILOGUE + _kinds() + _MAIN
 
 
-SCRIPT: str = _build_script(CATALOGUE)
 
 # Discovery: which network namespaces a node has and the addresses inside each, to map
-# netns -> pod by pod IP. Same rules: constant text, one validated directory argument.
+# netns -> pod by pod IP. Same rules: constant text, validated path arguments only.
+#
+# `sh -c DISCOVERY_SCRIPT sh NONCE DIR [PROC]`: every netns file in DIR (the node's
+# /var/run/netns). When DIR does not exist and PROC is given (an istio-cni agent without
+# the host's /var/run/netns mount sees the host's /proc there), the script prints
+# `NONCE P PROC` and walks PROC/PID/ns/net instead: one PID per distinct netns, told apart
+# by the inode `stat -L` reports (the nsfs inode: namespaces(7) "/proc/[pid]/ns/"), the
+# node's own netns (PROC/1/ns/net, PID 1 = the host's init) left out; entries are named by
+# PID. Without `stat` no netns can be told apart, and none is listed rather than guessed.
 DISCOVERY_ARGV: tuple[str, ...] = ("ip", "-j", "-d", "addr")  # a catalogue command
 DISCOVERY_SCRIPT: str = (
-    r"""n=$1 d=$2
+    r"""n=$1 d=$2 p=$3
 LC_ALL=C
 export LC_ALL
-for f in "$d"/*; do
-  [ -e "$f" ] || continue
-  printf '%s N %s\n' "$n" "${f##*/}"
+if [ -d "$d" ] || [ -z "$p" ]; then
+  for f in "$d"/*; do
+    [ -e "$f" ] || continue
+    printf '%s N %s\n' "$n" "${f##*/}"
+    nsenter "--net=$f" -- """
+    + shlex.join(DISCOVERY_ARGV)
+    + r""" </dev/null
+    printf '\n%s E %s\n' "$n" "$?"
+  done
+  exit 0
+fi
+printf '%s P %s\n' "$n" "$p"
+s=" $(stat -L -c %i "$p/1/ns/net" 2>/dev/null) "
+for f in "$p"/[0-9]*/ns/net; do
+  i=$(stat -L -c %i "$f" 2>/dev/null) || continue
+  [ -n "$i" ] || continue
+  case $s in *" $i "*) continue ;; esac
+  s="$s$i "
+  q=${f#"$p"/}
+  printf '%s N %s\n' "$n" "${q%%/*}"
   nsenter "--net=$f" -- """
     + shlex.join(DISCOVERY_ARGV)
     + r""" </dev/null
@@ -216,11 +282,15 @@ def batch_argv(
     return args
 
 
-def discovery_argv(nonce: str, directory: str) -> list[str]:
-    """The exec argv that lists `directory`'s netns files and each one's addresses."""
+def discovery_argv(nonce: str, directory: str, host_proc: str | None = None) -> list[str]:
+    """The exec argv that lists `directory`'s netns files and each one's addresses (or,
+    `directory` absent, one process per netns under `host_proc`: see DISCOVERY_SCRIPT)."""
     if not _NONCE.match(nonce):
         raise UsageError("batch nonce must be 32 hex digits")
-    return ["sh", "-c", DISCOVERY_SCRIPT, "sh", nonce, check_dir(directory)]
+    argv = ["sh", "-c", DISCOVERY_SCRIPT, "sh", nonce, check_dir(directory)]
+    if host_proc is not None:
+        argv.append(check_dir(host_proc))
+    return argv
 
 
 def new_nonce() -> str:
@@ -230,7 +300,7 @@ def new_nonce() -> str:
 # --------------------------------------------------------------------------- allowlist
 
 _TOKEN = re.compile(
-    r"^(=|@[a-z0-9][-a-z0-9.]*|%/[A-Za-z0-9._/-]+|\d{1,4}|t\d{1,6}|c\d{1,15})$"
+    r"^(=|@[a-z0-9][-a-z0-9.]*|%/[A-Za-z0-9._/-]+|\d{1,4}|t\d{1,6}|c\d{1,15}|k[np])$"
 )
 
 
@@ -241,7 +311,7 @@ def is_allowed(argv: Sequence[str]) -> bool:
       admin read exactly (`specs.ZTUNNEL_SPECS`);
     - `sh -c SCRIPT sh NONCE TIMEOUT TOKEN...` with the batch SCRIPT constant and tokens of
       the documented shapes (netns names DNS-1123, paths plain and without `..`);
-    - `sh -c DISCOVERY_SCRIPT sh NONCE DIR`.
+    - `sh -c DISCOVERY_SCRIPT sh NONCE DIR [PROC]`.
     """
     argv = tuple(argv)
     if argv in INDEX or argv in ADMIN:
@@ -259,8 +329,8 @@ def is_allowed(argv: Sequence[str]) -> bool:
             if token.isdigit() and int(token) >= len(CATALOGUE):
                 return False
         return True
-    if argv[2] == DISCOVERY_SCRIPT and len(argv) == 6:
-        return bool(_PATH.match(argv[5])) and ".." not in argv[5].split("/")
+    if argv[2] == DISCOVERY_SCRIPT and len(argv) in (6, 7):
+        return all(_PATH.match(a) and ".." not in a.split("/") for a in argv[5:])
     return False
 
 
@@ -373,12 +443,63 @@ def split_batch(stdout: bytes, stderr: bytes, nonce: str) -> dict[int, Piece]:
     return pieces
 
 
+def split_segments(
+    stdout: bytes, stderr: bytes, nonce: str
+) -> dict[str, tuple[int | None, dict[int, Piece]]]:
+    """netns token -> (its netns inode, its pieces), from a batch covering several netns.
+
+    Linear, like `split_batch`: the streams are cut at the `S` markers (see the module
+    docstring), each segment split on its own.
+    """
+    tag = nonce.encode() + b" S "
+
+    def cut(data: bytes) -> dict[str, tuple[bytes, bytes]]:
+        found: dict[str, tuple[bytes, bytes]] = {}
+        starts: list[tuple[int, int, bytes]] = []  # (marker start, body start, marker line)
+        pos = 0
+        while (b := data.find(tag, pos)) >= 0:
+            if b and data[b - 1 : b] != b"\n":
+                pos = b + 1
+                continue
+            eol = data.find(b"\n", b)
+            eol = len(data) if eol < 0 else eol
+            starts.append((b, eol + 1, data[b + len(tag) : eol]))
+            pos = eol + 1
+        for i, (_, body, line) in enumerate(starts):
+            end = starts[i + 1][0] if i + 1 < len(starts) else len(data)
+            token, _, rest = line.decode("utf-8", "replace").partition(" ")
+            found[token] = (data[body:end], rest.encode())
+        return found
+
+    outs, errs = cut(stdout), cut(stderr)
+    segments: dict[str, tuple[int | None, dict[int, Piece]]] = {}
+    for token, (body, rest) in outs.items():
+        m = re.fullmatch(rb"net:\[(\d+)\]", rest.strip())
+        inode = int(m.group(1)) if m else None
+        segments[token] = (inode, split_batch(body, errs.get(token, (b"", b""))[0], nonce))
+    return segments
+
+
 # --------------------------------------------------------------------------- transport
 
 
-def batch_for(netns: NetnsRef | None) -> tuple[tuple[str, ...], ...]:
-    """What one round trip runs for a target: its kind's specs (+ versions for nodes)."""
-    kind = getattr(netns, "kind", None)
+def _cap_holder(transport: object) -> object | None:
+    """The transport under the wrappers (`.inner`) that holds the stream cap, if any."""
+    seen = 0
+    while transport is not None and seen < 8:
+        if isinstance(getattr(transport, "max_output", None), int) and not hasattr(
+            transport, "inner"
+        ):
+            return transport
+        transport = getattr(transport, "inner", None)
+        seen += 1
+    return None
+
+
+def batch_for(netns: NetnsRef | str | None) -> tuple[tuple[str, ...], ...]:
+    """What one round trip runs for a target (or a kind): its kind's specs (+ versions
+    for nodes)."""
+    kind = netns if isinstance(netns, str) else getattr(netns, "kind", None)
     if kind in ("node", "pod"):
         argvs = [s.argv for s in specs_for(kind)]
         if kind == "node":
@@ -386,6 +507,31 @@ def batch_for(netns: NetnsRef | None) -> tuple[tuple[str, ...], ...]:
     else:
         argvs = [s.argv for s in NETNS_SPECS]
     return tuple(dict.fromkeys(argvs))
+
+
+SCRIPT: str = _build_script(CATALOGUE)
+
+
+def node_batch_argv(
+    nonce: str,
+    timeout: float,
+    refs: Sequence[NetnsRef],
+    *,
+    max_output: int | None = None,
+) -> list[str]:
+    """The exec argv that runs, in ONE round trip, each of `refs` (a node's own netns and
+    its pods') with its kind's whole list: one netns token + one kind token each."""
+    if not _NONCE.match(nonce):
+        raise UsageError("batch nonce must be 32 hex digits")
+    args = ["sh", "-c", SCRIPT, "sh", nonce, str(_seconds(timeout))]
+    if max_output is not None:
+        args.append(f"c{int(max_output) + 1}")
+    for ref in refs:
+        kind = getattr(ref, "kind", None)
+        if kind not in KIND_TOKENS:
+            raise UsageError(f"no batch list for a {kind or 'plain'} netns")
+        args += [netns_token(ref), KIND_TOKENS[kind]]
+    return args
 
 
 class BatchingTransport:
@@ -413,6 +559,10 @@ class BatchingTransport:
         self._unbatchable = False  # no sh on this target: one exec per command from now on
         self.round_trips = 0
         self.netns_inodes: dict[object, int] = {}  # netns key -> inode the batch ran in
+        # netns this transport will be asked about (`expect`): one batch covers them all
+        self._expected: dict[object, NetnsRef] = {}
+        self._node_lock = threading.Lock()
+        self._stream_cap: tuple[object, int] | None = None  # (inner holder, per-netns cap)
 
     def describe_wrapper(self, netns: NetnsRef) -> tuple[str, ...]:
         describe = getattr(self.inner, "describe_wrapper", None)
@@ -421,14 +571,36 @@ class BatchingTransport:
     def _key(self, netns: NetnsRef | None) -> object:
         return (None,) if netns is None else (netns.name, netns.path, netns.pid)
 
+    def expect(self, refs: Sequence[NetnsRef]) -> None:
+        """Announce every netns this transport will be asked about (a node's own and its
+        pods'): the first `run()` for any of them sends ONE batch covering all of them -
+        one round trip per node, not per netns (module docstring: segments). The inner
+        transport's stream cap (per-netns, see `live.stream_cap`) grows to match."""
+        with self._lock:
+            for ref in refs:
+                netns_token(ref)  # validated before anything is sent
+                self._expected.setdefault(self._key(ref), ref)
+            holder = _cap_holder(self.inner)
+            if holder is not None:
+                if self._stream_cap is None:
+                    self._stream_cap = (holder, holder.max_output)  # type: ignore[attr-defined]
+                per_netns = self._stream_cap[1]
+                holder.max_output = per_netns * max(1, len(self._expected))  # type: ignore[attr-defined]
+
     def run(self, argv: Sequence[str], *, netns: NetnsRef | None, timeout: float) -> ExecResult:
         argv = tuple(argv)
         key = self._key(netns)
         with self._lock:
-            lock = self._netns_locks.setdefault(key, threading.Lock())
+            node_wide = key in self._expected
+            lock = self._node_lock if node_wide else self._netns_locks.setdefault(
+                key, threading.Lock()
+            )
         with lock:
             if key not in self._cache and not self._unbatchable and argv in INDEX:
-                self._cache[key] = self._run_batch(netns, timeout)
+                if node_wide:
+                    self._run_node_batch(timeout)
+                if key not in self._cache and not self._unbatchable:
+                    self._cache[key] = self._run_batch(netns, timeout)
             cached = self._cache.get(key, {}).pop(argv, None)
         if cached is not None:
             return cached
@@ -441,28 +613,45 @@ class BatchingTransport:
             return res
         return dataclasses.replace(res, stdout=b"", truncated=True)
 
-    def _run_batch(
-        self, netns: NetnsRef | None, timeout: float
-    ) -> dict[tuple[str, ...], ExecResult]:
-        argvs = batch_for(netns)
-        nonce = new_nonce()
+    def _run_node_batch(self, timeout: float) -> None:
+        """One exec for every expected netns not answered yet (caller holds the node
+        lock): each netns's segment fills its cache. The whole batch gets the target
+        deadline once (`target_timeout`): a hung node costs it once, not per netns."""
+        with self._lock:
+            pending = [(k, r) for k, r in self._expected.items() if k not in self._cache]
+        if not pending:
+            return
         base = self.command_timeout or timeout
-        budget = self.target_timeout or sum(base * FACTOR.get(a, 1.0) for a in argvs)
+        tokens = {netns_token(ref): key for key, ref in pending}
+        budget = self.target_timeout or sum(
+            base * FACTOR.get(a, 1.0) for _, ref in pending for a in batch_for(ref)
+        )
+        nonce = new_nonce()
         self.round_trips += 1
         res = self.inner.run(
-            batch_argv(
-                nonce, base, [(None, a) for a in argvs], factors=FACTOR, max_output=self.max_output
+            node_batch_argv(
+                nonce, base, [ref for _, ref in pending], max_output=self.max_output
             ),
-            netns=netns,
+            netns=None,
             timeout=budget,
         )
         if res.not_found:
             self._unbatchable = True
-            return {}
-        inode = netns_identity(res.stdout, nonce)
-        if inode is not None:
-            self.netns_inodes[self._key(netns)] = inode
-        pieces = split_batch(res.stdout, res.stderr, nonce)
+            return
+        segments = split_segments(res.stdout, res.stderr, nonce)
+        for token, key in tokens.items():
+            ref = self._expected[key]
+            inode, pieces = segments.get(token, (None, {}))
+            if inode is not None:
+                self.netns_inodes[key] = inode
+            if token not in segments and not res.timed_out:
+                continue  # never reached and not cut by the deadline: its own batch later
+            self._cache[key] = self._results(batch_for(ref), pieces, res)
+
+    def _results(
+        self, argvs: Sequence[tuple[str, ...]], pieces: dict[int, Piece], res: ExecResult
+    ) -> dict[tuple[str, ...], ExecResult]:
+        """Each command's result from its piece of a batch `res` (see `_run_batch`)."""
         results: dict[tuple[str, ...], ExecResult] = {}
         for piece in pieces.values():
             if not 0 <= piece.index < len(CATALOGUE):
@@ -495,6 +684,29 @@ class BatchingTransport:
         # Otherwise (output not splittable), commands the batch never reached are run one
         # by one by `run()` (cache miss).
         return results
+
+    def _run_batch(
+        self, netns: NetnsRef | None, timeout: float
+    ) -> dict[tuple[str, ...], ExecResult]:
+        argvs = batch_for(netns)
+        nonce = new_nonce()
+        base = self.command_timeout or timeout
+        budget = self.target_timeout or sum(base * FACTOR.get(a, 1.0) for a in argvs)
+        self.round_trips += 1
+        res = self.inner.run(
+            batch_argv(
+                nonce, base, [(None, a) for a in argvs], factors=FACTOR, max_output=self.max_output
+            ),
+            netns=netns,
+            timeout=budget,
+        )
+        if res.not_found:
+            self._unbatchable = True
+            return {}
+        inode = netns_identity(res.stdout, nonce)
+        if inode is not None:
+            self.netns_inodes[self._key(netns)] = inode
+        return self._results(argvs, split_batch(res.stdout, res.stderr, nonce), res)
 
     def netns_inode(self, netns: NetnsRef | None) -> int | None:
         """The inode of the netns `netns`'s batch ran in (None: not batched / unknown)."""

@@ -12,7 +12,9 @@
 - kind node containers (docker SDK): containers labelled `io.x-k8s.kind.cluster=NAME`.
 - Pod network namespaces on a node: the node's netns directory is listed by a fixed
   script (`batch.DISCOVERY_SCRIPT`) that prints each netns's `ip -j -d addr`; a netns is
-  a pod's when it holds that pod's IP and the pod is scheduled on that node.
+  a pod's when it holds that pod's IP and the pod is scheduled on that node. Where the
+  directory is absent (an istio-cni agent without the host's /var/run/netns), the same
+  script finds one process per netns under the host's /proc (`Discovered.proc`).
 """
 
 from __future__ import annotations
@@ -552,19 +554,54 @@ def map_netns(addr_by_netns: Mapping[str, bytes], pods: Sequence[Mapping[str, An
     return NetnsMap(mapped, tuple(unmapped), tuple(sorted(ambiguous)))
 
 
+@dataclass(frozen=True)
+class Discovered:
+    """A node's pod netns as discovery found them.
+
+    `addrs`: netns -> its `ip -j -d addr` output. The keys are file names in the netns
+    directory, or - when the node had no such directory and `proc` is set - PIDs, one
+    per distinct netns, entered as `PROC/PID/ns/net` (see `batch.DISCOVERY_SCRIPT`).
+    """
+
+    addrs: dict[str, bytes]
+    proc: str | None = None
+
+    def path(self, name: str, directory: str) -> str:
+        """The file to enter netns `name` by."""
+        if self.proc is not None:
+            return f"{self.proc.rstrip('/')}/{name}/ns/net"
+        return f"{directory.rstrip('/')}/{name}"
+
+
+def discover_pod_netns(
+    transport: Transport,
+    directory: str,
+    *,
+    host_proc: str | None = None,
+    timeout: float = 30.0,
+) -> Discovered:
+    """Run the discovery script on a node (one round trip).
+
+    With `host_proc`, a node whose `directory` is absent is searched through the host's
+    /proc instead (istio-cni agents without the /var/run/netns mount, issue 8 §1). A node
+    without `sh` or `nsenter` yields nothing (its pods are then not collected, which the
+    caller records); an unreachable node raises TransportError.
+    """
+    nonce = new_nonce()
+    res = transport.run(discovery_argv(nonce, directory, host_proc), netns=None, timeout=timeout)
+    if res.not_found or res.timed_out:
+        return Discovered({})
+    proc = None
+    if host_proc is not None and res.stdout.startswith(f"{nonce} P ".encode()):
+        proc = host_proc
+    return Discovered(parse_discovery(res.stdout, nonce), proc)
+
+
 def discover_netns(
     transport: Transport, directory: str, *, timeout: float = 30.0
 ) -> dict[str, bytes]:
-    """Run the discovery script on a node (one round trip): netns name -> addr JSON.
-
-    A node without `sh` or `nsenter` yields an empty map (its pods are then not
-    collected, which the caller records); an unreachable node raises TransportError.
-    """
-    nonce = new_nonce()
-    res = transport.run(discovery_argv(nonce, directory), netns=None, timeout=timeout)
-    if res.not_found or res.timed_out:
-        return {}
-    return parse_discovery(res.stdout, nonce)
+    """The netns files of `directory` on a node: name -> addr JSON (see discover_pod_netns)."""
+    return discover_pod_netns(transport, directory, timeout=timeout).addrs
 
 
 # --------------------------------------------------------------------------- kind nodes

@@ -21,6 +21,11 @@ What the client's defaults get wrong, and what this module does instead
 - WSClient buffers with `bytes += bytes` per frame (quadratic for a 70 MB iptables-save)
   and duplicates stdout into a capture buffer; we read frames from its WebSocket
   (`.sock.recv_data_frame`) straight into one bytearray per channel.
+- the client has no output limit at all: stdout and stderr go into `CappedBuffer`s
+  (`max_output`, the same per-command cap as the docker and ssh transports), so a
+  command printing 600 MiB costs at most the cap while its frames are drained to the
+  end (the exit status still arrives on channel 3); a result past the cap comes back
+  `truncated` with no stdout, and the runner records it so in the manifest.
 
 The argv is sent as repeated `command=` query parameters, which the API documents as
 "not executed within a shell". The kubernetes package is imported only when used.
@@ -48,7 +53,14 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
-from ambientctl.collectors.exec_outcome import Deadline, missing_binary, runtime_says_missing
+from ambientctl.collectors.exec_outcome import (
+    DEFAULT_MAX_OUTPUT,
+    STDERR_CAP,
+    CappedBuffer,
+    Deadline,
+    missing_binary,
+    runtime_says_missing,
+)
 from ambientctl.collectors.transport import NetnsRef
 from ambientctl.errors import TransportError
 from ambientctl.raw import ExecResult
@@ -187,8 +199,10 @@ class KubeExecTransport:
         *,
         client_factory: Callable[[], Any] | None = None,
         connect_timeout: float = CONNECT_TIMEOUT,
+        max_output: int | None = DEFAULT_MAX_OUTPUT,
     ) -> None:
         self.namespace, self.pod, self.container = namespace, pod, container
+        self.max_output = max_output  # stdout bytes kept per exec (CappedBuffer)
         self._factory = client_factory or ClientFactory(timeout=connect_timeout)
         self.connect_timeout = connect_timeout
         self._local = threading.local()
@@ -246,7 +260,12 @@ class KubeExecTransport:
             ws = stream(api.connect_get_namespaced_pod_exec, self.pod, self.namespace, **kwargs)
         except Exception as exc:  # noqa: BLE001 - ApiException, urllib3/websocket errors
             raise api_error(exc, where) from None
-        chans = {STDOUT: bytearray(), STDERR: bytearray(), ERROR: bytearray()}
+        chans = {
+            STDOUT: CappedBuffer(self.max_output),
+            STDERR: CappedBuffer(STDERR_CAP),
+            # One metav1.Status; kubelet's are a few hundred bytes.
+            ERROR: CappedBuffer(STDERR_CAP),
+        }
         timed_out = False
         sock = ws.sock
         try:
@@ -272,32 +291,37 @@ class KubeExecTransport:
                     continue
                 buf = chans.get(data[0])
                 if buf is not None:
-                    buf += memoryview(data)[1:]
+                    buf.append(memoryview(data)[1:])
         except OSError as exc:
             raise TransportError(f"{where}: stream broke ({exc})") from None
         finally:
             with contextlib.suppress(Exception):  # closing is best effort
                 ws.close()
-        out, err = bytes(chans[STDOUT]), bytes(chans[STDERR])
+        out, err = chans[STDOUT].getvalue(), chans[STDERR].getvalue()
+        cut = chans[STDOUT].truncated
         if timed_out:
-            return ExecResult(None, out, err, deadline.elapsed_ms(), timed_out=True)
-        if not chans[ERROR]:
+            return ExecResult(
+                None, out, err, deadline.elapsed_ms(), timed_out=True, truncated=cut
+            )
+        raw_status = chans[ERROR].getvalue()
+        if not chans[ERROR].seen:
             raise TransportError(
                 f"{where}: the exec stream ended without a status; output may be truncated"
             )
         try:
-            status = json.loads(bytes(chans[ERROR]))
+            status = json.loads(raw_status)
         except ValueError:
             raise TransportError(
-                f"{where}: unreadable exec status {bytes(chans[ERROR])[:200]!r}"
+                f"{where}: unreadable exec status {raw_status[:200]!r}"
             ) from None
         if status.get("status") == "Success":
-            return ExecResult(0, out, err, deadline.elapsed_ms())
+            return ExecResult(0, out, err, deadline.elapsed_ms(), truncated=cut)
         if status.get("reason") == "NonZeroExitCode":
             code = _exit_from_status(status)
             if code is not None:
                 return ExecResult(
-                    code, out, err, deadline.elapsed_ms(), not_found=missing_binary(code, err)
+                    code, out, err, deadline.elapsed_ms(),
+                    not_found=missing_binary(code, err), truncated=cut,
                 )
         message = str(status.get("message", ""))
         if runtime_says_missing(message):

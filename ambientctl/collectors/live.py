@@ -45,7 +45,7 @@ from ambientctl.collectors.batch import CATALOGUE, AllowlistTransport, BatchingT
 from ambientctl.collectors.discovery import (
     ClusterView,
     discover_cluster,
-    discover_netns,
+    discover_pod_netns,
     istio_pods,
     map_netns,
     pod_key,
@@ -248,20 +248,27 @@ def _node_targets(
     by_path: bool = False,
     ztunnel_admin: bool = True,
     node_netns: RoutedNetns = RoutedNetns(),
+    host_proc: str | None = None,
 ) -> list[Target]:
     """The node's own netns + the netns of each of its pods found in `netns_dir`; with
     `ztunnel_admin`, the node's ztunnel pod once more, for its admin `config_dump`.
-    `node_netns`: how the node's own netns is entered (default: the exec's own netns)."""
+    `node_netns`: how the node's own netns is entered (default: the exec's own netns).
+    `host_proc`: where `netns_dir` is absent, find pod netns as `HOST_PROC/PID/ns/net`."""
     targets = [Target.node_target(node, dataclasses.replace(node_netns, route=route, kind="node"))]
     if view is None:
         return targets
     # Discovery is one more round trip to the node, bounded like a target's collection.
-    found = discover_netns(
+    discovered = discover_pod_netns(
         transport,
         netns_dir,
+        host_proc=host_proc,
         timeout=min(opts.connect_timeout + opts.timeout, opts.target_timeout),
     )
-    mapping = map_netns(found, view.pods_on(node))
+    if discovered.proc is not None:
+        notes.setdefault("pod_netns_via_proc", {})[node] = (
+            f"{netns_dir} absent: pod netns entered as {discovered.proc}/PID/ns/net"
+        )
+    mapping = map_netns(discovered.addrs, view.pods_on(node))
     if mapping.unmapped or mapping.ambiguous:
         notes.setdefault("unmapped_netns", {})[node] = sorted(mapping.unmapped + mapping.ambiguous)
     zt = istio_pods(view, node).get("ztunnel") if ztunnel_admin else None
@@ -271,8 +278,8 @@ def _node_targets(
         if not _wanted_pod(opts, namespace):
             continue
         ref = (
-            RoutedNetns(path=f"{netns_dir}/{netns}", route=route, kind="pod")
-            if by_path
+            RoutedNetns(path=discovered.path(netns, netns_dir), route=route, kind="pod")
+            if by_path or discovered.proc is not None
             else RoutedNetns(name=netns, route=route, kind="pod")
         )
         targets.append(Target.pod_target(node, namespace, pod, ref))
@@ -453,6 +460,7 @@ def plan_kube(opts: LiveOptions) -> LivePlan:
                     container,
                     client_factory=factory,
                     connect_timeout=opts.connect_timeout,
+                    max_output=stream_cap(opts),
                 )
             )
             routes[route] = _batched(inner[route], opts)
@@ -481,6 +489,7 @@ def plan_kube(opts: LiveOptions) -> LivePlan:
                 by_path=True,
                 ztunnel_admin=False,  # read through port-forward below, not the cni pod
                 node_netns=_cni_node_netns(pods["istio-cni"], opts),
+                host_proc=opts.cni_host_proc,
             )
             mapped = {(t.namespace, t.pod) for t in targets if t.kind == "pod"}  # type: ignore[misc]
         else:
@@ -545,6 +554,16 @@ def _assemble(
                 targets.append(Target.node_target(node, RoutedNetns(route=route, kind="node")))
             continue
         targets.extend(res)
+    # One round trip per node: each node transport learns every netns it will be asked
+    # about (its own and its pods'), and batches them all into one exec.
+    by_route: dict[str, list[NetnsRef]] = {}
+    for t in targets:
+        if t.kind in ("node", "pod"):
+            by_route.setdefault(getattr(t.netns, "route", ""), []).append(t.netns)
+    for route, refs in by_route.items():
+        expect = getattr(routes.get(route), "expect", None)
+        if callable(expect):
+            expect(refs)
     if unreachable:
         notes["discovery_errors"] = unreachable
     if view is not None and view.skipped:

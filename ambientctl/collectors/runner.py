@@ -465,7 +465,7 @@ class Runner:
         self._deadline_reached = {}
         self._errors = []
         targets: queue.SimpleQueue[Target] = queue.SimpleQueue()
-        for target in plan.targets:
+        for target in schedule(plan.targets, self.concurrency):
             targets.put(target)
         try:
             for i in range(min(self.concurrency, len(plan.targets))):
@@ -497,6 +497,26 @@ class Runner:
         result.not_kept = set(self._not_kept)
         result.deadline_reached = dict(self._deadline_reached)
         return result
+
+
+def schedule(targets: Sequence[Target], concurrency: int) -> list[Target]:
+    """The order workers take targets in (results stay in plan order).
+
+    A remote node answers all its netns in one batch (`batch.BatchingTransport.expect`),
+    so workers should start on DIFFERENT nodes: nodes are taken `concurrency` at a time,
+    their targets interleaved. A window's pods are answered from the batch cache right
+    after it, so at most about `concurrency` nodes' outputs wait in memory at once.
+    """
+    by_node: dict[str, list[Target]] = {}
+    for t in targets:
+        by_node.setdefault(t.node, []).append(t)
+    nodes = list(by_node.values())
+    order: list[Target] = []
+    for w in range(0, len(nodes), max(1, concurrency)):
+        window = nodes[w : w + concurrency]
+        for i in range(max(len(n) for n in window)):
+            order += [n[i] for n in window if i < len(n)]
+    return order
 
 
 def run_plan(

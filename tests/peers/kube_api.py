@@ -48,6 +48,7 @@ import shutil
 import subprocess
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -91,6 +92,10 @@ class ExecTarget:
 
     prefix: list[str]  # argv prefix that runs a command in the pod's container/netns
     binaries: frozenset[str] | None = None  # None: every binary of this machine
+    # A simulated node (benchmarks at cluster scale): argv -> (stdout, stderr, exit code)
+    # answered in-process instead of running `prefix + argv`; the wire protocol (frames,
+    # status) is the same.
+    respond: Callable[[list[str]], tuple[bytes, bytes, int]] | None = None
 
 
 @dataclass
@@ -154,9 +159,13 @@ class KubeApi:
         return Path(path)
 
     # ------------------------------------------------------------------ objects
-    def _items(self, kind: str) -> list[dict[str, Any]]:
+    def _items(
+        self, kind: str, raw: list[dict[str, Any]] | None = None
+    ) -> list[dict[str, Any]]:
+        """Copies of `raw` (default: every item of `kind`) as the API serves them."""
         items = []
-        for item in (self.cluster.get(kind) or {}).get("items", []):
+        source = (self.cluster.get(kind) or {}).get("items", []) if raw is None else raw
+        for item in source:
             obj = copy.deepcopy(item)
             obj.pop("kind", None)  # typed list items come without kind/apiVersion
             obj.pop("apiVersion", None)
@@ -166,9 +175,9 @@ class KubeApi:
         return items
 
     def _pod(self, ns: str, name: str) -> dict[str, Any] | None:
-        for p in self._items("pods"):
+        for p in (self.cluster.get("pods") or {}).get("items", []):
             if p["metadata"].get("namespace") == ns and p["metadata"].get("name") == name:
-                return p
+                return self._items("pods", [p])[0]  # copy only the match (cluster scale)
         return None
 
     # ------------------------------------------------------------------ HTTP
@@ -258,7 +267,8 @@ class KubeApi:
         query: dict[str, list[str]],
         namespace: str | None = None,
     ) -> Response:
-        items = self._items(kind)
+        # Filter and page the stored items, then copy only the page (cluster scale).
+        items = (self.cluster.get(kind) or {}).get("items", [])
         if namespace is not None:
             items = [i for i in items if i["metadata"].get("namespace") == namespace]
         for sel in query.get("labelSelector", []):
@@ -292,6 +302,7 @@ class KubeApi:
             items = items[start:end]
         else:
             items = items[start:]
+        items = self._items(kind, items)
         return _json(
             200,
             {"kind": list_kind, "apiVersion": api_version, "metadata": meta, "items": items},
@@ -436,6 +447,9 @@ class KubeApi:
                 ).encode()
             )
             return
+        if target.respond is not None:
+            self._respond(conn, argv, target.respond)
+            return
         proc = subprocess.Popen(
             [*target.prefix, *argv],
             stdin=subprocess.DEVNULL,
@@ -489,6 +503,34 @@ class KubeApi:
             proc.wait()
             proc.stdout.close()
             proc.stderr.close()
+
+
+    def _respond(
+        self,
+        conn: ServerConnection,
+        argv: list[str],
+        respond: Callable[[list[str]], tuple[bytes, bytes, int]],
+    ) -> None:
+        """A simulated node's answer, framed as kubelet frames a real one."""
+        out, err, rc = respond(argv)
+        for channel, data in ((b"\x01", out), (b"\x02", err)):
+            view = memoryview(data)
+            for i in range(0, len(view), 1 << 16):
+                conn.send(channel + bytes(view[i : i + (1 << 16)]))
+        conn.send(b"\x03" + json.dumps(_exit_status(argv, rc)).encode())
+
+
+def _exit_status(argv: list[str], rc: int) -> dict[str, Any]:
+    if rc == 0:
+        return {"metadata": {}, "status": "Success"}
+    return {
+        "metadata": {},
+        "status": "Failure",
+        "message": f"command terminated with non-zero exit code: error executing "
+        f"command {argv}, exit code {rc}",
+        "reason": "NonZeroExitCode",
+        "details": {"causes": [{"reason": "ExitCode", "message": str(rc)}]},
+    }
 
 
 # --------------------------------------------------------------------------- helpers

@@ -189,3 +189,45 @@ class AgentView:
             "ip", "netns", "exec", self.agent_netns, "sh", "-c", _AGENT_VIEW, "sh",
             os.path.join(self.host_proc, "1", "ns", "net"), self.node.host_netns, *node_view,
         ]
+
+
+# An istio-cni agent pod that has the host's /proc but NOT the host's /var/run/netns
+# (issue 8 §1): every PID file under `<hostproc>` is first bound to the node's netns (the
+# host's own processes, kernel threads), then each listed PID to the pod netns its
+# process lives in - all in the exec's private mount namespace only.
+_PROC_AGENT_VIEW = r"""p=$1 h=$2; shift 2
+for f in "$p"/[0-9]*/ns/net; do
+  mount --bind "/var/run/netns/$h" "$f" || exit 125
+done
+while [ "$1" != "--" ]; do
+  mount --bind "/var/run/netns/$2" "$p/$1/ns/net" || exit 125
+  shift 2
+done
+shift
+exec "$@"
+"""
+
+
+class ProcAgentView:
+    """A non-hostNetwork istio-cni agent on one emulated node that sees the host's
+    processes under `host_proc` and no netns directory at all.
+
+    `pids`: PID -> the lab netns its process lives in (several PIDs may share one, as the
+    processes of one pod do). PID files that exist under `host_proc` for other nodes are
+    this node's own processes here (bound to its netns)."""
+
+    def __init__(
+        self, host_netns: str, agent_netns: str, host_proc: str, pids: dict[int, str]
+    ) -> None:
+        self.host_netns, self.agent_netns, self.host_proc = host_netns, agent_netns, host_proc
+        self.pids = dict(pids)
+        for pid in (1, *self.pids):
+            os.makedirs(os.path.join(host_proc, str(pid), "ns"), exist_ok=True)
+            open(os.path.join(host_proc, str(pid), "ns", "net"), "a").close()
+
+    def prefix(self) -> list[str]:
+        pairs = [x for pid, ns in sorted(self.pids.items()) for x in (str(pid), ns)]
+        return [
+            "ip", "netns", "exec", self.agent_netns, "sh", "-c", _PROC_AGENT_VIEW, "sh",
+            self.host_proc, self.host_netns, *pairs, "--",
+        ]
