@@ -77,7 +77,7 @@ def parse_ipvsadm(text: str, path: str) -> tuple[IpvsService, ...]:
                                  f"{shorten(line)}")
             ip, port = _hostport(toks[1], path, no)
             if not toks[3].isdigit():
-                raise ParseError(path, no, f"real server weight {shorten(toks[3])!r} is not a "
+                raise ParseError(path, no, f"real server weight {shorten(toks[3])} is not a "
                                  f"number: {shorten(line)}")
             reals.append(IpvsRealServer(ip, port, toks[2], int(toks[3]),
                                         SourceRef(path, no, raw.rstrip())))
