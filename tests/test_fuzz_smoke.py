@@ -80,5 +80,6 @@ def test_crashes_of_the_tokenising_campaign_are_data_errors():
         parse_ipvsadm(head + "TCP  10.96.0.1:443 rr\n  -> 172.18.0.2:6443 Masq x 0 0\n",
                       "nodes/n/ipvsadm.txt")
     with pytest.raises(ParseError, match=r"service default/web: vips is int, expected a list"):
-        parse_config_dump('{"services": [{"namespace": "default", "name": "web", "vips": 5}]}',
+        parse_config_dump('{"workloads": [], "services": [{"namespace": "default", "name": "web", '
+                          '"vips": 5}]}',
                           "nodes/n/ztunnel/config_dump.json", "n")
