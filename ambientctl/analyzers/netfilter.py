@@ -287,7 +287,7 @@ def _set_match_dims(ipset: IpSet, dims: list[str], flags: list[str], p: Packet, 
         c.notes.append(f"ipset {ipset.name} ({ipset.type}, flags {','.join(flags)}) is not "
                        "modelled")
         return None
-    wanted: list[tuple[str, object]] = []
+    wanted: list[tuple[str, IPAddress | tuple[str, int]]] = []
     for dim, flag in zip(dims, flags):
         if dim == "port":
             wanted.append(("port", (p.proto, p.sport if flag == "src" else p.dport)))
@@ -302,13 +302,14 @@ def _set_match_dims(ipset: IpSet, dims: list[str], flags: list[str], p: Packet, 
     return False
 
 
-def _member_matches(text: str, wanted: list[tuple[str, object]], bitmap: bool) -> bool:
+def _member_matches(text: str, wanted: list[tuple[str, IPAddress | tuple[str, int]]],
+                    bitmap: bool) -> bool:
     parts = text.split(",")
     if len(parts) != len(wanted):
         return False
-    for part, (kind, value) in zip(parts, wanted):
-        if kind == "port":
-            proto, port = value  # type: ignore[misc]
+    for part, (_kind, value) in zip(parts, wanted):
+        if isinstance(value, tuple):  # a port dimension: (protocol, port)
+            proto, port = value
             if ":" in part:
                 mproto, _, spec = part.partition(":")
                 # ipset prints the protocol by name or number (6 tcp, 17 udp).
@@ -329,9 +330,9 @@ def _member_matches(text: str, wanted: list[tuple[str, object]], bitmap: bool) -
                 if "-" in part:
                     lo_s, hi_s = part.split("-", 1)
                     lo_a, hi_a = ipaddress.ip_address(lo_s), ipaddress.ip_address(hi_s)
-                    if value.version != lo_a.version or not lo_a <= value <= hi_a:  # type: ignore[attr-defined,operator]
+                    if value.version != lo_a.version or not lo_a <= value <= hi_a:  # type: ignore[operator]
                         return False
-                elif value not in ipaddress.ip_network(part, strict=False):  # type: ignore[operator]
+                elif value not in ipaddress.ip_network(part, strict=False):
                     return False
             except (ValueError, TypeError):
                 return False
