@@ -146,6 +146,8 @@ create KUBE-NODE-PORT-TCP bitmap:port range 0-65535
 add KUBE-NODE-PORT-TCP 30080
 create KUBE-CLUSTER-IP hash:ip,port family inet hashsize 1024 maxelem 65536
 add KUBE-CLUSTER-IP 10.96.182.142,tcp:9080
+create ODD hash:ip,port family inet hashsize 1024 maxelem 65536
+add ODD 10.96.0.1,sctp:x
 """
 
 
@@ -169,3 +171,5 @@ def test_multi_dimension_ipsets_match_every_dimension_as_the_flags_name_it() -> 
     assert _match("KUBE-CLUSTER-IP", "dst,dst", "10.244.2.3", "10.96.182.142", 22) is False
     assert _match("KUBE-NODE-PORT-TCP", "dst", "172.18.0.3", "172.18.0.2", 30080) is True
     assert _match("KUBE-NODE-PORT-TCP", "dst", "172.18.0.3", "172.18.0.2", 30081) is False
+    # A member the matcher cannot read might have matched: unknown, never a confident "no".
+    assert _match("ODD", "dst,dst", "10.244.2.3", "10.96.0.1", 443) is None

@@ -296,17 +296,25 @@ def _set_match_dims(ipset: IpSet, dims: list[str], flags: list[str], p: Packet, 
             if addr is None:
                 return None
             wanted.append(("ip", addr))
+    unreadable = None
     for member in ipset.members:
-        if _member_matches(member.text, wanted, ipset.type.startswith("bitmap:")):
+        hit = _member_matches(member.text, wanted, ipset.type.startswith("bitmap:"))
+        if hit:
             return True
+        if hit is None and unreadable is None:
+            unreadable = member
+    if unreadable is not None:  # it might have matched: unknown, not "no"
+        c.notes.append(f"ipset {ipset.name}: member {unreadable.text!r} is not understood")
+        return None
     return False
 
 
 def _member_matches(text: str, wanted: list[tuple[str, IPAddress | tuple[str, int]]],
-                    bitmap: bool) -> bool:
+                    bitmap: bool) -> bool | None:
+    """Does one member match the packet's values? None: the member text is not understood."""
     parts = text.split(",")
     if len(parts) != len(wanted):
-        return False
+        return None
     for part, (_kind, value) in zip(parts, wanted):
         if isinstance(value, tuple):  # a port dimension: (protocol, port)
             proto, port = value
@@ -324,7 +332,7 @@ def _member_matches(text: str, wanted: list[tuple[str, IPAddress | tuple[str, in
                 if not int(lo) <= port <= int(hi or lo):
                     return False
             except ValueError:
-                return False
+                return None
         else:
             try:
                 if "-" in part:
@@ -335,7 +343,7 @@ def _member_matches(text: str, wanted: list[tuple[str, IPAddress | tuple[str, in
                 elif value not in ipaddress.ip_network(part, strict=False):
                     return False
             except (ValueError, TypeError):
-                return False
+                return None
     return True
 
 
