@@ -147,7 +147,7 @@ add KUBE-NODE-PORT-TCP 30080
 create KUBE-CLUSTER-IP hash:ip,port family inet hashsize 1024 maxelem 65536
 add KUBE-CLUSTER-IP 10.96.182.142,tcp:9080
 create ODD hash:ip,port family inet hashsize 1024 maxelem 65536
-add ODD 10.96.0.1,sctp:x
+add ODD 10.96.0.1,tcp:x
 """
 
 
