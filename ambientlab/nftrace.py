@@ -147,6 +147,8 @@ class KernelTrace:
         self._procs: dict[str, subprocess.Popen[bytes]] = {}
         self._files: dict[str, Path] = {}
         self._installed: list[str] = []
+        self._token = 50_000  # source port of the last ready/flush datagram
+        self._ruleset_docs: dict[str, dict[str, object]] | None = None
 
     def __enter__(self) -> KernelTrace:
         try:
@@ -175,11 +177,11 @@ class KernelTrace:
                      "trace"], stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
         pending = dict(self.netns)
         deadline = time.monotonic() + 20
-        token = 50_000
         while pending:
             if time.monotonic() > deadline:
                 raise LabError(f"nft monitor trace never reported in {sorted(pending)}")
-            token += 1
+            self._token += 1
+            token = self._token
             for logical, name in list(pending.items()):
                 _send_ready(name, token)
             time.sleep(0.05)
@@ -212,34 +214,62 @@ class KernelTrace:
         """Where each monitor's output stands now."""
         return {logical: self._files[logical].stat().st_size for logical in self.netns}
 
-    def events_since(self, marks: Mapping[str, int], settle: float = 0.15
+    def events_since(self, marks: Mapping[str, int], timeout: float = 10.0
                      ) -> dict[str, list[TraceEvent]]:
-        """Every event printed since `marks`, once the monitors went quiet for `settle` s."""
-        last = self.mark()
-        quiet_since = time.monotonic()
-        while time.monotonic() - quiet_since < settle:
-            time.sleep(0.03)
-            now = self.mark()
-            if now != last:
-                last, quiet_since = now, time.monotonic()
+        """Every event printed since `marks`, up to a flush datagram sent now.
+
+        Each namespace's monitor prints its trace events in the order the kernel evaluated
+        the packets (one netlink multicast socket per namespace), so once a datagram sent
+        after the replay shows up in every monitor, everything the replay caused there has
+        been printed: no fixed quiet period to wait for (it cost 0.15 s a leg).
+        """
+        self._flush(timeout)
         return {logical: parse_trace(logical, self._read(logical, marks[logical]))
                 for logical in self.netns}
+
+    def _flush(self, timeout: float) -> None:
+        self._token = 50_000 + (self._token - 50_000 + 1) % 10_000
+        token = self._token
+        for name in self.netns.values():
+            _send_ready(name, token)
+        needle = f"udp sport {token} udp dport {READY_PORT}"
+        pending = set(self.netns)
+        deadline = time.monotonic() + timeout
+        while pending:
+            for logical in list(pending):
+                # The flush lines are at the end: read only the tail of each file.
+                size = self._files[logical].stat().st_size
+                if needle in self._read(logical, max(0, size - 65536)):
+                    pending.discard(logical)
+            if not pending:
+                return
+            if time.monotonic() > deadline:
+                raise LabError(f"nft monitor trace did not print the flush datagram in "
+                               f"{sorted(pending)}")
+            time.sleep(0.005)
+
+    def _rulesets(self) -> dict[str, dict[str, object]]:
+        """`nft -j list ruleset` of every namespace, read once (positions and hooks)."""
+        if self._ruleset_docs is None:
+            self._ruleset_docs = {
+                logical: json.loads(_ns_exec(name, "nft", "-j", "list", "ruleset"))
+                for logical, name in self.netns.items()}
+        return self._ruleset_docs
 
     def rule_positions(self) -> dict[str, dict[tuple[str, str, int], tuple[str, int]]]:
         """Per namespace: (family, table, rule handle) -> (chain, 1-based position), from
         the live `nft -j list ruleset` (the handles the monitor prints)."""
         from ambientctl.analyzers.parse.nft_hooks import rule_positions
 
-        return {logical: rule_positions(_ns_exec(name, "nft", "-j", "list", "ruleset"))
-                for logical, name in self.netns.items()}
+        return {logical: rule_positions(json.dumps(doc))
+                for logical, doc in self._rulesets().items()}
 
     def base_hooks(self) -> dict[str, dict[tuple[str, str, str], str]]:
         """Per namespace: (family, table, chain) -> hook of every base chain."""
         out: dict[str, dict[tuple[str, str, str], str]] = {}
-        for logical, name in self.netns.items():
-            doc = json.loads(_ns_exec(name, "nft", "-j", "list", "ruleset"))
+        for logical, doc in self._rulesets().items():
             hooks: dict[tuple[str, str, str], str] = {}
-            for item in doc.get("nftables", []):
+            for item in doc.get("nftables", []):  # type: ignore[attr-defined]
                 c = item.get("chain")
                 if isinstance(c, dict) and c.get("hook"):
                     hooks[(c["family"], c["table"], c["name"])] = c["hook"]

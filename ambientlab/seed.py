@@ -120,14 +120,18 @@ class SeedLab:
 
     def __init__(self, *, lab_id: str | None = None, emulate: bool = True,
                  ztunnel: str = "envoy-2022", kube_proxy: str = "iptables") -> None:
-        """`kube_proxy`: "iptables" (the seed's Kubernetes 1.25) or "nftables" (kube-proxy's
-        nftables mode, table `ip kube-proxy`: `ambientlab.kubeproxy_nft`)."""
+        """`kube_proxy`: "iptables" (the seed's Kubernetes 1.25), "nftables" (kube-proxy's
+        nftables mode, table `ip kube-proxy`: `ambientlab.kubeproxy_nft`) or "ipvs" (IPVS
+        mode: `ambientlab.kubeproxy_ipvs`; set `ipvsadm = False` to collect a node whose
+        ipvsadm is missing)."""
         if ztunnel not in ZTUNNEL_VARIANTS:
             raise ValueError(f"unknown ztunnel variant {ztunnel!r}; known: "
                              f"{sorted(ZTUNNEL_VARIANTS)}")
         self.ztunnel_variant = ztunnel
-        if kube_proxy not in ("iptables", "nftables"):
-            raise ValueError(f"kube_proxy must be iptables or nftables, not {kube_proxy!r}")
+        if kube_proxy not in ("iptables", "nftables", "ipvs"):
+            raise ValueError(f"kube_proxy must be iptables, nftables or ipvs, not "
+                             f"{kube_proxy!r}")
+        self.ipvsadm = True
         self._lab_id = lab_id
         self._emulate = emulate
         self.kube_proxy = kube_proxy
@@ -335,6 +339,12 @@ class SeedLab:
         ns = self.netns(node.logical_host())
         if self.kube_proxy == "nftables":
             ns.exec("nft", "-f", "-", stdin=kube_proxy_nft(node))
+        elif self.kube_proxy == "ipvs":
+            from ambientlab import kubeproxy_ipvs
+
+            ns.ip_batch(kubeproxy_ipvs.ipvs_device_batch())
+            ns.exec("ipset", "restore", stdin=kubeproxy_ipvs.ipset_commands())
+            ns.exec("iptables-restore", "--noflush", stdin=kubeproxy_ipvs.iptables_restore())
         else:
             ns.exec("iptables-restore", "--noflush", stdin=rules.kube_proxy_restore())
         for argv in rules.istio_node_ipset(node)[:1]:
@@ -488,8 +498,15 @@ class SeedLab:
         argv = [sys.executable, "-m", "ambientctl", "collect", "--local",
                 "--targets", str(targets_file), "--cluster-dir", str(cluster_dir),
                 "-o", str(out_path), *extra_args]
+        env = self._env()
+        if self.kube_proxy == "ipvs" and self.ipvsadm:
+            from ambientlab import kubeproxy_ipvs
+
+            shim = kubeproxy_ipvs.write_shim(self.workdir / "ipvsadm-shim", {
+                n.name: self.netns_name(n.logical_host()) for n in NODES})
+            env["PATH"] = f"{shim}:{env.get('PATH', os.defpath)}"
         res = subprocess.run(argv, capture_output=True, text=True, cwd=str(REPO_ROOT),
-                             env=self._env(), timeout=300, check=False)
+                             env=env, timeout=300, check=False)
         if check and res.returncode != 0:
             raise LabError(f"collect failed ({res.returncode}): {res.stderr.strip()}")
         return res

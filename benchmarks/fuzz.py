@@ -38,6 +38,35 @@ EXAMPLES = [ROOT / "examples" / n for n in
             ("inpod-kind-ambient", "seed-kind-ambient", "mixed-kind-ambient")]
 
 
+def _tokenised(ruleset: object) -> object:
+    """Tokenise every rule of every chain, as a walk entering each chain would.
+
+    Rules are stored as (line, text) and tokenised lazily when a walk enters their chain
+    (`model.Chain.rules`), so a parser call alone never reaches the iptables tokenizer, the
+    match parsers or nft's statement translation. The fuzzer forces them all.
+    """
+    for table in ruleset.tables:  # type: ignore[attr-defined]
+        for chain in table.chains.values():
+            chain.rules  # noqa: B018 - the property tokenises
+    return ruleset
+
+
+# `ipvsadm -Ln --exact` as ipvsadm 1.31 prints it (kube-proxy IPVS mode): the example
+# bundles are not in IPVS mode, so this is the parser's seed.
+_IPVSADM_SEED = """IP Virtual Server version 1.2.1 (size=4096)
+Prot LocalAddress:Port Scheduler Flags
+  -> RemoteAddress:Port           Forward Weight ActiveConn InActConn
+TCP  10.96.0.1:443 rr
+  -> 172.18.0.2:6443              Masq    1      0          0
+TCP  10.96.0.10:53 rr persistent 10800
+  -> 10.244.0.2:53                Masq    1      0          0
+  -> 10.244.0.3:53                Masq    1      0          0
+UDP  [fd00:10:96::a]:53 rr
+  -> [fd00:10:244::2]:53          Masq    1      0          0
+FWM  100 rr
+"""
+
+
 def _parsers() -> dict[str, Callable[[str, str], object]]:
     """File name -> a function that parses it fully (what the snapshot and walk call)."""
     from ambientctl.analyzers.parse import cluster as pc
@@ -45,32 +74,42 @@ def _parsers() -> dict[str, Callable[[str, str], object]]:
     from ambientctl.analyzers.parse import iproute as pr
     from ambientctl.analyzers.parse import ipset as ps
     from ambientctl.analyzers.parse import iptables as pt
+    from ambientctl.analyzers.parse import ipvs as pv
     from ambientctl.analyzers.parse import nft as pn
-    from ambientctl.analyzers.parse._common import load_json
+    from ambientctl.analyzers.parse import nft_hooks as nh
+    from ambientctl.analyzers.parse import ztunnel as pz
 
     def nft_json(text: str, path: str) -> object:
         pn.nft_sets(text, path)
-        return pn.parse_nft_json(text, path)
+        nh.parse_registrations(text, path)
+        return _tokenised(pn.parse_nft_json(text, path))
 
     return {
         "pods.json": pc.parse_pods,
         "services.json": pc.parse_services,
         "namespaces.json": pc.parse_namespaces,
         "nodes.json": pc.parse_nodes,
-        "iptables-save.txt": lambda t, p: pt.parse_iptables_save(t, p),
-        "ip6tables-save.txt": lambda t, p: pt.parse_iptables_save(t, p),
+        "endpointslices.json": pc.parse_endpointslices,
+        "iptables-save.txt": lambda t, p: _tokenised(pt.parse_iptables_save(t, p)),
+        "ip6tables-save.txt": lambda t, p: _tokenised(pt.parse_iptables_save(t, p)),
         "nft-ruleset.json": nft_json,
+        "nft-ruleset.txt": lambda t, p: _tokenised(pn.parse_nft(t, p)),
         "ipset.txt": ps.parse_ipset,
+        "ipvsadm.txt": pv.parse_ipvsadm,
         "ip-addr.txt": pr.parse_ip_addr,
         "ip-addr.json": pr.parse_ip_addr,
+        "ip-neigh.txt": pr.parse_ip_neigh,
+        "ip-neigh.json": pr.parse_ip_neigh,
         "ip-route.txt": lambda t, p: pr.parse_ip_route(t, p, family=4),
         "ip-route.json": lambda t, p: pr.parse_ip_route(t, p, family=4),
         "ip6-route.txt": lambda t, p: pr.parse_ip_route(t, p, family=6),
         "ip-rule.txt": lambda t, p: pr.parse_ip_rule(t, p, family=4),
         "ip-rule.json": lambda t, p: pr.parse_ip_rule(t, p, family=4),
+        "ip6-rule.txt": lambda t, p: pr.parse_ip_rule(t, p, family=6),
         "ss-listen.txt": ph.parse_ss_listen,
+        "ss-listen-udp.txt": lambda t, p: ph.parse_ss_listen(t, p, proto="udp"),
         "sysctl.txt": ph.parse_sysctl,
-        "config_dump.json": lambda t, p: load_json(t, p),
+        "config_dump.json": lambda t, p: pz.parse_config_dump(t, p, "node"),
     }
 
 
@@ -82,6 +121,13 @@ def _seeds() -> dict[str, list[tuple[str, str]]]:
             if path.is_file():
                 out.setdefault(path.name, []).append(
                     (path.relative_to(ex).as_posix(), path.read_text(errors="replace")))
+    out.setdefault("ipvsadm.txt", []).append(("nodes/n/ipvsadm.txt", _IPVSADM_SEED))
+    # nft's text form (`nft list ruleset`): the bundles hold JSON, so the text parser is
+    # seeded from the Istio golden rulesets kept as test fixtures.
+    for path in sorted((ROOT / "tests" / "fixtures" / "raw" / "nft").glob("*.txt")):
+        if "malformed" not in path.name:
+            out.setdefault("nft-ruleset.txt", []).append(
+                (f"nodes/n/{path.name}", path.read_text(errors="replace")))
     return out
 
 
@@ -164,7 +210,10 @@ def _signature(exc: BaseException) -> str:
 
 
 # ---------------------------------------------------------------------------- campaigns
-def fuzz_parsers(seconds: float, rng: random.Random, out: Path) -> tuple[int, dict[str, str]]:
+def fuzz_parsers(seconds: float, rng: random.Random, out: Path,
+                 per_parser: dict[str, int] | None = None) -> tuple[int, dict[str, str]]:
+    """Mutate one seed file at a time and parse it fully (every rule tokenised); anything
+    but `ParseError` is a crash. `per_parser` (when given) counts inputs per file name."""
     parsers, seeds = _parsers(), _seeds()
     names = [n for n in parsers if n in seeds]
     crashes: dict[str, str] = {}
@@ -175,6 +224,8 @@ def fuzz_parsers(seconds: float, rng: random.Random, out: Path) -> tuple[int, di
         rel, text = rng.choice(seeds[name])
         bad = mutate(text, rng, [t for _, t in rng.sample(seeds[name], 1)])
         tried += 1
+        if per_parser is not None:
+            per_parser[name] = per_parser.get(name, 0) + 1
         try:
             parsers[name](bad, rel)
         except ParseError:
@@ -246,8 +297,14 @@ def main() -> int:
     for mode, fn in (("parsers", fuzz_parsers), ("cli", fuzz_cli)):
         if args.mode not in (mode, "both"):
             continue
-        tried, crashes = fn(args.seconds, random.Random(seed), out)
+        counts: dict[str, int] = {}
+        if fn is fuzz_parsers:
+            tried, crashes = fuzz_parsers(args.seconds, random.Random(seed), out, counts)
+        else:
+            tried, crashes = fn(args.seconds, random.Random(seed), out)
         print(f"{mode}: seed {seed}, {tried} inputs, {len(crashes)} crash signature(s)")
+        if counts:
+            print("  inputs per parser: " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items())))
         for sig, repro in sorted(crashes.items()):
             print(f"  {sig}\n    reproducer: {repro}")
         found = found or bool(crashes)

@@ -44,3 +44,42 @@ def test_deep_nesting_and_wrong_types_are_data_errors():
     with pytest.raises(ParseError, match=r"service s: spec is a string"):
         pc.parse_services('{"items": [{"metadata": {"name": "s"}, "spec": "x"}]}',
                           "cluster/services.json")
+
+
+def test_per_parser_fuzz_reaches_the_rule_tokenisers():
+    # Rules are tokenised lazily when a walk enters their chain: a parser call alone never
+    # sees a malformed rule. The fuzzer's parse functions must force it (issue 11 §2).
+    import pytest
+
+    from ambientctl.errors import ParseError
+
+    parsers = fuzz._parsers()
+    bad_rule = "*nat\n:PREROUTING ACCEPT [0:0]\n-A PREROUTING bogus\nCOMMIT\n"
+    with pytest.raises(ParseError, match=r"iptables-save.txt:3: unexpected argument 'bogus'"):
+        parsers["iptables-save.txt"](bad_rule, "nodes/n/iptables-save.txt")
+    bad_stmt = ('{"nftables": [{"table": {"family": "inet", "name": "t", "handle": 1}}, '
+                '{"chain": {"family": "inet", "table": "t", "name": "c", "handle": 2}}, '
+                '{"rule": {"family": "inet", "table": "t", "chain": "c", "handle": 3, '
+                '"expr": 5}}]}')
+    with pytest.raises(ParseError):
+        parsers["nft-ruleset.json"](bad_stmt, "nodes/n/nft-ruleset.json")
+
+
+def test_crashes_of_the_tokenising_campaign_are_data_errors():
+    # Found by `benchmarks/fuzz.py --mode parsers` once it covered ipvsadm and config_dump.
+    import pytest
+
+    from ambientctl.analyzers.parse.ipvs import parse_ipvsadm
+    from ambientctl.analyzers.parse.ztunnel import parse_config_dump
+    from ambientctl.errors import ParseError
+
+    head = "IP Virtual Server version 1.2.1 (size=4096)\n"
+    with pytest.raises(ParseError, match=r"ipvsadm.txt:2: not an IP address: '10.96.0.999:443'"):
+        parse_ipvsadm(head + "TCP  10.96.0.999:443 rr\n", "nodes/n/ipvsadm.txt")
+    with pytest.raises(ParseError, match=r"ipvsadm.txt:3: real server weight 'x'"):
+        parse_ipvsadm(head + "TCP  10.96.0.1:443 rr\n  -> 172.18.0.2:6443 Masq x 0 0\n",
+                      "nodes/n/ipvsadm.txt")
+    with pytest.raises(ParseError, match=r"service default/web: vips is int, expected a list"):
+        parse_config_dump('{"workloads": [], "services": [{"namespace": "default", "name": "web", '
+                          '"vips": 5}]}',
+                          "nodes/n/ztunnel/config_dump.json", "n")

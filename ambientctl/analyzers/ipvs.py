@@ -17,7 +17,7 @@ from __future__ import annotations
 from ambientctl.analyzers.packet import Packet
 from ambientctl.model import IPAddress, IpvsService, NetNamespace
 
-__all__ = ["IPVS_DEVICE", "held_by_ipvs", "virtual_service"]
+__all__ = ["IPVS_DEVICE", "held_by_ipvs", "takes", "virtual_service"]
 
 IPVS_DEVICE = "kube-ipvs0"
 
@@ -26,6 +26,22 @@ def held_by_ipvs(ns: NetNamespace, ip: IPAddress) -> bool:
     """True when `ip` is an address of kube-proxy's `kube-ipvs0` dummy device in `ns`."""
     link = ns.link(IPVS_DEVICE)
     return link is not None and any(a.interface.ip == ip for a in link.addresses)
+
+
+def takes(ns: NetNamespace, p: Packet) -> bool:
+    """Might IPVS take this locally delivered packet at LOCAL_IN?
+
+    `ip_vs_remote_request4` looks every local packet up in the virtual service table, not
+    only those for `kube-ipvs0`'s addresses: kube-proxy's NodePorts are virtual services on
+    the node's own addresses (`TCP 172.18.0.2:30080 rr`). So: the address is on kube-ipvs0,
+    or the table has a service for it, or the node is in IPVS mode (kube-ipvs0 exists) and
+    the table was not collected - then the walk must stop, not assume a local listener.
+    """
+    if held_by_ipvs(ns, p.dst):
+        return True
+    if ns.ipvs is not None:
+        return virtual_service(ns.ipvs, p) is not None
+    return ns.link(IPVS_DEVICE) is not None
 
 
 def virtual_service(services: tuple[IpvsService, ...], p: Packet) -> IpvsService | None:

@@ -43,6 +43,7 @@ from ambientctl.model import (
     ALL_ONES,
     Chain,
     IPAddress,
+    IpSet,
     Listener,
     Match,
     NetNamespace,
@@ -265,10 +266,85 @@ def _m_set(m: Match, p: Packet, c: Context, hook: str) -> Tri:
     if sets is None or name not in sets:
         c.notes.append(f"ipset {name} is not in the bundle for {c.ns.label}")
         return None
+    ipset = sets[name]
+    dims = ipset.type.split(":", 1)[-1].split(",")
+    if len(dims) > 1 or dims[0] == "port":
+        return _set_match_dims(ipset, dims, flags, p, c)
     which = p.src if flags[0] == "src" else p.dst
     if which is None:
         return None
-    return sets[name].lookup(which) is not None
+    return ipset.lookup(which) is not None
+
+
+def _set_match_dims(ipset: IpSet, dims: list[str], flags: list[str], p: Packet, c: Context
+                    ) -> Tri:
+    """A multi-dimension set (`hash:ip,port`, `hash:ip,port,ip`, `bitmap:port`, ...) matched
+    as ipset(8) says: each dimension of the type is compared with the packet's source or
+    destination as the `--match-set` flags name it, in order (`dst,dst,src`: destination
+    address, destination port, source address). kube-proxy's IPVS mode relies on this:
+    `KUBE-LOOP-BACK dst,dst,src` is hairpin traffic only, not any packet to an endpoint."""
+    if len(flags) < len(dims) or any(d not in ("ip", "net", "port") for d in dims):
+        c.notes.append(f"ipset {ipset.name} ({ipset.type}, flags {','.join(flags)}) is not "
+                       "modelled")
+        return None
+    wanted: list[tuple[str, IPAddress | tuple[str, int]]] = []
+    for dim, flag in zip(dims, flags):
+        if dim == "port":
+            wanted.append(("port", (p.proto, p.sport if flag == "src" else p.dport)))
+        else:
+            addr = p.src if flag == "src" else p.dst
+            if addr is None:
+                return None
+            wanted.append(("ip", addr))
+    unreadable = None
+    for member in ipset.members:
+        hit = _member_matches(member.text, wanted, ipset.type.startswith("bitmap:"))
+        if hit:
+            return True
+        if hit is None and unreadable is None:
+            unreadable = member
+    if unreadable is not None:  # it might have matched: unknown, not "no"
+        c.notes.append(f"ipset {ipset.name}: member {unreadable.text!r} is not understood")
+        return None
+    return False
+
+
+def _member_matches(text: str, wanted: list[tuple[str, IPAddress | tuple[str, int]]],
+                    bitmap: bool) -> bool | None:
+    """Does one member match the packet's values? None: the member text is not understood."""
+    parts = text.split(",")
+    if len(parts) != len(wanted):
+        return None
+    for part, (_kind, value) in zip(parts, wanted):
+        if isinstance(value, tuple):  # a port dimension: (protocol, port)
+            proto, port = value
+            if ":" in part:
+                mproto, _, spec = part.partition(":")
+                # ipset prints the protocol by name or number (6 tcp, 17 udp).
+                if {"6": "tcp", "17": "udp"}.get(mproto, mproto) != proto:
+                    return False
+            elif not bitmap and proto != "tcp":
+                return False  # a bare port means tcp in hash:*,port sets (ipset(8))
+            else:
+                spec = part
+            lo, _, hi = spec.partition("-")
+            try:
+                if not int(lo) <= port <= int(hi or lo):
+                    return False
+            except ValueError:
+                return None
+        else:
+            try:
+                if "-" in part:
+                    lo_s, hi_s = part.split("-", 1)
+                    lo_a, hi_a = ipaddress.ip_address(lo_s), ipaddress.ip_address(hi_s)
+                    if value.version != lo_a.version or not lo_a <= value <= hi_a:  # type: ignore[operator]
+                        return False
+                elif value not in ipaddress.ip_network(part, strict=False):
+                    return False
+            except (ValueError, TypeError):
+                return None
+    return True
 
 
 def _m_addrtype(m: Match, p: Packet, c: Context, hook: str) -> Tri:

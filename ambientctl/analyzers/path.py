@@ -567,7 +567,7 @@ class PathWalker:
         if res.verdict != "accept":
             return self._nf_fail(res, hops)
         p = res.packet
-        if self._reply_to is None and ipvs.held_by_ipvs(ns, p.dst):
+        if self._reply_to is None and ipvs.takes(ns, p):
             return self._ipvs(ns, p, hop, hops)
         return self._deliver(ns, p, hop, hops)
 
@@ -575,7 +575,11 @@ class PathWalker:
               ) -> LegResult | tuple[NetNamespace, Packet]:
         """IPVS at LOCAL_IN (after filter INPUT): a virtual service DNATs to a real server
         and sends the packet on (ip_vs_nat_xmit); see ambientctl.analyzers.ipvs."""
-        where = f"{p.dst} is an address of {ipvs.IPVS_DEVICE} (kube-proxy IPVS mode)"
+        if ipvs.held_by_ipvs(ns, p.dst):
+            where = f"{p.dst} is an address of {ipvs.IPVS_DEVICE} (kube-proxy IPVS mode)"
+        else:  # a NodePort-style virtual service on one of the node's own addresses
+            where = (f"{ns.label} is in kube-proxy IPVS mode ({ipvs.IPVS_DEVICE} exists) and "
+                     f"{p.dst_addr} is local: IPVS looks it up at LOCAL_IN")
         if ns.ipvs is None:
             return self._end(Disposition.INSUFFICIENT_INFO, hops, p,
                              f"insufficient-info: IPVS: {where} but {ns.dir}/ipvsadm.txt "

@@ -42,7 +42,14 @@ def _hostport(text: str, path: str, line: int) -> tuple[ipaddress.IPv4Address |
     if m is None:
         raise ParseError(path, line, f"not an ADDRESS:PORT: {shorten(text)}",
                          hint="collect with `ipvsadm -Ln --exact` (numeric addresses)")
-    return ipaddress.ip_address(m.group("v6") or m.group("v4")), int(m.group("port"))
+    try:
+        ip = ipaddress.ip_address(m.group("v6") or m.group("v4"))
+    except ValueError:
+        raise ParseError(path, line, f"not an IP address: {shorten(text)}") from None
+    port = int(m.group("port"))
+    if port > 65535:
+        raise ParseError(path, line, f"port out of range: {shorten(text)}")
+    return ip, port
 
 
 def parse_ipvsadm(text: str, path: str) -> tuple[IpvsService, ...]:
@@ -69,6 +76,9 @@ def parse_ipvsadm(text: str, path: str) -> tuple[IpvsService, ...]:
                 raise ParseError(path, no, f"real server line outside a service or cut short: "
                                  f"{shorten(line)}")
             ip, port = _hostport(toks[1], path, no)
+            if not toks[3].isdigit():
+                raise ParseError(path, no, f"real server weight {shorten(toks[3])} is not a "
+                                 f"number: {shorten(line)}")
             reals.append(IpvsRealServer(ip, port, toks[2], int(toks[3]),
                                         SourceRef(path, no, raw.rstrip())))
             continue

@@ -121,7 +121,16 @@ def _service(key: str | None, s: object, ref: model.SourceRef) -> model.ZtunnelS
     if not isinstance(s, Mapping):
         return None
     vips: list[model.IPAddress] = []
-    for a in [*(s.get("vips") or []), *(s.get("addresses") or [])]:
+    lists = []
+    for field_name in ("vips", "addresses"):
+        value = s.get(field_name) or []
+        if not isinstance(value, list):
+            # A wrong JSON type is a damaged dump, not "a service without addresses".
+            raise ParseError(ref.path, None, f"service {s.get('namespace')}/{s.get('name')}: "
+                             f"{field_name} is {type(value).__name__}, expected a list",
+                             hint="recollect the ztunnel config_dump")
+        lists.extend(value)
+    for a in lists:
         ip = parse_address(a)
         if ip is not None and ip not in vips:
             vips.append(ip)
