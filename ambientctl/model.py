@@ -19,11 +19,11 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from functools import cached_property
-from typing import Union
+from typing import TypeAlias
 
-IPAddress = Union[ipaddress.IPv4Address, ipaddress.IPv6Address]
-IPNetwork = Union[ipaddress.IPv4Network, ipaddress.IPv6Network]
-IPInterface = Union[ipaddress.IPv4Interface, ipaddress.IPv6Interface]
+IPAddress: TypeAlias = ipaddress.IPv4Address | ipaddress.IPv6Address
+IPNetwork: TypeAlias = ipaddress.IPv4Network | ipaddress.IPv6Network
+IPInterface: TypeAlias = ipaddress.IPv4Interface | ipaddress.IPv6Interface
 
 ALL_ONES = 0xFFFFFFFF
 

@@ -180,7 +180,7 @@ class KernelTrace:
             if time.monotonic() > deadline:
                 raise LabError(f"nft monitor trace never reported in {sorted(pending)}")
             token += 1
-            for logical, name in list(pending.items()):
+            for _logical, name in list(pending.items()):
                 _send_ready(name, token)
             time.sleep(0.05)
             for logical in list(pending):

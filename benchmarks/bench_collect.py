@@ -62,7 +62,8 @@ def _cluster(nodes: dict[str, list[tuple[str, str]]]) -> dict[str, Any]:
                     "status": {"phase": "Running", "podIP": ip, "podIPs": [{"ip": ip}]},
                 }
             )
-    lst = lambda items: {"apiVersion": "v1", "kind": "List", "items": items}
+    def lst(items):
+        return {"apiVersion": "v1", "kind": "List", "items": items}
     return {
         "nodes": lst(node_items),
         "pods": lst(pods),

@@ -23,7 +23,7 @@ chains, a pod with both backends), the first kind in the order inpod-ambient,
 cilium-ztunnel, sidecar, inpod-host, legacy-ztunnel, legacy-node wins and the others are
 listed in `also_seen`. Rules are tokenised lazily; a malformed rule is not fatal here: the
 chain names still classify and `notes` says the rules could not be read.
-"""
+"""  # noqa: E501 - a verbatim fingerprint table / nft dump, not prose to wrap
 
 from __future__ import annotations
 

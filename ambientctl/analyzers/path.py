@@ -768,7 +768,7 @@ class PathWalker:
                 other, peer = cands[0]
                 return other, peer, f"veth peer {peer.name}@if{link.index}"
         if link.kind in ("geneve", "vxlan") and link.tunnel_remote is not None:
-            for other, olink in self.world.owners.get(link.tunnel_remote, []):
+            for other, _olink in self.world.owners.get(link.tunnel_remote, []):
                 for tl in other.links or ():
                     if tl.kind == link.kind and tl.tunnel_id == link.tunnel_id:
                         return other, tl, (f"{link.kind} id {link.tunnel_id} to "

@@ -160,7 +160,7 @@ def build_snapshot(view: BundleView) -> Snapshot:
                 pass  # parse_config_dump says why, once
             # Every generation's layout, read into one shape; an unreadable dump is a
             # problem of the bundle (stated by trace and doctor), never an empty mesh.
-            zc = _parse(problems, rel, lambda r=rel, n=parts[1]: parse_config_dump(text, r, n))
+            zc = _parse(problems, rel, lambda t=text, r=rel, n=parts[1]: parse_config_dump(t, r, n))
             if zc is not None:
                 zconfigs[parts[1]] = zc  # type: ignore[assignment]
 
@@ -187,9 +187,9 @@ def build_netns(view: BundleView, node: str, ns_name: str | None, pod: str | Non
     files = set(files)
     d = f"nodes/{node}/host" if pod is None else f"nodes/{node}/pods/{ns_name}/{pod}"
     problems: list[Problem] = []
-    for rel, why in sorted(failed.items()):
-        if rel.startswith(d + "/") and rel.rsplit("/", 1)[1] not in files:
-            problems.append(Problem(rel, None, f"not collected: {why}"))
+    for failed_rel, why in sorted(failed.items()):
+        if failed_rel.startswith(d + "/") and failed_rel.rsplit("/", 1)[1] not in files:
+            problems.append(Problem(failed_rel, None, f"not collected: {why}"))
 
     def rel(name: str) -> str:
         return f"{d}/{name}"

@@ -316,7 +316,7 @@ class Tracer:
     # ------------------------------------------------------------------ capture state
     def ztunnel_view(self, ip: IPAddress) -> tuple[ZtunnelWorkload, SourceRef] | None:
         """The workload ztunnel knows at `ip`, from any readable config_dump (any generation)."""
-        for node, cfg in sorted(self.snap.ztunnel_configs.items()):
+        for _node, cfg in sorted(self.snap.ztunnel_configs.items()):
             for w in cfg.workloads:
                 if ip in w.ips:
                     shape = SHAPES.get(cfg.shape, cfg.shape)

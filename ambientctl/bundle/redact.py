@@ -623,7 +623,8 @@ def redact_bundle(src_path: str, out_path: str, *, key: bytes | None = None) -> 
                     parsed[rel] = json.loads(files[rel])
                 except ValueError as exc:
                     raise BundleError(f"{src_path}: {rel} is not valid JSON ({exc})",
-                                      hint="redaction reads structured files field by field")
+                                      hint="redaction reads structured files field by field"
+                                      ) from exc
         for rel, doc_in in parsed.items():  # dry pass: contexts, images -> literals
             Walker(red, table_for(rel), rel, dry=True).walk(doc_in)  # type: ignore[arg-type]
         if manifest is not None:

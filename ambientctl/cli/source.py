@@ -327,9 +327,10 @@ def resolve_source(**opts: Any) -> str:
     sigterm_as_interrupt()  # a TERM must also remove the temporary bundle (atexit)
     live = live_options_from(**opts)
     out = opts.get("save_bundle") or _temp_bundle()
-    progress = None
+    progress: Callable[[str], None] | None = None
     if sys.stderr.isatty():
-        progress = lambda line: echo(f"  {line}", err=True)
+        def progress(line: str) -> None:
+            echo(f"  {line}", err=True)
     written = collect_live(live, out, progress=progress)
     if written.manifest.get("collection", {}).get("interrupted"):
         kept = (

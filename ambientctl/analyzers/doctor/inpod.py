@@ -62,7 +62,7 @@ def captured_count(ctx: Context, node: NodeView) -> int | None:
 
 
 def _app_port(pod: Pod) -> int:
-    for _name_, port, proto in pod.container_ports:
+    for _name, port, proto in pod.container_ports:
         if proto.upper() == "TCP" and port not in (15001, 15006, 15008):
             return port
     return 8080

@@ -315,7 +315,7 @@ def ip_rule_missing(ctx: Context, node: NodeView) -> Iterator[Issue]:
               102: "replies of connections ztunnel spoofed (mark 0x40) do not return to ztunnel",
               103: "table 100 is never consulted: inbound traffic to ambient pods bypasses "
                    "ztunnel"}
-    for prio, mark, mask, action, table, goto, text in _EXPECTED_RULES:
+    for prio, mark, mask, _action, table, goto, text in _EXPECTED_RULES:
         if hits[prio]:
             continue
         cmd = (f"ip rule add priority {prio}" + (f" fwmark {mark:#x}/{mask:#x}" if mark else "")

@@ -67,7 +67,7 @@ Known variants:
 ['-4', '! -d 127.0.0.1/32', '-p tcp', '--dport 80']
 >>> rule.target, [str(o) for o in rule.target_options]
 ('REDIRECT', ['--to-ports 15001'])
-"""
+"""  # noqa: E501 - a verbatim fingerprint table / nft dump, not prose to wrap
 
 from __future__ import annotations
 
