@@ -258,14 +258,14 @@ class Chain:
         if self.prebuilt is not None:
             return self.prebuilt[index]
         if "rules" in self.__dict__:
-            return self.__dict__["rules"][index]  # type: ignore[no-any-return]
+            return self.__dict__["rules"][index]
         cache = self.__dict__.setdefault("_rule_cache", {})
         rule = cache.get(index)
         if rule is None:
             assert self.tokenizer is not None
             line, text = self.raw_rules[index]
             rule = cache[index] = self.tokenizer(self, index + 1, line, text)
-        return rule  # type: ignore[no-any-return]
+        return rule
 
 
 @dataclass(frozen=True, slots=True)
@@ -372,7 +372,7 @@ class IpSet:
                 elif "-" in first:
                     lo_s, hi_s = first.split("-", 1)
                     lo, hi = ipaddress.ip_address(lo_s), ipaddress.ip_address(hi_s)
-                    for net in ipaddress.summarize_address_range(lo, hi):  # type: ignore[type-var]
+                    for net in ipaddress.summarize_address_range(lo, hi):
                         nets.append((net, m))
                 else:
                     hosts[ipaddress.ip_address(first)] = m

@@ -123,7 +123,7 @@ def _rule_entries(scope: str, old: NetNamespace, new: NetNamespace) -> Iterator[
         common_a = [t for t in texts_a if t in set(texts_b)]
         common_b = [t for t in texts_b if t in set(texts_a)]
         sm = difflib.SequenceMatcher(a=common_a, b=common_b, autojunk=False)
-        stayed = set()
+        stayed: set[int] = set()
         for block in sm.get_matching_blocks():
             stayed.update(range(block.a, block.a + block.size))
         for i, t in enumerate(common_a):

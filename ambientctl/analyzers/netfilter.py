@@ -46,6 +46,7 @@ from ambientctl.model import (
     Listener,
     Match,
     NetNamespace,
+    NftElement,
     NftLookup,
     RouteType,
     Rule,
@@ -1053,9 +1054,9 @@ def _vmap(lk: NftLookup, p: Packet, ctx: Context, hook: str, decisions: list[int
             raise _Stop(f"cannot apply {where}: `{lk}` is not modelled", rule.source)
         pick = _decide(decisions, arities, len(branches)) if len(branches) > 1 else 0
         b = branches[pick]
-        if b.element is None:
+        element: NftElement | None = b.element
+        if element is None:
             return None
-        element = b.element
         head = f"{lk.key[0]} -> {element.parts[0]} ({b.share}/{b.modulus})"
     else:
         found, element, why = nftlookup.lookup(lk, p, ctx.out_dev, hook)

@@ -478,8 +478,8 @@ class PathWalker:
             # manip per hook): routing and the source checks see the source as it came.
             p = self._unnat(p, entry, hop, "dst")
         assert p.iif is not None
-        if (why := self._martian_loopback(ns, p)) is not None:
-            return self._end(Disposition.DROPPED, hops, p, why[0], why[1])
+        if (martian := self._martian_loopback(ns, p)) is not None:
+            return self._end(Disposition.DROPPED, hops, p, martian[0], martian[1])
         r = self._route(ns, p, hop, iif=p.iif)
         if r.kind not in ("unicast", "local"):
             return self._route_fail(r, hops, p)
@@ -530,7 +530,7 @@ class PathWalker:
         (ip-sysctl.rst) - e.g. a DNAT to 127.0.0.1 in PREROUTING."""
         if p.iif == "lo" or p.family != 4:
             return None
-        assert p.src is not None
+        assert p.src is not None and p.iif is not None  # a received packet has both
         if p.src.is_loopback:
             return f"martian source {p.src} on {p.iif}: the kernel drops it", None
         if p.dst.is_loopback:

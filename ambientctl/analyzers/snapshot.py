@@ -44,7 +44,9 @@ class BundleView:
     manifest_problems: tuple[str, ...] = ()  # damage the reader found (and neutralised)
 
 
-def _parse(problems: list[Problem], path: str, fn: Callable[[], object]) -> object | None:
+def _parse(problems: list[Problem], path: str, fn: Callable[..., object]) -> object | None:
+    # `fn` is called with no arguments; `...` because the callers' lambdas bind their loop
+    # variables as defaults (ruff B023), and mypy cannot infer those against `Callable[[], _]`.
     try:
         return fn()
     except ParseError as exc:
@@ -55,7 +57,8 @@ def _parse(problems: list[Problem], path: str, fn: Callable[[], object]) -> obje
     return None
 
 
-def _manifest_list(manifest: Mapping[str, object], key: str) -> list[object]:
+def manifest_list(manifest: Mapping[str, object], key: str) -> list[object]:
+    """The manifest's list under `key`; anything else (absent, damaged) reads as empty."""
     value = manifest.get(key)
     return value if isinstance(value, list) else []
 
@@ -69,9 +72,9 @@ def _failed_entries(manifest: Mapping[str, object] | None) -> dict[str, str]:
     out: dict[str, str] = {}
     if not manifest:
         return out
-    dirs = {str(t.get("id")): str(t.get("dir")) for t in _manifest_list(manifest, "targets")
+    dirs = {str(t.get("id")): str(t.get("dir")) for t in manifest_list(manifest, "targets")
             if isinstance(t, dict) and t.get("dir")}
-    for entry in _manifest_list(manifest, "entries"):
+    for entry in manifest_list(manifest, "entries"):
         if not isinstance(entry, dict):
             continue
         status = entry.get("status")
@@ -316,8 +319,9 @@ def build_netns(view: BundleView, node: str, ns_name: str | None, pod: str | Non
     if "ipvsadm.txt" in files:
         from ambientctl.analyzers.parse.ipvs import parse_ipvsadm
 
-        ipvs = _parse(problems, rel("ipvsadm.txt"),
-                      lambda: parse_ipvsadm(text("ipvsadm.txt"), rel("ipvsadm.txt")))
+        got_ipvs = _parse(problems, rel("ipvsadm.txt"),
+                          lambda: parse_ipvsadm(text("ipvsadm.txt"), rel("ipvsadm.txt")))
+        ipvs = got_ipvs if isinstance(got_ipvs, tuple) else None
     neighbors = first_parsed(("ip-neigh.txt", "ip-neigh.json"), pr.parse_ip_neigh)
     failed_nf = any(p.path.endswith(("iptables-save.txt", "ip6tables-save.txt",
                                      "nft-ruleset.json", "nft-ruleset.txt"))

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import click
 
+from ambientctl.analyzers.snapshot import manifest_list
 from ambientctl.cli import cli
 from ambientctl.errors import ExitCode
 from ambientctl.render.terminal import terminal_safe
@@ -33,7 +34,7 @@ def verify(ctx: click.Context, path: str) -> None:
         mismatches = opened.verify()
         checked = sum(
             1
-            for e in (opened.manifest or {}).get("entries", [])  # type: ignore[union-attr]
+            for e in manifest_list(opened.manifest or {}, "entries")
             if isinstance(e, dict) and e.get("path")
         )
     finally:

@@ -195,7 +195,7 @@ def _collect(
             targets.append(Target.pod_target(node, namespace, pod, netns))
     plan = Plan(tuple(targets))
     extra = read_cluster_dir(cluster_dir) if cluster_dir else []
-    collection = {
+    collection: dict[str, object] = {
         "mode": "local",
         "argv": ["ambientctl", *sys.argv[1:]] if sys.argv else ["ambientctl", "collect"],
     }

@@ -14,6 +14,7 @@ from collections.abc import Iterator, Mapping
 from ambientctl.analyzers.doctor.facts import Context
 from ambientctl.analyzers.doctor.registry import Issue, check
 from ambientctl.analyzers.findings import Evidence, Severity
+from ambientctl.analyzers.snapshot import manifest_list
 from ambientctl.bundle.layout import CLUSTER_FILES, MANIFEST, split_netns_dir
 from ambientctl.raw import OPTIONAL_ABSENT
 
@@ -47,7 +48,7 @@ def manifest_missing(ctx: Context) -> Iterator[Issue]:
 
 def _target_dirs(manifest: Mapping[str, object]) -> dict[str, str]:
     out: dict[str, str] = {}
-    for t in manifest.get("targets", []) or []:  # type: ignore[union-attr]
+    for t in manifest_list(manifest, "targets"):
         if isinstance(t, dict) and isinstance(t.get("id"), str) and isinstance(t.get("dir"), str):
             out[t["id"]] = t["dir"]
     return out
@@ -63,7 +64,7 @@ def command_failed(ctx: Context) -> Iterator[Issue]:
     grouped: dict[str, list[Evidence]] = {}
     if isinstance(manifest, Mapping):
         dirs = _target_dirs(manifest)
-        for entry in manifest.get("entries", []) or []:  # type: ignore[union-attr]
+        for entry in manifest_list(manifest, "entries"):
             if not isinstance(entry, dict) or entry.get("status") not in FAILED:
                 continue
             if entry.get("status") == "skipped" and str(entry.get("note") or "").startswith(

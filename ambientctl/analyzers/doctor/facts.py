@@ -13,6 +13,7 @@ from collections.abc import Callable, Container, Iterator, Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
 
+from ambientctl.analyzers.snapshot import manifest_list
 from ambientctl.errors import ParseError
 from ambientctl.model import (
     Chain,
@@ -270,9 +271,9 @@ class Context:
         m = self.snap.manifest
         if not isinstance(m, Mapping):
             return out
-        dirs = {t.get("id"): t.get("dir") for t in m.get("targets", []) or []
+        dirs = {t.get("id"): t.get("dir") for t in manifest_list(m, "targets")
                 if isinstance(t, Mapping)}
-        for e in m.get("entries", []) or []:
+        for e in manifest_list(m, "entries"):
             if not isinstance(e, Mapping) or e.get("status") in (None, "ok"):
                 continue
             d = dirs.get(e.get("target"))

@@ -351,6 +351,8 @@ def probe_set_stale(ctx: Context, node: NodeView) -> Iterator[Issue]:
     assert host is not None
     wanted = {ip for p in node.expected for ip in p.ips}
     for s in (ipset_named(host, *PROBE_SETS_V4), ipset_named(host, *PROBE_SETS_V6)):
+        if s is None:
+            continue
         for m, ip in stale_members(s, wanted):
             owners = ctx.pod_by_ip(ip, node.name)
             what = (f"pod {pod_name(owners[0])} is not ambient" if owners

@@ -709,11 +709,11 @@ def ztunnel_not_listening(ctx: Context, node: NodeView) -> Iterator[Issue]:
     for _t, _c, rule in scan_rules(zt, "tproxy"):
         if rule.target != "TPROXY":
             continue
-        port = (rule.target_option("--on-port") or ("0",))[0]
+        on_port = (rule.target_option("--on-port") or ("0",))[0]
         on_ip = (rule.target_option("--on-ip") or ("127.0.0.1",))[0]
-        if port.isdigit() and int(port) in ZTUNNEL_PORTS:
+        if on_port.isdigit() and int(on_port) in ZTUNNEL_PORTS:
             ip_ = ipaddress.ip_address(on_ip)
-            targets.setdefault(int(port), ipaddress.ip_address("127.0.0.1")
+            targets.setdefault(int(on_port), ipaddress.ip_address("127.0.0.1")
                                if ip_.is_unspecified else ip_)
     for port in ZTUNNEL_PORTS:
         targets.setdefault(port, ipaddress.ip_address("127.0.0.1"))
