@@ -18,6 +18,7 @@ from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 
+from ambientctl.istio import REDIRECTION
 from ambientctl.model import NetNamespace, Snapshot, SourceRef
 
 # What makes a change matter to ambient: its marks, ports, chains, sets, devices, tables
@@ -208,7 +209,7 @@ def _cluster_entries(old: Snapshot, new: Snapshot) -> Iterator[DiffEntry]:
         return {f"{p.namespace}/{p.name}": (
             f"node={p.node} ips={','.join(map(str, p.ips))} phase={p.phase} "
             f"labels={dict(sorted(p.labels.items()))} "
-            f"redirection={p.annotations.get('ambient.istio.io/redirection')}", p.source)
+            f"redirection={p.annotations.get(REDIRECTION)}", p.source)
             for p in s.cluster.pods}
 
     def services(s: Snapshot) -> dict[str, tuple[str, SourceRef | None]]:

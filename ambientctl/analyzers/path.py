@@ -22,6 +22,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
 
+from ambientctl import istio
 from ambientctl.analyzers import ipvs, netfilter, routing
 from ambientctl.analyzers.fork import EndpointSelector
 from ambientctl.analyzers.packet import Packet, SocketAddr
@@ -32,9 +33,11 @@ NF_FILES = {
     4: ("iptables-save.txt", "iptables-legacy-save.txt", "nft-ruleset.json", "nft-ruleset.txt"),
     6: ("ip6tables-save.txt", "ip6tables-legacy-save.txt", "nft-ruleset.json", "nft-ruleset.txt"),
 }
-ZTUNNEL_PORTS = {15001: "ztunnel-outbound", 15006: "ztunnel-inbound-plaintext",
-                 15008: "ztunnel-inbound-hbone", 15053: "ztunnel-dns"}
-SIDECAR_PORTS = {15001: "sidecar-outbound", 15006: "sidecar-inbound"}
+ZTUNNEL_PORTS = {istio.OUTBOUND_PORT: "ztunnel-outbound",
+                 istio.INBOUND_PLAINTEXT_PORT: "ztunnel-inbound-plaintext",
+                 istio.HBONE_PORT: "ztunnel-inbound-hbone", istio.DNS_PORT: "ztunnel-dns"}
+SIDECAR_PORTS = {istio.OUTBOUND_PORT: "sidecar-outbound",
+                 istio.INBOUND_PLAINTEXT_PORT: "sidecar-inbound"}
 
 
 class Disposition(StrEnum):
@@ -696,7 +699,7 @@ class PathWalker:
             return ZTUNNEL_PORTS[port]
         if port in SIDECAR_PORTS and (role == "sidecar" or "envoy" in proc):
             return SIDECAR_PORTS[port]
-        if port == 15008 and role == "waypoint":  # a waypoint's Envoy takes HBONE itself
+        if port == istio.HBONE_PORT and role == "waypoint":  # a waypoint's Envoy takes HBONE itself
             return "waypoint-hbone"
         return "app"
 

@@ -23,6 +23,7 @@ from __future__ import annotations
 import ipaddress
 from dataclasses import dataclass, field
 
+from ambientctl import istio
 from ambientctl.analyzers import waypoint as wpt
 from ambientctl.analyzers.fork import EndpointSelector
 from ambientctl.analyzers.packet import SocketAddr
@@ -36,6 +37,7 @@ from ambientctl.analyzers.path import (
     World,
 )
 from ambientctl.analyzers.selectors import Endpoint
+from ambientctl.istio import HBONE_PORT, INPOD_MARK, LEGACY_IPSET, REDIRECTION, SIDECAR_UID
 from ambientctl.model import (
     IPAddress,
     NetNamespace,
@@ -46,12 +48,7 @@ from ambientctl.model import (
     ZtunnelWorkload,
 )
 
-INPOD_MARK = 0x539
-SIDECAR_UID = 1337  # istio-proxy's uid: sidecar rules RETURN on --uid-owner 1337
-SIDECAR_INBOUND_SRC = ipaddress.ip_address("127.0.0.6")
-LEGACY_IPSET = "ztunnel-pods-ips"
-REDIRECTION = "ambient.istio.io/redirection"
-HBONE_PORT = 15008
+SIDECAR_INBOUND_SRC = ipaddress.ip_address(istio.SIDECAR_INBOUND_SRC)
 
 
 @dataclass
@@ -370,11 +367,11 @@ class Tracer:
                               f"tells ztunnel {proto} for it)", pod.source))
             steps.extend(self._disagreement(pod, proto))
             return ann == "enabled", steps
-        if pod.labels.get("networking.istio.io/tunnel") == "http":
+        if pod.labels.get(istio.TUNNEL) == "http":
             return True, steps + [
                 Step("ztunnel", f"{pod.name} is labelled networking.istio.io/tunnel: "
                                "http: it accepts HBONE", pod.source)]
-        if "sidecar.istio.io/status" in pod.annotations:
+        if istio.SIDECAR_STATUS in pod.annotations:
             return False, steps + [
                 Step("ztunnel", f"{pod.name} has a sidecar (sidecar.istio.io/status) "
                                 "and no HBONE tunnel label: ztunnel sends it plain TCP, its "
