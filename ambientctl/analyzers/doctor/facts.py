@@ -362,8 +362,8 @@ class Context:
                 if ztunnel_ns is None:
                     cands = [ns for ref, ns in sorted(state.pods.items(), key=lambda kv: str(kv[0]))
                              if self.seen(ns, "legacy-ztunnel")
-                             or (ref.name.startswith("ztunnel-")
-                                 and ref.namespace == "istio-system")]
+                             # a netns dir has no labels: the name rule alone
+                             or is_ztunnel(ref.namespace, ref.name, {})]
                     ztunnel_ns = cands[0] if cands else None
             mode, why = self._mode(state)
             self.nodes[name] = NodeView(name, state, mode, expected, pods, ztunnel_pod,
