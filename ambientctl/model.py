@@ -19,13 +19,13 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from functools import cached_property
-from typing import Union
+from typing import TypeAlias
 
 from ambientctl.manifest_model import Manifest
 
-IPAddress = Union[ipaddress.IPv4Address, ipaddress.IPv6Address]
-IPNetwork = Union[ipaddress.IPv4Network, ipaddress.IPv6Network]
-IPInterface = Union[ipaddress.IPv4Interface, ipaddress.IPv6Interface]
+IPAddress: TypeAlias = ipaddress.IPv4Address | ipaddress.IPv6Address
+IPNetwork: TypeAlias = ipaddress.IPv4Network | ipaddress.IPv6Network
+IPInterface: TypeAlias = ipaddress.IPv4Interface | ipaddress.IPv6Interface
 
 ALL_ONES = 0xFFFFFFFF
 
@@ -262,14 +262,14 @@ class Chain:
         if self.prebuilt is not None:
             return self.prebuilt[index]
         if "rules" in self.__dict__:
-            return self.__dict__["rules"][index]  # type: ignore[no-any-return]
+            return self.__dict__["rules"][index]
         cache = self.__dict__.setdefault("_rule_cache", {})
         rule = cache.get(index)
         if rule is None:
             assert self.tokenizer is not None
             line, text = self.raw_rules[index]
             rule = cache[index] = self.tokenizer(self, index + 1, line, text)
-        return rule  # type: ignore[no-any-return]
+        return rule
 
 
 @dataclass(frozen=True, slots=True)
@@ -307,7 +307,7 @@ class Table:
         # kube-proxy node) knows which few names can be base chains without building all.
         lazy = getattr(self.chains, "base_chains", None)
         if lazy is not None:
-            return lazy()  # type: ignore[no-any-return]
+            return lazy()
         return (c for c in self.chains.values() if c.base is not None)
 
 
@@ -381,7 +381,7 @@ class IpSet:
                 elif "-" in first:
                     lo_s, hi_s = first.split("-", 1)
                     lo, hi = ipaddress.ip_address(lo_s), ipaddress.ip_address(hi_s)
-                    for net in ipaddress.summarize_address_range(lo, hi):  # type: ignore[type-var]
+                    for net in ipaddress.summarize_address_range(lo, hi):
                         nets.append((net, m))
                 else:
                     hosts[ipaddress.ip_address(first)] = m

@@ -182,7 +182,7 @@ class KernelTrace:
                 raise LabError(f"nft monitor trace never reported in {sorted(pending)}")
             self._token += 1
             token = self._token
-            for logical, name in list(pending.items()):
+            for name in list(pending.values()):
                 _send_ready(name, token)
             time.sleep(0.05)
             for logical in list(pending):

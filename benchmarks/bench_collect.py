@@ -62,7 +62,8 @@ def _cluster(nodes: dict[str, list[tuple[str, str]]]) -> dict[str, Any]:
                     "status": {"phase": "Running", "podIP": ip, "podIPs": [{"ip": ip}]},
                 }
             )
-    lst = lambda items: {"apiVersion": "v1", "kind": "List", "items": items}
+    def lst(items):
+        return {"apiVersion": "v1", "kind": "List", "items": items}
     return {
         "nodes": lst(node_items),
         "pods": lst(pods),
@@ -320,8 +321,10 @@ def _sim_cluster(nodes: int, pods: int) -> tuple[dict[str, Any], dict[str, list[
     items, node_items, netns = [], [], {}
     for n in range(nodes):
         node = f"sim-node-{n}"
-        node_items.append({"metadata": {"name": node}, "spec": {"podCIDR": f"10.{64 + n // 256}.{n % 256}.0/24"},
-                           "status": {"addresses": [{"type": "InternalIP", "address": f"172.31.{n // 256}.{n % 256}"}]}})
+        node_items.append({"metadata": {"name": node},
+                           "spec": {"podCIDR": f"10.{64 + n // 256}.{n % 256}.0/24"},
+                           "status": {"addresses": [{"type": "InternalIP",
+                                                     "address": f"172.31.{n // 256}.{n % 256}"}]}})
         items.append({
             "metadata": {"name": f"istio-cni-node-{n}", "namespace": "istio-system",
                          "uid": f"cni-{n}", "labels": {"k8s-app": "istio-cni-node"}},
@@ -338,7 +341,10 @@ def _sim_cluster(nodes: int, pods: int) -> tuple[dict[str, Any], dict[str, list[
                 "status": {"phase": "Running", "podIP": ip, "podIPs": [{"ip": ip}]},
             })
             netns[node].append((f"cni-{n:04d}-{p:04d}", ip))
-    lst = lambda xs: {"apiVersion": "v1", "kind": "List", "items": xs}
+
+    def lst(xs: list) -> dict:
+        return {"apiVersion": "v1", "kind": "List", "items": xs}
+
     docs = {"nodes": lst(node_items), "pods": lst(items), "services": lst([]),
             "namespaces": lst([{"metadata": {"name": "bench"}}, {"metadata": {"name": "istio-system"}}]),
             "endpointslices": lst([])}

@@ -120,7 +120,9 @@ def generate(out: Path, nodes: int, pods: int = 20, services: int = 100,
         new_net = f"10.244.{k + 1}."
         node_ip = f"172.18.{k // 250}.{k % 250 + 4}"
 
-        def renumber(text: str) -> str:
+        # Bound now (defaults), not at call time: the closure belongs to this iteration.
+        def renumber(text: str, net: str | None = net, node_ip: str = node_ip,
+                     new_net: str = new_net, name: str = name) -> str:
             if net is None:
                 return text
             text = _sub_ip(text, CLONED_NODE_IP, node_ip)

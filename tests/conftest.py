@@ -2,8 +2,8 @@
 
 Kernel tests (`@pytest.mark.kernel`) build network namespaces and need root and iproute2;
 elsewhere they are skipped with the reason - unless `AMBIENTCTL_REQUIRE_KERNEL=1` (set by
-`run-tests` as root, i.e. in CI), where a skipped kernel test is reported as a failure. The `lab` fixture is ONE seed lab for the
-whole session (building takes about a second, but probes and faults are cheaper still):
+`run-tests` as root, i.e. in CI), where a skipped kernel test is reported as a failure. The `lab`
+fixture is ONE seed lab for the whole session (building takes about a second, but probes and faults are cheaper still):
 tests that break it must use `lab.injected(name)` (reverted on exit) and leave it healthy.
 """
 

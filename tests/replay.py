@@ -84,7 +84,7 @@ def replay_all(lab: Any, traces: Mapping[str, Trace | Exception], **kw: bool) ->
         return Traced(t, [replay(lab, leg, **kw) for leg in t.legs])
 
     with ThreadPoolExecutor(max_workers=max(1, len(traces))) as pool:
-        return dict(zip(traces, pool.map(one, traces)))
+        return dict(zip(traces, pool.map(one, traces), strict=True))
 
 
 def listener_label(address: str, port: int) -> str:
@@ -131,6 +131,6 @@ def assert_traced_path_matches_kernel(traced: Traced) -> Trace:
     t = traced.get()
     assert t.legs, t.summary
     assert len(traced.landings) == len(t.legs)
-    for leg, landing in zip(t.legs, traced.landings):
+    for leg, landing in zip(t.legs, traced.landings, strict=True):
         assert_leg_matches_kernel(leg, landing)
     return t

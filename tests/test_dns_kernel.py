@@ -33,7 +33,7 @@ RESOLVER = "10.96.0.10"
 
 @pytest.fixture(scope="module")
 def lab_and_snapshot(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
-    cls = getattr(inpod, "InpodLab")
+    cls = inpod.InpodLab
     with cls(variant="redirect") as lab:
         bundle = tmp_path_factory.mktemp("dns") / "bundle"
         lab.collect(str(bundle))

@@ -69,7 +69,7 @@ def differences(a: Any, b: Any, path: str = "") -> list[str]:
         return out[:10]
     if isinstance(a, list):
         out = [f"{path}: {len(a)} items != {len(b)}"] if len(a) != len(b) else []
-        for i, (x, y) in enumerate(zip(a, b)):
+        for i, (x, y) in enumerate(zip(a, b, strict=False)):
             out += differences(x, y, f"{path}[{i}]")
         return out[:10]
     return [] if a == b else [f"{path}: {a!r:.120} != {b!r:.120}"]

@@ -89,9 +89,10 @@ def test_sysctl_rejects_other_tools(rel: str) -> None:
 def test_kernel_ss_with_and_without_header_agree() -> None:
     a = parse_ss_listen(read("ss-listen/kernel-H.txt"), "ss-listen.txt")
     b = parse_ss_listen(read("ss-listen/kernel-header.txt"), "ss-listen.txt")
-    strip = lambda ls: sorted(
-        (dataclasses.replace(x, source=None) for x in ls), key=lambda x: x.port
-    )
+    def strip(ls):
+        return sorted(
+            (dataclasses.replace(x, source=None) for x in ls), key=lambda x: x.port
+        )
     assert strip(a) == strip(b) and len(a) == 7
     by = {x.port: x for x in a}
     assert (by[15001].address, by[15001].family) == (ip("127.0.0.1"), 4)

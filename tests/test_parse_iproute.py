@@ -379,15 +379,17 @@ def test_kernel_two_netns_text_detail_and_json_agree() -> None:
         plain = parse_ip_addr(read(f"ip-addr/kernel-{tag}.txt"), "ip-addr.txt")
         detail = parse_ip_addr(read(f"ip-addr/kernel-{tag}.d.txt"), "ip-addr.txt")
         js = parse_ip_addr(read(f"ip-addr/kernel-{tag}.json"), "ip-addr.json")
-        no_ns = lambda ls: [
-            dataclasses.replace(x, link_netns=None, link_netnsid=None) for x in bare(ls)
-        ]
-        no_kind = lambda ls: [
-            dataclasses.replace(
-                x, kind=None, tunnel_id=None, tunnel_remote=None, tunnel_dstport=None
-            )
-            for x in bare(ls)
-        ]
+        def no_ns(ls):
+            return [
+                    dataclasses.replace(x, link_netns=None, link_netnsid=None) for x in bare(ls)
+                ]
+        def no_kind(ls):
+            return [
+                    dataclasses.replace(
+                        x, kind=None, tunnel_id=None, tunnel_remote=None, tunnel_dstport=None
+                    )
+                    for x in bare(ls)
+                ]
         assert no_ns(detail) == no_ns(js)
         assert no_kind(plain) == no_kind(detail)
     a = {x.name: x for x in parse_ip_addr(read("ip-addr/kernel-a.d.txt"), "x")}

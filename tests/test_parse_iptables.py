@@ -127,12 +127,13 @@ def test_counters_form_keeps_packets_and_bytes() -> None:
     assert mangle.chains["ISTIO_PRERT"].rules[0].counters == (0, 0)
     assert mangle.chains["PREROUTING"].rules[0].text.startswith("[2:100] -A PREROUTING")
     plain = parse_iptables_save(read("iptables-save/inpod-default.iptables-save.txt"), "x")
-    strip = lambda rs: [
-        (r.table, r.chain, r.matches, r.target, r.target_options)
-        for t in rs.tables
-        for c in t.chains.values()
-        for r in c.rules
-    ]
+    def strip(rs):
+        return [
+            (r.table, r.chain, r.matches, r.target, r.target_options)
+            for t in rs.tables
+            for c in t.chains.values()
+            for r in c.rules
+        ]
     assert strip(rs) == strip(plain)
 
 
@@ -435,7 +436,7 @@ def test_seed_fragments_are_not_dumps() -> None:
 
 def _fragment_rules(rel: str) -> list[model.Rule]:
     out = []
-    for i, ln in enumerate(read(rel).splitlines(), start=1):
+    for ln in read(rel).splitlines():
         if ln.startswith("-A "):
             out.append(one_rule(ln, ln.split()[1], "mangle"))
     return out

@@ -819,15 +819,16 @@ def test_ip_addr_text_detail_and_json_agree_across_two_netns() -> None:
             parse_ip_addr(detail, "ip-addr.txt"),
             parse_ip_addr(js, "ip-addr.json"),
         )
-        norm = lambda ls, **kw: [
-            dataclasses.replace(
-                x,
-                source=None,
-                addresses=tuple(dataclasses.replace(y, source=None) for y in x.addresses),
-                **kw,
-            )
-            for x in ls
-        ]
+        def norm(ls, **kw):
+            return [
+                    dataclasses.replace(
+                        x,
+                        source=None,
+                        addresses=tuple(dataclasses.replace(y, source=None) for y in x.addresses),
+                        **kw,
+                    )
+                    for x in ls
+                ]
         # `ip -j` names the peer netns by id, text by name when iproute2 knows it.
         assert norm(d, link_netns=None, link_netnsid=None) == norm(
             j, link_netns=None, link_netnsid=None
@@ -923,10 +924,11 @@ def test_sysctl_of_a_netns() -> None:
 
 def capture_fixtures() -> None:
     """Rewrite the real-kernel dumps under tests/fixtures/raw/ (run by hand, then review)."""
-    w = lambda rel, text: (
-        (FIXTURES / rel).parent.mkdir(parents=True, exist_ok=True)
-        or (FIXTURES / rel).write_text(text)
-    )
+    def w(rel, text):
+        return (
+            (FIXTURES / rel).parent.mkdir(parents=True, exist_ok=True)
+            or (FIXTURES / rel).write_text(text)
+        )
     with netns("fx") as ns:
         load_golden(ns, CAPTURES / "inpod-iptables" / "default_ipv6.golden", legacy=False)
         run(ns, "ip", "link", "set", "lo", "up")

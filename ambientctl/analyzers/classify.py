@@ -23,7 +23,7 @@ chains, a pod with both backends), the first kind in the order inpod-ambient,
 cilium-ztunnel, sidecar, inpod-host, legacy-ztunnel, legacy-node wins and the others are
 listed in `also_seen`. Rules are tokenised lazily; a malformed rule is not fatal here: the
 chain names still classify and `notes` says the rules could not be read.
-"""
+"""  # noqa: E501 - a verbatim fingerprint table / nft dump, not prose to wrap
 
 from __future__ import annotations
 
@@ -34,6 +34,14 @@ from dataclasses import dataclass, field
 from ambientctl import model
 from ambientctl.analyzers.parse.iptables import BASE_HOOKS
 from ambientctl.errors import ParseError
+from ambientctl.istio import (
+    INPOD_MARK,
+    INPOD_MASK,
+    INPOD_TPROXY_MARK,
+    LEGACY_IPSET,
+    SIDECAR_STATUS,
+    SIDECAR_UID,
+)
 
 __all__ = ["KINDS", "Classification", "classify"]
 
@@ -47,9 +55,6 @@ KINDS = (
     "not-captured",
 )
 
-INPOD_MARK = 0x539
-INPOD_MASK = 0xFFF
-PROBE_SNAT_V4 = "169.254.7.127"
 
 _LEGACY_NODE_CHAINS = {
     "ztunnel-PREROUTING",
@@ -155,7 +160,7 @@ def _has_inpod_mark(rule: model.Rule) -> bool:
 
 def _has_uid_1337(rule: model.Rule) -> bool:
     return any(
-        m.module == "owner" and m.option in ("--uid-owner", "--gid-owner") and m.args == ("1337",)
+        m.module == "owner" and m.option in ("--uid-owner", "--gid-owner") and m.args == (str(SIDECAR_UID),)
         for m in rule.matches
     )
 
@@ -295,7 +300,7 @@ class _Scan:
         for name, ipset in (ns.ipsets or {}).items():
             if name.startswith("istio-inpod-probes"):
                 self.found["inpod-host"].add(ipset.source)
-            elif name == "ztunnel-pods-ips":
+            elif name == LEGACY_IPSET:
                 self.found["legacy-node"].add(ipset.source)
 
     def _links(self, ns: model.NetNamespace) -> None:
@@ -313,7 +318,7 @@ class _Scan:
                 self.found["legacy-ztunnel"].add(r.source)
             elif (
                 r.priority == 32764
-                and r.fwmark == 0x111
+                and r.fwmark == INPOD_TPROXY_MARK
                 and r.fwmask == INPOD_MASK
                 and r.table == "100"
             ):
@@ -336,7 +341,7 @@ def _sidecar_via(pod: model.Pod | None) -> str | None:
     """istio-cni injects the `istio-validation` init container instead of `istio-init`."""
     if pod is None:
         return None
-    status = pod.annotations.get("sidecar.istio.io/status")
+    status = pod.annotations.get(SIDECAR_STATUS)
     if not status:
         return None
     try:

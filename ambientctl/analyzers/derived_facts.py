@@ -22,6 +22,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, TypeVar
 
+from ambientctl.istio import is_ztunnel
 from ambientctl.model import IPAddress, Link, NetNamespace, Pod, PodRef, Snapshot
 
 if TYPE_CHECKING:
@@ -194,7 +195,7 @@ class DerivedFacts:
         if zpod is not None and zpod.ref in state.pods:
             return state.pods[zpod.ref]
         for ref, ns in sorted(state.pods.items(), key=lambda kv: str(kv[0])):
-            if ref.name.startswith("ztunnel-") and ref.namespace == "istio-system":
+            if is_ztunnel(ref.namespace, ref.name, {}):  # a netns dir has no labels: the name rule
                 return ns
             r = self.role_of(ns)
             if r.kind == "legacy-ztunnel" or "legacy-ztunnel" in r.also_seen:

@@ -18,6 +18,7 @@ from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 
+from ambientctl.istio import REDIRECTION
 from ambientctl.model import NetNamespace, Snapshot, SourceRef
 
 # What makes a change matter to ambient: its marks, ports, chains, sets, devices, tables
@@ -123,7 +124,7 @@ def _rule_entries(scope: str, old: NetNamespace, new: NetNamespace) -> Iterator[
         common_a = [t for t in texts_a if t in set(texts_b)]
         common_b = [t for t in texts_b if t in set(texts_a)]
         sm = difflib.SequenceMatcher(a=common_a, b=common_b, autojunk=False)
-        stayed = set()
+        stayed: set[int] = set()
         for block in sm.get_matching_blocks():
             stayed.update(range(block.a, block.a + block.size))
         for i, t in enumerate(common_a):
@@ -208,7 +209,7 @@ def _cluster_entries(old: Snapshot, new: Snapshot) -> Iterator[DiffEntry]:
         return {f"{p.namespace}/{p.name}": (
             f"node={p.node} ips={','.join(map(str, p.ips))} phase={p.phase} "
             f"labels={dict(sorted(p.labels.items()))} "
-            f"redirection={p.annotations.get('ambient.istio.io/redirection')}", p.source)
+            f"redirection={p.annotations.get(REDIRECTION)}", p.source)
             for p in s.cluster.pods}
 
     def services(s: Snapshot) -> dict[str, tuple[str, SourceRef | None]]:

@@ -15,8 +15,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from ambientctl.analyzers import waypoint as wpt
-from ambientctl.analyzers.doctor.facts import SIDECAR_STATUS, Context, is_ztunnel_pod
+from ambientctl.analyzers.doctor.facts import Context, is_ztunnel_pod
 from ambientctl.analyzers.selectors import Endpoint, pods_of_service
+from ambientctl.istio import SIDECAR_STATUS
 from ambientctl.layout import MESH_FILES
 from ambientctl.model import MeshObject, Pod
 

@@ -47,6 +47,7 @@ from ambientctl.model import (
     Listener,
     Match,
     NetNamespace,
+    NftElement,
     NftLookup,
     RouteType,
     Rule,
@@ -288,7 +289,7 @@ def _set_match_dims(ipset: IpSet, dims: list[str], flags: list[str], p: Packet, 
                        "modelled")
         return None
     wanted: list[tuple[str, IPAddress | tuple[str, int]]] = []
-    for dim, flag in zip(dims, flags):
+    for dim, flag in zip(dims, flags, strict=False):  # extra flags are ignored
         if dim == "port":
             wanted.append(("port", (p.proto, p.sport if flag == "src" else p.dport)))
         else:
@@ -315,7 +316,7 @@ def _member_matches(text: str, wanted: list[tuple[str, IPAddress | tuple[str, in
     parts = text.split(",")
     if len(parts) != len(wanted):
         return None
-    for part, (_kind, value) in zip(parts, wanted):
+    for part, (_kind, value) in zip(parts, wanted, strict=True):
         if isinstance(value, tuple):  # a port dimension: (protocol, port)
             proto, port = value
             if ":" in part:
@@ -1129,9 +1130,9 @@ def _vmap(lk: NftLookup, p: Packet, ctx: Context, hook: str, decisions: list[int
             raise _Stop(f"cannot apply {where}: `{lk}` is not modelled", rule.source)
         pick = _decide(decisions, arities, len(branches)) if len(branches) > 1 else 0
         b = branches[pick]
-        if b.element is None:
+        element: NftElement | None = b.element
+        if element is None:
             return None
-        element = b.element
         head = f"{lk.key[0]} -> {element.parts[0]} ({b.share}/{b.modulus})"
     else:
         found, element, why = nftlookup.lookup(lk, p, ctx.out_dev, hook)

@@ -155,7 +155,7 @@ class _Index:
                 self.bad.append(" . ".join(el.parts))
                 continue
             try:
-                parts = tuple(_parse_part(t, k) for t, k in zip(el.parts, kinds))
+                parts = tuple(_parse_part(t, k) for t, k in zip(el.parts, kinds, strict=True))
             except ValueError:
                 self.bad.append(" . ".join(el.parts))
                 continue
@@ -169,7 +169,7 @@ class _Index:
         if hit is not None:
             return hit
         for parts, el in self.other:
-            if all(pt.matches(v) for pt, v in zip(parts, values)):
+            if all(pt.matches(v) for pt, v in zip(parts, values, strict=True)):
                 return el
         return None
 

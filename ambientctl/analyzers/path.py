@@ -20,10 +20,12 @@ fabric), the namespace that owns the next-hop address.
 from __future__ import annotations
 
 from collections import ChainMap
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping, MutableMapping, Sequence
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
+from typing import cast
 
+from ambientctl import istio
 from ambientctl.analyzers import ipvs, netfilter, routing
 from ambientctl.analyzers.derived_facts import DerivedFacts, veth_peer_among
 from ambientctl.analyzers.fork import EndpointSelector
@@ -33,9 +35,11 @@ from ambientctl.model import IPAddress, Link, Listener, NetNamespace, Snapshot, 
 
 MAX_HOPS = 24
 NF_FILES = {4: netfilter_files(4), 6: netfilter_files(6)}  # from the spec table
-ZTUNNEL_PORTS = {15001: "ztunnel-outbound", 15006: "ztunnel-inbound-plaintext",
-                 15008: "ztunnel-inbound-hbone", 15053: "ztunnel-dns"}
-SIDECAR_PORTS = {15001: "sidecar-outbound", 15006: "sidecar-inbound"}
+ZTUNNEL_PORTS = {istio.OUTBOUND_PORT: "ztunnel-outbound",
+                 istio.INBOUND_PLAINTEXT_PORT: "ztunnel-inbound-plaintext",
+                 istio.HBONE_PORT: "ztunnel-inbound-hbone", istio.DNS_PORT: "ztunnel-dns"}
+SIDECAR_PORTS = {istio.OUTBOUND_PORT: "sidecar-outbound",
+                 istio.INBOUND_PLAINTEXT_PORT: "sidecar-inbound"}
 
 
 class Disposition(StrEnum):
@@ -166,8 +170,10 @@ class World:
     def build(cls, snap: Snapshot, roles: Mapping[str, str] | None = None) -> World:
         """The world of `snap`; `roles` overrides the classified role of some namespaces."""
         facts = DerivedFacts.of(snap)
-        merged: Mapping[str, str] = ChainMap(dict(roles), facts.roles) if roles \
-            else facts.roles  # type: ignore[arg-type]
+        # ChainMap only reads its later maps; the lazy roles view stays lazy (typeshed asks
+        # for MutableMapping there).
+        merged: Mapping[str, str] = ChainMap(
+            dict(roles), cast("MutableMapping[str, str]", facts.roles)) if roles else facts.roles
         return cls(snap, facts.by_id, facts.owners_view, facts.local_view, merged, facts)
 
 
@@ -486,8 +492,8 @@ class PathWalker:
             # manip per hook): routing and the source checks see the source as it came.
             p = self._unnat(p, entry, hop, "dst")
         assert p.iif is not None
-        if (why := self._martian_loopback(ns, p)) is not None:
-            return self._end(Disposition.DROPPED, hops, p, why[0], why[1])
+        if (martian := self._martian_loopback(ns, p)) is not None:
+            return self._end(Disposition.DROPPED, hops, p, martian[0], martian[1])
         r = self._route(ns, p, hop, iif=p.iif)
         if r.kind not in ("unicast", "local"):
             return self._route_fail(r, hops, p)
@@ -538,7 +544,7 @@ class PathWalker:
         (ip-sysctl.rst) - e.g. a DNAT to 127.0.0.1 in PREROUTING."""
         if p.iif == "lo" or p.family != 4:
             return None
-        assert p.src is not None
+        assert p.src is not None and p.iif is not None  # a received packet has both
         if p.src.is_loopback:
             return f"martian source {p.src} on {p.iif}: the kernel drops it", None
         if p.dst.is_loopback:
@@ -708,7 +714,7 @@ class PathWalker:
             return ZTUNNEL_PORTS[port]
         if port in SIDECAR_PORTS and (role == "sidecar" or "envoy" in proc):
             return SIDECAR_PORTS[port]
-        if port == 15008 and role == "waypoint":  # a waypoint's Envoy takes HBONE itself
+        if port == istio.HBONE_PORT and role == "waypoint":  # a waypoint's Envoy takes HBONE itself
             return "waypoint-hbone"
         return "app"
 
@@ -773,7 +779,7 @@ class PathWalker:
             other, peer = paired
             return other, peer, f"veth peer {peer.name}@if{link.index}"
         if link.kind in ("geneve", "vxlan") and link.tunnel_remote is not None:
-            for other, olink in self.world.owners.get(link.tunnel_remote, []):
+            for other, _olink in self.world.owners.get(link.tunnel_remote, []):
                 for tl in other.links or ():
                     if tl.kind == link.kind and tl.tunnel_id == link.tunnel_id:
                         return other, tl, (f"{link.kind} id {link.tunnel_id} to "

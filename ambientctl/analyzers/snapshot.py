@@ -226,7 +226,9 @@ class BundleView:
     close: Callable[[], None] | None = None
 
 
-def _parse(problems: list[Problem], path: str, fn: Callable[[], object]) -> object | None:
+def _parse(problems: list[Problem], path: str, fn: Callable[..., object]) -> object | None:
+    # `fn` is called with no arguments; `...` because the callers' lambdas bind their loop
+    # variables as defaults (ruff B023), and mypy cannot infer those against `Callable[[], _]`.
     try:
         return fn()
     except ParseError as exc:
@@ -292,7 +294,7 @@ class _NetnsLoader:
         for spec in _group(group):
             if spec.file in self.files:
                 got = _parse(problems, self.rel(spec.file),
-                             lambda s=spec: s.parse(  # type: ignore[misc]
+                             lambda s=spec: s.parse(
                                  self.text(s.file), self.rel(s.file)))
                 if got is not None:
                     self.used.setdefault(spec.slot, self.rel(spec.file))
@@ -393,7 +395,7 @@ class _NetnsLoader:
                 continue
             nf_seen = True
             got = _parse(problems, self.rel(spec.file),
-                         lambda s=spec: s.parse(  # type: ignore[misc]
+                         lambda s=spec: s.parse(
                              self.text(s.file), self.rel(s.file)))
             if isinstance(got, Ruleset):
                 rulesets.append(got)
@@ -514,47 +516,47 @@ class LazyNetNamespace(NetNamespace):
 
     # One cached property per slot: the first read parses, later reads are a dict lookup.
     @cached_property
-    def links(self):  # type: ignore[override]
+    def links(self):
         return self._loader.links()
 
     @cached_property
-    def routes(self):  # type: ignore[override]
+    def routes(self):
         return self._loader.routes()
 
     @cached_property
-    def rules(self):  # type: ignore[override]
+    def rules(self):
         return self._loader.rules()
 
     @cached_property
-    def rulesets(self):  # type: ignore[override]
+    def rulesets(self):
         return self._loader.rulesets()
 
     @cached_property
-    def ipsets(self):  # type: ignore[override]
+    def ipsets(self):
         return self._loader.ipsets()
 
     @cached_property
-    def listeners(self):  # type: ignore[override]
+    def listeners(self):
         return self._loader.listeners()
 
     @cached_property
-    def sysctls(self):  # type: ignore[override]
+    def sysctls(self):
         return self._loader.sysctls()
 
     @cached_property
-    def ipvs(self):  # type: ignore[override]
+    def ipvs(self):
         return self._loader.ipvs()
 
     @cached_property
-    def registrations(self):  # type: ignore[override]
+    def registrations(self):
         return self._loader.registrations()
 
     @cached_property
-    def neighbors(self):  # type: ignore[override]
+    def neighbors(self):
         return self._loader.neighbors()
 
     @cached_property
-    def problems(self):  # type: ignore[override]
+    def problems(self):
         """This namespace's problems: forces its own slots only."""
         return self._loader.problems(self)
 
@@ -671,7 +673,7 @@ class LazySnapshot(Snapshot):
     base_problems: tuple[Problem, ...]
 
     @cached_property
-    def problems(self):  # type: ignore[override]
+    def problems(self):
         return self.base_problems + tuple(p for n in self._dumps.nodes
                                           for p in self._dumps.get(n)[2])
 

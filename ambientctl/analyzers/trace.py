@@ -24,6 +24,7 @@ import ipaddress
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from ambientctl import istio
 from ambientctl.analyzers import waypoint as wpt
 from ambientctl.analyzers.derived_facts import DerivedFacts, Role
 from ambientctl.analyzers.fork import EndpointSelector
@@ -44,6 +45,7 @@ from ambientctl.analyzers.ztunnel_view import (
     disagreements,
     workload_at,
 )
+from ambientctl.istio import HBONE_PORT, INPOD_MARK, LEGACY_IPSET, REDIRECTION, SIDECAR_UID
 from ambientctl.model import (
     IPAddress,
     NetNamespace,
@@ -55,12 +57,7 @@ from ambientctl.model import (
     ZtunnelWorkload,
 )
 
-INPOD_MARK = 0x539
-SIDECAR_UID = 1337  # istio-proxy's uid: sidecar rules RETURN on --uid-owner 1337
-SIDECAR_INBOUND_SRC = ipaddress.ip_address("127.0.0.6")
-LEGACY_IPSET = "ztunnel-pods-ips"
-REDIRECTION = "ambient.istio.io/redirection"
-HBONE_PORT = 15008
+SIDECAR_INBOUND_SRC = ipaddress.ip_address(istio.SIDECAR_INBOUND_SRC)
 
 
 @dataclass
@@ -346,11 +343,11 @@ class Tracer:
                               f"tells ztunnel {proto} for it)", pod.source))
             steps.extend(self._disagreement(pod, proto))
             return ann == "enabled", steps
-        if pod.labels.get("networking.istio.io/tunnel") == "http":
+        if pod.labels.get(istio.TUNNEL) == "http":
             return True, steps + [
                 Step("ztunnel", f"{pod.name} is labelled networking.istio.io/tunnel: "
                                "http: it accepts HBONE", pod.source)]
-        if "sidecar.istio.io/status" in pod.annotations:
+        if istio.SIDECAR_STATUS in pod.annotations:
             return False, steps + [
                 Step("ztunnel", f"{pod.name} has a sidecar (sidecar.istio.io/status) "
                                 "and no HBONE tunnel label: ztunnel sends it plain TCP, its "

@@ -26,19 +26,18 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from ambientctl.istio import (
+    DEFAULT_WAYPOINT_FOR,
+    GATEWAY_NAME,
+    INGRESS_USE_WAYPOINT,
+    USE_WAYPOINT,
+    WAYPOINT_FOR,
+    WAYPOINT_FOR_VALUES,
+    is_ingress_gateway,
+    is_waypoint,
+)
+from ambientctl.istio import USE_WAYPOINT_NAMESPACE as USE_WAYPOINT_NS
 from ambientctl.model import MeshObject, Pod, Service, Snapshot, SourceRef
-
-USE_WAYPOINT = "istio.io/use-waypoint"
-USE_WAYPOINT_NS = "istio.io/use-waypoint-namespace"
-WAYPOINT_FOR = "istio.io/waypoint-for"
-INGRESS_USE_WAYPOINT = "istio.io/ingress-use-waypoint"
-GATEWAY_NAME = "gateway.networking.k8s.io/gateway-name"
-MANAGED = "gateway.istio.io/managed"
-MESH_CONTROLLER = "istio.io-mesh-controller"
-GATEWAY_CONTROLLER = "istio.io-gateway-controller"
-WAYPOINT_FOR_VALUES = ("service", "workload", "all", "none")
-DEFAULT_WAYPOINT_FOR = "service"
-HBONE_PORT = 15008
 
 
 @dataclass(frozen=True)
@@ -87,14 +86,13 @@ class Waypoint:
 
 
 def is_waypoint_pod(pod: Pod) -> bool:
-    """A waypoint's Envoy pod (Istio's mesh controller deploys it)."""
-    return pod.labels.get(MANAGED) == MESH_CONTROLLER
+    """A waypoint's Envoy pod (`istio.is_waypoint` on the model's pod)."""
+    return is_waypoint(pod.labels)
 
 
 def is_ingress_gateway_pod(pod: Pod) -> bool:
-    """An ingress gateway's Envoy pod (Gateway API deployment or the classic install)."""
-    return pod.labels.get(MANAGED) == GATEWAY_CONTROLLER or \
-        pod.labels.get("istio") == "ingressgateway"
+    """An ingress gateway's Envoy pod (`istio.is_ingress_gateway` on the model's pod)."""
+    return is_ingress_gateway(pod.labels)
 
 
 def _bind(labels: Mapping[str, str], namespace: str, on: str,

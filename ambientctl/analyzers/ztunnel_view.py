@@ -16,6 +16,7 @@ from enum import StrEnum
 
 from ambientctl.analyzers.derived_facts import Role
 from ambientctl.analyzers.parse.ztunnel import SHAPES
+from ambientctl.istio import HBONE_PORT
 from ambientctl.model import (
     IPAddress,
     NetNamespace,
@@ -26,7 +27,6 @@ from ambientctl.model import (
     ZtunnelWorkload,
 )
 
-HBONE_PORT = 15008
 # Roles whose namespace carries in-pod redirection (ISTIO_PRERT / istio-ambient-*), or
 # Cilium's equivalent: what istio-cni installs for a pod ztunnel serves (1.21+).
 CAPTURED_ROLES = ("inpod-ambient", "cilium-ztunnel")

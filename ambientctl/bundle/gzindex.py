@@ -58,7 +58,7 @@ class _Inflater:
     """A gzip decompressor over a file that knows the exact offset of its unread input."""
 
     def __init__(self, fh: BinaryIO, where: str, in_off: int = 0,
-                 dec: zlib._Decompress | None = None, produced: int = 0) -> None:  # type: ignore[name-defined]
+                 dec: zlib._Decompress | None = None, produced: int = 0) -> None:
         self.fh = fh
         self.where = where
         self.dec = dec if dec is not None else zlib.decompressobj(_WBITS_GZIP)
@@ -161,7 +161,7 @@ class GzipIndex:
         self._inf = _Inflater(fh, where)
         # checkpoint i: (uncompressed offset, compressed offset, decompressor state)
         self._cp_off: list[int] = [0]
-        self._cp: list[tuple[int, zlib._Decompress]] = [(0, self._inf.dec.copy())]  # type: ignore[name-defined]
+        self._cp: list[tuple[int, zlib._Decompress]] = [(0, self._inf.dec.copy())]
         self._block = bytearray()  # the block being filled by the forward pass
         self._buf = bytearray()  # produced, not yet handed to `read`
         self._cache: OrderedDict[int, bytes] = OrderedDict()

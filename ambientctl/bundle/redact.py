@@ -147,8 +147,11 @@ class Redactor:
         self._prose_done: dict[str, str] = {}
 
     # ------------------------------------------------------------------ names
-    def add_name(self, name: str, kind: str) -> None:
-        """Register an identifier of `kind` (node, namespace, pod, service, ...)."""
+    def add_name(self, name: object, kind: str) -> None:
+        """Register an identifier of `kind` (node, namespace, pod, service, ...).
+
+        `name` is whatever the document held there: anything but a non-empty string is
+        ignored, so callers pass raw JSON values without checking them first."""
         if not isinstance(name, str) or not name:
             return
         name = name.strip()
@@ -218,6 +221,7 @@ class Redactor:
             return None
         if ip.version == 6 and ip.ipv4_mapped is not None:
             inner = self._ip(str(ip.ipv4_mapped), None)
+            assert inner is not None  # an IPv4 address without a length always maps
             out = text[: text.rfind(":") + 1] + inner if "." in text else \
                 str(ipaddress.IPv6Address((0xFFFF << 32) | int(ipaddress.IPv4Address(inner))))
             return out if length is None else f"{out}/{length}"
@@ -279,11 +283,11 @@ class Redactor:
     def _addr_new(self, m: re.Match[str]) -> str:
         g = m.groupdict()
         if g.get("nft") is not None:
-            ip, length = m.group("nftip"), int(m.group("nftlen"))
-            mapped = self._ip(ip, length)
+            ip, nft_len = m.group("nftip"), int(m.group("nftlen"))
+            mapped = self._ip(ip, nft_len)
             if mapped is None:
                 return m.group(0)
-            return m.group("nft") + mapped.rsplit("/", 1)[0] + m.group("nftmid") + str(length)
+            return m.group("nft") + mapped.rsplit("/", 1)[0] + m.group("nftmid") + str(nft_len)
         if g.get("v6") is not None:
             cand, length = m.group("v6"), m.group("v6len")
             if length is None and _MAC.match(cand):
@@ -623,7 +627,8 @@ def redact_bundle(src_path: str, out_path: str, *, key: bytes | None = None) -> 
                     parsed[rel] = json.loads(files[rel])
                 except ValueError as exc:
                     raise BundleError(f"{src_path}: {rel} is not valid JSON ({exc})",
-                                      hint="redaction reads structured files field by field")
+                                      hint="redaction reads structured files field by field"
+                                      ) from exc
         for rel, doc_in in parsed.items():  # dry pass: contexts, images -> literals
             Walker(red, table_for(rel), rel, dry=True).walk(doc_in)  # type: ignore[arg-type]
         if manifest is not None:
@@ -674,7 +679,9 @@ def _redacted_manifest(red: Redactor, manifest: Mapping[str, Any] | None,
     walked = Walker(red, MANIFEST_FIELDS, MANIFEST, dry=False).walk(src)
     listed: set[str] = set()
     entries: list[dict[str, Any]] = []
-    raw_entries = src.get("entries") if isinstance(src.get("entries"), list) else []
+    raw_entries = src.get("entries")
+    if not isinstance(raw_entries, list):
+        raw_entries = []
     for entry, new in zip(raw_entries, walked.get("entries") or [], strict=False):
         if not isinstance(entry, dict) or not isinstance(new, dict):
             continue

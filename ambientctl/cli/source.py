@@ -456,9 +456,10 @@ def resolve_source(**opts: Any) -> str:
     # The source is checked (no cluster reachable, client missing) before anything exists.
     live = live_options_from(**opts) if local is None else None
     out = opts.get("save_bundle") or _temp_bundle()
-    progress = None
+    progress: Callable[[str], None] | None = None
     if sys.stderr.isatty():
-        progress = lambda line: echo(f"  {line}", err=True)
+        def progress(line: str) -> None:
+            echo(f"  {line}", err=True)
     if live is None:
         assert local is not None
         written, _ = collect_local(local, collect_options_from(**opts), out, progress=progress)

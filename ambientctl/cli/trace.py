@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from typing import TYPE_CHECKING
 
 import click
 
@@ -10,6 +11,10 @@ from ambientctl.cli import cli
 from ambientctl.cli.common import load, source_option
 from ambientctl.errors import ExitCode, UsageError
 from ambientctl.render.terminal import terminal_safe
+
+if TYPE_CHECKING:  # the analyzers load lazily, when a command runs
+    from ambientctl.analyzers.fork import EndpointSelector
+    from ambientctl.analyzers.snapshot import Snapshot
 
 DISPOSITIONS = ("delivered", "bypassed-mesh", "refused", "dropped", "no-route",
                 "insufficient-info", "left-bundle", "loop")
@@ -124,7 +129,8 @@ def trace_cmd(src: str, dst: str, namespace: str | None, port: int | None, plain
     return int(ExitCode.OK)
 
 
-def _endpoint_selector(snap: object, text: str, namespace: str | None = None) -> object:
+def _endpoint_selector(snap: Snapshot, text: str, namespace: str | None = None
+                       ) -> EndpointSelector:
     """`--endpoint POD|IP` -> an EndpointSelector (a pod stands for all its addresses)."""
     import ipaddress
 
@@ -137,7 +143,7 @@ def _endpoint_selector(snap: object, text: str, namespace: str | None = None) ->
     except ValueError:
         pass
     try:
-        ep = resolve(snap, text, role="destination", namespace=namespace)  # type: ignore[arg-type]
+        ep = resolve(snap, text, role="destination", namespace=namespace)
     except SelectorError as exc:
         raise SelectorError(f"--endpoint: {exc.message}", hint=exc.hint) from None
     if ep.pod is None:
@@ -168,7 +174,7 @@ def _compare(old_path: str, t: object, location: str, snap: object, src: str, ds
     div = first_divergence(old_t, t, entries)  # type: ignore[arg-type]
     if output == "json":
         click.echo(json.dumps(diff_out.compare_document(
-            trace_json.trace_document(old_t, old_location, judge(old_snap, old_t)),  # type: ignore[arg-type]
+            trace_json.trace_document(old_t, old_location, judge(old_snap, old_t)),
             trace_json.trace_document(t, location, judge(snap, t)),  # type: ignore[arg-type]
             div), indent=2))
     else:

@@ -25,6 +25,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from ambientctl import istio
 from ambientctl.bundle.layout import CLUSTER_FILES, MESH_APIS, MESH_FILES, valid_name
 from ambientctl.collectors.batch import discovery_argv, new_nonce
 from ambientctl.collectors.transport import Transport
@@ -32,9 +33,6 @@ from ambientctl.errors import TransportError
 
 KIND_CLUSTER_LABEL = "io.x-k8s.kind.cluster"
 KIND_ROLE_LABEL = "io.x-k8s.kind.role"
-AMBIENT_MODE_LABEL = "istio.io/dataplane-mode"
-REDIRECTION_ANNOTATION = "ambient.istio.io/redirection"
-ISTIO_NAMESPACE = "istio-system"
 
 # Annotation keys kept in projections: Istio's (redirection status, sidecar status,
 # capture knobs). Everything else may be arbitrary user data.
@@ -428,43 +426,37 @@ def pod_key(pod: Mapping[str, Any]) -> tuple[str, str]:
     return str(meta.get("namespace") or "default"), str(meta.get("name"))
 
 
+def _labels(obj: Mapping[str, Any], key: str = "labels") -> dict[str, str]:
+    got = (obj.get("metadata") or {}).get(key)
+    return {str(k): str(v) for k, v in got.items()} if isinstance(got, Mapping) else {}
+
+
 def is_ambient(pod: Mapping[str, Any], namespaces: Mapping[str, Mapping[str, Any]]) -> bool:
     """In the mesh's ambient data plane (istio-datapath.md §3.1 step 3-4, §4.1).
 
     Captured when istio-cni annotated it `ambient.istio.io/redirection: enabled`; else
-    enrolled by label (pod `istio.io/dataplane-mode=ambient`, or namespace label and the
-    pod not opted out with `none`), never for hostNetwork or sidecar-injected pods.
+    when `istio.enrollment` says istio-cni enrolls it (labels, never hostNetwork,
+    sidecar or ztunnel pods).
     """
-    meta = pod.get("metadata") or {}
-    if (meta.get("annotations") or {}).get(REDIRECTION_ANNOTATION) == "enabled":
+    namespace, name = pod_key(pod)
+    annotations = _labels(pod, "annotations")
+    if annotations.get(istio.REDIRECTION) == "enabled":
         return True
-    if (pod.get("spec") or {}).get("hostNetwork"):
-        return False
-    if "sidecar.istio.io/status" in (meta.get("annotations") or {}):
-        return False
-    mode = (meta.get("labels") or {}).get(AMBIENT_MODE_LABEL)
-    if mode is not None:
-        return mode == "ambient"
-    ns = namespaces.get(str(meta.get("namespace")), {})
-    return ((ns.get("metadata") or {}).get("labels") or {}).get(AMBIENT_MODE_LABEL) == "ambient"
-
-
-def _app(pod: Mapping[str, Any]) -> str:
-    labels = (pod.get("metadata") or {}).get("labels") or {}
-    return str(
-        labels.get("app") or labels.get("k8s-app") or labels.get("app.kubernetes.io/name") or ""
-    )
+    return istio.enrollment(
+        namespace=namespace, name=name, labels=_labels(pod), annotations=annotations,
+        host_network=bool((pod.get("spec") or {}).get("hostNetwork")),
+        namespace_labels=_labels(namespaces.get(namespace, {}))).expected
 
 
 def istio_pods(view: ClusterView, node: str) -> dict[str, dict[str, Any]]:
     """The node's ztunnel and istio-cni pods ("ztunnel" / "istio-cni" -> pod)."""
     found: dict[str, dict[str, Any]] = {}
     for pod in view.pods_on(node):
-        _, name = pod_key(pod)
-        app = _app(pod)
-        if app == "ztunnel" or name.startswith("ztunnel-"):
+        namespace, name = pod_key(pod)
+        labels = _labels(pod)
+        if istio.is_ztunnel(namespace, name, labels):
             found.setdefault("ztunnel", pod)
-        elif app in ("istio-cni-node", "istio-cni") or name.startswith("istio-cni-node-"):
+        elif istio.is_istio_cni(namespace, name, labels):
             found.setdefault("istio-cni", pod)
     return found
 

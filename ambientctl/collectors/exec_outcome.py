@@ -67,7 +67,7 @@ class CappedBuffer:
         self.cap = cap
         self.seen = 0
 
-    def append(self, chunk: bytes) -> None:
+    def append(self, chunk: bytes | memoryview) -> None:
         self.seen += len(chunk)
         if self.cap is None:
             self._buf += chunk

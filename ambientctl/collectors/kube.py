@@ -355,6 +355,10 @@ class KubePortForwardTransport:
         self._factory = client_factory or ClientFactory(timeout=connect_timeout)
         self.connect_timeout = connect_timeout
 
+    def close(self) -> None:
+        """Nothing held between calls: each `run` opens and closes its own forwarded stream
+        and API client (the `Transport` protocol asks every transport for `close`)."""
+
     def describe_wrapper(self, netns: NetnsRef) -> tuple[str, ...]:
         """The kubectl equivalent: forward the port, then run the argv against it."""
         return ("kubectl", "port-forward", "-n", self.namespace, f"pod/{self.pod}")
@@ -416,7 +420,7 @@ class KubePortForwardTransport:
                 # is still buffered on our end. Read it, as curl reads the reply after
                 # a write the peer never consumed - never a transport error by itself.
                 pass
-            resp = http.client.HTTPResponse(sock, method="GET")  # type: ignore[arg-type]
+            resp = http.client.HTTPResponse(sock, method="GET")
             resp.begin()
             body = resp.read()
         except TimeoutError:
@@ -437,6 +441,6 @@ class KubePortForwardTransport:
                 f"{where}: {error or f'the forwarded stream ended early ({exc})'}"
             ) from None
         if resp.status >= 400:  # curl --fail
-            err = f"curl: (22) The requested URL returned error: {resp.status}\n"
-            return ExecResult(22, b"", err.encode(), deadline.elapsed_ms())
+            failed = f"curl: (22) The requested URL returned error: {resp.status}\n"
+            return ExecResult(22, b"", failed.encode(), deadline.elapsed_ms())
         return ExecResult(0, body, b"", deadline.elapsed_ms())

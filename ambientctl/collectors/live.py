@@ -343,10 +343,10 @@ def plan_kind(opts: LiveOptions) -> LivePlan:
             hint="`kind get clusters` lists them; or " + NO_CLUSTER_HINT,
         )
     context = opts.context or f"kind-{opts.kind}"
-    _, view, why = _cluster(opts, context, required=False)
+    _, view, cluster_why = _cluster(opts, context, required=False)
     notes: dict[str, Any] = {"mode": "kind", "kind_cluster": opts.kind, "context": context}
-    if why:
-        notes["cluster_error"] = why
+    if cluster_why:
+        notes["cluster_error"] = cluster_why
     selected = [n for n in nodes if _wanted_node(opts, n.name)]
     stopped = {n.name: n.state for n in selected if not n.running}
     if stopped:

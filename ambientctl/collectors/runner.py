@@ -69,8 +69,8 @@ class Target:
     `id` is "node/<node>" or "pod/<namespace>/<name>" (the manifest's target ids);
     `dir` is its bundle directory from `layout`. A "ztunnel" target
     ("ztunnel/<namespace>/<name>") is the ztunnel pod's netns once more, for the reads
-    that are not netns dumps (its admin `config_dump`), stored under `nodes/<node>/ztunnel`. Names are validated here, once, before
-    any of them reaches a path or an argv.
+    that are not netns dumps (its admin `config_dump`), stored under `nodes/<node>/ztunnel`.
+    Names are validated here, once, before any of them reaches a path or an argv.
     """
 
     id: str

@@ -54,17 +54,17 @@ def render(report: Report, *, verbose: bool = False) -> str:
         lines.append("")
     from ambientctl.analyzers.doctor.incidents import group
 
-    for n, inc in enumerate(group(report.findings), start=1):
+    for number, inc in enumerate(group(report.findings), start=1):
         root = report.findings[inc.root]
         if not inc.consequences:
             lines += _finding(root, verbose)
             lines.append("")
             continue
-        lines.append(f"incident {n}: {root.check_id} {root.title} - fix this first; "
+        lines.append(f"incident {number}: {root.check_id} {root.title} - fix this first; "
                      f"{len(inc.consequences)} finding(s) below follow from it")
         lines += _finding(root, verbose)
-        for c in inc.consequences:
-            lines += ["  " + ln for ln in _finding(report.findings[c], verbose)]
+        for consequence in inc.consequences:
+            lines += ["  " + ln for ln in _finding(report.findings[consequence], verbose)]
         lines.append("")
     if not report.findings:
         lines += ["No findings." if not report.below_threshold else

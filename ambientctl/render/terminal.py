@@ -9,8 +9,9 @@ at the boundary - the text renderers' result and every line the CLI echoes - and
 such character as a visible escape (`\\x1b`, `\\u202e`); newline and tab are layout and
 stay, and so do SGR colour sequences made only of the codes `term.Term.paint` writes (colour
 and bold/dim; the renderers colour a terminal's output): at worst, data can recolour text,
-never set a title, a hyperlink or the clipboard (OSC), move the cursor or hide text. JSON output needs nothing: `json.dumps` already writes every control character as a
-`\\u00XX` escape, so the exact value survives for machines.
+never set a title, a hyperlink or the clipboard (OSC), move the cursor or hide text. JSON output
+needs nothing: `json.dumps` already writes every control character as a `\\u00XX` escape,
+so the exact value survives for machines.
 """
 
 from __future__ import annotations

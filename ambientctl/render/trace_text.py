@@ -72,7 +72,8 @@ def render(t: Trace, *, verbose: bool = False, header: str | None = None,
                     out.extend(_step_line(s))
             rep = leg.result.reply
             if rep is not None:
-                out.append(f"    answer ({'returns' if rep.disposition.value == 'delivered' else rep.disposition.value}):")
+                how = "returns" if rep.disposition.value == "delivered" else rep.disposition.value
+                out.append(f"    answer ({how}):")
                 for hop in rep.hops:
                     who = f"pod {hop.pod}" if hop.pod else "node"
                     out.append(f"    [{hop.node}] {who} ({hop.role})")

@@ -29,9 +29,10 @@ container `env` (with a planted secret value), `managedFields` and the
 `kubectl.kubernetes.io/last-applied-configuration` annotation.
 
 What it is not: an API server. No TLS, no watch, no RBAC beyond one bearer token; exec
-runs the argv for real in the emulated pod's network namespace (`ExecTarget.prefix`: `ip netns exec POD_NETNS`, or a `NodeView` prefix for a
-hostNetwork pod such as istio-cni). A pod may be given a set of binaries (`binaries=`) to emulate a distroless
-image; anything else is "executable file not found". `latency` delays each exec;
+runs the argv for real in the emulated pod's network namespace (`ExecTarget.prefix`:
+`ip netns exec POD_NETNS`, or a `NodeView` prefix for a hostNetwork pod such as istio-cni).
+A pod may be given a set of binaries (`binaries=`) to emulate a distroless image;
+anything else is "executable file not found". `latency` delays each exec;
 `drop_status` ends exec streams without a status (the silent truncation of kubectl#1361).
 """
 

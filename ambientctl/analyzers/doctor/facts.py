@@ -15,6 +15,8 @@ from functools import cached_property
 
 from ambientctl.analyzers.derived_facts import DerivedFacts
 from ambientctl.errors import ParseError
+from ambientctl.istio import Enrollment, is_ztunnel
+from ambientctl.istio import enrollment as istio_enrollment
 from ambientctl.model import (
     Chain,
     IPAddress,
@@ -33,9 +35,6 @@ from ambientctl.model import (
     Table,
 )
 
-DATAPLANE_MODE = "istio.io/dataplane-mode"
-REDIRECTION = "ambient.istio.io/redirection"
-SIDECAR_STATUS = "sidecar.istio.io/status"
 BYPASS_INBOUND = "ambient.istio.io/bypass-inbound-capture"
 # The fix for most missing or stale istio-cni state: its agent reconciles on start.
 CNI_AGENT = "kubectl -n istio-system delete pod -l k8s-app=istio-cni-node " \
@@ -117,10 +116,8 @@ def missing_reason(ns: NetNamespace, data: str) -> str:
 
 
 def is_ztunnel_pod(pod: Pod) -> bool:
-    """The ztunnel DaemonSet's pods (label app=ztunnel; the chart's name prefix otherwise)."""
-    if pod.labels.get("app") == "ztunnel":
-        return True
-    return pod.name.startswith("ztunnel-") and pod.namespace == "istio-system"
+    """The ztunnel DaemonSet's pods (`istio.is_ztunnel` on the model's pod)."""
+    return is_ztunnel(pod.namespace, pod.name, pod.labels)
 
 
 def running(pod: Pod) -> bool:
@@ -128,35 +125,11 @@ def running(pod: Pod) -> bool:
     return pod.phase in (None, "Running") and bool(pod.ips)
 
 
-@dataclass(frozen=True)
-class Enrollment:
-    """Should a pod be in the mesh, and why (for messages)."""
-
-    expected: bool
-    why: str
-
-
 def enrollment(pod: Pod, ns_labels: Mapping[str, str]) -> Enrollment:
-    """Does istio-cni enroll `pod` (istio-datapath.md §2.1 legacy, §3.1 item 4 in-pod)?"""
-    if pod.host_network:
-        return Enrollment(False, "hostNetwork pod")
-    if is_ztunnel_pod(pod):
-        return Enrollment(False, "ztunnel itself")
-    if SIDECAR_STATUS in pod.annotations:
-        return Enrollment(False, "has a sidecar")
-    ann = pod.annotations.get(REDIRECTION)
-    if ann == "disabled":
-        return Enrollment(False, f"annotated {REDIRECTION}=disabled")
-    label = pod.labels.get(DATAPLANE_MODE)
-    if label == "none":
-        return Enrollment(False, f"labelled {DATAPLANE_MODE}=none")
-    if label == "ambient":
-        return Enrollment(True, f"pod labelled {DATAPLANE_MODE}=ambient")
-    if ns_labels.get(DATAPLANE_MODE) == "ambient":
-        return Enrollment(True, f"namespace {pod.namespace} labelled {DATAPLANE_MODE}=ambient")
-    if ann in ("enabled", "pending"):
-        return Enrollment(True, f"annotated {REDIRECTION}={ann}")
-    return Enrollment(False, "not selected for ambient")
+    """Does istio-cni enroll `pod` (`istio.enrollment` on the model's pod)?"""
+    return istio_enrollment(namespace=pod.namespace, name=pod.name, labels=pod.labels,
+                            annotations=pod.annotations, host_network=pod.host_network,
+                            namespace_labels=ns_labels)
 
 
 @dataclass
@@ -245,7 +218,7 @@ class Context:
     @classmethod
     def build(cls, snap: Snapshot) -> Context:
         facts = DerivedFacts.of(snap)
-        ctx = cls(snap, facts.roles, facts.role_notes)  # type: ignore[arg-type]
+        ctx = cls(snap, facts.roles, facts.role_notes)
         ctx.nodes = _NodeViews(ctx)
         return ctx
 

@@ -19,9 +19,6 @@ from ambientctl.analyzers import netfilter, routing
 from ambientctl.analyzers.doctor import sim
 from ambientctl.analyzers.doctor.facts import (
     BYPASS_INBOUND,
-    DATAPLANE_MODE,
-    REDIRECTION,
-    SIDECAR_STATUS,
     Context,
     NodeView,
     PodTarget,
@@ -39,11 +36,23 @@ from ambientctl.analyzers.doctor.registry import Issue, Skip, check
 from ambientctl.analyzers.findings import Evidence, Severity
 from ambientctl.analyzers.packet import Packet
 from ambientctl.analyzers.ztunnel_view import Disagreement, disagreements, workloads_by_pod
+from ambientctl.istio import (
+    DATAPLANE_MODE,
+    DNS_PORT,
+    HBONE_PORT,
+    INBOUND_PLAINTEXT_PORT,
+    INPOD_MARK,
+    INPOD_MASK,
+    INPOD_TPROXY_MARK,
+    OUTBOUND_PORT,
+    PROBE_SNAT_V4,
+    REDIRECTION,
+    SIDECAR_STATUS,
+    ZTUNNEL_LISTENERS,
+)
 from ambientctl.model import IPAddress, NetNamespace, Pod
 
-INPOD_MARK, INPOD_MASK = 0x539, 0xFFF
-INPOD_TPROXY_MARK = 0x111
-PROBE_SNAT = ipaddress.ip_address("169.254.7.127")
+PROBE_SNAT = ipaddress.ip_address(PROBE_SNAT_V4)
 PROBE_SETS_V4 = ("istio-inpod-probes-v4", "istio-inpod-probes")
 PROBE_SETS_V6 = ("istio-inpod-probes-v6",)
 INPOD_CHAINS = ("ISTIO_PRERT", "ISTIO_OUTPUT")
@@ -63,8 +72,8 @@ def captured_count(ctx: Context, node: NodeView) -> int | None:
 
 
 def _app_port(pod: Pod) -> int:
-    for _name_, port, proto in pod.container_ports:
-        if proto.upper() == "TCP" and port not in (15001, 15006, 15008):
+    for _name, port, proto in pod.container_ports:
+        if proto.upper() == "TCP" and port not in ZTUNNEL_LISTENERS:
             return port
     return 8080
 
@@ -183,15 +192,15 @@ def inpod_redirect_wrong(ctx: Context, pt: PodTarget) -> Iterator[Issue]:
     res = sim.hook(ns, "output", out_pkt, listeners=False, out_dev=eth, out_src=ip)
     if res.verdict == "insufficient-info":
         undecided.append(f"OUTPUT: {res.reason}")
-    elif not (res.packet.dport == 15001 and res.packet.dst in local):
+    elif not (res.packet.dport == OUTBOUND_PORT and res.packet.dst in local):
         yield _pod_issue(pt, f"in pod {pod_name(pt.pod)} on node {pt.node.name} (netns {ns.id}) "
                          f"the app's connection to {dst}:{dport} is not redirected to ztunnel's "
                          f"outbound port 15001 (it goes to {res.packet.dst_addr}, verdict "
                          f"{res.verdict}): outbound traffic bypasses the mesh",
                          _wrong(res, "a nat ISTIO_OUTPUT rule `-p tcp -m mark ! --mark "
-                                "0x539/0xfff -j REDIRECT --to-ports 15001`", path, present(15001)))
+                                "0x539/0xfff -j REDIRECT --to-ports 15001`", path, present(OUTBOUND_PORT)))
     # (b) ztunnel's own connection (SO_MARK 0x539) must leave untouched
-    zt_pkt = Packet(family=4, proto="tcp", src=ip, dst=dst, sport=40001, dport=15008,
+    zt_pkt = Packet(family=4, proto="tcp", src=ip, dst=dst, sport=40001, dport=HBONE_PORT,
                     mark=INPOD_MARK, local_socket=True)
     res = sim.hook(ns, "output", zt_pkt, listeners=False, out_dev=eth, out_src=ip)
     if res.verdict == "insufficient-info":
@@ -212,7 +221,7 @@ def inpod_redirect_wrong(ctx: Context, pt: PodTarget) -> Iterator[Issue]:
             res.packet.dport if res.packet.dst in local and res.packet.dport != port else None)
         if res.verdict == "insufficient-info":
             undecided.append(f"PREROUTING: {res.reason}")
-        elif got != 15006:
+        elif got != INBOUND_PLAINTEXT_PORT:
             yield _pod_issue(pt, f"in pod {pod_name(pt.pod)} on node {pt.node.name} "
                              f"(netns {ns.id}) plaintext TCP to {ip}:{port} is not redirected "
                              f"to ztunnel's inbound port 15006 ("
@@ -220,15 +229,15 @@ def inpod_redirect_wrong(ctx: Context, pt: PodTarget) -> Iterator[Issue]:
                              + "): inbound policy is bypassed",
                              _wrong(res, "a nat ISTIO_PRERT rule `-p tcp ! --dport 15008 -m mark "
                                     "! --mark 0x539/0xfff -j REDIRECT --to-ports 15006`", path,
-                                    present(15006)))
+                                    present(INBOUND_PLAINTEXT_PORT)))
     # (d) HBONE inbound must reach ztunnel's own :15008
-    hb_pkt = Packet(family=4, proto="tcp", src=peer, dst=ip, sport=40003, dport=15008, iif=eth)
+    hb_pkt = Packet(family=4, proto="tcp", src=peer, dst=ip, sport=40003, dport=HBONE_PORT, iif=eth)
     res = sim.hook(ns, "prerouting", hb_pkt, listeners=False)
     if res.verdict == "insufficient-info":
         undecided.append(f"PREROUTING 15008: {res.reason}")
     else:
         tp = res.packet.tproxy.port if res.packet.tproxy else None
-        if res.verdict != "accept" or res.packet.dport != 15008 or tp not in (None, 15008):
+        if res.verdict != "accept" or res.packet.dport != HBONE_PORT or tp not in (None, HBONE_PORT):
             where = tp or res.packet.dport
             yield _pod_issue(pt, f"in pod {pod_name(pt.pod)} on node {pt.node.name} "
                              f"(netns {ns.id}) HBONE to {ip}:15008 lands on port {where} "
@@ -268,13 +277,13 @@ def inpod_route_missing(ctx: Context, pt: PodTarget) -> Iterator[Issue]:
 def inpod_not_listening(ctx: Context, pt: PodTarget) -> Iterator[Issue]:
     """Rules without listeners: REDIRECTed connections are refused."""
     ns, ip = _require_inpod_v4(ctx, pt)
-    wants = [(ipaddress.ip_address("127.0.0.1"), 15001, "outbound"),
-             (ip, 15008, "inbound HBONE")]
+    wants = [(ipaddress.ip_address("127.0.0.1"), OUTBOUND_PORT, "outbound"),
+             (ip, HBONE_PORT, "inbound HBONE")]
     if pt.pod.annotations.get(BYPASS_INBOUND, "").lower() != "true":
-        wants.append((ip, 15006, "inbound plaintext"))
+        wants.append((ip, INBOUND_PLAINTEXT_PORT, "inbound plaintext"))
     if any(True for _ in scan_rules(ns, "15053")):
         # DNS capture is on (`REDIRECT --to-ports 15053`): ztunnel's DNS proxy must be there.
-        wants.append((ipaddress.ip_address("127.0.0.1"), 15053, "DNS proxy"))
+        wants.append((ipaddress.ip_address("127.0.0.1"), DNS_PORT, "DNS proxy"))
     path = file_of(ns, "ss")
     for addr, port, what in wants:
         if netfilter.find_listener(ns.listeners, addr, port) is None:
@@ -352,6 +361,8 @@ def probe_set_stale(ctx: Context, node: NodeView) -> Iterator[Issue]:
     assert host is not None
     wanted = {ip for p in node.expected for ip in p.ips}
     for s in (ipset_named(host, *PROBE_SETS_V4), ipset_named(host, *PROBE_SETS_V6)):
+        if s is None:
+            continue
         for m, ip in stale_members(s, wanted):
             owners = ctx.pod_by_ip(ip, node.name)
             what = (f"pod {pod_name(owners[0])} is not ambient" if owners
@@ -446,7 +457,7 @@ def sidecar_in_ambient(ctx: Context) -> Iterator[Issue]:
         by_rules = ctx.role(ns) == "sidecar"
         if not (by_ann or by_rules):
             continue
-        ev = [Evidence.of(pod.source, "sidecar.istio.io/status" if by_ann else "pod"),
+        ev = [Evidence.of(pod.source, SIDECAR_STATUS if by_ann else "pod"),
               Evidence.of(ambient_ns[pod.namespace].source,
                           f"namespace labelled {DATAPLANE_MODE}=ambient")]
         if by_rules and ns is not None:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Iterator
 
+from ambientctl import istio
 from ambientctl.analyzers import netfilter, routing
 from ambientctl.analyzers.doctor import sim
 from ambientctl.analyzers.doctor.facts import (
@@ -38,9 +39,10 @@ from ambientctl.analyzers.doctor.issues import issue_at
 from ambientctl.analyzers.doctor.registry import Issue, Skip, check
 from ambientctl.analyzers.findings import Evidence, Severity
 from ambientctl.analyzers.packet import Packet
+from ambientctl.istio import HBONE_PORT, INBOUND_PLAINTEXT_PORT, OUTBOUND_PORT
 from ambientctl.model import IPAddress, IpRule, IpSet, NetNamespace, Route, RuleAction
 
-IPSET = "ztunnel-pods-ips"
+IPSET = istio.LEGACY_IPSET
 TUN_IN, TUN_OUT = "istioin", "istioout"
 ZT_TUN_IN, ZT_TUN_OUT = "pistioin", "pistioout"
 TUN_IN_ZTUNNEL = ipaddress.ip_address("192.168.126.2")
@@ -48,7 +50,7 @@ TUN_OUT_ZTUNNEL = ipaddress.ip_address("192.168.127.2")
 OUTBOUND_MARK = 0x100
 TPROXY_MARK, TPROXY_MASK = 0x400, 0xFFF
 ORG_SRC_MARK = 0x4D3
-ZTUNNEL_PORTS = {15001: "outbound", 15006: "inbound plaintext", 15008: "inbound HBONE"}
+ZTUNNEL_PORTS = istio.ZTUNNEL_LISTENERS
 
 
 # --------------------------------------------------------------------------- helpers
@@ -315,7 +317,7 @@ def ip_rule_missing(ctx: Context, node: NodeView) -> Iterator[Issue]:
               102: "replies of connections ztunnel spoofed (mark 0x40) do not return to ztunnel",
               103: "table 100 is never consulted: inbound traffic to ambient pods bypasses "
                    "ztunnel"}
-    for prio, mark, mask, action, table, goto, text in _EXPECTED_RULES:
+    for prio, mark, mask, _action, table, goto, text in _EXPECTED_RULES:
         if hits[prio]:
             continue
         cmd = (f"ip rule add priority {prio}" + (f" fwmark {mark:#x}/{mask:#x}" if mark else "")
@@ -600,8 +602,8 @@ def outbound_not_marked(ctx: Context, node: NodeView) -> Iterator[Issue]:
 # --------------------------------------------------------------------------- ztunnel netns
 
 
-_TPROXY_CASES = ((ZT_TUN_OUT, "remote", 9080, 15001), (ZT_TUN_IN, "local", 15008, 15008),
-                 (ZT_TUN_IN, "local", 9080, 15006))
+_TPROXY_CASES = ((ZT_TUN_OUT, "remote", 9080, OUTBOUND_PORT), (ZT_TUN_IN, "local", HBONE_PORT, HBONE_PORT),
+                 (ZT_TUN_IN, "local", 9080, INBOUND_PLAINTEXT_PORT))
 
 
 @check("AMB213", title="ztunnel netns: TPROXY to 15001/15006/15008 missing",
@@ -648,7 +650,7 @@ def ztunnel_tproxy_missing(ctx: Context, node: NodeView) -> Iterator[Issue]:
                                                   "packet does not reach it"))
         else:
             ev.append(Evidence.missing(path, f"a mangle PREROUTING rule `-i {iif} -p tcp "
-                                       + (f"--dport {dport} " if want == 15008 else "")
+                                       + (f"--dport {dport} " if want == HBONE_PORT else "")
                                        + f"-j TPROXY --on-port {want}`"))
         yield issue_at(node.name, zt, f"in the ztunnel pod on node {node.name} (netns {zt.id}), "
                        f"TCP arriving on {iif} to port {dport} is {what}: ztunnel's "
@@ -709,11 +711,11 @@ def ztunnel_not_listening(ctx: Context, node: NodeView) -> Iterator[Issue]:
     for _t, _c, rule in scan_rules(zt, "tproxy"):
         if rule.target != "TPROXY":
             continue
-        port = (rule.target_option("--on-port") or ("0",))[0]
+        on_port = (rule.target_option("--on-port") or ("0",))[0]
         on_ip = (rule.target_option("--on-ip") or ("127.0.0.1",))[0]
-        if port.isdigit() and int(port) in ZTUNNEL_PORTS:
+        if on_port.isdigit() and int(on_port) in ZTUNNEL_PORTS:
             ip_ = ipaddress.ip_address(on_ip)
-            targets.setdefault(int(port), ipaddress.ip_address("127.0.0.1")
+            targets.setdefault(int(on_port), ipaddress.ip_address("127.0.0.1")
                                if ip_.is_unspecified else ip_)
     for port in ZTUNNEL_PORTS:
         targets.setdefault(port, ipaddress.ip_address("127.0.0.1"))

@@ -127,10 +127,10 @@ def _requirement_missing(ctx: Context, target: object, req: str) -> str | None:
     if where == "cluster":
         return ctx.cluster_problem(data)
     if where == "config_dump":
-        node = target.name if isinstance(target, NodeView) else (
+        node_name = target.name if isinstance(target, NodeView) else (
             target.node.name if isinstance(target, PodTarget) else None)
-        if node is not None and node not in ctx.snap.ztunnel_configs:
-            path = f"nodes/{node}/ztunnel/config_dump.json"
+        if node_name is not None and node_name not in ctx.snap.ztunnel_configs:
+            path = f"nodes/{node_name}/ztunnel/config_dump.json"
             bad = next((p for p in ctx.snap.problems if p.path == path), None)
             if bad is not None:  # present but unreadable: say so, never "no workloads"
                 return f"{path}: unreadable ({bad.message})"

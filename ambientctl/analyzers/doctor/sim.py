@@ -83,8 +83,8 @@ def hook(ns: NetNamespace, hook_name: str, pkt: Packet, *, listeners: bool = Tru
         if mapped:
             break
         only = replace(ns, rulesets=(Ruleset(tables=(table,), source=table.source),))
-        again = netfilter.run_hook(only, hook_name, replace(
-            p, **({"dnat_done": False} if dst_manip else {"snat_done": False})), context())
+        again = netfilter.run_hook(only, hook_name, replace(p, dnat_done=False) if dst_manip
+                                   else replace(p, snat_done=False), context())
         steps.extend(again.steps)
         if again.verdict != "accept":
             return replace(again, steps=tuple(steps))

@@ -33,9 +33,12 @@ def _issues(ctx: Context, want: str) -> Iterator[Issue]:
     seen: set[tuple[str, str]] = set()
     for _addressed, pod, svc in _bound(ctx):
         found = wpt.waypoint_for_traffic(ctx.snap, pod=pod, service=svc)
-        if found is None or found[2] is None or found[2][0] != want:
+        if found is None:
             continue
-        b, wp, (_cid, message) = found
+        b, wp, hit = found
+        if hit is None or hit[0] != want:
+            continue
+        _cid, message = hit
         if (b.on, message) in seen:
             continue
         seen.add((b.on, message))

@@ -82,7 +82,7 @@ class RawRules(Sequence[tuple[int, str]]):
                 if parts[-1] == "":
                     parts.pop()
                 first = line(spans[k])
-                out += zip(range(first, first + len(parts)), parts)
+                out += zip(range(first, first + len(parts)), parts, strict=True)
             rules = self._rules = tuple(out)
         return rules
 
@@ -170,7 +170,7 @@ class TableIndex:
         for batch in _batches(_DECL_RE.finditer(text, start, end)):
             starts, ends, found = _spans(batch)
             if starts[0] != pos or ends[-1] - pos != sum(map(sub, ends, starts)):
-                for s, e, name in zip(starts, ends, found):  # accept the good prefix
+                for s, e, name in zip(starts, ends, found, strict=True):  # accept the good prefix
                     if s != pos:
                         return pos, None
                     if name in self.names:
@@ -179,9 +179,9 @@ class TableIndex:
                     pos = e
                 return pos, None
             base = len(self.decls)
-            new = dict(zip(found, range(base, base + len(found))))
+            new = dict(zip(found, range(base, base + len(found)), strict=True))
             if len(new) != len(found) or not self.names.keys().isdisjoint(new):
-                for name, s in zip(found, starts):
+                for name, s in zip(found, starts, strict=True):
                     if name in self.names:
                         return pos, (name, s)
                     self.declare(name, s)
@@ -210,7 +210,7 @@ class TableIndex:
             # Contiguous (no line skipped by the search) and all chains declared?
             if starts[0] != pos or ends[-1] - pos != sum(map(sub, ends, starts)) \
                     or None in idxs:
-                for s, e, idx in zip(starts, ends, idxs):  # accept the good prefix
+                for s, e, idx in zip(starts, ends, idxs, strict=True):  # accept the good prefix
                     if s != pos or idx is None:
                         return pos
                     self.add_run(idx, s, e)
@@ -218,14 +218,14 @@ class TableIndex:
                 return pos
             known = cast(list[int], idxs)  # no None: checked above
             base = len(self.run_starts)
-            new = dict(zip(known, range(base, base + len(known))))
+            new = dict(zip(known, range(base, base + len(known)), strict=True))
             self.run_starts.extend(starts)
             self.run_ends.extend(ends)
             if len(new) == len(idxs) and self.run_of.keys().isdisjoint(new):
                 self.run_of.update(new)
             else:  # a chain's rules come in several runs (a hand-edited or merged dump)
                 del self.run_starts[base:], self.run_ends[base:]
-                for s, e, i in zip(starts, ends, known):
+                for s, e, i in zip(starts, ends, known, strict=True):
                     self.add_run(i, s, e)
             pos = ends[-1]
         return pos

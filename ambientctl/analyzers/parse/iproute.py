@@ -86,7 +86,7 @@ from ambientctl.errors import ParseError
 
 __all__ = ["parse_ip_addr", "parse_ip_route", "parse_ip_rule"]
 
-_DEFAULT_NET = {4: ipaddress.IPv4Network("0.0.0.0/0"), 6: ipaddress.IPv6Network("::/0")}
+_DEFAULT_NET: dict[int, model.IPNetwork] = {4: ipaddress.IPv4Network("0.0.0.0/0"), 6: ipaddress.IPv6Network("::/0")}
 
 
 def _check_family(family: int) -> None:
@@ -581,7 +581,7 @@ def _route_from_json(
         "src": ip_address(str(obj["prefsrc"]), path, line, "prefsrc")
         if obj.get("prefsrc")
         else None,
-        "via_family": {"inet6": 6, "inet": 4}.get(via.get("family"))
+        "via_family": {"inet6": 6, "inet": 4}.get(str(via.get("family")))
         if isinstance(via, dict)
         else None,
     }

@@ -67,7 +67,7 @@ Known variants:
 ['-4', '! -d 127.0.0.1/32', '-p tcp', '--dport 80']
 >>> rule.target, [str(o) for o in rule.target_options]
 ('REDIRECT', ['--to-ports 15001'])
-"""
+"""  # noqa: E501 - a verbatim fingerprint table / nft dump, not prose to wrap
 
 from __future__ import annotations
 
@@ -1373,7 +1373,8 @@ def _parse_table_body(
 
 def _collect_block(lines: list[str], i: int, path: str) -> tuple[int, str]:
     """Lines up to the matching `}`; returns the index after it and the joined body."""
-    depth, parts, start = 1, [], i
+    parts: list[str] = []
+    depth, start = 1, i
     while i < len(lines):
         line = _strip_handle(lines[i]).strip()
         i += 1
@@ -1599,7 +1600,9 @@ def _text_elements(group: str, path: str, line: int) -> list[Any]:
 def _split_group(group: str, path: str, line: int) -> list[str]:
     """`{ a, b comment "x, y", c }` -> ["a", 'b comment "x, y"', "c"]."""
     inner = group[1:-1]
-    parts, cur, depth, quoted = [], [], 0, False
+    parts: list[str] = []
+    cur: list[str] = []
+    depth, quoted = 0, False
     for ch in inner:
         if ch == '"':
             quoted = not quoted
