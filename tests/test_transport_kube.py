@@ -217,15 +217,18 @@ def test_a_truncated_kube_exec_is_recorded_in_the_manifest(
 ) -> None:
     import json
 
-    from ambientctl.collectors.runner import Plan, Target, collect_bundle
+    from ambientctl.collectors.runner import CollectOptions, Plan, Target, collect_bundle
     from ambientctl.collectors.specs import CommandSpec
 
     spec = CommandSpec("big", "ipset.txt", ("head", "-c", "50000", "/dev/zero"))
     rule = CommandSpec("rule", "ip-rule.json", ("ip", "-j", "rule"))  # one kept output
     target = Target.pod_target("ambient-worker2", APP[0], APP[1], NetnsRef())
-    t = KubeExecTransport(APP[0], APP[1], client_factory=factory, max_output=4096)
+    t = KubeExecTransport(APP[0], APP[1], client_factory=factory)
+    # The cap is a collection option (`--max-output-bytes`); collect_bundle hands it to the
+    # transport, which enforces it while streaming.
     collect_bundle(
-        t, Plan((target,), (spec, rule), ()), str(tmp_path / "b"), collection={"mode": "kube"}
+        t, Plan((target,), (spec, rule), ()), str(tmp_path / "b"), collection={"mode": "kube"},
+        options=CollectOptions(max_output=4096),
     )
     manifest = json.loads((tmp_path / "b" / "manifest.json").read_text())
     entry = next(e for e in manifest["entries"] if e["spec"] == "ipset.txt")

@@ -672,6 +672,18 @@ class LazySnapshot(Snapshot):
     _dumps: _ZtunnelDumps
     base_problems: tuple[Problem, ...]
 
+    def __getattr__(self, name: str) -> Any:
+        # A copy made by `dataclasses.replace` went through `Snapshot.__init__`, which sets
+        # the dataclass fields only: its lazy dump store and bundle view are found through
+        # the dump mapping the copy kept (so evict/close work on it as on the original).
+        m = self.__dict__.get("ztunnel_configs")
+        if isinstance(m, _DumpMapping):
+            if name == "_dumps":
+                return m._dumps
+            if name == "_view":
+                return m._dumps.view
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+
     @cached_property
     def problems(self):
         return self.base_problems + tuple(p for n in self._dumps.nodes
