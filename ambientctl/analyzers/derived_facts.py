@@ -70,6 +70,12 @@ def _routable(ip: IPAddress) -> bool:
     return not (ip.is_loopback or (ip.version == 6 and ip.is_link_local))
 
 
+def running(pod: Pod) -> bool:
+    """Running (or phase unknown in a hand-made bundle) and addressed: a pod whose
+    namespace the kernel dumps can be expected to show."""
+    return pod.phase in (None, "Running") and bool(pod.ips)
+
+
 class DerivedFacts:
     """The derived facts of one snapshot, each computed the first time it is asked for.
 
@@ -178,10 +184,8 @@ class DerivedFacts:
     # ------------------------------------------------------------------ ztunnel per node
     def ztunnel_pod(self, node: str) -> Pod | None:
         """The running ztunnel pod the cluster schedules on `node`, if any."""
-        from ambientctl.analyzers.doctor.facts import is_ztunnel_pod, running
-
         pods = sorted((p for p in self.snap.cluster.pods if p.node == node
-                       and is_ztunnel_pod(p) and running(p)),
+                       and is_ztunnel(p.namespace, p.name, p.labels) and running(p)),
                       key=lambda p: (p.namespace, p.name))
         return pods[0] if pods else None
 

@@ -13,7 +13,7 @@ from collections.abc import Callable, Container, Iterator, Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
 
-from ambientctl.analyzers.derived_facts import DerivedFacts
+from ambientctl.analyzers.derived_facts import DerivedFacts, running
 from ambientctl.errors import ParseError
 from ambientctl.istio import Enrollment, is_ztunnel
 from ambientctl.istio import enrollment as istio_enrollment
@@ -118,11 +118,6 @@ def missing_reason(ns: NetNamespace, data: str) -> str:
 def is_ztunnel_pod(pod: Pod) -> bool:
     """The ztunnel DaemonSet's pods (`istio.is_ztunnel` on the model's pod)."""
     return is_ztunnel(pod.namespace, pod.name, pod.labels)
-
-
-def running(pod: Pod) -> bool:
-    """Running (or phase unknown in a hand-made bundle) and addressed."""
-    return pod.phase in (None, "Running") and bool(pod.ips)
 
 
 def enrollment(pod: Pod, ns_labels: Mapping[str, str]) -> Enrollment:
