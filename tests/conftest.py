@@ -11,9 +11,25 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 from collections.abc import Iterator
 
 import pytest
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Give the test process Python's own SIGINT handling, whatever started it.
+
+    A suite started in the background by a non-interactive shell (`cmd &`, `nohup`, some CI
+    runners) inherits SIGINT ignored - POSIX shells ignore SIGINT in asynchronous commands
+    (bash(1), "COMMAND EXECUTION ENVIRONMENT") - and Python then leaves it ignored, so
+    `_thread.interrupt_main()` does nothing and every CLI the tests start ignores the Ctrl-C
+    they send (execve(2) keeps an ignored signal ignored). The interrupt tests pin ambientctl's
+    handling of Ctrl-C, so they need it delivered: a caught signal is reset to the default at
+    exec, so the children get SIGINT's default too.
+    """
+    if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def kernel_unavailable() -> str | None:
