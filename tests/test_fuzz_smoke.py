@@ -83,3 +83,16 @@ def test_crashes_of_the_tokenising_campaign_are_data_errors():
         parse_config_dump('{"workloads": [], "services": [{"namespace": "default", "name": "web", '
                           '"vips": 5}]}',
                           "nodes/n/ztunnel/config_dump.json", "n")
+
+
+def test_an_infinite_port_number_in_a_config_dump_is_skipped_not_a_crash():
+    # Found by `benchmarks/fuzz.py --mode parsers --seed 11`: JSON's 1e999 decodes to inf and
+    # int(inf) raises OverflowError, which reached the CLI as an internal error.
+    from ambientctl.analyzers.parse.ztunnel import parse_config_dump
+
+    cfg = parse_config_dump(
+        '{"workloads": [], "services": [{"namespace": "default", "name": "web", '
+        '"vips": ["/10.96.0.10"], "ports": {"80": 1e999, "443": 8443}, "endpoints": {}}]}',
+        "nodes/n/ztunnel/config_dump.json", "n")
+    (svc,) = cfg.services
+    assert dict(svc.ports) == {443: 8443}

@@ -73,7 +73,7 @@ def _ports(value: object) -> dict[int, int]:
         for k, v in value.items():
             try:
                 out[int(k)] = int(v)
-            except (TypeError, ValueError):
+            except (TypeError, ValueError, OverflowError):  # JSON 1e999 is inf: int() overflows
                 continue
     return out
 
