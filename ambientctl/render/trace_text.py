@@ -6,8 +6,7 @@ Like ovn-trace's summary/detailed levels: the same `Trace`, filtered.
 
 from __future__ import annotations
 
-from ambientctl.analyzers.path import Step
-from ambientctl.analyzers.trace import Leg, Trace
+from ambientctl.analyzers.trace_result import Leg, Step, Trace
 from ambientctl.analyzers.verdict import Verdict
 from ambientctl.render import trace_glance
 from ambientctl.render.term import Term
