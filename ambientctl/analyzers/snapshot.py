@@ -199,6 +199,12 @@ def cite(ns: NetNamespace, slot: str) -> str:
     return ns.status(slot).path or f"{ns.dir}/{slot_files(slot)[0]}"
 
 
+def group_files(*groups: str) -> tuple[str, ...]:
+    """The bundle files of the named groups, groups in the order given and files in table
+    order within each: what a reader that wants one kind of data looks for, and where."""
+    return tuple(s.file for g in groups for s in _group(g))
+
+
 def slot_files(slot: str) -> tuple[str, ...]:
     """The bundle files (table order) that fill `slot`: what the trace cites and doctor
     checks for presence."""
