@@ -68,16 +68,13 @@ class _HopBuilder:
         return Hop(self.node, self.netns, self.pod, self.role, tuple(self.steps))
 
 
-@dataclass(frozen=True, slots=True)
-class _End:
-    """How the walk ended, before `_run` freezes it with the hops into a `LegResult`."""
-
-    disposition: Disposition
-    packet: Packet
-    delivered_to: Delivery | None = None
-    original_destination: SocketAddr | None = None
-    reason: str | None = None
-    culprit: SourceRef | None = None
+def _ended(disposition: Disposition, hops: list[_HopBuilder], p: Packet,
+           delivered_to: Delivery | None = None, original: SocketAddr | None = None,
+           reason: str | None = None, culprit: SourceRef | None = None) -> LegResult:
+    """The walk ends here: its hops frozen (`_run` adds the first packet, the client and
+    the conntrack entries)."""
+    return LegResult(disposition, tuple(h.freeze() for h in hops), p, p, delivered_to,
+                     original, reason, culprit)
 
 
 def _tuple(p: Packet) -> Tuple4:
@@ -249,15 +246,13 @@ class PathWalker:
         result = self._local_out(ns, p, hop, hops)
         return self._run(result, hops, first)
 
-    def _run(self, result: _End | tuple[NetNamespace, Packet], hops: list[_HopBuilder],
-             first: Packet) -> LegResult:
+    def _run(self, result: LegResult | tuple[NetNamespace, Packet],
+             hops: list[_HopBuilder], first: Packet) -> LegResult:
         p = first
         for _ in range(MAX_HOPS):
-            if isinstance(result, _End):
-                return LegResult(result.disposition, tuple(h.freeze() for h in hops),
-                                 result.packet, first, result.delivered_to,
-                                 result.original_destination, result.reason, result.culprit,
-                                 self._client, tuple(self._conns))
+            if isinstance(result, LegResult):
+                return replace(result, first_packet=first, client=self._client,
+                               conntrack=tuple(self._conns))
             ns, p = result
             hop = self._new_hop(ns, hops)
             hop.steps.append(Step(StepKind.ENTER, f"arrives on {p.iif} in {ns.label}: {p.describe()}",
@@ -311,20 +306,20 @@ class PathWalker:
         return fwd.hops[0].netns
 
     def _reply_arrived(self, ns: NetNamespace, p: Packet, hop: _HopBuilder,
-                        hops: list[_HopBuilder]) -> _End:
+                        hops: list[_HopBuilder]) -> LegResult:
         assert self._reply_to is not None
         want_ns, client = self._reply_to
         if ns.id == want_ns and p.dst == client.ip and p.dport == client.port:
             hop.steps.append(Step(StepKind.DELIVER, f"the answer reaches the connecting socket {client}: "
                                   "the handshake completes"))
-            return _End(Disposition.DELIVERED, p)
+            return _ended(Disposition.DELIVERED, hops, p)
         where = self.world.by_id[want_ns].label
         reason = (f"the answer to {client} is delivered locally in {ns.label}"
                   + (f" (TPROXY to {p.tproxy})" if p.tproxy else "")
                   + f" instead of returning to the client in {where}: the handshake never "
                   "completes")
         hop.steps.append(Step(StepKind.DROP, reason))
-        return _End(Disposition.DROPPED, p, reason=reason)
+        return _ended(Disposition.DROPPED, hops, p, reason=reason)
 
     def _new_hop(self, ns: NetNamespace, hops: list[_HopBuilder]) -> _HopBuilder:
         hop = _HopBuilder(ns.node, ns.id, str(ns.pod) if ns.pod else None,
@@ -333,9 +328,9 @@ class PathWalker:
         return hop
 
     def _end(self, disp: Disposition, hops: list[_HopBuilder], p: Packet, reason: str,
-             culprit: SourceRef | None = None) -> _End:
+             culprit: SourceRef | None = None) -> LegResult:
         hops[-1].steps.append(Step(StepKind.DROP, reason, culprit))
-        return _End(disp, p, reason=reason, culprit=culprit)
+        return _ended(disp, hops, p, reason=reason, culprit=culprit)
 
     def _route(self, ns: NetNamespace, p: Packet, hop: _HopBuilder, *, iif: str | None
                ) -> routing.RouteResult:
@@ -344,7 +339,7 @@ class PathWalker:
         hop.steps.extend(_route_steps(r, self.assumptions, ns))
         return r
 
-    def _route_fail(self, r: routing.RouteResult, hops: list[_HopBuilder], p: Packet) -> _End:
+    def _route_fail(self, r: routing.RouteResult, hops: list[_HopBuilder], p: Packet) -> LegResult:
         if r.kind == "insufficient-info":
             return self._end(Disposition.INSUFFICIENT_INFO, hops, p, r.reason or "routing unknown")
         culprit = r.route.source if r.route else (r.rule.source if r.rule else None)
@@ -354,7 +349,7 @@ class PathWalker:
                          hops, p, r.reason or r.kind, culprit)
 
     def _local_out(self, ns: NetNamespace, p: Packet, hop: _HopBuilder, hops: list[_HopBuilder],
-                   entry: ConnEntry | None = None) -> _End | tuple[NetNamespace, Packet]:
+                   entry: ConnEntry | None = None) -> LegResult | tuple[NetNamespace, Packet]:
         if (why := self._nf_missing(ns, p.family)) is not None:
             return self._end(Disposition.INSUFFICIENT_INFO, hops, p, why)
         r = self._route(ns, p, hop, iif=None)
@@ -401,7 +396,7 @@ class PathWalker:
         return self._exit(ns, p, r, hop, hops)
 
     def _receive(self, ns: NetNamespace, p: Packet, hop: _HopBuilder, hops: list[_HopBuilder]
-                 ) -> _End | tuple[NetNamespace, Packet]:
+                 ) -> LegResult | tuple[NetNamespace, Packet]:
         if (why := self._nf_missing(ns, p.family)) is not None:
             return self._end(Disposition.INSUFFICIENT_INFO, hops, p, why)
         entry: ConnEntry | None = None
@@ -501,7 +496,7 @@ class PathWalker:
         if text not in self.assumptions:
             self.assumptions.append(text)
 
-    def _nf_fail(self, res: netfilter.HookResult, hops: list[_HopBuilder]) -> _End:
+    def _nf_fail(self, res: netfilter.HookResult, hops: list[_HopBuilder]) -> LegResult:
         if res.verdict == "insufficient-info":
             return self._end(Disposition.INSUFFICIENT_INFO, hops, res.packet,
                              res.reason or "netfilter undecidable", res.culprit)
@@ -509,7 +504,7 @@ class PathWalker:
                          f"{res.verdict}: {res.reason}", res.culprit)
 
     def _local_in(self, ns: NetNamespace, p: Packet, hop: _HopBuilder, hops: list[_HopBuilder]
-                  ) -> _End | tuple[NetNamespace, Packet]:
+                  ) -> LegResult | tuple[NetNamespace, Packet]:
         res = self._hook(hop, ns, "input", p, self._ctx(ns))
         if res.verdict != "accept":
             return self._nf_fail(res, hops)
@@ -519,7 +514,7 @@ class PathWalker:
         return self._deliver(ns, p, hop, hops)
 
     def _ipvs(self, ns: NetNamespace, p: Packet, hop: _HopBuilder, hops: list[_HopBuilder]
-              ) -> _End | tuple[NetNamespace, Packet]:
+              ) -> LegResult | tuple[NetNamespace, Packet]:
         """IPVS at LOCAL_IN (after filter INPUT): a virtual service DNATs to a real server
         and sends the packet on (ip_vs_nat_xmit); see ambientctl.analyzers.ipvs."""
         if ipvs.held_by_ipvs(ns, p.dst):
@@ -607,7 +602,7 @@ class PathWalker:
         return p
 
     def _deliver(self, ns: NetNamespace, p: Packet, hop: _HopBuilder,
-                        hops: list[_HopBuilder]) -> _End:
+                        hops: list[_HopBuilder]) -> LegResult:
         if self._reply_to is not None:
             return self._reply_arrived(ns, p, hop, hops)
         self._close(ns, p)
@@ -626,7 +621,7 @@ class PathWalker:
         # UDP sockets are in their own file (older bundles lack it: then assume).
         udp_unknown = p.proto == "udp" and "ss-listen-udp.txt" not in ns.files
         if ns.listeners is not None and listener is None and not udp_unknown:
-            return _End(Disposition.REFUSED, p,
+            return _ended(Disposition.REFUSED, hops, p,
                              reason=f"nothing listens on {want} in {ns.label}: the kernel "
                              + ("answers ICMP port unreachable" if p.proto == "udp" else
                                 "answers with a TCP reset (connection refused)"),
@@ -644,7 +639,7 @@ class PathWalker:
         hop.steps.append(Step(StepKind.DELIVER, f"delivered to {component} listening on "
                               f"{bound}:{want.port}{proc}; original destination {original}",
                               listener.source if listener else None))
-        return _End(Disposition.DELIVERED, p, delivery, original)
+        return _ended(Disposition.DELIVERED, hops, p, delivery, original)
 
     def component(self, ns: NetNamespace, port: int, listener: Listener | None) -> Component:
         """Which program a port in this namespace belongs to, from the namespace's role."""
@@ -662,7 +657,7 @@ class PathWalker:
 
     # ---------------------------------------------------------------- crossing
     def _exit(self, ns: NetNamespace, p: Packet, r: routing.RouteResult, hop: _HopBuilder,
-              hops: list[_HopBuilder]) -> _End | tuple[NetNamespace, Packet]:
+              hops: list[_HopBuilder]) -> LegResult | tuple[NetNamespace, Packet]:
         dev = r.dev
         if dev is None:
             return self._end(Disposition.INSUFFICIENT_INFO, hops, p, "route without a device")
