@@ -49,7 +49,14 @@ from ambientctl.analyzers.ztunnel_view import (
     disagreements,
     workload_at,
 )
-from ambientctl.istio import HBONE_PORT, INPOD_MARK, LEGACY_IPSET, REDIRECTION, SIDECAR_UID
+from ambientctl.istio import (
+    HBONE_PORT,
+    INPOD_MARK,
+    LEGACY_IPSET,
+    REDIRECTION,
+    SIDECAR_UID,
+    image_component,
+)
 from ambientctl.model import (
     IPAddress,
     NetNamespace,
@@ -365,10 +372,10 @@ class Tracer:
             if pod.node != node:
                 continue
             for image in pod.images:
-                repo, _, tag = image.rpartition(":")
-                if repo.rsplit("/", 1)[-1] != "ztunnel" or "/" in tag:
+                known = image_component(image)
+                if known is None or known[0] != "ztunnel":
                     continue
-                gen = ztunnel_generation_of_tag(tag)
+                gen = ztunnel_generation_of_tag(known[1])
                 if gen is not None:
                     return gen, Step(StepKind.ZTUNNEL, f"ztunnel on {node} is {_GEN_NAMES[gen]} (image "
                                      f"{image} of pod {pod.namespace}/{pod.name})", pod.source)
