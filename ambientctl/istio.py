@@ -68,6 +68,25 @@ MANAGED = "gateway.istio.io/managed"
 MESH_CONTROLLER = "istio.io-mesh-controller"  # waypoints
 GATEWAY_CONTROLLER = "istio.io-gateway-controller"  # ingress/egress gateways
 
+# --------------------------------------------------------------------------- which image is which
+
+# Istio components by the last path element of their image repository: the manifest's
+# `components` (their tags, written from cluster/pods.json), the ztunnel generation the
+# trace reads from a pod's image, and the images redaction keeps readable.
+IMAGE_COMPONENTS = {"ztunnel": "ztunnel", "install-cni": "istio-cni", "pilot": "istiod",
+                    "proxyv2": "istio-proxy"}
+
+
+def image_component(image: str) -> tuple[str, str] | None:
+    """(component, tag) of an Istio image ("docker.io/istio/ztunnel:1.24.0" -> ("ztunnel",
+    "1.24.0"); an untagged one is "latest"), None for any other image. A registry port is
+    not a tag ("registry:5000/istio/ztunnel" is untagged)."""
+    last = image.rsplit("/", 1)[-1]
+    repo, _, tag = image.rpartition(":") if ":" in last else (image, "", "")
+    component = IMAGE_COMPONENTS.get(repo.rsplit("/", 1)[-1])
+    return (component, tag or "latest") if component is not None else None
+
+
 # --------------------------------------------------------------------------- which pod is which
 
 ISTIO_NAMESPACE = "istio-system"  # the charts' default release namespace

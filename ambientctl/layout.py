@@ -40,32 +40,40 @@ MESH_APIS = {
     "Gateway": ("gateway.networking.k8s.io", ("v1", "v1beta1"), "gateways"),
 }
 
-# file name -> what produced it; order = preference when alternatives exist (JSON first).
-NETNS_FILES = (
-    "iptables-save.txt",
-    "ip6tables-save.txt",
-    "iptables-legacy-save.txt",
-    "ip6tables-legacy-save.txt",
-    "nft-ruleset.json",
-    "nft-ruleset.txt",
-    "ipset.txt",
-    "ip-rule.json",
-    "ip-rule.txt",
-    "ip6-rule.json",
-    "ip6-rule.txt",
-    "ip-route.json",
-    "ip-route.txt",
-    "ip6-route.json",
-    "ip6-route.txt",
-    "ip-addr.json",
-    "ip-addr.txt",
-    "ss-listen.txt",
-    "ss-listen-udp.txt",
-    "sysctl.txt",
-    "ipvsadm.txt",
-    "ip-neigh.json",
-    "ip-neigh.txt",
-)
+# Catalogue command id -> the file its stdout becomes: the one list of bundle file names per
+# command. `collectors.specs` runs the commands and `analyzers.snapshot.SPEC_TABLE` parses
+# the files; both look the names up here (analyzers may not import collectors).
+NETNS_COMMAND_FILES: dict[str, str] = {
+    "iptables-save": "iptables-save.txt",
+    "ip6tables-save": "ip6tables-save.txt",
+    "iptables-legacy-save": "iptables-legacy-save.txt",
+    "ip6tables-legacy-save": "ip6tables-legacy-save.txt",
+    "nft-ruleset": "nft-ruleset.json",
+    "ipset": "ipset.txt",
+    "ip-rule": "ip-rule.json",
+    "ip-rule-text": "ip-rule.txt",
+    "ip6-rule": "ip6-rule.json",
+    "ip6-rule-text": "ip6-rule.txt",
+    "ip-route": "ip-route.json",
+    "ip-route-text": "ip-route.txt",
+    "ip6-route": "ip6-route.json",
+    "ip6-route-text": "ip6-route.txt",
+    "ip-addr": "ip-addr.json",
+    "ip-addr-text": "ip-addr.txt",
+    "ss-listen": "ss-listen.txt",
+    "ss-listen-udp": "ss-listen-udp.txt",
+    "sysctl": "sysctl.txt",
+    "ipvsadm": "ipvsadm.txt",
+    "ip-neigh": "ip-neigh.json",
+    "ip-neigh-text": "ip-neigh.txt",
+}
+CONFIG_DUMP = "config_dump.json"  # ztunnel's admin /config_dump, per node
+COMMAND_FILES: dict[str, str] = {**NETNS_COMMAND_FILES, "ztunnel-config-dump": CONFIG_DUMP}
+# `nft list ruleset` as text: no command writes it any more; older bundles and nft builds
+# without JSON do, and the reader still parses it.
+NFT_TEXT = "nft-ruleset.txt"
+# Every file a namespace directory may hold.
+NETNS_FILES: tuple[str, ...] = (*NETNS_COMMAND_FILES.values(), NFT_TEXT)
 
 # Kubernetes object names: DNS-1123 subdomain (pods, nodes) / label (namespaces).
 _NAME = re.compile(r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$")
@@ -88,7 +96,7 @@ def pod_dir(node: str, namespace: str, pod: str) -> str:
 
 def config_dump_path(node: str) -> str:
     """Where ztunnel's admin config_dump of that node is stored."""
-    return f"nodes/{node}/ztunnel/config_dump.json"
+    return f"nodes/{node}/ztunnel/{CONFIG_DUMP}"
 
 
 def split_netns_dir(path: str) -> tuple[str, str | None, str | None, str] | None:

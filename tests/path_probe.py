@@ -14,7 +14,8 @@ from typing import Any
 
 from ambientctl.analyzers.path import World
 from ambientctl.analyzers.selectors import resolve
-from ambientctl.analyzers.trace import Trace, Tracer
+from ambientctl.analyzers.trace import Tracer
+from ambientctl.analyzers.trace_result import Trace
 from ambientctl.analyzers.verdict import judge
 from ambientctl.model import NetNamespace, NodeState, Snapshot
 from ambientctl.render import trace_json

@@ -12,8 +12,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
-from ambientctl.analyzers.path import Disposition
-from ambientctl.analyzers.trace import Leg, Trace
+from ambientctl.analyzers.trace_result import Disposition, Leg, Trace
 from ambientlab.emulate import Landing
 
 T = 0.5  # probe timeout: every leg that dies costs this much (the handshake is in-kernel)

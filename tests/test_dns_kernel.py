@@ -20,9 +20,9 @@ pytestmark = [pytest.mark.kernel]
 if os.geteuid() != 0:  # pragma: no cover - CI runs as root
     pytest.skip("needs root to build network namespaces", allow_module_level=True)
 
-from ambientctl.analyzers.path import Disposition  # noqa: E402
 from ambientctl.analyzers.selectors import resolve  # noqa: E402
 from ambientctl.analyzers.trace import Tracer  # noqa: E402
+from ambientctl.analyzers.trace_result import Disposition  # noqa: E402
 from ambientctl.loading import load_snapshot  # noqa: E402
 
 inpod = pytest.importorskip("ambientlab.inpod")

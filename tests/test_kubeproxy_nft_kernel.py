@@ -20,9 +20,9 @@ from dataclasses import dataclass
 import pytest
 
 from ambientctl.analyzers.fork import EndpointSelector
-from ambientctl.analyzers.path import Disposition
 from ambientctl.analyzers.selectors import resolve
-from ambientctl.analyzers.trace import Trace, Tracer
+from ambientctl.analyzers.trace import Tracer
+from ambientctl.analyzers.trace_result import Disposition, Trace
 from ambientctl.loading import load_snapshot
 from ambientlab.inpod import FORK_SERVICE, NODE_PORTS, NODES, InpodLab, pod_logical
 from tests.replay import (

@@ -292,3 +292,121 @@ def test_rules_read_from_nft_alone_are_cited_from_the_nft_file(tmp_path: Path) -
     assert ns.registrations and cite(ns, "registrations") == "nodes/n1/host/nft-ruleset.json"
     assert cite(ns, "links") == "nodes/n1/host/ip-addr.txt"  # absent: what would hold it
     assert ns.status("links").state == "missing"
+
+
+# ------------------------------------------- slot status on real bundle shapes (issue 9 §1)
+
+_NOTSLEEP = "nodes/ambient-worker/pods/default/notsleep-6d6c8669b5-pngxg"
+_NOTSLEEP_ID = "ambient-worker/pod/default/notsleep-6d6c8669b5-pngxg"
+
+
+def _seed_copy(tmp_path: Path, *, manifest: bool = True) -> Path:
+    bundle = tmp_path / "seed"
+    shutil.copytree(SEED, bundle)
+    if not manifest:  # hand-edited files: no hashes to check against
+        (bundle / "manifest.json").unlink()
+    return bundle
+
+
+def test_status_of_an_empty_file_is_empty_with_its_path_and_doctor_has_the_data() -> None:
+    """A collected file that held nothing (no ipsets in an app pod's netns: 0 bytes in the
+    real seed bundle) is `empty`, not `missing`: the command ran and found nothing."""
+    from ambientctl.analyzers.doctor.facts import file_of, has_data
+    from ambientctl.model import SlotStatus
+
+    snap = load_snapshot(str(SEED))
+    ns = snap.netns(_NOTSLEEP_ID)
+    assert (SEED / _NOTSLEEP / "ipset.txt").stat().st_size == 0
+    assert ns.status("ipsets") == SlotStatus("empty", f"{_NOTSLEEP}/ipset.txt")
+    assert ns.ipsets == {} and has_data(ns, "ipset") and has_data(ns, "sets")
+    assert file_of(ns, "ipset") == f"{_NOTSLEEP}/ipset.txt"
+
+
+def test_status_of_a_failed_command_is_not_collected_with_the_manifests_reason(
+        tmp_path: Path) -> None:
+    """The manifest records that `sysctl net` failed in the pod's netns: the slot says so
+    (path, and the one wording of `ManifestEntry.reason`), and doctor's SKIPPED reason and
+    "looked in" evidence say the same file and reason."""
+    import json
+
+    from ambientctl.analyzers.doctor.facts import Context, file_of, has_data
+    from ambientctl.model import SlotStatus
+
+    bundle = _seed_copy(tmp_path)
+    rel = f"{_NOTSLEEP}/sysctl.txt"
+    doc = json.loads((bundle / "manifest.json").read_text())
+    entry = next(e for e in doc["entries"] if e.get("path") == rel)
+    entry.update(status="nonzero-exit", exit_code=1, path=None, size=None, sha256=None,
+                 stderr="sysctl: cannot open \"/proc/sys/net\": Permission denied\n")
+    (bundle / "manifest.json").write_text(json.dumps(doc))
+    (bundle / rel).unlink()
+    snap = load_snapshot(str(bundle))
+    ns = snap.netns(_NOTSLEEP_ID)
+    why = 'nonzero-exit on the node (exit 1): sysctl: cannot open "/proc/sys/net": ' \
+          "Permission denied"
+    assert ns.sysctls is None
+    assert ns.status("sysctls") == SlotStatus("not-collected", rel, None, why)
+    assert not has_data(ns, "sysctl") and file_of(ns, "sysctl") == rel
+    assert Context.build(snap).missing_reason(ns, "sysctl") == f"{rel}: not collected: {why}"
+    # the other namespaces' sysctls are untouched
+    assert snap.netns("ambient-worker/host").status("sysctls").state == "parsed"
+
+
+def test_status_of_a_broken_dump_is_failed_with_path_line_and_reason(tmp_path: Path) -> None:
+    """A real iptables-save with one damaged line in the middle: the slot fails at that
+    line (not at the file), the rules are unknown rather than partial, and doctor's
+    SKIPPED reason names the same place."""
+    from ambientctl.analyzers.doctor.facts import Context, has_data
+
+    bundle = _seed_copy(tmp_path, manifest=False)
+    host = bundle / "nodes" / "ambient-worker" / "host"
+    lines = (host / "iptables-save.txt").read_text().splitlines(keepends=True)
+    bad = next(i for i, ln in enumerate(lines) if ln.startswith("-A ")) + 2
+    lines.insert(bad, "-A NOWHERE -j ACCEPT\n")  # a chain its table never declared
+    (host / "iptables-save.txt").write_text("".join(lines))
+    for other in ("ip6tables-save.txt", "nft-ruleset.json"):  # no other source of rules
+        (host / other).unlink()
+    ns = load_snapshot(str(bundle)).netns("ambient-worker/host")
+    st = ns.status("rulesets")
+    assert (st.state, st.path, st.line) == (
+        "failed", "nodes/ambient-worker/host/iptables-save.txt", bad + 1), st
+    assert st.reason and ns.rulesets is None and not has_data(ns, "iptables")
+    reason = Context.build(load_snapshot(str(bundle))).missing_reason(ns, "iptables")
+    assert reason.startswith("nodes/ambient-worker/host/iptables-save.txt:"), reason
+
+
+def test_status_of_a_file_nobody_collected_is_missing_naming_every_file_looked_for(
+        tmp_path: Path) -> None:
+    """Neither on disk nor in the manifest (a hand-assembled bundle without `ss`): missing,
+    the reason lists the table's files for the slot, doctor says "not in the bundle"."""
+    from ambientctl.analyzers.doctor.facts import Context, file_of
+
+    bundle = _seed_copy(tmp_path, manifest=False)
+    for name in slot_files("listeners"):
+        (bundle / _NOTSLEEP / name).unlink()
+    snap = load_snapshot(str(bundle))
+    ns = snap.netns(_NOTSLEEP_ID)
+    st = ns.status("listeners")
+    assert (st.state, st.path, st.line) == ("missing", None, None)
+    assert st.reason == f"none of ss-listen.txt, ss-listen-udp.txt in {_NOTSLEEP}"
+    assert file_of(ns, "ss") == f"{_NOTSLEEP}/ss-listen.txt"
+    assert Context.build(snap).missing_reason(ns, "ss") == \
+        f"{_NOTSLEEP}/ss-listen.txt: not in the bundle"
+
+
+def test_doctors_data_kinds_name_files_of_the_spec_table_for_the_slot_they_check() -> None:
+    """doctor lists no file names of its own: each kind of data is spec-table groups, and
+    every file of a kind fills the slot `has_data` reads for it (a typo'd group would be
+    an empty tuple here)."""
+    from ambientctl.analyzers.doctor.facts import DATA_FILES
+
+    slot_of = {s.file: s.slot for s in SPEC_TABLE}
+    checked = {"iptables": {"rulesets"}, "ipset": {"ipsets"}, "sets": {"ipsets", "rulesets"},
+               "ip-rule": {"rules"}, "ip-route": {"routes"}, "ip-addr": {"links"},
+               "ss": {"listeners"}, "sysctl": {"sysctls"}}
+    assert set(DATA_FILES) == set(checked)
+    for data, files in DATA_FILES.items():
+        assert files and {slot_of[f] for f in files} == checked[data], data
+    # preference order is the table's: the text form of an iproute2 dump first
+    assert DATA_FILES["ip-rule"] == ("ip-rule.txt", "ip-rule.json")
+    assert DATA_FILES["iptables"][0] == "iptables-save.txt"

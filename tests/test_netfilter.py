@@ -158,7 +158,8 @@ def test_dnat_to_loopback_from_a_device_is_a_martian_unless_route_localnet() -> 
     """ip-sysctl.rst route_localnet: 127/8 destinations arriving on a device are dropped."""
     from ambientctl.analyzers.parse.host import parse_sysctl
     from ambientctl.analyzers.parse.iproute import parse_ip_addr, parse_ip_route
-    from ambientctl.analyzers.path import Disposition, PathWalker, World
+    from ambientctl.analyzers.path import PathWalker, World
+    from ambientctl.analyzers.trace_result import Disposition
     from ambientctl.model import Cluster, NodeState, Snapshot
 
     addr = ("1: lo: <LOOPBACK,UP,LOWER_UP> mtu 65536 qdisc noqueue state UNKNOWN\n"

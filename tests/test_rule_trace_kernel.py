@@ -33,9 +33,9 @@ pytestmark = [
     pytest.mark.skipif(os.geteuid() != 0, reason="needs root to build network namespaces"),
 ]
 
-from ambientctl.analyzers.path import Hop, LegResult
 from ambientctl.analyzers.selectors import resolve
-from ambientctl.analyzers.trace import Leg, Trace, Tracer
+from ambientctl.analyzers.trace import Tracer
+from ambientctl.analyzers.trace_result import Hop, Leg, LegResult, Trace
 from ambientctl.loading import load_snapshot
 from ambientlab.emulate import Landing
 from ambientlab.nftrace import TABLE, KernelTrace, TraceEvent, tcp_of

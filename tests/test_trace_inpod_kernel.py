@@ -35,9 +35,9 @@ pytestmark = [
     pytest.mark.skipif(os.geteuid() != 0, reason="needs root to build network namespaces"),
 ]
 
-from ambientctl.analyzers.path import Disposition, Step
 from ambientctl.analyzers.selectors import resolve
-from ambientctl.analyzers.trace import Leg, Trace, Tracer
+from ambientctl.analyzers.trace import Tracer
+from ambientctl.analyzers.trace_result import Disposition, Leg, Step, Trace
 from ambientctl.loading import load_snapshot
 from ambientctl.model import Snapshot
 from ambientlab.inpod import FAULTS, KUBELET_UID, VARIANTS, InpodLab

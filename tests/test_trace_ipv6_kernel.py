@@ -35,7 +35,8 @@ pytestmark = [
 ]
 
 from ambientctl.analyzers.selectors import resolve
-from ambientctl.analyzers.trace import Trace, Tracer
+from ambientctl.analyzers.trace import Tracer
+from ambientctl.analyzers.trace_result import Trace
 from ambientctl.loading import load_snapshot
 from ambientlab.emulate import Landing
 from ambientlab.inpod import SERVICE_IPS6, InpodLab

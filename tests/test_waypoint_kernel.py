@@ -25,9 +25,9 @@ pytestmark = [
 
 from ambientctl.analyzers.doctor import diagnose
 from ambientctl.analyzers.findings import Report
-from ambientctl.analyzers.path import Disposition
 from ambientctl.analyzers.selectors import resolve
-from ambientctl.analyzers.trace import Trace, Tracer
+from ambientctl.analyzers.trace import Tracer
+from ambientctl.analyzers.trace_result import Disposition, Trace
 from ambientctl.analyzers.verdict import Verdict, judge
 from ambientctl.loading import load_snapshot
 from ambientctl.model import Snapshot

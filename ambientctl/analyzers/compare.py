@@ -13,8 +13,7 @@ import re
 from dataclasses import dataclass
 
 from ambientctl.analyzers.diff import DiffEntry
-from ambientctl.analyzers.path import Step
-from ambientctl.analyzers.trace import Trace
+from ambientctl.analyzers.trace_result import Step, Trace
 
 _NOISE = re.compile(r"#\d+|pid=\d+,fd=\d+|:\d{5}\b")
 

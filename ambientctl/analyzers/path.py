@@ -22,7 +22,6 @@ from __future__ import annotations
 from collections import ChainMap
 from collections.abc import Mapping, MutableMapping, Sequence
 from dataclasses import dataclass, field, replace
-from enum import StrEnum
 from typing import cast
 
 from ambientctl import istio
@@ -31,57 +30,33 @@ from ambientctl.analyzers.derived_facts import DerivedFacts, veth_peer_among
 from ambientctl.analyzers.fork import EndpointSelector
 from ambientctl.analyzers.packet import Packet, SocketAddr
 from ambientctl.analyzers.snapshot import cite, netfilter_files, slot_files
+from ambientctl.analyzers.trace_result import (
+    Component,
+    ConnEntry,
+    Delivery,
+    Disposition,
+    Hop,
+    LegResult,
+    Step,
+    StepKind,
+    Tuple4,
+)
 from ambientctl.model import IPAddress, Link, Listener, NetNamespace, Snapshot, SourceRef
 
 MAX_HOPS = 24
 NF_FILES = {4: netfilter_files(4), 6: netfilter_files(6)}  # from the spec table
-ZTUNNEL_PORTS = {istio.OUTBOUND_PORT: "ztunnel-outbound",
-                 istio.INBOUND_PLAINTEXT_PORT: "ztunnel-inbound-plaintext",
-                 istio.HBONE_PORT: "ztunnel-inbound-hbone", istio.DNS_PORT: "ztunnel-dns"}
-SIDECAR_PORTS = {istio.OUTBOUND_PORT: "sidecar-outbound",
-                 istio.INBOUND_PLAINTEXT_PORT: "sidecar-inbound"}
-
-
-class Disposition(StrEnum):
-    """How a leg (or the whole trace) ends."""
-
-    DELIVERED = "delivered"
-    BYPASSED_MESH = "bypassed-mesh"
-    REFUSED = "refused"
-    DROPPED = "dropped"
-    NO_ROUTE = "no-route"
-    INSUFFICIENT_INFO = "insufficient-info"
-    LEFT_BUNDLE = "left-bundle"  # forwarded to something the bundle does not describe
-    LOOP = "loop"
-
-
-@dataclass(frozen=True, slots=True)
-class Step:
-    """One thing the kernel did to the packet, with the evidence that says so."""
-
-    kind: str  # enter | route | rule | policy | sysctl | exit | deliver | drop | note | ztunnel
-    summary: str
-    source: SourceRef | None = None
-    hook: str | None = None
-    table: str | None = None
-    chain: str | None = None
-    position: int | None = None
-    mark_before: int | None = None
-    mark_after: int | None = None
-    rule_priority: int | None = None
-    route_table: str | None = None
-    device: str | None = None
-    next_netns: str | None = None
-    backend: str | None = None
-    branches: tuple[str, ...] = ()
-    packet: str | None = None  # the packet after this step, when it changed
-    verdict: str | None = None  # netfilter steps: how the rule ended (`NfStep.verdict`)
-    family: str | None = None  # netfilter steps: the table's family (ip, ip6, inet)
+ZTUNNEL_PORTS = {istio.OUTBOUND_PORT: Component.ZTUNNEL_OUTBOUND,
+                 istio.INBOUND_PLAINTEXT_PORT: Component.ZTUNNEL_INBOUND_PLAINTEXT,
+                 istio.HBONE_PORT: Component.ZTUNNEL_INBOUND_HBONE,
+                 istio.DNS_PORT: Component.ZTUNNEL_DNS}
+SIDECAR_PORTS = {istio.OUTBOUND_PORT: Component.SIDECAR_OUTBOUND,
+                 istio.INBOUND_PLAINTEXT_PORT: Component.SIDECAR_INBOUND}
 
 
 @dataclass
-class Hop:
-    """The packet's visit to one network namespace."""
+class _HopBuilder:
+    """A hop while the walk is in it: steps are appended as the kernel acts (frozen into a
+    `Hop` when the leg ends)."""
 
     node: str
     netns: str
@@ -89,38 +64,17 @@ class Hop:
     role: str
     steps: list[Step] = field(default_factory=list)
 
-
-@dataclass(frozen=True, slots=True)
-class Delivery:
-    """The socket that accepted the connection."""
-
-    node: str
-    pod: str | None
-    netns: str
-    address: str  # the listening socket's bound address ("0.0.0.0", "::", "127.0.0.1")
-    port: int
-    component: str  # ztunnel-outbound | ztunnel-inbound-hbone | ztunnel-inbound-plaintext | app ...
-    local: SocketAddr  # getsockname() of the accepted socket
-    listener: SourceRef | None = None  # the ss line, when collected
+    def freeze(self) -> Hop:
+        return Hop(self.node, self.netns, self.pod, self.role, tuple(self.steps))
 
 
-Tuple4 = tuple[IPAddress, int, IPAddress, int]  # src, sport, dst, dport
-
-
-@dataclass(frozen=True, slots=True)
-class ConnEntry:
-    """The conntrack entry a leg's first packet left in one namespace.
-
-    `t_in` is the tuple as the packet arrived (or was sent), `t_out` as it left or was
-    delivered (after DNAT/REDIRECT/SNAT). An answer whose tuple is the reverse of `t_out`
-    belongs to this connection: it is ESTABLISHED, carries the entry's connmark, bypasses
-    the nat tables, and is un-NATed back to the reverse of `t_in`.
-    """
-
-    netns: str
-    t_in: Tuple4
-    t_out: Tuple4
-    ctmark: int
+def _ended(disposition: Disposition, hops: list[_HopBuilder], p: Packet,
+           delivered_to: Delivery | None = None, original: SocketAddr | None = None,
+           reason: str | None = None, culprit: SourceRef | None = None) -> LegResult:
+    """The walk ends here: its hops frozen (`_run` adds the first packet, the client and
+    the conntrack entries)."""
+    return LegResult(disposition, tuple(h.freeze() for h in hops), p, p, delivered_to,
+                     original, reason, culprit)
 
 
 def _tuple(p: Packet) -> Tuple4:
@@ -130,23 +84,6 @@ def _tuple(p: Packet) -> Tuple4:
 
 def _reverse(t: Tuple4) -> Tuple4:
     return (t[2], t[3], t[0], t[1])
-
-
-@dataclass
-class LegResult:
-    """The datapath of one connection."""
-
-    disposition: Disposition
-    hops: list[Hop]
-    packet: Packet  # as it was when the leg ended
-    first_packet: Packet
-    delivered_to: Delivery | None = None
-    original_destination: SocketAddr | None = None
-    reason: str | None = None
-    culprit: SourceRef | None = None
-    client: SocketAddr | None = None  # the connecting socket's address (after source selection)
-    conntrack: list[ConnEntry] = field(default_factory=list)
-    reply: LegResult | None = None  # the SYN-ACK's way back, once simulated
 
 
 @dataclass(frozen=True)
@@ -181,7 +118,7 @@ def _step_from_nf(s: netfilter.NfStep, hook: str, p_after: Packet | None = None)
     where = f"{s.table.family} {s.table.name} {s.chain}" + (
         f" #{s.position}" if s.position is not None else "")
     return Step(
-        kind="policy" if s.action == "policy" else "rule",
+        kind=StepKind.POLICY if s.action == "policy" else StepKind.RULE,
         summary=f"{where}: {s.summary}",
         source=s.source,
         hook=hook.upper(),
@@ -207,18 +144,18 @@ def _route_steps(r: routing.RouteResult, assumed_note: list[str], ns: NetNamespa
         if rs.outcome == "hit":
             route = rs.route
             assert route is not None
-            out.append(Step("ip-rule", f"ip rule {rule.priority} matches: lookup table "
+            out.append(Step(StepKind.IP_RULE, f"ip rule {rule.priority} matches: lookup table "
                             f"{route.table}", rule.source, rule_priority=rule.priority))
             how = f"via {r.gateway} " if r.gateway else ""
-            out.append(Step("route", f"table {route.table}: {route.type} {route.dst} "
+            out.append(Step(StepKind.ROUTE, f"table {route.table}: {route.type} {route.dst} "
                             f"{how}dev {r.dev}" + (f" src {r.src}" if r.src else ""),
                             route.source, rule_priority=rule.priority, route_table=route.table,
                             device=r.dev))
         else:
-            out.append(Step("ip-rule", f"ip rule {rule.priority} matches: {rs.note or rs.outcome}",
+            out.append(Step(StepKind.IP_RULE, f"ip rule {rule.priority} matches: {rs.note or rs.outcome}",
                             rule.source, rule_priority=rule.priority))
     for s in r.skipped:
-        out.append(Step("note", f"route not usable: {s}"))
+        out.append(Step(StepKind.NOTE, f"route not usable: {s}"))
     return out
 
 
@@ -241,7 +178,7 @@ class PathWalker:
         return netfilter.Context(ns, self.world.local[ns.id], ns.listeners, out_dev, out_src,
                                  endpoint=self.endpoint)
 
-    def _hook(self, hop: Hop, ns: NetNamespace, hook: str, p: Packet,
+    def _hook(self, hop: _HopBuilder, ns: NetNamespace, hook: str, p: Packet,
               ctx: netfilter.Context) -> netfilter.HookResult:
         res = netfilter.run_hook(ns, hook, p, ctx)
         for s in res.steps:
@@ -251,7 +188,7 @@ class PathWalker:
                 self.assumptions.append(n)
         if res.packet != p and (res.packet.dst != p.dst or res.packet.dport != p.dport
                                 or res.packet.src != p.src):
-            hop.steps.append(Step("note", f"packet now {res.packet.describe()}",
+            hop.steps.append(Step(StepKind.NOTE, f"packet now {res.packet.describe()}",
                                   packet=res.packet.describe()))
         return res
 
@@ -295,11 +232,11 @@ class PathWalker:
         """A socket in `start` connects to dst:dport (optionally bound to `src`, with SO_MARK)."""
         p = Packet(family=dst.version, proto=proto, src=src, dst=dst, sport=sport, dport=dport,
                    mark=mark, local_socket=True, uid=uid)
-        hops: list[Hop] = []
+        hops: list[_HopBuilder] = []
         first = p
         ns = start
         hop = self._new_hop(ns, hops)
-        hop.steps.append(Step("enter", f"socket in {ns.label} connects to {p.dst_addr}"
+        hop.steps.append(Step(StepKind.ENTER, f"socket in {ns.label} connects to {p.dst_addr}"
                               + (f" from {src}" if src else "")
                               + (f" with SO_MARK {mark:#x}" if mark else "")))
         self._client = SocketAddr(src, sport) if src is not None else None
@@ -309,21 +246,19 @@ class PathWalker:
         result = self._local_out(ns, p, hop, hops)
         return self._run(result, hops, first)
 
-    def _run(self, result: LegResult | tuple[NetNamespace, Packet], hops: list[Hop],
-             first: Packet) -> LegResult:
+    def _run(self, result: LegResult | tuple[NetNamespace, Packet],
+             hops: list[_HopBuilder], first: Packet) -> LegResult:
         p = first
         for _ in range(MAX_HOPS):
             if isinstance(result, LegResult):
-                result.first_packet = first
-                result.client = self._client
-                result.conntrack = list(self._conns)
-                return result
+                return replace(result, first_packet=first, client=self._client,
+                               conntrack=tuple(self._conns))
             ns, p = result
             hop = self._new_hop(ns, hops)
-            hop.steps.append(Step("enter", f"arrives on {p.iif} in {ns.label}: {p.describe()}",
+            hop.steps.append(Step(StepKind.ENTER, f"arrives on {p.iif} in {ns.label}: {p.describe()}",
                                   device=p.iif))
             result = self._receive(ns, p, hop, hops)
-        return LegResult(Disposition.LOOP, hops, p, first,
+        return LegResult(Disposition.LOOP, tuple(h.freeze() for h in hops), p, first,
                          reason=f"more than {MAX_HOPS} namespaces crossed: a routing loop?")
 
     def reply(self, fwd: LegResult, *, mark: int, mark_why: str) -> LegResult:
@@ -354,13 +289,13 @@ class PathWalker:
                    tcp_flags="RST,ACK" if refused else "SYN,ACK")
         self._conns = list(fwd.conntrack) + ([entry] if refused and entry else [])
         self._reply_to = (fwd.hops[0].netns, fwd.client)
-        hops: list[Hop] = []
+        hops: list[_HopBuilder] = []
         hop = self._new_hop(ns, hops)
         if refused:
-            hop.steps.append(Step("enter", f"nothing listens: the kernel answers with a reset "
+            hop.steps.append(Step(StepKind.ENTER, f"nothing listens: the kernel answers with a reset "
                                   f"{p.describe()}"))
         else:
-            hop.steps.append(Step("enter", f"the accepting socket answers: {p.describe()}"
+            hop.steps.append(Step(StepKind.ENTER, f"the accepting socket answers: {p.describe()}"
                                   + (f" (SO_MARK {mark:#x}: {mark_why})" if mark else "")))
         result = self._local_out(ns, p, hop, hops, entry=entry)
         out = self._run(result, hops, p)
@@ -370,40 +305,41 @@ class PathWalker:
     def _start_of(self, fwd: LegResult) -> str:
         return fwd.hops[0].netns
 
-    def _reply_arrived(self, ns: NetNamespace, p: Packet, hop: Hop, hops: list[Hop]) -> LegResult:
+    def _reply_arrived(self, ns: NetNamespace, p: Packet, hop: _HopBuilder,
+                        hops: list[_HopBuilder]) -> LegResult:
         assert self._reply_to is not None
         want_ns, client = self._reply_to
         if ns.id == want_ns and p.dst == client.ip and p.dport == client.port:
-            hop.steps.append(Step("deliver", f"the answer reaches the connecting socket {client}: "
+            hop.steps.append(Step(StepKind.DELIVER, f"the answer reaches the connecting socket {client}: "
                                   "the handshake completes"))
-            return LegResult(Disposition.DELIVERED, hops, p, p)
+            return _ended(Disposition.DELIVERED, hops, p)
         where = self.world.by_id[want_ns].label
         reason = (f"the answer to {client} is delivered locally in {ns.label}"
                   + (f" (TPROXY to {p.tproxy})" if p.tproxy else "")
                   + f" instead of returning to the client in {where}: the handshake never "
                   "completes")
-        hop.steps.append(Step("drop", reason))
-        return LegResult(Disposition.DROPPED, hops, p, p, reason=reason)
+        hop.steps.append(Step(StepKind.DROP, reason))
+        return _ended(Disposition.DROPPED, hops, p, reason=reason)
 
-    def _new_hop(self, ns: NetNamespace, hops: list[Hop]) -> Hop:
-        hop = Hop(ns.node, ns.id, str(ns.pod) if ns.pod else None,
+    def _new_hop(self, ns: NetNamespace, hops: list[_HopBuilder]) -> _HopBuilder:
+        hop = _HopBuilder(ns.node, ns.id, str(ns.pod) if ns.pod else None,
                   self.world.roles.get(ns.id, "unknown"))
         hops.append(hop)
         return hop
 
-    def _end(self, disp: Disposition, hops: list[Hop], p: Packet, reason: str,
+    def _end(self, disp: Disposition, hops: list[_HopBuilder], p: Packet, reason: str,
              culprit: SourceRef | None = None) -> LegResult:
-        hops[-1].steps.append(Step("drop", reason, culprit))
-        return LegResult(disp, hops, p, p, reason=reason, culprit=culprit)
+        hops[-1].steps.append(Step(StepKind.DROP, reason, culprit))
+        return _ended(disp, hops, p, reason=reason, culprit=culprit)
 
-    def _route(self, ns: NetNamespace, p: Packet, hop: Hop, *, iif: str | None
+    def _route(self, ns: NetNamespace, p: Packet, hop: _HopBuilder, *, iif: str | None
                ) -> routing.RouteResult:
         r = routing.lookup(ns, dst=p.dst, src=p.src, mark=p.mark, iif=iif,
                            oif=p.bound_dev, proto=p.proto, sport=p.sport, dport=p.dport, uid=p.uid)
         hop.steps.extend(_route_steps(r, self.assumptions, ns))
         return r
 
-    def _route_fail(self, r: routing.RouteResult, hops: list[Hop], p: Packet) -> LegResult:
+    def _route_fail(self, r: routing.RouteResult, hops: list[_HopBuilder], p: Packet) -> LegResult:
         if r.kind == "insufficient-info":
             return self._end(Disposition.INSUFFICIENT_INFO, hops, p, r.reason or "routing unknown")
         culprit = r.route.source if r.route else (r.rule.source if r.rule else None)
@@ -412,7 +348,7 @@ class PathWalker:
         return self._end(Disposition.DROPPED if r.kind == "blackhole" else Disposition.NO_ROUTE,
                          hops, p, r.reason or r.kind, culprit)
 
-    def _local_out(self, ns: NetNamespace, p: Packet, hop: Hop, hops: list[Hop],
+    def _local_out(self, ns: NetNamespace, p: Packet, hop: _HopBuilder, hops: list[_HopBuilder],
                    entry: ConnEntry | None = None) -> LegResult | tuple[NetNamespace, Packet]:
         if (why := self._nf_missing(ns, p.family)) is not None:
             return self._end(Disposition.INSUFFICIENT_INFO, hops, p, why)
@@ -426,7 +362,7 @@ class PathWalker:
             p = replace(p, src=r.src)
             self._client = SocketAddr(r.src, p.sport)
             self._open[ns.id] = _tuple(p)
-            hop.steps.append(Step("note", f"source address {r.src} (from the route)",
+            hop.steps.append(Step(StepKind.NOTE, f"source address {r.src} (from the route)",
                                   packet=p.describe()))
         before = p
         res = self._hook(hop, ns, "output", p, self._ctx(ns, r.dev, r.src))
@@ -438,7 +374,7 @@ class PathWalker:
         if p.mark != before.mark or p.dst != before.dst:
             # mangle OUTPUT (a "route" chain) or nat OUTPUT changed what routing looks at:
             # the kernel re-routes (`ip_route_me_harder`).
-            hop.steps.append(Step("note", "mark or destination changed in OUTPUT: re-route"))
+            hop.steps.append(Step(StepKind.NOTE, "mark or destination changed in OUTPUT: re-route"))
             r = self._route(ns, p, hop, iif=None)
             if r.kind not in ("unicast", "local"):
                 return self._route_fail(r, hops, p)
@@ -450,7 +386,7 @@ class PathWalker:
         if r.kind == "local":
             # Looped back through lo: PREROUTING (raw, mangle; nat already decided), then
             # INPUT. The output route stays attached to the skb: no new routing decision.
-            hop.steps.append(Step("exit", "local destination: loops back through lo",
+            hop.steps.append(Step(StepKind.EXIT, "local destination: loops back through lo",
                                   device="lo"))
             p = replace(p, iif="lo")
             res = self._hook(hop, ns, "prerouting", p, self._ctx(ns))
@@ -459,7 +395,7 @@ class PathWalker:
             return self._local_in(ns, res.packet, hop, hops)
         return self._exit(ns, p, r, hop, hops)
 
-    def _receive(self, ns: NetNamespace, p: Packet, hop: Hop, hops: list[Hop]
+    def _receive(self, ns: NetNamespace, p: Packet, hop: _HopBuilder, hops: list[_HopBuilder]
                  ) -> LegResult | tuple[NetNamespace, Packet]:
         if (why := self._nf_missing(ns, p.family)) is not None:
             return self._end(Disposition.INSUFFICIENT_INFO, hops, p, why)
@@ -471,7 +407,7 @@ class PathWalker:
             if entry is not None:
                 p = replace(p, ctstate="ESTABLISHED", ctmark=entry.ctmark, dnat_done=True,
                             snat_done=True)
-                hop.steps.append(Step("note", f"conntrack: answer of the connection seen here "
+                hop.steps.append(Step(StepKind.NOTE, f"conntrack: answer of the connection seen here "
                                       f"(ctmark {entry.ctmark:#x}); nat tables are skipped"))
             else:
                 # A SYN-ACK or RST that opens no connection: nf_conntrack_tcp's state table
@@ -479,7 +415,7 @@ class PathWalker:
                 # ctstate INVALID, carries no conntrack entry, and the nat chains - which
                 # only see a connection's first packet - are not consulted.
                 p = replace(p, ctstate="INVALID", dnat_done=True, snat_done=True)
-                hop.steps.append(Step("note", "conntrack: no entry for this answer here "
+                hop.steps.append(Step(StepKind.NOTE, "conntrack: no entry for this answer here "
                                       "(the connection never passed this namespace): ctstate "
                                       "INVALID, nat tables are not consulted"))
         res = self._hook(hop, ns, "prerouting", p, self._ctx(ns))
@@ -505,7 +441,7 @@ class PathWalker:
             return self._end(Disposition.DROPPED, hops, p, check.summary,
                              check.evidence[-1] if check.evidence else None)
         if check.evidence or "rp_filter=0" not in check.summary:
-            hop.steps.append(Step("sysctl", check.summary,
+            hop.steps.append(Step(StepKind.SYSCTL, check.summary,
                                   check.evidence[-1] if check.evidence else None))
         if r.kind == "local":
             if entry is not None:
@@ -523,7 +459,7 @@ class PathWalker:
         if not fwd.value:
             return self._end(Disposition.DROPPED, hops, p, f"{ns.label} does not forward "
                              f"(ip_forward=0) and {p.dst} is not local", fwd.source)
-        hop.steps.append(Step("sysctl", f"forwarding (ip_forward={fwd.value})", fwd.source))
+        hop.steps.append(Step(StepKind.SYSCTL, f"forwarding (ip_forward={fwd.value})", fwd.source))
         res = self._hook(hop, ns, "forward", p, self._ctx(ns, r.dev))
         if res.verdict != "accept":
             return self._nf_fail(res, hops)
@@ -560,14 +496,14 @@ class PathWalker:
         if text not in self.assumptions:
             self.assumptions.append(text)
 
-    def _nf_fail(self, res: netfilter.HookResult, hops: list[Hop]) -> LegResult:
+    def _nf_fail(self, res: netfilter.HookResult, hops: list[_HopBuilder]) -> LegResult:
         if res.verdict == "insufficient-info":
             return self._end(Disposition.INSUFFICIENT_INFO, hops, res.packet,
                              res.reason or "netfilter undecidable", res.culprit)
         return self._end(Disposition.DROPPED, hops, res.packet,
                          f"{res.verdict}: {res.reason}", res.culprit)
 
-    def _local_in(self, ns: NetNamespace, p: Packet, hop: Hop, hops: list[Hop]
+    def _local_in(self, ns: NetNamespace, p: Packet, hop: _HopBuilder, hops: list[_HopBuilder]
                   ) -> LegResult | tuple[NetNamespace, Packet]:
         res = self._hook(hop, ns, "input", p, self._ctx(ns))
         if res.verdict != "accept":
@@ -577,7 +513,7 @@ class PathWalker:
             return self._ipvs(ns, p, hop, hops)
         return self._deliver(ns, p, hop, hops)
 
-    def _ipvs(self, ns: NetNamespace, p: Packet, hop: Hop, hops: list[Hop]
+    def _ipvs(self, ns: NetNamespace, p: Packet, hop: _HopBuilder, hops: list[_HopBuilder]
               ) -> LegResult | tuple[NetNamespace, Packet]:
         """IPVS at LOCAL_IN (after filter INPUT): a virtual service DNATs to a real server
         and sends the packet on (ip_vs_nat_xmit); see ambientctl.analyzers.ipvs."""
@@ -593,7 +529,7 @@ class PathWalker:
                              "service and its real servers are unknown")
         svc = ipvs.virtual_service(ns.ipvs, p)
         if svc is None:
-            hop.steps.append(Step("note", f"{where}; no IPVS virtual service for {p.proto} "
+            hop.steps.append(Step(StepKind.NOTE, f"{where}; no IPVS virtual service for {p.proto} "
                                   f"{p.dst_addr}: delivered locally"))
             return self._deliver(ns, p, hop, hops)
         if not svc.reals:
@@ -623,7 +559,7 @@ class PathWalker:
             others = ()
         q = replace(p, dst=real.address, dport=real.port, dnat_done=True,
                     original_dst=p.original_dst or p.dst_addr)
-        hop.steps.append(Step("rule", f"IPVS {p.proto} {p.dst_addr} {svc.scheduler}: Masq -> "
+        hop.steps.append(Step(StepKind.RULE, f"IPVS {p.proto} {p.dst_addr} {svc.scheduler}: Masq -> "
                               f"{target}", real.source, hook="INPUT", branches=others,
                               packet=q.describe()))
         # ip_vs_nat_xmit routes the rewritten packet and sends it through LOCAL_OUT's
@@ -649,7 +585,7 @@ class PathWalker:
                 return e
         return None
 
-    def _unnat(self, p: Packet, e: ConnEntry, hop: Hop, part: str = "both") -> Packet:
+    def _unnat(self, p: Packet, e: ConnEntry, hop: _HopBuilder, part: str = "both") -> Packet:
         """Undo the connection's NAT on its answer: back to the reverse of the tuple it came in as.
 
         `part` "dst" restores only the destination, "src" only the source.
@@ -660,12 +596,13 @@ class PathWalker:
                 rev[2] if part != "src" else have[2], rev[3] if part != "src" else have[3])
         if have != want:
             q = replace(p, src=want[0], sport=want[1], dst=want[2], dport=want[3])
-            hop.steps.append(Step("note", f"conntrack reverses the NAT: {q.describe()}",
+            hop.steps.append(Step(StepKind.NOTE, f"conntrack reverses the NAT: {q.describe()}",
                                   packet=q.describe()))
             return q
         return p
 
-    def _deliver(self, ns: NetNamespace, p: Packet, hop: Hop, hops: list[Hop]) -> LegResult:
+    def _deliver(self, ns: NetNamespace, p: Packet, hop: _HopBuilder,
+                        hops: list[_HopBuilder]) -> LegResult:
         if self._reply_to is not None:
             return self._reply_arrived(ns, p, hop, hops)
         self._close(ns, p)
@@ -684,7 +621,7 @@ class PathWalker:
         # UDP sockets are in their own file (older bundles lack it: then assume).
         udp_unknown = p.proto == "udp" and "ss-listen-udp.txt" not in ns.files
         if ns.listeners is not None and listener is None and not udp_unknown:
-            return LegResult(Disposition.REFUSED, hops, p, p,
+            return _ended(Disposition.REFUSED, hops, p,
                              reason=f"nothing listens on {want} in {ns.label}: the kernel "
                              + ("answers ICMP port unreachable" if p.proto == "udp" else
                                 "answers with a TCP reset (connection refused)"),
@@ -699,12 +636,12 @@ class PathWalker:
                             address=bound, port=want.port, component=component, local=local,
                             listener=listener.source if listener else None)
         proc = f" ({listener.process})" if listener and listener.process else ""
-        hop.steps.append(Step("deliver", f"delivered to {component} listening on "
+        hop.steps.append(Step(StepKind.DELIVER, f"delivered to {component} listening on "
                               f"{bound}:{want.port}{proc}; original destination {original}",
                               listener.source if listener else None))
-        return LegResult(Disposition.DELIVERED, hops, p, p, delivery, original)
+        return _ended(Disposition.DELIVERED, hops, p, delivery, original)
 
-    def component(self, ns: NetNamespace, port: int, listener: Listener | None) -> str:
+    def component(self, ns: NetNamespace, port: int, listener: Listener | None) -> Component:
         """Which program a port in this namespace belongs to, from the namespace's role."""
         role = self.world.roles.get(ns.id, "")
         proc = (listener.process or "") if listener else ""
@@ -715,12 +652,12 @@ class PathWalker:
         if port in SIDECAR_PORTS and (role == "sidecar" or "envoy" in proc):
             return SIDECAR_PORTS[port]
         if port == istio.HBONE_PORT and role == "waypoint":  # a waypoint's Envoy takes HBONE itself
-            return "waypoint-hbone"
-        return "app"
+            return Component.WAYPOINT_HBONE
+        return Component.APP
 
     # ---------------------------------------------------------------- crossing
-    def _exit(self, ns: NetNamespace, p: Packet, r: routing.RouteResult, hop: Hop,
-              hops: list[Hop]) -> LegResult | tuple[NetNamespace, Packet]:
+    def _exit(self, ns: NetNamespace, p: Packet, r: routing.RouteResult, hop: _HopBuilder,
+              hops: list[_HopBuilder]) -> LegResult | tuple[NetNamespace, Packet]:
         dev = r.dev
         if dev is None:
             return self._end(Disposition.INSUFFICIENT_INFO, hops, p, "route without a device")
@@ -753,7 +690,7 @@ class PathWalker:
             if not nb.ok:
                 return self._end(Disposition.DROPPED, hops, p, nb.summary,
                                  nb.evidence[-1] if nb.evidence else link.source)
-        hop.steps.append(Step("exit", f"leaves by {dev} ({how}) -> {nxt.label} {in_link.name}",
+        hop.steps.append(Step(StepKind.EXIT, f"leaves by {dev} ({how}) -> {nxt.label} {in_link.name}",
                               link.source, device=dev, next_netns=nxt.id))
         self._close(ns, p)
         crossed = p.crossed(in_link.name)

@@ -42,7 +42,14 @@ from ambientctl.analyzers.parse import iptables as pt
 from ambientctl.analyzers.parse._common import load_json
 from ambientctl.analyzers.parse.ztunnel import parse_config_dump
 from ambientctl.errors import ParseError
-from ambientctl.layout import CLUSTER_FILES, MESH_FILES, config_dump_path, split_netns_dir
+from ambientctl.layout import (
+    CLUSTER_FILES,
+    COMMAND_FILES,
+    MESH_FILES,
+    NFT_TEXT,
+    config_dump_path,
+    split_netns_dir,
+)
 from ambientctl.manifest_model import Manifest
 from ambientctl.model import (
     NETNS_SLOTS,
@@ -89,7 +96,9 @@ class FileSpec:
     `group` ties alternatives of one fact together (the text and JSON forms of one
     `ip` command): within a group, the first file (table order) that parses wins and a
     broken one is still reported. `command` is the id in `collectors.specs` (None: a file
-    only older bundles or other tools write). `parse(text, path)` raises `ParseError`.
+    only older bundles or other tools write); its file is the one `layout.COMMAND_FILES`
+    names for the command (`_of`), so the name is written once for writer and reader.
+    `parse(text, path)` raises `ParseError`.
     """
 
     command: str | None
@@ -131,55 +140,50 @@ def _udp_listen(t: str, p: str) -> object:
 
 _V4, _V6 = frozenset({4}), frozenset({6})
 
+
+def _of(command: str, slot: str, group: str, parse: Callable[[str, str], object],
+        **kw: Any) -> FileSpec:
+    """The entry for a catalogue command: its file is the one `layout.COMMAND_FILES` names."""
+    return FileSpec(command, COMMAND_FILES[command], slot, group, parse, **kw)
+
+
 # Order matters: it is the preference within a group (text first for iproute2: evidence is
 # then the line `ip` printed, with its line number; JSON first for nft: it has handles).
 SPEC_TABLE: tuple[FileSpec, ...] = (
-    FileSpec("ip-addr-text", "ip-addr.txt", "links", "ip-addr", pr.parse_ip_addr),
-    FileSpec("ip-addr", "ip-addr.json", "links", "ip-addr", pr.parse_ip_addr),
-    FileSpec("ip-route-text", "ip-route.txt", "routes", "ip-route", _route4,
-             families=_V4),
-    FileSpec("ip-route", "ip-route.json", "routes", "ip-route", _route4,
-             families=_V4),
-    FileSpec("ip6-route-text", "ip6-route.txt", "routes", "ip6-route", _route6,
-             families=_V6),
-    FileSpec("ip6-route", "ip6-route.json", "routes", "ip6-route", _route6,
-             families=_V6),
-    FileSpec("ip-rule-text", "ip-rule.txt", "rules", "ip-rule", _rule4,
-             families=_V4),
-    FileSpec("ip-rule", "ip-rule.json", "rules", "ip-rule", _rule4,
-             families=_V4),
-    FileSpec("ip6-rule-text", "ip6-rule.txt", "rules", "ip6-rule", _rule6,
-             families=_V6),
-    FileSpec("ip6-rule", "ip6-rule.json", "rules", "ip6-rule", _rule6,
-             families=_V6),
-    FileSpec("iptables-save", "iptables-save.txt", "rulesets", "iptables-save", _save,
-             families=_V4),
-    FileSpec("ip6tables-save", "ip6tables-save.txt", "rulesets", "ip6tables-save", _save,
-             families=_V6),
-    FileSpec("iptables-legacy-save", "iptables-legacy-save.txt", "rulesets",
-             "iptables-legacy-save", _legacy_save, families=_V4),
-    FileSpec("ip6tables-legacy-save", "ip6tables-legacy-save.txt", "rulesets",
-             "ip6tables-legacy-save", _legacy_save, families=_V6),
-    FileSpec("nft-ruleset", "nft-ruleset.json", "rulesets", "nft", _nft_parse,
-             note="also fills `ipsets` (named sets) and `registrations` (base-chain hooks), "
-             "from the same decoded document"),
-    FileSpec(None, "nft-ruleset.txt", "rulesets", "nft", _nft_parse,
+    _of("ip-addr-text", "links", "ip-addr", pr.parse_ip_addr),
+    _of("ip-addr", "links", "ip-addr", pr.parse_ip_addr),
+    _of("ip-route-text", "routes", "ip-route", _route4, families=_V4),
+    _of("ip-route", "routes", "ip-route", _route4, families=_V4),
+    _of("ip6-route-text", "routes", "ip6-route", _route6, families=_V6),
+    _of("ip6-route", "routes", "ip6-route", _route6, families=_V6),
+    _of("ip-rule-text", "rules", "ip-rule", _rule4, families=_V4),
+    _of("ip-rule", "rules", "ip-rule", _rule4, families=_V4),
+    _of("ip6-rule-text", "rules", "ip6-rule", _rule6, families=_V6),
+    _of("ip6-rule", "rules", "ip6-rule", _rule6, families=_V6),
+    _of("iptables-save", "rulesets", "iptables-save", _save, families=_V4),
+    _of("ip6tables-save", "rulesets", "ip6tables-save", _save, families=_V6),
+    _of("iptables-legacy-save", "rulesets", "iptables-legacy-save", _legacy_save, families=_V4),
+    _of("ip6tables-legacy-save", "rulesets", "ip6tables-legacy-save", _legacy_save, families=_V6),
+    _of("nft-ruleset", "rulesets", "nft", _nft_parse,
+        note="also fills `ipsets` (named sets) and `registrations` (base-chain hooks), "
+        "from the same decoded document"),
+    FileSpec(None, NFT_TEXT, "rulesets", "nft", _nft_parse,
              note="`nft list ruleset` text: older bundles and nft builds without JSON"),
-    FileSpec("ipset", "ipset.txt", "ipsets", "ipset", ps.parse_ipset),
-    FileSpec("ss-listen", "ss-listen.txt", "listeners", "ss-listen", ph.parse_ss_listen),
-    FileSpec("ss-listen-udp", "ss-listen-udp.txt", "listeners", "ss-listen-udp", _udp_listen,
-             note="read only beside ss-listen.txt: without the TCP listing the namespace's "
-             "listeners are unknown, and UDP alone would make them look known"),
-    FileSpec("sysctl", "sysctl.txt", "sysctls", "sysctl", ph.parse_sysctl),
-    FileSpec("ipvsadm", "ipvsadm.txt", "ipvs", "ipvsadm", _ipvs_parse),
-    FileSpec("ip-neigh-text", "ip-neigh.txt", "neighbors", "ip-neigh", pr.parse_ip_neigh),
-    FileSpec("ip-neigh", "ip-neigh.json", "neighbors", "ip-neigh", pr.parse_ip_neigh),
-    FileSpec("ztunnel-config-dump", "config_dump.json", "ztunnel_configs", "config-dump",
-             _config_dump_parse, note="per node: nodes/<node>/ztunnel/config_dump.json"),
+    _of("ipset", "ipsets", "ipset", ps.parse_ipset),
+    _of("ss-listen", "listeners", "ss-listen", ph.parse_ss_listen),
+    _of("ss-listen-udp", "listeners", "ss-listen-udp", _udp_listen,
+        note="read only beside ss-listen.txt: without the TCP listing the namespace's "
+        "listeners are unknown, and UDP alone would make them look known"),
+    _of("sysctl", "sysctls", "sysctl", ph.parse_sysctl),
+    _of("ipvsadm", "ipvs", "ipvsadm", _ipvs_parse),
+    _of("ip-neigh-text", "neighbors", "ip-neigh", pr.parse_ip_neigh),
+    _of("ip-neigh", "neighbors", "ip-neigh", pr.parse_ip_neigh),
+    _of("ztunnel-config-dump", "ztunnel_configs", "config-dump",
+        _config_dump_parse, note="per node: nodes/<node>/ztunnel/config_dump.json"),
 )
 
 # Slots filled from another slot's file rather than a file of their own.
-DERIVED_SLOTS = {"registrations": "nft-ruleset.json"}
+DERIVED_SLOTS = {"registrations": COMMAND_FILES["nft-ruleset"]}
 # Files that are an error in a namespace's netfilter view (a broken one leaves it unknown).
 _NETFILTER_FILES = tuple(s.file for s in SPEC_TABLE if s.slot == "rulesets")
 
@@ -197,6 +201,12 @@ def cite(ns: NetNamespace, slot: str) -> str:
     """The bundle path to cite for a slot: the file its data came from (`SlotStatus.path`),
     else the first file that would hold it (a namespace built by hand knows no file)."""
     return ns.status(slot).path or f"{ns.dir}/{slot_files(slot)[0]}"
+
+
+def group_files(*groups: str) -> tuple[str, ...]:
+    """The bundle files of the named groups, groups in the order given and files in table
+    order within each: what a reader that wants one kind of data looks for, and where."""
+    return tuple(s.file for g in groups for s in _group(g))
 
 
 def slot_files(slot: str) -> tuple[str, ...]:

@@ -21,31 +21,42 @@ connection is then simulated like any other.
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
 
 from ambientctl import istio
 from ambientctl.analyzers import waypoint as wpt
 from ambientctl.analyzers.derived_facts import DerivedFacts, Role
 from ambientctl.analyzers.fork import EndpointSelector
 from ambientctl.analyzers.packet import SocketAddr
-from ambientctl.analyzers.path import (
-    Delivery,
-    Disposition,
-    LegResult,
-    PathWalker,
-    Step,
-    World,
-)
+from ambientctl.analyzers.path import PathWalker, World
 from ambientctl.analyzers.selectors import Endpoint
 from ambientctl.analyzers.snapshot import cite
+from ambientctl.analyzers.trace_result import (
+    Component,
+    Delivery,
+    Direction,
+    Disposition,
+    Leg,
+    LegResult,
+    Step,
+    StepKind,
+    Trace,
+)
 from ambientctl.analyzers.ztunnel_view import (
     Disagreement,
     configs_in_order,
     disagreements,
     workload_at,
 )
-from ambientctl.istio import HBONE_PORT, INPOD_MARK, LEGACY_IPSET, REDIRECTION, SIDECAR_UID
+from ambientctl.istio import (
+    HBONE_PORT,
+    INPOD_MARK,
+    LEGACY_IPSET,
+    REDIRECTION,
+    SIDECAR_UID,
+    image_component,
+)
 from ambientctl.model import (
     IPAddress,
     NetNamespace,
@@ -60,44 +71,9 @@ from ambientctl.model import (
 SIDECAR_INBOUND_SRC = ipaddress.ip_address(istio.SIDECAR_INBOUND_SRC)
 
 
-@dataclass
-class Leg:
-    """One connection, from the socket that opens it to the socket that takes it."""
-
-    index: int
-    direction: str  # outbound | hbone | inbound | plaintext
-    opener: str  # who opens the connection ("sleep-... (app)", "ztunnel on ambient-worker")
-    start_netns: str
-    result: LegResult
-    explanation: list[Step] = field(default_factory=list)  # what ztunnel decided before it
-    request: str = ""
-    target: SocketAddr | None = None  # what the opener connects to
-    bind: IPAddress | None = None  # source address the opener binds (ztunnel's spoofing)
-    mark: int = 0  # SO_MARK of the opener's socket
-    uid: int | None = None  # owner of the opener's socket, when it matters (a sidecar's 1337)
-
-
-@dataclass
-class Trace:
-    """A request from SRC to DST, leg by leg."""
-
-    source: Endpoint
-    destination: Endpoint
-    request: SocketAddr
-    disposition: Disposition
-    legs: list[Leg]
-    summary: str
-    assumptions: list[str]
-    warnings: list[str]
-    reason: str | None = None
-    plaintext: bool = False
-    data_errors: list[str] = field(default_factory=list)  # unusable files on the path
-    endpoint: str | None = None  # `trace --endpoint`: the endpoint followed at forks
-
-
 @dataclass(frozen=True)
 class _Next:
-    direction: str
+    direction: Direction
     opener: str
     netns: NetNamespace
     dst: IPAddress
@@ -113,9 +89,9 @@ LEGACY_SOCKET_MARKS = {
     # The 2022 ztunnel marked its listeners' sockets so that answers leave through the
     # tunnel they came from (init script: PROXY_OUTBOUND_MARK / PROXY_INBOUND_MARK,
     # ip rules 20001/20002 -> tables 101/102); istio-datapath.md section 2.2.
-    "ztunnel-outbound": (0x401, "2022 ztunnel's outbound sockets, ip rule 20001 -> table 101"),
-    "ztunnel-inbound-hbone": (0x402, "2022 ztunnel's inbound sockets, ip rule 20002 -> table 102"),
-    "ztunnel-inbound-plaintext": (0x402, "2022 ztunnel's inbound sockets, ip rule 20002 -> "
+    Component.ZTUNNEL_OUTBOUND: (0x401, "2022 ztunnel's outbound sockets, ip rule 20001 -> table 101"),
+    Component.ZTUNNEL_INBOUND_HBONE: (0x402, "2022 ztunnel's inbound sockets, ip rule 20002 -> table 102"),
+    Component.ZTUNNEL_INBOUND_PLAINTEXT: (0x402, "2022 ztunnel's inbound sockets, ip rule 20002 -> "
                                   "table 102"),
 }
 
@@ -222,7 +198,7 @@ class Tracer:
                 if pod is not None and pod.ips and pod not in pods:
                     pods.append(pod)
             return sorted(pods, key=lambda p: p.name), Step(
-                "ztunnel", f"ztunnel's config_dump on {node} lists {len(pods)} healthy "
+                StepKind.ZTUNNEL, f"ztunnel's config_dump on {node} lists {len(pods)} healthy "
                 f"endpoint(s) of {svc.namespace}/{svc.name}", zs.source)
         slices = [es for es in self.snap.cluster.endpoint_slices
                   if es.namespace == svc.namespace and es.service == svc.name]
@@ -239,16 +215,16 @@ class Tracer:
                     if pod is not None and pod.ips and pod not in pods:
                         pods.append(pod)
             return sorted(pods, key=lambda p: p.name), Step(
-                "ztunnel", f"the EndpointSlices of {svc.namespace}/{svc.name} list {len(pods)} "
+                StepKind.ZTUNNEL, f"the EndpointSlices of {svc.namespace}/{svc.name} list {len(pods)} "
                 "ready endpoint(s)", slices[0].source)
         if not svc.selector:
-            return [], Step("ztunnel", f"{svc.namespace}/{svc.name} has no selector and no "
+            return [], Step(StepKind.ZTUNNEL, f"{svc.namespace}/{svc.name} has no selector and no "
                             "EndpointSlice in the bundle", svc.source)
         out = [p for p in self.snap.cluster.pods
                if svc.selects(p) and p.ips and not p.host_network
                and p.phase in (None, "Running")]
         return sorted(out, key=lambda p: p.name), Step(
-            "ztunnel", f"no EndpointSlice nor ztunnel view of {svc.namespace}/{svc.name} in the "
+            StepKind.ZTUNNEL, f"no EndpointSlice nor ztunnel view of {svc.namespace}/{svc.name} in the "
             f"bundle: its endpoints are assumed to be the running pods its selector matches "
             f"({len(out)})", svc.source)
 
@@ -297,7 +273,7 @@ class Tracer:
     def unreadable_dumps(self) -> list[Step]:
         """One step per config_dump the bundle holds but nothing could read: stated, so that
         a fallback to the pod objects is never mistaken for ztunnel's own view."""
-        return [Step("ztunnel", f"{p.path} is unreadable ({p.message}): ztunnel's own view of "
+        return [Step(StepKind.ZTUNNEL, f"{p.path} is unreadable ({p.message}): ztunnel's own view of "
                      "the mesh is not used", SourceRef(p.path, p.line))
                 for p in self.snap.problems
                 if p.path.endswith("/ztunnel/config_dump.json") and p.severity == "error"]
@@ -317,7 +293,7 @@ class Tracer:
         if view is not None:
             w, ref = view
             proto = w.protocol
-            steps.append(Step("ztunnel", f"ztunnel's config_dump lists {pod.name} with protocol "
+            steps.append(Step(StepKind.ZTUNNEL, f"ztunnel's config_dump lists {pod.name} with protocol "
                               f"{proto}" + (f", waypoint {w.waypoint}" if w.waypoint
                                             else ""), ref))
             # workloadState lists the pods of the dump's own node: the pod's node's dump.
@@ -331,28 +307,28 @@ class Tracer:
             member = host.ipsets[LEGACY_IPSET].lookup(ip)
             if member is not None:
                 return True, steps + [
-                    Step("ztunnel", f"{pod.name} {ip} is in ipset {LEGACY_IPSET} on "
+                    Step(StepKind.ZTUNNEL, f"{pod.name} {ip} is in ipset {LEGACY_IPSET} on "
                                    f"{pod.node}: captured, in the mesh", member.source)]
             return False, steps + [
-                Step("ztunnel", f"{pod.name} {ip} is NOT in ipset {LEGACY_IPSET} on "
+                Step(StepKind.ZTUNNEL, f"{pod.name} {ip} is NOT in ipset {LEGACY_IPSET} on "
                                 f"{pod.node}: not captured", host.ipsets[LEGACY_IPSET].source)]
         ann = pod.annotations.get(REDIRECTION)
         if ann is not None:
             proto = "HBONE" if ann == "enabled" else "TCP"
-            steps.append(Step("ztunnel", f"{pod.name} is annotated {REDIRECTION}: {ann} (istiod "
+            steps.append(Step(StepKind.ZTUNNEL, f"{pod.name} is annotated {REDIRECTION}: {ann} (istiod "
                               f"tells ztunnel {proto} for it)", pod.source))
             steps.extend(self._disagreement(pod, proto))
             return ann == "enabled", steps
         if pod.labels.get(istio.TUNNEL) == "http":
             return True, steps + [
-                Step("ztunnel", f"{pod.name} is labelled networking.istio.io/tunnel: "
+                Step(StepKind.ZTUNNEL, f"{pod.name} is labelled networking.istio.io/tunnel: "
                                "http: it accepts HBONE", pod.source)]
         if istio.SIDECAR_STATUS in pod.annotations:
             return False, steps + [
-                Step("ztunnel", f"{pod.name} has a sidecar (sidecar.istio.io/status) "
+                Step(StepKind.ZTUNNEL, f"{pod.name} has a sidecar (sidecar.istio.io/status) "
                                 "and no HBONE tunnel label: ztunnel sends it plain TCP, its "
                                 "sidecar takes it", pod.source)]
-        return False, steps + [Step("ztunnel", f"{pod.name} is not enrolled (no {REDIRECTION} "
+        return False, steps + [Step(StepKind.ZTUNNEL, f"{pod.name} is not enrolled (no {REDIRECTION} "
                             "annotation): plain TCP", pod.source)]
 
     def _disagreement(self, pod: Pod, proto: str,
@@ -367,17 +343,17 @@ class Tracer:
                               states)
         out = []
         if Disagreement.HBONE_WITHOUT_RULES in found:
-            out.append(Step("ztunnel", f"DISAGREEMENT: ztunnel will send HBONE to {pod.name}, "
+            out.append(Step(StepKind.ZTUNNEL, f"DISAGREEMENT: ztunnel will send HBONE to {pod.name}, "
                             f"but its netns has no in-pod redirection rules ({role}): the pod "
                             "is not captured (istio/istio#61182)",
                             SourceRef(cite(ns, "rulesets"))))
         if Disagreement.HBONE_WITHOUT_LISTENER in found:
-            out.append(Step("ztunnel", f"DISAGREEMENT: ztunnel will send HBONE to {pod.name}:15008, "
+            out.append(Step(StepKind.ZTUNNEL, f"DISAGREEMENT: ztunnel will send HBONE to {pod.name}:15008, "
                             "but nothing listens on 15008 in its netns (ztunnel is not serving "
                             "this pod)", SourceRef(f"{ns.dir}/ss-listen.txt")))
         if Disagreement.RULES_WITHOUT_PROXY in found and states is not None and pod.uid:
             state = states.get(pod.uid)
-            out.append(Step("ztunnel", f"DISAGREEMENT: {pod.name}'s netns redirects to ztunnel, "
+            out.append(Step(StepKind.ZTUNNEL, f"DISAGREEMENT: {pod.name}'s netns redirects to ztunnel, "
                             f"but ztunnel's workloadState for UID {pod.uid} is "
                             f"{state or 'absent'}: redirected connections have no proxy "
                             "(istio/istio#55968)", SourceRef(cite(ns, "rulesets"))))
@@ -396,18 +372,18 @@ class Tracer:
             if pod.node != node:
                 continue
             for image in pod.images:
-                repo, _, tag = image.rpartition(":")
-                if repo.rsplit("/", 1)[-1] != "ztunnel" or "/" in tag:
+                known = image_component(image)
+                if known is None or known[0] != "ztunnel":
                     continue
-                gen = ztunnel_generation_of_tag(tag)
+                gen = ztunnel_generation_of_tag(known[1])
                 if gen is not None:
-                    return gen, Step("ztunnel", f"ztunnel on {node} is {_GEN_NAMES[gen]} (image "
+                    return gen, Step(StepKind.ZTUNNEL, f"ztunnel on {node} is {_GEN_NAMES[gen]} (image "
                                      f"{image} of pod {pod.namespace}/{pod.name})", pod.source)
         zt = self.snap.manifest.components.get("ztunnel") if self.snap.manifest else None
         if zt is not None and len(zt) == 1:
             gen = ztunnel_generation_of_tag(str(zt[0]))
             if gen is not None:
-                return gen, Step("ztunnel", f"ztunnel on {node} is {_GEN_NAMES[gen]} (manifest "
+                return gen, Step(StepKind.ZTUNNEL, f"ztunnel on {node} is {_GEN_NAMES[gen]} (manifest "
                                  f"components: ztunnel {zt[0]})", SourceRef("manifest.json"))
         state = self.snap.nodes.get(node)
         for ns in (state.pods.values() if state else ()):
@@ -416,15 +392,15 @@ class Tracer:
             for lst in ns.listeners or ():
                 proc = lst.process or ""
                 if lst.port == HBONE_PORT and '"envoy"' in proc:
-                    return ENVOY_2022, Step("ztunnel", f"ztunnel on {node} is "
+                    return ENVOY_2022, Step(StepKind.ZTUNNEL, f"ztunnel on {node} is "
                                             f"{_GEN_NAMES[ENVOY_2022]} (process envoy listens on "
                                             f"{HBONE_PORT})", lst.source)
                 if lst.port == HBONE_PORT and '"ztunnel"' in proc:
-                    return RUST_NODE, Step("ztunnel", f"ztunnel on {node} is "
+                    return RUST_NODE, Step(StepKind.ZTUNNEL, f"ztunnel on {node} is "
                                            f"{_GEN_NAMES[RUST_NODE]} (process ztunnel listens "
                                            f"on {HBONE_PORT} in the node-level design)",
                                            lst.source)
-        return None, Step("ztunnel", f"the ztunnel version on {node} is unknown (no ztunnel "
+        return None, Step(StepKind.ZTUNNEL, f"the ztunnel version on {node} is unknown (no ztunnel "
                           "image in cluster/pods.json, no ztunnel version in the manifest, no "
                           "process name on its listeners)")
 
@@ -435,8 +411,8 @@ class Tracer:
         gen = self._generation(d)
         where = f"ztunnel ({'ztunnel pod' if gen == 'legacy' else 'in the pod netns'}) on {d.node}"
         expl: list[Step] = []
-        if d.component == "ztunnel-outbound":
-            expl.append(Step("ztunnel", f"{where} takes the outbound connection; the original "
+        if d.component == Component.ZTUNNEL_OUTBOUND:
+            expl.append(Step(StepKind.ZTUNNEL, f"{where} takes the outbound connection; the original "
                              f"destination is {original}"
                              + (" (read with getsockname(), TPROXY)" if gen == "legacy"
                                 else " (read with SO_ORIGINAL_DST, REDIRECT)")))
@@ -462,25 +438,25 @@ class Tracer:
                 fork = (f"; ztunnel picks one of the {len(eps)} at random per connection "
                         f"(fork: {', '.join(p.name for p in eps)}): {how}" if others else "")
                 expl.append(Step(
-                    "ztunnel", f"{original} is Service {svc.namespace}/{svc.name} port "
+                    StepKind.ZTUNNEL, f"{original} is Service {svc.namespace}/{svc.name} port "
                     f"{svc.ports[idx].port}: ztunnel load-balances to endpoint {target_pod.name} "
                     f"{_same_family(target_pod, original.ip)}:{port}" + fork, svc.source))
             else:
                 target_pod = self.pod_by_ip(original.ip)
                 if target_pod is not None:
-                    expl.append(Step("ztunnel", f"{original.ip} is pod {target_pod.namespace}/"
+                    expl.append(Step(StepKind.ZTUNNEL, f"{original.ip} is pod {target_pod.namespace}/"
                                      f"{target_pod.name}", target_pod.source))
             if target_pod is None:
-                expl.append(Step("ztunnel", f"{original} is neither a Service nor a pod of the "
+                expl.append(Step(StepKind.ZTUNNEL, f"{original} is neither a Service nor a pod of the "
                                  "cluster: ztunnel passes it through as plain TCP"))
-                return _Next("passthrough", f"ztunnel on {d.node}", ns, original.ip,
+                return _Next(Direction.PASSTHROUGH, f"ztunnel on {d.node}", ns, original.ip,
                              original.port, None, INPOD_MARK if gen == "inpod" else 0, expl)
             via = self._waypoint(found[0] if found is not None else None, target_pod,
                                  original, d.node, expl)
             if isinstance(via, str):
                 return via
             if via is not None:
-                return _Next("hbone", f"ztunnel on {d.node}", ns, via.ips[0], HBONE_PORT, None,
+                return _Next(Direction.HBONE, f"ztunnel on {d.node}", ns, via.ips[0], HBONE_PORT, None,
                              INPOD_MARK if gen == "inpod" else 0, expl, original)
             # ztunnel `pick_workload_destination` (src/state.rs): the pod IP the client named,
             # else the workload IP of the original destination's family, else the first one.
@@ -503,37 +479,37 @@ class Tracer:
                     elif zgen == ENVOY_2022:
                         how = ", from the ztunnel pod's own address"
                     else:
-                        expl.append(Step("ztunnel", "the HBONE connection's source address "
+                        expl.append(Step(StepKind.ZTUNNEL, "the HBONE connection's source address "
                                          "depends on the ztunnel generation (own address in "
                                          "2022, the client's in Istio 1.18-1.20)"))
                         return (f"ztunnel version on {d.node} unknown: whether its HBONE "
                                 "connection spoofs the client's address is not known")
-                expl.append(Step("ztunnel", f"HBONE: mTLS (SPIFFE identities) + HTTP/2 CONNECT to "
+                expl.append(Step(StepKind.ZTUNNEL, f"HBONE: mTLS (SPIFFE identities) + HTTP/2 CONNECT to "
                                  f"{SocketAddr(dst_ip, HBONE_PORT)} with :authority {auth}"
                                  + how))
-                return _Next("hbone", f"ztunnel on {d.node}", ns, dst_ip, HBONE_PORT, hbone_src,
+                return _Next(Direction.HBONE, f"ztunnel on {d.node}", ns, dst_ip, HBONE_PORT, hbone_src,
                              INPOD_MARK if gen == "inpod" else 0, expl, auth)
-            expl.append(Step("ztunnel", f"destination not in the mesh: plain TCP to "
+            expl.append(Step(StepKind.ZTUNNEL, f"destination not in the mesh: plain TCP to "
                              f"{SocketAddr(dst_ip, port)}"))
-            return _Next("plaintext", f"ztunnel on {d.node}", ns, dst_ip, port, None,
+            return _Next(Direction.PLAINTEXT, f"ztunnel on {d.node}", ns, dst_ip, port, None,
                          INPOD_MARK if gen == "inpod" else 0, expl)
-        if d.component in ("ztunnel-inbound-hbone", "ztunnel-inbound-plaintext"):
-            if d.component == "ztunnel-inbound-hbone":
+        if d.component in (Component.ZTUNNEL_INBOUND_HBONE, Component.ZTUNNEL_INBOUND_PLAINTEXT):
+            if d.component == Component.ZTUNNEL_INBOUND_HBONE:
                 if authority is None:
                     return "HBONE arrived without a CONNECT target this trace knows"
                 target = authority
-                expl.append(Step("ztunnel", f"{where} terminates mTLS, checks authorization and "
+                expl.append(Step(StepKind.ZTUNNEL, f"{where} terminates mTLS, checks authorization and "
                                  f"the CONNECT :authority {target}"))
             else:
                 target = original
-                expl.append(Step("ztunnel", f"{where} takes plaintext for {target} (inbound "
+                expl.append(Step(StepKind.ZTUNNEL, f"{where} takes plaintext for {target} (inbound "
                                  "passthrough: no peer identity, rejected under STRICT mTLS or "
                                  "allow-only policies)"))
-            expl.append(Step("ztunnel", f"then connects to the application {target}, spoofing the "
+            expl.append(Step(StepKind.ZTUNNEL, f"then connects to the application {target}, spoofing the "
                              f"client address {client}"
                              + (" with SO_MARK 0x539 (over lo)" if gen == "inpod" else
                                 " (IP_TRANSPARENT)")))
-            return _Next("inbound", f"ztunnel on {d.node}", ns, target.ip, target.port, client,
+            return _Next(Direction.INBOUND, f"ztunnel on {d.node}", ns, target.ip, target.port, client,
                          INPOD_MARK if gen == "inpod" else 0, expl)
         return f"{d.component} on {d.node} is not modelled"
 
@@ -548,11 +524,11 @@ class Tracer:
         if found is None:
             return None
         b, wp, bad = found
-        expl.append(Step("ztunnel", f"{b.on} uses waypoint {wp.label} ({wpt.USE_WAYPOINT}); "
+        expl.append(Step(StepKind.ZTUNNEL, f"{b.on} uses waypoint {wp.label} ({wpt.USE_WAYPOINT}); "
                          f"the waypoint is for {wp.waypoint_for} traffic "
                          f"({wp.waypoint_for_source})", b.source))
         if bad is not None and bad[0] == "AMB503":
-            expl.append(Step("ztunnel", f"{bad[1]} ({bad[0]})"))
+            expl.append(Step(StepKind.ZTUNNEL, f"{bad[1]} ({bad[0]})"))
             self._warnings.append(f"{bad[0]}: {bad[1]}")
             return None
         if bad is not None:
@@ -562,7 +538,7 @@ class Tracer:
                     "connection is not modelled")
         pod = wpt.pick_pod(wp, node)
         others = [p.name for p in wp.ready if p is not pod]
-        expl.append(Step("ztunnel", f"HBONE: mTLS + HTTP/2 CONNECT to waypoint pod {pod.name} "
+        expl.append(Step(StepKind.ZTUNNEL, f"HBONE: mTLS + HTTP/2 CONNECT to waypoint pod {pod.name} "
                          f"{SocketAddr(pod.ips[0], HBONE_PORT)} on {pod.node} with :authority "
                          f"{original} (the {addressed} address is kept for the waypoint's L7 "
                          "routing and policy)" + (f" (others: {', '.join(others)})"
@@ -576,7 +552,7 @@ class Tracer:
         TCP. Envoy is not captured (`istio.io/dataplane-mode: none`): no mark, no redirect."""
         if authority is None:
             return f"{gateway} on {node} took HBONE without a CONNECT target this trace knows"
-        expl = [Step("ztunnel", f"{gateway}'s Envoy on {node} terminates mTLS, applies L7 "
+        expl = [Step(StepKind.ZTUNNEL, f"{gateway}'s Envoy on {node} terminates mTLS, applies L7 "
                      f"routing and policy (HTTPRoute, AuthorizationPolicy targetRefs) for "
                      f"{authority}")]
         found = self.service_by_vip(authority)
@@ -596,7 +572,7 @@ class Tracer:
                 return (f"Service {svc.namespace}/{svc.name} targetPort "
                         f"{svc.ports[idx].target_port} is not a port of {target.name}")
             port = tp
-            expl.append(Step("ztunnel", f"Envoy load-balances Service {svc.namespace}/{svc.name} "
+            expl.append(Step(StepKind.ZTUNNEL, f"Envoy load-balances Service {svc.namespace}/{svc.name} "
                              f"to {target.name} {_same_family(target, authority.ip)}:{port}",
                              svc.source))
         if target is None:
@@ -606,28 +582,28 @@ class Tracer:
         expl.extend(why)
         if inmesh:
             auth = SocketAddr(dst_ip, port)
-            expl.append(Step("ztunnel", f"HBONE: mTLS + HTTP/2 CONNECT to "
+            expl.append(Step(StepKind.ZTUNNEL, f"HBONE: mTLS + HTTP/2 CONNECT to "
                              f"{SocketAddr(dst_ip, HBONE_PORT)} with :authority {auth}, from "
                              f"{gateway}'s own address (the destination's ztunnel takes the "
                              "original client from the Forwarded header)"))
-            return _Next("hbone", f"{gateway} on {node}", ns, dst_ip, HBONE_PORT, None, 0,
+            return _Next(Direction.HBONE, f"{gateway} on {node}", ns, dst_ip, HBONE_PORT, None, 0,
                          expl, auth)
-        expl.append(Step("ztunnel", f"destination not in the mesh: plain TCP to "
+        expl.append(Step(StepKind.ZTUNNEL, f"destination not in the mesh: plain TCP to "
                          f"{SocketAddr(dst_ip, port)}"))
-        return _Next("plaintext", f"{gateway} on {node}", ns, dst_ip, port, None, 0, expl)
+        return _Next(Direction.PLAINTEXT, f"{gateway} on {node}", ns, dst_ip, port, None, 0, expl)
 
     def sidecar_next(self, d: Delivery, original: SocketAddr, dst_ep: Endpoint) -> _Next | str:
         """What a sidecar's Envoy (uid 1337) connects to after taking a connection."""
         ns = self.world.by_id[d.netns]
-        if d.component == "sidecar-inbound":
-            expl = [Step("ztunnel", f"the sidecar's Envoy on {d.node} takes the inbound "
+        if d.component == Component.SIDECAR_INBOUND:
+            expl = [Step(StepKind.ZTUNNEL, f"the sidecar's Envoy on {d.node} takes the inbound "
                          f"connection for {original} and forwards it to the application from "
                          "127.0.0.6 as uid 1337 (Istio's inbound passthrough source)")]
-            return _Next("inbound", f"sidecar on {d.node}", ns, original.ip, original.port,
+            return _Next(Direction.INBOUND, f"sidecar on {d.node}", ns, original.ip, original.port,
                          SIDECAR_INBOUND_SRC, 0, expl, uid=SIDECAR_UID)
         found = self.service_by_vip(original)
         target: SocketAddr = original
-        expl = [Step("ztunnel", f"the sidecar's Envoy on {d.node} takes the outbound connection "
+        expl = [Step(StepKind.ZTUNNEL, f"the sidecar's Envoy on {d.node} takes the outbound connection "
                      f"for {original} (uid 1337 skips its own redirect)")]
         if found is not None:
             svc, idx = found
@@ -637,10 +613,10 @@ class Tracer:
                 tp = self.target_port(svc, idx, pod)
                 if tp is not None:
                     target = SocketAddr(pod.ips[0], tp)
-                    expl.append(Step("ztunnel", f"Envoy load-balances Service {svc.namespace}/"
+                    expl.append(Step(StepKind.ZTUNNEL, f"Envoy load-balances Service {svc.namespace}/"
                                      f"{svc.name} to {pod.name} {target} (mTLS when the peer "
                                      "has a sidecar or ztunnel, else plain TCP)", svc.source))
-        return _Next("outbound-sidecar", f"sidecar on {d.node}", ns, target.ip, target.port,
+        return _Next(Direction.OUTBOUND_SIDECAR, f"sidecar on {d.node}", ns, target.ip, target.port,
                      None, 0, expl, uid=SIDECAR_UID)
 
     def socket_mark(self, d: Delivery) -> tuple[int, str]:
@@ -657,25 +633,24 @@ class Tracer:
             return result  # no handshake: nothing comes back that the kernel must route
         if result.disposition == Disposition.REFUSED:
             rep = walker.reply(result, mark=0, mark_why="")
-            result.reply = rep
             if rep.disposition != Disposition.DELIVERED:
-                result.disposition = Disposition.DROPPED
-                result.reason = (f"{result.reason}; but the reset never returns to the client "
-                                 f"(it sees a timeout): {rep.reason}")
-                result.culprit = rep.culprit
-            return result
+                return replace(result, reply=rep, disposition=Disposition.DROPPED,
+                               reason=(f"{result.reason}; but the reset never returns to the "
+                                       f"client (it sees a timeout): {rep.reason}"),
+                               culprit=rep.culprit)
+            return replace(result, reply=rep)
         if result.disposition != Disposition.DELIVERED or result.delivered_to is None:
             return result
         mark, why = self.socket_mark(result.delivered_to)
         rep = walker.reply(result, mark=mark, mark_why=why)
-        result.reply = rep
         if rep.disposition != Disposition.DELIVERED:
             d = result.delivered_to
-            result.disposition = Disposition.DROPPED
-            result.reason = (f"the SYN reaches {d.component} on {d.node} ({d.address}:{d.port}), "
-                             f"but the answer never returns: {rep.reason}")
-            result.culprit = rep.culprit
-        return result
+            return replace(result, reply=rep, disposition=Disposition.DROPPED,
+                           reason=(f"the SYN reaches {d.component} on {d.node} "
+                                   f"({d.address}:{d.port}), but the answer never returns: "
+                                   f"{rep.reason}"),
+                           culprit=rep.culprit)
+        return replace(result, reply=rep)
 
     # ------------------------------------------------------------------ the trace
     def trace(self, src: Endpoint, dst: Endpoint, *, proto: str = "tcp",
@@ -725,7 +700,7 @@ class Tracer:
                 result = self._with_reply(walker, walker.connect(
                     start, dst=first.dst, dport=first.dport, proto=proto))
                 legs.append(Leg(1, first.direction, f"{src.label} (ingress gateway Envoy)",
-                                start.id, result, first.explanation,
+                                start.id, result, tuple(first.explanation),
                                 f"{proto} connect to {SocketAddr(first.dst, first.dport)}",
                                 SocketAddr(first.dst, first.dport)))
                 return self._follow(src, dst, request, legs, walker, warnings, proto,
@@ -733,7 +708,7 @@ class Tracer:
             warnings.append(f"ingress gateway {gw.name}: {first}; traced as a plain client")
         result = self._with_reply(walker, walker.connect(start, dst=dst.ip, dport=dst.port,
                                                          proto=proto, uid=uid))
-        legs.append(Leg(1, "outbound", opener, start.id, result,
+        legs.append(Leg(1, Direction.OUTBOUND, opener, start.id, result,
                         request=f"{proto} connect to {request}"
                         + (f" as uid {uid}" if uid is not None else ""), target=request,
                         uid=uid))
@@ -760,14 +735,14 @@ class Tracer:
                 and len(legs) < 6:
             d = result.delivered_to
             assert result.original_destination is not None and client is not None
-            if d.component == "ztunnel-dns":
-                legs[-1].explanation.append(Step(
-                    "ztunnel", f"ztunnel's DNS proxy on {d.node} answers for {result.original_destination}: "
+            if d.component == Component.ZTUNNEL_DNS:
+                legs[-1] = _explained(legs[-1], Step(
+                    StepKind.ZTUNNEL, f"ztunnel's DNS proxy on {d.node} answers for {result.original_destination}: "
                     "names of the mesh (Services, ServiceEntries) from its own tables, others "
                     "forwarded with the ztunnel pod's /etc/resolv.conf, not the app pod's "
                     "dnsConfig (istio-datapath.md 3.8)"))
                 break
-            if d.component == "waypoint-hbone":
+            if d.component == Component.WAYPOINT_HBONE:
                 nxt = self.envoy_next(self.world.by_id[d.netns], d.node, authority, dst,
                                       f"waypoint {d.pod}")
             elif d.component.startswith("sidecar-"):
@@ -776,7 +751,7 @@ class Tracer:
                 nxt = self.ztunnel_next(d, result.original_destination, client, dst, authority)
             if isinstance(nxt, str):
                 reason = nxt
-                legs[-1].explanation.append(Step("ztunnel", nxt))
+                legs[-1] = _explained(legs[-1], Step(StepKind.ZTUNNEL, nxt))
                 return self._finish(src, dst, request, legs, walker, warnings,
                                     Disposition.INSUFFICIENT_INFO, nxt, plaintext)
             if nxt.authority is not None:
@@ -785,7 +760,7 @@ class Tracer:
                 nxt.netns, dst=nxt.dst, dport=nxt.dport, src=nxt.src, mark=nxt.mark, proto=proto,
                 uid=nxt.uid))
             legs.append(Leg(len(legs) + 1, nxt.direction, nxt.opener, nxt.netns.id, result,
-                            nxt.explanation, f"{proto} connect to {SocketAddr(nxt.dst, nxt.dport)}"
+                            tuple(nxt.explanation), f"{proto} connect to {SocketAddr(nxt.dst, nxt.dport)}"
                             + (f" from {nxt.src}" if nxt.src else "")
                             + (f" mark {nxt.mark:#x}" if nxt.mark else ""),
                             SocketAddr(nxt.dst, nxt.dport), nxt.src, nxt.mark, nxt.uid))
@@ -823,10 +798,11 @@ class Tracer:
                 s.branches for leg in legs for hop in leg.result.hops for s in hop.steps):
             warnings.append(f"--endpoint {endpoint.text}: no random choice of an endpoint on "
                             "this path; nothing to choose")
-        return Trace(src, dst, request, disp, legs, summary, walker.assumptions, warnings,
-                     reason, plaintext, errors, endpoint.text if endpoint else None)
+        return Trace(src, dst, request, disp, tuple(legs), summary, tuple(walker.assumptions),
+                     tuple(warnings), reason, plaintext, tuple(errors),
+                     endpoint.text if endpoint else None)
 
-    def summary(self, src: Endpoint, legs: list[Leg], disp: Disposition) -> str:
+    def summary(self, src: Endpoint, legs: Sequence[Leg], disp: Disposition) -> str:
         """`sleep -> [ambient-worker] ztunnel:15001 -> HBONE -> [ambient-worker2] ztunnel:15008 -> productpage`."""
         parts = [src.short if not legs or legs[0].start_netns == (src.netns.id if src.netns else "")
                  else f"[{src.node}]"]
@@ -852,6 +828,11 @@ class Tracer:
                 where = f"[{last_hop.node}]" if last_hop else ""
                 parts.append(f"{where} {r.disposition.value.upper()}".strip())
         return " -> ".join(parts) + f"  ({disp.value})"
+
+
+def _explained(leg: Leg, step: Step) -> Leg:
+    """`leg` with one more thing its proxy decided (said after the leg was walked)."""
+    return replace(leg, explanation=(*leg.explanation, step))
 
 
 def _selector_of(text: str) -> EndpointSelector:

@@ -17,7 +17,7 @@ from ambientctl.analyzers.compare import flatten
 from ambientctl.analyzers.doctor.facts import Context
 from ambientctl.analyzers.findings import Finding, Report
 from ambientctl.analyzers.intent import Intent, derive
-from ambientctl.analyzers.trace import Leg, Trace
+from ambientctl.analyzers.trace_result import Component, Leg, Trace
 from ambientctl.model import Pod, PodRef, Snapshot
 
 
@@ -77,7 +77,7 @@ def _short(reason: str | None, limit: int = 110) -> str:
     return text if len(text) <= limit else text[: limit - 1].rsplit(" ", 1)[0] + "…"
 
 
-def _delivered(leg: Leg, component: str) -> bool:
+def _delivered(leg: Leg, component: Component) -> bool:
     d = leg.result.delivered_to
     return d is not None and d.component == component
 
@@ -89,7 +89,7 @@ def _first_bad_leg(t: Trace, intent: Intent) -> tuple[Leg | None, str]:
         return None, "no leg could be traced"
     first = legs[0]
     src, dst = intent.source, intent.destination
-    if _delivered(first, "ztunnel-dns"):
+    if _delivered(first, Component.ZTUNNEL_DNS):
         return None, ""  # a DNS query answered by the source's ztunnel DNS proxy (15053)
     if intent.waypoint_problem is not None:
         return first, f"{src.label}'s traffic to {dst.label} cannot take its waypoint: " + \
@@ -99,10 +99,10 @@ def _first_bad_leg(t: Trace, intent: Intent) -> tuple[Leg | None, str]:
         if bad is not None:
             return bad, (f"leg {bad.index} ({bad.direction}) {bad.result.disposition.value}"
                          + (f": {_short(bad.result.reason)}" if bad.result.reason else ""))
-        if not any(_delivered(leg, "ztunnel-inbound-hbone") for leg in legs):
+        if not any(_delivered(leg, Component.ZTUNNEL_INBOUND_HBONE) for leg in legs):
             return legs[-1], f"no HBONE leg: {dst.label} was reached without mTLS"
         return None, ""
-    if intent.path in ("hbone", "passthrough") and not _delivered(first, "ztunnel-outbound"):
+    if intent.path in ("hbone", "passthrough") and not _delivered(first, Component.ZTUNNEL_OUTBOUND):
         lands = next((leg.result.delivered_to for leg in legs
                       if leg.result.delivered_to is not None), None)
         if lands is not None and first.result.delivered_to is not None:
@@ -121,20 +121,20 @@ def _first_bad_leg(t: Trace, intent: Intent) -> tuple[Leg | None, str]:
         if leg.result.disposition.value != "delivered":
             return leg, (f"leg {leg.index} ({leg.direction}) {leg.result.disposition.value}"
                          + (f": {_short(leg.result.reason)}" if leg.result.reason else ""))
-    if intent.waypoint is not None and not any(_delivered(leg, "waypoint-hbone")
+    if intent.waypoint is not None and not any(_delivered(leg, Component.WAYPOINT_HBONE)
                                                for leg in legs):
         return first, f"{src.label}'s traffic skipped its waypoint {intent.waypoint}"
-    if intent.path == "hbone" and not any(_delivered(leg, "ztunnel-inbound-hbone") or
+    if intent.path == "hbone" and not any(_delivered(leg, Component.ZTUNNEL_INBOUND_HBONE) or
                                           leg.direction == "hbone" for leg in legs):
         return legs[-1], f"no HBONE leg: {dst.label} was reached without mTLS"
-    if intent.path == "hbone" and any(_delivered(leg, "ztunnel-inbound-plaintext")
+    if intent.path == "hbone" and any(_delivered(leg, Component.ZTUNNEL_INBOUND_PLAINTEXT)
                                       for leg in legs):
-        bad = next(leg for leg in legs if _delivered(leg, "ztunnel-inbound-plaintext"))
+        bad = next(leg for leg in legs if _delivered(leg, Component.ZTUNNEL_INBOUND_PLAINTEXT))
         return bad, (f"HBONE to {dst.label} was captured again as plaintext by its ztunnel "
                      "(15006): inbound capture does not exclude 15008")
     if t.disposition.value not in ("delivered", "bypassed-mesh"):
         return legs[-1], t.disposition.value
-    inbound = ("ztunnel-inbound-hbone", "ztunnel-inbound-plaintext")
+    inbound = (Component.ZTUNNEL_INBOUND_HBONE, Component.ZTUNNEL_INBOUND_PLAINTEXT)
     if dst.kind == "ambient" and intent.path in ("hbone", "inbound", "sidecar") and \
             t.disposition.value in ("delivered", "bypassed-mesh") and \
             not any(_delivered(leg, c) for leg in legs for c in inbound):
@@ -185,13 +185,13 @@ def _evidence(f: Finding) -> str:
 
 
 def _as_intended_text(t: Trace, intent: Intent) -> str:
-    if t.legs and _delivered(t.legs[0], "ztunnel-dns"):
+    if t.legs and _delivered(t.legs[0], Component.ZTUNNEL_DNS):
         return (f"as intended — {intent.source.label}'s DNS query is answered by its ztunnel's "
                 "DNS proxy (15053)")
     nodes = [n for leg in t.legs if leg.direction == "hbone" for n in
              (leg.result.hops[0].node if leg.result.hops else "?",
               leg.result.delivered_to.node if leg.result.delivered_to else "?")]
-    wp = next((leg.result.delivered_to for leg in t.legs if _delivered(leg, "waypoint-hbone")),
+    wp = next((leg.result.delivered_to for leg in t.legs if _delivered(leg, Component.WAYPOINT_HBONE)),
               None)
     if intent.path == "hbone" and wp is not None and nodes:
         return (f"as intended — HBONE mTLS {nodes[0]} → waypoint {intent.waypoint} on {wp.node} "

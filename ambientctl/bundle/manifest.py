@@ -36,6 +36,7 @@ from typing import Any
 
 from ambientctl import __version__
 from ambientctl.bundle.layout import FORMAT_VERSION, MANIFEST_SCHEMA
+from ambientctl.istio import image_component
 from ambientctl.raw import RawOutput, RawStatus
 
 STDERR_LIMIT = 4096  # bytes of stderr kept per entry: enough for any error message
@@ -115,9 +116,6 @@ def bundle_id(entries: Iterable[Mapping[str, Any]]) -> str:
     return "sha256:" + sha256_hex(canonical(list(entries)))
 
 
-# Istio components recognised by image name (repository path ends with these).
-_COMPONENTS = {"ztunnel": "ztunnel", "install-cni": "istio-cni", "pilot": "istiod",
-               "proxyv2": "istio-proxy"}
 
 
 def component_versions(pods_json: bytes) -> dict[str, list[str]]:
@@ -136,10 +134,9 @@ def component_versions(pods_json: bytes) -> dict[str, list[str]]:
         spec = pod.get("spec", {}) if isinstance(pod, dict) else {}
         for c in [*(spec.get("containers") or []), *(spec.get("initContainers") or [])]:
             image = str(c.get("image", "")) if isinstance(c, dict) else ""
-            repo, _, tag = image.rpartition(":") if ":" in image.rsplit("/", 1)[-1] else (image, "", "")
-            name = repo.rsplit("/", 1)[-1]
-            if name in _COMPONENTS:
-                found.setdefault(_COMPONENTS[name], set()).add(tag or "latest")
+            known = image_component(image)
+            if known is not None:
+                found.setdefault(known[0], set()).add(known[1])
     return {k: sorted(v) for k, v in sorted(found.items())}
 
 

@@ -22,6 +22,7 @@ from __future__ import annotations
 import re
 
 from ambientctl.bundle.layout import NETNS_FILES
+from ambientctl.istio import IMAGE_COMPONENTS
 
 # ---------------------------------------------------------------------------- validators
 
@@ -161,7 +162,7 @@ ANNOTATION_KEYS: dict[str, str] = {
 # Image basenames of Istio components (manifest `components` reads their tags): the
 # registry path becomes opaque, the component name and tag stay. Any other image is
 # opaque as a whole (app names inside image names included).
-ISTIO_IMAGES = frozenset({"ztunnel", "install-cni", "pilot", "proxyv2"})
+ISTIO_IMAGES = frozenset(IMAGE_COMPONENTS)  # the one list: istio.IMAGE_COMPONENTS
 PUBLIC_REGISTRIES = frozenset({"docker.io/istio", "gcr.io/istio-release", "istio",
                                "gcr.io/istio-testing"})
 

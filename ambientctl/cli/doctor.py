@@ -104,7 +104,10 @@ def doctor_cmd(ctx: click.Context, output: str, output_threshold: str, fail_on: 
     elif output == "line":
         click.echo(doctor_text.render_lines(report), nl=False)
     else:
-        click.echo(doctor_text.render(report, verbose=verbose), nl=False)
+        from ambientctl.render.provenance import collected_with
+
+        click.echo(doctor_text.render(report, verbose=verbose,
+                                      provenance=collected_with(snap.manifest)), nl=False)
     if report.result != "pass":
         return int(ExitCode.FINDINGS)
     for r in report.errored:

@@ -101,10 +101,10 @@ def trace_cmd(src: str, dst: str, namespace: str | None, port: int | None, plain
             click.echo(terminal_safe((graph.to_dot if output == "dot" else graph.to_mermaid)(doc)),
                    nl=False)
     else:
-        from ambientctl.render.provenance import bundle_header
+        from ambientctl.render.provenance import provenance_lines
         from ambientctl.render.term import Term
 
-        click.echo(trace_text.render(t, verbose=verbose, header=bundle_header(location, snap),
+        click.echo(trace_text.render(t, verbose=verbose, header=provenance_lines(location, snap),
                                      term=Term.detect(), verdict=verdict), nl=False)
     # Bad data on the path: one line per problem on stderr and the bundle exit code.
     for problem in t.data_errors:

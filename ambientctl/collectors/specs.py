@@ -35,7 +35,9 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
+from ambientctl.layout import COMMAND_FILES
 from ambientctl.raw import OPTIONAL_ABSENT
 
 
@@ -52,7 +54,7 @@ def _has_table(stdout: bytes) -> bool:
 class CommandSpec:
     """One read-only command and the bundle file its stdout becomes.
 
-    `file` is a name from `layout.NETNS_FILES`; `keep` (optional) decides whether a
+    `file` is the name `layout.COMMAND_FILES` gives the id (`_spec`); `keep` (optional) decides whether a
     successful output is worth storing (see `iptables-legacy-save`); `targets` says on which
     kind of target the command runs ("node", "pod" or both).
     """
@@ -93,59 +95,49 @@ class VersionSpec:
     argv: tuple[str, ...]
 
 
+def _spec(id: str, argv: tuple[str, ...], **kw: Any) -> CommandSpec:
+    """A catalogue command writing the file `layout.COMMAND_FILES` names for its id."""
+    return CommandSpec(id, COMMAND_FILES[id], argv, **kw)
+
+
 _LEGACY_NOTE = "printed no table: the iptables-legacy backend is unused here; not stored"
 
 NETNS_SPECS: tuple[CommandSpec, ...] = (
-    CommandSpec("iptables-save", "iptables-save.txt", ("iptables-save",)),
-    CommandSpec("ip6tables-save", "ip6tables-save.txt", ("ip6tables-save",)),
-    CommandSpec(
-        "iptables-legacy-save",
-        "iptables-legacy-save.txt",
-        ("iptables-legacy-save",),
-        keep=_has_table,
-        keep_reason=_LEGACY_NOTE,
-    ),
-    CommandSpec(
-        "ip6tables-legacy-save",
-        "ip6tables-legacy-save.txt",
-        ("ip6tables-legacy-save",),
-        keep=_has_table,
-        keep_reason=_LEGACY_NOTE,
-    ),
-    CommandSpec("nft-ruleset", "nft-ruleset.json", ("nft", "-j", "list", "ruleset"),
-                timeout_factor=4.0),
-    CommandSpec("ipset", "ipset.txt", ("ipset", "list")),
+    _spec("iptables-save", ("iptables-save",)),
+    _spec("ip6tables-save", ("ip6tables-save",)),
+    _spec("iptables-legacy-save", ("iptables-legacy-save",), keep=_has_table,
+          keep_reason=_LEGACY_NOTE),
+    _spec("ip6tables-legacy-save", ("ip6tables-legacy-save",), keep=_has_table,
+          keep_reason=_LEGACY_NOTE),
+    _spec("nft-ruleset", ("nft", "-j", "list", "ruleset"), timeout_factor=4.0),
+    _spec("ipset", ("ipset", "list")),
     # Rules and routes are stored twice: JSON for machines, and the text iproute2 prints,
     # which the analyzers prefer so that every route and rule cited as evidence is the
     # line an operator would read, with its line number.
-    CommandSpec("ip-rule", "ip-rule.json", ("ip", "-j", "rule")),
-    CommandSpec("ip-rule-text", "ip-rule.txt", ("ip", "rule")),
-    CommandSpec("ip6-rule", "ip6-rule.json", ("ip", "-6", "-j", "rule")),
-    CommandSpec("ip6-rule-text", "ip6-rule.txt", ("ip", "-6", "rule")),
-    CommandSpec("ip-route", "ip-route.json", ("ip", "-j", "route", "show", "table", "all")),
-    CommandSpec("ip-route-text", "ip-route.txt", ("ip", "route", "show", "table", "all")),
-    CommandSpec(
-        "ip6-route", "ip6-route.json", ("ip", "-6", "-j", "route", "show", "table", "all")
-    ),
-    CommandSpec(
-        "ip6-route-text", "ip6-route.txt", ("ip", "-6", "route", "show", "table", "all")
-    ),
-    CommandSpec("ip-addr", "ip-addr.json", ("ip", "-j", "-d", "addr")),
-    CommandSpec("ip-addr-text", "ip-addr.txt", ("ip", "-d", "addr")),
-    CommandSpec("ss-listen", "ss-listen.txt", ("ss", "-Hltnp")),
+    _spec("ip-rule", ("ip", "-j", "rule")),
+    _spec("ip-rule-text", ("ip", "rule")),
+    _spec("ip6-rule", ("ip", "-6", "-j", "rule")),
+    _spec("ip6-rule-text", ("ip", "-6", "rule")),
+    _spec("ip-route", ("ip", "-j", "route", "show", "table", "all")),
+    _spec("ip-route-text", ("ip", "route", "show", "table", "all")),
+    _spec("ip6-route", ("ip", "-6", "-j", "route", "show", "table", "all")),
+    _spec("ip6-route-text", ("ip", "-6", "route", "show", "table", "all")),
+    _spec("ip-addr", ("ip", "-j", "-d", "addr")),
+    _spec("ip-addr-text", ("ip", "-d", "addr")),
+    _spec("ss-listen", ("ss", "-Hltnp")),
     # UDP sockets: ztunnel's in-pod DNS proxy (127.0.0.1:15053) for the DNS capture path.
-    CommandSpec("ss-listen-udp", "ss-listen-udp.txt", ("ss", "-Hlunp")),
-    CommandSpec("sysctl", "sysctl.txt", ("sysctl", "net")),
+    _spec("ss-listen-udp", ("ss", "-Hlunp")),
+    _spec("sysctl", ("sysctl", "net")),
     # kube-proxy's IPVS mode: the virtual services and their real servers (numeric, exact
     # counters). Nodes only; a node without ipvsadm is recorded as not found.
-    CommandSpec("ipvsadm", "ipvsadm.txt", ("ipvsadm", "-Ln", "--exact"),
+    _spec("ipvsadm", ("ipvsadm", "-Ln", "--exact"),
                 targets=frozenset({"node"}), optional=True,
                 absent_reason=OPTIONAL_ABSENT + "ipvsadm is not installed on the node (kube-proxy "
                 "is not in IPVS mode there, or the node image lacks the tool); not stored"),
     # Neighbours: whether an on-link next hop ever answered ARP/NDP (a veth peer that owns
     # no address and does not proxy_arp leaves the entry FAILED/INCOMPLETE).
-    CommandSpec("ip-neigh", "ip-neigh.json", ("ip", "-j", "neigh", "show")),
-    CommandSpec("ip-neigh-text", "ip-neigh.txt", ("ip", "neigh", "show")),
+    _spec("ip-neigh", ("ip", "-j", "neigh", "show")),
+    _spec("ip-neigh-text", ("ip", "neigh", "show")),
 )
 
 ZTUNNEL_ADMIN_PORT = 15000
@@ -163,9 +155,8 @@ ZTUNNEL_ADMIN_ARGV: tuple[str, ...] = (
 )
 
 ZTUNNEL_SPECS: tuple[CommandSpec, ...] = (
-    CommandSpec(
+    _spec(
         "ztunnel-config-dump",
-        "config_dump.json",
         ZTUNNEL_ADMIN_ARGV,
         targets=frozenset({"ztunnel"}),
         # 7: nothing listens; 1: with this fixed http:// URL, only "Received HTTP/0.9 when

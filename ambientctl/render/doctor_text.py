@@ -41,9 +41,10 @@ def _finding(f: Finding, verbose: bool) -> list[str]:
     return out
 
 
-def render(report: Report, *, verbose: bool = False) -> str:
-    """The whole report as text."""
-    lines = [f"ambientctl doctor: {report.source}", ""]
+def render(report: Report, *, verbose: bool = False, provenance: str | None = None) -> str:
+    """The whole report as text; `provenance` (`provenance.collected_with`) follows the
+    title line when the bundle records what it was collected with."""
+    lines = [f"ambientctl doctor: {report.source}", *([provenance] if provenance else []), ""]
     rows = [["NODE", "MODE", "PODS CAPTURED/EXPECTED", "ERRORS", "WARNINGS", "INFO"]]
     for n in report.nodes:
         rows.append([n.name, n.mode, _pods(n.pods_captured, n.pods_expected),

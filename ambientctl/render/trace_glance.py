@@ -14,10 +14,9 @@ connection broke.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
-from ambientctl.analyzers.path import Hop, LegResult, Step
-from ambientctl.analyzers.trace import Leg, Trace
+from ambientctl.analyzers.trace_result import Hop, Leg, LegResult, Step, Trace
 
 DEFAULT_RULES = {0, 32766, 32767}
 # Words in a rule step's verdict that mean the rule changed the packet, its marks or its
@@ -92,7 +91,7 @@ def _hop_base(hop: Hop) -> str:
     return ""
 
 
-def _role(hop: Hop, later: list[Hop]) -> str:
+def _role(hop: Hop, later: Sequence[Hop]) -> str:
     """The 2022 design captures on the node, so an app pod's own netns has no capture
     rules: it is "captured on the node" when a node-level hop after it marks the packet."""
     if hop.role == "not-captured" and hop.pod is not None:
@@ -118,7 +117,7 @@ def _short_cite(step: Step, base: str) -> str:
     return _cite(step, base).strip()[1:-1] if step.source is not None else ""
 
 
-def _hop_lines(hop: Hop, later: list[Hop]) -> list[str]:
+def _hop_lines(hop: Hop, later: Sequence[Hop]) -> list[str]:
     steps = _normalised(hop.steps)
     base = _hop_base(hop)
     who = f"pod {hop.pod}" if hop.pod else "node"

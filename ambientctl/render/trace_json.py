@@ -4,9 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from ambientctl.analyzers.path import Delivery, Hop, Step
 from ambientctl.analyzers.selectors import Endpoint
-from ambientctl.analyzers.trace import Leg, Trace
+from ambientctl.analyzers.trace_result import Delivery, Hop, Leg, Step, Trace
 from ambientctl.analyzers.verdict import Verdict
 from ambientctl.model import SourceRef
 

@@ -6,8 +6,7 @@ Like ovn-trace's summary/detailed levels: the same `Trace`, filtered.
 
 from __future__ import annotations
 
-from ambientctl.analyzers.path import Step
-from ambientctl.analyzers.trace import Leg, Trace
+from ambientctl.analyzers.trace_result import Leg, Step, Trace
 from ambientctl.analyzers.verdict import Verdict
 from ambientctl.render import trace_glance
 from ambientctl.render.term import Term
@@ -47,12 +46,13 @@ def render(t: Trace, *, verbose: bool = False, header: str | None = None,
            term: Term | None = None, verdict: Verdict | None = None) -> str:
     """The text view: at a glance by default (`trace_glance`), every step with -v.
 
-    `header` names the bundle (where, when, how collected); `term` colours and wraps for
-    a terminal (plain and unwrapped when piped)."""
+    `header` names the bundle (where, when, how and with what collected: one line each,
+    `provenance.provenance_lines`); `term` colours and wraps for a terminal (plain and
+    unwrapped when piped)."""
     term = term or Term()
     colour = "green" if t.disposition.value == "delivered" else "red"
     # the summary stays the first line (scripts read it with `head -1`); provenance next
-    out = [term.paint(t.summary, "bold", colour), *([header] if header else []), ""]
+    out = [term.paint(t.summary, "bold", colour), *(header.splitlines() if header else []), ""]
     if t.reason and t.disposition.value not in ("delivered",):
         out.append(f"why: {t.reason}")
         out.append("")

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from functools import cached_property
 
 from ambientctl.analyzers.derived_facts import DerivedFacts, running
+from ambientctl.analyzers.snapshot import group_files
 from ambientctl.errors import ParseError
 from ambientctl.istio import Enrollment, is_ztunnel
 from ambientctl.istio import enrollment as istio_enrollment
@@ -40,18 +41,20 @@ BYPASS_INBOUND = "ambient.istio.io/bypass-inbound-capture"
 CNI_AGENT = "kubectl -n istio-system delete pod -l k8s-app=istio-cni-node " \
             "--field-selector spec.nodeName={node}"
 
-# Which netns file holds which kind of data (preference order as the snapshot reads them).
-DATA_FILES: dict[str, tuple[str, ...]] = {
-    "iptables": ("iptables-save.txt", "nft-ruleset.json", "nft-ruleset.txt",
-                 "iptables-legacy-save.txt"),
-    "ipset": ("ipset.txt",),
-    "sets": ("ipset.txt", "nft-ruleset.json", "nft-ruleset.txt"),
-    "ip-rule": ("ip-rule.txt", "ip-rule.json"),
-    "ip-route": ("ip-route.txt", "ip-route.json"),
-    "ip-addr": ("ip-addr.txt", "ip-addr.json"),
-    "ss": ("ss-listen.txt",),
-    "sysctl": ("sysctl.txt",),
+# Which spec-table groups hold which kind of data a check needs (preference order as the
+# snapshot reads them): the file names come from the one table (`snapshot.SPEC_TABLE`).
+DATA_GROUPS: dict[str, tuple[str, ...]] = {
+    "iptables": ("iptables-save", "nft", "iptables-legacy-save"),
+    "ipset": ("ipset",),
+    "sets": ("ipset", "nft"),
+    "ip-rule": ("ip-rule",),
+    "ip-route": ("ip-route",),
+    "ip-addr": ("ip-addr",),
+    "ss": ("ss-listen",),
+    "sysctl": ("sysctl",),
 }
+DATA_FILES: dict[str, tuple[str, ...]] = {
+    data: group_files(*groups) for data, groups in DATA_GROUPS.items()}
 
 
 def has_data(ns: NetNamespace, data: str) -> bool:
