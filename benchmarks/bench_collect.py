@@ -309,8 +309,11 @@ class SimNode:
         assert argv[2] == SCRIPT
         out, err = bytearray(f"{nonce} I net:[{4026530000 + self.index}]\n".encode()), bytearray()
         from ambientctl.collectors.batch import INDEX, KIND_TOKENS, batch_for
+        from ambientctl.collectors.specs import VERSION_SPECS
 
         kinds = {tok: [str(INDEX[a]) for a in batch_for(kind)] for kind, tok in KIND_TOKENS.items()}
+        # a tool's version is one short line, not a ruleset
+        versions = {str(INDEX[v.argv]): f"{v.tool} v1.0\n".encode() for v in VERSION_SPECS}
         tokens = [x for token in argv[6:] for x in kinds.get(token, [token])]
         body = self.host
         for n, token in enumerate(tokens):
@@ -320,7 +323,7 @@ class SimNode:
                 out += f"{nonce} S {token} net:[{inode}]\n".encode()
                 err += f"{nonce} S {token}\n".encode()
             elif token.isdigit():
-                out += f"{nonce} B {token}\n".encode() + body
+                out += f"{nonce} B {token}\n".encode() + versions.get(token, body)
                 out += f"\n{nonce} E {token} 0 1 0 1000000\n".encode()
                 err += f"{nonce} B {token}\n\n{nonce} E {token}\n".encode()
         return bytes(out), bytes(err), 0

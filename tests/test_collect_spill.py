@@ -12,9 +12,11 @@ from pathlib import Path
 
 import pytest
 
-from ambientctl.bundle.manifest import EntrySpool, Manifest, bundle_id
-from ambientctl.bundle.writer import write_bundle
-from ambientctl.raw import RawOutput, RawStatus
+from ambientctl.bundle.manifest import EntrySpool, Manifest, bundle_id, sha256_hex
+from ambientctl.bundle.writer import Spill, write_bundle
+from ambientctl.collectors.runner import OutputSpool, Plan, Runner, Target
+from ambientctl.collectors.transport import NetnsRef
+from ambientctl.raw import ExecResult, RawOutput, RawStatus
 
 ROOT = Path(__file__).resolve().parent.parent
 MIB = 1 << 20
@@ -179,3 +181,60 @@ def test_writing_the_manifest_takes_memory_independent_of_the_number_of_entries(
     assert manifest_bytes > 20 * MIB  # held in memory, the document alone was ~4x this
     # 20x the entries: the traced peak stays within a small constant of the small run's
     assert peaks[40_000] < peaks[2_000] + 4 * MIB, peaks
+
+
+# --------------------------------------------------------------------------- outputs spool
+
+
+def _output(target: str, i: int) -> RawOutput:
+    return RawOutput(path=f"{target}/f{i}", target=target, argv=("cat", str(i)),
+                     transport="fake", status=RawStatus.OK, exit_code=0, stdout=b"",
+                     stderr=b"e" * i, started_at="t", duration_ms=i, spilled=(i, "0" * 64))
+
+
+def test_output_spool_reads_back_in_plan_order_whatever_order_targets_finished() -> None:
+    plan = [f"pod/ns/p{t}" for t in range(7)]
+    expected = [_output(t, i) for t in plan for i in range(t.endswith(("3", "5")) and 0 or 4)]
+    spool = OutputSpool()
+    for target in reversed(plan):  # finished in the opposite order
+        spool.put(target, [o for o in expected if o.target == target])
+    spool.seal(plan)
+    assert list(spool) == expected and len(spool) == len(expected)
+    assert [spool[i] for i in range(len(expected))] == expected
+    assert spool[-1] == expected[-1] and spool[3:9] == expected[3:9]
+    with pytest.raises(IndexError):
+        spool[len(expected)]
+    spool.close()
+
+
+class _Fake:
+    name = "fake"
+
+    def run(self, argv: object, *, netns: object, timeout: float) -> ExecResult:
+        return ExecResult(0, repr((argv, netns)).encode(), b"", 1)
+
+    def close(self) -> None:
+        pass
+
+
+def test_a_spilling_run_keeps_its_outputs_on_disk_and_gives_the_same_outputs(
+        tmp_path: Path) -> None:
+    targets = [Target.node_target("n1", NetnsRef())] + [
+        Target.pod_target("n1", "default", f"pod-{i}", NetnsRef(name=f"cni-{i}"))
+        for i in range(5)]
+    plain = Runner(_Fake(), concurrency=3).run(Plan(tuple(targets))).outputs
+    spill = Spill(str(tmp_path / "b"))
+    spooled = Runner(_Fake(), concurrency=3, spill=spill).run(Plan(tuple(targets))).outputs
+    assert isinstance(spooled, OutputSpool)
+    assert len(spooled) == len(plain) > len(targets)
+    spilled = 0
+    for a, b in zip(plain, spooled, strict=True):
+        assert (a.path, a.target, a.status, a.note) == (b.path, b.target, b.status, b.note)
+        if b.spilled is None:  # an output a spec's `keep` refused: never written
+            assert b.stdout == a.stdout and not (spill.staging / b.path).exists()
+            continue
+        spilled += 1
+        assert b.stdout == b"" and b.spilled == (len(a.stdout), sha256_hex(a.stdout))
+        assert (spill.staging / b.path).read_bytes() == a.stdout
+    assert spilled > len(targets)
+    spill.discard()

@@ -253,9 +253,9 @@ def _role(target: Mapping[str, Any]) -> str:
 
 
 def refuse_shared_netns(
-    targets: Sequence[Mapping[str, Any]], outputs: Sequence[RawOutput]
-) -> tuple[list[RawOutput], list[dict[str, Any]]]:
-    """Outputs with every target that shares its netns (same `netns_inode`) with a target
+    targets: Sequence[Mapping[str, Any]], outputs: Iterable[RawOutput]
+) -> tuple[Iterable[RawOutput], list[dict[str, Any]]]:
+    """Outputs (an iterable read once) with every target that shares its netns (same `netns_inode`) with a target
     of ANOTHER role turned into `skipped` entries, and one conflict record per netns.
 
     Why: a netns read under two roles means one of them is wrong (e.g. an istio-cni agent
@@ -282,11 +282,12 @@ def refuse_shared_netns(
                 "(one netns cannot be two targets)"
             )
     if not refused:
-        return list(outputs), []
-    out = [
+        return outputs, []
+    # lazily: `outputs` may be a spooled run's (`runner.OutputSpool`), read back once
+    out = (
         replace(o, status=RawStatus.SKIPPED, stdout=b"", note=refused[o.target])
         if o.target in refused and o.status is RawStatus.OK
         else o
         for o in outputs
-    ]
+    )
     return out, conflicts

@@ -35,7 +35,7 @@ import shutil
 import tarfile
 import tempfile
 import threading
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
@@ -207,7 +207,7 @@ class Spill:
 def write_bundle(
     out: str,
     *,
-    outputs: Sequence[RawOutput],
+    outputs: Iterable[RawOutput],
     created_at: str,
     collection: dict[str, Any],
     targets: list[dict[str, Any]],
