@@ -2,6 +2,7 @@
 
     python benchmarks/bench_collect.py latency [--targets 100] [--latency 0.2] [--sequential]
     python benchmarks/bench_collect.py memory  [--transport docker|kube|ssh] [--services 10000]
+    python benchmarks/bench_collect.py scale   [--nodes 50 500] [--pods 50] [--profile-memory]
 
 `latency`: 100 emulated targets (10 nodes x (host + 9 pods), each a real network
 namespace) collected through the docker transport against the Engine API test peer,
@@ -16,6 +17,16 @@ discovery per node). `--sequential` also measures concurrency 1 for real.
 a throwaway netns, then ONE target is collected through a transport into a bundle in a
 fresh child process; reports that child's peak RSS (ru_maxrss) above its baseline after
 imports, and the wall time.
+
+`scale`: a simulated cluster (`--nodes` nodes x `--pods` app pods, every node an
+istio-cni pod answering the discovery and batch scripts in-process with outputs of
+realistic size) collected through the Kubernetes exec transport against the API test
+peer with `--latency` per exec; reports wall time, exec round trips, API list pages and
+the collecting process's peak RSS. `--profile-memory` runs the collection under
+tracemalloc instead and reports, for the same run, the traced peak and the 15 source
+lines holding the most memory when the run hands its results to the bundle writer (the
+moment everything a run keeps is alive) and at the traced peak's end of writing; slower
+(tracemalloc costs ~2x), so its wall time is not comparable.
 
 Needs root (network namespaces). Every namespace is created through `ambientlab.netns.Lab`
 (registered, removed at exit, even on failure). No Docker engine or cluster is needed.
@@ -298,8 +309,11 @@ class SimNode:
         assert argv[2] == SCRIPT
         out, err = bytearray(f"{nonce} I net:[{4026530000 + self.index}]\n".encode()), bytearray()
         from ambientctl.collectors.batch import INDEX, KIND_TOKENS, batch_for
+        from ambientctl.collectors.specs import VERSION_SPECS
 
         kinds = {tok: [str(INDEX[a]) for a in batch_for(kind)] for kind, tok in KIND_TOKENS.items()}
+        # a tool's version is one short line, not a ruleset
+        versions = {str(INDEX[v.argv]): f"{v.tool} v1.0\n".encode() for v in VERSION_SPECS}
         tokens = [x for token in argv[6:] for x in kinds.get(token, [token])]
         body = self.host
         for n, token in enumerate(tokens):
@@ -309,7 +323,7 @@ class SimNode:
                 out += f"{nonce} S {token} net:[{inode}]\n".encode()
                 err += f"{nonce} S {token}\n".encode()
             elif token.isdigit():
-                out += f"{nonce} B {token}\n".encode() + body
+                out += f"{nonce} B {token}\n".encode() + versions.get(token, body)
                 out += f"\n{nonce} E {token} 0 1 0 1000000\n".encode()
                 err += f"{nonce} B {token}\n\n{nonce} E {token}\n".encode()
         return bytes(out), bytes(err), 0
@@ -359,6 +373,39 @@ _MEASURE = (
 )
 
 
+_PROFILE = r"""
+import json, os, runpy, sys, tracemalloc
+tracemalloc.start(4)
+from ambientctl.collectors import runner
+
+report, real = {}, runner.write_bundle
+
+
+def top(snap, n=15):
+    stats = snap.statistics("lineno")[:n]
+    return [[f"{s.traceback[0].filename.rsplit('/', 2)[-1]}:{s.traceback[0].lineno}",
+             round(s.size / 2**20, 1), s.count] for s in stats]
+
+
+def traced(*args, **kwargs):
+    report["at_write_mib"] = round(tracemalloc.get_traced_memory()[0] / 2**20, 1)
+    report["top_at_write"] = top(tracemalloc.take_snapshot())
+    tracemalloc.reset_peak()
+    try:
+        return real(*args, **kwargs)
+    finally:
+        report["write_peak_mib"] = round(tracemalloc.get_traced_memory()[1] / 2**20, 1)
+        report["top_after_write"] = top(tracemalloc.take_snapshot())
+        with open(os.environ["AMBIENTCTL_PROFILE_OUT"], "w") as fh:
+            json.dump(report, fh)
+
+
+runner.write_bundle = traced
+sys.argv = ["ambientctl", *sys.argv[1:]]
+runpy.run_module("ambientctl", run_name="__main__")
+"""
+
+
 def scale_bench(args: argparse.Namespace) -> list[dict[str, Any]]:
     """Kubernetes-exec collection of simulated clusters of each `--nodes` size."""
     from ambientctl.collectors.batch import batch_for
@@ -378,11 +425,14 @@ def scale_bench(args: argparse.Namespace) -> list[dict[str, Any]]:
                 KubeApi(docs, targets, latency=args.latency, enrich=False) as api:
             conf = api.kubeconfig(Path(work) / "kubeconfig", context="peer")
             out = Path(work) / "bundle"
+            profile = Path(work) / "profile.json"
+            cli = ["-c", _PROFILE] if args.profile_memory else ["-m", "ambientctl"]
             res = subprocess.run(
-                [sys.executable, "-c", _MEASURE, sys.executable, "-m", "ambientctl", "collect",
+                [sys.executable, "-c", _MEASURE, sys.executable, *cli, "collect",
                  "--kubeconfig", str(conf), "--context", "peer", "--concurrency",
                  str(args.concurrency), "-q", "-o", str(out)],
-                cwd=REPO, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(REPO)},
+                cwd=REPO, capture_output=True, text=True,
+                env={**os.environ, "PYTHONPATH": str(REPO), "AMBIENTCTL_PROFILE_OUT": str(profile)},
             )
             if not (out / "manifest.json").exists():
                 raise SystemExit(f"collection of {nodes} nodes failed: {res.stderr.strip()[-2000:]}")
@@ -400,7 +450,10 @@ def scale_bench(args: argparse.Namespace) -> list[dict[str, Any]]:
                 "entries_not_ok": sum(1 for e in manifest["entries"] if e["status"] != "ok"),
                 "bundle_mib": round(size / 2**20, 1),
                 "peak_rss_mib": round(int(peak_kib) / 1024, 1),
+                "load_avg_1m": round(os.getloadavg()[0], 2),
             })
+            if args.profile_memory:
+                rows[-1]["tracemalloc"] = json.loads(profile.read_text())
     return rows
 
 
@@ -425,6 +478,8 @@ def main() -> None:
     sc.add_argument("--host-kib", type=int, default=600,
                     help="KiB a node's own netns prints, all commands together (~5k kube-proxy rules)")
     sc.add_argument("--pod-bytes", type=int, default=300, help="bytes per pod command")
+    sc.add_argument("--profile-memory", action="store_true",
+                    help="run under tracemalloc: what holds memory when the bundle is written")
     child = sub.add_parser("_child")
     child.add_argument("transport")
     child.add_argument("netns")

@@ -633,6 +633,69 @@ def _classify(rel: str, doc: object) -> set[str]:
     return red.unclassified
 
 
+_WRITERS = ("collectors/*.py", "cli/source.py", "bundle/writer.py")
+_COLLECTION_NAMES = frozenset({"notes", "meta", "collection"})
+
+
+def _collection_keys_written() -> set[str]:
+    """Every constant key the collectors put in the manifest's `collection`, read from
+    their source: `notes[...] = `, `notes.setdefault(...)`, `{...}` assigned to notes /
+    meta / collection (the names the collectors use for it), `CollectOptions.record()`
+    and the write-error record. So a key added to a collector later is seen here even if
+    no test builds it."""
+    import ast
+
+    pkg = Path(__file__).resolve().parent.parent / "ambientctl"
+    keys: set[str] = set()
+
+    def target_name(node: ast.expr) -> str | None:
+        return node.id if isinstance(node, ast.Name) else None
+
+    def dict_keys(node: ast.expr | None) -> None:
+        if isinstance(node, ast.Dict):
+            keys.update(k.value for k in node.keys
+                        if isinstance(k, ast.Constant) and isinstance(k.value, str))
+
+    for pattern in _WRITERS:
+        for path in sorted(pkg.glob(pattern)):
+            for node in ast.walk(ast.parse(path.read_text())):
+                if isinstance(node, ast.Subscript) and isinstance(node.ctx, ast.Store) \
+                        and target_name(node.value) in _COLLECTION_NAMES \
+                        and isinstance(node.slice, ast.Constant):
+                    keys.add(node.slice.value)
+                elif isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) \
+                        and node.func.attr == "setdefault" \
+                        and target_name(node.func.value) in _COLLECTION_NAMES \
+                        and node.args and isinstance(node.args[0], ast.Constant):
+                    keys.add(node.args[0].value)
+                elif isinstance(node, ast.AnnAssign | ast.Assign):
+                    names = [node.target] if isinstance(node, ast.AnnAssign) else node.targets
+                    if any(target_name(t) in _COLLECTION_NAMES for t in names):
+                        dict_keys(node.value)
+                elif isinstance(node, ast.Dict) and any(
+                        isinstance(k, ast.Constant) and k.value == "write_error"
+                        for k in node.keys):
+                    dict_keys(node)
+                elif isinstance(node, ast.FunctionDef) and node.name == "record":
+                    for ret in ast.walk(node):
+                        if isinstance(ret, ast.Return):
+                            dict_keys(ret.value)
+    return keys
+
+
+def test_every_collection_key_a_collector_writes_has_a_redaction_rule() -> None:
+    """A new `collection.*` key (a note, a limit) must be classified before it ships:
+    unclassified, its strings would be made opaque and it would be reported."""
+    from ambientctl.bundle.redact_fields import DYNAMIC_KEYS, MANIFEST_FIELDS
+
+    written = _collection_keys_written()
+    assert {"mode", "argv", "interrupted", "write_error", "unavailable_nodes",
+            "unmapped_netns", "target_timeout_s", "max_output_bytes"} <= written
+    classified = {p.split(".")[1].split("[")[0] for p in [*MANIFEST_FIELDS, *DYNAMIC_KEYS]
+                  if p.startswith("collection.")}
+    assert written - classified == set()
+
+
 def test_every_field_the_collectors_write_is_classified() -> None:
     """Built through the collectors' own code: a projection or manifest field added later
     and missing from redact_fields.py makes this fail (its values would be made opaque)."""
@@ -640,7 +703,7 @@ def test_every_field_the_collectors_write_is_classified() -> None:
     from ambientctl.bundle.manifest import Manifest, entry_for, file_entry
     from ambientctl.bundle.redact_fields import file_kind
     from ambientctl.collectors.discovery import PROJECTIONS, as_kubectl_list
-    from ambientctl.collectors.runner import Target
+    from ambientctl.collectors.runner import CollectOptions, Target
     from ambientctl.collectors.specs import ALL_SPECS
     from ambientctl.collectors.transport import NetnsRef
     from ambientctl.raw import RawOutput, RawStatus
@@ -668,6 +731,8 @@ def test_every_field_the_collectors_write_is_classified() -> None:
                Target.ztunnel_target("n", "ns", "p", NetnsRef(pid=1)).describe()]
     targets[0]["transport"] = "local"
     targets[0]["tool_versions"] = {"iptables": "iptables v1.8.9 (nf_tables)"}
+    targets[0]["route"] = "istio-system/istio-cni-node-x"
+    targets[0]["deadline_reached_at"] = "2024-01-01T00:00:00.123456Z"
     out = RawOutput(path="nodes/n/host/ip-rule.txt", target="node/n", argv=("ip", "rule"),
                     transport="ssh", status=RawStatus.OK, exit_code=0, stdout=b"",
                     stderr=b"warn", started_at="2024-01-01T00:00:00Z", duration_ms=1,
@@ -680,7 +745,14 @@ def test_every_field_the_collectors_write_is_classified() -> None:
                   "namespaces_filter": ["ns"], "cluster_error": "e", "cluster_dir": "/x",
                   "discovery_errors": {"n": "e"}, "cluster_list_errors": {"gateways": "e"},
                   "not_seen": [{"target": "node/n", "what": ["nft"], "why": "w", "seen_by": "s"},
-                               {"target": "node/n", "what": "all", "why": "w", "seen_by": "s"}]}
+                               {"target": "node/n", "what": "all", "why": "w", "seen_by": "s"}],
+                  **CollectOptions().record(), "interrupted": True,
+                  "write_error": "/home/u/b.partial/x: No space left on device",
+                  "unavailable_nodes": {"n": "exited"}, "unmapped_netns": {"n": ["cni-1"]},
+                  "pod_netns_via_proc": {"n": "/proc"},
+                  "netns_conflicts": [{"netns_inode": 1, "targets": ["node/n", "pod/ns/p"]}],
+                  "skipped_objects": [{"kind": "pods", "why": "invalid name 'X'"}]}
+    assert set(collection) >= _collection_keys_written(), "a key the collectors write is missing"
     doc = Manifest(created_at="2024-01-01T00:00:00Z", collection=collection, targets=targets,
                    entries=entries, components={"ztunnel": ["1.24.0"]}).document()
     assert _classify("manifest.json", doc) == set()

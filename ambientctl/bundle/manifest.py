@@ -30,9 +30,11 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
+import tempfile
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import IO, Any
 
 from ambientctl import __version__
 from ambientctl.bundle.layout import FORMAT_VERSION, MANIFEST_SCHEMA
@@ -151,24 +153,88 @@ class Manifest:
     partial: bool = False
     components: dict[str, list[str]] = field(default_factory=dict)
 
-    def document(self) -> dict[str, Any]:
-        """The manifest as a JSON-ready mapping, keys in a stable, readable order."""
+    def header(self, bundle_id: str) -> dict[str, Any]:
+        """Every key of the document but `entries` (which comes last), in document order:
+        what a streamed manifest (`EntrySpool.write_manifest`) writes before its entries."""
         return {
             "schema": MANIFEST_SCHEMA,
             "format_version": FORMAT_VERSION,
-            "bundle_id": bundle_id(self.entries),
+            "bundle_id": bundle_id,
             "created_at": self.created_at,
             "tool": {"name": "ambientctl", "version": __version__},
             "collection": self.collection,
             "partial": self.partial,
             "components": self.components,
             "targets": self.targets,
-            "entries": self.entries,
         }
+
+    def document(self) -> dict[str, Any]:
+        """The manifest as a JSON-ready mapping, keys in a stable, readable order."""
+        return {**self.header(bundle_id(self.entries)), "entries": self.entries}
 
     def to_json(self) -> bytes:
         """Pretty JSON (2-space indent, trailing newline): humans read manifests too."""
         return (json.dumps(self.document(), indent=2, ensure_ascii=False) + "\n").encode()
+
+
+class EntrySpool:
+    """Manifest entries written to an unnamed temporary file as they are made, so that a
+    collection never holds them all (500 nodes x 50 pods: about a million entries, ~1 KB
+    each; with the document and its JSON text built in memory the write peaked at
+    3.7 GiB).
+
+    Each entry is serialised once, already in the form and indentation it takes inside
+    the pretty manifest, and folded into the `bundle_id` hash (the canonical entries list
+    hashed incrementally: `[` + entries joined by `,` + `]` is exactly `canonical(list)`).
+    `write_manifest` then streams `Manifest.to_json()`'s bytes: the header, then the
+    spooled entries copied in chunks. Entries stay in the order they were appended.
+    """
+
+    _INDENT = b"    "  # an entry's lines inside `"entries": [...]` at indent=2, depth 2
+
+    def __init__(self) -> None:
+        # unnamed (O_TMPFILE where the file system has it): nothing to clean up, ever
+        self._fh: IO[bytes] = tempfile.TemporaryFile(prefix="ambientctl-manifest-")
+        self._hash = hashlib.sha256(b"[")
+        self.count = 0
+
+    def append(self, entry: Mapping[str, Any]) -> None:
+        """Serialise `entry` to the spool and into the bundle id."""
+        self._hash.update((b"," if self.count else b"") + canonical(entry))
+        pretty = json.dumps(entry, indent=2, ensure_ascii=False).encode()
+        # JSON text has no raw newline inside a string: every "\n" is a line break
+        self._fh.write((b",\n" if self.count else b"") + self._INDENT
+                       + pretty.replace(b"\n", b"\n" + self._INDENT))
+        self.count += 1
+
+    def bundle_id(self) -> str:
+        """`bundle_id(entries)` of the entries appended so far."""
+        h = self._hash.copy()
+        h.update(b"]")
+        return "sha256:" + h.hexdigest()
+
+    def write_manifest(self, dest: IO[bytes], manifest: Manifest) -> None:
+        """Write `manifest` with the spooled entries (its own `entries` ignored) to `dest`:
+        the bytes `Manifest.to_json()` gives for the same entries, never all in memory."""
+        head = json.dumps(manifest.header(self.bundle_id()), indent=2, ensure_ascii=False)
+        if not self.count:
+            dest.write((head[:-2] + ',\n  "entries": []\n}\n').encode())
+            return
+        dest.write((head[:-2] + ',\n  "entries": [\n').encode())
+        self._fh.flush()
+        self._fh.seek(0)
+        shutil.copyfileobj(self._fh, dest, 1 << 20)
+        self._fh.seek(0, 2)  # appending may go on (a partial manifest after a write error)
+        dest.write(b"\n  ]\n}\n")
+
+    def close(self) -> None:
+        self._fh.close()
+
+    def __enter__(self) -> EntrySpool:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
 # --------------------------------------------------------------------------- netns identity
@@ -184,9 +250,9 @@ def _role(target: Mapping[str, Any]) -> str:
 
 
 def refuse_shared_netns(
-    targets: Sequence[Mapping[str, Any]], outputs: Sequence[RawOutput]
-) -> tuple[list[RawOutput], list[dict[str, Any]]]:
-    """Outputs with every target that shares its netns (same `netns_inode`) with a target
+    targets: Sequence[Mapping[str, Any]], outputs: Iterable[RawOutput]
+) -> tuple[Iterable[RawOutput], list[dict[str, Any]]]:
+    """Outputs (an iterable read once) with every target that shares its netns (same `netns_inode`) with a target
     of ANOTHER role turned into `skipped` entries, and one conflict record per netns.
 
     Why: a netns read under two roles means one of them is wrong (e.g. an istio-cni agent
@@ -213,11 +279,12 @@ def refuse_shared_netns(
                 "(one netns cannot be two targets)"
             )
     if not refused:
-        return list(outputs), []
-    out = [
+        return outputs, []
+    # lazily: `outputs` may be a spooled run's (`runner.OutputSpool`), read back once
+    out = (
         replace(o, status=RawStatus.SKIPPED, stdout=b"", note=refused[o.target])
         if o.target in refused and o.status is RawStatus.OK
         else o
         for o in outputs
-    ]
+    )
     return out, conflicts

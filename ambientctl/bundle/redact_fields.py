@@ -453,6 +453,14 @@ MANIFEST_FIELDS: dict[str, tuple[str, str]] = {
     "collection.netns_conflicts[].targets[]": ("text", "target ids: names mapped"),
     "collection.skipped_objects[].kind": ("text", "list kind"),
     "collection.skipped_objects[].why": ("prose", "quotes the invalid name"),
+    "collection.target_timeout_s": ("keep", "number"),
+    "collection.max_output_bytes": ("keep", "number (null: no cap)"),
+    "collection.interrupted": ("keep", "boolean"),
+    "collection.write_error": ("prose", "an error message naming a user path"),
+    "collection.unavailable_nodes.*": ("keep:word", "container state (keys: node names)"),
+    "collection.unmapped_netns.*[]": ("name:netns", "netns names (keys: node names)"),
+    "targets[].route": ("text", "the node's exec route (node or namespace/pod): names mapped"),
+    "targets[].deadline_reached_at": ("keep:timestamp", "time"),
     "entries[].path": ("regen", "the redacted path"),
     "entries[].size": ("regen", "of the redacted bytes"),
     "entries[].sha256": ("regen", "of the redacted bytes"),
@@ -485,6 +493,8 @@ DYNAMIC_KEYS: dict[str, str] = {
     "collection.discovery_errors": "name:node",
     "collection.cluster_list_errors": "keep:key",
     "collection.pod_netns_via_proc": "name:node",
+    "collection.unavailable_nodes": "name:node",
+    "collection.unmapped_netns": "name:node",
 }
 
 _KERNEL_DUMP = "kernel dump: addresses, MACs, UUIDs, known names (and comments as prose)"

@@ -35,7 +35,7 @@ import shutil
 import tarfile
 import tempfile
 import threading
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
@@ -43,6 +43,7 @@ from typing import Any
 
 from ambientctl.bundle.layout import MANIFEST
 from ambientctl.bundle.manifest import (
+    EntrySpool,
     Manifest,
     component_versions,
     entry_for,
@@ -92,16 +93,38 @@ def _safe_rel(path: str) -> PurePosixPath:
 
 @dataclass(frozen=True)
 class WrittenBundle:
-    """What was written: where, the manifest document, and the entries that failed."""
+    """What was written: where, the manifest without its entries (`header`), how many
+    entries it has, the entries that failed and how many the run never got to.
+
+    The entries themselves are not held (a 500-node cluster has about a million): they
+    are in the written manifest, which `manifest` reads back on demand.
+    """
 
     path: str
-    manifest: dict[str, Any]
+    header: dict[str, Any]  # the manifest document minus `entries`
+    entry_count: int
     failed: tuple[dict[str, Any], ...]
+    not_run: int = 0  # entries skipped because the run was interrupted before them
 
     @property
     def partial(self) -> bool:
         """Some planned command did not succeed (or the run was interrupted)."""
-        return bool(self.manifest.get("partial"))
+        return bool(self.header.get("partial"))
+
+    @property
+    def manifest(self) -> dict[str, Any]:
+        """The whole manifest document, read back from the bundle (O(entries) memory:
+        for tests and tools, not for the collection path)."""
+        if not is_tarball_name(self.path):
+            with open(os.path.join(self.path, MANIFEST), "rb") as fh:
+                doc: dict[str, Any] = json.load(fh)
+                return doc
+        with tarfile.open(self.path, mode="r:gz") as tar:
+            member = tar.extractfile(f"{bundle_name(self.path)}/{MANIFEST}")
+            if member is None:
+                raise BundleError(f"{self.path}: no {MANIFEST}")
+            loaded: dict[str, Any] = json.load(member)
+            return loaded
 
 
 @dataclass(frozen=True, slots=True)
@@ -184,7 +207,7 @@ class Spill:
 def write_bundle(
     out: str,
     *,
-    outputs: Sequence[RawOutput],
+    outputs: Iterable[RawOutput],
     created_at: str,
     collection: dict[str, Any],
     targets: list[dict[str, Any]],
@@ -207,43 +230,53 @@ def write_bundle(
         staging = spill.staging
     manifest = Manifest(created_at=created_at, collection=collection, targets=targets)
     writing = str(staging)
-    try:
-        for output in outputs:
-            stored = output.status is RawStatus.OK and output.path not in skip
-            if not stored and output.spilled is not None:
-                # spilled when its target finished, refused since (a netns read under two
-                # roles): the file must not stay in the bundle
-                staging.joinpath(*_safe_rel(output.path).parts).unlink(missing_ok=True)
-            if stored and output.spilled is None:
-                rel = _safe_rel(output.path)
+    failed: list[dict[str, Any]] = []
+    not_run = 0
+    with EntrySpool() as spool:
+        try:
+            for output in outputs:
+                stored = output.status is RawStatus.OK and output.path not in skip
+                if not stored and output.spilled is not None:
+                    # spilled when its target finished, refused since (a netns read under
+                    # two roles): the file must not stay in the bundle
+                    staging.joinpath(*_safe_rel(output.path).parts).unlink(missing_ok=True)
+                if stored and output.spilled is None:
+                    rel = _safe_rel(output.path)
+                    dest = staging.joinpath(*rel.parts)
+                    writing = str(dest)
+                    dest.parent.mkdir(parents=True, exist_ok=True)
+                    dest.write_bytes(output.stdout)
+                entry = entry_for(output, stored=stored)
+                spool.append(entry)
+                if entry["status"] in FAILED_STATUSES:
+                    failed.append(entry)
+                elif output.status is RawStatus.SKIPPED and output.note == "interrupted":
+                    not_run += 1
+            for extra in sorted(extra_files, key=lambda e: e.path):
+                if extra.path == "cluster/pods.json":
+                    manifest.components = component_versions(extra.data)
+                rel = _safe_rel(extra.path)
                 dest = staging.joinpath(*rel.parts)
                 writing = str(dest)
                 dest.parent.mkdir(parents=True, exist_ok=True)
-                dest.write_bytes(output.stdout)
-            manifest.entries.append(entry_for(output, stored=stored))
-        for extra in sorted(extra_files, key=lambda e: e.path):
-            if extra.path == "cluster/pods.json":
-                manifest.components = component_versions(extra.data)
-            rel = _safe_rel(extra.path)
-            dest = staging.joinpath(*rel.parts)
-            writing = str(dest)
-            dest.parent.mkdir(parents=True, exist_ok=True)
-            dest.write_bytes(extra.data)
-            manifest.entries.append(
-                file_entry(extra.path, extra.data, source=extra.source, started_at=created_at)
-            )
-        failed = tuple(e for e in manifest.entries if e["status"] in FAILED_STATUSES)
-        manifest.partial = interrupted or bool(failed)
-        writing = str(staging / MANIFEST)
-        (staging / MANIFEST).write_bytes(manifest.to_json())
-        doc = manifest.document()
-    except OSError as exc:
-        raise _kept_after_write_error(staging, manifest, writing, exc) from None
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
+                dest.write_bytes(extra.data)
+                spool.append(
+                    file_entry(extra.path, extra.data, source=extra.source, started_at=created_at)
+                )
+            manifest.partial = interrupted or bool(failed)
+            writing = str(staging / MANIFEST)
+            with open(staging / MANIFEST, "wb") as fh:
+                spool.write_manifest(fh, manifest)
+            header = manifest.header(spool.bundle_id())
+        except OSError as exc:
+            raise _kept_after_write_error(staging, manifest, spool, writing, exc) from None
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
+        count = spool.count
     _finish(staging, out, mtime=_epoch(created_at))
-    return WrittenBundle(path=out, manifest=doc, failed=failed)
+    return WrittenBundle(path=out, header=header, entry_count=count, failed=tuple(failed),
+                         not_run=not_run)
 
 
 def _mkdir_staging(staging: Path) -> None:
@@ -259,7 +292,7 @@ def _mkdir_staging(staging: Path) -> None:
 
 
 def _kept_after_write_error(
-    staging: Path, manifest: Manifest, writing: str, exc: OSError
+    staging: Path, manifest: Manifest, spool: EntrySpool, writing: str, exc: OSError
 ) -> BundleError:
     """The error for a failed write; what was written stays in `staging`, with a manifest
     marked partial when the disk still takes one (entries up to the failed file)."""
@@ -270,7 +303,8 @@ def _kept_after_write_error(
     }
     kept = "with a partial manifest"
     try:
-        (staging / MANIFEST).write_bytes(manifest.to_json())
+        with open(staging / MANIFEST, "wb") as fh:
+            spool.write_manifest(fh, manifest)
     except OSError:
         with_manifest = staging / MANIFEST
         with_manifest.unlink(missing_ok=True)

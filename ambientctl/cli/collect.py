@@ -56,7 +56,7 @@ def _failure_lines(failed: tuple[dict[str, Any], ...]) -> list[str]:
 
 def was_interrupted(written: Any) -> bool:
     """Did the run that wrote this bundle stop on Ctrl-C / SIGTERM (manifest says so)?"""
-    return bool(written.manifest.get("collection", {}).get("interrupted"))
+    return bool(written.header.get("collection", {}).get("interrupted"))
 
 
 def _default_node_name() -> str:
@@ -139,7 +139,7 @@ def _collect(ctx: click.Context, out: str, quiet: bool, redact_to: str | None,
     # One line and a hint pointing at --bundle and the example when nothing is reachable.
     written = collect_live(live_options_from(**source), out, progress=_progress(quiet),
                            argv=["ambientctl", *sys.argv[1:]])
-    for line in collection_warnings(written.manifest):
+    for line in collection_warnings(written.header):
         echo(line, err=True)
     _report(ctx, written, was_interrupted(written), quiet, redact_to)
 
@@ -161,7 +161,7 @@ def _report(ctx: click.Context, written: Any, interrupted: bool, quiet: bool,
     else:
         echo(written.path)
     if not quiet:
-        total = len(written.manifest["entries"])
+        total = written.entry_count
         if written.failed:
             echo(
                 f"warning: {len(written.failed)} of {total} entries failed; bundle marked partial",
@@ -171,13 +171,12 @@ def _report(ctx: click.Context, written: Any, interrupted: bool, quiet: bool,
                 echo(f"  {line}", err=True)
             echo(f"  details: {redact_to or written.path} manifest.json", err=True)
         elif sys.stderr.isatty():
-            echo(f"collected {total} entries, {written.manifest['bundle_id']}", err=True)
+            echo(f"collected {total} entries, {written.header['bundle_id']}", err=True)
     if interrupted:
-        entries = written.manifest["entries"]
-        done = sum(1 for e in entries if e["status"] != "skipped" or e["note"] != "interrupted")
+        done = written.entry_count - written.not_run
         echo(
             f"interrupted: kept a partial bundle at {redact_to or written.path} ({done} of "
-            f"{len(entries)} entries done; the rest are marked skipped in manifest.json)",
+            f"{written.entry_count} entries done; the rest are marked skipped in manifest.json)",
             err=True,
         )
         ctx.exit(int(ExitCode.INTERRUPTED))

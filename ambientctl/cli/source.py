@@ -468,7 +468,7 @@ def resolve_source(**opts: Any) -> str:
 
         written = collect_live(live, out, progress=progress)
     what = "local" if local is not None else "live"
-    if written.manifest.get("collection", {}).get("interrupted"):
+    if written.header.get("collection", {}).get("interrupted"):
         kept = (
             f"partial bundle kept at {written.path}"
             if opts.get("save_bundle")
@@ -476,12 +476,12 @@ def resolve_source(**opts: Any) -> str:
         )
         echo(f"interrupted: {what} collection stopped, no analysis; {kept}", err=True)
         raise click.exceptions.Exit(130)
-    for line in collection_warnings(written.manifest):
+    for line in collection_warnings(written.header):
         echo(line, err=True)
     if written.failed:
         echo(
             f"warning: {what} collection is partial: {len(written.failed)} of "
-            f"{len(written.manifest['entries'])} commands failed (manifest.json has each reason)",
+            f"{written.entry_count} commands failed (manifest.json has each reason)",
             err=True,
         )
     return written.path

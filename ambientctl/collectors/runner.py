@@ -25,13 +25,17 @@ mark the bundle partial.
 
 from __future__ import annotations
 
+import bisect
 import os
+import pickle
 import queue
+import tempfile
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import overload
 
 from ambientctl.bundle import layout
 from ambientctl.bundle.manifest import refuse_shared_netns
@@ -191,11 +195,85 @@ class VersionResult:
     output: str | None
 
 
+class OutputSpool(Sequence[RawOutput]):
+    """Finished targets' outputs, pickled to an unnamed temporary file as each target
+    finishes, read back in plan order: a spilling run (`Runner(spill=...)`) holds no
+    output beyond its running targets, not even the small records left once stdout went
+    to disk (at 500 nodes x 50 pods, about a million `RawOutput`s: ~300 MiB).
+
+    `put` may be called from any worker; `seal` fixes the order (plan order) once the run
+    is over. A sequence: iteration streams one target at a time, indexing reads back the
+    one target holding the item (tests and small runs index; the writer iterates).
+    """
+
+    def __init__(self) -> None:
+        self._fh = tempfile.TemporaryFile(prefix="ambientctl-outputs-")
+        self._lock = threading.Lock()
+        self._blocks: dict[str, tuple[int, int, int]] = {}  # id -> (offset, length, count)
+        self._order: list[str] = []
+        self._ends: list[int] = []  # cumulative output counts along `_order`
+
+    def put(self, key: str, outputs: Sequence[RawOutput]) -> None:
+        """Store one target's outputs (once per key)."""
+        data = pickle.dumps(list(outputs), protocol=pickle.HIGHEST_PROTOCOL)
+        with self._lock:
+            offset = self._fh.seek(0, os.SEEK_END)
+            self._fh.write(data)
+            self._blocks[key] = (offset, len(data), len(outputs))
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._blocks
+
+    def seal(self, order: Sequence[str]) -> None:
+        """Fix the order of the sequence: every key stored, in this order."""
+        total, ends = 0, []
+        for key in order:
+            total += self._blocks[key][2]
+            ends.append(total)
+        self._order, self._ends = list(order), ends
+
+    def _load(self, key: str) -> list[RawOutput]:
+        offset, length, _ = self._blocks[key]
+        with self._lock:
+            self._fh.seek(offset)
+            data = self._fh.read(length)
+        loaded: list[RawOutput] = pickle.loads(data)  # noqa: S301 - our own file
+        return loaded
+
+    def __len__(self) -> int:
+        return self._ends[-1] if self._ends else 0
+
+    def __iter__(self) -> Iterator[RawOutput]:
+        for key in self._order:
+            yield from self._load(key)
+
+    @overload
+    def __getitem__(self, index: int) -> RawOutput: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> list[RawOutput]: ...
+
+    def __getitem__(self, index: int | slice) -> RawOutput | list[RawOutput]:
+        if isinstance(index, slice):
+            return [self[i] for i in range(*index.indices(len(self)))]
+        if index < 0:
+            index += len(self)
+        if not 0 <= index < len(self):
+            raise IndexError(index)
+        block = bisect.bisect_right(self._ends, index)
+        start = self._ends[block - 1] if block else 0
+        return self._load(self._order[block])[index - start]
+
+    def close(self) -> None:
+        self._fh.close()
+
+
 @dataclass
 class RunResult:
-    """Everything a run produced, in plan order."""
+    """Everything a run produced, in plan order (`outputs`: a list, or an `OutputSpool`
+    when the run spilled its outputs to disk)."""
 
-    outputs: list[RawOutput] = field(default_factory=list)
+    outputs: Sequence[RawOutput] = field(default_factory=list)
     versions: dict[str, list[VersionResult]] = field(default_factory=dict)  # target id -> ...
     not_kept: set[str] = field(default_factory=set)  # paths whose output a spec's `keep` refused
     interrupted: bool = False
@@ -252,6 +330,7 @@ class Runner:
         self._busy = 0  # targets taken off the queue whose outcome is not in yet
         self._errors: list[BaseException] = []
         self._spill = spill  # writes a finished target's outputs to disk (`writer.Spill`)
+        self._store: OutputSpool | None = None  # a spilling run's finished outputs
 
     # ------------------------------------------------------------------ one target
     def _wrapper(self, netns: NetnsRef) -> tuple[str, ...]:
@@ -424,6 +503,9 @@ class Runner:
                     self._busy -= 1
                     self._cv.notify_all()
                 return
+            if self._store is not None:  # kept on disk, not in memory (see OutputSpool)
+                self._store.put(target.id, outcome[0])
+                outcome = ([], outcome[1])
             with self._cv:
                 self._results[target.id] = outcome
                 self._busy -= 1
@@ -461,6 +543,7 @@ class Runner:
         self._failed_targets = 0
         self._t0 = time.monotonic()
         self._results = {}
+        self._store = OutputSpool() if self._spill is not None else None
         self._not_kept = set()
         self._deadline_reached = {}
         self._errors = []
@@ -485,15 +568,22 @@ class Runner:
                     self._cv.wait(0.2)
         if self._errors:
             raise self._errors[0]
+        outputs: list[RawOutput] = []
         for target in plan.targets:
             outs, vers = self._results.get(target.id) or (
                 [self._skipped(target, s, "interrupted", RawStatus.SKIPPED)
                  for s in plan.specs_for(target)],
                 [],
             )
-            result.outputs.extend(outs)
+            if self._store is None:
+                outputs.extend(outs)
+            elif target.id not in self._store:
+                self._store.put(target.id, outs)
             if target.kind == "node":
                 result.versions[target.id] = vers
+        if self._store is not None:
+            self._store.seal([t.id for t in plan.targets])
+        result.outputs = self._store if self._store is not None else outputs
         result.not_kept = set(self._not_kept)
         result.deadline_reached = dict(self._deadline_reached)
         return result
@@ -661,15 +751,19 @@ def collect_bundle(
         meta.setdefault(key, value)
     if after_run is not None:
         meta.update(after_run(result))
-    written = write_bundle(
-        out,
-        outputs=outputs,
-        created_at=created_at,
-        collection=meta,
-        targets=targets,
-        extra_files=extra_files,
-        not_kept=result.not_kept,
-        interrupted=result.interrupted,
-        spill=spill,
-    )
+    try:
+        written = write_bundle(
+            out,
+            outputs=outputs,
+            created_at=created_at,
+            collection=meta,
+            targets=targets,
+            extra_files=extra_files,
+            not_kept=result.not_kept,
+            interrupted=result.interrupted,
+            spill=spill,
+        )
+    finally:
+        if isinstance(result.outputs, OutputSpool):
+            result.outputs.close()
     return written, result.interrupted
