@@ -125,8 +125,15 @@ def test_fifo_and_hard_link_in_a_directory_bundle_are_refused(tmp_path):
     outside = tmp_path / "secret.txt"
     outside.write_text("not part of the bundle\n")
     os.link(outside, d / "nodes/ambient-worker/host/extra.txt")
+    # Listing does not stat (issue 12): the hard link is refused when the file is opened,
+    # before a byte of it is read, and by verify (which opens every file).
+    opened = open_bundle(str(d))
     with pytest.raises(BundleError, match="2 hard links"):
-        open_bundle(str(d))
+        opened.read_bytes("nodes/ambient-worker/host/extra.txt")
+    with pytest.raises(BundleError, match="2 hard links"):
+        opened.verify()
+    res = cli("bundle", "verify", str(d))
+    assert res.returncode == 4 and "2 hard links" in res.stderr
 
 
 def test_device_fifo_duplicate_and_link_members_are_refused(tmp_path):
