@@ -689,6 +689,14 @@ class LazySnapshot(Snapshot):
         return self.base_problems + tuple(p for n in self._dumps.nodes
                                           for p in self._dumps.get(n)[2])
 
+    def read_problems(self) -> tuple[Problem, ...]:
+        """`base_problems` plus those of the ztunnel dumps parsed so far: what a command that
+        reads a few nodes (trace) states, without parsing every node's dump to say more."""
+        base = self.__dict__.get("base_problems")
+        if base is None:  # a dataclasses.replace copy: `problems` was computed to make it
+            return tuple(self.problems)
+        return base + tuple(p for n in self.parsed_dumps() for p in self._dumps.get(n)[2])
+
     def dump_problems(self, node: str) -> tuple[Problem, ...]:
         """Parse problems of one node's ztunnel config_dump (parses that dump alone)."""
         return self._dumps.get(node)[2] if node in self._dumps.nodes else ()
