@@ -26,10 +26,12 @@ from ambientctl.jsondoc import load_json
 from ambientctl.manifest_model import Manifest, ManifestEntry, _entry, _Reader, read_manifest
 
 _STR = rb'"(?:[^"\\]++|\\.)*+"'
-# A flat object: no brace between its own two. A brace inside one of its strings leaves the
-# rest of the object between two matches, which the gap check refuses (so the spans are the
-# real objects); an object nested in an entry is refused the same way.
-_OBJ_RE = re.compile(rb'\{[^{}]*+\}')
+# A flat object: its values are scalars, strings or arrays of those (what the writer
+# stores). Strings are consumed whole, so a brace or bracket inside one is text; an object
+# nested in an entry leaves text between two matches, which the gap check refuses.
+_SCALARS = rb'[^{}\[\]"]++'
+_OBJ_RE = re.compile(rb'\{(?:' + _SCALARS + rb'|' + _STR + rb'|\[(?:' + _SCALARS + rb'|' + _STR
+                     + rb')*+\])*+\}')
 _KEY_BEFORE = re.compile(rb'[{,]\s*+\Z')  # what precedes a key (tested on a short window)
 _OPEN = re.compile(rb'\s*+:\s*+\[')
 _GAP = re.compile(rb'\s*+,\s*+')
@@ -106,6 +108,10 @@ class LazyManifest(Manifest):
         d = self.__dict__
         return d["_header_problems"] + tuple(p for _i, got in sorted(d["_decoded"].items())
                                              for p in got[1])
+
+    def decoded(self) -> tuple[int, ...]:
+        """Indices of the entries decoded so far ("a trace typed only what it read", testable)."""
+        return tuple(sorted(self.__dict__["_decoded"]))
 
     def entry_for(self, path: str) -> ManifestEntry | None:
         """The entry whose file is `path` (the last one, as the eager reader kept), decoded
