@@ -149,3 +149,17 @@ def test_a_manifest_of_another_shape_is_decoded_whole(bundles: dict[str, Path],
     else:
         doc["entries"] = 5
     assert index_manifest(json.dumps(doc, indent=2).encode()) is None
+
+
+def test_damage_of_untyped_entries_is_left_to_the_whole_picture(
+        bundles: dict[str, Path], opened: list[str], tmp_path: Path) -> None:
+    import shutil
+
+    b = shutil.copytree(bundles["dir3"], tmp_path / "b")
+    doc = json.loads((b / "manifest.json").read_bytes())
+    doc["entries"][3]["exit_code"] = "x"
+    (b / "manifest.json").write_text(json.dumps(doc, indent=2))
+    snap = load_snapshot(str(b))
+    damage = "$.entries[3].exit_code is str, expected an integer: ignored"
+    assert damage not in {p.message for p in snap.read_problems()}  # trace's warnings
+    assert damage in {p.message for p in snap.problems}  # doctor's: every entry typed
