@@ -20,6 +20,7 @@ the index costs a few machine words per entry, and each entry is decoded through
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from typing import Any
 
 from ambientctl.jsondoc import load_json
@@ -59,11 +60,12 @@ class LazyManifest(Manifest):
             return object.__getattribute__(self, "_all")()[1]
         return object.__getattribute__(self, name)
 
-    def _init_lazy(self, raw: bytes, starts: list[int], ends: list[int],
+    def _init_lazy(self, read: Callable[[int, int], bytes], size: int,
+                   starts: list[int], ends: list[int],
                    paths: dict[str, int], failed: tuple[int, ...],
                    header_problems: tuple[str, ...]) -> None:
         d = self.__dict__
-        d["_raw"], d["_starts"], d["_ends"] = raw, starts, ends
+        d["_read"], d["_size"], d["_starts"], d["_ends"] = read, size, starts, ends
         d["_paths"], d["_failed"] = paths, failed
         d["_header_problems"] = header_problems
         d["_decoded"] = {}  # index -> (entry or None, its problems)
@@ -73,7 +75,7 @@ class LazyManifest(Manifest):
         d = self.__dict__
         got = d["_decoded"].get(i)
         if got is None:
-            text = d["_raw"][d["_starts"][i]:d["_ends"][i]].decode("utf-8", errors="replace")
+            text = d["_read"](d["_starts"][i], d["_ends"][i]).decode("utf-8", errors="replace")
             where = f"$.entries[{i}]"
             r = _Reader()
             try:
@@ -81,7 +83,8 @@ class LazyManifest(Manifest):
             except ValueError:
                 # Invalid JSON inside the array: the whole document says so in the eager
                 # reader's words (and line), as if it had been decoded up front.
-                load_json(d["_raw"].decode("utf-8", errors="replace"), "manifest.json")
+                load_json(d["_read"](0, d["_size"]).decode("utf-8", errors="replace"),
+                          "manifest.json")
                 obj = None
             if isinstance(obj, dict):
                 got = (_entry(r, obj, where), tuple(r.problems))
@@ -198,9 +201,13 @@ def _field(raw: bytes, key: bytes, start: int, end: int) -> object:
     return None
 
 
-def index_manifest(raw: bytes) -> tuple[dict[str, Any], LazyManifest] | None:
+def index_manifest(raw: bytes, read: Callable[[int, int], bytes] | None = None,
+                   ) -> tuple[dict[str, Any], LazyManifest] | None:
     """The manifest's header (the document without its entries) and a lazy typed manifest,
-    or None when the document does not have the shape the index relies on."""
+    or None when the document does not have the shape the index relies on.
+
+    `read(start, end)` reads those bytes of the manifest again when an entry is decoded, so
+    that the document is not held (48 MB at 200 nodes); without it, `raw` is kept."""
     found = _entries_array(raw)
     if found is None:
         return None
@@ -226,5 +233,6 @@ def index_manifest(raw: bytes) -> tuple[dict[str, Any], LazyManifest] | None:
     for f in Manifest.__dataclass_fields__:
         if f not in ("entries", "problems"):
             object.__setattr__(lazy, f, getattr(base, f))
-    lazy._init_lazy(raw, starts, ends, paths, tuple(failed), base.problems)
+    lazy._init_lazy(read or (lambda start, end: raw[start:end]), len(raw), starts, ends,
+                    paths, tuple(failed), base.problems)
     return header, lazy

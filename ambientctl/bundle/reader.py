@@ -109,7 +109,7 @@ class Bundle:
         # The manifest, read once. A large one is indexed, not decoded (`manifest_index`):
         # an entry is typed when its file is read; `manifest` (the document as stored,
         # which redaction rewrites) and `typed_manifest.entries` decode it all when asked.
-        self._manifest_raw: bytes | None = None
+        self._manifest_indexed = False
         self._manifest_doc: dict[str, object] | None = None
         self.typed_manifest: Manifest | None = None
         self._hashes: dict[str, str] | None = None  # eager: path -> sha256
@@ -118,8 +118,8 @@ class Bundle:
     @property
     def manifest(self) -> dict[str, object] | None:
         """The whole document as stored (decoded on first use when it was only indexed)."""
-        if self._manifest_doc is None and self._manifest_raw is not None:
-            self._manifest_doc = _neutralised(self._decode_manifest(self._manifest_raw))
+        if self._manifest_doc is None and self._manifest_indexed:
+            self._manifest_doc = _neutralised(self._decode_manifest(self._read_bytes(MANIFEST)))
         return self._manifest_doc
 
     @property
@@ -291,11 +291,12 @@ class Bundle:
         if MANIFEST not in self._members:
             return
         raw = self._read_bytes(MANIFEST)
-        indexed = index_manifest(raw) if len(raw) >= LAZY_MANIFEST_BYTES else None
+        indexed = (index_manifest(raw, self._manifest_span) if len(raw) >= LAZY_MANIFEST_BYTES
+                   else None)
         if indexed is not None:
             header, typed = indexed
             self._check_schema(header)
-            self._manifest_raw = raw
+            self._manifest_indexed = True  # its bytes are read again, span by span
             self.typed_manifest = typed
             return
         doc = self._decode_manifest(raw)
@@ -303,6 +304,19 @@ class Bundle:
         self._manifest_doc = _neutralised(doc)
         self._hashes = {e.path: e.sha256 for e in self.typed_manifest.entries
                         if e.path and e.sha256}
+
+    def _manifest_span(self, start: int, end: int) -> bytes:
+        """Bytes [start, end) of manifest.json, read again (an indexed entry being typed)."""
+        member = self._members[MANIFEST]
+        if isinstance(member, _TarMember):
+            if self._gz is None:
+                raise BundleError(f"{self.location}: closed; {MANIFEST} cannot be read again")
+            end = min(end, member.size)
+            return self._gz.pread(member.offset + start, max(0, end - start))
+        fh, _st = self._open_file(MANIFEST, member)
+        with fh:
+            fh.seek(start)
+            return fh.read(max(0, end - start))
 
     def _decode_manifest(self, raw: bytes) -> dict[str, object]:
         doc = load_json(raw.decode("utf-8", errors="replace"), f"{self.location}/{MANIFEST}")
