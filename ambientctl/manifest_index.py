@@ -190,12 +190,25 @@ def _string(token: bytes) -> object:
         return None
 
 
+def _is_key(raw: bytes, at: int, start: int) -> bool:
+    """Does the quote at `at` open a key: is the last non-blank byte before it `{` or `,`?"""
+    before = raw[max(start, at - 16):at].rstrip()
+    if before:
+        return before[-1:] in (b"{", b",")
+    return _KEY_BEFORE.search(raw, start, at) is not None  # a long run of blanks
+
+
 def _field(raw: bytes, key: bytes, start: int, end: int) -> object:
     """The value of `key` in the flat object raw[start:end], if it is there as a key."""
     at = raw.find(key, start, end)
     while at >= 0:
-        if _KEY_BEFORE.search(raw, max(start, at - 16), at) is not None:
-            m = _VALUE_RE.match(raw, at + len(key), end)
+        if _is_key(raw, at, start):
+            v = at + len(key)
+            if raw[v:v + 3] == b': "':  # the writer's layout, a string: read it directly
+                q = raw.find(b'"', v + 3, end)
+                if q >= 0 and raw.find(b"\\", v + 3, q) < 0:
+                    return raw[v + 3:q].decode("utf-8", errors="replace")
+            m = _VALUE_RE.match(raw, v, end)
             return _string(m.group(1)) if m is not None else None
         at = raw.find(key, at + 1, end)  # the word inside a string: not the key
     return None

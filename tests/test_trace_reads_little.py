@@ -134,6 +134,10 @@ def test_the_indexed_manifest_types_every_entry_as_the_full_decode_does(
     assert lazy.entries == full.entries and lazy.problems == full.problems
     assert (lazy.targets, lazy.components, lazy.bundle_id) == (
         full.targets, full.components, full.bundle_id)
+    # keys after a long run of blanks (a re-indented manifest) are still keys
+    wide = index_manifest(json.dumps(doc, indent=24).encode())
+    assert wide is not None and wide[1].entry_for(e.path or "") == e
+    assert wide[1].not_collected() == full.not_collected()
 
 
 @pytest.mark.parametrize("change", ["nested", "not-last", "no-entries", "not-a-list"])
