@@ -166,30 +166,33 @@ class Bundle:
         # Containment needs no resolve(): a symbolic link anywhere below the root is refused
         # and never followed, so every directory listed lies inside the root.
         pending = [(str(root), "")]
+        members, cap = self._members, self.limits.max_members
         while pending:
             dirpath, prefix = pending.pop()
             try:
-                entries = sorted(os.scandir(dirpath), key=lambda e: e.name)
+                entries = list(os.scandir(dirpath))  # paths() sorts; listing order is free
             except OSError as exc:
                 raise BundleError(f"{self.location}: {prefix or '.'} cannot be listed "
                                   f"({exc.strerror})") from exc
             subdirs = []
             for entry in entries:
+                if entry.is_file(follow_symlinks=False):  # most entries: one d_type test
+                    if len(members) >= cap:
+                        self._count(0, len(members) + 1)
+                    members[prefix + entry.name] = entry.path
+                    continue
                 rel = prefix + entry.name
+                if entry.is_dir(follow_symlinks=False):
+                    subdirs.append((entry.path, rel + "/"))
+                    continue
                 if entry.is_symlink():
                     raise BundleError(
                         f"{self.location}: {rel} is a symbolic link; bundles hold regular files only"
                     )
-                if entry.is_dir(follow_symlinks=False):
-                    subdirs.append((entry.path, rel + "/"))
-                    continue
-                if not entry.is_file(follow_symlinks=False):
-                    mode = entry.stat(follow_symlinks=False).st_mode  # rare: name its kind
-                    raise BundleError(
-                        f"{self.location}: {rel} is {_file_kind(mode)}; bundles hold "
-                        "regular files only")
-                self._count(0, len(self._members) + 1)
-                self._members[rel] = entry.path
+                mode = entry.stat(follow_symlinks=False).st_mode  # rare: name its kind
+                raise BundleError(
+                    f"{self.location}: {rel} is {_file_kind(mode)}; bundles hold "
+                    "regular files only")
             pending.extend(reversed(subdirs))
 
     def _checked(self, rel: str, st: os.stat_result) -> None:
