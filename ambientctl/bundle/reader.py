@@ -240,6 +240,9 @@ class Bundle:
                 gz.read_limit = None
                 if m is None:
                     break
+                # A stream-mode TarFile keeps every TarInfo it has seen (~1.5 KiB each: at
+                # 80k members, most of a trace's peak memory); the index below is all we keep.
+                tar.members.clear()
                 p = PurePosixPath(m.name)
                 if p.is_absolute() or ".." in p.parts:
                     raise BundleError(f"{self.location}: member {m.name!r} escapes the bundle")
