@@ -18,6 +18,7 @@ dump inside a throwaway network namespace (created and deleted here; never the r
 netns; skipped when not root). And native nftables text translation per rule.
 
     python benchmarks/bench_scale.py [--nodes 2,10,50,200] [--runs 3] [--tar] [--no-redact]
+    python benchmarks/bench_scale.py --trace-only --nodes 2,200 --runs 5 [--keep DIR]
 
 Not a timed test: the figures depend on the machine and its load; the ratios are what the
 goals are stated in.
@@ -177,6 +178,33 @@ def nft_text(n_rules: int = 20_000) -> None:
           "(was ~0.4 ms/rule)")
 
 
+def trace_only(sizes: list[int], runs: int, keep: Path | None) -> None:
+    """Issue 12's trace goal alone: `trace` on a directory and on its .tar.gz at each size,
+    median of `runs` whole-CLI runs and the worst peak RSS, then the largest/smallest ratio.
+    `keep` reuses (or writes) the generated bundles there: generating 200 nodes takes minutes."""
+    print("| nodes | files | trace dir | trace .tar.gz |\n|---|---|---|---|")
+    got: dict[int, dict[str, tuple[float, float]]] = {}
+    with tempfile.TemporaryDirectory(prefix="bench-trace-") as tmp:
+        base = keep or Path(tmp)
+        for n in sizes:
+            b = base / f"b{n}"
+            if not (b / "manifest.json").exists():
+                scale_bundle.generate(b, n)
+            tgz = base / f"b{n}.tar.gz"
+            if not tgz.exists():
+                scale_bundle.to_tar(b, tgz)
+            argv = ("trace", "sleep", "productpage", "-o", "json", "--bundle")
+            got[n] = {"dir": median_of(cli(*argv, str(b)), runs),
+                      "tar": median_of(cli(*argv, str(tgz)), runs)}
+            files = sum(1 for f in b.rglob("*") if f.is_file())
+            print(f"| {n} | {files:,} | {_fmt(got[n]['dir'])} | {_fmt(got[n]['tar'])} |")
+    lo, hi = got[min(got)], got[max(got)]
+    for kind in ("dir", "tar"):
+        print(f"trace {kind}: {max(got)} nodes / {min(got)} nodes = "
+              f"{hi[kind][0] / lo[kind][0]:.2f}x (goal <= 1.5x), peak {hi[kind][1]:.0f} MiB "
+              "(goal < 150)")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--nodes", default="2,10,50,200")
@@ -184,8 +212,15 @@ def main() -> None:
     ap.add_argument("--tar", action="store_true")
     ap.add_argument("--no-redact", action="store_true")
     ap.add_argument("--skip-big", action="store_true", help="skip the 630k-rule node")
+    ap.add_argument("--trace-only", action="store_true",
+                    help="only trace, directory and .tar.gz (median of --runs, e.g. 5)")
+    ap.add_argument("--keep", type=Path, help="with --trace-only: keep/reuse bundles here")
     args = ap.parse_args()
     print(f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
+    if args.trace_only:
+        trace_only([int(x) for x in args.nodes.split(",")], args.runs, args.keep)
+        print(f"load average {os.getloadavg()[0]:.1f} at the end")
+        return
     rows: dict[int, dict[str, tuple]] = {}
     with tempfile.TemporaryDirectory(prefix="bench-scale-") as tmp:
         for n in (int(x) for x in args.nodes.split(",")):

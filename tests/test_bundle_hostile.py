@@ -125,8 +125,26 @@ def test_fifo_and_hard_link_in_a_directory_bundle_are_refused(tmp_path):
     outside = tmp_path / "secret.txt"
     outside.write_text("not part of the bundle\n")
     os.link(outside, d / "nodes/ambient-worker/host/extra.txt")
+    # Listing does not stat (issue 12): the hard link is refused when the file is opened,
+    # before a byte of it is read, and by verify (which opens every file).
+    opened = open_bundle(str(d))
     with pytest.raises(BundleError, match="2 hard links"):
-        open_bundle(str(d))
+        opened.read_bytes("nodes/ambient-worker/host/extra.txt")
+    with pytest.raises(BundleError, match="2 hard links"):
+        opened.verify()
+    res = cli("bundle", "verify", str(d))
+    assert res.returncode == 4 and "2 hard links" in res.stderr
+
+
+def test_directory_total_size_cap_is_checked_on_the_files_opened(tmp_path):
+    # Listing does not stat (issue 12): the total-size cap counts the files as they are
+    # opened, before each is read; a trace is refused once what it opens exceeds it.
+    res = cli("trace", "sleep", "productpage", "--bundle", str(EX),
+              env={"AMBIENTCTL_MAX_BUNDLE_SIZE": "64K"})
+    assert res.returncode == 4 and "total-size limit" in res.stderr, res.stderr
+    res = cli("bundle", "verify", str(EX), env={"AMBIENTCTL_MAX_BUNDLE_SIZE": "64K"})
+    assert res.returncode == 4 and "total-size limit" in res.stderr, res.stderr
+    assert cli("bundle", "verify", str(EX)).returncode == 0
 
 
 def test_device_fifo_duplicate_and_link_members_are_refused(tmp_path):

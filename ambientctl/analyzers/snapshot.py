@@ -696,8 +696,26 @@ class LazySnapshot(Snapshot):
 
     @cached_property
     def problems(self):
-        return self.base_problems + tuple(p for n in self._dumps.nodes
-                                          for p in self._dumps.get(n)[2])
+        return self.base_problems + self._late_manifest_problems() + tuple(
+            p for n in self._dumps.nodes for p in self._dumps.get(n)[2])
+
+    def _late_manifest_problems(self) -> tuple[Problem, ...]:
+        """Damage of manifest entries typed after the build: a large manifest is indexed
+        and its entries typed on demand (`manifest_index`); the whole picture types all."""
+        m = self.manifest
+        if m is None:
+            return ()
+        known = {p.message for p in self.base_problems if p.path == "manifest.json"}
+        return tuple(Problem("manifest.json", None, msg) for msg in m.problems
+                     if msg not in known)
+
+    def read_problems(self) -> tuple[Problem, ...]:
+        """`base_problems` plus those of the ztunnel dumps parsed so far: what a command that
+        reads a few nodes (trace) states, without parsing every node's dump to say more."""
+        base = self.__dict__.get("base_problems")
+        if base is None:  # a dataclasses.replace copy: `problems` was computed to make it
+            return tuple(self.problems)
+        return base + tuple(p for n in self.parsed_dumps() for p in self._dumps.get(n)[2])
 
     def dump_problems(self, node: str) -> tuple[Problem, ...]:
         """Parse problems of one node's ztunnel config_dump (parses that dump alone)."""

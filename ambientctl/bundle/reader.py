@@ -25,6 +25,7 @@ from ambientctl.bundle.gzindex import GzipIndex
 from ambientctl.bundle.layout import MANIFEST, MANIFEST_SCHEMA
 from ambientctl.bundle.limits import OVERRIDE_HINT, ReadLimits, human
 from ambientctl.errors import BundleError
+from ambientctl.manifest_index import LazyManifest, index_manifest
 from ambientctl.manifest_model import Manifest, read_manifest
 
 
@@ -56,6 +57,8 @@ _KIND = {
 }
 _TEXT_CHUNK = 1 << 20  # bytes read (and decoded) at a time by read_text
 _HEADER_MAX = 1 << 20  # bytes of tar headers (pax, GNU long names) between two members
+# A manifest this big is indexed, not decoded (a 2-node bundle's is ~0.4 MB; 200 nodes: 48 MB).
+LAZY_MANIFEST_BYTES = 4 << 20
 
 
 def _file_kind(mode: int) -> str:
@@ -92,7 +95,8 @@ class Bundle:
         self._gz: GzipIndex | None = None
         self._fh: BinaryIO | None = None
         self._members: dict[str, str | _TarMember] = {}
-        self.manifest_problems: list[str] = []
+        self._opened: set[str] = set()  # directory bundles: files opened (the total cap)
+        self._opened_bytes = 0
         if path.is_dir():
             self._index_dir(path)
         elif path.is_file():
@@ -102,20 +106,40 @@ class Bundle:
                 f"{location}: not a bundle (neither a directory nor a .tar.gz)",
                 hint="a bundle is what `ambientctl collect -o DIR|FILE.tar.gz` writes",
             )
-        # The document as stored (redaction rewrites it) and, read once, its typed form
-        # (everything that asks the manifest a question reads `typed_manifest`).
-        self.manifest: dict[str, object] | None = self._load_manifest()
+        # The manifest, read once. A large one is indexed, not decoded (`manifest_index`):
+        # an entry is typed when its file is read; `manifest` (the document as stored,
+        # which redaction rewrites) and `typed_manifest.entries` decode it all when asked.
+        self._manifest_indexed = False
+        self._manifest_doc: dict[str, object] | None = None
         self.typed_manifest: Manifest | None = None
-        self._hashes: dict[str, str] = {}
-        if self.manifest is not None:
-            self.typed_manifest = read_manifest(self.manifest)
-            self.manifest_problems.extend(self.typed_manifest.problems)
-            for key in ("entries", "targets"):  # redaction walks the stored document:
-                if not isinstance(self.manifest.get(key, []), list):  # damage reported above
-                    self.manifest[key] = []
-            for entry in self.typed_manifest.entries:
-                if entry.path and entry.sha256:
-                    self._hashes[entry.path] = entry.sha256
+        self._hashes: dict[str, str] | None = None  # eager: path -> sha256
+        self._load_manifest()
+
+    @property
+    def manifest(self) -> dict[str, object] | None:
+        """The whole document as stored (decoded on first use when it was only indexed)."""
+        if self._manifest_doc is None and self._manifest_indexed:
+            self._manifest_doc = _neutralised(self._decode_manifest(self._read_bytes(MANIFEST)))
+        return self._manifest_doc
+
+    @property
+    def manifest_problems(self) -> list[str]:
+        """Damage found in the manifest (and neutralised): all of it when it was decoded
+        whole; for an indexed one, its header's and the entries read so far."""
+        typed = self.typed_manifest
+        if isinstance(typed, LazyManifest):
+            return list(typed.problems_so_far)
+        return list(typed.problems) if typed is not None else []
+
+    def _expected(self, rel: str) -> str | None:
+        """The manifest's sha256 for `rel`, if it lists one."""
+        if self._hashes is not None:
+            return self._hashes.get(rel)
+        typed = self.typed_manifest
+        if isinstance(typed, LazyManifest):
+            entry = typed.entry_for(rel)
+            return entry.sha256 if entry is not None else None
+        return None
 
     def _too_big(self, rel: str, size: int) -> BundleError:
         return BundleError(
@@ -134,42 +158,59 @@ class Bundle:
 
     # ------------------------------------------------------------------ indexing
     def _index_dir(self, root: Path) -> None:
-        root_real = root.resolve()
-        total = 0
-        for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
-            # A regular file's real path is its directory's real path plus its name, so the
-            # containment check resolves each directory once, not each file (per-file
-            # resolve() was most of the cost of opening a 70k-file bundle).
-            inside = Path(dirpath).resolve().is_relative_to(root_real)
-            # Plain strings, not Path objects, per file: pathlib's parsing cost ~0.1 ms a file.
-            rel_dir = os.path.relpath(dirpath, root).replace(os.sep, "/")
-            prefix = "" if rel_dir == "." else rel_dir + "/"
-            for name in filenames:
-                full = os.path.join(dirpath, name)
-                st = os.lstat(full)
-                rel = prefix + name
-                if stat.S_ISLNK(st.st_mode):
+        """List the tree without a stat per file (issue 12: at 70k files the stats were most
+        of a trace's start-up). `scandir` reports each entry's type from the directory itself
+        (d_type), so links, FIFOs, sockets and devices are still refused here; what needs the
+        inode (hard links, the size caps) is checked when a file is opened (`_checked`),
+        before its bytes are read."""
+        # Containment needs no resolve(): a symbolic link anywhere below the root is refused
+        # and never followed, so every directory listed lies inside the root.
+        pending = [(str(root), "")]
+        members, cap = self._members, self.limits.max_members
+        while pending:
+            dirpath, prefix = pending.pop()
+            try:
+                entries = list(os.scandir(dirpath))  # paths() sorts; listing order is free
+            except OSError as exc:
+                raise BundleError(f"{self.location}: {prefix or '.'} cannot be listed "
+                                  f"({exc.strerror})") from exc
+            subdirs = []
+            for entry in entries:
+                if entry.is_file(follow_symlinks=False):  # most entries: one d_type test
+                    if len(members) >= cap:
+                        self._count(0, len(members) + 1)
+                    members[prefix + entry.name] = entry.path
+                    continue
+                rel = prefix + entry.name
+                if entry.is_dir(follow_symlinks=False):
+                    subdirs.append((entry.path, rel + "/"))
+                    continue
+                if entry.is_symlink():
                     raise BundleError(
                         f"{self.location}: {rel} is a symbolic link; bundles hold regular files only"
                     )
-                if not stat.S_ISREG(st.st_mode):
-                    raise BundleError(
-                        f"{self.location}: {rel} is {_file_kind(st.st_mode)}; bundles hold "
-                        "regular files only")
-                if st.st_nlink > 1:
-                    raise BundleError(
-                        f"{self.location}: {rel} has {st.st_nlink} hard links; bundles hold "
-                        "files of their own only (a hard link may be another file on this "
-                        "machine)", hint="copy the bundle (cp -r) and open the copy")
-                if not inside:
-                    raise BundleError(f"{self.location}: {rel} lies outside the bundle")
-                # st_size, not blocks: a sparse 2 GiB file is refused before it is read.
-                if st.st_size > self.limits.max_member:
-                    raise self._too_big(rel, st.st_size)
-                total += st.st_size
-                self._count(total, len(self._members) + 1)
-                self._members[rel] = full
-            dirnames[:] = [d for d in dirnames if not (Path(dirpath) / d).is_symlink()]
+                mode = entry.stat(follow_symlinks=False).st_mode  # rare: name its kind
+                raise BundleError(
+                    f"{self.location}: {rel} is {_file_kind(mode)}; bundles hold "
+                    "regular files only")
+            pending.extend(reversed(subdirs))
+
+    def _checked(self, rel: str, st: os.stat_result) -> None:
+        """The checks of an opened directory-bundle file that need its inode: no other
+        name for it (a hard link may be another file on this machine), its size within the
+        member cap, and the bytes opened so far within the total cap."""
+        if st.st_nlink > 1:
+            raise BundleError(
+                f"{self.location}: {rel} has {st.st_nlink} hard links; bundles hold "
+                "files of their own only (a hard link may be another file on this "
+                "machine)", hint="copy the bundle (cp -r) and open the copy")
+        # st_size, not blocks: a sparse 2 GiB file is refused before it is read.
+        if st.st_size > self.limits.max_member:
+            raise self._too_big(rel, st.st_size)
+        if rel not in self._opened:
+            self._opened.add(rel)
+            self._opened_bytes += st.st_size
+            self._count(self._opened_bytes, len(self._members))
 
     def _index_tar(self, path: Path) -> None:
         """One forward pass over the archive: headers checked, members hashed, trailer
@@ -199,6 +240,9 @@ class Bundle:
                 gz.read_limit = None
                 if m is None:
                     break
+                # A stream-mode TarFile keeps every TarInfo it has seen (~1.5 KiB each: at
+                # 80k members, most of a trace's peak memory); the index below is all we keep.
+                tar.members.clear()
                 p = PurePosixPath(m.name)
                 if p.is_absolute() or ".." in p.parts:
                     raise BundleError(f"{self.location}: member {m.name!r} escapes the bundle")
@@ -249,13 +293,45 @@ class Bundle:
                 f"{self.location}: expected one top folder in the archive, found {len(tops)}"
             )
 
-    def _load_manifest(self) -> dict[str, object] | None:
+    def _load_manifest(self) -> None:
         if MANIFEST not in self._members:
-            return None
+            return
         raw = self._read_bytes(MANIFEST)
+        indexed = (index_manifest(raw, self._manifest_span) if len(raw) >= LAZY_MANIFEST_BYTES
+                   else None)
+        if indexed is not None:
+            header, typed = indexed
+            self._check_schema(header)
+            self._manifest_indexed = True  # its bytes are read again, span by span
+            self.typed_manifest = typed
+            return
+        doc = self._decode_manifest(raw)
+        self.typed_manifest = read_manifest(doc)  # names the damage _neutralised drops
+        self._manifest_doc = _neutralised(doc)
+        self._hashes = {e.path: e.sha256 for e in self.typed_manifest.entries
+                        if e.path and e.sha256}
+
+    def _manifest_span(self, start: int, end: int) -> bytes:
+        """Bytes [start, end) of manifest.json, read again (an indexed entry being typed)."""
+        member = self._members[MANIFEST]
+        if isinstance(member, _TarMember):
+            if self._gz is None:
+                raise BundleError(f"{self.location}: closed; {MANIFEST} cannot be read again")
+            end = min(end, member.size)
+            return self._gz.pread(member.offset + start, max(0, end - start))
+        fh, _st = self._open_file(MANIFEST, member)
+        with fh:
+            fh.seek(start)
+            return fh.read(max(0, end - start))
+
+    def _decode_manifest(self, raw: bytes) -> dict[str, object]:
         doc = load_json(raw.decode("utf-8", errors="replace"), f"{self.location}/{MANIFEST}")
         if not isinstance(doc, dict):
             raise BundleError(f"{self.location}/{MANIFEST}: not a JSON object")
+        self._check_schema(doc)
+        return doc
+
+    def _check_schema(self, doc: dict[str, object]) -> None:
         schema = str(doc.get("schema", ""))
         if schema != MANIFEST_SCHEMA:
             if schema.startswith("ambientctl.bundle/v"):
@@ -265,7 +341,6 @@ class Bundle:
                     hint="upgrade ambientctl",
                 )
             raise BundleError(f"{self.location}/{MANIFEST}: unknown schema {schema!r}")
-        return doc
 
     # ------------------------------------------------------------------ reading
     def _read_bytes(self, rel: str) -> bytes:
@@ -287,6 +362,11 @@ class Bundle:
             fh.close()
             raise BundleError(f"{self.location}: {rel} is {_file_kind(st.st_mode)}; "
                               "bundles hold regular files only")
+        try:
+            self._checked(rel, st)
+        except BundleError:
+            fh.close()
+            raise
         return fh, st
 
     def _read_file(self, rel: str, full: str) -> bytes:
@@ -317,7 +397,7 @@ class Bundle:
         if rel not in self._members:
             raise BundleError(f"{self.location}: {rel} is missing from the bundle")
         data = self._read_bytes(rel)
-        expected = self._hashes.get(rel)
+        expected = self._expected(rel)
         if verify and expected is not None and hashlib.sha256(data).hexdigest() != expected:
             raise self._hash_mismatch(rel)
         return data
@@ -338,7 +418,7 @@ class Bundle:
         member = self._members.get(rel)
         if not isinstance(member, str):
             return self.read_bytes(rel).decode("utf-8", errors="replace")
-        expected = self._hashes.get(rel)
+        expected = self._expected(rel)
         digest = hashlib.sha256() if expected is not None else None
         decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
         cap, size = self.limits.max_member, 0
@@ -393,8 +473,10 @@ class Bundle:
                 problems.append(Mismatch(rel, f"sha256 {digest} != manifest {entry.sha256}"))
             elif entry.size is not None and entry.size != length:
                 problems.append(Mismatch(rel, f"size {length} != manifest {entry.size}"))
-        for rel in self._members:
+        for rel, member in self._members.items():
             if rel not in listed:
+                if isinstance(member, str):  # what listing no longer stats: opened, not read
+                    self._open_file(rel, member)[0].close()
                 problems.append(Mismatch(rel, "not listed in manifest.json"))
         return sorted(problems, key=lambda m: m.path)
 
@@ -405,7 +487,8 @@ class Bundle:
             return member.size, member.sha256  # hashed by the forward pass
         digest = hashlib.sha256()
         length = 0
-        with open(member, "rb") as fh:
+        fh, _st = self._open_file(rel, member)
+        with fh:
             while chunk := fh.read(1 << 20):
                 length += len(chunk)
                 if length > self.limits.max_member:
@@ -419,6 +502,15 @@ class Bundle:
         if self._fh is not None:
             self._fh.close()
             self._fh = None
+
+
+def _neutralised(doc: dict[str, object]) -> dict[str, object]:
+    """The document with damaged lists emptied: redaction walks the stored document
+    (`read_manifest` reports the damage)."""
+    for key in ("entries", "targets"):
+        if not isinstance(doc.get(key, []), list):
+            doc[key] = []
+    return doc
 
 
 def load_json(text: str, where: str) -> Any:

@@ -46,6 +46,9 @@ def load(source: Mapping[str, object], *, echo_problems: bool = True) -> tuple[s
     location = resolve_source(**source)
     snap = load_snapshot(str(location))
     if echo_problems:
-        for prob in snap.problems:
+        # A lazy snapshot states what it has read (issue 12): the bundle-wide problems, not
+        # every node's ztunnel dump parsed only to warn about it.
+        read = getattr(snap, "read_problems", None)
+        for prob in read() if callable(read) else snap.problems:
             click.echo(terminal_safe(f"warning: {prob}"), err=True)
     return str(location), snap
