@@ -20,9 +20,9 @@ netns; skipped when not root). And native nftables text translation per rule.
     python benchmarks/bench_scale.py [--quick] [--nodes 2,10,50,200] [--runs 3] [--tar]
                                      [--no-redact] [--skip-big]
 
-The doctor column runs with its default scheduling (a process pool over nodes from 16
-nodes on a multi-core machine; AMBIENTCTL_DOCTOR_WORKERS=1 in the environment forces one
-process). See benchmarks/README.md.
+The doctor column runs with its default scheduling (one process, node by node;
+AMBIENTCTL_DOCTOR_WORKERS=auto or a number in the environment checks nodes in a process
+pool). See benchmarks/README.md.
 
 Not a timed test: the figures depend on the machine and its load; the ratios are what the
 goals are stated in.

@@ -159,3 +159,23 @@ def test_doctor_holds_one_node_parsed_at_a_time(tmp_path: Path, monkeypatch) -> 
     assert report.results and not report.findings
     assert worst == [], f"nodes parsed at once: {worst[:3]}"
     assert touched == set(snap.nodes)
+
+
+def test_doctor_checks_nodes_in_one_process_unless_asked(monkeypatch) -> None:
+    """The pool did not pay on the 2-core machine and multiplied memory (see `_workers`):
+    without AMBIENTCTL_DOCTOR_WORKERS doctor uses one process at any size; `auto` brings
+    back one worker per core for large lazy bundles; a number is taken as given."""
+    import os
+
+    from ambientctl.analyzers.doctor import POOL_MIN_NODES, WORKERS_ENV, _workers
+    from ambientctl.bundle.load import load_snapshot
+
+    snap = load_snapshot(str(ROOT / "examples" / "seed-kind-ambient"))
+    monkeypatch.delenv(WORKERS_ENV, raising=False)
+    assert _workers(snap, 10 * POOL_MIN_NODES) == 1
+    monkeypatch.setenv(WORKERS_ENV, "auto")
+    cores = len(os.sched_getaffinity(0))
+    assert _workers(snap, 10 * POOL_MIN_NODES) == (cores if cores > 1 else 1)
+    assert _workers(snap, POOL_MIN_NODES - 1) == 1
+    monkeypatch.setenv(WORKERS_ENV, "3")
+    assert _workers(snap, 2) == 2
