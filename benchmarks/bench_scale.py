@@ -17,8 +17,13 @@ Then the 630k-rule node: the 2-node bundle with one node's iptables-save inflate
 dump inside a throwaway network namespace (created and deleted here; never the root
 netns; skipped when not root). And native nftables text translation per rule.
 
-    python benchmarks/bench_scale.py [--nodes 2,10,50,200] [--runs 3] [--tar] [--no-redact]
+    python benchmarks/bench_scale.py [--quick] [--nodes 2,10,50,200] [--runs 3] [--tar]
+                                     [--no-redact] [--skip-big]
     python benchmarks/bench_scale.py --trace-only --nodes 2,200 --runs 5 [--keep DIR]
+
+The doctor column runs with its default scheduling (one process, node by node;
+AMBIENTCTL_DOCTOR_WORKERS=auto or a number in the environment checks nodes in a process
+pool). See benchmarks/README.md.
 
 Not a timed test: the figures depend on the machine and its load; the ratios are what the
 goals are stated in.
@@ -106,10 +111,11 @@ def _fmt(fig: tuple) -> str:
 def table(rows: dict[int, dict[str, tuple]]) -> None:
     cols = ["files", "bytes", "floor", "trace", "doctor", "verify", "redact", "trace .tar.gz"]
     cols = [c for c in cols if any(c in r for r in rows.values())]
-    print("| nodes | " + " | ".join(cols) + " |")
-    print("|---" * (len(cols) + 1) + "|")
+    print("| nodes | " + " | ".join(cols) + " | doctor / floor |")
+    print("|---" * (len(cols) + 2) + "|")
     for n, r in rows.items():
-        print(f"| {n} | " + " | ".join(_fmt(r[c]) if c in r else "-" for c in cols) + " |")
+        print(f"| {n} | " + " | ".join(_fmt(r[c]) if c in r else "-" for c in cols)
+              + f" | {r['doctor'][0] / r['floor'][0]:.1f}x |")
     sizes = sorted(rows)
     if len(sizes) >= 2:
         lo, hi = rows[sizes[0]], rows[sizes[-1]]
@@ -118,6 +124,10 @@ def table(rows: dict[int, dict[str, tuple]]) -> None:
               f"{hi['trace'][1]:.0f} MiB (goal < 150)")
         print(f"doctor {sizes[-1]} nodes / floor: {hi['doctor'][0] / hi['floor'][0]:.1f}x "
               f"(goal <= 5x), peak {hi['doctor'][1]:.0f} MiB (goal < 400)")
+        for cmd in ("verify", "redact"):
+            if cmd in hi:
+                print(f"{cmd} peak {lo[cmd][1]:.0f} MiB at {sizes[0]} nodes, {hi[cmd][1]:.0f} "
+                      f"MiB at {sizes[-1]} (goal: independent of cluster size)")
 
 
 def big_node(tmp: Path, runs: int) -> None:
@@ -215,7 +225,11 @@ def main() -> None:
     ap.add_argument("--trace-only", action="store_true",
                     help="only trace, directory and .tar.gz (median of --runs, e.g. 5)")
     ap.add_argument("--keep", type=Path, help="with --trace-only: keep/reuse bundles here")
+    ap.add_argument("--quick", action="store_true",
+                    help="a few minutes: 2 and 10 nodes, one run each, no 630k-rule node")
     args = ap.parse_args()
+    if args.quick:
+        args.nodes, args.runs, args.skip_big = "2,10", 1, True
     print(f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
     if args.trace_only:
         trace_only([int(x) for x in args.nodes.split(",")], args.runs, args.keep)

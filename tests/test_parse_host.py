@@ -190,3 +190,18 @@ def test_garbage_raises_only_parse_error(parser) -> None:
             parser(junk, "x")
         except ParseError:
             pass
+
+
+def test_truth_of_sysctls_does_not_index_the_lines() -> None:
+    """Every parsed namespace is asked `bool(sysctls)` ("parsed" or "empty"): answering
+    must not split and index the ~1,000 lines (that cost more than every lookup doctor
+    makes); the answer agrees with the length once indexed."""
+    from ambientctl.analyzers.parse.host import Sysctls
+
+    values = parse_sysctl("sysctl: permission denied on key 'x'\nnet.ipv4.ip_forward = 1\n",
+                          "sysctl.txt")
+    assert isinstance(values, Sysctls)
+    assert bool(values) is True
+    assert values._index is None  # noqa: SLF001 - the laziness is the behaviour pinned
+    assert len(values) == 1 and bool(values) is True
+    assert bool(Sysctls("sysctl: permission denied on key 'x'\n\n", "s")) is False

@@ -121,3 +121,61 @@ def test_doctor_rejects_a_bad_worker_count(monkeypatch) -> None:
     monkeypatch.setenv(WORKERS_ENV, "two")
     with pytest.raises(UsageError, match=WORKERS_ENV):
         diagnose(load_snapshot(str(ROOT / "examples" / "seed-kind-ambient")))
+
+
+def test_doctor_holds_one_node_parsed_at_a_time(tmp_path: Path, monkeypatch) -> None:
+    """Streaming means bounded memory: whenever doctor parses a namespace slot or a ztunnel
+    dump, no other node has anything parsed (its namespaces and dump were evicted), and a
+    dump read only to list its problems is not kept. Every node is parsed at some point."""
+    from ambientctl.analyzers import snapshot as lazy
+    from ambientctl.analyzers.doctor import WORKERS_ENV, diagnose
+    from ambientctl.bundle.load import load_snapshot
+
+    snap = load_snapshot(str(scale_bundle.generate(tmp_path / "b", 4)))
+    assert isinstance(snap, lazy.LazySnapshot)
+    worst: list[set[str]] = []
+    touched: set[str] = set()
+
+    def nodes_parsed() -> set[str]:
+        held = {ns.node for ns in snap.namespaces()
+                if isinstance(ns, lazy.LazyNetNamespace) and ns.parsed()}
+        return held | set(snap.parsed_dumps())
+
+    def watched(fn):  # type: ignore[no-untyped-def]
+        def run(self, *args):  # type: ignore[no-untyped-def]
+            got = fn(self, *args)
+            held = nodes_parsed()
+            touched.update(held)
+            if len(held) > 1:
+                worst.append(held)
+            return got
+        return run
+
+    monkeypatch.setattr(lazy._NetnsLoader, "_first_parsed",
+                        watched(lazy._NetnsLoader._first_parsed))
+    monkeypatch.setattr(lazy._ZtunnelDumps, "get", watched(lazy._ZtunnelDumps.get))
+    monkeypatch.setenv(WORKERS_ENV, "1")
+    report = diagnose(snap)
+    assert report.results and not report.findings
+    assert worst == [], f"nodes parsed at once: {worst[:3]}"
+    assert touched == set(snap.nodes)
+
+
+def test_doctor_checks_nodes_in_one_process_unless_asked(monkeypatch) -> None:
+    """The pool did not pay on the 2-core machine and multiplied memory (see `_workers`):
+    without AMBIENTCTL_DOCTOR_WORKERS doctor uses one process at any size; `auto` brings
+    back one worker per core for large lazy bundles; a number is taken as given."""
+    import os
+
+    from ambientctl.analyzers.doctor import POOL_MIN_NODES, WORKERS_ENV, _workers
+    from ambientctl.bundle.load import load_snapshot
+
+    snap = load_snapshot(str(ROOT / "examples" / "seed-kind-ambient"))
+    monkeypatch.delenv(WORKERS_ENV, raising=False)
+    assert _workers(snap, 10 * POOL_MIN_NODES) == 1
+    monkeypatch.setenv(WORKERS_ENV, "auto")
+    cores = len(os.sched_getaffinity(0))
+    assert _workers(snap, 10 * POOL_MIN_NODES) == (cores if cores > 1 else 1)
+    assert _workers(snap, POOL_MIN_NODES - 1) == 1
+    monkeypatch.setenv(WORKERS_ENV, "3")
+    assert _workers(snap, 2) == 2

@@ -617,6 +617,7 @@ class _ZtunnelDumps:
         self.nodes = tuple(nodes)  # in listing order: the order problems are reported in
         self.parsed: dict[str, tuple[object | None, ZtunnelConfig | None,
                                      tuple[Problem, ...]]] = {}
+        self.listed: dict[str, tuple[Problem, ...]] = {}  # problems of dumps not kept
 
     def get(self, node: str) -> tuple[object | None, ZtunnelConfig | None, tuple[Problem, ...]]:
         got = self.parsed.get(node)
@@ -634,6 +635,19 @@ class _ZtunnelDumps:
             got = (raw, zc if isinstance(zc, ZtunnelConfig) else None, tuple(problems))
             self.parsed[node] = got
         return got
+
+    def problems_of(self, node: str) -> tuple[Problem, ...]:
+        """The parse problems of `node`'s dump. A dump parsed only to list its problems is
+        not kept (on a large cluster every ztunnel's dump names every workload: keeping
+        all of them is quadratic); the problems are."""
+        got = self.parsed.get(node)
+        if got is not None:
+            return got[2]
+        known = self.listed.get(node)
+        if known is None:
+            known = self.listed[node] = self.get(node)[2]
+            del self.parsed[node]
+        return known
 
     def evict(self, node: str) -> None:
         self.parsed.pop(node, None)
@@ -697,7 +711,7 @@ class LazySnapshot(Snapshot):
     @cached_property
     def problems(self):
         return self.base_problems + self._late_manifest_problems() + tuple(
-            p for n in self._dumps.nodes for p in self._dumps.get(n)[2])
+            p for n in self._dumps.nodes for p in self._dumps.problems_of(n))
 
     def _late_manifest_problems(self) -> tuple[Problem, ...]:
         """Damage of manifest entries typed after the build: a large manifest is indexed

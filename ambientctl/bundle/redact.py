@@ -44,7 +44,7 @@ import ipaddress
 import json
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -590,25 +590,34 @@ def redact_bundle(src_path: str, out_path: str, *, key: bytes | None = None) -> 
     check_output_path(out_path)
     if os.path.lexists(map_path):
         raise UsageError(f"{map_path} already exists", hint="choose another output")
+    # Streams: one source file in memory at a time. Pass one registers names (cluster
+    # objects, paths, link-netns names) and walks the structured files dry; pass two
+    # redacts and writes each file as it is read. The Redactor sees every value in the
+    # same order as when all files were held at once, so the output is byte for byte the
+    # same (tests/test_redact_stream.py compares against that implementation).
     src = open_bundle(src_path)
     try:
         red = Redactor(key if key is not None else os.urandom(32))
         manifest = src.manifest
         _register_manifest(red, manifest)
-        files: dict[str, str] = {}
-        for rel in src.paths():
-            if rel == MANIFEST:
-                continue
-            files[rel] = src.read_bytes(rel).decode("utf-8", errors="surrogateescape")
+        rels = [rel for rel in src.paths() if rel != MANIFEST]
+
+        def text_of(rel: str) -> str:
+            return src.read_bytes(rel).decode("utf-8", errors="surrogateescape")
+
+        def json_of(rel: str, hint: str) -> Any:
+            try:
+                return json.loads(text_of(rel))
+            except ValueError as exc:
+                raise BundleError(f"{src_path}: {rel} is not valid JSON ({exc})",
+                                  hint=hint) from exc
+
+        present = set(rels)
         for kind_file, rel in CLUSTER_FILES.items():
-            if rel in files:
-                try:
-                    doc = json.loads(files[rel])
-                except ValueError as exc:
-                    raise BundleError(f"{src_path}: {rel} is not valid JSON ({exc})",
-                                      hint="redaction needs readable cluster files") from exc
-                _register_cluster(red, _OBJECT_KIND[kind_file], doc)
-        for rel, text in files.items():
+            if rel in present:
+                _register_cluster(red, _OBJECT_KIND[kind_file],
+                                  json_of(rel, "redaction needs readable cluster files"))
+        for rel in rels:
             parts = rel.split("/")
             if len(parts) >= 2 and parts[0] == "nodes":
                 red.add_name(parts[1], "node")
@@ -618,52 +627,56 @@ def redact_bundle(src_path: str, out_path: str, *, key: bytes | None = None) -> 
                 if split[1] not in INFRA_NAMESPACES:
                     red.add_name(split[2] or "", "pod")
             if rel.endswith("ip-addr.txt"):
-                for m in _LINK_NETNS.finditer(text):
+                for m in _LINK_NETNS.finditer(text_of(rel)):
                     red.add_name(m.group(1), "netns")
-        parsed: dict[str, Any] = {}
-        for rel in files:
-            if table_for(rel) is not None:
-                try:
-                    parsed[rel] = json.loads(files[rel])
-                except ValueError as exc:
-                    raise BundleError(f"{src_path}: {rel} is not valid JSON ({exc})",
-                                      hint="redaction reads structured files field by field"
-                                      ) from exc
-        for rel, doc_in in parsed.items():  # dry pass: contexts, images -> literals
-            Walker(red, table_for(rel), rel, dry=True).walk(doc_in)  # type: ignore[arg-type]
+        structured = "redaction reads structured files field by field"
+        for rel in rels:  # dry pass: contexts, images -> literals
+            table = table_for(rel)
+            if table is not None:
+                Walker(red, table, rel, dry=True).walk(json_of(rel, structured))
         if manifest is not None:
             Walker(red, MANIFEST_FIELDS, MANIFEST, dry=True).walk(dict(manifest))
         red.finish_names()
-        out_files: list[tuple[str, bytes]] = []
         new_path: dict[str, str] = {}
+        stored: dict[str, tuple[int, str]] = {}
         dropped: list[str] = []
-        for rel in sorted(files):
-            kind = file_kind(rel)
-            if kind is None:
-                dropped.append(rel)
-                red.warnings.append(f"{rel} dropped: not a file type redaction knows")
-                continue
-            new_rel = red.text(rel)
-            if rel in parsed:
-                walked = Walker(red, table_for(rel), rel, dry=False).walk(parsed[rel])  # type: ignore[arg-type]
-                indent = 4 if rel.startswith("cluster/") else 2
-                body = json.dumps(walked, indent=indent, ensure_ascii=False) + "\n"
-            else:
-                body = red.dump(files[rel])
-            new_path[rel] = new_rel
-            out_files.append((new_rel, body.encode("utf-8", errors="surrogateescape")))
-        stored = {p: d for p, d in out_files}
-        doc = _redacted_manifest(red, manifest, stored, new_path, src_path, dropped)
+
+        def prepared() -> Iterator[tuple[str, bytes]]:
+            for rel in sorted(rels):
+                kind = file_kind(rel)
+                if kind is None:
+                    src.read_bytes(rel)  # not copied, but a damaged bundle still fails
+                    dropped.append(rel)
+                    red.warnings.append(f"{rel} dropped: not a file type redaction knows")
+                    continue
+                new_rel = red.text(rel)
+                table = table_for(rel)
+                if table is not None:
+                    walked = Walker(red, table, rel, dry=False).walk(json_of(rel, structured))
+                    indent = 4 if rel.startswith("cluster/") else 2
+                    body = json.dumps(walked, indent=indent, ensure_ascii=False) + "\n"
+                else:
+                    body = red.dump(text_of(rel))
+                if new_rel in stored:
+                    raise BundleError(f"{src_path}: two files map to one path after redaction",
+                                      hint="report this: the name map is not injective")
+                new_path[rel] = new_rel
+                data = body.encode("utf-8", errors="surrogateescape")
+                stored[new_rel] = (len(data), sha256_hex(data))
+                yield new_rel, data
+
+        def manifest_doc() -> dict[str, Any]:
+            doc = _redacted_manifest(red, manifest, stored, new_path, src_path, dropped)
+            for path in sorted(red.unclassified):
+                red.warnings.append(f"{path}: field not classified; its values were made "
+                                    "opaque")
+            return doc
+
+        doc = write_prepared(out_path, prepared(), manifest_doc)
     finally:
         src.close()
-    if len(stored) != len(new_path):
-        raise BundleError(f"{src_path}: two files map to one path after redaction",
-                          hint="report this: the name map is not injective")
-    for path in sorted(red.unclassified):
-        red.warnings.append(f"{path}: field not classified; its values were made opaque")
-    write_prepared(out_path, out_files, doc)
     counts = {"names": len(red.names), "ips": len(red.ips), "macs": len(red.macs),
-              "uuids": len(red.uuids), "opaque": len(red.opaque), "files": len(out_files),
+              "uuids": len(red.uuids), "opaque": len(red.opaque), "files": len(stored),
               "dropped": len(dropped)}
     _write_map(map_path, red, parent=doc["redaction"]["parent"], bundle_id=doc["bundle_id"],
                out_path=out_path)
@@ -672,9 +685,10 @@ def redact_bundle(src_path: str, out_path: str, *, key: bytes | None = None) -> 
 
 
 def _redacted_manifest(red: Redactor, manifest: Mapping[str, Any] | None,
-                       stored: dict[str, bytes], new_path: dict[str, str],
+                       stored: Mapping[str, tuple[int, str]], new_path: dict[str, str],
                        src_path: str, dropped: list[str]) -> dict[str, Any]:
-    """The new manifest: fields redacted by MANIFEST_FIELDS, hashes of the new bytes."""
+    """The new manifest: fields redacted by MANIFEST_FIELDS; `stored` gives each written
+    file's (size, sha256), taken as it was written (the bytes are not kept)."""
     src = dict(manifest or {})
     walked = Walker(red, MANIFEST_FIELDS, MANIFEST, dry=False).walk(src)
     listed: set[str] = set()
@@ -690,7 +704,7 @@ def _redacted_manifest(red: Redactor, manifest: Mapping[str, Any] | None,
         if path and path in new_path:
             listed.add(path)
             rel = new_path[path]
-            new = {"path": rel, **new, "size": len(stored[rel]), "sha256": sha256_hex(stored[rel])}
+            new = {"path": rel, **new, "size": stored[rel][0], "sha256": stored[rel][1]}
         else:
             if path in dropped:
                 new["note"] = "dropped by redaction: not a file type redaction knows"
@@ -699,8 +713,8 @@ def _redacted_manifest(red: Redactor, manifest: Mapping[str, Any] | None,
     for path, rel in sorted(new_path.items()):
         if path not in listed:  # a hand-assembled bundle: every file becomes an entry
             entries.append({"path": rel, "spec": rel.rsplit("/", 1)[-1], "target": "file",
-                            "transport": "file", "status": "ok", "size": len(stored[rel]),
-                            "sha256": sha256_hex(stored[rel])})
+                            "transport": "file", "status": "ok", "size": stored[rel][0],
+                            "sha256": stored[rel][1]})
     m = Manifest(
         created_at=str(src.get("created_at") or rfc3339(datetime.now(UTC))),
         collection=walked.get("collection") or {"mode": "unknown"},

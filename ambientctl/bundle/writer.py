@@ -35,7 +35,7 @@ import shutil
 import tarfile
 import tempfile
 import threading
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
@@ -350,13 +350,18 @@ def _finish(staging: Path, out: str, *, mtime: int) -> None:
 
 
 def write_prepared(
-    out: str, files: Iterable[tuple[str, bytes]], manifest: dict[str, Any]
-) -> str:
-    """Write already-prepared `files` plus the `manifest` document to `out`.
+    out: str, files: Iterable[tuple[str, bytes]],
+    manifest: dict[str, Any] | Callable[[], dict[str, Any]],
+) -> dict[str, Any]:
+    """Write already-prepared `files` plus the `manifest` document to `out`; return the
+    manifest written.
 
     For bundles derived from another bundle (`bundle redact`): the caller has built the
-    entries (paths, sizes, sha256s) itself. Same staging, atomic rename and deterministic
-    tarball as `write_bundle`; raises `UsageError` when `out` exists.
+    entries (paths, sizes, sha256s) itself. `files` may be a generator, written as it
+    yields (one file in memory at a time); `manifest` may then be a callable, called once
+    `files` is exhausted, so the entries can be built from what was written. Same staging,
+    atomic rename and deterministic tarball as `write_bundle`; raises `UsageError` when
+    `out` exists.
     """
     check_output_path(out)
     staging = Path(out + ".partial")
@@ -367,9 +372,12 @@ def write_prepared(
             dest = staging.joinpath(*rel.parts)
             dest.parent.mkdir(parents=True, exist_ok=True)
             dest.write_bytes(data)
-        (staging / MANIFEST).write_bytes(
-            (json.dumps(manifest, indent=2, ensure_ascii=False) + "\n").encode()
-        )
+        doc = manifest() if callable(manifest) else manifest
+        # Encoded piece by piece into the file: the manifest of a large bundle is tens of
+        # MB, and a whole string plus its bytes doubled the peak of `bundle redact`.
+        with open(staging / MANIFEST, "w", encoding="utf-8", newline="\n") as fh:
+            json.dump(doc, fh, indent=2, ensure_ascii=False)
+            fh.write("\n")
     except OSError as exc:
         # A derived bundle can be made again from its source: nothing worth keeping.
         shutil.rmtree(staging, ignore_errors=True)
@@ -377,8 +385,8 @@ def write_prepared(
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
-    _finish(staging, out, mtime=_epoch(str(manifest["created_at"])))
-    return out
+    _finish(staging, out, mtime=_epoch(str(doc["created_at"])))
+    return doc
 
 
 def _tarinfo(name: str, size: int, mtime: int) -> tarfile.TarInfo:

@@ -15,6 +15,7 @@ target; `diagnose()` adds suppression, the per-node summary and the fail thresho
 from __future__ import annotations
 
 import fnmatch
+import gc
 import os
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -137,25 +138,40 @@ def _captured(ctx: Context, name: str) -> tuple[int | None, int | None]:
 
 WORKERS_ENV = "AMBIENTCTL_DOCTOR_WORKERS"
 POOL_MIN_NODES = 16
-"""Below this many nodes a process pool costs more than it saves: each worker starts an
-interpreter and re-opens the bundle (cluster objects and the file index) before it checks
-anything."""
+"""With `AMBIENTCTL_DOCTOR_WORKERS=auto`, below this many nodes no pool is started: each
+worker starts an interpreter and re-opens the bundle (cluster objects and the file index)
+before it checks anything."""
 
 Captured = tuple[int | None, int | None]
 
+GC_THRESHOLD = (50_000, 20, 100)
+"""Collector thresholds while the checks run (restored after). Parsing a node allocates
+millions of small objects that live until the node is evicted, so the default youngest
+generation (700 allocations) ran ~1,000 collections at 50 nodes, 15% of doctor's CPU time,
+finding almost nothing; at these thresholds a handful run and peak memory is unchanged
+(measured: docs in benchmarks/README.md)."""
+
 
 def _workers(snapshot: Snapshot, nodes: int) -> int:
-    """How many processes check nodes: `AMBIENTCTL_DOCTOR_WORKERS` when set (1 = sequential,
-    used by tests to force the pool on small bundles), else one per usable core for large
-    bundles whose snapshot parses namespaces on demand (`Snapshot.evict` exists): an eager
-    snapshot has already paid for every node, so re-opening it in workers would only
-    repeat that work."""
+    """How many processes check nodes: one unless `AMBIENTCTL_DOCTOR_WORKERS` says otherwise
+    (a number; 1 = sequential; tests force the pool on small bundles), or `auto`: one per
+    usable core for bundles of `POOL_MIN_NODES` or more whose snapshot parses namespaces on
+    demand (`Snapshot.evict` exists; an eager snapshot has already paid for every node).
+
+    Why one by default: measured on the 2-core reference machine at 50 nodes (shared, load
+    average 7-10), two workers took the same wall time as one process (18.8 s vs 19.3 s)
+    and held 468 MiB over the three processes against 92 MiB (each worker re-opens the
+    bundle and the parent keeps its own copy): above the 400 MiB goal at a quarter of the
+    200-node size. Checking a node is CPU-bound Python; on an idle multi-core machine
+    `auto` may pay - measure with benchmarks/bench_scale.py."""
     forced = os.environ.get(WORKERS_ENV, "").strip()
-    if forced:
+    if forced and forced != "auto":
         if not forced.isdigit() or int(forced) < 1:
-            raise UsageError(f"{WORKERS_ENV}={forced!r}: expected a whole number >= 1",
-                             hint=f"unset {WORKERS_ENV} to let doctor choose")
+            raise UsageError(f"{WORKERS_ENV}={forced!r}: expected a whole number >= 1 or auto",
+                             hint=f"unset {WORKERS_ENV} to check nodes in this process")
         return min(int(forced), max(nodes, 1))
+    if not forced:
+        return 1
     try:
         cpus = len(os.sched_getaffinity(0))
     except (AttributeError, OSError):
@@ -267,7 +283,12 @@ def diagnose(snapshot: Snapshot, *, fail_on: str = "error",
                          "error")
     _load_areas()
     ctx = Context.build(snapshot)
-    results, captured = _run_streaming(ctx, only)
+    before = gc.get_threshold()
+    gc.set_threshold(*GC_THRESHOLD)
+    try:
+        results, captured = _run_streaming(ctx, only)
+    finally:
+        gc.set_threshold(*before)
     rules = tuple(suppress)
     shown: list[Finding] = []
     hidden: list[Finding] = []

@@ -269,7 +269,10 @@ class Context:
         from ambientctl.layout import CLUSTER_FILES
 
         path = CLUSTER_FILES[kind]
-        for p in self.snap.problems:
+        # A lazy snapshot's bundle-wide problems include every ztunnel dump's, which parses
+        # every dump; a cluster file's problem is among the cheap base ones.
+        problems = getattr(self.snap, "base_problems", None)
+        for p in self.snap.problems if problems is None else problems:
             if p.path == path:
                 return f"{path}: {p.message}"
         return None
@@ -282,24 +285,52 @@ class Context:
 
     def services_with_ports(self) -> Iterator[tuple[Service, IPAddress, int]]:
         """(service, IPv4 ClusterIP, TCP port) for every ClusterIP service port."""
+        return iter(self._service_ports)
+
+    @cached_property
+    def _service_ports(self) -> tuple[tuple[Service, IPAddress, int], ...]:
+        # Listed once: checks ask per node and per pod, and sorting every Service each time
+        # made a cluster-wide pass per pod (quadratic in cluster size).
+        out = []
         for svc in sorted(self.snap.cluster.services, key=lambda s: (s.namespace, s.name)):
             for vip in svc.cluster_ips:
                 if vip.version != 4:
                     continue
                 for port in svc.ports:
                     if port.protocol.upper() == "TCP":
-                        yield svc, vip, port.port
+                        out.append((svc, vip, port.port))
+        return tuple(out)
 
     def remote_ip(self, node: str) -> IPAddress | None:
         """An address on another node (a pod IP there, else a ClusterIP): a sample destination."""
-        for p in sorted(self.snap.cluster.pods, key=lambda p: (p.namespace, p.name)):
-            if p.node and p.node != node and running(p) and not p.host_network:
-                v4 = [ip for ip in p.ips if ip.version == 4]
-                if v4:
-                    return v4[0]
+        for pod_node, ip in self._pod_addresses:
+            if pod_node != node:
+                return ip
         for _svc, vip, _port in self.services_with_ports():
             return vip
         return None
+
+    @cached_property
+    def _pod_addresses(self) -> tuple[tuple[str, IPAddress], ...]:
+        """(node, first IPv4) of every running, scheduled, non-host-network pod with one, by
+        namespace/name: `remote_ip` takes the first not on the asking node (sorted once,
+        not once per pod)."""
+        out = []
+        for p in sorted(self.snap.cluster.pods, key=lambda p: (p.namespace, p.name)):
+            if p.node and running(p) and not p.host_network:
+                v4 = [ip for ip in p.ips if ip.version == 4]
+                if v4:
+                    out.append((p.node, v4[0]))
+        return tuple(out)
+
+    @cached_property
+    def _pods_by_node(self) -> dict[str, tuple[Pod, ...]]:
+        """Node name -> its pods by namespace/name, grouped in one pass over the cluster."""
+        grouped: dict[str, list[Pod]] = {}
+        for p in sorted(self.snap.cluster.pods, key=lambda p: (p.namespace, p.name)):
+            if p.node:
+                grouped.setdefault(p.node, []).append(p)
+        return {name: tuple(pods) for name, pods in grouped.items()}
 
     # ------------------------------------------------------------------ roles
     def role(self, ns: NetNamespace | None) -> str:
@@ -325,8 +356,7 @@ class Context:
     def node_view(self, name: str) -> NodeView:
         """The checks' view of node `name` (its mode classifies the node's namespaces)."""
         state = self.snap.nodes.get(name)
-        pods = tuple(sorted((p for p in self.snap.cluster.pods if p.node == name),
-                            key=lambda p: (p.namespace, p.name)))
+        pods = self._pods_by_node.get(name, ())
         expected = tuple(p for p in pods if running(p) and self.enrollment(p).expected)
         ztunnel_pod = self.facts.ztunnel_pod(name)
         ztunnel_ns = self.facts.ztunnel_netns(name)

@@ -175,9 +175,14 @@ def _targets(ctx: Context, chk: Check,
     if scope == "bundle":
         return [("bundle", None, None)]
     out: list[tuple[str, str | None, object]] = []
-    for node in ctx.nodes.values():
-        if only_node is not None and node.name != only_node:
-            continue
+    # Node by node, look up that node's view alone: iterating every view to skip the others
+    # built them all, and building a view classifies its namespaces (parses its rulesets),
+    # so the first node's checks parsed the whole cluster at once.
+    if only_node is None:
+        views: Iterable[NodeView] = ctx.nodes.values()
+    else:
+        views = [ctx.nodes[only_node]] if only_node in ctx.nodes else []
+    for node in views:
         if node.state is None:
             continue  # not collected: AMB1xx says so once, not every check
         if chk.modes is not None and not any(

@@ -117,6 +117,14 @@ class Sysctls(Mapping[str, model.Sysctl]):
     def __contains__(self, name: object) -> bool:
         return name in self._lines_index()
 
+    def __bool__(self) -> bool:
+        # Without this, `bool()` falls back to `__len__` and indexes every line: the
+        # snapshot asks it of every namespace it parses ("parsed" or "empty"), and doctor
+        # parses every namespace, so it cost more than all the lookups checks make.
+        if self._index is not None:
+            return bool(self._index)
+        return _SYSCTL_ANY_VALUE.search(self._text) is not None
+
     def __reduce__(self) -> tuple[object, ...]:
         return (Sysctls, (self._text, self._path))
 
