@@ -256,6 +256,16 @@ def test_an_index_larger_than_its_cap_is_refused_without_decompressing_the_rest(
                  "member index is larger than 64 MiB")
 
 
+def test_an_index_of_more_entries_than_the_member_cap_allows_is_refused_before_decoding(
+        indexed: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    bad = _rewrite_index(indexed, tmp_path / "x.tar.gz",
+                         lambda doc: doc["gzip"].extend([[0, 0]] * 5000))
+    monkeypatch.setenv("AMBIENTCTL_MAX_MEMBERS", "1000")
+    monkeypatch.setenv("AMBIENTCTL_MAX_BUNDLE_SIZE", "64M")
+    with pytest.raises(BundleError, match="its member index has more than 2080 entries"):
+        open_bundle(str(bad))
+
+
 def test_an_index_not_covering_the_file_is_refused(indexed: Path, tmp_path: Path) -> None:
     _refused(_rewrite_index(indexed, tmp_path / "x.tar.gz",
                             lambda doc: doc["gzip"][-1].__setitem__(0, doc["gzip"][-1][0] + 7)),

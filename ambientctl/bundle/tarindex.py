@@ -255,6 +255,12 @@ class TarIndex:
         from ambientctl.jsondoc import load_json
 
         where = self.where
+        # Decoded JSON costs ~80 bytes per list: 64 MiB of "[0,0]," would be ~1 GB. A real
+        # index has one list per member and per gzip member: bound them before decoding.
+        rows = limits.max_members * 2 + limits.max_bundle // PIECE + 16
+        if raw.count(b"[") > rows:
+            raise _error(where, f"its member index has more than {rows} entries (the "
+                                "member-count limit allows no more)")
         try:
             doc = load_json(raw.decode("utf-8", errors="strict"), f"{where}:{INDEX_NAME}")
         except (ParseError, UnicodeDecodeError) as exc:
