@@ -33,9 +33,8 @@ import tarfile
 import zlib
 from collections import OrderedDict
 from collections.abc import Iterable
-from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import BinaryIO
+from typing import BinaryIO, NamedTuple
 
 from ambientctl.bundle.limits import ReadLimits, human
 from ambientctl.errors import BundleError, ParseError
@@ -49,7 +48,9 @@ MAX_GZ_RAW = PIECE + (64 << 10)
 MAX_GZ_COMPRESSED = MAX_GZ_RAW + (MAX_GZ_RAW >> 8) + 1024  # deflate's worst-case expansion
 # The index itself: ~100 bytes per member; 64 MiB is several times the 500k-member cap.
 MAX_INDEX_BYTES = 64 << 20
-CACHE_BYTES = 32 << 20  # decoded gzip members kept (re-reading the manifest's spans)
+# Decoded gzip members kept: a member's header piece is read twice (header check, data),
+# an indexed manifest's entries are re-read span by span. More only costs peak memory.
+CACHE_BYTES = 8 << 20
 _WBITS_GZIP = 16 + zlib.MAX_WBITS
 _BLOCK = tarfile.BLOCKSIZE
 _HINT = "the archive's member index is damaged or forged; re-pack the bundle from its " \
@@ -140,9 +141,11 @@ def _tarinfo(name: str, size: int, mtime: int) -> tarfile.TarInfo:
 
 
 # ---------------------------------------------------------------------------- reading
-@dataclass(frozen=True, slots=True)
-class IndexedMember:
-    """Where one regular file lies, according to the (validated) index; body-relative."""
+class IndexedMember(NamedTuple):
+    """Where one regular file lies, according to the (validated) index; body-relative.
+
+    A NamedTuple, not a frozen dataclass: 80k of them are built when a 200-node archive
+    is opened, and a tuple is built 3x faster (immutable all the same)."""
 
     name: str  # as stored (with the top folder)
     header: int  # uncompressed offset of its tar header (a gzip member starts there)
@@ -274,9 +277,11 @@ class TarIndex:
         gz: list[int] = []
         rawo: list[int] = []
         for row in table:
-            if not (isinstance(row, list) and len(row) == 2 and all(_is_int(v) for v in row)):
+            if type(row) is not list or len(row) != 2:
                 raise _error(where, "its member index has a malformed gzip entry")
             c, u = row
+            if type(c) is not int or type(u) is not int:  # not bool, not float
+                raise _error(where, "its member index has a malformed gzip entry")
             if gz and (c - gz[-1] <= 0 or c - gz[-1] > MAX_GZ_COMPRESSED
                        or u - rawo[-1] <= 0 or u - rawo[-1] > MAX_GZ_RAW):
                 raise _error(where, f"its member index lists gzip member offsets out of "
@@ -294,44 +299,49 @@ class TarIndex:
                               "(the member-count limit)")
         self._gz, self._raw = gz, rawo
         starts = set(rawo)
-        members: dict[str, IndexedMember] = {}
-        prev: tuple[str, int, int] | None = None
+        prefix = self.top + "/"
+        rows_ok: list[tuple[str, str, int, int]] = []  # (rel, name, header, size)
+        seen: set[str] = set()
+        floor = 0  # where the next header may start (after the previous member's data)
         for row in listed:
-            if not (isinstance(row, list) and len(row) == 3 and isinstance(row[0], str)
-                    and _is_int(row[1]) and _is_int(row[2])):
+            if type(row) is not list or len(row) != 3:
                 raise _error(where, "its member index has a malformed member entry")
             name, header, size = row
-            p = PurePosixPath(name)
-            if (p.is_absolute() or ".." in p.parts or len(p.parts) < 2
-                    or p.parts[0] != self.top or p.as_posix() != name or "\0" in name):
+            if type(name) is not str or type(header) is not int or type(size) is not int \
+                    or size < 0:
+                raise _error(where, "its member index has a malformed member entry")
+            # string tests, not PurePosixPath: 80k names cost 1.4 s that way
+            rel = name[len(prefix):] if name.startswith(prefix) else ""
+            wrapped = f"/{rel}/"
+            if (not rel or "\0" in rel or "//" in wrapped or "/./" in wrapped
+                    or "/../" in wrapped):
                 raise _error(where, f"its member index lists {name!r}, which is not a file "
                                     f"of the bundle folder {self.top!r}")
-            if p.parts[1:] == (INDEX_NAME,):
+            if rel == INDEX_NAME:
                 raise _error(where, "its member index lists itself")
-            if size < 0 or size > limits.max_member:
+            if size > limits.max_member:
                 raise BundleError(
-                    f"{where}: {'/'.join(p.parts[1:])} is {size} bytes, more than the "
+                    f"{where}: {rel} is {size} bytes, more than the "
                     f"{human(limits.max_member)} a bundle file may hold (the member-size "
                     "limit)")
             if header not in starts:
                 raise _error(where, f"its member index puts {name!r} at offset {header}, "
                                     "where no gzip member starts")
-            if prev is not None and header < prev[1] + _BLOCK + _padded(prev[2]):
-                raise _error(where, f"its member index puts {name!r} inside {prev[0]!r}")
-            rel = "/".join(p.parts[1:])
-            if rel in members:
+            if header < floor:
+                raise _error(where, f"its member index puts {name!r} inside "
+                                    f"{rows_ok[-1][1]!r}")
+            if rel in seen:
                 raise _error(where, f"its member index lists {name!r} twice")
-            if prev is not None:
-                members[_rel(prev[0])] = IndexedMember(prev[0], prev[1], prev[2], header)
-            prev = (name, header, size)
-            members[rel] = IndexedMember(name, header, size, -1)  # placeholder, order kept
-        end_blocks = rawo[-2] if len(rawo) >= 2 else 0  # the last gzip member: end blocks
-        if prev is not None:
-            if end_blocks < prev[1] + _BLOCK + _padded(prev[2]):
-                raise _error(where, f"its member index puts {prev[0]!r} past the end of "
-                                    "the archive")
-            members[_rel(prev[0])] = IndexedMember(prev[0], prev[1], prev[2], end_blocks)
-        return members
+            seen.add(rel)
+            rows_ok.append((rel, name, header, size))
+            floor = header + _BLOCK + _padded(size)
+        end_blocks = rawo[-2]  # the last gzip member holds the end-of-archive blocks
+        if rows_ok and end_blocks < floor:
+            raise _error(where, f"its member index puts {rows_ok[-1][1]!r} past the end of "
+                                "the archive")
+        ends = [r[2] for r in rows_ok[1:]] + [end_blocks]
+        return {rel: IndexedMember(name, header, size, end)
+                for (rel, name, header, size), end in zip(rows_ok, ends, strict=True)}
 
     # ------------------------------------------------------------ reading
     def _piece(self, k: int) -> bytes:
@@ -357,16 +367,16 @@ class TarIndex:
         if size <= 0:
             return b""
         k = bisect.bisect_right(self._raw, offset) - 1
-        parts: list[bytes] = []
+        parts: list[memoryview] = []  # views: the pieces are copied once, by the join
         pos, end = offset, offset + size
         while pos < end:
             piece = self._piece(k)
             start = pos - self._raw[k]
             take = min(len(piece) - start, end - pos)
-            parts.append(piece[start:start + take])
+            parts.append(memoryview(piece)[start:start + take])
             pos += take
             k += 1
-        return parts[0] if len(parts) == 1 else b"".join(parts)
+        return parts[0].tobytes() if len(parts) == 1 else b"".join(parts)
 
     def data_offset(self, rel: str) -> int:
         """Body offset of `rel`'s data, after checking its tar header against the index."""
@@ -419,10 +429,3 @@ class TarIndex:
         size = max(0, min(size, m.size - start))
         return self._range(self.data_offset(rel) + start, size)
 
-
-def _rel(name: str) -> str:
-    return "/".join(PurePosixPath(name).parts[1:])
-
-
-def _is_int(v: object) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool) and v >= 0
