@@ -123,6 +123,19 @@ def test_a_big_member_is_split_into_gzip_members_and_read_back_whole(tmp_path: P
         assert got is not None and got.read() == big
 
 
+def test_an_index_too_big_for_readers_is_not_written_and_the_archive_reads_without_it(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(tarindex, "MAX_INDEX_BYTES", 1000)
+    out = tmp_path / "b.tar.gz"
+    write_tarball(EX, str(out), top="b", mtime=0)
+    names = subprocess.run(["tar", "tzf", str(out)], capture_output=True, text=True,
+                           check=True).stdout.split()
+    assert f"b/{INDEX_NAME}" not in names
+    bundle = open_bundle(str(out))
+    assert bundle._ix is None
+    assert bundle.read_bytes("cluster/pods.json") == (EX / "cluster/pods.json").read_bytes()
+
+
 def test_an_archive_without_an_index_is_still_read_by_the_forward_pass(tmp_path: Path) -> None:
     out = tmp_path / "plain.tar.gz"
     scale_bundle.to_tar(EX, out, indexed=False)

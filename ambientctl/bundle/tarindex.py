@@ -120,10 +120,14 @@ def write_indexed_tar(dest: BinaryIO, body: BinaryIO, files: list[tuple[str, Pat
     sink.table.append([sink.gz_off, sink.raw_off])  # the end of the body
     doc = {"schema": INDEX_SCHEMA, "gzip": sink.table, "members": members}
     data = json.dumps(doc, separators=(",", ":"), ensure_ascii=False).encode()
-    head = _GzipSink(dest, level)
-    head.member([_tarinfo(f"{top}/{INDEX_NAME}", len(data), mtime).tobuf(
-        tarfile.PAX_FORMAT, "utf-8", "surrogateescape"), data,
-        b"\0" * (_padded(len(data)) - len(data))])
+    del doc, members
+    if len(data) <= MAX_INDEX_BYTES:
+        # else (more than a reader accepts: ~500k files with long names) the archive goes
+        # without its index, and readers take the one forward pass
+        _GzipSink(dest, level).member([
+            _tarinfo(f"{top}/{INDEX_NAME}", len(data), mtime).tobuf(
+                tarfile.PAX_FORMAT, "utf-8", "surrogateescape"),
+            data, b"\0" * (_padded(len(data)) - len(data))])
     body.seek(0)
     while chunk := body.read(1 << 20):
         dest.write(chunk)
