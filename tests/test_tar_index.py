@@ -71,8 +71,22 @@ def _with_index(dst: Path, top: str, data: bytes, body: bytes) -> Path:
     return dst
 
 
-def _member(doc: dict, rel: str) -> list:
-    return next(m for m in doc["members"] if m[0] == f"b/{rel}")
+class _Row:
+    """One member of the index's columns, as [name, header offset, size]."""
+
+    def __init__(self, doc: dict, rel: str) -> None:
+        self.cols = [doc["members"][k] for k in ("names", "headers", "sizes")]
+        self.i = self.cols[0].index(f"b/{rel}")
+
+    def __getitem__(self, field: int) -> object:
+        return self.cols[field][self.i]
+
+    def __setitem__(self, field: int, value: object) -> None:
+        self.cols[field][self.i] = value
+
+
+def _member(doc: dict, rel: str) -> _Row:
+    return _Row(doc, rel)
 
 
 # ------------------------------------------------------------------ a plain tar.gz still
@@ -207,9 +221,9 @@ def test_an_index_pointing_a_member_at_another_members_header_is_refused(
         indexed: Path, tmp_path: Path) -> None:
     # pods.json and the next file swap names: each entry points at the other's header
     def lie(doc: dict) -> None:
-        members = doc["members"]
-        i = members.index(_member(doc, "cluster/pods.json"))
-        members[i][0], members[i + 1][0] = members[i + 1][0], members[i][0]
+        names = doc["members"]["names"]
+        i = names.index("b/cluster/pods.json")
+        names[i], names[i + 1] = names[i + 1], names[i]
     _refused(_rewrite_index(indexed, tmp_path / "x.tar.gz", lie), "where the archive holds")
 
 
@@ -243,9 +257,9 @@ def test_an_index_naming_a_file_not_in_the_archive_is_refused(
 
 def test_an_index_listing_a_name_twice_is_refused(indexed: Path, tmp_path: Path) -> None:
     def twice(doc: dict) -> None:
-        members = doc["members"]
-        i = members.index(_member(doc, "cluster/pods.json"))
-        members[i + 1][0] = members[i][0]
+        names = doc["members"]["names"]
+        i = names.index("b/cluster/pods.json")
+        names[i + 1] = names[i]
     _refused(_rewrite_index(indexed, tmp_path / "x.tar.gz", twice), "twice")
 
 
@@ -272,16 +286,29 @@ def test_an_index_larger_than_its_cap_is_refused_without_decompressing_the_rest(
 def test_an_index_of_more_entries_than_the_member_cap_allows_is_refused_before_decoding(
         indexed: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     bad = _rewrite_index(indexed, tmp_path / "x.tar.gz",
-                         lambda doc: doc["gzip"].extend([[0, 0]] * 5000))
+                         lambda doc: [col.extend([0] * 5000) for col in doc["gzip"].values()])
     monkeypatch.setenv("AMBIENTCTL_MAX_MEMBERS", "1000")
     monkeypatch.setenv("AMBIENTCTL_MAX_BUNDLE_SIZE", "64M")
-    with pytest.raises(BundleError, match="its member index has more than 2080 entries"):
+    with pytest.raises(BundleError, match="its member index has more than 5144 entries"):
         open_bundle(str(bad))
+
+
+@pytest.mark.parametrize("damage", [
+    lambda doc: doc["members"]["sizes"].pop(),  # columns of different lengths
+    lambda doc: doc["members"].__setitem__("headers", 5),  # not a list
+    lambda doc: doc["members"]["sizes"].__setitem__(0, -1),  # negative
+    lambda doc: doc["members"]["sizes"].__setitem__(0, True),  # a bool is not a size
+], ids=["ragged", "not-a-list", "negative", "bool"])
+def test_an_index_of_the_wrong_shape_is_refused(indexed: Path, tmp_path: Path,
+                                                damage: Callable[[dict], object]) -> None:
+    with pytest.raises(BundleError, match="member index (lacks|has a malformed)"):
+        open_bundle(str(_rewrite_index(indexed, tmp_path / "x.tar.gz", damage)))
 
 
 def test_an_index_not_covering_the_file_is_refused(indexed: Path, tmp_path: Path) -> None:
     _refused(_rewrite_index(indexed, tmp_path / "x.tar.gz",
-                            lambda doc: doc["gzip"][-1].__setitem__(0, doc["gzip"][-1][0] + 7)),
+                            lambda doc: doc["gzip"]["compressed"].__setitem__(
+                                -1, doc["gzip"]["compressed"][-1] + 7)),
              "does not cover the file exactly")
 
 
@@ -292,8 +319,8 @@ def test_a_corrupted_gzip_trailer_of_a_member_read_through_the_index_is_refused(
         assert head is not None
     doc = json.loads(head[1])
     header = _member(doc, "cluster/pods.json")[1]
-    k = [row[1] for row in doc["gzip"]].index(header)
-    crc_at = head[2] + doc["gzip"][k + 1][0] - 8  # the CRC-32 of pods.json's gzip member
+    k = doc["gzip"]["uncompressed"].index(header)
+    crc_at = head[2] + doc["gzip"]["compressed"][k + 1] - 8  # pods.json's gzip CRC-32
     raw = bytearray(indexed.read_bytes())
     raw[crc_at] ^= 0xFF
     bad = tmp_path / "x.tar.gz"
