@@ -270,6 +270,21 @@ def test_an_index_escaping_the_bundle_folder_is_refused(indexed: Path, tmp_path:
              "not a file of the bundle folder")
 
 
+@pytest.mark.parametrize("top", ["..", "/"])
+def test_an_index_whose_folder_escapes_the_bundle_is_refused(indexed: Path, tmp_path: Path,
+                                                               top: str) -> None:
+    with open(indexed, "rb") as fh:
+        head = read_index_head(fh, str(indexed))
+        assert head is not None
+        fh.seek(head[2])
+        body = fh.read()
+    doc = json.loads(head[1])
+    doc["members"]["names"] = [top + n[1:] for n in doc["members"]["names"]]
+    bad = _with_index(tmp_path / "x.tar.gz", top, json.dumps(doc).encode(), body)
+    with pytest.raises(BundleError, match="escapes the bundle"):
+        open_bundle(str(bad))
+
+
 def test_an_index_larger_than_its_cap_is_refused_without_decompressing_the_rest(
         indexed: Path, tmp_path: Path) -> None:
     with open(indexed, "rb") as fh:

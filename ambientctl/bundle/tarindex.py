@@ -238,6 +238,8 @@ def read_index_head(fh: BinaryIO, where: str) -> tuple[str, bytes, int, int] | N
     parts = PurePosixPath(info.name).parts
     if len(parts) != 2 or parts[1] != INDEX_NAME:
         return None
+    if parts[0].startswith("/") or parts[0] in (".", ".."):
+        raise _error(where, f"its member index {info.name!r} escapes the bundle")
     if info.size > MAX_INDEX_BYTES:
         raise _error(where, f"its member index is larger than {human(MAX_INDEX_BYTES)}")
     if not info.isreg() or info.offset_data + _padded(info.size) != len(out):
