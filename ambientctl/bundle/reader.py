@@ -4,8 +4,10 @@ Safety: no member may escape the bundle (absolute paths, `..`), links of any kin
 refused rather than followed, and only regular files are read: a device, FIFO, socket,
 hard-linked file (directory bundles) or twice-stored member (archives) is refused, never
 skipped silently. Sizes are capped (`limits.ReadLimits`, docs/limits-and-safety.md). A
-tarball must be gzip-compressed, is read in one forward pass (`gzindex`), and must hold
-one top folder (the bundle); its name is stripped. When `manifest.json` is present, each
+tarball must be gzip-compressed and must hold one top folder (the bundle); its name is
+stripped. One written with a member index (`tarindex`: what `collect` writes) is read
+member by member through the validated index; any other is read in one forward pass
+(`gzindex`), as is every tarball by `verify`. When `manifest.json` is present, each
 file's sha256 is checked against it as the file is read; a hand-assembled bundle without
 manifest is read by file name (the caller warns once).
 """
@@ -79,7 +81,8 @@ class Bundle:
 
     Bounded by `ReadLimits` (member size, total size, member count): what exceeds one
     is refused with a `BundleError` (exit 4) naming the file and the limit, before its
-    bytes are read. A `.tar.gz` is read in one forward pass (`GzipIndex`) that checks
+    bytes are read. An indexed `.tar.gz` is read through its index (`TarIndex`); any
+    other `.tar.gz` in one forward pass (`GzipIndex`) that checks
     every header, hashes every member while streaming it, and verifies the gzip trailer;
     members are then read back from the index without seeking backwards in the stream.
     """
