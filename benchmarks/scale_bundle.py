@@ -304,8 +304,15 @@ def _fix_probe_ipset(w: _Writer, out: Path, node: str, pods: list[dict]) -> None
     entry.update(size=len(data), sha256=hashlib.sha256(data).hexdigest())
 
 
-def to_tar(bundle: Path, dest: Path) -> Path:
-    """The bundle as a .tar.gz with one top folder (what `collect -o X.tar.gz` writes)."""
+def to_tar(bundle: Path, dest: Path, *, indexed: bool = True) -> Path:
+    """The bundle as a .tar.gz with one top folder: by default what `collect -o X.tar.gz`
+    writes (indexed, see ambientctl/bundle/tarindex.py); `indexed=False`: a plain
+    single-stream tar.gz, as `tar czf` would make (what older ambientctl wrote)."""
+    if indexed:
+        from ambientctl.bundle.writer import write_tarball
+
+        write_tarball(bundle, str(dest), top=bundle.name, mtime=0)
+        return dest
     with tarfile.open(dest, "w:gz", compresslevel=6) as tar:
         tar.add(bundle, arcname=bundle.name)
     return dest

@@ -4,8 +4,10 @@ Safety: no member may escape the bundle (absolute paths, `..`), links of any kin
 refused rather than followed, and only regular files are read: a device, FIFO, socket,
 hard-linked file (directory bundles) or twice-stored member (archives) is refused, never
 skipped silently. Sizes are capped (`limits.ReadLimits`, docs/limits-and-safety.md). A
-tarball must be gzip-compressed, is read in one forward pass (`gzindex`), and must hold
-one top folder (the bundle); its name is stripped. When `manifest.json` is present, each
+tarball must be gzip-compressed and must hold one top folder (the bundle); its name is
+stripped. One written with a member index (`tarindex`: what `collect` writes) is read
+member by member through the validated index; any other is read in one forward pass
+(`gzindex`), as is every tarball by `verify`. When `manifest.json` is present, each
 file's sha256 is checked against it as the file is read; a hand-assembled bundle without
 manifest is read by file name (the caller warns once).
 """
@@ -24,6 +26,7 @@ from typing import Any, BinaryIO
 from ambientctl.bundle.gzindex import GzipIndex
 from ambientctl.bundle.layout import MANIFEST, MANIFEST_SCHEMA
 from ambientctl.bundle.limits import OVERRIDE_HINT, ReadLimits, human
+from ambientctl.bundle.tarindex import INDEX_NAME, IndexedMember, TarIndex, open_index
 from ambientctl.errors import BundleError
 from ambientctl.manifest_index import LazyManifest, index_manifest
 from ambientctl.manifest_model import Manifest, read_manifest
@@ -78,7 +81,8 @@ class Bundle:
 
     Bounded by `ReadLimits` (member size, total size, member count): what exceeds one
     is refused with a `BundleError` (exit 4) naming the file and the limit, before its
-    bytes are read. A `.tar.gz` is read in one forward pass (`GzipIndex`) that checks
+    bytes are read. An indexed `.tar.gz` is read through its index (`TarIndex`); any
+    other `.tar.gz` in one forward pass (`GzipIndex`) that checks
     every header, hashes every member while streaming it, and verifies the gzip trailer;
     members are then read back from the index without seeking backwards in the stream.
     """
@@ -94,7 +98,8 @@ class Bundle:
             )
         self._gz: GzipIndex | None = None
         self._fh: BinaryIO | None = None
-        self._members: dict[str, str | _TarMember] = {}
+        self._ix: TarIndex | None = None  # an indexed archive's member index
+        self._members: dict[str, str | _TarMember | IndexedMember] = {}
         self._opened: set[str] = set()  # directory bundles: files opened (the total cap)
         self._opened_bytes = 0
         if path.is_dir():
@@ -177,6 +182,8 @@ class Bundle:
             subdirs = []
             for entry in entries:
                 if entry.is_file(follow_symlinks=False):  # most entries: one d_type test
+                    if not prefix and entry.name == INDEX_NAME:
+                        continue  # an extracted indexed archive's index: not a bundle file
                     if len(members) >= cap:
                         self._count(0, len(members) + 1)
                     members[prefix + entry.name] = entry.path
@@ -221,12 +228,18 @@ class Bundle:
             raise BundleError(f"{self.location}: cannot be opened ({exc.strerror})") from exc
         self._fh = fh
         try:
-            self._scan_tar(fh)
+            self._ix = open_index(fh, self.location, self.limits)
+            if self._ix is not None:
+                self._members.update(self._ix.members)
+            else:
+                self._scan_tar(fh)
         except BaseException:
             self.close()
             raise
 
-    def _scan_tar(self, fh: BinaryIO) -> None:
+    def _scan_tar(self, fh: BinaryIO, headers: dict[str, int] | None = None) -> None:
+        """The forward pass; `headers` (when given) receives each member's header offset."""
+        fh.seek(0)
         gz = GzipIndex(fh, self.location, limit=self.limits.max_bundle, limit_hint=OVERRIDE_HINT)
         self._gz = gz
         tops: set[str] = set()
@@ -267,6 +280,8 @@ class Bundle:
                 if not m.isreg():
                     continue
                 rel = "/".join(p.parts[1:])
+                if rel == INDEX_NAME:
+                    rel = ""  # an indexed archive's index: checked, hashed, not listed
                 if m.size > self.limits.max_member:
                     raise self._too_big(rel or m.name, m.size)
                 total += m.size
@@ -283,6 +298,8 @@ class Bundle:
                 if rel:
                     self._members[rel] = _TarMember(m.name, m.offset_data, m.size,
                                                     digest.hexdigest())
+                    if headers is not None:
+                        headers[rel] = m.offset
             gz.finish()
         except tarfile.TarError as exc:
             raise BundleError(f"{self.location}: unreadable archive ({exc})") from exc
@@ -314,6 +331,10 @@ class Bundle:
     def _manifest_span(self, start: int, end: int) -> bytes:
         """Bytes [start, end) of manifest.json, read again (an indexed entry being typed)."""
         member = self._members[MANIFEST]
+        if isinstance(member, IndexedMember):
+            if self._ix is None:
+                raise BundleError(f"{self.location}: closed; {MANIFEST} cannot be read again")
+            return self._ix.pread(MANIFEST, start, end - start)
         if isinstance(member, _TarMember):
             if self._gz is None:
                 raise BundleError(f"{self.location}: closed; {MANIFEST} cannot be read again")
@@ -345,6 +366,10 @@ class Bundle:
     # ------------------------------------------------------------------ reading
     def _read_bytes(self, rel: str) -> bytes:
         member = self._members[rel]
+        if isinstance(member, IndexedMember):
+            if self._ix is None:
+                raise BundleError(f"{self.location}: closed; {rel} cannot be read")
+            return self._ix.read(rel)
         if isinstance(member, _TarMember):
             assert self._gz is not None
             return self._gz.pread(member.offset, member.size)
@@ -458,6 +483,8 @@ class Bundle:
                 f"{self.location}: no {MANIFEST}; nothing to verify against",
                 hint="hand-assembled bundles carry no hashes",
             )
+        if self._ix is not None:
+            self._forward_pass_against_index(self._ix)
         problems: list[Mismatch] = []
         listed: set[str] = {MANIFEST}
         for entry in self.typed_manifest.entries:
@@ -480,11 +507,35 @@ class Bundle:
                 problems.append(Mismatch(rel, "not listed in manifest.json"))
         return sorted(problems, key=lambda m: m.path)
 
+    def _forward_pass_against_index(self, ix: TarIndex) -> None:
+        """`verify` on an indexed archive: read it whole as a plain tar.gz (every header,
+        member and gzip trailer), then require the index to describe exactly that."""
+        assert self._fh is not None
+        indexed = dict(self._members)
+        self._members = {}
+        headers: dict[str, int] = {}
+        self._scan_tar(self._fh, headers)
+        for rel in sorted(set(indexed) | set(self._members)):
+            got, listed = self._members.get(rel), indexed.get(rel)
+            if not isinstance(got, _TarMember) or not isinstance(listed, IndexedMember):
+                what = "lists" if got is None else "omits"
+                raise BundleError(f"{self.location}: its member index {what} {rel!r}",
+                                  hint="re-pack the bundle from its directory")
+            if (got.name, got.size, headers[rel] - ix.body_raw) != (
+                    listed.name, listed.size, listed.header):
+                raise BundleError(
+                    f"{self.location}: its member index does not match the archive at "
+                    f"{rel!r}", hint="re-pack the bundle from its directory")
+        self._ix = None  # from here on, members are read through the forward pass's index
+
     def _digest(self, rel: str) -> tuple[int, str]:
         """(size, sha256) of a file, hashed while streaming (never the whole file at once)."""
         member = self._members[rel]
         if isinstance(member, _TarMember):
             return member.size, member.sha256  # hashed by the forward pass
+        if isinstance(member, IndexedMember):  # verify() replaces these first; kept whole
+            data = self._read_bytes(rel)
+            return len(data), hashlib.sha256(data).hexdigest()
         digest = hashlib.sha256()
         length = 0
         fh, _st = self._open_file(rel, member)
@@ -499,6 +550,7 @@ class Bundle:
     def close(self) -> None:
         """Release the archive handle, if any."""
         self._gz = None
+        self._ix = None
         if self._fh is not None:
             self._fh.close()
             self._fh = None

@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import gzip
 import json
 import os
 import shutil
@@ -50,6 +49,7 @@ from ambientctl.bundle.manifest import (
     file_entry,
     sha256_hex,
 )
+from ambientctl.bundle.tarindex import write_indexed_tar
 from ambientctl.errors import BundleError, UsageError
 from ambientctl.raw import RawOutput, RawStatus
 
@@ -389,17 +389,6 @@ def write_prepared(
     return doc
 
 
-def _tarinfo(name: str, size: int, mtime: int) -> tarfile.TarInfo:
-    info = tarfile.TarInfo(name)
-    info.size = size
-    info.mtime = mtime
-    info.mode = 0o644
-    info.uid = info.gid = 0
-    info.uname = info.gname = ""
-    info.type = tarfile.REGTYPE
-    return info
-
-
 def write_tarball(src: Path | str, out: str, *, top: str, mtime: int,
                   compresslevel: int = GZIP_LEVEL) -> None:
     """Tar the regular files under `src` into `out` deterministically (see module doc).
@@ -422,17 +411,14 @@ def write_tarball(src: Path | str, out: str, *, top: str, mtime: int,
     fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(out)}.", suffix=".tmp", dir=parent)
     try:
         os.fchmod(fd, 0o666 & ~_umask())  # what open() would have given the bundle
-        # GzipFile writes mtime and the file name into its header: pin both.
-        with (
-            os.fdopen(fd, "wb") as raw,
-            gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0,
-                          compresslevel=compresslevel) as gz,
-            tarfile.open(fileobj=gz, mode="w", format=tarfile.PAX_FORMAT) as tar,
-        ):
-            for rel, full in files:
-                with open(full, "rb") as fh:
-                    size = os.fstat(fh.fileno()).st_size
-                    tar.addfile(_tarinfo(f"{top}/{rel}", size, mtime), fh)
+        # The members are compressed into a scratch file first (created the same exclusive
+        # way, removed at once: only its descriptor is used), then the index is written
+        # ahead of them: `tarindex` explains the layout.
+        body_fd, body_name = tempfile.mkstemp(prefix=f".{os.path.basename(out)}.",
+                                              suffix=".body", dir=parent)
+        os.unlink(body_name)
+        with os.fdopen(fd, "wb") as raw, os.fdopen(body_fd, "w+b") as body:
+            write_indexed_tar(raw, body, files, top=top, mtime=mtime, level=compresslevel)
         # link(2) fails with EEXIST instead of replacing whatever appeared at `out`.
         try:
             os.link(tmp, out)
