@@ -30,9 +30,7 @@ def verify(ctx: click.Context, path: str) -> None:
 
     opened = open_bundle(path)
     try:
-        mismatches = opened.verify()
-        typed = opened.typed_manifest
-        checked = sum(1 for e in typed.entries if e.path) if typed else 0
+        mismatches, checked = opened.verify_counted()
     finally:
         opened.close()
     for mismatch in mismatches:
