@@ -240,6 +240,53 @@ def test_a_spilling_run_keeps_its_outputs_on_disk_and_gives_the_same_outputs(
     spill.discard()
 
 
+def test_a_spilling_run_reports_the_same_progress_lines_as_a_plain_one(tmp_path: Path) -> None:
+    targets = [Target.node_target("n1", NetnsRef())] + [
+        Target.pod_target("n1", "default", f"pod-{i}", NetnsRef(name=f"cni-{i}"))
+        for i in range(3)]
+    plain: list[str] = []
+    spooled: list[str] = []
+    Runner(_Fake(), concurrency=1, progress=plain.append).run(Plan(tuple(targets)))
+    spill = Spill(str(tmp_path / "b"))
+    Runner(_Fake(), concurrency=1, progress=spooled.append, spill=spill).run(Plan(tuple(targets)))
+    spill.discard()
+
+    def counts(lines: list[str]) -> list[str]:  # "node/n1: 20/22 commands ok", no timings
+        return sorted(line.split("] ", 1)[1] for line in lines if "commands ok" in line)
+
+    assert counts(spooled) == counts(plain)
+    assert all(" 0/0 commands ok" not in line for line in spooled)
+
+
+def test_a_spool_that_cannot_store_fails_the_run_instead_of_hanging(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import errno
+
+    def full(self: OutputSpool, key: str, outputs: object) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(OutputSpool, "put", full)
+    spill = Spill(str(tmp_path / "b"))
+    targets = (Target.node_target("n1", NetnsRef()),)
+    raised: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            Runner(_Fake(), concurrency=2, spill=spill).run(Plan(targets))
+        except BaseException as exc:  # noqa: BLE001 - what the run raised is the subject
+            raised.append(exc)
+
+    import threading
+
+    worker = threading.Thread(target=run, daemon=True)  # a hang must fail, not block the suite
+    worker.start()
+    worker.join(30)
+    spill.discard()
+    assert not worker.is_alive(), "the run hung after the spool failed"
+    assert len(raised) == 1 and isinstance(raised[0], OSError)
+    assert "No space left" in str(raised[0])
+
+
 def test_a_node_batch_answered_in_full_keeps_almost_nothing_per_netns() -> None:
     """The batching transport remembers which netns it batched; once every command of one
     was answered, what stays must be that fact, not the emptied results table (at 25,500

@@ -221,9 +221,6 @@ class OutputSpool(Sequence[RawOutput]):
             self._fh.write(data)
             self._blocks[key] = (offset, len(data), len(outputs))
 
-    def __contains__(self, key: object) -> bool:
-        return key in self._blocks
-
     def seal(self, order: Sequence[str]) -> None:
         """Fix the order of the sequence: every key stored, in this order."""
         total, ends = 0, []
@@ -491,25 +488,23 @@ class Runner:
                     return
                 self._busy += 1
             try:
-                outcome = self._run_target(plan, target)
+                outs, vers = self._run_target(plan, target)
                 if self._spill is not None:
                     with self._cv:
                         refused = set(self._not_kept)
-                    outcome = ([o if o.path in refused else self._spill(o) for o in outcome[0]],
-                               outcome[1])
+                    outs = [o if o.path in refused else self._spill(o) for o in outs]
+                if self._store is not None:  # kept on disk, not in memory (see OutputSpool)
+                    self._store.put(target.id, outs)
             except BaseException as exc:  # noqa: BLE001 - a bug: re-raised in the main thread
                 with self._cv:
                     self._errors.append(exc)
                     self._busy -= 1
                     self._cv.notify_all()
                 return
-            if self._store is not None:  # kept on disk, not in memory (see OutputSpool)
-                self._store.put(target.id, outcome[0])
-                outcome = ([], outcome[1])
             with self._cv:
-                self._results[target.id] = outcome
+                self._results[target.id] = (outs if self._store is None else [], vers)
                 self._busy -= 1
-                self._report(target, outcome[0])
+                self._report(target, outs)
                 self._cv.notify_all()
 
     def _report(self, target: Target, outputs: list[RawOutput]) -> None:
@@ -570,14 +565,15 @@ class Runner:
             raise self._errors[0]
         outputs: list[RawOutput] = []
         for target in plan.targets:
-            outs, vers = self._results.get(target.id) or (
+            done = self._results.get(target.id)  # a finished target's outputs are stored
+            outs, vers = done or (
                 [self._skipped(target, s, "interrupted", RawStatus.SKIPPED)
                  for s in plan.specs_for(target)],
                 [],
             )
             if self._store is None:
                 outputs.extend(outs)
-            elif target.id not in self._store:
+            elif done is None:
                 self._store.put(target.id, outs)
             if target.kind == "node":
                 result.versions[target.id] = vers
