@@ -947,6 +947,12 @@ class Snapshot:
         """The network namespace collected for `pod`, on whichever node (O(1))."""
         return self._netns_index[1].get(pod)
 
+    def read_problems(self) -> tuple[Problem, ...]:
+        """The bundle-wide problems a command that reads a few nodes states (trace, the CLI's
+        warnings): all of them here, everything is parsed; a lazy snapshot states those of
+        what it has read (`LazySnapshot.read_problems`)."""
+        return tuple(self.problems)
+
     def all_problems(self) -> Iterator[Problem]:
         """Bundle-wide problems, then every namespace's."""
         yield from self.problems

@@ -31,7 +31,7 @@ from ambientctl.analyzers.fork import EndpointSelector
 from ambientctl.analyzers.packet import SocketAddr
 from ambientctl.analyzers.path import PathWalker, World
 from ambientctl.analyzers.selectors import Endpoint
-from ambientctl.analyzers.snapshot import LazySnapshot, cite
+from ambientctl.analyzers.snapshot import cite
 from ambientctl.analyzers.trace_result import (
     Component,
     Delivery,
@@ -62,7 +62,6 @@ from ambientctl.model import (
     NetNamespace,
     Pod,
     PodRef,
-    Problem,
     Service,
     Snapshot,
     SourceRef,
@@ -276,13 +275,8 @@ class Tracer:
         a fallback to the pod objects is never mistaken for ztunnel's own view."""
         return [Step(StepKind.ZTUNNEL, f"{p.path} is unreadable ({p.message}): ztunnel's own view of "
                      "the mesh is not used", SourceRef(p.path, p.line))
-                for p in self._read_problems()
+                for p in self.snap.read_problems()
                 if p.path.endswith("/ztunnel/config_dump.json") and p.severity == "error"]
-
-    def _read_problems(self) -> tuple[Problem, ...]:
-        """The snapshot's problems; of a lazy one, those of the dumps this trace read."""
-        snap = self.snap
-        return snap.read_problems() if isinstance(snap, LazySnapshot) else snap.problems
 
     def captured(self, pod: Pod) -> tuple[bool | None, list[Step]]:
         """Does ztunnel send `pod` HBONE (is it in the mesh)? With the evidence.

@@ -48,7 +48,6 @@ def load(source: Mapping[str, object], *, echo_problems: bool = True) -> tuple[s
     if echo_problems:
         # A lazy snapshot states what it has read (issue 12): the bundle-wide problems, not
         # every node's ztunnel dump parsed only to warn about it.
-        read = getattr(snap, "read_problems", None)
-        for prob in read() if callable(read) else snap.problems:
+        for prob in snap.read_problems():
             click.echo(terminal_safe(f"warning: {prob}"), err=True)
     return str(location), snap
