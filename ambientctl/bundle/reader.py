@@ -524,8 +524,7 @@ class Bundle:
         """`verify` on an indexed archive: read it whole as a plain tar.gz (every header,
         member and gzip trailer), then require the index to describe exactly that."""
         assert self._fh is not None
-        indexed = dict(self._members)
-        self._members = {}
+        indexed, self._members = self._members, {}  # _scan_tar fills a new listing
         headers: dict[str, int] = {}
         self._scan_tar(self._fh, headers)
         for rel in sorted(set(indexed) | set(self._members)):

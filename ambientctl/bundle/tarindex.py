@@ -274,7 +274,6 @@ class TarIndex:
         self.where = where
         self.top, raw, self.body_gz, self.body_raw = head
         self.decompressed = 0  # uncompressed bytes decompressed through the index
-        self.read_names: list[str] = []  # members read, in order (tests, diagnostics)
         self._cache: OrderedDict[int, bytes] = OrderedDict()
         self._cached = 0
         self._data_off: dict[str, int] = {}  # name -> data offset, once its header checked
@@ -438,7 +437,6 @@ class TarIndex:
     def read(self, rel: str) -> bytes:
         """The bytes of `rel`: its header checked, only its gzip members decompressed."""
         off = self.data_offset(rel)
-        self.read_names.append(rel)
         data = self._range(off, self.members[rel].size)
         # the gzip members after the data (block padding) are checked too: the member's
         # region must decompress whole, up to where the next one starts
