@@ -95,6 +95,7 @@ class DerivedFacts:
         self._by_id: dict[str, NetNamespace] | None = None
         self._pods_by_ip: dict[IPAddress, list[Pod]] | None = None
         self._pods_by_ref: dict[PodRef, Pod] | None = None
+        self._pods_by_node: dict[str, tuple[Pod, ...]] | None = None
         self._pos: dict[str, int] | None = None
 
     @classmethod
@@ -129,6 +130,17 @@ class DerivedFacts:
         if self._pods_by_ref is None:
             self._pods_by_ref = {p.ref: p for p in self.snap.cluster.pods}
         return self._pods_by_ref
+
+    def pods_on(self, node: str) -> tuple[Pod, ...]:
+        """The pods the cluster schedules on `node`, by namespace/name: grouped in one pass
+        over the cluster the first time (per node, a scan would be quadratic at scale)."""
+        if self._pods_by_node is None:
+            grouped: dict[str, list[Pod]] = {}
+            for p in sorted(self.snap.cluster.pods, key=lambda p: (p.namespace, p.name)):
+                if p.node:
+                    grouped.setdefault(p.node, []).append(p)
+            self._pods_by_node = {name: tuple(pods) for name, pods in grouped.items()}
+        return self._pods_by_node.get(node, ())
 
     def pods_at(self, ip: IPAddress) -> list[Pod]:
         """Every pod whose podIPs hold `ip` (host-network ones too), in cluster order."""
@@ -184,10 +196,8 @@ class DerivedFacts:
     # ------------------------------------------------------------------ ztunnel per node
     def ztunnel_pod(self, node: str) -> Pod | None:
         """The running ztunnel pod the cluster schedules on `node`, if any."""
-        pods = sorted((p for p in self.snap.cluster.pods if p.node == node
-                       and is_ztunnel(p.namespace, p.name, p.labels) and running(p)),
-                      key=lambda p: (p.namespace, p.name))
-        return pods[0] if pods else None
+        return next((p for p in self.pods_on(node)
+                     if is_ztunnel(p.namespace, p.name, p.labels) and running(p)), None)
 
     def ztunnel_netns(self, node: str) -> NetNamespace | None:
         """ztunnel's own network namespace on `node`: its pod's, else a namespace that

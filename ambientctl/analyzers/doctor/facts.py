@@ -323,15 +323,6 @@ class Context:
                     out.append((p.node, v4[0]))
         return tuple(out)
 
-    @cached_property
-    def _pods_by_node(self) -> dict[str, tuple[Pod, ...]]:
-        """Node name -> its pods by namespace/name, grouped in one pass over the cluster."""
-        grouped: dict[str, list[Pod]] = {}
-        for p in sorted(self.snap.cluster.pods, key=lambda p: (p.namespace, p.name)):
-            if p.node:
-                grouped.setdefault(p.node, []).append(p)
-        return {name: tuple(pods) for name, pods in grouped.items()}
-
     # ------------------------------------------------------------------ roles
     def role(self, ns: NetNamespace | None) -> str:
         """classify()'s kind for `ns` ("not-captured" when unknown)."""
@@ -356,7 +347,7 @@ class Context:
     def node_view(self, name: str) -> NodeView:
         """The checks' view of node `name` (its mode classifies the node's namespaces)."""
         state = self.snap.nodes.get(name)
-        pods = self._pods_by_node.get(name, ())
+        pods = self.facts.pods_on(name)
         expected = tuple(p for p in pods if running(p) and self.enrollment(p).expected)
         ztunnel_pod = self.facts.ztunnel_pod(name)
         ztunnel_ns = self.facts.ztunnel_netns(name)
