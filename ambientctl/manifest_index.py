@@ -54,12 +54,15 @@ class LazyManifest(Manifest):
     """
 
     # Not slotted: the caches below live in the instance dict (the parent's fields are slots).
-    def __getattribute__(self, name: str) -> Any:
-        if name == "entries":
-            return object.__getattribute__(self, "_all")()[0]
-        if name == "problems":
-            return object.__getattribute__(self, "_all")()[1]
-        return object.__getattribute__(self, name)
+    # These properties shadow the parent's `entries` and `problems` slots (a class attribute
+    # found first in the MRO wins); `index_manifest` never sets those two fields.
+    @property
+    def entries(self) -> tuple[ManifestEntry, ...]:
+        return self._all()[0]
+
+    @property
+    def problems(self) -> tuple[str, ...]:
+        return self._all()[1]
 
     def _init_lazy(self, read: Callable[[int, int], bytes], size: int,
                    starts: list[int], ends: list[int],
