@@ -321,3 +321,27 @@ def test_a_node_batch_answered_in_full_keeps_almost_nothing_per_netns() -> None:
     finally:
         tracemalloc.stop()
     assert per_netns < 800, per_netns  # was ~1,640 bytes
+
+
+def test_a_collection_that_collects_nothing_closes_its_output_spool(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from ambientctl.collectors.runner import collect_bundle
+    from ambientctl.errors import CollectionError
+
+    class Refusing(_Fake):
+        def run(self, argv: object, *, netns: object, timeout: float) -> ExecResult:
+            return ExecResult(1, b"", b"permission denied", 1)
+
+    closed: list[OutputSpool] = []
+    real_close = OutputSpool.close
+
+    def close(self: OutputSpool) -> None:
+        closed.append(self)
+        real_close(self)
+
+    monkeypatch.setattr(OutputSpool, "close", close)
+    with pytest.raises(CollectionError, match="nothing could be collected"):
+        collect_bundle(Refusing(), Plan((Target.node_target("n1", NetnsRef()),)),
+                       str(tmp_path / "b"), collection={"mode": "test"})
+    assert len(closed) == 1
+    assert not (tmp_path / "b").exists() and not (tmp_path / "b.partial").exists()

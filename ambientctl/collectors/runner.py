@@ -715,39 +715,40 @@ def collect_bundle(
         raise
     finally:
         transport.close()
-    if not any(o.status is RawStatus.OK for o in result.outputs) and not result.interrupted:
-        spill.discard()
-        first = next((o for o in result.outputs), None)
-        why = ""
-        if first is not None:
-            why = first.note or first.stderr.decode("utf-8", "replace").strip() or str(first.status)
-            why = f": {first.target}: {why}"
-        raise CollectionError(f"nothing could be collected{why}", hint=nothing_hint)
-    targets: list[dict[str, object]] = []
-    inode = getattr(transport, "netns_inode", None)
-    for target in plan.targets:
-        doc = target.describe()
-        doc["transport"] = transport.name
-        if target_fields is not None:
-            doc.update(target_fields(target))
-        doc["netns_inode"] = inode(target.netns) if callable(inode) else None
-        if target.kind == "node":
-            doc["tool_versions"] = {
-                v.tool: v.output for v in result.versions.get(target.id, [])
-            }
-        doc.update(deadline_fields(result, target))
-        targets.append(doc)
-    outputs, conflicts = refuse_shared_netns(targets, result.outputs)
-    meta = dict(collection)
-    if result.interrupted:
-        meta["interrupted"] = True  # Ctrl-C / SIGTERM: `collect` exits 130 on it
-    if conflicts:
-        meta["netns_conflicts"] = conflicts
-    for key, value in opts.record().items():
-        meta.setdefault(key, value)
-    if after_run is not None:
-        meta.update(after_run(result))
-    try:
+    try:  # the spool's temporary file is closed whatever happens from here
+        if not any(o.status is RawStatus.OK for o in result.outputs) and not result.interrupted:
+            spill.discard()
+            first = next((o for o in result.outputs), None)
+            why = ""
+            if first is not None:
+                why = (first.note or first.stderr.decode("utf-8", "replace").strip()
+                       or str(first.status))
+                why = f": {first.target}: {why}"
+            raise CollectionError(f"nothing could be collected{why}", hint=nothing_hint)
+        targets: list[dict[str, object]] = []
+        inode = getattr(transport, "netns_inode", None)
+        for target in plan.targets:
+            doc = target.describe()
+            doc["transport"] = transport.name
+            if target_fields is not None:
+                doc.update(target_fields(target))
+            doc["netns_inode"] = inode(target.netns) if callable(inode) else None
+            if target.kind == "node":
+                doc["tool_versions"] = {
+                    v.tool: v.output for v in result.versions.get(target.id, [])
+                }
+            doc.update(deadline_fields(result, target))
+            targets.append(doc)
+        outputs, conflicts = refuse_shared_netns(targets, result.outputs)
+        meta = dict(collection)
+        if result.interrupted:
+            meta["interrupted"] = True  # Ctrl-C / SIGTERM: `collect` exits 130 on it
+        if conflicts:
+            meta["netns_conflicts"] = conflicts
+        for key, value in opts.record().items():
+            meta.setdefault(key, value)
+        if after_run is not None:
+            meta.update(after_run(result))
         written = write_bundle(
             out,
             outputs=outputs,
