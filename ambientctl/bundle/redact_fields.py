@@ -23,6 +23,7 @@ import re
 
 from ambientctl.bundle.layout import NETNS_FILES
 from ambientctl.istio import IMAGE_COMPONENTS
+from ambientctl.layout import CONFIG_DUMP
 
 # ---------------------------------------------------------------------------- validators
 
@@ -71,7 +72,7 @@ _ENUMS: dict[str, frozenset[str]] = {
     "os": frozenset({"linux", "windows"}),
     "arch": frozenset({"amd64", "arm64", "arm", "s390x", "ppc64le", "386", "riscv64"}),
     "spec": frozenset(
-        {*NETNS_FILES, "config_dump.json", "pods.json", "services.json", "namespaces.json",
+        {*NETNS_FILES, CONFIG_DUMP, "pods.json", "services.json", "namespaces.json",
          "nodes.json", "endpointslices.json", "iptables-save", "ip6tables-save",
          "iptables-legacy-save", "ip6tables-legacy-save", "nft", "ipset", "ip", "ss",
          "sysctl", "curl", "uname", "?"}),
@@ -501,7 +502,7 @@ _KERNEL_DUMP = "kernel dump: addresses, MACs, UUIDs, known names (and comments a
 FILE_RULES: dict[str, str] = {
     "manifest.json": "manifest fields (MANIFEST_FIELDS)",
     **{rel: f"cluster fields ({rel})" for rel in CLUSTER_FIELDS},
-    "nodes/*/ztunnel/config_dump.json": "ztunnel config_dump fields (CONFIG_DUMP_FIELDS)",
+    f"nodes/*/ztunnel/{CONFIG_DUMP}": "ztunnel config_dump fields (CONFIG_DUMP_FIELDS)",
     **{f"nodes/*/{{host,pods/*/*}}/{name}": _KERNEL_DUMP for name in NETNS_FILES},
 }
 
@@ -513,7 +514,7 @@ def file_kind(rel: str) -> str | None:
     if rel in CLUSTER_FIELDS:
         return "cluster"
     parts = rel.split("/")
-    if len(parts) == 4 and parts[0] == "nodes" and parts[2:] == ["ztunnel", "config_dump.json"]:
+    if len(parts) == 4 and parts[0] == "nodes" and parts[2:] == ["ztunnel", CONFIG_DUMP]:
         return "config_dump"
     if parts[0] == "nodes" and parts[-1] in NETNS_FILES and (
         (len(parts) == 4 and parts[2] == "host") or (len(parts) == 6 and parts[2] == "pods")
