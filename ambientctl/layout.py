@@ -99,14 +99,21 @@ def config_dump_path(node: str) -> str:
     return f"nodes/{node}/ztunnel/{CONFIG_DUMP}"
 
 
+def netns_of_dir(d: str) -> tuple[str, str | None, str | None] | None:
+    """(node, ns, pod) of a namespace directory "nodes/N/host" or "nodes/N/pods/NS/P"."""
+    parts = d.split("/")
+    if len(parts) == 3 and parts[0] == "nodes" and parts[2] == "host":
+        return parts[1], None, None
+    if len(parts) == 5 and parts[0] == "nodes" and parts[2] == "pods":
+        return parts[1], parts[3], parts[4]
+    return None
+
+
 def split_netns_dir(path: str) -> tuple[str, str | None, str | None, str] | None:
     """Split "nodes/N/host/F" or "nodes/N/pods/NS/P/F" into (node, ns, pod, file)."""
-    parts = path.split("/")
-    if len(parts) == 4 and parts[0] == "nodes" and parts[2] == "host":
-        return parts[1], None, None, parts[3]
-    if len(parts) == 6 and parts[0] == "nodes" and parts[2] == "pods":
-        return parts[1], parts[3], parts[4], parts[5]
-    return None
+    d, sep, name = path.rpartition("/")
+    key = netns_of_dir(d) if sep else None
+    return None if key is None else (*key, name)
 
 
 def looks_like_bundle(paths: Iterable[str]) -> bool:
