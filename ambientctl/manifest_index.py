@@ -22,8 +22,10 @@ from __future__ import annotations
 
 import re
 from array import array
+from bisect import bisect_right
 from collections.abc import Callable, Iterator, Sequence
 from itertools import repeat
+from operator import methodcaller
 from typing import Any, cast
 
 from ambientctl.jsondoc import load_json
@@ -43,6 +45,9 @@ _PATH = rb'(?:"path": "([^"\\{}]*+)")?'
 _PATH0_RE = re.compile(_PATH)  # after the first entry's `{` and blanks
 # Every byte but a quote, a brace opening an object, a backslash: deleted by translate().
 _NOT_QUOTING = bytes(b for b in range(256) if b not in b'"{\\')
+_BRACE = re.compile(rb'\{')
+_BACKSLASH = re.compile(rb'\\')
+_START = methodcaller("start")
 _KEY_BEFORE = re.compile(rb'[{,]\s*+\Z')  # what precedes a key (tested on a short window)
 _OPEN = re.compile(rb'\s*+:\s*+\[')
 _GAP = re.compile(rb'\s*+,\s*+')
@@ -272,40 +277,47 @@ def _fast_index(raw: bytes) -> tuple[int, _Index] | None:
     ws = raw[first + 1:max(first + 1, raw.find(b'"', first, z))]
     if first < 0 or gap.strip() or ws.strip() or raw[last + 1:z].strip():
         return None
+    # Each separator's `}` ends an entry and its `{` opens the next; its path follows.
     sep = b"}," + gap + b"{" + ws
-    found = re.compile(re.escape(sep) + _PATH).finditer(raw, first, z)
+    shift = len(sep) - len(ws) - 1  # from a separator's `}` to its `{`
     head = _PATH0_RE.match(raw, first + 1 + len(ws))
     assert head is not None  # its path is optional: it matches wherever it starts
-    matches = [head, *found]
-    n = len(matches)
-    starts = array("q", [first, *(m.start() + len(sep) - len(ws) - 1 for m in matches[1:])])
-    ends = array("q", [*(m.start() + 1 for m in matches[1:]), last + 1])
-    # Quotes, braces and backslashes only (one pass; the header's and the tail's cut off):
-    # when the region holds no `{` but the entries', pieces[i] holds entry i's quotes.
-    head_len = len(raw[:a].translate(None, _NOT_QUOTING))
-    tail_len = len(raw[z:].translate(None, _NOT_QUOTING))
+    starts = array("q", [first])
+    ends = array("q")
+    raw_paths = [head.group(1)]
+    for m in re.compile(re.escape(sep) + _PATH).finditer(raw, first, z):
+        end = m.start()
+        ends.append(end + 1)
+        starts.append(end + shift)
+        raw_paths.append(m.group(1))
+    ends.append(last + 1)
+    n = len(starts)
+    # Quotes, braces and backslashes only (one translate pass): when the region holds no
+    # `{` but the entries', the quotes of entry i lie between its `{` and the next.
     quoting = raw.translate(None, _NOT_QUOTING)
-    quoting = quoting[head_len:len(quoting) - tail_len]
-    pieces = quoting.split(b"{")[1:]
+    head_len = len(raw[:a].translate(None, _NOT_QUOTING))
+    opens = array("q", map(_START, _BRACE.finditer(quoting, head_len)))
     exact: set[int] = set()  # entries proved, and read, by the exact rules
-    if len(pieces) == n:
-        quotes = list(map(len, pieces))
-        if b"\\" in quoting:
-            exact = {i for i, piece in enumerate(pieces) if b"\\" in piece}
+    if len(opens) == n:
+        opens.append(len(quoting))  # the tail holds no quote, brace or backslash
+        quotes = [e - s - 1 for s, e in zip(opens, opens[1:], strict=False)]
+        if quoting.find(b"\\", head_len) >= 0:
+            exact = {bisect_right(opens, m.start()) - 1
+                     for m in _BACKSLASH.finditer(quoting, head_len)}
     else:  # a `{` inside some string (or a separator not in the writer's layout)
         quotes = list(map(raw.count, repeat(b'"'), starts, ends))
         braces = map(raw.count, repeat(b"{"), starts, ends)
         slashes = map(raw.find, repeat(b"\\"), starts, ends)
         exact = {i for i, (b, s) in enumerate(zip(braces, slashes, strict=True))
                  if b != 1 or s >= 0}
+    del quoting
     for i in exact:
         if _OBJ_RE.fullmatch(raw, starts[i], ends[i]) is None:
             return None
     if any(q & 1 for i, q in enumerate(quotes) if i not in exact):
         return None
     paths: list[str | None] = []
-    for i, m in enumerate(matches):
-        p = m.group(1)
+    for i, p in enumerate(raw_paths):
         if p and i not in exact:
             paths.append(p.decode("utf-8", errors="replace"))
         else:
