@@ -1,0 +1,39 @@
+"""build_snapshot names a namespace per directory of the listing, whatever the listing's order.
+
+Why (issue 12): the listing (80k files at 200 nodes) is grouped by directory with C loops
+(runs of one directory) rather than by splitting every path in Python; a directory whose
+files are not one run (a subdirectory sorts among them, or an unsorted listing) must still
+be one namespace with all its files, and the ztunnel dumps keep the listing's order.
+"""
+
+from __future__ import annotations
+
+from ambientctl.analyzers.snapshot import BundleView, build_snapshot
+
+LISTING = (
+    "nodes/n1/host/ip-addr.txt",
+    "nodes/n1/host/sub/x.txt",  # a subdirectory between two files of nodes/n1/host
+    "nodes/n1/host/routes.txt",
+    "nodes/n1/ztunnel/config_dump.json",
+    "nodes/n0/pods/default/p/ip-addr.txt",
+    "nodes/n0/ztunnel/config_dump.json",
+    "nodes/n0/host/ip-addr.txt",
+    "nodes/n0/pods/default/p/ip-route.txt",  # the pod's second run
+    "nodes/n2/ztunnel/other.json",
+    "nodes/n2/host",  # a file where a directory is expected: no namespace
+    "manifest.json",
+)
+
+
+def _refused(rel: str) -> str:
+    raise AssertionError(f"nothing is read while the snapshot is built: {rel}")
+
+
+def test_every_directory_is_one_namespace_with_all_its_files_whatever_the_order() -> None:
+    snap = build_snapshot(BundleView("listing", LISTING, _refused))
+    assert {ns.id: sorted(ns.files) for ns in snap.namespaces()} == {
+        "n0/host": ["ip-addr.txt"],
+        "n0/pod/default/p": ["ip-addr.txt", "ip-route.txt"],
+        "n1/host": ["ip-addr.txt", "routes.txt"],
+    }
+    assert snap.dump_nodes() == ("n1", "n0")  # the listing's order
