@@ -28,13 +28,16 @@ from __future__ import annotations
 import bisect
 import io
 import json
+import operator
 import os
 import tarfile
 import zlib
 from collections import OrderedDict
 from collections.abc import Iterable
+from itertools import repeat
+from operator import itemgetter
 from pathlib import Path, PurePosixPath
-from typing import BinaryIO, NamedTuple
+from typing import BinaryIO, NamedTuple, cast
 
 from ambientctl.bundle.limits import ReadLimits, human
 from ambientctl.errors import BundleError, ParseError
@@ -265,6 +268,71 @@ def open_index(fh: BinaryIO, where: str, limits: ReadLimits) -> TarIndex | None:
     return TarIndex(fh, where, limits, head) if head is not None else None
 
 
+def _gzip_table_fast(table: list[list[object]]) -> tuple[list[int], list[int]] | None:
+    """The gzip table's offsets (compressed, uncompressed) when every row is well formed,
+    checked at once by C loops (issue 12: one gzip member per bundle file, 80k rows at
+    200 nodes); None when any is not (`TarIndex._validate` then names the first): all
+    ints, each column strictly increasing by at most MAX_GZ_COMPRESSED / MAX_GZ_RAW."""
+    comp, unc = table
+    if {type(v) for v in comp} != {int} or {type(v) for v in unc} != {int}:
+        return None
+    gz, rawo = cast(list[int], comp), cast(list[int], unc)
+    for col, most in ((gz, MAX_GZ_COMPRESSED), (rawo, MAX_GZ_RAW)):
+        steps = list(map(operator.sub, col[1:], col[:-1]))
+        if steps and (min(steps) <= 0 or max(steps) > most):
+            return None
+    return gz, rawo
+
+
+def _members_fast(top: str, listed: list[list[object]], starts: set[int], max_member: int,
+                  end_blocks: int) -> dict[str, IndexedMember] | None:
+    """The members of a well-formed table, every row checked at once by C loops; None
+    when any check fails (`TarIndex._members_checked` then names the first bad row).
+
+    Why (issue 12): row by row, 80k members took ~0.3 s of a trace of a 200-node
+    `.tar.gz`. The same checks, column-wise: types; every name in the bundle folder,
+    with no empty, `.` or `..` part and no NUL (joined with NUL between them, and each
+    wrapped in slashes, the rows hold no `//`, `/./` or `/../`); no row the index itself
+    or listed twice; sizes within the member cap; each header where a gzip member starts
+    and after the previous member's data; the last member's data before the end blocks.
+    """
+    names, headers, sizes = listed
+    if not names:
+        return None
+    if ({type(v) for v in names} != {str} or {type(v) for v in headers} != {int}
+            or {type(v) for v in sizes} != {int}):
+        return None
+    names_s = cast(list[str], names)
+    headers_i = cast(list[int], headers)
+    sizes_i = cast(list[int], sizes)
+    prefix = top + "/"
+    if min(sizes_i) < 0 or max(sizes_i) > max_member:
+        return None
+    if not all(map(str.startswith, names_s, repeat(prefix))):
+        return None
+    rels = list(map(itemgetter(slice(len(prefix), None)), names_s))
+    joined = "/" + "/\0/".join(rels) + "/"
+    if (joined.count("\0") != len(rels) - 1 or "//" in joined or "/./" in joined
+            or "/../" in joined):
+        return None
+    unique = set(rels)
+    if len(unique) != len(rels) or INDEX_NAME in unique or not starts.issuperset(headers_i):
+        return None
+    # where each member's data ends (the next header may start there)
+    floors = list(map(operator.add, headers_i,
+                      map(operator.mul, map(operator.floordiv, map(operator.neg, sizes_i),
+                                            repeat(_BLOCK)), repeat(-_BLOCK))))
+    floors = list(map(operator.add, floors, repeat(_BLOCK)))
+    if not all(map(operator.ge, headers_i[1:], floors)) or end_blocks < floors[-1]:
+        return None
+    ends = [*headers_i[1:], end_blocks]
+    # tuple.__new__ builds each row as the NamedTuple's own __new__ does, in C (a call of
+    # that Python __new__ per row was half of this function)
+    rows = map(tuple.__new__, repeat(IndexedMember), zip(names_s, headers_i, sizes_i, ends,
+                                                         strict=True))
+    return dict(zip(rels, rows, strict=True))
+
+
 class TarIndex:
     """A validated member index over an open archive; reads members through it."""
 
@@ -304,6 +372,10 @@ class TarIndex:
         file_size = os.fstat(self.fh.fileno()).st_size - self.body_gz
         gz: list[int] = []
         rawo: list[int] = []
+        fast_table = _gzip_table_fast(table)
+        if fast_table is not None:
+            gz, rawo = fast_table
+            table = [[], []]  # checked at once: nothing left for the loop below
         for c, u in zip(*table, strict=True):
             if type(c) is not int or type(u) is not int:  # not bool, not float
                 raise _error(where, "its member index has a malformed gzip entry")
@@ -323,7 +395,18 @@ class TarIndex:
             raise BundleError(f"{where}: more than {limits.max_members} files "
                               "(the member-count limit)")
         self._gz, self._raw = gz, rawo
-        starts = set(rawo)
+        fast = _members_fast(self.top, listed, set(rawo), limits.max_member, rawo[-2])
+        if fast is not None:
+            return fast
+        return self._members_checked(listed, set(rawo), limits)
+
+    def _members_checked(self, listed: list[list[object]], starts: set[int],
+                         limits: ReadLimits) -> dict[str, IndexedMember]:
+        """The members table checked row by row, raising on the first bad row (in the
+        words below); `_members_fast` accepts only tables that pass here (every one but
+        an empty table)."""
+        where = self.where
+        rawo = self._raw
         prefix = self.top + "/"
         rows_ok: list[tuple[str, str, int, int]] = []  # (rel, name, header, size)
         seen: set[str] = set()
