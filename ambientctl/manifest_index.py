@@ -45,6 +45,7 @@ _PATH = rb'(?:"path": "([^"\\{}]*+)")?'
 _PATH0_RE = re.compile(_PATH)  # after the first entry's `{` and blanks
 # Every byte but a quote, a brace opening an object, a backslash: deleted by translate().
 _NOT_QUOTING = bytes(b for b in range(256) if b not in b'"{\\')
+_WINDOW = 4 << 20  # bytes translated at a time
 _BRACE = re.compile(rb'\{')
 _BACKSLASH = re.compile(rb'\\')
 _START = methodcaller("start")
@@ -284,17 +285,20 @@ def _fast_index(raw: bytes) -> tuple[int, _Index] | None:
     assert head is not None  # its path is optional: it matches wherever it starts
     starts = array("q", [first])
     ends = array("q")
-    raw_paths = [head.group(1)]
+    paths = [_text(head.group(1))]  # checked below; `_field` reads the others
     for m in re.compile(re.escape(sep) + _PATH).finditer(raw, first, z):
         end = m.start()
         ends.append(end + 1)
         starts.append(end + shift)
-        raw_paths.append(m.group(1))
+        paths.append(_text(m.group(1)))
     ends.append(last + 1)
     n = len(starts)
     # Quotes, braces and backslashes only (one translate pass): when the region holds no
     # `{` but the entries', the quotes of entry i lie between its `{` and the next.
-    quoting = raw.translate(None, _NOT_QUOTING)
+    # translate() allocates its result at the input's size before shrinking it: done a
+    # window at a time, the 48 MB document never costs a second 48 MB.
+    quoting = b"".join(raw[i:i + _WINDOW].translate(None, _NOT_QUOTING)
+                       for i in range(0, len(raw), _WINDOW))
     head_len = len(raw[:a].translate(None, _NOT_QUOTING))
     opens = array("q", map(_START, _BRACE.finditer(quoting, head_len)))
     exact: set[int] = set()  # entries proved, and read, by the exact rules
@@ -316,13 +320,10 @@ def _fast_index(raw: bytes) -> tuple[int, _Index] | None:
             return None
     if any(q & 1 for i, q in enumerate(quotes) if i not in exact):
         return None
-    paths: list[str | None] = []
-    for i, p in enumerate(raw_paths):
-        if p and i not in exact:
-            paths.append(p.decode("utf-8", errors="replace"))
-        else:
+    for i, p in enumerate(paths):
+        if not p or i in exact:
             got = _field(raw, b'"path"', starts[i], ends[i])
-            paths.append(got if isinstance(got, str) and got else None)
+            paths[i] = got if isinstance(got, str) and got else None
     # Entry i is "ok" when `"status"` occurs in it once, inside `"status": "ok"` after a
     # comma and the writer's blanks. Counted per entry (a C loop), the second count only
     # when the first does not settle every entry.
@@ -336,6 +337,11 @@ def _fast_index(raw: bytes) -> tuple[int, _Index] | None:
                    if (o != 1 or k != 1 or i in exact)
                    and _field(raw, b'"status"', starts[i], ends[i]) != "ok")
     return a, (starts, ends, paths, failed)
+
+
+def _text(value: bytes | None) -> str | None:
+    """A plain string's bytes as `_field` decodes them; None for none (or empty)."""
+    return value.decode("utf-8", errors="replace") if value else None
 
 
 def _string(token: bytes) -> object:

@@ -34,7 +34,7 @@ import tarfile
 import zlib
 from collections import OrderedDict
 from collections.abc import Iterable
-from itertools import repeat
+from itertools import chain, islice, repeat
 from operator import itemgetter
 from pathlib import Path, PurePosixPath
 from typing import BinaryIO, NamedTuple, cast
@@ -278,8 +278,8 @@ def _gzip_table_fast(table: list[list[object]]) -> tuple[list[int], list[int]] |
         return None
     gz, rawo = cast(list[int], comp), cast(list[int], unc)
     for col, most in ((gz, MAX_GZ_COMPRESSED), (rawo, MAX_GZ_RAW)):
-        steps = list(map(operator.sub, col[1:], col[:-1]))
-        if steps and (min(steps) <= 0 or max(steps) > most):
+        if len(col) > 1 and (min(map(operator.sub, islice(col, 1, None), col)) <= 0
+                             or max(map(operator.sub, islice(col, 1, None), col)) > most):
             return None
     return gz, rawo
 
@@ -312,20 +312,25 @@ def _members_fast(top: str, listed: list[list[object]], starts: set[int], max_me
         return None
     rels = list(map(itemgetter(slice(len(prefix), None)), names_s))
     joined = "/" + "/\0/".join(rels) + "/"
-    if (joined.count("\0") != len(rels) - 1 or "//" in joined or "/./" in joined
-            or "/../" in joined):
+    bad_part = (joined.count("\0") != len(rels) - 1 or "//" in joined or "/./" in joined
+                or "/../" in joined)
+    del joined  # temporaries are dropped at once: the open's peak memory is made here
+    if bad_part or not starts.issuperset(headers_i):
         return None
     unique = set(rels)
-    if len(unique) != len(rels) or INDEX_NAME in unique or not starts.issuperset(headers_i):
+    if len(unique) != len(rels) or INDEX_NAME in unique:
         return None
-    # where each member's data ends (the next header may start there)
-    floors = list(map(operator.add, headers_i,
-                      map(operator.mul, map(operator.floordiv, map(operator.neg, sizes_i),
-                                            repeat(_BLOCK)), repeat(-_BLOCK))))
-    floors = list(map(operator.add, floors, repeat(_BLOCK)))
-    if not all(map(operator.ge, headers_i[1:], floors)) or end_blocks < floors[-1]:
+    del unique
+    # Each member's data must end (header + block + padded size) before the next header,
+    # and the last one's before the end blocks.
+    floors = map(operator.add, headers_i,
+                 map(operator.mul, map(operator.floordiv, map(operator.neg, sizes_i),
+                                       repeat(_BLOCK)), repeat(-_BLOCK)))
+    if not all(map(operator.ge, islice(headers_i, 1, None), map(_BLOCK.__add__, floors))):
         return None
-    ends = [*headers_i[1:], end_blocks]
+    if end_blocks < headers_i[-1] + _BLOCK + _padded(sizes_i[-1]):
+        return None
+    ends = chain(islice(headers_i, 1, None), (end_blocks,))
     # tuple.__new__ builds each row as the NamedTuple's own __new__ does, in C (a call of
     # that Python __new__ per row was half of this function)
     rows = map(tuple.__new__, repeat(IndexedMember), zip(names_s, headers_i, sizes_i, ends,
