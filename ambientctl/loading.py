@@ -56,6 +56,14 @@ def _collector_paused() -> Iterator[None]:
     try:
         yield
     finally:
+        if gc.get_freeze_count() == 0:
+            # What the load allocated goes straight to the oldest generation (freeze and
+            # unfreeze each splice lists, nothing is walked), or the first collections
+            # after it would walk it all twice on the way there. Cycles among it are
+            # still collected by the next full collection. Skipped when the process
+            # froze objects of its own (unfreeze would thaw them).
+            gc.freeze()
+            gc.unfreeze()
         if was_on:
             gc.enable()
 
