@@ -84,3 +84,38 @@ def test_the_gzip_table_is_taken_whole_only_when_every_row_is_sound(change: str)
         unc[1] = 1024.0
     got = _gzip_table_fast([comp, unc])
     assert (got == (comp, unc)) if change == "none" else got is None
+
+
+def test_a_read_longer_than_the_cache_leaves_the_cache_as_it_was(tmp_path, monkeypatch) -> None:
+    """Reading a member longer than the piece cache (a 200-node manifest: 48 MB against
+    8 MB) keeps none of its data pieces: they would only evict what is cached and hold
+    8 MB at the peak of the open. Short reads are cached as before; all read right."""
+    import shutil
+    import sys
+    from pathlib import Path
+
+    from ambientctl.bundle import tarindex
+    from ambientctl.bundle.reader import open_bundle
+
+    root = Path(__file__).resolve().parents[1]
+    sys.path.insert(0, str(root / "benchmarks"))
+    import scale_bundle
+
+    bundle = shutil.copytree(root / "examples" / "inpod-kind-ambient", tmp_path / "b")
+    big = b"".join(b"%08d some dump line\n" % i for i in range(200_000))  # ~5 pieces
+    (bundle / "cluster" / "big.txt").write_bytes(big)
+    ix = open_bundle(str(scale_bundle.to_tar(bundle, tmp_path / "b.tar.gz")))._ix
+    assert ix is not None
+    small = (bundle / "cluster" / "namespaces.json").read_bytes()
+    monkeypatch.setattr(tarindex, "CACHE_BYTES", 2 * tarindex.PIECE)
+    ix._cache.clear()
+    ix._cached = 0
+    assert ix.pread("cluster/namespaces.json", 0, len(small)) == small  # short: cached
+    cached = list(ix._cache)
+    assert cached
+    assert ix.read("cluster/big.txt") == big
+    start = ix.data_offset("cluster/big.txt")
+    inside = [k for k in ix._cache if start < ix._raw[k] < start + len(big)]
+    assert inside == [] and list(ix._cache)[:len(cached)] == cached
+    assert ix.pread("cluster/big.txt", len(big) - 10, 10) == big[-10:]  # short: cached
+    assert [k for k in ix._cache if start < ix._raw[k] < start + len(big)]

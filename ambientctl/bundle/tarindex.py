@@ -350,6 +350,7 @@ class TarIndex:
         self._cache: OrderedDict[int, bytes] = OrderedDict()
         self._cached = 0
         self._data_off: dict[str, int] = {}  # name -> data offset, once its header checked
+        self._keep = True  # pieces decompressed go to the cache (not during a long read)
         self.members = self._validate(raw, limits)
 
     # ------------------------------------------------------------ validation
@@ -455,7 +456,8 @@ class TarIndex:
 
     # ------------------------------------------------------------ reading
     def _piece(self, k: int) -> bytes:
-        """Gzip member k of the body, decompressed and checked (cached)."""
+        """Gzip member k of the body, decompressed and checked (cached unless a long range
+        is being read: `_range`)."""
         got = self._cache.get(k)
         if got is not None:
             self._cache.move_to_end(k)
@@ -465,6 +467,8 @@ class TarIndex:
         out = _inflate_one(self.fh, self.where, self.body_gz + self._gz[k],
                            self._gz[k + 1] - self._gz[k], self._raw[k + 1] - self._raw[k])
         self.decompressed += len(out)
+        if not self._keep:
+            return out
         self._cache[k] = out
         self._cached += len(out)
         while self._cached > CACHE_BYTES and len(self._cache) > 1:
@@ -482,13 +486,19 @@ class TarIndex:
         # 48 MB manifest: +48 MB of peak). getvalue() hands the buffer over, no copy.
         out = io.BytesIO()
         pos, end = offset, offset + size
-        while pos < end:
-            piece = self._piece(k)
-            start = pos - self._raw[k]
-            take = min(len(piece) - start, end - pos)
-            out.write(memoryview(piece)[start:start + take])
-            pos += take
-            k += 1
+        # A range longer than the cache would only evict it and hold its own last pieces
+        # (issue 12: 8 MB of a 48 MB manifest kept at the peak of opening the archive).
+        self._keep = size <= CACHE_BYTES
+        try:
+            while pos < end:
+                piece = self._piece(k)
+                start = pos - self._raw[k]
+                take = min(len(piece) - start, end - pos)
+                out.write(memoryview(piece)[start:start + take])
+                pos += take
+                k += 1
+        finally:
+            self._keep = True
         return out.getvalue()
 
     def data_offset(self, rel: str) -> int:
