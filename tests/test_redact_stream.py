@@ -40,11 +40,17 @@ def generated(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return scale_bundle.generate(tmp_path_factory.mktemp("gen") / "b3", 3)
 
 
+@pytest.mark.parametrize("manifest", ["decoded", "indexed"])
 @pytest.mark.parametrize("out_name", ["red", "red.tar.gz"])
 @pytest.mark.parametrize("source", ["seed-kind-ambient", "inpod-kind-ambient",
                                     "mixed-kind-ambient", "generated"])
 def test_streamed_redaction_writes_the_bytes_the_in_memory_one_wrote(
-        tmp_path: Path, generated: Path, source: str, out_name: str) -> None:
+        tmp_path: Path, generated: Path, source: str, out_name: str, manifest: str,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """`indexed`: the threshold lowered so that the source's manifest is indexed and its
+    entries stream from the file (a 200-node bundle's case), not decoded whole."""
+    if manifest == "indexed":
+        monkeypatch.setattr(bundle_reader, "LAZY_MANIFEST_BYTES", 0)
     src = str(generated if source == "generated" else ROOT / "examples" / source)
     outs = {}
     for how, fn in (("old", redact_in_memory), ("new", redact_bundle)):
