@@ -20,7 +20,8 @@ the index costs a few machine words per entry, and each entry is decoded through
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterator
+from array import array
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 from ambientctl.jsondoc import load_json
@@ -65,7 +66,7 @@ class LazyManifest(Manifest):
         return self._all()[1]
 
     def _init_lazy(self, read: Callable[[int, int], bytes], size: int,
-                   starts: list[int], ends: list[int],
+                   starts: Sequence[int], ends: Sequence[int],
                    paths: dict[str, int], failed: tuple[int, ...],
                    header_problems: tuple[str, ...]) -> None:
         d = self.__dict__
@@ -306,4 +307,100 @@ def index_manifest(raw: bytes, read: Callable[[int, int], bytes] | None = None,
             object.__setattr__(lazy, f, getattr(base, f))
     lazy._init_lazy(read or (lambda start, end: raw[start:end]), len(raw), starts, ends,
                     paths, tuple(failed), base.problems)
+    return header, lazy
+
+
+def index_manifest_chunked(read: Callable[[int, int], bytes], size: int, *,
+                           chunk: int = _BATCH) -> tuple[dict[str, Any], LazyManifest] | None:
+    """`index_manifest(read(0, size), read)`, reading the document `chunk` bytes at a time
+    (issue 12: opening a 200-node bundle read its 48 MB manifest whole to index it). Held:
+    the header, the entry being scanned and a chunk, and the index itself (offsets in
+    arrays, 16 bytes an entry, and the paths).
+
+    The scan is `_entries_array`'s, forward: the first `"entries"` key opening an array,
+    then flat objects separated by commas, then the document's end. It answers only what
+    it can prove is `index_manifest`'s answer, else None and the caller reads the document
+    whole: a brace inside a string (the exact scan needs the whole document), or the
+    bytes `"entries"` anywhere after the array opens (then the key `rfind` picks might be
+    another one)."""
+    head = bytearray()
+    key = -1
+    searched = 0
+    while True:  # the header, up to the entries array's `[`
+        if len(head) < size:
+            head += read(len(head), min(size, len(head) + chunk))
+        eof = len(head) >= size
+        at = head.find(b'"entries"', max(0, searched - len(b'"entries"')))
+        while at >= 0 and _KEY_BEFORE.search(head[max(0, at - 64):at]) is None:
+            at = head.find(b'"entries"', at + 1)
+        if at >= 0 and (eof or len(head) - at > 4096):
+            key = at
+            break
+        if eof:
+            return None
+        searched = len(head) if at < 0 else at
+    opened = _OPEN.match(head, key + len(b'"entries"'))
+    if opened is None:
+        return None
+    bracket = opened.end() - 1
+    prefix = bytes(head[:bracket])
+    buf, base, pos = bytes(head[bracket + 1:]), bracket + 1, 0
+    del head
+    loaded = base + len(buf)
+    starts: array[int] = array("q")
+    ends: array[int] = array("q")
+    paths: dict[str, int] = {}
+    failed: list[int] = []
+    while True:
+        m = _FLAT_RE.search(buf, pos)
+        if m is None:
+            if loaded >= size:
+                break
+            buf = buf[pos:] + read(loaded, min(size, loaded + chunk))
+            base, pos = base + pos, 0
+            loaded = base + len(buf)
+            continue
+        begin, end = m.span()
+        gap = buf[pos:begin]
+        if starts and gap != b"," and _GAP.fullmatch(gap) is None:
+            return None
+        if not starts and gap.strip():
+            return None
+        if (buf.count(b'"', begin, end) % 2 if buf.find(b"\\", begin, end) < 0
+                else _OBJ_RE.fullmatch(buf, begin, end) is None):
+            return None  # a brace inside a string: `index_manifest`'s exact scan decides
+        if buf.find(b'"entries"', begin, end) >= 0:
+            return None
+        i = len(starts)
+        starts.append(base + begin)
+        ends.append(base + end)
+        path = _field(buf, b'"path"', begin, end)
+        if isinstance(path, str) and path:
+            paths[path] = i
+        if _field(buf, b'"status"', begin, end) != "ok":
+            failed.append(i)
+        pos = end
+    if _TAIL.fullmatch(buf, pos) is None:
+        return None
+    rest = buf[buf.index(b"]", pos) + 1:]
+    return _lazy_manifest(prefix + b"[]" + rest, read, size, starts, ends, paths, failed)
+
+
+def _lazy_manifest(header_raw: bytes, read: Callable[[int, int], bytes], size: int,
+                   starts: Sequence[int], ends: Sequence[int], paths: dict[str, int],
+                   failed: list[int]) -> tuple[dict[str, Any], LazyManifest] | None:
+    """The header decoded (None unless it is an object whose entries are `[]`) and the
+    lazy manifest over the indexed entries."""
+    try:
+        header = load_json(header_raw.decode("utf-8", errors="replace"), "manifest.json")
+    except ValueError:
+        return None
+    if not isinstance(header, dict) or header.get("entries") != []:
+        return None
+    base = read_manifest(header)
+    lazy = LazyManifest.__new__(LazyManifest)
+    for f in Manifest.__dataclass_fields__:
+        if f not in ("entries", "problems"):
+            object.__setattr__(lazy, f, getattr(base, f))
+    lazy._init_lazy(read, size, starts, ends, paths, tuple(failed), base.problems)
     return header, lazy

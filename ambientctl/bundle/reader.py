@@ -29,7 +29,7 @@ from ambientctl.bundle.layout import MANIFEST, MANIFEST_SCHEMA
 from ambientctl.bundle.limits import OVERRIDE_HINT, ReadLimits, human
 from ambientctl.bundle.tarindex import INDEX_NAME, IndexedMember, TarIndex, open_index
 from ambientctl.errors import BundleError
-from ambientctl.manifest_index import LazyManifest, index_manifest
+from ambientctl.manifest_index import LazyManifest, index_manifest, index_manifest_chunked
 from ambientctl.manifest_model import Manifest, read_manifest
 
 
@@ -328,12 +328,32 @@ class Bundle:
                 f"{self.location}: expected one top folder in the archive, found {len(tops)}"
             )
 
+    def _manifest_size(self) -> int:
+        """The stored size of manifest.json, without reading it."""
+        member = self._members[MANIFEST]
+        if isinstance(member, (IndexedMember, _TarMember)):
+            return member.size
+        fh, st = self._open_file(MANIFEST, member)
+        fh.close()
+        return st.st_size
+
     def _load_manifest(self) -> None:
         if MANIFEST not in self._members:
             return
-        raw = self._read_bytes(MANIFEST)
-        indexed = (index_manifest(raw, self._manifest_span) if len(raw) >= LAZY_MANIFEST_BYTES
-                   else None)
+        indexed = None
+        size = self._manifest_size()
+        if size >= LAZY_MANIFEST_BYTES:
+            # Indexed a chunk at a time (issue 12: never the 48 MB document at once); a
+            # shape the chunked scan cannot prove is indexed from the whole bytes below.
+            indexed = index_manifest_chunked(self._manifest_span, size)
+            member = self._members[MANIFEST]
+            if indexed is not None and isinstance(member, IndexedMember) and self._ix:
+                self._ix.check_after(MANIFEST)  # what `read` checks past the data
+        raw = b""
+        if indexed is None:
+            raw = self._read_bytes(MANIFEST)
+            indexed = (index_manifest(raw, self._manifest_span)
+                       if len(raw) >= LAZY_MANIFEST_BYTES else None)
         if indexed is not None:
             header, typed = indexed
             self._check_schema(header)
