@@ -19,6 +19,7 @@ the index costs a few machine words per entry, and each entry is decoded through
 
 from __future__ import annotations
 
+import bisect
 import re
 from array import array
 from collections.abc import Callable, Iterator, Sequence
@@ -45,6 +46,43 @@ _VALUE_RE = re.compile(rb'\s*+:\s*+(' + _STR + rb'|[^,}\s]++)')
 _BATCH = 1 << 20  # bytes of manifest read at a time by `iter_entries`
 
 
+class PathIndex:
+    """Which entry names a path, in 16 bytes an entry (issue 12: a dict of 80k path strings
+    was ~12 MB at 200 nodes): each path's `hash()` and entry index, sorted by hash.
+
+    Exact: the entries sharing a path's hash (a collision, or the path named twice) are
+    read again, last first, and the first whose `"path"` (read as `_field` reads it) is
+    the path wins: the last entry naming it, what a dict filled in order keeps."""
+
+    def __init__(self) -> None:
+        self._hashes: array[int] = array("q")
+        self._indices: array[int] = array("q")
+
+    def add(self, path: str, i: int) -> None:
+        """Entry `i` names `path` (added in entry order; `freeze` once all are in)."""
+        self._hashes.append(hash(path))
+        self._indices.append(i)
+
+    def freeze(self) -> None:
+        """Sort by hash (stable: entries of one hash stay in entry order)."""
+        order = sorted(range(len(self._hashes)), key=self._hashes.__getitem__)
+        self._hashes = array("q", (self._hashes[k] for k in order))
+        self._indices = array("q", (self._indices[k] for k in order))
+
+    def find(self, path: str, read: Callable[[int, int], bytes], starts: Sequence[int],
+             ends: Sequence[int]) -> tuple[int | None, bytes | None]:
+        """(index, bytes) of the last entry whose path is `path`; (None, None) if none."""
+        h = hash(path)
+        lo = bisect.bisect_left(self._hashes, h)
+        hi = bisect.bisect_right(self._hashes, h, lo)
+        for k in range(hi - 1, lo - 1, -1):
+            i = self._indices[k]
+            raw = read(starts[i], ends[i])
+            if _field(raw, b'"path"', 0, len(raw)) == path:
+                return i, raw
+        return None, None
+
+
 class LazyManifest(Manifest):
     """A `Manifest` whose entries are decoded on demand from an offset index.
 
@@ -67,7 +105,7 @@ class LazyManifest(Manifest):
 
     def _init_lazy(self, read: Callable[[int, int], bytes], size: int,
                    starts: Sequence[int], ends: Sequence[int],
-                   paths: dict[str, int], failed: tuple[int, ...],
+                   paths: dict[str, int] | PathIndex, failed: tuple[int, ...],
                    header_problems: tuple[str, ...]) -> None:
         d = self.__dict__
         d["_read"], d["_size"], d["_starts"], d["_ends"] = read, size, starts, ends
@@ -76,11 +114,13 @@ class LazyManifest(Manifest):
         d["_decoded"] = {}  # index -> (entry or None, its problems)
         d["_complete"] = None
 
-    def _decode(self, i: int) -> ManifestEntry | None:
+    def _decode(self, i: int, raw: bytes | None = None) -> ManifestEntry | None:
+        """Entry `i`, typed and cached (from `raw`, its bytes, when the caller has them)."""
         d = self.__dict__
         got = d["_decoded"].get(i)
         if got is None:
-            got = self._typed(i, d["_read"](d["_starts"][i], d["_ends"][i]))
+            got = self._typed(i, raw if raw is not None else d["_read"](d["_starts"][i],
+                                                                          d["_ends"][i]))
             d["_decoded"][i] = got
         return got[0]
 
@@ -176,13 +216,24 @@ class LazyManifest(Manifest):
         """Indices of the entries decoded so far ("a trace typed only what it read", testable)."""
         return tuple(sorted(self.__dict__["_decoded"]))
 
-    def entry_for(self, path: str) -> ManifestEntry | None:
+    def entry_for(self, path: str, *, keep: bool = True) -> ManifestEntry | None:
         """The entry whose file is `path` (the last one, as the eager reader kept), decoded
-        alone; None when no entry names it."""
-        i = self.__dict__["_paths"].get(path)
+        alone; None when no entry names it. `keep=False`: not cached, unless it already
+        was (a reader of every file once, `bundle redact`, would otherwise end up holding
+        every typed entry, ~1 KiB each; then `problems_so_far` does not name its damage)."""
+        d = self.__dict__
+        paths = d["_paths"]
+        if isinstance(paths, PathIndex):
+            i, raw = paths.find(path, d["_read"], d["_starts"], d["_ends"])
+        else:
+            i, raw = paths.get(path), None
         if i is None:
             return None
-        e = self._decode(i)
+        if keep or i in d["_decoded"]:
+            e = self._decode(i, raw)
+        else:
+            e = self._typed(i, raw if raw is not None else d["_read"](d["_starts"][i],
+                                                                       d["_ends"][i]))[0]
         return e if e is not None and e.path == path else None
 
     def not_collected(self) -> dict[str, ManifestEntry]:
@@ -349,7 +400,7 @@ def index_manifest_chunked(read: Callable[[int, int], bytes], size: int, *,
     loaded = base + len(buf)
     starts: array[int] = array("q")
     ends: array[int] = array("q")
-    paths: dict[str, int] = {}
+    paths = PathIndex()
     failed: list[int] = []
     while True:
         m = _FLAT_RE.search(buf, pos)
@@ -376,18 +427,19 @@ def index_manifest_chunked(read: Callable[[int, int], bytes], size: int, *,
         ends.append(base + end)
         path = _field(buf, b'"path"', begin, end)
         if isinstance(path, str) and path:
-            paths[path] = i
+            paths.add(path, i)
         if _field(buf, b'"status"', begin, end) != "ok":
             failed.append(i)
         pos = end
     if _TAIL.fullmatch(buf, pos) is None:
         return None
     rest = buf[buf.index(b"]", pos) + 1:]
+    paths.freeze()
     return _lazy_manifest(prefix + b"[]" + rest, read, size, starts, ends, paths, failed)
 
 
 def _lazy_manifest(header_raw: bytes, read: Callable[[int, int], bytes], size: int,
-                   starts: Sequence[int], ends: Sequence[int], paths: dict[str, int],
+                   starts: Sequence[int], ends: Sequence[int], paths: PathIndex,
                    failed: list[int]) -> tuple[dict[str, Any], LazyManifest] | None:
     """The header decoded (None unless it is an object whose entries are `[]`) and the
     lazy manifest over the indexed entries."""

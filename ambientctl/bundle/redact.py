@@ -605,7 +605,7 @@ def redact_bundle(src_path: str, out_path: str, *, key: bytes | None = None) -> 
     # same (tests/test_redact_stream.py compares against that implementation). The
     # manifest streams too: its entries are read a batch at a time (twice: the dry walk,
     # then the rewrite) and the rewritten ones go to an `EntrySpool` (issue 12).
-    src = open_bundle(src_path)
+    src = open_bundle(src_path, keep_entries=False)  # each file is read once or twice
     try:
         red = Redactor(key if key is not None else os.urandom(32))
         parts = src.manifest_parts()
