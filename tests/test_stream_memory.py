@@ -12,6 +12,7 @@ memory well under its own size, which reading it whole already exceeds.
 
 from __future__ import annotations
 
+import io
 import json
 import shutil
 import tracemalloc
@@ -22,6 +23,7 @@ from typing import Any
 import pytest
 
 from ambientctl.bundle import reader
+from ambientctl.bundle.manifest import EntrySpool
 from ambientctl.bundle.reader import open_bundle
 from ambientctl.bundle.redact import redact_bundle
 from ambientctl.manifest_index import (
@@ -183,3 +185,21 @@ def test_redacting_a_large_manifest_streams_its_entries(big_manifest_bundle: Pat
     # Decoded whole, the entries alone were several times the document's size (measured
     # before streaming: 103 MB for this 15 MB manifest; streamed: 7.4 MB).
     assert peak < size, f"peak {peak} bytes for a {size}-byte manifest"
+
+
+@pytest.mark.parametrize(("head", "entries", "tail"), [
+    ({"a": 1, "b": [1, 2]}, [{"x": 1, "y": []}, {"z": {"q": "é"}}], {"t": [1], "u": {}}),
+    ({}, [], {}),
+    ({"a": 1}, [], {"t": 2}),
+    ({}, [{"a": 1}], {}),
+])
+def test_spooled_document_is_the_json_dump_of_the_whole(
+        head: dict[str, Any], entries: list[dict[str, Any]], tail: dict[str, Any]) -> None:
+    spool = EntrySpool()
+    with spool:
+        for e in entries:
+            spool.append(e)
+        out = io.BytesIO()
+        spool.write_document(out, head, tail)
+    whole = {**head, "entries": entries, **tail}
+    assert out.getvalue().decode() == json.dumps(whole, indent=2, ensure_ascii=False) + "\n"
