@@ -26,6 +26,8 @@ from ambientctl.bundle import reader
 from ambientctl.bundle.manifest import EntrySpool
 from ambientctl.bundle.reader import open_bundle
 from ambientctl.bundle.redact import redact_bundle
+from ambientctl.bundle.tarindex import IndexedMember
+from ambientctl.bundle.writer import write_tarball
 from ambientctl.manifest_index import (
     LazyManifest,
     PathIndex,
@@ -203,3 +205,27 @@ def test_spooled_document_is_the_json_dump_of_the_whole(
         spool.write_document(out, head, tail)
     whole = {**head, "entries": entries, **tail}
     assert out.getvalue().decode() == json.dumps(whole, indent=2, ensure_ascii=False) + "\n"
+
+
+def test_verify_of_an_indexed_archive_keeps_one_listing_and_no_random_access_stream(
+        tmp_path: Path) -> None:
+    """The forward pass hashes every member against the index and keeps 32 bytes each:
+    no second listing of the members, no decompressor checkpoints or decoded blocks;
+    files are read through the index afterwards, as before verify."""
+    src = ROOT / "examples" / "inpod-kind-ambient"
+    out = tmp_path / "b.tar.gz"
+    write_tarball(src, str(out), top="b", mtime=0)
+    plain = open_bundle(str(src))
+    bundle = open_bundle(str(out))
+    try:
+        want = plain.verify_counted()
+        assert bundle.verify_counted() == want
+        assert bundle.verify_counted() == want  # the pass is not run twice
+        members = bundle._members  # noqa: SLF001 - what the bundle holds after verify
+        assert all(isinstance(m, IndexedMember) for m in members.values())
+        assert bundle._gz is None  # noqa: SLF001
+        rel = "cluster/pods.json"
+        assert bundle.read_bytes(rel) == plain.read_bytes(rel)
+    finally:
+        bundle.close()
+        plain.close()

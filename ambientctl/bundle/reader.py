@@ -14,12 +14,14 @@ manifest is read by file name (the caller warns once).
 
 from __future__ import annotations
 
+import bisect
 import codecs
 import hashlib
 import os
 import stat
 import tarfile
-from collections.abc import Iterator
+from array import array
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any, BinaryIO
@@ -104,6 +106,8 @@ class Bundle:
         self._gz: GzipIndex | None = None
         self._fh: BinaryIO | None = None
         self._ix: TarIndex | None = None  # an indexed archive's member index
+        # after verify's forward pass over an indexed archive: (header offsets, sha256s)
+        self._verified: tuple[array[int], bytearray] | None = None
         # rel -> where it is: a directory bundle's root (str), or its place in an archive
         self._members: dict[str, str | _TarMember | IndexedMember] = {}
         self._opened: set[str] = set()  # directory bundles: files opened (the total cap)
@@ -263,11 +267,16 @@ class Bundle:
             self.close()
             raise
 
-    def _scan_tar(self, fh: BinaryIO, headers: dict[str, int] | None = None) -> None:
-        """The forward pass; `headers` (when given) receives each member's header offset."""
+    def _scan_tar(self, fh: BinaryIO,
+                  record: Callable[[str, tarfile.TarInfo, bytes], None] | None = None) -> None:
+        """The forward pass. Each regular file is listed (`_TarMember`) and the stream kept
+        for random access; with `record`, `record(rel, member, sha256 digest)` receives
+        each instead and nothing is kept (`_forward_pass_against_index`)."""
         fh.seek(0)
-        gz = GzipIndex(fh, self.location, limit=self.limits.max_bundle, limit_hint=OVERRIDE_HINT)
-        self._gz = gz
+        gz = GzipIndex(fh, self.location, limit=self.limits.max_bundle, limit_hint=OVERRIDE_HINT,
+                       random_access=record is None)
+        if record is None:
+            self._gz = gz
         tops: set[str] = set()
         seen: set[str] = set()
         total = 0
@@ -321,11 +330,11 @@ class Bundle:
                 if got != m.size:
                     raise BundleError(
                         f"{self.location}: member {m.name!r} ends early (truncated archive)")
-                if rel:
+                if rel and record is not None:
+                    record(rel, m, digest.digest())
+                elif rel:
                     self._members[rel] = _TarMember(m.name, m.offset_data, m.size,
                                                     digest.hexdigest())
-                    if headers is not None:
-                        headers[rel] = m.offset
             gz.finish()
         except tarfile.TarError as exc:
             raise BundleError(f"{self.location}: unreadable archive ({exc})") from exc
@@ -542,7 +551,7 @@ class Bundle:
                 f"{self.location}: no {MANIFEST}; nothing to verify against",
                 hint="hand-assembled bundles carry no hashes",
             )
-        if self._ix is not None:
+        if self._ix is not None and self._verified is None:
             self._forward_pass_against_index(self._ix)
         problems: list[Mismatch] = []
         listed: set[str] = {MANIFEST}
@@ -571,30 +580,54 @@ class Bundle:
 
     def _forward_pass_against_index(self, ix: TarIndex) -> None:
         """`verify` on an indexed archive: read it whole as a plain tar.gz (every header,
-        member and gzip trailer), then require the index to describe exactly that."""
+        member and gzip trailer), then require the index to describe exactly that.
+
+        Kept: each member's sha256, in a bytearray aligned with the index (whose members
+        are in header order: `TarIndex` refuses any other), found by bisection on the
+        header offsets; the archive is still read through the index afterwards (issue 12:
+        a second listing of 80k members plus the pass's checkpoints and block cache were
+        ~100 MiB at 200 nodes). The first disagreement in path order is reported."""
         assert self._fh is not None
-        indexed, self._members = self._members, {}  # _scan_tar fills a new listing
-        headers: dict[str, int] = {}
-        self._scan_tar(self._fh, headers)
-        for rel in sorted(set(indexed) | set(self._members)):
-            got, listed = self._members.get(rel), indexed.get(rel)
-            if not isinstance(got, _TarMember) or not isinstance(listed, IndexedMember):
-                what = "lists" if got is None else "omits"
-                raise BundleError(f"{self.location}: its member index {what} {rel!r}",
-                                  hint="re-pack the bundle from its directory")
-            if (got.name, got.size, headers[rel] - ix.body_raw) != (
+        indexed = ix.members
+        heads = array("q", (m.header for m in indexed.values()))
+        digests = bytearray(32 * len(heads))
+        found = bytearray(len(heads))
+        bad: list[str] = []  # in the archive, but not where or as the index says
+
+        def record(rel: str, m: tarfile.TarInfo, digest: bytes) -> None:
+            listed = indexed.get(rel)
+            if listed is None or (m.name, m.size, m.offset - ix.body_raw) != (
                     listed.name, listed.size, listed.header):
+                bad.append(rel)
+                return
+            k = bisect.bisect_left(heads, listed.header)
+            found[k] = 1
+            digests[32 * k:32 * k + 32] = digest
+
+        self._scan_tar(self._fh, record)
+        in_archive = set(bad)
+        problems = in_archive | {rel for k, rel in enumerate(indexed) if not found[k]}
+        if problems:
+            rel = min(problems)
+            if rel in indexed and rel in in_archive:
                 raise BundleError(
                     f"{self.location}: its member index does not match the archive at "
                     f"{rel!r}", hint="re-pack the bundle from its directory")
-        self._ix = None  # from here on, members are read through the forward pass's index
+            what = "lists" if rel not in in_archive else "omits"
+            raise BundleError(f"{self.location}: its member index {what} {rel!r}",
+                              hint="re-pack the bundle from its directory")
+        self._verified = (heads, digests)
 
     def _digest(self, rel: str) -> tuple[int, str]:
         """(size, sha256) of a file, hashed while streaming (never the whole file at once)."""
         member = self._members[rel]
         if isinstance(member, _TarMember):
             return member.size, member.sha256  # hashed by the forward pass
-        if isinstance(member, IndexedMember):  # verify() replaces these first; kept whole
+        if isinstance(member, IndexedMember):
+            if self._verified is not None:  # hashed by verify's forward pass
+                heads, digests = self._verified
+                k = bisect.bisect_left(heads, member.header)
+                return member.size, digests[32 * k:32 * k + 32].hex()
             data = self._read_bytes(rel)
             return len(data), hashlib.sha256(data).hexdigest()
         digest = hashlib.sha256()
