@@ -690,8 +690,8 @@ def redact_bundle(src_path: str, out_path: str, *, key: bytes | None = None) -> 
     finally:
         src.close()
     counts = {"names": len(red.names), "ips": len(red.ips), "macs": len(red.macs),
-              "uuids": len(red.uuids), "opaque": len(red.opaque), "files": written.count(1),
-              "dropped": written.count(2)}
+              "uuids": len(red.uuids), "opaque": len(red.opaque), "files": written.count(_Written.WRITTEN),
+              "dropped": written.count(_Written.DROPPED)}
     _write_map(map_path, red, parent=doc["redaction"]["parent"], bundle_id=doc["bundle_id"],
                out_path=out_path)
     return RedactResult(out_path, map_path, doc["bundle_id"], doc["redaction"]["parent"],
@@ -745,8 +745,9 @@ class _Written:
         return any(s & self.WRITTEN and red.text(self.rels[j]) == new_rel
                    for j, s in enumerate(self.state))
 
-    def count(self, flag: int) -> int:
-        return sum(1 for s in self.state if s & 3 == flag)
+    def count(self, what: int) -> int:
+        """How many source files were `what` (WRITTEN or DROPPED)."""
+        return sum(1 for s in self.state if s & (self.WRITTEN | self.DROPPED) == what)
 
 
 def _walk_manifest(walker: Walker, header: dict[str, object], entries: Iterator[object],
