@@ -20,6 +20,7 @@ the index costs a few machine words per entry, and each entry is decoded through
 
 from __future__ import annotations
 
+import bisect
 import re
 from array import array
 from bisect import bisect_right
@@ -47,6 +48,7 @@ _PATH0_RE = re.compile(_PATH)  # after the first entry's `{` and blanks
 _NOT_QUOTING = bytes(b for b in range(256) if b not in b'"{\\')
 _WINDOW = 4 << 20  # bytes translated at a time
 _BRACE = re.compile(rb'\{')
+_FLAT_RE = re.compile(rb'\{[^{}]*+\}')  # the chunked scan: proved span by span
 _BACKSLASH = re.compile(rb'\\')
 _START = methodcaller("start")
 _KEY_BEFORE = re.compile(rb'[{,]\s*+\Z')  # what precedes a key (tested on a short window)
@@ -57,6 +59,43 @@ _TAIL = re.compile(rb'\s*+\]\s*+\}\s*+')  # the entries array, then the document
 # quote is escaped, so `"path":` there is preceded by a backslash, never by `{` or `,`.
 _VALUE_RE = re.compile(rb'\s*+:\s*+(' + _STR + rb'|[^,}\s]++)')
 _BATCH = 1 << 20  # bytes of manifest read at a time by `iter_entries`
+
+
+class PathIndex:
+    """Which entry names a path, in 16 bytes an entry (issue 12: a dict of 80k path strings
+    was ~12 MB at 200 nodes): each path's `hash()` and entry index, sorted by hash.
+
+    Exact: the entries sharing a path's hash (a collision, or the path named twice) are
+    read again, last first, and the first whose `"path"` (read as `_field` reads it) is
+    the path wins: the last entry naming it, what a dict filled in order keeps."""
+
+    def __init__(self) -> None:
+        self._hashes: array[int] = array("q")
+        self._indices: array[int] = array("q")
+
+    def add(self, path: str, i: int) -> None:
+        """Entry `i` names `path` (added in entry order; `freeze` once all are in)."""
+        self._hashes.append(hash(path))
+        self._indices.append(i)
+
+    def freeze(self) -> None:
+        """Sort by hash (stable: entries of one hash stay in entry order)."""
+        order = sorted(range(len(self._hashes)), key=self._hashes.__getitem__)
+        self._hashes = array("q", (self._hashes[k] for k in order))
+        self._indices = array("q", (self._indices[k] for k in order))
+
+    def find(self, path: str, read: Callable[[int, int], bytes], starts: Sequence[int],
+             ends: Sequence[int]) -> tuple[int | None, bytes | None]:
+        """(index, bytes) of the last entry whose path is `path`; (None, None) if none."""
+        h = hash(path)
+        lo = bisect.bisect_left(self._hashes, h)
+        hi = bisect.bisect_right(self._hashes, h, lo)
+        for k in range(hi - 1, lo - 1, -1):
+            i = self._indices[k]
+            raw = read(starts[i], ends[i])
+            if _field(raw, b'"path"', 0, len(raw)) == path:
+                return i, raw
+        return None, None
 
 
 class LazyManifest(Manifest):
@@ -81,22 +120,29 @@ class LazyManifest(Manifest):
 
     def _init_lazy(self, read: Callable[[int, int], bytes], size: int,
                    starts: Sequence[int], ends: Sequence[int],
-                   paths: list[str | None], failed: tuple[int, ...],
+                   paths: list[str | None] | PathIndex, failed: tuple[int, ...],
                    header_problems: tuple[str, ...]) -> None:
         d = self.__dict__
         d["_read"], d["_size"], d["_starts"], d["_ends"] = read, size, starts, ends
-        # entry i's path; the path -> index map is built on the first lookup, once the
-        # caller has dropped the document's bytes (issue 12: ~7 MB off the open's peak)
-        d["_path_list"], d["_paths"], d["_failed"] = paths, None, failed
+        # entry i's path (the whole-document index): the path -> index map is built on the
+        # first lookup, once the caller has dropped the document's bytes (issue 12: ~7 MB
+        # off the open's peak); the chunked index hands a `PathIndex`, held as it is
+        if isinstance(paths, PathIndex):
+            d["_path_list"], d["_paths"] = None, paths
+        else:
+            d["_path_list"], d["_paths"] = paths, None
+        d["_failed"] = failed
         d["_header_problems"] = header_problems
         d["_decoded"] = {}  # index -> (entry or None, its problems)
         d["_complete"] = None
 
-    def _decode(self, i: int) -> ManifestEntry | None:
+    def _decode(self, i: int, raw: bytes | None = None) -> ManifestEntry | None:
+        """Entry `i`, typed and cached (from `raw`, its bytes, when the caller has them)."""
         d = self.__dict__
         got = d["_decoded"].get(i)
         if got is None:
-            got = self._typed(i, d["_read"](d["_starts"][i], d["_ends"][i]))
+            got = self._typed(i, raw if raw is not None else d["_read"](d["_starts"][i],
+                                                                          d["_ends"][i]))
             d["_decoded"][i] = got
         return got[0]
 
@@ -129,7 +175,34 @@ class LazyManifest(Manifest):
         if d["_complete"] is not None:
             yield from d["_complete"][0]
             return
-        starts, ends, decoded = d["_starts"], d["_ends"], d["_decoded"]
+        decoded = d["_decoded"]
+        for k, raw in self._spans():
+            got = decoded.get(k)
+            if got is None:
+                got = self._typed(k, raw)
+            if got[0] is not None:
+                yield got[0]
+
+    def iter_raw(self) -> Iterator[object]:
+        """Every entry as stored: the JSON value each decodes to, in order, nothing typed
+        or cached (issue 12: `bundle redact` rewrites the entries as documents, and held
+        the whole decoded array of a 200-node bundle: ~250 MB for 80k entries)."""
+        d = self.__dict__
+        for _k, raw in self._spans():
+            try:
+                yield load_json(raw.decode("utf-8", errors="replace"), "manifest.json",
+                                what="manifest entry")
+            except ValueError:
+                # as `_typed`: the whole document reports invalid JSON in its own words
+                load_json(d["_read"](0, d["_size"]).decode("utf-8", errors="replace"),
+                          "manifest.json")
+                raise
+
+    def _spans(self) -> Iterator[tuple[int, bytes]]:
+        """(index, bytes) of every entry, read a batch of entries at a time (`_BATCH`
+        bytes at most, or one entry), not one read per entry."""
+        d = self.__dict__
+        starts, ends = d["_starts"], d["_ends"]
         i, n = 0, len(starts)
         while i < n:
             j = i + 1  # entries [i, j) are read at once
@@ -138,11 +211,7 @@ class LazyManifest(Manifest):
             base = starts[i]
             chunk = d["_read"](base, ends[j - 1])
             for k in range(i, j):
-                got = decoded.get(k)
-                if got is None:
-                    got = self._typed(k, chunk[starts[k] - base:ends[k] - base])
-                if got[0] is not None:
-                    yield got[0]
+                yield k, chunk[starts[k] - base:ends[k] - base]
             i = j
 
     def _all(self) -> tuple[tuple[ManifestEntry, ...], tuple[str, ...]]:
@@ -169,19 +238,29 @@ class LazyManifest(Manifest):
         """Indices of the entries decoded so far ("a trace typed only what it read", testable)."""
         return tuple(sorted(self.__dict__["_decoded"]))
 
-    def entry_for(self, path: str) -> ManifestEntry | None:
+    def entry_for(self, path: str, *, keep: bool = True) -> ManifestEntry | None:
         """The entry whose file is `path` (the last one, as the eager reader kept), decoded
-        alone; None when no entry names it."""
+        alone; None when no entry names it. `keep=False`: not cached, unless it already
+        was (a reader of every file once, `bundle redact`, would otherwise end up holding
+        every typed entry, ~1 KiB each; then `problems_so_far` does not name its damage)."""
         d = self.__dict__
         if d["_paths"] is None:
             named: dict[str | None, int] = dict(zip(d["_path_list"], range(len(d["_path_list"])),
                                                     strict=True))
             named.pop(None, None)  # entries without a path; the last naming a path wins
             d["_paths"], d["_path_list"] = named, None
-        i = d["_paths"].get(path)
+        paths = d["_paths"]
+        if isinstance(paths, PathIndex):
+            i, raw = paths.find(path, d["_read"], d["_starts"], d["_ends"])
+        else:
+            i, raw = paths.get(path), None
         if i is None:
             return None
-        e = self._decode(i)
+        if keep or i in d["_decoded"]:
+            e = self._decode(i, raw)
+        else:
+            e = self._typed(i, raw if raw is not None else d["_read"](d["_starts"][i],
+                                                                       d["_ends"][i]))[0]
         return e if e is not None and e.path == path else None
 
     def not_collected(self) -> dict[str, ManifestEntry]:
@@ -411,4 +490,101 @@ def index_manifest(raw: bytes, read: Callable[[int, int], bytes] | None = None,
             object.__setattr__(lazy, f, getattr(base, f))
     lazy._init_lazy(read or (lambda start, end: raw[start:end]), len(raw), starts, ends,
                     path_of, failed, base.problems)
+    return header, lazy
+
+
+def index_manifest_chunked(read: Callable[[int, int], bytes], size: int, *,
+                           chunk: int = _BATCH) -> tuple[dict[str, Any], LazyManifest] | None:
+    """`index_manifest(read(0, size), read)`, reading the document `chunk` bytes at a time
+    (issue 12: opening a 200-node bundle read its 48 MB manifest whole to index it). Held:
+    the header, the entry being scanned and a chunk, and the index itself (offsets in
+    arrays, 16 bytes an entry, and the paths).
+
+    The scan is `_entries_array`'s, forward: the first `"entries"` key opening an array,
+    then flat objects separated by commas, then the document's end. It answers only what
+    it can prove is `index_manifest`'s answer, else None and the caller reads the document
+    whole: a brace inside a string (the exact scan needs the whole document), or the
+    bytes `"entries"` anywhere after the array opens (then the key `rfind` picks might be
+    another one)."""
+    head = bytearray()
+    key = -1
+    searched = 0
+    while True:  # the header, up to the entries array's `[`
+        if len(head) < size:
+            head += read(len(head), min(size, len(head) + chunk))
+        eof = len(head) >= size
+        at = head.find(b'"entries"', max(0, searched - len(b'"entries"')))
+        while at >= 0 and _KEY_BEFORE.search(head[max(0, at - 64):at]) is None:
+            at = head.find(b'"entries"', at + 1)
+        if at >= 0 and (eof or len(head) - at > 4096):
+            key = at
+            break
+        if eof:
+            return None
+        searched = len(head) if at < 0 else at
+    opened = _OPEN.match(head, key + len(b'"entries"'))
+    if opened is None:
+        return None
+    bracket = opened.end() - 1
+    prefix = bytes(head[:bracket])
+    buf, base, pos = bytes(head[bracket + 1:]), bracket + 1, 0
+    del head
+    loaded = base + len(buf)
+    starts: array[int] = array("q")
+    ends: array[int] = array("q")
+    paths = PathIndex()
+    failed: list[int] = []
+    while True:
+        m = _FLAT_RE.search(buf, pos)
+        if m is None:
+            if loaded >= size:
+                break
+            buf = buf[pos:] + read(loaded, min(size, loaded + chunk))
+            base, pos = base + pos, 0
+            loaded = base + len(buf)
+            continue
+        begin, end = m.span()
+        gap = buf[pos:begin]
+        if starts and gap != b"," and _GAP.fullmatch(gap) is None:
+            return None
+        if not starts and gap.strip():
+            return None
+        if (buf.count(b'"', begin, end) % 2 if buf.find(b"\\", begin, end) < 0
+                else _OBJ_RE.fullmatch(buf, begin, end) is None):
+            return None  # a brace inside a string: `index_manifest`'s exact scan decides
+        if buf.find(b'"entries"', begin, end) >= 0:
+            return None
+        i = len(starts)
+        starts.append(base + begin)
+        ends.append(base + end)
+        path = _field(buf, b'"path"', begin, end)
+        if isinstance(path, str) and path:
+            paths.add(path, i)
+        if _field(buf, b'"status"', begin, end) != "ok":
+            failed.append(i)
+        pos = end
+    if _TAIL.fullmatch(buf, pos) is None:
+        return None
+    rest = buf[buf.index(b"]", pos) + 1:]
+    paths.freeze()
+    return _lazy_manifest(prefix + b"[]" + rest, read, size, starts, ends, paths, failed)
+
+
+def _lazy_manifest(header_raw: bytes, read: Callable[[int, int], bytes], size: int,
+                   starts: Sequence[int], ends: Sequence[int], paths: PathIndex,
+                   failed: list[int]) -> tuple[dict[str, Any], LazyManifest] | None:
+    """The header decoded (None unless it is an object whose entries are `[]`) and the
+    lazy manifest over the indexed entries."""
+    try:
+        header = load_json(header_raw.decode("utf-8", errors="replace"), "manifest.json")
+    except ValueError:
+        return None
+    if not isinstance(header, dict) or header.get("entries") != []:
+        return None
+    base = read_manifest(header)
+    lazy = LazyManifest.__new__(LazyManifest)
+    for f in Manifest.__dataclass_fields__:
+        if f not in ("entries", "problems"):
+            object.__setattr__(lazy, f, getattr(base, f))
+    lazy._init_lazy(read, size, starts, ends, paths, tuple(failed), base.problems)
     return header, lazy

@@ -2,25 +2,29 @@
 the oracle the streaming implementation must match byte for byte (tests/test_redact_stream.py).
 
 Kept verbatim apart from its name so a change to the streaming code that alters any output
-byte, or the order in which the Redactor sees values, fails the comparison.
+byte, or the order in which the Redactor sees values, fails the comparison. Its manifest
+rewrite (`_redacted_manifest`, the whole document built in memory) lives here too since
+`bundle redact` streams the entries (issue 12).
 """
 
 from __future__ import annotations
 
 import json
 import os
+from collections.abc import Mapping
+from datetime import UTC, datetime
 from typing import Any
 
 from ambientctl.bundle.layout import CLUSTER_FILES, MANIFEST, split_netns_dir
-from ambientctl.bundle.manifest import sha256_hex
+from ambientctl.bundle.manifest import Manifest, sha256_hex
 from ambientctl.bundle.reader import open_bundle
 from ambientctl.bundle.redact import (
     _LINK_NETNS,
     _OBJECT_KIND,
     INFRA_NAMESPACES,
+    RULES,
     Redactor,
     RedactResult,
-    _redacted_manifest,
     _register_cluster,
     _register_manifest,
     _write_map,
@@ -28,7 +32,7 @@ from ambientctl.bundle.redact import (
 )
 from ambientctl.bundle.redact_fields import MANIFEST_FIELDS, file_kind, table_for
 from ambientctl.bundle.redact_walk import Walker
-from ambientctl.bundle.writer import check_output_path, write_prepared
+from ambientctl.bundle.writer import check_output_path, rfc3339, write_prepared
 from ambientctl.errors import BundleError, UsageError
 
 
@@ -125,3 +129,57 @@ def redact_in_memory(src_path: str, out_path: str, *, key: bytes | None = None) 
                         counts, tuple(dict.fromkeys(red.warnings)))
 
 
+def _redacted_manifest(red: Redactor, manifest: Mapping[str, Any] | None,
+                       stored: Mapping[str, tuple[int, str]], new_path: dict[str, str],
+                       src_path: str, dropped: list[str]) -> dict[str, Any]:
+    """The new manifest: fields redacted by MANIFEST_FIELDS; `stored` gives each written
+    file's (size, sha256), taken as it was written (the bytes are not kept)."""
+    src = dict(manifest or {})
+    walked = Walker(red, MANIFEST_FIELDS, MANIFEST, dry=False).walk(src)
+    listed: set[str] = set()
+    entries: list[dict[str, Any]] = []
+    raw_entries = src.get("entries")
+    if not isinstance(raw_entries, list):
+        raw_entries = []
+    for entry, new in zip(raw_entries, walked.get("entries") or [], strict=False):
+        if not isinstance(entry, dict) or not isinstance(new, dict):
+            continue
+        new = {k: v for k, v in new.items() if k not in ("sha256", "size", "path")}
+        path = entry.get("path")
+        if path and path in new_path:
+            listed.add(path)
+            rel = new_path[path]
+            new = {"path": rel, **new, "size": stored[rel][0], "sha256": stored[rel][1]}
+        else:
+            if path in dropped:
+                new["note"] = "dropped by redaction: not a file type redaction knows"
+            new = {"path": None, **new, "size": None, "sha256": None}
+        entries.append(new)
+    for path, rel in sorted(new_path.items()):
+        if path not in listed:  # a hand-assembled bundle: every file becomes an entry
+            entries.append({"path": rel, "spec": rel.rsplit("/", 1)[-1], "target": "file",
+                            "transport": "file", "status": "ok", "size": stored[rel][0],
+                            "sha256": stored[rel][1]})
+    m = Manifest(
+        created_at=str(src.get("created_at") or rfc3339(datetime.now(UTC))),
+        collection=walked.get("collection") or {"mode": "unknown"},
+        targets=walked.get("targets") or [],
+        entries=entries,
+        partial=bool(src.get("partial")),
+        components=walked.get("components") or {},
+    )
+    doc = m.document()
+    for key, value in walked.items():
+        if key not in doc and key != "redaction":
+            doc[key] = value  # fields this version does not know: made opaque by the walk
+    parent = src.get("bundle_id")
+    if not isinstance(parent, str) or not parent.startswith("sha256:"):
+        parent = "unmanifested:" + red.opaque_value(
+            "bundle", os.path.basename(os.path.normpath(src_path)))
+    out: dict[str, Any] = {}
+    for k, v in doc.items():
+        out[k] = v
+        if k == "partial":
+            out["redaction"] = {"applied": True, "parent": parent, "rules": RULES}
+    out.setdefault("redaction", {"applied": True, "parent": parent, "rules": RULES})
+    return out

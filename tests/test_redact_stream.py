@@ -11,6 +11,7 @@ as a .tar.gz.
 from __future__ import annotations
 
 import json
+import shutil
 import sys
 from pathlib import Path
 
@@ -40,11 +41,17 @@ def generated(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return scale_bundle.generate(tmp_path_factory.mktemp("gen") / "b3", 3)
 
 
+@pytest.mark.parametrize("manifest", ["decoded", "indexed"])
 @pytest.mark.parametrize("out_name", ["red", "red.tar.gz"])
 @pytest.mark.parametrize("source", ["seed-kind-ambient", "inpod-kind-ambient",
                                     "mixed-kind-ambient", "generated"])
 def test_streamed_redaction_writes_the_bytes_the_in_memory_one_wrote(
-        tmp_path: Path, generated: Path, source: str, out_name: str) -> None:
+        tmp_path: Path, generated: Path, source: str, out_name: str, manifest: str,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """`indexed`: the threshold lowered so that the source's manifest is indexed and its
+    entries stream from the file (a 200-node bundle's case), not decoded whole."""
+    if manifest == "indexed":
+        monkeypatch.setattr(bundle_reader, "LAZY_MANIFEST_BYTES", 0)
     src = str(generated if source == "generated" else ROOT / "examples" / source)
     outs = {}
     for how, fn in (("old", redact_in_memory), ("new", redact_bundle)):
@@ -94,3 +101,31 @@ def test_redaction_holds_one_source_file_at_a_time(monkeypatch: pytest.MonkeyPat
         assert pending in (0, 1), "a second file was read before the first was written"
     assert pending == 0
     assert json.loads((tmp_path / "red" / "manifest.json").read_text())["redaction"]["applied"]
+
+
+@pytest.mark.parametrize("manifest", ["decoded", "indexed"])
+@pytest.mark.parametrize("entries_last", [True, False])
+def test_streamed_manifest_keeps_unknown_fields_and_key_order_as_the_in_memory_one(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, manifest: str,
+        entries_last: bool) -> None:
+    """A manifest field this version does not know is made opaque and written after the
+    entries (the spooled manifest's tail); entries not last (hand-edited, decoded whole)
+    are walked in document order. Both as the in-memory implementation wrote them."""
+    src = tmp_path / "src"
+    shutil.copytree(ROOT / "examples" / "inpod-kind-ambient", src)
+    doc = json.loads((src / "manifest.json").read_text())
+    entries = doc.pop("entries")
+    doc["x_site"] = {"owner": "team-a", "where": ["rack 4", "10.1.2.3"]}
+    doc = {**doc, "entries": entries} if entries_last else {"entries": entries, **doc}
+    (src / "manifest.json").write_text(json.dumps(doc, indent=2) + "\n")
+    if manifest == "indexed":
+        monkeypatch.setattr(bundle_reader, "LAZY_MANIFEST_BYTES", 0)
+    outs = []
+    for how, fn in (("old", redact_in_memory), ("new", redact_bundle)):
+        (tmp_path / how).mkdir()
+        out = tmp_path / how / "red"
+        result = fn(str(src), str(out), key=KEY)
+        outs.append((_tree(out), Path(result.map_path).read_bytes(), result.warnings))
+    assert outs[0] == outs[1]
+    written = json.loads((tmp_path / "new" / "red" / "manifest.json").read_text())
+    assert list(written)[-1] != "entries" and "x_site" not in written  # made opaque, after

@@ -142,7 +142,8 @@ class GzipIndex:
     with a `BundleError` naming the limit (a decompression bomb costs no memory).
     """
 
-    def __init__(self, fh: BinaryIO, where: str, *, limit: int, limit_hint: str) -> None:
+    def __init__(self, fh: BinaryIO, where: str, *, limit: int, limit_hint: str,
+                 random_access: bool = True) -> None:
         head = fh.read(512)
         kind = sniff_compression(head)
         if kind == "unknown":
@@ -169,6 +170,10 @@ class GzipIndex:
         self.size: int | None = None  # total uncompressed size, once the pass is done
         self.read_limit: int | None = None  # `read` may not go past this offset (headers)
         self.delivered = 0
+        # False: one forward pass and nothing after it (`pread` refused): no checkpoints,
+        # no decoded blocks kept (`bundle verify` of an indexed archive: ~50 MiB at 200
+        # nodes it would never read back).
+        self.random_access = random_access
 
     # ------------------------------------------------------------ the forward pass
     def _pump(self) -> bool:
@@ -176,7 +181,8 @@ class GzipIndex:
         if not out:
             if self.size is None:
                 self.size = self._inf.produced
-                self._store_block(len(self._cp) - 1, bytes(self._block))
+                if self.random_access:
+                    self._store_block(len(self._cp) - 1, bytes(self._block))
                 self._block = bytearray()
             return False
         if self._inf.produced > self.limit:
@@ -184,6 +190,8 @@ class GzipIndex:
                 f"{self.where}: the archive holds more than {_human(self.limit)} uncompressed "
                 "(the total-size limit)", hint=self.limit_hint)
         self._buf += out
+        if not self.random_access:
+            return True
         self._block += out
         if self._inf.produced - self._cp_off[-1] >= SPACING:
             self._store_block(len(self._cp) - 1, bytes(self._block))
@@ -250,6 +258,7 @@ class GzipIndex:
         if size == 0:
             return b""
         assert self.size is not None, "pread before the forward pass finished"
+        assert self.random_access, "pread of a forward pass without random access"
         i = bisect.bisect_right(self._cp_off, offset) - 1
         views: list[memoryview] = []
         blocks: list[bytes] = []

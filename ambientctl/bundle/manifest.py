@@ -216,16 +216,29 @@ class EntrySpool:
     def write_manifest(self, dest: IO[bytes], manifest: Manifest) -> None:
         """Write `manifest` with the spooled entries (its own `entries` ignored) to `dest`:
         the bytes `Manifest.to_json()` gives for the same entries, never all in memory."""
-        head = json.dumps(manifest.header(self.bundle_id()), indent=2, ensure_ascii=False)
+        self.write_document(dest, manifest.header(self.bundle_id()))
+
+    def write_document(self, dest: IO[bytes], head: Mapping[str, Any],
+                       tail: Mapping[str, Any] | None = None) -> None:
+        """Write the document `{**head, "entries": <spooled>, **tail}` to `dest`: the bytes
+        `json.dump(doc, indent=2, ensure_ascii=False)` plus a newline give, the entries
+        copied from the spool in chunks (`head` and `tail` are small: no entries in them)."""
+        # '{\n  "k": v\n}' loses its closing '\n}' (head) or both braces (tail)
+        lead = "{\n"
+        if head:
+            lead = json.dumps(dict(head), indent=2, ensure_ascii=False)[:-2] + ",\n"
+        after = ""
+        if tail:
+            after = "," + json.dumps(dict(tail), indent=2, ensure_ascii=False)[1:-2]
         if not self.count:
-            dest.write((head[:-2] + ',\n  "entries": []\n}\n').encode())
+            dest.write((lead + '  "entries": []' + after + "\n}\n").encode())
             return
-        dest.write((head[:-2] + ',\n  "entries": [\n').encode())
+        dest.write((lead + '  "entries": [\n').encode())
         self._fh.flush()
         self._fh.seek(0)
         shutil.copyfileobj(self._fh, dest, 1 << 20)
         self._fh.seek(0, 2)  # appending may go on (a partial manifest after a write error)
-        dest.write(b"\n  ]\n}\n")
+        dest.write(("\n  ]" + after + "\n}\n").encode())
 
     def close(self) -> None:
         self._fh.close()

@@ -534,15 +534,19 @@ class TarIndex:
 
     def read(self, rel: str) -> bytes:
         """The bytes of `rel`: its header checked, only its gzip members decompressed."""
-        off = self.data_offset(rel)
-        data = self._range(off, self.members[rel].size)
-        # the gzip members after the data (block padding) are checked too: the member's
-        # region must decompress whole, up to where the next one starts
-        k = bisect.bisect_right(self._raw, off + len(data) - 1 if data else off)
+        data = self._range(self.data_offset(rel), self.members[rel].size)
+        self.check_after(rel)
+        return data
+
+    def check_after(self, rel: str) -> None:
+        """Decompress (and so check) the gzip members after `rel`'s data (block padding):
+        the member's region must decompress whole, up to where the next one starts. `read`
+        does it; a member read in parts (`pread`) calls it once its last part is read."""
+        off, size = self.data_offset(rel), self.members[rel].size
+        k = bisect.bisect_right(self._raw, off + size - 1 if size else off)
         while k < len(self._raw) - 1 and self._raw[k] < self.members[rel].end:
             self._piece(k)
             k += 1
-        return data
 
     def pread(self, rel: str, start: int, size: int) -> bytes:
         """Bytes [start, start + size) of `rel`'s data (clipped to it)."""

@@ -35,7 +35,7 @@ import tarfile
 import tempfile
 import threading
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -349,19 +349,31 @@ def _finish(staging: Path, out: str, *, mtime: int) -> None:
         ) from None
 
 
+@dataclass(frozen=True)
+class SpooledManifest:
+    """A manifest document whose entries wait in an `EntrySpool`, not in memory (issue 12:
+    `bundle redact` of a 200-node bundle built its 80k entries as one list, then the
+    JSON text). `head` holds the keys before `entries` (`bundle_id` computed by the spool),
+    `tail` the keys after them; written as `json.dump` of the whole document writes it."""
+
+    head: dict[str, Any]
+    spool: EntrySpool
+    tail: dict[str, Any] = field(default_factory=dict)
+
+
 def write_prepared(
     out: str, files: Iterable[tuple[str, bytes]],
-    manifest: dict[str, Any] | Callable[[], dict[str, Any]],
+    manifest: dict[str, Any] | Callable[[], dict[str, Any] | SpooledManifest],
 ) -> dict[str, Any]:
     """Write already-prepared `files` plus the `manifest` document to `out`; return the
-    manifest written.
+    manifest written (a `SpooledManifest`'s head and tail: its entries are not kept).
 
     For bundles derived from another bundle (`bundle redact`): the caller has built the
     entries (paths, sizes, sha256s) itself. `files` may be a generator, written as it
     yields (one file in memory at a time); `manifest` may then be a callable, called once
-    `files` is exhausted, so the entries can be built from what was written. Same staging,
-    atomic rename and deterministic tarball as `write_bundle`; raises `UsageError` when
-    `out` exists.
+    `files` is exhausted, so the entries can be built from what was written (and spooled:
+    `SpooledManifest`). Same staging, atomic rename and deterministic tarball as
+    `write_bundle`; raises `UsageError` when `out` exists.
     """
     check_output_path(out)
     staging = Path(out + ".partial")
@@ -372,12 +384,18 @@ def write_prepared(
             dest = staging.joinpath(*rel.parts)
             dest.parent.mkdir(parents=True, exist_ok=True)
             dest.write_bytes(data)
-        doc = manifest() if callable(manifest) else manifest
-        # Encoded piece by piece into the file: the manifest of a large bundle is tens of
-        # MB, and a whole string plus its bytes doubled the peak of `bundle redact`.
-        with open(staging / MANIFEST, "w", encoding="utf-8", newline="\n") as fh:
-            json.dump(doc, fh, indent=2, ensure_ascii=False)
-            fh.write("\n")
+        got = manifest() if callable(manifest) else manifest
+        if isinstance(got, SpooledManifest):
+            with open(staging / MANIFEST, "wb") as bfh:
+                got.spool.write_document(bfh, got.head, got.tail)
+            doc = {**got.head, **got.tail}
+        else:
+            doc = got
+            # Encoded piece by piece into the file: a whole string plus its bytes doubled
+            # the peak of `bundle redact` when it built the document in memory.
+            with open(staging / MANIFEST, "w", encoding="utf-8", newline="\n") as fh:
+                json.dump(doc, fh, indent=2, ensure_ascii=False)
+                fh.write("\n")
     except OSError as exc:
         # A derived bundle can be made again from its source: nothing worth keeping.
         shutil.rmtree(staging, ignore_errors=True)

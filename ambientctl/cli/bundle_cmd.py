@@ -28,7 +28,7 @@ def verify(ctx: click.Context, path: str) -> None:
     """Recheck every file of a bundle against the sha256 in its manifest."""
     from ambientctl.bundle.reader import open_bundle
 
-    opened = open_bundle(path)
+    opened = open_bundle(path, stream_manifest=True)  # memory independent of its size
     try:
         mismatches, checked = opened.verify_counted()
     finally:
