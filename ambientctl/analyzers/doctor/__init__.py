@@ -140,9 +140,9 @@ def _captured(ctx: Context, name: str) -> tuple[int | None, int | None]:
 
 WORKERS_ENV = "AMBIENTCTL_DOCTOR_WORKERS"
 POOL_MIN_NODES = 16
-"""With `AMBIENTCTL_DOCTOR_WORKERS=auto`, below this many nodes no pool is started: each
-worker starts an interpreter and re-opens the bundle (cluster objects and the file index)
-before it checks anything."""
+"""With `AMBIENTCTL_DOCTOR_WORKERS=auto`, below this many nodes no pool is started: forking
+is cheap (workers inherit the index), but a small bundle's run is mostly start-up and the
+serial bundle-wide work, which a pool does not shorten."""
 
 Captured = tuple[int | None, int | None]
 
@@ -168,12 +168,14 @@ def _workers(snapshot: Snapshot, nodes: int) -> int:
     usable core for bundles of `POOL_MIN_NODES` or more whose snapshot parses namespaces on
     demand (`Snapshot.evict` exists; an eager snapshot has already paid for every node).
 
-    Why one by default: measured on the 2-core reference machine at 50 nodes (shared, load
-    average 7-10), two workers took the same wall time as one process (18.8 s vs 19.3 s)
-    and held 468 MiB over the three processes against 92 MiB (each worker re-opens the
-    bundle and the parent keeps its own copy): above the 400 MiB goal at a quarter of the
-    200-node size. Checking a node is CPU-bound Python; on an idle multi-core machine
-    `auto` may pay - measure with benchmarks/bench_scale.py."""
+    Why one by default: the workers are forked after the bundle is indexed and share it
+    (`_run_pool`), yet on the shared 2-core reference machine two workers were not faster
+    (2026-12-06, load average 8-17 from other work: 50 nodes 11.7-15.0 s against 9.5-13.9 s
+    in one process; 200 nodes 70 s against 40 s), cost ~10% more CPU time in all, and held
+    ~390-400 MiB over the three processes (VmRSS summed; Pss ~280) against ~240 MiB: at the
+    400 MiB goal. What stays serial (start-up, the bundle index, typing every manifest entry
+    for the bundle-wide problems) is a large share. On an idle multi-core machine `auto`
+    may pay: measure with benchmarks/bench_scale.py (it samples the process tree)."""
     forced = os.environ.get(WORKERS_ENV, "").strip()
     if forced and forced != "auto":
         if not forced.isdigit() or int(forced) < 1:
