@@ -171,7 +171,7 @@ def _workers(snapshot: Snapshot, nodes: int) -> int:
     Why one by default: the workers are forked after the bundle is indexed and share it
     (`_run_pool`), yet on the shared 2-core reference machine two workers were not faster
     (2026-12-06, load average 8-17 from other work: 50 nodes 11.7-15.0 s against 9.5-13.9 s
-    in one process; 200 nodes 70 s against 40 s), cost ~10% more CPU time in all, and held
+    in one process; 200 nodes 70 s against 40 s), cost 10-25% more CPU time in all, and held
     ~390-400 MiB over the three processes (VmRSS summed; Pss ~280) against ~240 MiB: at the
     400 MiB goal. What stays serial (start-up, the bundle index, typing every manifest entry
     for the bundle-wide problems) is a large share. On an idle multi-core machine `auto`
