@@ -226,3 +226,20 @@ def test_equal_rule_texts_share_their_tokens_within_bounds(monkeypatch: pytest.M
             pt.tokenize_rule(name, a, 1, 7, "-A X ! ")
         assert (got.value.path, got.value.line) == (name, 7)
     assert "-A X ! " not in pt._TOKENS
+
+
+def test_the_same_path_again_gets_fresh_lazy_containers() -> None:
+    """Another bundle (or a re-parse after eviction) with the same file at the same path:
+    an equal result, but chains built through the first are not built in the second."""
+    from ambientctl.analyzers.parse.iptables import parse_iptables_save
+
+    cache = ContentCache()
+    dump = "*nat\n:PREROUTING ACCEPT [0:0]\n:X - [0:0]\n-A X -j RETURN\nCOMMIT\n"
+    path = "nodes/n/host/iptables-save.txt"
+    first = cache.parse(parse_iptables_save, dump, path)
+    cache.parse(parse_iptables_save, dump, path)  # kept from here on
+    first.tables[0].chains["X"].rules  # noqa: B018
+    again = cache.parse(parse_iptables_save, dump, path)
+    assert cache.stats()["hits"] == 1
+    assert again.tables[0].chains.built == 0 and first.tables[0].chains.built == 1
+    assert _flat(again) == _flat(first)

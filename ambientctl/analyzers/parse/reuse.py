@@ -78,9 +78,11 @@ def _kind(t: type) -> str:
 
 def relocate(obj: T, old: str, new: str) -> T:
     """`obj` as if parsed from file `new` rather than `old` (see the module docstring);
-    raises `NotRelocatable` for an object it does not know how to rebuild."""
-    if old == new:
-        return obj
+    raises `NotRelocatable` for an object it does not know how to rebuild.
+
+    Also when `old == new` (the same bundle path in another bundle, or a namespace parsed
+    again after doctor evicted it): lazy containers are still copied, so that chains and
+    sysctls built through one snapshot are neither seen nor kept alive through another."""
     return _Relocator(old, new).run(obj)
 
 
