@@ -179,6 +179,16 @@ class DerivedFacts:
             self._roles[ns.id] = got
         return got
 
+    def known_roles(self, ids: Iterable[str]) -> dict[str, Role]:
+        """The roles classified so far among namespace `ids` (a doctor worker process hands
+        them back with its findings, see `learn_roles`)."""
+        return {i: self._roles[i] for i in ids if i in self._roles}
+
+    def learn_roles(self, roles: Mapping[str, Role]) -> None:
+        """Take roles another process classified over the same bundle: the doctor parent
+        then names each node's mode without parsing the node again."""
+        self._roles.update(roles)
+
     def role(self, ns: NetNamespace | None) -> str:
         """The role's kind ("not-captured" for no namespace)."""
         return UNKNOWN_ROLE if ns is None else self.role_of(ns).kind

@@ -42,6 +42,7 @@ from ambientctl.analyzers.parse import iproute as pr
 from ambientctl.analyzers.parse import ipset as ps
 from ambientctl.analyzers.parse import iptables as pt
 from ambientctl.analyzers.parse._common import load_json
+from ambientctl.analyzers.parse.reuse import CACHE
 from ambientctl.analyzers.parse.ztunnel import parse_config_dump
 from ambientctl.errors import ParseError
 from ambientctl.layout import (
@@ -80,6 +81,17 @@ def _nft_parse(text: str, path: str) -> Ruleset:
     from ambientctl.analyzers.parse import nft as pn
 
     return pn.parse_nft_json(text, path) if path.endswith(".json") else pn.parse_nft_text(text, path)
+
+
+def _nft_doc_parts(text: str, path: str) -> tuple[object, object, object]:
+    """(ruleset, named sets, registrations) of an `nft -j` dump from ONE decode (the
+    loader's fast path; a failure falls back to the three parsers and their wording)."""
+    from ambientctl.analyzers.parse import nft as pn
+    from ambientctl.analyzers.parse import nft_hooks
+
+    doc: Any = json.loads(text)
+    ruleset, named = pn.ruleset_and_sets_from_doc(doc, path)
+    return ruleset, named, nft_hooks.registrations_from_doc(doc, path)
 
 
 def _ipvs_parse(text: str, path: str) -> object:
@@ -308,8 +320,8 @@ class _NetnsLoader:
         for spec in _group(group):
             if spec.file in self.files:
                 got = _parse(problems, self.rel(spec.file),
-                             lambda s=spec: s.parse(
-                                 self.text(s.file), self.rel(s.file)))
+                             lambda s=spec: CACHE.parse(
+                                 s.parse, self.text(s.file), self.rel(s.file)))
                 if got is not None:
                     self.used.setdefault(spec.slot, self.rel(spec.file))
                     return got
@@ -381,13 +393,10 @@ class _NetnsLoader:
         parts: tuple[object, object, object] | None = None
         if name.endswith(".json") and text.lstrip()[:1] == "{":
             try:
-                doc: Any = json.loads(text)
-                ruleset, named = pn.ruleset_and_sets_from_doc(doc, path)
-                parts = (ruleset, named, nft_hooks.registrations_from_doc(doc, path))
+                parts = CACHE.parse(_nft_doc_parts, text, path)
             except (ParseError, ValueError, KeyError, TypeError, IndexError, AttributeError,
                     RecursionError, OverflowError):
                 parts = None
-            doc = None
         if parts is None:  # the same text, through the three parsers and their own wording
             got = _parse(self._bucket("rulesets"), path, lambda: _nft_parse(text, path))
             sets = _parse(self._bucket("ipsets-nft"), path, lambda: pn.nft_sets(text, path))
@@ -409,8 +418,8 @@ class _NetnsLoader:
                 continue
             nf_seen = True
             got = _parse(problems, self.rel(spec.file),
-                         lambda s=spec: s.parse(
-                             self.text(s.file), self.rel(s.file)))
+                         lambda s=spec: CACHE.parse(
+                             s.parse, self.text(s.file), self.rel(s.file)))
             if isinstance(got, Ruleset):
                 rulesets.append(got)
                 self.used.setdefault("rulesets", self.rel(spec.file))
@@ -465,7 +474,8 @@ class _NetnsLoader:
         if "ipset.txt" in self.files:
             problems = self._bucket("ipsets")
             got = _parse(problems, self.rel("ipset.txt"),
-                         lambda: ps.parse_ipset(self.text("ipset.txt"), self.rel("ipset.txt")))
+                         lambda: CACHE.parse(ps.parse_ipset, self.text("ipset.txt"),
+                                             self.rel("ipset.txt")))
             if isinstance(got, dict):
                 ipsets = {**(ipsets or {}), **got}
                 self.used.setdefault("ipsets", self.rel("ipset.txt"))
@@ -484,13 +494,14 @@ class _NetnsLoader:
         (udp_spec,) = _group("ss-listen-udp")
         if tcp.file in self.files:
             listeners = _parse(problems, self.rel(tcp.file),
-                               lambda: tcp.parse(self.text(tcp.file), self.rel(tcp.file)))
+                               lambda: CACHE.parse(tcp.parse, self.text(tcp.file),
+                                                   self.rel(tcp.file)))
             if listeners is not None:
                 self.used["listeners"] = self.rel(tcp.file)
         if listeners is not None and udp_spec.file in self.files:
             udp = _parse(problems, self.rel(udp_spec.file),
-                         lambda: udp_spec.parse(self.text(udp_spec.file),
-                                                self.rel(udp_spec.file)))
+                         lambda: CACHE.parse(udp_spec.parse, self.text(udp_spec.file),
+                                             self.rel(udp_spec.file)))
             listeners = (*listeners, *udp) if udp is not None else listeners  # type: ignore[misc]
         return self._settle("listeners", listeners, ("listeners",))
 

@@ -20,6 +20,7 @@ import hashlib
 import os
 import stat
 import tarfile
+import weakref
 from array import array
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -109,6 +110,7 @@ class Bundle:
             )
         self._gz: GzipIndex | None = None
         self._fh: BinaryIO | None = None
+        self._lost: str | None = None  # why the archive can no longer be read (`_own_handle`)
         self._ix: TarIndex | None = None  # an indexed archive's member index
         # after verify's forward pass over an indexed archive: (header offsets, sha256s)
         self._verified: tuple[array[int], bytearray] | None = None
@@ -261,6 +263,7 @@ class Bundle:
         except OSError as exc:
             raise BundleError(f"{self.location}: cannot be opened ({exc.strerror})") from exc
         self._fh = fh
+        _ARCHIVES.add(self)
         try:
             self._ix = open_index(fh, self.location, self.limits)
             if self._ix is not None:
@@ -424,7 +427,36 @@ class Bundle:
             raise BundleError(f"{self.location}/{MANIFEST}: unknown schema {schema!r}")
 
     # ------------------------------------------------------------------ reading
+    def _own_handle(self) -> None:
+        """In a forked child (doctor's worker pool): read the archive through a descriptor
+        of its own. A descriptor inherited over fork shares its file offset with the parent
+        and every sibling, and members are read by seek + read: two processes reading at
+        once would get each other's bytes. The file must be the one indexed (same inode)."""
+        old = self._fh
+        if old is None:
+            return
+        try:
+            fh = open(self.location, "rb")  # noqa: SIM115 - kept open until close()
+        except OSError as exc:
+            self.close()
+            self._lost = f"cannot be re-opened in a worker process ({exc.strerror})"
+            return
+        a, b = os.fstat(old.fileno()), os.fstat(fh.fileno())
+        old.close()  # this process's copy only
+        if (a.st_dev, a.st_ino) != (b.st_dev, b.st_ino):
+            fh.close()
+            self._fh = None
+            self.close()
+            self._lost = "was replaced while it was read"
+            return
+        self._fh = fh
+        for holder in (self._ix, self._gz):
+            if holder is not None:
+                holder.fh = fh
+
     def _read_bytes(self, rel: str) -> bytes:
+        if self._lost is not None:
+            raise BundleError(f"{self.location}: {self._lost}; {rel} cannot be read")
         member = self._members[rel]
         if isinstance(member, IndexedMember):
             if self._ix is None:
@@ -652,6 +684,19 @@ class Bundle:
         if self._fh is not None:
             self._fh.close()
             self._fh = None
+
+
+_ARCHIVES: weakref.WeakSet[Bundle] = weakref.WeakSet()
+"""Open archive bundles, so that a forked child re-opens each one (`Bundle._own_handle`)."""
+
+
+def _own_handles_after_fork() -> None:
+    for bundle in list(_ARCHIVES):
+        bundle._own_handle()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_own_handles_after_fork)
 
 
 def _neutralised(doc: dict[str, object]) -> dict[str, object]:

@@ -19,7 +19,9 @@ import gc
 import os
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Any
 
+from ambientctl.analyzers.derived_facts import Role
 from ambientctl.analyzers.doctor.facts import Context
 from ambientctl.analyzers.doctor.registry import (
     REGISTRY,
@@ -43,7 +45,7 @@ from ambientctl.analyzers.findings import (
     Report,
     Severity,
 )
-from ambientctl.errors import UsageError
+from ambientctl.errors import AmbientError, UsageError
 from ambientctl.model import Snapshot
 
 __all__ = [
@@ -138,9 +140,9 @@ def _captured(ctx: Context, name: str) -> tuple[int | None, int | None]:
 
 WORKERS_ENV = "AMBIENTCTL_DOCTOR_WORKERS"
 POOL_MIN_NODES = 16
-"""With `AMBIENTCTL_DOCTOR_WORKERS=auto`, below this many nodes no pool is started: each
-worker starts an interpreter and re-opens the bundle (cluster objects and the file index)
-before it checks anything."""
+"""With `AMBIENTCTL_DOCTOR_WORKERS=auto`, below this many nodes no pool is started: forking
+is cheap (workers inherit the index), but a small bundle's run is mostly start-up and the
+serial bundle-wide work, which a pool does not shorten."""
 
 Captured = tuple[int | None, int | None]
 
@@ -152,25 +154,35 @@ finding almost nothing; at these thresholds a handful run and peak memory is unc
 (measured: docs in benchmarks/README.md)."""
 
 
+def _can_fork() -> bool:
+    """Workers are forked (they inherit the parent's bundle index): where the platform
+    cannot fork, nodes are checked in this process."""
+    import multiprocessing
+
+    return "fork" in multiprocessing.get_all_start_methods()
+
+
 def _workers(snapshot: Snapshot, nodes: int) -> int:
     """How many processes check nodes: one unless `AMBIENTCTL_DOCTOR_WORKERS` says otherwise
     (a number; 1 = sequential; tests force the pool on small bundles), or `auto`: one per
     usable core for bundles of `POOL_MIN_NODES` or more whose snapshot parses namespaces on
     demand (`Snapshot.evict` exists; an eager snapshot has already paid for every node).
 
-    Why one by default: measured on the 2-core reference machine at 50 nodes (shared, load
-    average 7-10), two workers took the same wall time as one process (18.8 s vs 19.3 s)
-    and held 468 MiB over the three processes against 92 MiB (each worker re-opens the
-    bundle and the parent keeps its own copy): above the 400 MiB goal at a quarter of the
-    200-node size. Checking a node is CPU-bound Python; on an idle multi-core machine
-    `auto` may pay - measure with benchmarks/bench_scale.py."""
+    Why one by default: the workers are forked after the bundle is indexed and share it
+    (`_run_pool`), yet on the shared 2-core reference machine two workers were not faster
+    (2026-12-06, load average 8-17 from other work: 50 nodes 11.7-15.0 s against 9.5-13.9 s
+    in one process; 200 nodes 70 s against 40 s), cost 10-25% more CPU time in all, and held
+    ~390-400 MiB over the three processes (VmRSS summed; Pss ~280) against ~240 MiB: at the
+    400 MiB goal. What stays serial (start-up, the bundle index, typing every manifest entry
+    for the bundle-wide problems) is a large share. On an idle multi-core machine `auto`
+    may pay: measure with benchmarks/bench_scale.py (it samples the process tree)."""
     forced = os.environ.get(WORKERS_ENV, "").strip()
     if forced and forced != "auto":
         if not forced.isdigit() or int(forced) < 1:
             raise UsageError(f"{WORKERS_ENV}={forced!r}: expected a whole number >= 1 or auto",
                              hint=f"unset {WORKERS_ENV} to check nodes in this process")
-        return min(int(forced), max(nodes, 1))
-    if not forced:
+        return min(int(forced), max(nodes, 1)) if _can_fork() else 1
+    if not forced or not _can_fork():
         return 1
     try:
         cpus = len(os.sched_getaffinity(0))
@@ -181,71 +193,128 @@ def _workers(snapshot: Snapshot, nodes: int) -> int:
     return min(cpus, nodes)
 
 
-NodePart = tuple[str, dict[str, list[CheckResult]], Captured, dict[str, list[Issue] | None]]
+NodePart = tuple[str, dict[str, list[CheckResult]], Captured, dict[str, list[Issue] | None],
+                 dict[str, Role]]
 
 
-def _check_nodes(location: str, only: tuple[str, ...] | None,
-                 names: tuple[str, ...]) -> list[NodePart]:
-    """A pool worker: re-open the bundle at `location`, check `names` node by node (dropping
-    each node after it), return each node's results, captured-pod counts and the issues of
-    the per-namespace bundle checks on it (None where one raised: the parent then reruns
-    that check itself, so an error reads exactly as in a sequential run)."""
-    from ambientctl.loading import load_snapshot
-
-    _load_areas()
-    snap = load_snapshot(location)
-    ctx = Context.build(snap)
+def _check_nodes(ctx: Context, only: tuple[str, ...] | None,
+                 names: Iterable[str]) -> list[NodePart]:
+    """Check `names` node by node as the sequential run does (the node's checks, then the
+    per-namespace bundle checks' slice of it, then its captured-pod counts, then drop the
+    node): each node's results, counts, slice issues (None where the check raised: the
+    parent then reruns that check itself, so an error reads exactly as in a sequential run)
+    and the roles classified on the way (the parent names the node's mode from them)."""
     checks = selected(only)
-    evict = getattr(snap, "evict", None)
+    evict = getattr(ctx.snap, "evict", None)
     sliced = [c for c in checks if c.info.scope == "bundle" and c.per_namespace]
     out: list[NodePart] = []
     for name in names:
+        results = run_node(ctx, checks, name)
         issues = {}
         for c in sliced:
             got, exc = slice_issues(ctx, c, name)
             issues[c.info.id] = got if exc is None else None
-        out.append((name, run_node(ctx, checks, name), _captured(ctx, name), issues))
+        state = ctx.snap.nodes.get(name)
+        roles = ctx.facts.known_roles(ns.id for ns in state.namespaces()) if state else {}
+        out.append((name, results, _captured(ctx, name), issues, roles))
         if callable(evict):
             evict(name)
     return out
 
 
+_FORKED: tuple[Context, tuple[str, ...] | None] | None = None
+"""The parent's context while it forks its workers: each inherits it (the bundle index and
+the cluster objects, copy-on-write) instead of re-opening and re-indexing the bundle."""
+
+
+def _worker(conn: Any, names: list[str]) -> None:
+    """A forked worker: check `names` over the inherited context and send back
+    ("ok", parts) or ("error", exception). Ctrl-C is the parent's to handle: it ends the
+    workers (they ignore SIGINT, which the terminal sends to the whole process group)."""
+    import pickle
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    assert _FORKED is not None
+    ctx, only = _FORKED
+    reply: tuple[str, object]
+    try:
+        reply = ("ok", _check_nodes(ctx, only, names))
+    except BaseException as exc:  # noqa: BLE001 - handed to the parent, which raises it
+        try:
+            pickle.loads(pickle.dumps(exc))
+            reply = ("error", exc)
+        except Exception:  # noqa: BLE001 - an exception that does not cross processes
+            reply = ("error", RuntimeError(f"{type(exc).__name__}: {exc}"))
+    conn.send(reply)
+    conn.close()
+
+
 def _run_pool(ctx: Context, only: tuple[str, ...] | None, workers: int
-              ) -> tuple[list[dict[str, list[CheckResult]]], dict[str, Captured], Slices] | None:
-    """Nodes split into contiguous chunks over `workers` processes; None when no pool can
-    be started here (the caller then runs sequentially: same results, one core)."""
-    import concurrent.futures as cf
+              ) -> tuple[list[dict[str, list[CheckResult]]], dict[str, Captured], Slices]:
+    """Nodes dealt round-robin to `workers` forked processes that share the parent's
+    bundle index copy-on-write; the parent then takes the bundle-wide slice and merges the
+    nodes' results in node order: the same results as one process.
+
+    A worker's exception is raised here (one line from the CLI, like any error); a worker
+    that dies without a reply is an error naming it; Ctrl-C or any error ends the others."""
     import multiprocessing
 
+    global _FORKED
     names = list(ctx.nodes)
-    n_chunks = min(len(names), workers * 2)  # two per worker: a slow node does not idle a core
-    size, extra = divmod(len(names), n_chunks)
-    chunks, start = [], 0
-    for i in range(n_chunks):
-        end = start + size + (i < extra)
-        chunks.append(tuple(names[start:end]))
-        start = end
+    mp = multiprocessing.get_context("fork")
+    procs = []
+    _FORKED = (ctx, only)
+    gc.freeze()  # what the parent built stays shared: a child's collector leaves it alone
     try:
-        method = "fork" if "fork" in multiprocessing.get_all_start_methods() else None
-        with cf.ProcessPoolExecutor(max_workers=workers,
-                                    mp_context=multiprocessing.get_context(method)) as pool:
-            parts = list(pool.map(_check_nodes, [ctx.snap.source] * len(chunks),
-                                  [only] * len(chunks), chunks))
-    except (OSError, cf.process.BrokenProcessPool):
-        return None
-    per_node, captured = [], {}
+        for k in range(workers):
+            recv, send = mp.Pipe(duplex=False)
+            proc = mp.Process(target=_worker, args=(send, names[k::workers]), daemon=True,
+                              name=f"ambientctl-doctor-{k + 1}")
+            proc.start()
+            send.close()
+            procs.append((proc, recv))
+        _FORKED = None
+        gc.unfreeze()
+        parts: dict[str, NodePart] = {}
+        for proc, recv in procs:
+            try:
+                status, got = recv.recv()
+            except EOFError:
+                proc.join()
+                raise AmbientError(
+                    f"doctor: worker process {proc.name} ended without a result "
+                    f"(exit code {proc.exitcode})",
+                    hint=f"{WORKERS_ENV}=1 checks every node in this process") from None
+            if status != "ok":
+                raise got
+            parts.update((part[0], part) for part in got)
+    finally:
+        _FORKED = None
+        gc.unfreeze()
+        for proc, recv in procs:
+            recv.close()
+            if proc.is_alive():
+                proc.terminate()
+            proc.join()
+    # The bundle-wide slice once the workers are gone, not while they run: it types every
+    # manifest entry (~110 MiB at 200 nodes), and the three processes together then held
+    # 458 MiB (VmRSS summed) against 387 MiB this way, for ~1 s of wall time.
     checks = [c for c in selected(only) if c.info.scope == "bundle" and c.per_namespace]
     slices: dict[str, list[tuple[list[Issue], BaseException | None]] | None] = {
         c.info.id: [slice_issues(ctx, c, None)] for c in checks}
-    for part in parts:
-        for name, results, got, issues in part:
-            per_node.append(results)
-            captured[name] = got
-            for cid, found in issues.items():
-                if found is None:  # it raised on that node: the parent reruns it whole
-                    slices[cid] = None
-                elif slices.get(cid) is not None:
-                    slices[cid].append((found, None))  # type: ignore[union-attr]
+    per_node, captured = [], {}
+    for name in names:
+        _name, results, counts, issues, roles = parts[name]
+        per_node.append(results)
+        captured[name] = counts
+        ctx.facts.learn_roles(roles)
+        for cid, found in issues.items():
+            if found is None:  # it raised on that node: the parent reruns it whole
+                slices[cid] = None
+            elif slices.get(cid) is not None:
+                slices[cid].append((found, None))  # type: ignore[union-attr]
     return per_node, captured, {k: v for k, v in slices.items() if v is not None}
 
 
@@ -257,11 +326,9 @@ def _run_streaming(ctx: Context, only: Iterable[str] | None
     wanted = tuple(only) if only is not None else None
     workers = _workers(ctx.snap, len(ctx.nodes))
     if workers > 1:
-        pooled = _run_pool(ctx, wanted, workers)
-        if pooled is not None:
-            per_node, captured, slices = pooled
-            checks = selected(wanted)
-            return assemble(checks, per_node, run_bundle(ctx, checks, slices)), captured
+        per_node, captured, slices = _run_pool(ctx, wanted, workers)
+        checks = selected(wanted)
+        return assemble(checks, per_node, run_bundle(ctx, checks, slices)), captured
     captured = {}
 
     def keep(view: object) -> None:

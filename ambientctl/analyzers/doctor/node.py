@@ -283,11 +283,17 @@ def backend_split(ctx: Context, node: NodeView) -> Iterator[Issue]:
     for t in host.tables():
         if t.backend not in ("iptables-legacy", "iptables-nft"):
             continue
-        for name, chain in t.chains.items():
-            if _is_ambient_chain(name) and len(chain):
-                ambient.setdefault(t.backend, t)
-            if name.startswith("KUBE-") and len(chain):
-                kube.setdefault(t.backend, t)
+        # By name, building a chain only to ask whether it holds rules, and only until this
+        # backend has both answers: a kube-proxy node declares thousands of KUBE- chains
+        # (building every one of them was 9% of doctor at 50 nodes).
+        chains, backend = t.chains, t.backend
+        for name in chains:
+            if backend not in ambient and _is_ambient_chain(name) and len(chains[name]):
+                ambient[backend] = t
+            if backend not in kube and name.startswith("KUBE-") and len(chains[name]):
+                kube[backend] = t
+            if backend in ambient and backend in kube:
+                break
     if not ambient or not kube:
         return
     if set(ambient).isdisjoint(kube):

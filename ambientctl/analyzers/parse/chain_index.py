@@ -12,6 +12,7 @@ evidence a trace cites stays `sed -n Np`-exact without a list of lines.
 
 from __future__ import annotations
 
+import functools
 import gc
 import re
 from array import array
@@ -331,3 +332,15 @@ class ChainMap(Mapping[str, model.Chain]):
 
     def __repr__(self) -> str:
         return f"ChainMap({self._table}: {len(self)} chains, {self.built} built)"
+
+    def relocated(self, old: str, new: str) -> ChainMap:
+        """The same dump read from file `new` (`parse.reuse`): the index, the text and its
+        line index name no file and are shared; chains are built anew, citing `new`."""
+        tok = self._tokenizer
+        if self._path != old or not (isinstance(tok, functools.partial) and tok.args[:1] == (old,)):
+            from ambientctl.analyzers.parse.reuse import NotRelocatable
+
+            raise NotRelocatable(f"chains of {self._path}, not {old}")
+        return ChainMap(self._table, self._index, self._text, new, self._lines,
+                        functools.partial(tok.func, new, *tok.args[1:], **tok.keywords),
+                        self._hooks)

@@ -128,6 +128,17 @@ class Sysctls(Mapping[str, model.Sysctl]):
     def __reduce__(self) -> tuple[object, ...]:
         return (Sysctls, (self._text, self._path))
 
+    def relocated(self, old: str, new: str) -> Sysctls:
+        """The same text read from file `new` (`parse.reuse`): the line index, which names
+        no file, is built once and shared; each copy makes its own `Sysctl`s."""
+        if self._path != old:
+            from ambientctl.analyzers.parse.reuse import NotRelocatable
+
+            raise NotRelocatable(f"Sysctls of {self._path}, not {old}")
+        out = Sysctls(self._text, new)
+        out._index = self._lines_index()
+        return out
+
 
 def parse_sysctl(text: str, path: str) -> Mapping[str, model.Sysctl]:
     """Parse `sysctl -a` (or `sysctl KEY...`) output: name -> value, verbatim."""
