@@ -233,7 +233,7 @@ def _shim_path(tmp_path: Path, *, drop: Sequence[str] = (), slow: Sequence[str] 
     """A PATH directory with the real tools, minus `drop`, with `slow` ones that hang."""
     shim = tmp_path / "bin"
     shim.mkdir()
-    needed = {argv[0] for argv in specs_mod.all_argv()} | {"ip", "nsenter"}
+    needed = specs_mod.programs() | {"ip", "nsenter"}
     for tool in needed - set(drop):
         real = shutil.which(tool)
         if real:
@@ -244,7 +244,8 @@ def _shim_path(tmp_path: Path, *, drop: Sequence[str] = (), slow: Sequence[str] 
         # the child `sleep` is what a timeout must also kill (same process group)
         script.write_text(f"#!/bin/sh\nsleep {HANG}\n")
         script.chmod(0o755)
-    (shim / "sh").symlink_to(shutil.which("sh"))
+    if not (shim / "sh").exists():
+        (shim / "sh").symlink_to(shutil.which("sh"))
     (shim / "sleep").symlink_to(shutil.which("sleep"))
     return str(shim)
 

@@ -98,7 +98,7 @@ def _script_verbs(script: str) -> set[str]:
     """The write verbs of a catalogue `sh -c` script (`nft-tables`): each nft invocation
     must be a listing, nothing is redirected to a file, no other tool is started."""
     verbs: set[str] = set()
-    for m in re.finditer(r"(?:^|[;|&{]|\bdo)\s*(nft\b[^;|&]*)", script):
+    for m in re.finditer(r"(?:^|[;|&{]|\b(?:do|then|else))\s*(nft\b[^;|&]*)", script):
         args = shlex.split(m.group(1))
         verbs |= write_verbs(args)
         if args[1:] and "list" not in args:

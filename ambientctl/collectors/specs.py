@@ -114,16 +114,18 @@ IPTABLES_NFT_TABLES: tuple[str, ...] = ("filter", "nat", "mangle", "raw", "secur
 
 # What `nft-tables` runs, in one `sh` (one exec, whatever the number of tables):
 # 1. `nft -j list chains`: every chain of every table, base chains with hook, priority and
-#    handle, and no rule (0.15 s on a 100k-rule node, against 11 s for `list ruleset`).
-#    `nft list tables` would be the obvious table list, but nft 1.0.6 fills its whole cache
-#    (every rule) for it: as slow as `list ruleset` (measured in a netns).
-# 2. the text `nft list chains`, read for its `table FAMILY NAME {` lines: the tables that
-#    hold a chain (a table without a chain is never entered by a packet);
+#    handle, and no rule. `nft list tables` would be the obvious table list, but nft 1.0.6
+#    fills its whole cache (every rule) for it: as slow as `list ruleset` (measured).
+# 2. the text `nft list chains`, for its `table FAMILY NAME {` lines (through `grep` when
+#    the node has it: a `read` loop over 160k chains costs seconds): the tables that hold a
+#    chain (a table without a chain is never entered by a packet);
 # 3. `nft -j list table FAMILY NAME` for each of them, except ip/ip6 tables with an
 #    iptables table name, recorded as `# skipped table FAMILY NAME` instead. Whether such a
 #    table really is iptables-nft's is decided by the reader (`parse.nft`), from its base
 #    chains and `iptables-save`, never assumed: a native table it could not read leaves the
-#    walk insufficient-info, not "no rules".
+#    walk insufficient-info, not "no rules". nft joins its arguments into ONE command line
+#    and parses it (`list table ip x; flush ruleset` would be two commands), so a name
+#    outside [A-Za-z0-9_.-] is never passed to it: `# not listed: ...` instead.
 # Each JSON document follows a `# nft -j ...` line naming the command that printed it; a
 # failed listing adds `# exit N`. No output is parsed or rewritten on the node (no jq
 # there): `parse.nft.merge_table_listings` joins the documents into the one
@@ -131,8 +133,13 @@ IPTABLES_NFT_TABLES: tuple[str, ...] = ("filter", "nat", "mangle", "raw", "secur
 NFT_TABLES_SCRIPT = (
     "command -v nft >/dev/null 2>&1 || { echo 'sh: nft: not found' >&2; exit 127; }; "
     "echo '# nft -j list chains'; nft -j list chains || exit; "
-    "nft list chains | while read -r k f t r; do "
+    "if command -v grep >/dev/null 2>&1; then nft list chains | grep '^table '; "
+    "else nft list chains; fi | while read -r k f t r; do "
     "case $k in table) ;; *) continue ;; esac; "
+    "case $f in ip|ip6|inet|arp|bridge|netdev) ;; *) f=; esac; "
+    "case $t in ''|*[!A-Za-z0-9_.-]*) f= ;; esac; "
+    "if [ -z \"$f\" ]; then echo '# not listed: a table whose family or name nft could "
+    "misread as more than a name'; continue; fi; "
     "case $f/$t in " + "|".join(f"ip/{n}|ip6/{n}" for n in IPTABLES_NFT_TABLES)
     + ") echo \"# skipped table $f $t\"; continue ;; esac; "
     "echo \"# nft -j list table $f $t\"; nft -j list table \"$f\" \"$t\" || echo \"# exit $?\"; "
@@ -235,6 +242,12 @@ def specs_for(kind: str, specs: tuple[CommandSpec, ...] = NETNS_SPECS) -> tuple[
 def all_argv() -> list[tuple[str, ...]]:
     """Every argv the catalogue can run (files and versions): what the read-only test checks."""
     return [s.argv for s in NETNS_SPECS] + [v.argv for v in VERSION_SPECS]
+
+
+def programs() -> set[str]:
+    """Every program the catalogue starts on a target: each argv[0] (`sh` for `nft-tables`)
+    and the program such a script needs (`CommandSpec.program`)."""
+    return {a[0] for a in all_argv()} | {s.binary for s in NETNS_SPECS}
 
 
 def admin_argv() -> list[tuple[str, ...]]:

@@ -150,8 +150,9 @@ def merge_table_listings(text: str, path: str) -> dict[str, Any]:
     The file (`collectors.specs.NFT_TABLES_SCRIPT`) is a `# nft -j list chains` line and
     its document (every chain of every table, without rules), then per table either
     `# nft -j list table FAMILY NAME` and its document, or `# skipped table FAMILY NAME`
-    (an iptables-nft table name: `iptables-save` holds its rules). A listing that failed
-    is followed by `# exit N` instead of a document.
+    (an iptables-nft table name: `iptables-save` holds its rules), or `# not listed: ...`
+    (a name the collector would not hand to nft). A listing that failed is followed by
+    `# exit N` instead of a document.
 
     Tables come out in the kernel's order (the order `list chains` prints them, which is
     creation order: `nf_tables_newtable` appends to the netns' table list). A table that
@@ -181,6 +182,9 @@ def merge_table_listings(text: str, path: str) -> dict[str, Any]:
             m = _SKIPPED_RE.match(line)
             if m is not None:
                 skipped.append((m.group(1), m.group(2)))
+                current = "?"
+                continue
+            if line.startswith("# not listed: "):  # a name the collector would not pass
                 current = "?"
                 continue
             m = _EXIT_RE.match(line)
