@@ -153,8 +153,10 @@ NETNS_SPECS: tuple[CommandSpec, ...] = (
           keep_reason=_LEGACY_NOTE),
     _spec("ip6tables-legacy-save", ("ip6tables-legacy-save",), keep=_has_table,
           keep_reason=_LEGACY_NOTE),
-    # ~1 s on a 630k-rule iptables-nft node; the factor is for a large native table
-    # (kube-proxy's nftables mode), listed in full.
+    # 0.6 s on a 100k-rule iptables-nft node where `nft -j list ruleset` took 21 s (load 7,
+    # docs/live-collection.md "nft"); the factor is for a 630k-rule node (each chain
+    # listing dumps all 160k chains: 12 s at load 7) and a large native table (kube-proxy's
+    # nftables mode), listed in full.
     _spec("nft-tables", ("sh", "-c", NFT_TABLES_SCRIPT, "nft-tables"), program="nft",
           timeout_factor=4.0),
     _spec("ipset", ("ipset", "list")),
