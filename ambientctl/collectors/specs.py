@@ -155,7 +155,8 @@ NETNS_SPECS: tuple[CommandSpec, ...] = (
           keep_reason=_LEGACY_NOTE),
     # 0.6 s on a 100k-rule iptables-nft node where `nft -j list ruleset` took 21 s (load 7,
     # docs/live-collection.md "nft"); the factor is for a 630k-rule node (each chain
-    # listing dumps all 160k chains: 12 s at load 7) and a large native table (kube-proxy's
+    # listing dumps all 160k chains: 12-25 s at load 7-10, against 29 min for
+    # `nft -j list ruleset` there) and a large native table (kube-proxy's
     # nftables mode), listed in full.
     _spec("nft-tables", ("sh", "-c", NFT_TABLES_SCRIPT, "nft-tables"), program="nft",
           timeout_factor=4.0),
