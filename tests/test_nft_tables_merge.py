@@ -8,13 +8,17 @@ rule of the merge is pinned on a small hand-made file.
 from __future__ import annotations
 
 import json
+import subprocess
+from pathlib import Path
 
 import pytest
 
 from ambientctl.analyzers.parse import nft as pn
 from ambientctl.analyzers.parse.nft_hooks import parse_registrations
+from ambientctl.collectors.specs import NETNS_SPECS
 from ambientctl.errors import ParseError
 
+SPEC = next(s for s in NETNS_SPECS if s.id == "nft-tables")
 META = {"metainfo": {"version": "1.0.6", "release_name": "Lester Gooch #5",
                      "json_schema_version": 1}}
 
@@ -140,3 +144,33 @@ def test_sets_of_listed_tables_are_read() -> None:
 def test_a_damaged_file_is_a_parse_error(text: str, what: str) -> None:
     with pytest.raises(ParseError, match=what):
         pn.merge_table_listings(text, "n.jsonl")
+
+
+@pytest.mark.parametrize("grep", [True, False], ids=["grep", "no-grep"])
+def test_the_script_never_hands_nft_a_name_it_could_read_as_a_command(tmp_path: Path,
+                                                                      grep: bool) -> None:
+    # nft joins its arguments into one command line: a table named `x;flush` (the kernel
+    # takes any name; nft's own parser would not create it) must never reach it.
+    log = tmp_path / "calls"
+    fake = tmp_path / "nft"
+    fake.write_text(
+        "#!/bin/sh\n"
+        f'echo "$*" >> {log}\n'
+        'case "$*" in\n'
+        '  "list chains") printf "table ip x;flush {\\n\\tchain c {\\n\\t}\\n}\\n'
+        'table ip good {\\n\\tchain c {\\n\\t}\\n}\\ntable ip nat {\\n}\\n" ;;\n'
+        '  *) echo \'{"nftables": []}\' ;;\n'
+        "esac\n")
+    fake.chmod(0o755)
+    path = f"{tmp_path}:/usr/bin:/bin" if grep else str(tmp_path)  # no grep: the read loop
+    res = subprocess.run(["/bin/sh", *SPEC.argv[1:]], capture_output=True, text=True,
+                         timeout=30, env={"PATH": path}, check=False)
+    assert res.returncode == 0, res.stderr
+    assert log.read_text().splitlines() == ["-j list chains", "list chains",
+                                            "-j list table ip good"]
+    assert res.stdout.splitlines()[2:] == [
+        "# not listed: a table whose family or name nft could misread as more than a name",
+        "# nft -j list table ip good", '{"nftables": []}', "# skipped table ip nat"]
+    # and the reader takes the record as it is
+    assert pn.merge_table_listings(res.stdout, "n.jsonl")["nftables"][0]["metainfo"][
+        pn.MERGE_KEY]["skipped"] == [["ip", "nat"]]
