@@ -48,7 +48,7 @@ NETNS_COMMAND_FILES: dict[str, str] = {
     "ip6tables-save": "ip6tables-save.txt",
     "iptables-legacy-save": "iptables-legacy-save.txt",
     "ip6tables-legacy-save": "ip6tables-legacy-save.txt",
-    "nft-ruleset": "nft-ruleset.json",
+    "nft-tables": "nft-tables.jsonl",
     "ipset": "ipset.txt",
     "ip-rule": "ip-rule.json",
     "ip-rule-text": "ip-rule.txt",
@@ -69,11 +69,14 @@ NETNS_COMMAND_FILES: dict[str, str] = {
 }
 CONFIG_DUMP = "config_dump.json"  # ztunnel's admin /config_dump, per node
 COMMAND_FILES: dict[str, str] = {**NETNS_COMMAND_FILES, "ztunnel-config-dump": CONFIG_DUMP}
+# `nft -j list ruleset` (one JSON document): written by collections before `nft-tables`
+# (docs/bundle-format.md "nft-tables.jsonl"); the reader still parses it, exactly as before.
+NFT_RULESET = "nft-ruleset.json"
 # `nft list ruleset` as text: no command writes it any more; older bundles and nft builds
 # without JSON do, and the reader still parses it.
 NFT_TEXT = "nft-ruleset.txt"
 # Every file a namespace directory may hold.
-NETNS_FILES: tuple[str, ...] = (*NETNS_COMMAND_FILES.values(), NFT_TEXT)
+NETNS_FILES: tuple[str, ...] = (*NETNS_COMMAND_FILES.values(), NFT_RULESET, NFT_TEXT)
 
 # Kubernetes object names: DNS-1123 subdomain (pods, nodes) / label (namespaces).
 _NAME = re.compile(r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$")

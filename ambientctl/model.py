@@ -317,7 +317,10 @@ class ChainRegistration:
 
     `iptables-save` prints built-in chains iptables-nft never registered; only those with a
     registration run. Handles order chains of equal priority (later registered runs first:
-    `ambientctl.analyzers.parse.nft_hooks`). None = the dump did not say.
+    `ambientctl.analyzers.parse.nft_hooks`). None = the dump did not say. `table_order`
+    orders tables as their handles do: the handle itself in a full `nft list ruleset`, the
+    table's position in the kernel's table list in per-table listings (where a table
+    whose rules were not listed has no handle).
     """
 
     family: str
@@ -328,6 +331,7 @@ class ChainRegistration:
     table_handle: int | None
     chain_handle: int | None
     source: SourceRef
+    table_order: int | None = None
 
 
 @dataclass(frozen=True)

@@ -10,6 +10,8 @@ import _thread
 import calendar
 import json
 import os
+import re
+import shlex
 import shutil
 import signal
 import subprocess
@@ -79,10 +81,21 @@ WRITE_TOKENS = {
 }
 
 
+def _commands(argv: tuple[str, ...]) -> list[tuple[str, ...]]:
+    """argv itself, or for a catalogue `sh -c SCRIPT` every nft command the script runs
+    (tests/test_transport_batch.py also proves it starts nothing else and writes no file)."""
+    if argv[:2] != ("sh", "-c"):
+        return [argv]
+    found = [tuple(shlex.split(m.group(1))) for m in re.finditer(
+        r"(?:^|[;|&{]|\b(?:do|then|else))\s*(nft\b[^;|&]*)", argv[2])]
+    assert found and all(c[1:] for c in found), argv
+    return found
+
+
 def test_the_command_catalogue_is_read_only() -> None:
     argvs = specs_mod.all_argv()
     assert len(argvs) == N_SPECS + len(specs_mod.VERSION_SPECS)
-    for argv in argvs:
+    for argv in (c for a in argvs for c in _commands(a)):
         tool, *args = argv
         # `ss -Hltnp` is one bundle of flags: -p there means "show processes"
         tokens = set(args) if tool != "ss" else {a for a in args if not a.startswith("-H")}
@@ -233,7 +246,7 @@ def _shim_path(tmp_path: Path, *, drop: Sequence[str] = (), slow: Sequence[str] 
     """A PATH directory with the real tools, minus `drop`, with `slow` ones that hang."""
     shim = tmp_path / "bin"
     shim.mkdir()
-    needed = {argv[0] for argv in specs_mod.all_argv()} | {"ip", "nsenter"}
+    needed = specs_mod.programs() | {"ip", "nsenter"}
     for tool in needed - set(drop):
         real = shutil.which(tool)
         if real:
@@ -244,7 +257,8 @@ def _shim_path(tmp_path: Path, *, drop: Sequence[str] = (), slow: Sequence[str] 
         # the child `sleep` is what a timeout must also kill (same process group)
         script.write_text(f"#!/bin/sh\nsleep {HANG}\n")
         script.chmod(0o755)
-    (shim / "sh").symlink_to(shutil.which("sh"))
+    if not (shim / "sh").exists():
+        (shim / "sh").symlink_to(shutil.which("sh"))
     (shim / "sleep").symlink_to(shutil.which("sleep"))
     return str(shim)
 

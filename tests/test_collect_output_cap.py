@@ -93,7 +93,7 @@ def _shim(tmp_path: Path, tool: str, body: str) -> str:
 
     shim = tmp_path / "bin"
     shim.mkdir()
-    for name in {a[0] for a in specs.all_argv()} | {"ip", "nsenter"}:
+    for name in specs.programs() | {"ip", "nsenter"}:
         real = shutil.which(name)
         if real:
             (shim / name).symlink_to(real)

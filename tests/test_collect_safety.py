@@ -95,7 +95,7 @@ def _slow_path(tmp_path: Path, pidfile: Path) -> str:
     shim.mkdir()
     import shutil
 
-    for tool in {a[0] for a in specs.all_argv()} | {"ip", "nsenter"}:
+    for tool in specs.programs() | {"ip", "nsenter"}:
         real = shutil.which(tool)
         if real:
             (shim / tool).symlink_to(real)

@@ -40,7 +40,7 @@ def test_node_stderr_and_bundle_contents_are_shown_escaped(lab: Any, tmp_path: P
 
     shim = tmp_path / "bin"
     shim.mkdir()
-    for tool in {a[0] for a in specs.all_argv()} | {"ip", "nsenter"}:
+    for tool in specs.programs() | {"ip", "nsenter"}:
         real = shutil.which(tool)
         if real:
             (shim / tool).symlink_to(real)

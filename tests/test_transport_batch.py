@@ -88,9 +88,33 @@ IPVSADM_WRITES = {"-A", "-E", "-D", "-C", "-R", "-S", "-a", "-e", "-d", "--set",
                   "--save"}
 
 
+# Programs a catalogue `sh -c` script may not start at all (it runs nft listings only).
+_SCRIPT_FORBIDDEN = re.compile(
+    r"\b(rm|mv|cp|tee|dd|mount|kill|eval|exec|iptables\S*|ip6tables\S*|ipset|sysctl|"
+    r"nsenter|chmod|source)\b|`|\$\(")
+
+
+def _script_verbs(script: str) -> set[str]:
+    """The write verbs of a catalogue `sh -c` script (`nft-tables`): each nft invocation
+    must be a listing, nothing is redirected to a file, no other tool is started."""
+    verbs: set[str] = set()
+    for m in re.finditer(r"(?:^|[;|&{]|\b(?:do|then|else))\s*(nft\b[^;|&]*)", script):
+        args = shlex.split(m.group(1))
+        verbs |= write_verbs(args)
+        if args[1:] and "list" not in args:
+            verbs.add(f"<not a listing: {m.group(1)}>")
+    if {t.rstrip(";") for t in re.findall(r">\s*(\S+)", script)} - {"/dev/null", "&1", "&2"}:
+        verbs.add("<redirects to a file>")
+    if _SCRIPT_FORBIDDEN.search(script):
+        verbs.add(f"<starts {_SCRIPT_FORBIDDEN.search(script).group(0)}>")  # type: ignore[union-attr]
+    return verbs
+
+
 def write_verbs(argv: Sequence[str]) -> set[str]:
     """The write verbs `argv` would use (empty for a read-only command)."""
     tool, args = os.path.basename(argv[0]), set(argv[1:])
+    if tool == "sh" and tuple(argv[1:2]) == ("-c",):
+        return _script_verbs(argv[2])
     if tool.startswith(("iptables", "ip6tables")):
         return args & IPTABLES_WRITES | {a for a in args if a.endswith("restore")}
     if tool == "ip":
@@ -121,6 +145,10 @@ def test_write_verb_detector_catches_write_commands() -> None:
         ["ss", "-K"],
         ["ipvsadm", "-C"],
         ["rm", "-rf", "/"],
+        ["sh", "-c", "nft list tables; nft flush ruleset"],
+        ["sh", "-c", "nft -j list chains > /etc/x"],
+        ["sh", "-c", "nft list chains | while read -r a; do iptables -F; done"],
+        ["sh", "-c", "nft list chains; nft -f /tmp/x"],
     ):
         assert write_verbs(argv), argv
 
@@ -331,7 +359,7 @@ def test_the_batch_gives_each_command_its_own_timeout_as_the_manifest_says() -> 
     t.run(NETNS_SPECS[0].argv, netns=None, timeout=30)
     sent = inner.calls[0]
     assert batch.is_allowed(sent)
-    nft = batch.INDEX[("nft", "-j", "list", "ruleset")]
+    nft = batch.INDEX[next(s.argv for s in NETNS_SPECS if s.id == "nft-tables")]
     # the token before nft's index raises its timeout to 4 x 30 s; the next one restores it
     i = sent.index(str(nft))
     assert sent[5] == "30" and sent[i - 1] == "t120" and sent[i + 1] == "t30"

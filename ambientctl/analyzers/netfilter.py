@@ -798,8 +798,8 @@ def hook_chains(
                 if reg is None and table.backend == "iptables-nft":
                     continue  # printed by iptables-save, never registered
             when = None
-            if reg is not None and reg.table_handle is not None and reg.chain_handle is not None:
-                when = (reg.table_handle, reg.chain_handle)
+            if reg is not None and reg.table_order is not None and reg.chain_handle is not None:
+                when = (reg.table_order, reg.chain_handle)
             found.append((chain.base.priority, when, order, table, chain))
             order += 1
     notes: list[str] = []
@@ -821,7 +821,8 @@ def hook_chains(
         elif len(group) > 1:
             names = ", ".join(f"{g[3].family} {g[3].name} {g[4].name}" for g in group)
             notes.append(f"{ns.label}: {hook} chains of equal priority {prio} ({names}): their "
-                         "order cannot be told without nft handles (nft-ruleset.json); "
+                         "order cannot be told without nft handles (nft-ruleset.json / "
+                         "nft-tables.jsonl); "
                          "assumed in dump order")
         result.extend((g[3], g[4]) for g in group)
     return result, notes

@@ -50,6 +50,7 @@ from ambientctl.layout import (
     COMMAND_FILES,
     CONFIG_DUMP,
     MESH_FILES,
+    NFT_RULESET,
     NFT_TEXT,
     config_dump_path,
     netns_of_dir,
@@ -80,16 +81,20 @@ _XT_SKIPPED = re.compile(r"table (ip6?) (\S+) is managed by iptables-nft")
 def _nft_parse(text: str, path: str) -> Ruleset:
     from ambientctl.analyzers.parse import nft as pn
 
+    if path.endswith(".jsonl"):  # per-table listings (nft-tables.jsonl)
+        return pn.parse_nft(text, path)
     return pn.parse_nft_json(text, path) if path.endswith(".json") else pn.parse_nft_text(text, path)
 
 
 def _nft_doc_parts(text: str, path: str) -> tuple[object, object, object]:
     """(ruleset, named sets, registrations) of an `nft -j` dump from ONE decode (the
-    loader's fast path; a failure falls back to the three parsers and their wording)."""
+    loader's fast path; a failure falls back to the three parsers and their wording). A
+    `.jsonl` holds one listing per table (`nft-tables.jsonl`), merged into one document."""
     from ambientctl.analyzers.parse import nft as pn
     from ambientctl.analyzers.parse import nft_hooks
 
-    doc: Any = json.loads(text)
+    doc: Any = (pn.merge_table_listings(text, path) if path.endswith(".jsonl")
+                else json.loads(text))
     ruleset, named = pn.ruleset_and_sets_from_doc(doc, path)
     return ruleset, named, nft_hooks.registrations_from_doc(doc, path)
 
@@ -180,9 +185,12 @@ SPEC_TABLE: tuple[FileSpec, ...] = (
     _of("ip6tables-save", "rulesets", "ip6tables-save", _save, families=_V6),
     _of("iptables-legacy-save", "rulesets", "iptables-legacy-save", _legacy_save, families=_V4),
     _of("ip6tables-legacy-save", "rulesets", "ip6tables-legacy-save", _legacy_save, families=_V6),
-    _of("nft-ruleset", "rulesets", "nft", _nft_parse,
-        note="also fills `ipsets` (named sets) and `registrations` (base-chain hooks), "
-        "from the same decoded document"),
+    _of("nft-tables", "rulesets", "nft", _nft_parse,
+        note="per-table `nft -j` listings, merged into one `nft -j list ruleset` document; "
+        "also fills `ipsets` (named sets) and `registrations` (base-chain hooks), from it"),
+    FileSpec(None, NFT_RULESET, "rulesets", "nft", _nft_parse,
+             note="`nft -j list ruleset`: bundles collected before nft-tables.jsonl; also "
+             "fills `ipsets` and `registrations`, from the same decoded document"),
     FileSpec(None, NFT_TEXT, "rulesets", "nft", _nft_parse,
              note="`nft list ruleset` text: older bundles and nft builds without JSON"),
     _of("ipset", "ipsets", "ipset", ps.parse_ipset),
@@ -199,7 +207,7 @@ SPEC_TABLE: tuple[FileSpec, ...] = (
 )
 
 # Slots filled from another slot's file rather than a file of their own.
-DERIVED_SLOTS = {"registrations": COMMAND_FILES["nft-ruleset"]}
+DERIVED_SLOTS = {"registrations": COMMAND_FILES["nft-tables"]}
 # Files that are an error in a namespace's netfilter view (a broken one leaves it unknown).
 _NETFILTER_FILES = tuple(s.file for s in SPEC_TABLE if s.slot == "rulesets")
 
@@ -391,7 +399,7 @@ class _NetnsLoader:
         path = self.rel(name)
         text = self.text(name)
         parts: tuple[object, object, object] | None = None
-        if name.endswith(".json") and text.lstrip()[:1] == "{":
+        if name.endswith(".jsonl") or (name.endswith(".json") and text.lstrip()[:1] == "{"):
             try:
                 parts = CACHE.parse(_nft_doc_parts, text, path)
             except (ParseError, ValueError, KeyError, TypeError, IndexError, AttributeError,
@@ -401,7 +409,7 @@ class _NetnsLoader:
             got = _parse(self._bucket("rulesets"), path, lambda: _nft_parse(text, path))
             sets = _parse(self._bucket("ipsets-nft"), path, lambda: pn.nft_sets(text, path))
             regs: object = None
-            if name.endswith(".json"):
+            if name.endswith((".json", ".jsonl")):
                 regs = _parse(self._bucket("registrations"), path,
                               lambda: nft_hooks.parse_registrations(text, path))
             parts = (got, sets, regs)
@@ -456,11 +464,12 @@ class _NetnsLoader:
 
     def registrations(self) -> object:
         regs = None
-        if self._nft_name() is not None and self._nft_name().endswith(".json"):  # type: ignore[union-attr]
+        name = self._nft_name()
+        if name is not None and name.endswith((".json", ".jsonl")):
             got = self._nft_parts()[2]
             regs = got if isinstance(got, dict) else None
             if regs is not None:
-                self.used.setdefault("registrations", self.rel("nft-ruleset.json"))
+                self.used.setdefault("registrations", self.rel(name))
         return self._settle("registrations", regs, ("registrations",))
 
     def ipsets(self) -> object:

@@ -10,10 +10,15 @@ Why these commands:
   backend warns in a comment when legacy tables exist, so `iptables-legacy-save` is run
   too and kept only when it printed a table (an empty legacy dump is the normal case and
   would only add noise).
-- `nft -j list ruleset` catches native nftables tables (Istio >= 1.28 `inet istio-ambient-*`)
-  that `iptables-save` never shows; its JSON always carries table/chain/rule handles (as
-  `nft -a` prints them), which say which base chains iptables-nft really registered and
-  in which order chains of equal priority run (`analyzers.parse.nft_hooks`).
+- `nft` catches native nftables tables (Istio >= 1.28 `inet istio-ambient-*`, kube-proxy's
+  nftables mode `ip/ip6 kube-proxy`) that `iptables-save` never shows; its JSON always
+  carries table/chain/rule handles (as `nft -a` prints them), which say which base chains
+  iptables-nft really registered and in which order chains of equal priority run
+  (`analyzers.parse.nft_hooks`). It is NOT `nft -j list ruleset`: that also lists every
+  rule of iptables-nft's own tables, translating each one back from the kernel's
+  expressions, which costs ~30 s and ~1 GB on a 630k-rule node for rules `iptables-save`
+  already holds. `NFT_TABLES_SCRIPT` lists every chain (cheap: no rules) and then each
+  table in full, except the tables named as iptables-nft names its own (see there).
 - `ip -j ...` JSON is preferred by the reader; `ip -d addr` text is kept beside its JSON
   because support engineers read it, and it costs a few KB.
 - `sysctl net` prints the `net.*` subtree only (`sysctl -a` would add kernel/vm noise).
@@ -72,19 +77,20 @@ class CommandSpec:
     absent_reason: str | None = None
     # Which other source sees the data when the binary is missing on the target.
     missing_hint: str | None = None
-    # Multiplies the per-command timeout: `nft -j list ruleset` over iptables-nft tables
-    # takes ~30 s where iptables-save takes 1.4 s (perf-reliability.md 1.7, and measured
-    # again here through every transport on a 630k-rule node).
+    # Multiplies the per-command timeout (a command known to be slow on large nodes).
     timeout_factor: float = 1.0
     # A binary that is only there when a feature is in use (ipvsadm: kube-proxy in IPVS
     # mode): its absence is recorded as skipped with `absent_reason` ("not found"), not as
     # a failed collection that marks the bundle partial.
     optional: bool = False
+    # The program the command needs when argv[0] is only the shell that runs it
+    # (`nft-tables`): what a "not installed" note names.
+    program: str | None = None
 
     @property
     def binary(self) -> str:
         """The program the command needs on the target."""
-        return self.argv[0]
+        return self.program or self.argv[0]
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,6 +108,44 @@ def _spec(id: str, argv: tuple[str, ...], **kw: Any) -> CommandSpec:
 
 _LEGACY_NOTE = "printed no table: the iptables-legacy backend is unused here; not stored"
 
+# iptables-nft's tables: family ip (iptables) / ip6 (ip6tables), one per iptables table
+# name. Their rules come from `iptables-save`; `nft` lists only their chains.
+IPTABLES_NFT_TABLES: tuple[str, ...] = ("filter", "nat", "mangle", "raw", "security")
+
+# What `nft-tables` runs, in one `sh` (one exec, whatever the number of tables):
+# 1. `nft -j list chains`: every chain of every table, base chains with hook, priority and
+#    handle, and no rule. `nft list tables` would be the obvious table list, but nft 1.0.6
+#    fills its whole cache (every rule) for it: as slow as `list ruleset` (measured).
+# 2. the text `nft list chains`, for its `table FAMILY NAME {` lines (through `grep` when
+#    the node has it: a `read` loop over 160k chains costs seconds): the tables that hold a
+#    chain (a table without a chain is never entered by a packet);
+# 3. `nft -j list table FAMILY NAME` for each of them, except ip/ip6 tables with an
+#    iptables table name, recorded as `# skipped table FAMILY NAME` instead. Whether such a
+#    table really is iptables-nft's is decided by the reader (`parse.nft`), from its base
+#    chains and `iptables-save`, never assumed: a native table it could not read leaves the
+#    walk insufficient-info, not "no rules". nft joins its arguments into ONE command line
+#    and parses it (`list table ip x; flush ruleset` would be two commands), so a name
+#    outside [A-Za-z0-9_.-] is never passed to it: `# not listed: ...` instead.
+# Each JSON document follows a `# nft -j ...` line naming the command that printed it; a
+# failed listing adds `# exit N`. No output is parsed or rewritten on the node (no jq
+# there): `parse.nft.merge_table_listings` joins the documents into the one
+# `{"nftables": [...]}` document `nft -j list ruleset` would have printed.
+NFT_TABLES_SCRIPT = (
+    "command -v nft >/dev/null 2>&1 || { echo 'sh: nft: not found' >&2; exit 127; }; "
+    "echo '# nft -j list chains'; nft -j list chains || exit; "
+    "if command -v grep >/dev/null 2>&1; then nft list chains | grep '^table '; "
+    "else nft list chains; fi | while read -r k f t r; do "
+    "case $k in table) ;; *) continue ;; esac; "
+    "case $f in ip|ip6|inet|arp|bridge|netdev) ;; *) f=; esac; "
+    "case $t in ''|*[!A-Za-z0-9_.-]*) f= ;; esac; "
+    "if [ -z \"$f\" ]; then echo '# not listed: a table whose family or name nft could "
+    "misread as more than a name'; continue; fi; "
+    "case $f/$t in " + "|".join(f"ip/{n}|ip6/{n}" for n in IPTABLES_NFT_TABLES)
+    + ") echo \"# skipped table $f $t\"; continue ;; esac; "
+    "echo \"# nft -j list table $f $t\"; nft -j list table \"$f\" \"$t\" || echo \"# exit $?\"; "
+    "done"
+)
+
 NETNS_SPECS: tuple[CommandSpec, ...] = (
     _spec("iptables-save", ("iptables-save",)),
     _spec("ip6tables-save", ("ip6tables-save",)),
@@ -109,7 +153,13 @@ NETNS_SPECS: tuple[CommandSpec, ...] = (
           keep_reason=_LEGACY_NOTE),
     _spec("ip6tables-legacy-save", ("ip6tables-legacy-save",), keep=_has_table,
           keep_reason=_LEGACY_NOTE),
-    _spec("nft-ruleset", ("nft", "-j", "list", "ruleset"), timeout_factor=4.0),
+    # 0.6 s on a 100k-rule iptables-nft node where `nft -j list ruleset` took 21 s (load 7,
+    # docs/live-collection.md "nft"); the factor is for a 630k-rule node (each chain
+    # listing dumps all 160k chains: 12-25 s at load 7-10, against 29 min for
+    # `nft -j list ruleset` there) and a large native table (kube-proxy's
+    # nftables mode), listed in full.
+    _spec("nft-tables", ("sh", "-c", NFT_TABLES_SCRIPT, "nft-tables"), program="nft",
+          timeout_factor=4.0),
     _spec("ipset", ("ipset", "list")),
     # Rules and routes are stored twice: JSON for machines, and the text iproute2 prints,
     # which the analyzers prefer so that every route and rule cited as evidence is the
@@ -195,6 +245,12 @@ def specs_for(kind: str, specs: tuple[CommandSpec, ...] = NETNS_SPECS) -> tuple[
 def all_argv() -> list[tuple[str, ...]]:
     """Every argv the catalogue can run (files and versions): what the read-only test checks."""
     return [s.argv for s in NETNS_SPECS] + [v.argv for v in VERSION_SPECS]
+
+
+def programs() -> set[str]:
+    """Every program the catalogue starts on a target: each argv[0] (`sh` for `nft-tables`)
+    and the program such a script needs (`CommandSpec.program`)."""
+    return {a[0] for a in all_argv()} | {s.binary for s in NETNS_SPECS}
 
 
 def admin_argv() -> list[tuple[str, ...]]:

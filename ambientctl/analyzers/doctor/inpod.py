@@ -35,6 +35,7 @@ from ambientctl.analyzers.doctor.issues import issue_at
 from ambientctl.analyzers.doctor.registry import Issue, Skip, check
 from ambientctl.analyzers.findings import Evidence, Severity
 from ambientctl.analyzers.packet import Packet
+from ambientctl.analyzers.snapshot import group_files
 from ambientctl.analyzers.ztunnel_view import Disagreement, disagreements, workloads_by_pod
 from ambientctl.istio import (
     DATAPLANE_MODE,
@@ -134,7 +135,7 @@ def inpod_rules_missing(ctx: Context, pt: PodTarget) -> Iterator[Issue]:
     ann = pt.pod.annotations.get(REDIRECTION)
     ev = [Evidence.missing(file_of(ns, "iptables"),
                            "chains ISTIO_PRERT / ISTIO_OUTPUT in tables nat and mangle")]
-    nft = next((n for n in ("nft-ruleset.json", "nft-ruleset.txt") if n in ns.files), None)
+    nft = next((n for n in group_files("nft") if n in ns.files), None)
     if nft:
         ev.append(Evidence.missing(f"{ns.dir}/{nft}", "tables inet istio-ambient-nat/-mangle"))
     ev.append(Evidence.of(pt.pod.source, f"{REDIRECTION}: {ann}" if ann else

@@ -82,7 +82,15 @@ from ambientctl import model
 from ambientctl.analyzers.parse._common import compact_json, shorten, split_lines
 from ambientctl.errors import ParseError
 
-__all__ = ["PRIORITY_NAMES", "nft_sets", "parse_nft", "parse_nft_json", "parse_nft_text"]
+__all__ = [
+    "MERGE_KEY",
+    "PRIORITY_NAMES",
+    "merge_table_listings",
+    "nft_sets",
+    "parse_nft",
+    "parse_nft_json",
+    "parse_nft_text",
+]
 
 ALL = model.ALL_ONES
 
@@ -118,10 +126,112 @@ _PROTO_NUMBERS = {6: "tcp", 17: "udp", 1: "icmp", 58: "icmpv6", 132: "sctp", 33:
 
 
 def parse_nft(text: str, path: str) -> model.Ruleset:
-    """Parse either form: JSON when the first non-blank character is `{`, text otherwise."""
+    """Parse any form: per-table listings (`nft-tables.jsonl`, by name), JSON when the
+    first non-blank character is `{`, text otherwise."""
+    if path.endswith(".jsonl"):
+        return ruleset_and_sets_from_doc(merge_table_listings(text, path), path)[0]
     if text.lstrip()[:1] == "{":
         return parse_nft_json(text, path)
     return parse_nft_text(text, path)
+
+
+# The metainfo key of a merged document (`merge_table_listings`): which tables were listed
+# without their rules, and the kernel's table order.
+MERGE_KEY = "ambientctl-merged"
+_LISTING_RE = re.compile(r"# nft -j list (chains|table (\S+) (\S+))$")
+_SKIPPED_RE = re.compile(r"# skipped table (\S+) (\S+)$")
+_EXIT_RE = re.compile(r"# exit (\d+)$")
+
+
+def merge_table_listings(text: str, path: str) -> dict[str, Any]:
+    """`nft-tables.jsonl` -> the one `{"nftables": [...]}` document `nft -j list ruleset`
+    would have printed, minus the rules of the tables the collector did not list.
+
+    The file (`collectors.specs.NFT_TABLES_SCRIPT`) is a `# nft -j list chains` line and
+    its document (every chain of every table, without rules), then per table either
+    `# nft -j list table FAMILY NAME` and its document, or `# skipped table FAMILY NAME`
+    (an iptables-nft table name: `iptables-save` holds its rules), or `# not listed: ...`
+    (a name the collector would not hand to nft). A listing that failed is followed by
+    `# exit N` instead of a document.
+
+    Tables come out in the kernel's order (the order `list chains` prints them, which is
+    creation order: `nf_tables_newtable` appends to the netns' table list). A table that
+    was not listed keeps its chains (from `list chains`: base chains with their hook,
+    priority and handle) and no rule, and is named under `metainfo[MERGE_KEY]["unlisted"]`
+    so that no reader mistakes it for an empty table (`_build_ruleset`); its `table` item
+    has no handle (only its own listing prints one), so `metainfo[MERGE_KEY]["order"]`
+    gives every table's position instead (`nft_hooks` orders equal priorities by it).
+
+    Raises:
+        ParseError: a line that is neither one of these comments nor a JSON document
+            after one, a document that is not nft's, or no chain listing.
+    """
+    chains_doc: Any = None
+    listed: dict[tuple[str, str], Any] = {}
+    skipped: list[tuple[str, str]] = []
+    failed: list[str] = []
+    current: tuple[str, str] | None | str = "?"  # the listing the next document belongs to
+    for lineno, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        if line.startswith("#"):
+            m = _LISTING_RE.match(line)
+            if m is not None:
+                current = None if m.group(2) is None else (m.group(2), m.group(3))
+                continue
+            m = _SKIPPED_RE.match(line)
+            if m is not None:
+                skipped.append((m.group(1), m.group(2)))
+                current = "?"
+                continue
+            if line.startswith("# not listed: "):  # a name the collector would not pass
+                current = "?"
+                continue
+            m = _EXIT_RE.match(line)
+            if m is not None:
+                failed.append(f"{current} exit {m.group(1)}")
+                current = "?"
+                continue
+            raise ParseError(path, lineno, f"unknown comment line {shorten(line)!r}")
+        if current == "?":
+            raise ParseError(path, lineno, "a JSON document without its `# nft -j list ...` line")
+        doc = _load_json(line, path)
+        if not isinstance(doc, dict) or not isinstance(doc.get("nftables"), list):
+            raise ParseError(path, lineno, 'not `nft -j` output: expected {"nftables": [...]}')
+        if current is None:
+            chains_doc = doc
+        else:
+            listed[current] = doc  # type: ignore[index]
+        current = "?"
+    if chains_doc is None:
+        raise ParseError(path, None, "no `nft -j list chains` document (truncated capture?)",
+                         hint="re-collect; the file must start with the chain listing")
+    meta: dict[str, Any] = {}
+    chains_of: dict[tuple[str, str], list[Any]] = {}
+    for item in chains_doc["nftables"]:
+        if isinstance(item, dict) and isinstance(item.get("metainfo"), dict):
+            meta = dict(item["metainfo"])
+        body = item.get("chain") if isinstance(item, dict) else None
+        if isinstance(body, dict):
+            chains_of.setdefault((str(body.get("family")), str(body.get("table"))), []).append(item)
+    order = list(chains_of)
+    order += [t for t in listed if t not in chains_of]  # created after the chain listing
+    unlisted = [t for t in order if t not in listed]
+    items: list[Any] = []
+    for key in order:
+        doc = listed.get(key)
+        if doc is None:
+            items.append({"table": {"family": key[0], "name": key[1]}})
+            items.extend(chains_of[key])
+        else:
+            items.extend(i for i in doc["nftables"] if not (isinstance(i, dict) and "metainfo" in i))
+    meta[MERGE_KEY] = {
+        "order": [list(t) for t in order],
+        "unlisted": [list(t) for t in unlisted],
+        "skipped": [list(t) for t in skipped],
+        "failed": failed,
+    }
+    return {"nftables": [{"metainfo": meta}, *items]}
 
 
 def parse_nft_json(text: str, path: str) -> model.Ruleset:
@@ -139,7 +249,8 @@ def parse_nft_json(text: str, path: str) -> model.Ruleset:
         ParseError: not JSON, truncated, or not the shape `nft -j` prints.
     """
     doc = _load_json(text, path)
-    return _build_ruleset(_objects_from_json(doc, path), path, text_warnings=())
+    return _build_ruleset(_objects_from_json(doc, path), path, text_warnings=(),
+                          unlisted=_unlisted(doc))
 
 
 def parse_nft_text(text: str, path: str) -> model.Ruleset:
@@ -161,7 +272,9 @@ def nft_sets(text: str, path: str) -> dict[str, model.IpSet]:
     sets and are left out; sets of iptables-nft tables are kept. When two tables hold a set
     of the same name, the second is keyed "<family> <table> <name>".
     """
-    if text.lstrip()[:1] == "{":
+    if path.endswith(".jsonl"):
+        objects = _objects_from_json(merge_table_listings(text, path), path)
+    elif text.lstrip()[:1] == "{":
         objects = _objects_from_json(_load_json(text, path), path)
     else:
         objects, _ = _objects_from_text(text, path)
@@ -187,7 +300,20 @@ def ruleset_and_sets_from_doc(doc: Any, path: str) -> tuple[model.Ruleset, dict[
     dump three times was a third of its load). Raises `ParseError` like both callers.
     """
     objects = _objects_from_json(doc, path)
-    return (_build_ruleset(objects, path, text_warnings=()), _sets_of(objects, path))
+    return (_build_ruleset(objects, path, text_warnings=(), unlisted=_unlisted(doc)),
+            _sets_of(objects, path))
+
+
+def _unlisted(doc: Any) -> frozenset[tuple[str, str]]:
+    """The tables a merged document holds without their rules (`merge_table_listings`)."""
+    items = doc.get("nftables") if isinstance(doc, dict) else None
+    first = items[0] if isinstance(items, list) and items else None
+    meta = first.get("metainfo") if isinstance(first, dict) else None
+    merged = meta.get(MERGE_KEY) if isinstance(meta, dict) else None
+    if not isinstance(merged, dict):
+        return frozenset()
+    return frozenset((str(t[0]), str(t[1])) for t in merged.get("unlisted", ())
+                     if isinstance(t, list) and len(t) == 2)
 
 
 # --------------------------------------------------------------------------- intermediate form
@@ -310,7 +436,8 @@ def _chain_text(body: dict[str, Any]) -> str:
 # --------------------------------------------------------------------------- ruleset building
 
 
-def _build_ruleset(objects: list[_Obj], path: str, text_warnings: Iterable[str]) -> model.Ruleset:
+def _build_ruleset(objects: list[_Obj], path: str, text_warnings: Iterable[str],
+                   unlisted: frozenset[tuple[str, str]] = frozenset()) -> model.Ruleset:
     header: str | None = None
     xt_warned: set[tuple[str, str]] = set()
     warnings: list[str] = []
@@ -346,12 +473,29 @@ def _build_ruleset(objects: list[_Obj], path: str, text_warnings: Iterable[str])
     for (family, tname), tobj in tables.items():
         tchains = chains.get((family, tname), [])
         reason = _iptables_nft_reason(family, tname, tchains, rules, xt_warned)
+        unread = (family, tname) in unlisted
+        if unread and reason is None and not any("hook" in c.data for c in tchains):
+            # No base chain: no packet ever enters it, whatever its rules.
+            reason = "collected without its rules, and no base chain"
         if reason is not None:
             warnings.append(
                 f"table {family} {tname} is managed by iptables-nft ({reason}); skipped: "
                 "it is read through iptables-save"
             )
             continue
+        if unread:
+            # Its base chains are not iptables-nft's, but its rules were not collected:
+            # every base chain gets one rule the simulator cannot evaluate, so that a
+            # packet it sees stops with insufficient-info instead of passing "no rules".
+            warnings.append(
+                f"table {family} {tname} was collected without its rules (an iptables table "
+                "name, but base chains iptables-nft does not create): a packet it sees "
+                "cannot be decided")
+            rules = {**rules, **{
+                (family, tname, str(c.data["name"])): [_Obj(
+                    "rule", family, tname, c.source, {"chain": c.data["name"]},
+                    exprs=[{"__text__": f"rules of table {family} {tname} not collected"}])]
+                for c in tchains if "hook" in c.data}}
         built_chains: dict[str, model.Chain] = {}
         for cobj in tchains:
             cname = str(cobj.data["name"])

@@ -24,6 +24,7 @@ import json
 from collections.abc import Mapping
 
 from ambientctl import model
+from ambientctl.analyzers.parse.nft import MERGE_KEY
 from ambientctl.errors import ParseError
 
 
@@ -32,8 +33,13 @@ def parse_registrations(text: str, path: str) -> Mapping[tuple[str, str, str], m
 
     Tables written by iptables-nft are included (that is the point: they are the chains
     iptables-save cannot tell apart from phantom built-ins). A text dump (no handles)
-    returns an empty mapping: the caller treats that as "not collected".
+    returns an empty mapping: the caller treats that as "not collected". Per-table
+    listings (`nft-tables.jsonl`, by name) are merged first (`parse.nft`).
     """
+    if path.endswith(".jsonl"):
+        from ambientctl.analyzers.parse.nft import merge_table_listings
+
+        return registrations_from_doc(merge_table_listings(text, path), path)
     if text.lstrip()[:1] != "{":
         return {}
     try:
@@ -51,15 +57,21 @@ def registrations_from_doc(doc: object, path: str
         raise ParseError(path, 1, 'no "nftables" array: not `nft -j list ruleset` output')
     table_handles: dict[tuple[str, str], int] = {}
     chains: list[dict[str, object]] = []
+    merged: object = None
     for item in items:
         if not isinstance(item, dict):
             continue
+        if isinstance(item.get("metainfo"), dict):
+            merged = item["metainfo"].get(MERGE_KEY)
         if "table" in item and isinstance(item["table"], dict):
             t = item["table"]
             if isinstance(t.get("handle"), int):
                 table_handles[(str(t.get("family")), str(t.get("name")))] = t["handle"]
         elif "chain" in item and isinstance(item["chain"], dict) and item["chain"].get("hook"):
             chains.append(item["chain"])
+    table_order: Mapping[tuple[str, str], int] = table_handles
+    if isinstance(merged, dict):
+        table_order = _merged_order(merged.get("order"), table_handles)
     found: dict[tuple[str, str, str], model.ChainRegistration] = {}
     for c in chains:
         family, table, name = str(c.get("family")), str(c.get("table")), str(c.get("name"))
@@ -72,10 +84,31 @@ def registrations_from_doc(doc: object, path: str
             hook=str(c.get("hook")),
             priority=prio if isinstance(prio, int) else None,
             table_handle=table_handles.get((family, table)),
+            table_order=table_order.get((family, table)),
             chain_handle=handle if isinstance(handle, int) else None,
             source=model.SourceRef(path),
         )
     return found
+
+
+def _merged_order(order: object, handles: Mapping[tuple[str, str], int]
+                  ) -> Mapping[tuple[str, str], int]:
+    """A per-table collection's tables -> their position in the kernel's table list.
+
+    Only the tables listed in full carry a handle (`parse.nft.merge_table_listings`); the
+    list `nft list chains` printed is in the same order as the handles (both are creation
+    order), so positions order tables exactly as handles would. That is checked against
+    the handles that are known: if they disagree, no order is claimed (empty mapping: the
+    walk then says equal priorities cannot be ordered).
+    """
+    if not isinstance(order, list):
+        return {}
+    pos = {(str(t[0]), str(t[1])): i for i, t in enumerate(order)
+           if isinstance(t, list) and len(t) == 2}
+    known = sorted((h, pos[t]) for t, h in handles.items() if t in pos)
+    if [p for _, p in known] != sorted(p for _, p in known):
+        return {}
+    return pos
 
 
 def rule_positions(text: str) -> dict[tuple[str, str, int], tuple[str, int]]:
