@@ -56,6 +56,7 @@ from ambientctl.bundle.redact_fields import MANIFEST_FIELDS, file_kind, table_fo
 from ambientctl.bundle.redact_ip import V4_ZONES, V6_ZONES, PrefixMap
 from ambientctl.bundle.redact_walk import Walker
 from ambientctl.bundle.writer import bundle_name, check_output_path, rfc3339, write_prepared
+from ambientctl.bundle.ztunnel_shared import split_dump
 from ambientctl.errors import BundleError, UsageError
 
 RULES = "v2"
@@ -649,6 +650,8 @@ def redact_bundle(src_path: str, out_path: str, *, key: bytes | None = None) -> 
                     dropped.append(rel)
                     red.warnings.append(f"{rel} dropped: not a file type redaction knows")
                     continue
+                if kind == "ztunnel_shared":
+                    continue  # redacted within the dumps that reference it (below)
                 new_rel = red.text(rel)
                 table = table_for(rel)
                 if table is not None:
@@ -662,8 +665,35 @@ def redact_bundle(src_path: str, out_path: str, *, key: bytes | None = None) -> 
                                       hint="report this: the name map is not injective")
                 new_path[rel] = new_rel
                 data = body.encode("utf-8", errors="surrogateescape")
+                if kind == "config_dump":
+                    yield from split_again(rel, data)
+                    data = stub_of.pop(rel, data)
                 stored[new_rel] = (len(data), sha256_hex(data))
                 yield new_rel, data
+            for rel in rels:  # shared files no dump references: not redacted, not copied
+                if file_kind(rel) == "ztunnel_shared" and rel not in new_path:
+                    src.read_bytes(rel)
+                    dropped.append(rel)
+                    red.warnings.append(f"{rel} dropped: no ztunnel config_dump references it")
+
+        stub_of: dict[str, bytes] = {}
+
+        def split_again(rel: str, data: bytes) -> Iterator[tuple[str, bytes]]:
+            """A dump stored split is stored split again, its redacted shared sections
+            under the name of their new content (the same for every dump that shared
+            them: redaction maps equal values alike); `stub_of[rel]` gets the stub."""
+            old = src.reassembled_from.get(rel)  # set when json_of read it
+            if old is None:
+                return  # stored whole: stays whole
+            split = split_dump(data)
+            if split is None:
+                raise BundleError(f"{src_path}: {rel} does not split again after redaction",
+                                  hint="report this: redaction changed the dump's shape")
+            new_path[old] = split.shared_path
+            stub_of[rel] = split.stub
+            if split.shared_path not in stored:
+                stored[split.shared_path] = (len(split.shared), sha256_hex(split.shared))
+                yield split.shared_path, split.shared
 
         def manifest_doc() -> dict[str, Any]:
             doc = _redacted_manifest(red, manifest, stored, new_path, src_path, dropped)
