@@ -241,3 +241,19 @@ def test_a_newer_format_version_is_refused_not_misread(tmp_path: Path) -> None:
     (bundle / "manifest.json").write_text(json.dumps(man))
     with pytest.raises(BundleError, match="format_version 3 is newer"):
         Bundle(str(bundle))
+
+
+@pytest.mark.parametrize("indent", [None, 1, 2, 4])
+def test_any_layout_splits_at_the_top_level_members(indent: int | None) -> None:
+    """ztunnel's 2-space layout is split without reading the values; another indent (where
+    a deeper key may also start a line with two spaces) is scanned instead."""
+    doc = json.loads((INPOD / DUMPS[0]).read_text())
+    doc["workloadState"] = {"x": {"workloads": [1], "services": {"policies": []}}}
+    text = json.dumps(doc, indent=indent).encode()
+    stored = split_dump(text)
+    assert stored is not None
+    stub = json.loads(stored.stub)
+    assert stub["workloads"] == {"ambientctl.shared": "workloads"}
+    assert stub["workloadState"] == doc["workloadState"]
+    assert set(json.loads(stored.shared)) == {"workloads", "services", "policies"}
+    assert reassemble(stored.stub, lambda _p: stored.shared, "d", "b")[0] == text
