@@ -206,7 +206,9 @@ def _split_at(dump: bytes, found: tuple[int, list[tuple[bytes, int, int]]]) -> S
         if not isinstance(doc, dict) or next(iter(doc)) != SPLIT_KEY or any(
                 doc.get(name) != {"ambientctl.shared": name} for name, _s, _e in spans):
             return None
-        reassemble(stub, lambda _p: shared_bytes, "config_dump", "split")
+        header, pos = _header(stub, "split")
+        if not _is_recorded(_pieces(stub, shared_bytes, header, pos), header):  # not joined
+            return None
     except (ValueError, BundleError):
         return None
     return SplitDump(stub, shared_bytes, path)
@@ -260,6 +262,30 @@ def check_shared(shared: bytes, path: str, where: str) -> None:
             "`ambientctl bundle verify` lists every mismatch")
 
 
+def _pieces(stub: bytes, shared: bytes, head: dict[str, Any],
+            pos: int) -> list[bytes | memoryview]:
+    """The dump's bytes in order, as views of the stub and the shared file (not joined)."""
+    view, sview = memoryview(stub), memoryview(shared)
+    out: list[bytes | memoryview] = [view[:stub.index(b"{") + 1]]
+    for name, s, e in head["spans"]:
+        mark = _placeholder(b'"' + name.encode() + b'"')
+        at = stub.find(mark, pos)
+        if at < 0 or e > len(shared):
+            break
+        out += [view[pos:at], sview[s:e]]
+        pos = at + len(mark)
+    out.append(view[pos:])
+    return out
+
+
+def _is_recorded(pieces: list[bytes | memoryview], head: dict[str, Any]) -> bool:
+    """Do the pieces add up to the size and sha256 the header records?"""
+    digest = hashlib.sha256()
+    for piece in pieces:
+        digest.update(piece)
+    return sum(len(p) for p in pieces) == head["size"] and digest.hexdigest() == head["sha256"]
+
+
 def reassemble(stub: bytes, read_shared: Callable[[str], bytes], rel: str,
                where: str) -> tuple[bytes, str]:
     """The original config_dump from its stub (`rel`, in bundle `where`) and the shared
@@ -272,24 +298,14 @@ def reassemble(stub: bytes, read_shared: Callable[[str], bytes], rel: str,
     path = str(head["shared"])
     shared = read_shared(path)
     check_shared(shared, path, where)
-    view, sview = memoryview(stub), memoryview(shared)
-    out: list[bytes | memoryview] = [view[:stub.index(b"{")  + 1]]
-    for name, s, e in head["spans"]:
-        mark = _placeholder(b'"' + name.encode() + b'"')
-        at = stub.find(mark, pos)
-        if at < 0 or e > len(shared):
-            break
-        out += [view[pos:at], sview[s:e]]
-        pos = at + len(mark)
-    out.append(view[pos:])
-    dump = b"".join(out)
-    if len(dump) != head["size"] or hashlib.sha256(dump).hexdigest() != head["sha256"]:
+    pieces = _pieces(stub, shared, head, pos)
+    if not _is_recorded(pieces, head):
         raise BundleError(
             f"{where}: {rel} reassembled with {path} is not the config_dump that was "
             "collected (its recorded size or sha256 differs)",
             hint="the bundle was modified or damaged after collection; "
             "`ambientctl bundle verify` lists every mismatch")
-    return dump, path
+    return b"".join(pieces), path
 
 
 __all__ = ["SHARED_SECTIONS", "STUB_HEAD_BYTES", "SplitDump", "check_shared", "is_split",
