@@ -473,7 +473,8 @@ class Bundle:
         growing string, so a 70 MB dump costs its size once, not twice (bytes, then str).
         """
         member = self._members.get(rel)
-        if not isinstance(member, str) or is_config_dump_path(rel):  # maybe split: whole
+        if not isinstance(member, str) or (is_config_dump_path(rel) and is_split(
+                self._head(rel, STUB_HEAD_BYTES))):  # a stub: read whole, reassembled
             return self.read_bytes(rel).decode("utf-8", errors="replace")
         expected = self._expected(rel)
         digest = hashlib.sha256() if expected is not None else None
