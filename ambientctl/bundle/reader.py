@@ -570,7 +570,7 @@ class Bundle:
                 self.read_bytes(rel, verify=False)  # the stub's own hash: checked above
             except BundleError as exc:
                 why = str(exc.args[0] if exc.args else exc)
-                problems.append(Mismatch(rel, why.removeprefix(prefix)))
+                problems.append(Mismatch(rel, why.removeprefix(prefix).removeprefix(f"{rel}: ")))
         return problems
 
     def _head(self, rel: str, n: int) -> bytes:
