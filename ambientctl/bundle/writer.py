@@ -52,7 +52,7 @@ from ambientctl.bundle.manifest import (
 from ambientctl.bundle.tarindex import write_indexed_tar
 from ambientctl.bundle.ztunnel_shared import split_dump
 from ambientctl.errors import BundleError, UsageError
-from ambientctl.layout import is_config_dump_path
+from ambientctl.layout import is_config_dump_path, ztunnel_shared_digest
 from ambientctl.raw import RawOutput, RawStatus
 
 TAR_SUFFIXES = (".tar.gz", ".tgz")
@@ -195,8 +195,9 @@ class SharedDumps:
                 dest.parent.mkdir(parents=True, exist_ok=True)
                 with open(dest, "xb") as fh:
                     fh.write(split.shared)
-                self.written[split.shared_path] = (len(split.shared),
-                                                   sha256_hex(split.shared))
+                digest = ztunnel_shared_digest(split.shared_path)  # named after its hash
+                assert digest is not None
+                self.written[split.shared_path] = (len(split.shared), digest)
         return split.stub
 
     def entries(self, started_at: str) -> list[dict[str, Any]]:
