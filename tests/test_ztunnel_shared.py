@@ -50,9 +50,9 @@ def _outputs(src: Path, change: dict[str, bytes] | None = None) -> list[RawOutpu
 
 
 def _write(out: Path, *, split: bool = True, change: dict[str, bytes] | None = None,
-           spill: bool = False) -> Path:
-    man = json.loads((INPOD / "manifest.json").read_text())
-    outputs = _outputs(INPOD, change)
+           spill: bool = False, src: Path = INPOD) -> Path:
+    man = json.loads((src / "manifest.json").read_text())
+    outputs = _outputs(src, change)
     sp = None
     if spill:
         sp = Spill(str(out), split_dumps=split)
@@ -126,6 +126,28 @@ def test_trace_doctor_and_diff_answer_the_same_on_split_and_whole_bundles(
     assert _answers(split) == _answers(whole)
     diff = _cli("bundle", "diff", str(whole), str(split))
     assert diff.returncode == 0 and "no differences" in diff.stdout, diff.stdout + diff.stderr
+
+
+def test_a_generated_cluster_stores_each_distinct_shared_content_once(tmp_path: Path) -> None:
+    """benchmarks/scale_bundle.py's 3-node cluster (each generated ztunnel lists its own
+    node's pods: three distinct contents); written split and whole, it answers alike."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import scale_bundle
+
+    src = scale_bundle.generate(tmp_path / "gen", 3)
+    dumps = sorted(p.relative_to(src).as_posix() for p in src.glob("nodes/*/ztunnel/*.json"))
+    assert len(dumps) == 3
+    expected = {json.dumps({k: v for k, v in json.loads((src / d).read_text()).items()
+                            if k in ("workloads", "services", "policies")}) for d in dumps}
+    split = _write(tmp_path / "split", src=src)
+    whole = _write(tmp_path / "whole", split=False, src=src)
+    assert len(_shared(split)) == len(expected) and _shared(whole) == []
+    b = Bundle(str(split))
+    for d in dumps:
+        assert is_split((split / d).read_bytes())
+        assert b.read_bytes(d) == (src / d).read_bytes()
+    assert b.verify() == []
+    assert _answers(split) == _answers(whole)
 
 
 def test_dumps_that_disagree_keep_one_shared_file_each(tmp_path: Path) -> None:
