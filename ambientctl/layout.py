@@ -7,6 +7,7 @@ Public contract, see docs/bundle-format.md (mirrors the team's bundle-layout.md)
     nodes/<node>/host/<file>
     nodes/<node>/pods/<namespace>/<pod>/<file>
     nodes/<node>/ztunnel/config_dump.json
+    cluster/ztunnel-shared/sha256-<hex>.json   (format 2: sections every ztunnel shares)
 """
 
 from __future__ import annotations
@@ -14,7 +15,9 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 
-FORMAT_VERSION = 1
+# 2: a ztunnel config_dump may be stored split, its cluster-wide sections once under
+# ZTUNNEL_SHARED_DIR (bundle/ztunnel_shared.py); 1: every dump whole. Readers read both.
+FORMAT_VERSION = 2
 MANIFEST = "manifest.json"
 MANIFEST_SCHEMA = "ambientctl.bundle/v1"
 
@@ -110,6 +113,28 @@ def netns_of_dir(d: str) -> tuple[str, str | None, str | None] | None:
     if len(parts) == 5 and parts[0] == "nodes" and parts[2] == "pods":
         return parts[1], parts[3], parts[4]
     return None
+
+
+def is_config_dump_path(rel: str) -> bool:
+    """Is `rel` a node's ztunnel config_dump (nodes/<node>/ztunnel/config_dump.json)?"""
+    parts = rel.split("/")
+    return len(parts) == 4 and parts[0] == "nodes" and parts[2:] == ["ztunnel", CONFIG_DUMP]
+
+
+# ztunnel's cluster-wide config_dump sections, stored once per distinct content (format 2).
+ZTUNNEL_SHARED_DIR = "cluster/ztunnel-shared"
+_SHARED_NAME = re.compile(r"^cluster/ztunnel-shared/sha256-([0-9a-f]{64})\.json$")
+
+
+def ztunnel_shared_path(sha256_hex: str) -> str:
+    """Where the shared config_dump sections whose bytes hash to `sha256_hex` are stored."""
+    return f"{ZTUNNEL_SHARED_DIR}/sha256-{sha256_hex}.json"
+
+
+def ztunnel_shared_digest(rel: str) -> str | None:
+    """The sha256 a shared-sections file is named after; None when `rel` is not one."""
+    m = _SHARED_NAME.match(rel)
+    return m.group(1) if m else None
 
 
 def split_netns_dir(path: str) -> tuple[str, str | None, str | None, str] | None:

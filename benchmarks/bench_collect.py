@@ -3,6 +3,7 @@
     python benchmarks/bench_collect.py latency [--targets 100] [--latency 0.2] [--sequential]
     python benchmarks/bench_collect.py memory  [--transport docker|kube|ssh] [--services 10000]
     python benchmarks/bench_collect.py scale   [--nodes 50 500] [--pods 50] [--profile-memory]
+                                               [--ztunnel [--whole-dumps]]
 
 `latency`: 100 emulated targets (10 nodes x (host + 9 pods), each a real network
 namespace) collected through the docker transport against the Engine API test peer,
@@ -26,7 +27,11 @@ the collecting process's peak RSS. `--profile-memory` runs the collection under
 tracemalloc instead and reports, for the same run, the traced peak and the 15 source
 lines holding the most memory when the run hands its results to the bundle writer (the
 moment everything a run keeps is alive) and at the traced peak's end of writing; slower
-(tracemalloc costs ~2x), so its wall time is not comparable.
+(tracemalloc costs ~2x), so its wall time is not comparable. `--ztunnel` adds a ztunnel
+pod per node whose admin `config_dump` (read through the API's port-forward, answered
+in-process) lists every app pod of the cluster as a workload (~0.5 KB each, as upstream)
+plus that node's own `workloadState`: the cluster-wide sections every node shares, stored
+once (bundle format 2), or per node with `--whole-dumps` (`collect --whole-ztunnel-dumps`).
 
 Needs root (network namespaces). Every namespace is created through `ambientlab.netns.Lab`
 (registered, removed at exit, even on failure). No Docker engine or cluster is needed.
@@ -329,9 +334,46 @@ class SimNode:
         return bytes(out), bytes(err), 0
 
 
-def _sim_cluster(nodes: int, pods: int) -> tuple[dict[str, Any], dict[str, list[tuple[str, str]]]]:
+class SimZtunnel:
+    """Every simulated ztunnel's admin listener: `GET /config_dump` answers the cluster's
+    workloads (the same bytes on every node, built once) and the node's own
+    `workloadState`, pretty-printed as ztunnel prints it."""
+
+    def __init__(self, nodes: int, pods: int) -> None:
+        self.pods = pods
+        rows = []
+        for n in range(nodes):
+            for p in range(pods):
+                ip = f"10.{64 + n // 256}.{n % 256}.{p + 2}"
+                rows.append({
+                    "uid": f"Kubernetes//Pod/bench/app-{n}-{p}", "workloadIps": [ip],
+                    "protocol": "HBONE", "name": f"app-{n}-{p}", "namespace": "bench",
+                    "trustDomain": "cluster.local", "serviceAccount": "default",
+                    "workloadName": "app", "workloadType": "deployment",
+                    "canonicalName": "app", "canonicalRevision": "latest",
+                    "node": f"sim-node-{n}", "status": "Healthy", "clusterId": "Kubernetes",
+                    "authorizationPolicies": [], "services": {}})
+        self.workloads = json.dumps(rows, indent=2).replace("\n", "\n  ").encode()
+
+    def answer(self, n: int) -> bytes:
+        state = {f"uid-{n}-{p}": {"info": {"name": f"app-{n}-{p}", "namespace": "bench",
+                                            "serviceAccount": "default"},
+                                   "state": "Up", "connections": {"inbound": [], "outbound": []}}
+                 for p in range(self.pods)}
+        body = b"".join([b'{\n  "workloads": ', self.workloads,
+                         b',\n  "services": [],\n  "policies": [],\n  "certificates": [],'
+                         b'\n  "workloadState": ',
+                         json.dumps(state, indent=2).replace("\n", "\n  ").encode(), b"\n}"])
+        head = (f"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+                f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n").encode()
+        return head + body
+
+
+def _sim_cluster(nodes: int, pods: int, *, ztunnel: bool = False,
+                 ) -> tuple[dict[str, Any], dict[str, list[tuple[str, str]]]]:
     """API objects: `nodes` nodes, each with an istio-cni pod (hostNetwork) and `pods`
-    app pods (unique IPs); the netns names the simulated nodes list, per node."""
+    app pods (unique IPs), and with `ztunnel` a ztunnel pod (address .1 of the node's
+    pod CIDR); the netns names the simulated nodes list, per node."""
     items, node_items, netns = [], [], {}
     for n in range(nodes):
         node = f"sim-node-{n}"
@@ -347,6 +389,16 @@ def _sim_cluster(nodes: int, pods: int) -> tuple[dict[str, Any], dict[str, list[
             "status": {"phase": "Running", "podIP": f"172.31.{n // 256}.{n % 256}"},
         })
         netns[node] = []
+        if ztunnel:
+            zt_ip = f"10.{64 + n // 256}.{n % 256}.1"
+            items.append({
+                "metadata": {"name": f"ztunnel-{n}", "namespace": "istio-system",
+                             "uid": f"zt-{n}", "labels": {"app": "ztunnel"}},
+                "spec": {"nodeName": node, "containers": [{"name": "istio-proxy",
+                                                           "image": "istio/ztunnel"}]},
+                "status": {"phase": "Running", "podIP": zt_ip, "podIPs": [{"ip": zt_ip}]},
+            })
+            netns[node].append((f"cni-{n:04d}-zt", zt_ip))
         for p in range(pods):
             ip = f"10.{64 + n // 256}.{n % 256}.{p + 2}"
             items.append({
@@ -418,9 +470,14 @@ def scale_bench(args: argparse.Namespace) -> list[dict[str, Any]]:
     pod = b"-A ISTIO_OUTPUT -j ACCEPT\n" * max(1, args.pod_bytes // 26)
     rows = []
     for nodes in args.nodes:
-        docs, netns = _sim_cluster(nodes, args.pods)
+        docs, netns = _sim_cluster(nodes, args.pods, ztunnel=args.ztunnel)
         targets = {("istio-system", f"istio-cni-node-{n}"): ExecTarget(
             [], respond=SimNode(n, netns[f"sim-node-{n}"], host, pod)) for n in range(nodes)}
+        if args.ztunnel:
+            zt = SimZtunnel(nodes, args.pods)
+            for n in range(nodes):
+                targets[("istio-system", f"ztunnel-{n}")] = ExecTarget(
+                    [], frozenset(), forward=lambda _port, _req, n=n, zt=zt: zt.answer(n))
         with tempfile.TemporaryDirectory(prefix="bench-scale-") as work, \
                 KubeApi(docs, targets, latency=args.latency, enrich=False) as api:
             conf = api.kubeconfig(Path(work) / "kubeconfig", context="peer")
@@ -430,7 +487,8 @@ def scale_bench(args: argparse.Namespace) -> list[dict[str, Any]]:
             res = subprocess.run(
                 [sys.executable, "-c", _MEASURE, sys.executable, *cli, "collect",
                  "--kubeconfig", str(conf), "--context", "peer", "--concurrency",
-                 str(args.concurrency), "-q", "-o", str(out)],
+                 str(args.concurrency), "-q", "-o", str(out),
+                 *(["--whole-ztunnel-dumps"] if args.whole_dumps else [])],
                 cwd=REPO, capture_output=True, text=True,
                 env={**os.environ, "PYTHONPATH": str(REPO), "AMBIENTCTL_PROFILE_OUT": str(profile)},
             )
@@ -439,6 +497,8 @@ def scale_bench(args: argparse.Namespace) -> list[dict[str, Any]]:
             wall, peak_kib = res.stdout.strip().splitlines()[-1].split()
             manifest = json.loads((out / "manifest.json").read_text())
             size = sum(f.stat().st_size for f in out.rglob("*") if f.is_file())
+            dumps = [f for f in out.rglob("*.json") if f.parent.name == "ztunnel-shared"
+                     or f.relative_to(out).as_posix().endswith("/ztunnel/config_dump.json")]
             rows.append({
                 "nodes": nodes, "pods_per_node": args.pods, "latency_s": args.latency,
                 "concurrency": args.concurrency, "exit": res.returncode,
@@ -449,6 +509,10 @@ def scale_bench(args: argparse.Namespace) -> list[dict[str, Any]]:
                 "targets": len(manifest["targets"]),
                 "entries_not_ok": sum(1 for e in manifest["entries"] if e["status"] != "ok"),
                 "bundle_mib": round(size / 2**20, 1),
+                "ztunnel_dumps": ("whole" if args.whole_dumps else "split") if args.ztunnel
+                else None,
+                "ztunnel_mib": round(sum(f.stat().st_size for f in dumps) / 2**20, 1),
+                "ztunnel_files": len(dumps),
                 "peak_rss_mib": round(int(peak_kib) / 1024, 1),
                 "load_avg_1m": round(os.getloadavg()[0], 2),
             })
@@ -478,6 +542,10 @@ def main() -> None:
     sc.add_argument("--host-kib", type=int, default=600,
                     help="KiB a node's own netns prints, all commands together (~5k kube-proxy rules)")
     sc.add_argument("--pod-bytes", type=int, default=300, help="bytes per pod command")
+    sc.add_argument("--ztunnel", action="store_true",
+                    help="a ztunnel per node whose config_dump lists every app pod")
+    sc.add_argument("--whole-dumps", action="store_true",
+                    help="collect with --whole-ztunnel-dumps (every dump stored whole)")
     sc.add_argument("--profile-memory", action="store_true",
                     help="run under tracemalloc: what holds memory when the bundle is written")
     child = sub.add_parser("_child")

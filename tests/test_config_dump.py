@@ -22,6 +22,8 @@ from typing import Any
 import pytest
 
 from ambientctl.bundle import layout
+from ambientctl.bundle.reader import Bundle
+from ambientctl.bundle.ztunnel_shared import is_split
 from ambientctl.collectors import specs as specs_mod
 from ambientctl.collectors.batch import CATALOGUE, is_allowed
 from ambientctl.collectors.local import targets_from_document
@@ -206,15 +208,18 @@ def test_collect_local_stores_each_nodes_config_dump_with_its_hash(
     lab, bundle = healthy
     manifest = json.loads((bundle / "manifest.json").read_text())
     assert manifest["partial"] is False
+    # both ztunnels print the same workloads/services/policies: stored once
+    assert len(list((bundle / "cluster" / "ztunnel-shared").glob("sha256-*.json"))) == 1
     for node in ("ambient-worker", "ambient-worker2"):
         path = layout.config_dump_path(node)
         entry = next(e for e in manifest["entries"] if e["path"] == path)
         assert entry["status"] == "ok" and entry["target"].startswith("ztunnel/istio-system/")
         assert entry["argv"] == list(specs_mod.ZTUNNEL_ADMIN_ARGV)
-        data = (bundle / path).read_bytes()
+        data = (bundle / path).read_bytes()  # stored split (format 2): the entry says so
         assert entry["sha256"] == hashlib.sha256(data).hexdigest()
         assert entry["size"] == len(data)
-        dump = json.loads(data)
+        assert is_split(data)
+        dump = json.loads(Bundle(str(bundle)).read_bytes(path))  # what ztunnel printed
         names = {w["name"]: w for w in dump["workloads"]}
         assert names[PP]["protocol"] == "HBONE" and names[PP]["node"] == "ambient-worker2"
         assert names["curl-5b7d9c7f4-q2wxz"]["protocol"] == "TCP"

@@ -28,10 +28,12 @@ from pathlib import Path, PurePosixPath
 from typing import Any, BinaryIO
 
 from ambientctl.bundle.gzindex import GzipIndex
-from ambientctl.bundle.layout import MANIFEST, MANIFEST_SCHEMA
+from ambientctl.bundle.layout import FORMAT_VERSION, MANIFEST, MANIFEST_SCHEMA
 from ambientctl.bundle.limits import OVERRIDE_HINT, ReadLimits, human
 from ambientctl.bundle.tarindex import INDEX_NAME, IndexedMember, TarIndex, open_index
+from ambientctl.bundle.ztunnel_shared import STUB_HEAD_BYTES, is_split, reassemble
 from ambientctl.errors import BundleError
+from ambientctl.layout import is_config_dump_path, ztunnel_shared_digest
 from ambientctl.manifest_index import LazyManifest, index_manifest, index_manifest_chunked
 from ambientctl.manifest_model import Manifest, read_manifest
 
@@ -118,6 +120,10 @@ class Bundle:
         self._members: dict[str, str | _TarMember | IndexedMember] = {}
         self._opened: set[str] = set()  # directory bundles: files opened (the total cap)
         self._opened_bytes = 0
+        self._shared: tuple[str, bytes] | None = None  # the last ztunnel-shared file read
+        # config_dumps read reassembled -> the shared file each referenced (redaction
+        # stores them split again under the same entry)
+        self.reassembled_from: dict[str, str] = {}
         if path.is_dir():
             self._index_dir(path)
         elif path.is_file():
@@ -425,6 +431,12 @@ class Bundle:
                     hint="upgrade ambientctl",
                 )
             raise BundleError(f"{self.location}/{MANIFEST}: unknown schema {schema!r}")
+        version = doc.get("format_version")
+        if isinstance(version, int) and not isinstance(version, bool) \
+                and version > FORMAT_VERSION:
+            raise BundleError(
+                f"{self.location}/{MANIFEST}: bundle format_version {version} is newer than "
+                f"this ambientctl reads (1 to {FORMAT_VERSION})", hint="upgrade ambientctl")
 
     # ------------------------------------------------------------------ reading
     def _own_handle(self) -> None:
@@ -511,14 +523,34 @@ class Bundle:
         """Is `rel` in the bundle?"""
         return rel in self._members
 
-    def read_bytes(self, rel: str, *, verify: bool = True) -> bytes:
-        """The stored bytes of `rel`, checked against the manifest's sha256 when it has one."""
+    def read_bytes(self, rel: str, *, verify: bool = True, stored: bool = False) -> bytes:
+        """The bytes of `rel`, checked against the manifest's sha256 when it has one.
+
+        A ztunnel config_dump stored split (format 2) comes back reassembled, as ztunnel
+        printed it (`stored=True`: the stub as stored)."""
         if rel not in self._members:
             raise BundleError(f"{self.location}: {rel} is missing from the bundle")
         data = self._read_bytes(rel)
         expected = self._expected(rel)
         if verify and expected is not None and hashlib.sha256(data).hexdigest() != expected:
             raise self._hash_mismatch(rel)
+        if not stored and is_config_dump_path(rel) and is_split(data):
+            data, self.reassembled_from[rel] = reassemble(data, self._shared_bytes, rel,
+                                                          self.location)
+        return data
+
+    def _shared_bytes(self, path: str) -> bytes:
+        """A ztunnel-shared file a stub references (hash-checked by the caller), the last one
+        kept: every node's stub usually references the same."""
+        if self._shared is not None and self._shared[0] == path:
+            return self._shared[1]
+        if path not in self._members:
+            raise BundleError(
+                f"{self.location}: {path} is missing; the ztunnel config_dumps that "
+                "reference it cannot be reassembled",
+                hint="the bundle is incomplete: copy it again from where it was collected")
+        data = self.read_bytes(path)
+        self._shared = (path, data)
         return data
 
     def _hash_mismatch(self, rel: str) -> BundleError:
@@ -535,7 +567,8 @@ class Bundle:
         growing string, so a 70 MB dump costs its size once, not twice (bytes, then str).
         """
         member = self._members.get(rel)
-        if not isinstance(member, str):
+        if not isinstance(member, str) or (is_config_dump_path(rel) and is_split(
+                self._head(rel, STUB_HEAD_BYTES))):  # a stub: read whole, reassembled
             return self.read_bytes(rel).decode("utf-8", errors="replace")
         expected = self._expected(rel)
         digest = hashlib.sha256() if expected is not None else None
@@ -607,12 +640,45 @@ class Bundle:
                 problems.append(Mismatch(rel, f"sha256 {digest} != manifest {entry.sha256}"))
             elif entry.size is not None and entry.size != length:
                 problems.append(Mismatch(rel, f"size {length} != manifest {entry.size}"))
+            named = ztunnel_shared_digest(rel)
+            if named is not None and digest != named:
+                problems.append(Mismatch(rel, f"sha256 {digest} is not the one it is named after"))
+        problems += self._split_dump_problems()
         for rel, member in self._members.items():
             if rel not in listed:
                 if isinstance(member, str):  # what listing no longer stats: opened, not read
                     self._open_file(rel, member)[0].close()
                 problems.append(Mismatch(rel, "not listed in manifest.json"))
         return sorted(problems, key=lambda m: m.path), checked
+
+    def _split_dump_problems(self) -> list[Mismatch]:
+        """Each ztunnel config_dump stored split must reassemble into the dump collected:
+        its shared file present, named after its content, and the result of the recorded
+        size and sha256 (format 2; whole dumps have nothing to check here)."""
+        problems = []
+        prefix = f"{self.location}: "
+        for rel in sorted(self._members):
+            if not is_config_dump_path(rel) or not is_split(self._head(rel, STUB_HEAD_BYTES)):
+                continue
+            try:
+                self.read_bytes(rel, verify=False)  # the stub's own hash: checked above
+            except BundleError as exc:
+                why = str(exc.args[0] if exc.args else exc)
+                problems.append(Mismatch(rel, why.removeprefix(prefix).removeprefix(f"{rel}: ")))
+        return problems
+
+    def _head(self, rel: str, n: int) -> bytes:
+        """The first `n` bytes of a file (unchecked: its hash is checked by the caller)."""
+        member = self._members[rel]
+        if isinstance(member, IndexedMember) and self._ix is not None:
+            return self._ix.pread(rel, 0, min(n, member.size))
+        if isinstance(member, _TarMember) and self._gz is not None:
+            return self._gz.pread(member.offset, min(n, member.size))
+        if isinstance(member, str):
+            fh, _st = self._open_file(rel, member)
+            with fh:
+                return fh.read(n)
+        return self._read_bytes(rel)[:n]
 
     def _forward_pass_against_index(self, ix: TarIndex) -> None:
         """`verify` on an indexed archive: read it whole as a plain tar.gz (every header,

@@ -64,6 +64,7 @@ from ambientctl.bundle.writer import (
     rfc3339,
     write_prepared,
 )
+from ambientctl.bundle.ztunnel_shared import split_dump
 from ambientctl.errors import BundleError, UsageError
 
 RULES = "v2"
@@ -662,6 +663,8 @@ def redact_bundle(src_path: str, out_path: str, *, key: bytes | None = None) -> 
                     written.drop(i)
                     red.warnings.append(f"{rel} dropped: not a file type redaction knows")
                     continue
+                if kind == "ztunnel_shared":
+                    continue  # redacted within the dumps that reference it (below)
                 new_rel = red.text(rel)
                 table = table_for(rel)
                 if table is not None:
@@ -674,8 +677,38 @@ def redact_bundle(src_path: str, out_path: str, *, key: bytes | None = None) -> 
                     raise BundleError(f"{src_path}: two files map to one path after redaction",
                                       hint="report this: the name map is not injective")
                 data = body.encode("utf-8", errors="surrogateescape")
+                if kind == "config_dump":
+                    yield from split_again(rel, data)
+                    data = stub_of.pop(rel, data)
                 written.store(i, data)
                 yield new_rel, data
+            for i, rel in enumerate(rels):  # shared files no dump references: not copied
+                if file_kind(rel) == "ztunnel_shared" and not written.state[i] & written.WRITTEN:
+                    src.read_bytes(rel)
+                    written.drop(i)
+                    red.warnings.append(f"{rel} dropped: no ztunnel config_dump references it")
+
+        stub_of: dict[str, bytes] = {}
+        emitted: set[str] = set()  # redacted shared files written (a few per bundle)
+
+        def split_again(rel: str, data: bytes) -> Iterator[tuple[str, bytes]]:
+            """A dump stored split is stored split again, its redacted shared sections
+            under the name of their new content (the same for every dump that shared
+            them: redaction maps equal values alike); `stub_of[rel]` gets the stub."""
+            old = src.reassembled_from.get(rel)  # set when json_of read it
+            if old is None:
+                return  # stored whole: stays whole
+            split = split_dump(data)
+            if split is None:
+                raise BundleError(f"{src_path}: {rel} does not split again after redaction",
+                                  hint="report this: redaction changed the dump's shape")
+            stub_of[rel] = split.stub
+            j = written.index(old)
+            if j is not None and not written.state[j] & written.WRITTEN:
+                written.store(j, split.shared, new_rel=split.shared_path)
+            if split.shared_path not in emitted:
+                emitted.add(split.shared_path)
+                yield split.shared_path, split.shared
 
         with EntrySpool() as spool:
 
@@ -715,6 +748,9 @@ class _Written:
         self.sizes = array("q", bytes(8 * len(rels)))
         self.digests = bytearray(32 * len(rels))
         self._taken: set[int] = set()  # 64-bit digests of the redacted paths written
+        # source index -> new path, where it is not `Redactor.text` of the old one: a
+        # ztunnel shared-sections file, named after its redacted content (a few a bundle)
+        self.renamed: dict[int, str] = {}
 
     def index(self, path: object) -> int | None:
         """Where `path` is among the source files, None when it is not one."""
@@ -726,10 +762,17 @@ class _Written:
     def drop(self, i: int) -> None:
         self.state[i] = self.DROPPED
 
-    def store(self, i: int, data: bytes) -> None:
+    def store(self, i: int, data: bytes, *, new_rel: str | None = None) -> None:
+        if new_rel is not None:
+            self.renamed[i] = new_rel
         self.state[i] = self.WRITTEN
         self.sizes[i] = len(data)
         self.digests[32 * i:32 * i + 32] = hashlib.sha256(data).digest()
+
+    def new_path(self, i: int, red: Redactor) -> str:
+        """The path source file `i` was written under."""
+        got = self.renamed.get(i)
+        return got if got is not None else red.text(self.rels[i])
 
     def stored(self, i: int) -> tuple[int, str]:
         """(size, sha256 hex) of the redacted bytes written for source file `i`."""
@@ -743,7 +786,7 @@ class _Written:
         if key not in self._taken:
             self._taken.add(key)
             return False
-        return any(s & self.WRITTEN and red.text(self.rels[j]) == new_rel
+        return any(s & self.WRITTEN and self.new_path(j, red) == new_rel
                    for j, s in enumerate(self.state))
 
     def count(self, what: int) -> int:
@@ -788,7 +831,7 @@ def _redacted_manifest(red: Redactor, parts: tuple[dict[str, object], Iterator[o
         if i is not None and state & written.WRITTEN:
             written.state[i] |= written.LISTED
             size, sha = written.stored(i)
-            new = {"path": red.text(written.rels[i]), **new, "size": size, "sha256": sha}
+            new = {"path": written.new_path(i, red), **new, "size": size, "sha256": sha}
         else:
             if state & written.DROPPED:
                 new["note"] = "dropped by redaction: not a file type redaction knows"
@@ -797,7 +840,7 @@ def _redacted_manifest(red: Redactor, parts: tuple[dict[str, object], Iterator[o
     for i, state in enumerate(written.state):
         if state & written.WRITTEN and not state & written.LISTED:
             # a hand-assembled bundle: every file becomes an entry
-            rel = red.text(written.rels[i])
+            rel = written.new_path(i, red)
             size, sha = written.stored(i)
             spool.append({"path": rel, "spec": rel.rsplit("/", 1)[-1], "target": "file",
                           "transport": "file", "status": "ok", "size": size, "sha256": sha})

@@ -23,7 +23,7 @@ import re
 
 from ambientctl.bundle.layout import NETNS_FILES
 from ambientctl.istio import IMAGE_COMPONENTS
-from ambientctl.layout import CONFIG_DUMP
+from ambientctl.layout import CONFIG_DUMP, ZTUNNEL_SHARED_DIR, ztunnel_shared_digest
 
 # ---------------------------------------------------------------------------- validators
 
@@ -503,14 +503,20 @@ FILE_RULES: dict[str, str] = {
     "manifest.json": "manifest fields (MANIFEST_FIELDS)",
     **{rel: f"cluster fields ({rel})" for rel in CLUSTER_FIELDS},
     f"nodes/*/ztunnel/{CONFIG_DUMP}": "ztunnel config_dump fields (CONFIG_DUMP_FIELDS)",
+    f"{ZTUNNEL_SHARED_DIR}/sha256-*.json": "ztunnel config_dump fields (CONFIG_DUMP_FIELDS), "
+    "redacted within each dump that references it, split again and renamed after its "
+    "redacted content",
     **{f"nodes/*/{{host,pods/*/*}}/{name}": _KERNEL_DUMP for name in NETNS_FILES},
 }
 
 
 def file_kind(rel: str) -> str | None:
-    """"manifest", "cluster", "config_dump", "dump" or None (not a file redaction knows)."""
+    """"manifest", "cluster", "config_dump", "ztunnel_shared", "dump" or None (not a file
+    redaction knows)."""
     if rel == "manifest.json":
         return "manifest"
+    if ztunnel_shared_digest(rel) is not None:
+        return "ztunnel_shared"
     if rel in CLUSTER_FIELDS:
         return "cluster"
     parts = rel.split("/")

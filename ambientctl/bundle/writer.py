@@ -50,7 +50,9 @@ from ambientctl.bundle.manifest import (
     sha256_hex,
 )
 from ambientctl.bundle.tarindex import write_indexed_tar
+from ambientctl.bundle.ztunnel_shared import split_dump
 from ambientctl.errors import BundleError, UsageError
+from ambientctl.layout import is_config_dump_path, ztunnel_shared_digest
 from ambientctl.raw import RawOutput, RawStatus
 
 TAR_SUFFIXES = (".tar.gz", ".tgz")
@@ -164,6 +166,47 @@ def check_output_path(out: str) -> None:
         raise UsageError(f"directory {parent} does not exist")
 
 
+SHARED_SOURCE = "ztunnel config_dump sections every node holds alike (stored once)"
+
+
+class SharedDumps:
+    """ztunnel config_dumps stored split as they are written (`ztunnel_shared`): each
+    distinct shared-sections file is written once into the staging directory, and only
+    its (size, sha256) is kept for its manifest entry; a dump is never held past its
+    write. Thread-safe: targets finish on the runner's worker threads."""
+
+    def __init__(self, staging: Path, *, enabled: bool = True) -> None:
+        self.staging = staging
+        self.enabled = enabled
+        self._lock = threading.Lock()
+        self.written: dict[str, tuple[int, str]] = {}  # shared path -> (size, sha256)
+
+    def stored_form(self, path: str, stdout: bytes) -> bytes:
+        """The bytes to store at `path`: a config_dump's stub once its shared sections are
+        on disk, anything else (or a dump that does not split) as it is."""
+        if not self.enabled or not is_config_dump_path(path):
+            return stdout
+        split = split_dump(stdout)
+        if split is None:
+            return stdout
+        with self._lock:  # one writer per content: the first dump with it writes it
+            if split.shared_path not in self.written:
+                dest = self.staging.joinpath(*_safe_rel(split.shared_path).parts)
+                dest.parent.mkdir(parents=True, exist_ok=True)
+                with open(dest, "xb") as fh:
+                    fh.write(split.shared)
+                digest = ztunnel_shared_digest(split.shared_path)  # named after its hash
+                assert digest is not None
+                self.written[split.shared_path] = (len(split.shared), digest)
+        return split.stub
+
+    def entries(self, started_at: str) -> list[dict[str, Any]]:
+        """Manifest entries of the shared files written, path-sorted."""
+        return [{**file_entry(path, b"", source=SHARED_SOURCE, started_at=started_at),
+                 "size": size, "sha256": sha}
+                for path, (size, sha) in sorted(self.written.items())]
+
+
 class Spill:
     """The staging directory of a bundle being collected, filled as targets finish.
 
@@ -174,11 +217,12 @@ class Spill:
     size of the cluster. `discard()` removes the staging directory (nothing was written).
     """
 
-    def __init__(self, out: str) -> None:
+    def __init__(self, out: str, *, split_dumps: bool = True) -> None:
         check_output_path(out)
         self.out = out
         self.staging = Path(out + ".partial")
         _mkdir_staging(self.staging)
+        self.shared = SharedDumps(self.staging, enabled=split_dumps)
         self._lock = threading.Lock()
         self.error: OSError | None = None
         self.failed_path: str | None = None
@@ -189,16 +233,16 @@ class Spill:
         rel = _safe_rel(output.path)
         dest = self.staging.joinpath(*rel.parts)
         try:
+            data = self.shared.stored_form(output.path, output.stdout)
             dest.parent.mkdir(parents=True, exist_ok=True)
             with open(dest, "xb") as fh:  # never through a link, never twice
-                fh.write(output.stdout)
+                fh.write(data)
         except OSError as exc:
             with self._lock:  # a full disk: keep this output in memory, stop spilling
                 if self.error is None:
                     self.error, self.failed_path = exc, str(dest)
             return output
-        return replace(output, stdout=b"", spilled=(len(output.stdout),
-                                                      sha256_hex(output.stdout)))
+        return replace(output, stdout=b"", spilled=(len(data), sha256_hex(data)))
 
     def discard(self) -> None:
         shutil.rmtree(self.staging, ignore_errors=True)
@@ -215,10 +259,13 @@ def write_bundle(
     not_kept: Iterable[str] = (),
     interrupted: bool = False,
     spill: Spill | None = None,
+    split_dumps: bool = True,
 ) -> WrittenBundle:
     """Write `outputs` (+ extra files) and the manifest to `out` (a directory or .tar.gz).
 
-    With `spill`, outputs already written to its staging directory are not written again.
+    With `spill`, outputs already written to its staging directory are not written again
+    (and the spill's own `split_dumps` applies). `split_dumps`: store ztunnel config_dumps
+    split, their cluster-wide sections once (`SharedDumps`).
     Returns the manifest and the failed entries; raises `UsageError` when `out` exists.
     """
     skip = set(not_kept)
@@ -228,6 +275,7 @@ def write_bundle(
         _mkdir_staging(staging)
     else:  # outputs a failed spill kept in memory are written below (and fail loudly)
         staging = spill.staging
+    shared = spill.shared if spill is not None else SharedDumps(staging, enabled=split_dumps)
     manifest = Manifest(created_at=created_at, collection=collection, targets=targets)
     writing = str(staging)
     failed: list[dict[str, Any]] = []
@@ -245,13 +293,18 @@ def write_bundle(
                     dest = staging.joinpath(*rel.parts)
                     writing = str(dest)
                     dest.parent.mkdir(parents=True, exist_ok=True)
-                    dest.write_bytes(output.stdout)
+                    data = shared.stored_form(output.path, output.stdout)
+                    dest.write_bytes(data)
+                    if data is not output.stdout:  # the manifest describes what is stored
+                        output = replace(output, stdout=data)
                 entry = entry_for(output, stored=stored)
                 spool.append(entry)
                 if entry["status"] in FAILED_STATUSES:
                     failed.append(entry)
                 elif output.status is RawStatus.SKIPPED and output.note == "interrupted":
                     not_run += 1
+            for shared_entry in shared.entries(created_at):
+                spool.append(shared_entry)
             for extra in sorted(extra_files, key=lambda e: e.path):
                 if extra.path == "cluster/pods.json":
                     manifest.components = component_versions(extra.data)

@@ -168,6 +168,13 @@ def _live_option_list(
             help="Stdout kept per command; a longer output is recorded as truncated, not "
             "stored.",
         ),
+        click.option(
+            "--whole-ztunnel-dumps",
+            "whole_ztunnel_dumps",
+            is_flag=True,
+            help="Store every node's ztunnel config_dump whole (as before bundle format 2), "
+            "not its cluster-wide sections once under cluster/ztunnel-shared/.",
+        ),
     ]
 
 
@@ -305,6 +312,7 @@ def collect_options_from(**opts: Any) -> Any:
         concurrency=int(opts.get("concurrency") or 8),
         target_timeout=float(opts.get("target_timeout") or DEFAULT_TARGET_TIMEOUT),
         max_output=max_output_bytes(opts),
+        split_dumps=not opts.get("whole_ztunnel_dumps"),
     )
 
 

@@ -107,6 +107,7 @@ class LiveOptions:
     target_timeout: float = DEFAULT_TARGET_TIMEOUT
     # Per-command stdout cap (exec_outcome.DEFAULT_MAX_OUTPUT); None: no cap.
     max_output: int | None = DEFAULT_MAX_OUTPUT
+    split_dumps: bool = True  # ztunnel config_dumps: cluster-wide sections stored once
     connect_timeout: float = 15.0
     # Where the istio-cni node pod sees the host's /var/run/netns (its DaemonSet mounts
     # it there); only Kubernetes-exec collection uses it.
@@ -118,7 +119,8 @@ class LiveOptions:
     def collect_options(self) -> CollectOptions:
         """How the collection runs (the part every source shares)."""
         return CollectOptions(timeout=self.timeout, concurrency=self.concurrency,
-                              target_timeout=self.target_timeout, max_output=self.max_output)
+                              target_timeout=self.target_timeout, max_output=self.max_output,
+                              split_dumps=self.split_dumps)
 
     @property
     def mode(self) -> str:

@@ -663,6 +663,8 @@ class CollectOptions:
     concurrency: int = DEFAULT_CONCURRENCY  # targets collected at once
     target_timeout: float = DEFAULT_TARGET_TIMEOUT  # one deadline for a target's commands
     max_output: int | None = DEFAULT_MAX_OUTPUT  # stdout bytes kept per command; None: no cap
+    # ztunnel config_dumps stored split, cluster-wide sections once (bundle format 2)
+    split_dumps: bool = True
 
     def record(self) -> dict[str, object]:
         """The limits as the manifest's `collection` records them."""
@@ -697,7 +699,7 @@ def collect_bundle(
     """
     opts = options if options is not None else CollectOptions()
     created_at = rfc3339(datetime.now(UTC))
-    spill = Spill(out)  # refuses an existing `out` before anything runs
+    spill = Spill(out, split_dumps=opts.split_dumps)  # refuses an existing `out` first
     if hasattr(transport, "max_output"):
         transport.max_output = opts.max_output  # the cap is an option, not the transport's
     runner = Runner(

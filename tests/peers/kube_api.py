@@ -97,6 +97,9 @@ class ExecTarget:
     # answered in-process instead of running `prefix + argv`; the wire protocol (frames,
     # status) is the same.
     respond: Callable[[list[str]], tuple[bytes, bytes, int]] | None = None
+    # A simulated pod's port-forward (benchmarks): (port, HTTP request bytes) -> the
+    # bytes its listener answers before closing, instead of a TCP connection in a netns.
+    forward: Callable[[int, bytes], bytes] | None = None
 
 
 @dataclass
@@ -351,23 +354,46 @@ class KubeApi:
         ports = [p for v in query.get("ports", []) for p in v.split(",") if p]
         if not ports or not all(p.isdigit() and 0 < int(p) < 65536 for p in ports):
             return _status(400, "BadRequest", "at least one valid port is required")
-        if self._forward_netns(ns, name) is None:
+        target = self.exec_targets.get((ns, name))
+        if self._forward_netns(ns, name) is None and (target is None or target.forward is None):
             return _status(500, "InternalError", f"pod {ns}/{name} has no emulated netns")
         if "upgrade" not in request.headers.get("Connection", "").lower():
             return _status(400, "BadRequest", "Upgrade request required")
         return None
 
+    @staticmethod
+    def _forward_in_process(conn: ServerConnection, port: int,
+                            answer: Callable[[int, bytes], bytes]) -> None:
+        """Read one HTTP request on the first port's data channel, send the simulated
+        listener's answer in 64 KiB frames, close (a listener answering `Connection: close`)."""
+        request = b""
+        with contextlib.suppress(Exception):
+            for message in conn:
+                if isinstance(message, bytes) and message and message[0] == 0:
+                    request += message[1:]
+                    if b"\r\n\r\n" in request:
+                        break
+        reply = answer(port, request)
+        with contextlib.suppress(Exception):
+            for at in range(0, len(reply), 1 << 16):
+                conn.send(b"\x00" + reply[at:at + (1 << 16)])
+            conn.close()
+
     def _portforward(self, conn: ServerConnection, ns: str, name: str, query: str) -> None:
         from tests.peers.netns import connect_in_netns
 
         netns = self._forward_netns(ns, name)
-        assert netns is not None
         ports = [int(p) for v in parse_qs(query)["ports"] for p in v.split(",") if p]
         with self._lock:
             self.forward_count += 1
         for i, port in enumerate(ports):
             conn.send(bytes([2 * i]) + port.to_bytes(2, "little"))
             conn.send(bytes([2 * i + 1]) + port.to_bytes(2, "little"))
+        target = self.exec_targets.get((ns, name))
+        if target is not None and target.forward is not None:
+            self._forward_in_process(conn, ports[0], target.forward)
+            return
+        assert netns is not None
         upstream: dict[int, Any] = {}
         for i, port in enumerate(ports):
             try:
