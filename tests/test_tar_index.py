@@ -263,6 +263,16 @@ def test_an_index_listing_a_name_twice_is_refused(indexed: Path, tmp_path: Path)
     _refused(_rewrite_index(indexed, tmp_path / "x.tar.gz", twice), "twice")
 
 
+def test_an_index_listing_no_members_is_refused_as_a_damaged_archive(
+        indexed: Path, tmp_path: Path) -> None:
+    """An empty member list once ended in a ValueError from a length check (an internal
+    error) instead of the one-line refusal naming the archive."""
+    def empty(doc: dict) -> None:
+        for k in ("names", "headers", "sizes"):
+            doc["members"][k] = []
+    _refused(_rewrite_index(indexed, tmp_path / "x.tar.gz", empty), "lists no members")
+
+
 def test_an_index_escaping_the_bundle_folder_is_refused(indexed: Path, tmp_path: Path) -> None:
     _refused(_rewrite_index(indexed, tmp_path / "x.tar.gz",
                             lambda doc: _member(doc, "cluster/pods.json").__setitem__(

@@ -446,8 +446,10 @@ class TarIndex:
             seen.add(rel)
             rows_ok.append((rel, name, header, size))
             floor = header + _BLOCK + _padded(size)
+        if not rows_ok:  # a bundle has files: an index of none describes another archive
+            raise _error(where, "its member index lists no members")
         end_blocks = rawo[-2]  # the last gzip member holds the end-of-archive blocks
-        if rows_ok and end_blocks < floor:
+        if end_blocks < floor:
             raise _error(where, f"its member index puts {rows_ok[-1][1]!r} past the end of "
                                 "the archive")
         ends = [r[2] for r in rows_ok[1:]] + [end_blocks]
