@@ -293,6 +293,14 @@ def _array_start(raw: bytes) -> int | None:
     return None if opened is None else opened.end()
 
 
+def _misplaced(gap: bytes, *, first: bool) -> bool:
+    """Is `gap`, the bytes before an entry, anything but what JSON allows there: blanks
+    before the first entry, a comma (and blanks) between two?"""
+    if first:
+        return bool(gap.strip())
+    return gap != b"," and _GAP.fullmatch(gap) is None
+
+
 def _tile(raw: bytes, a: int) -> tuple[list[int], list[int]] | None:
     """The objects from `a` to the array's end, separated by commas and nothing else: the
     exact, string-aware scan (a Python step per entry; `_fast_index` is tried first)."""
@@ -301,10 +309,7 @@ def _tile(raw: bytes, a: int) -> tuple[list[int], list[int]] | None:
     ends: list[int] = []
     for m in _OBJ_RE.finditer(raw, a):
         begin, pos_next = m.span()
-        gap = raw[pos:begin]
-        if starts and gap != b"," and _GAP.fullmatch(gap) is None:
-            return None
-        if not starts and gap.strip():
+        if _misplaced(raw[pos:begin], first=not starts):
             return None
         starts.append(begin)
         ends.append(pos := pos_next)
@@ -544,10 +549,7 @@ def index_manifest_chunked(read: Callable[[int, int], bytes], size: int, *,
             loaded = base + len(buf)
             continue
         begin, end = m.span()
-        gap = buf[pos:begin]
-        if starts and gap != b"," and _GAP.fullmatch(gap) is None:
-            return None
-        if not starts and gap.strip():
+        if _misplaced(buf[pos:begin], first=not starts):
             return None
         if (buf.count(b'"', begin, end) % 2 if buf.find(b"\\", begin, end) < 0
                 else _OBJ_RE.fullmatch(buf, begin, end) is None):
