@@ -60,8 +60,9 @@ from ambientctl.raw import ExecResult, RawOutput, RawStatus
 DEFAULT_TIMEOUT = 30.0
 DEFAULT_CONCURRENCY = 8
 # One target's whole collection (all its commands, one batch or many execs). Six minutes
-# covers the slowest node measured (630k rules: `nft -j list ruleset` ~30 s, the rest a
-# few seconds) many times over, and bounds what one hung node can cost a run
+# covers the slowest node measured (630k iptables-nft rules: the `nft-tables` listing
+# 8-23 s, `iptables-save` 7-13 s; `nft -j list ruleset` took 29 min there under load and is
+# no longer run) many times over, and bounds what one hung node can cost a run
 # (sos-collector: 180 s per node; cilium sysdump: 180 s per node).
 DEFAULT_TARGET_TIMEOUT = 360.0
 
