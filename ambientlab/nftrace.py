@@ -62,6 +62,7 @@ _LINE = re.compile(
 _HANDLE = re.compile(r"# handle (\d+)")
 _VERDICT = re.compile(r"\(verdict ([^)]*)\)\s*$")
 _FLAGS = re.compile(r"tcp flags == (\S+)")
+_TTL = re.compile(r"\bip ttl (\d+)")
 _PORTS = re.compile(r"tcp sport (\d+) tcp dport (\d+)")
 _ADDRS = re.compile(r"ip6? saddr (\S+) ip6? daddr (\S+)")
 
@@ -105,6 +106,16 @@ def parse_trace(netns: str, text: str) -> list[TraceEvent]:
     return out
 
 
+def events_before(netns: str, text: str, needle: str) -> list[TraceEvent]:
+    """The events of a monitor's output up to the first trace line that contains `needle`
+    (the flush datagram): a monitor prints in the kernel's order, so what follows it was
+    sent after the flush."""
+    cut = text.find(needle)
+    if cut >= 0:
+        text = text[:text.rfind("\n", 0, cut) + 1]
+    return parse_trace(netns, text)
+
+
 def tcp_of(event: TraceEvent) -> tuple[str, str, int, str, int] | None:
     """(flags, saddr, sport, daddr, dport) of a `packet:` event's TCP segment as this base
     chain saw it (NAT changes it between chains), None for other packets."""
@@ -112,6 +123,86 @@ def tcp_of(event: TraceEvent) -> tuple[str, str, int, str, int] | None:
     if not f or not p or not a:
         return None
     return f.group(1), a.group(1), int(p.group(1)), a.group(2), int(p.group(2))
+
+
+# (namespace logical id, hook, family, table, chain, position or None for a policy, verdict)
+StepKey = tuple[str, str, str, str, str, int | None, str]
+
+
+def kernel_steps(events: dict[str, list[TraceEvent]], answer: bool,
+                  positions: dict[str, dict[tuple[str, str, int], tuple[str, int]]],
+                  hooks: dict[str, dict[tuple[str, str, str], str]]) -> dict[str, list[StepKey]]:
+    """Per namespace, the steps of the replayed connection's SYN (or of its answer).
+
+    One leg is replayed per window, so its SYN is the SYN of the window (a dropped SYN is
+    not retransmitted: the probe gives up after 0.5 s, before the kernel's first 1 s RTO).
+    Its answer is a SYN-ACK or RST addressed to a source the SYN had in some namespace
+    (before or after a SNAT: the next namespace prints the SNATed one); a late SYN-ACK
+    retransmitted for an earlier leg goes to another (ephemeral) port.
+
+    A server retransmits an unanswered SYN-ACK after 1 s; on a loaded machine that can
+    still fall in the window, and the simulator walks one packet. A traversal (from the
+    trace table's own base chain, where `meta nftrace set 1` starts it, to the next one)
+    that repeats an earlier one in the same namespace - same segment, same TTL, same
+    rules - is that retransmission and is counted once. A routing loop is not hidden:
+    its TTL drops on every pass.
+    """
+    out: dict[str, list[StepKey]] = {}
+    # The SYN's tuples in every namespace: a SNAT in one namespace's nat POSTROUTING is
+    # never printed there (no base chain follows it), the next namespace sees it.
+    syn_tuples = {tcp[1:] for evs in events.values() for e in evs
+                  if e.kind == "packet" and (tcp := tcp_of(e)) is not None and tcp[0] == "syn"}
+    clients = {(t[0], t[1]) for t in syn_tuples}
+    for ns, evs in events.items():
+
+        def wanted(tcp: tuple[str, str, int, str, int] | None) -> bool:
+            if tcp is None:
+                return False
+            if not answer:
+                return tcp[0] == "syn"
+            flags, _sa, _sp, da, dp = tcp
+            return flags in ("0x12", "0x14", "rst") and (da, dp) in clients
+
+        selected: dict[str, bool] = {}
+        hook_of: dict[str, str] = {}
+        # Traversals in the order they started: (segment and TTL as the trace table saw
+        # them, the steps); a trace id names the traversal it is in now.
+        passes: list[tuple[tuple[object, ...], list[StepKey]]] = []
+        current: dict[str, int] = {}
+        for e in evs:
+            if e.kind == "packet":
+                tcp = tcp_of(e)
+                selected[e.trace_id] = wanted(tcp)
+                base = hooks[ns].get((e.family, e.table, e.chain))
+                if base is not None:
+                    hook_of[e.trace_id] = base
+                if e.table == TABLE or e.trace_id not in current:
+                    current[e.trace_id] = len(passes)
+                    ttl = _TTL.search(e.text)
+                    passes.append(((tcp, ttl.group(1) if ttl else None), []))
+                continue
+            if e.table == TABLE or not selected.get(e.trace_id) or e.trace_id not in current:
+                continue
+            hook = hook_of.get(e.trace_id, "?")
+            steps = passes[current[e.trace_id]][1]
+            if e.kind == "rule":
+                assert e.handle is not None, e
+                chain, pos = positions[ns][(e.family, e.table, e.handle)]
+                assert chain == e.chain, e
+                verdict = (e.verdict or "?").split()[0]
+                steps.append((ns, hook, e.family, e.table, e.chain, pos, verdict))
+            elif e.kind == "policy":
+                steps.append((ns, hook, e.family, e.table, e.chain, None, e.verdict or "?"))
+        seen: set[tuple[object, ...]] = set()
+        kept: list[StepKey] = []
+        for head, steps in passes:
+            key = (head, tuple(steps))
+            if steps and key not in seen:
+                seen.add(key)
+                kept.extend(steps)
+        if kept:
+            out[ns] = kept
+    return out
 
 
 def _ns_exec(name: str, *argv: str, stdin: str | None = None) -> str:
@@ -221,18 +312,22 @@ class KernelTrace:
         Each namespace's monitor prints its trace events in the order the kernel evaluated
         the packets (one netlink multicast socket per namespace), so once a datagram sent
         after the replay shows up in every monitor, everything the replay caused there has
-        been printed: no fixed quiet period to wait for (it cost 0.15 s a leg).
+        been printed: no fixed quiet period to wait for (it cost 0.15 s a leg). What a
+        monitor printed after the flush datagram is left out: it came later than the
+        replay (a SYN-ACK retransmitted 1 s after the replay gave up, on a loaded machine).
         """
-        self._flush(timeout)
-        return {logical: parse_trace(logical, self._read(logical, marks[logical]))
+        needle = self._flush(timeout)
+        return {logical: events_before(logical, self._read(logical, marks[logical]), needle)
                 for logical in self.netns}
 
-    def _flush(self, timeout: float) -> None:
+    def _flush(self, timeout: float) -> str:
+        """Send the flush datagram in every namespace and wait for every monitor to print it;
+        returns the text that names it in a trace line."""
         self._token = 50_000 + (self._token - 50_000 + 1) % 10_000
         token = self._token
         for name in self.netns.values():
             _send_ready(name, token)
-        needle = f"udp sport {token} udp dport {READY_PORT}"
+        needle = f"udp sport {token} udp dport {READY_PORT} "
         pending = set(self.netns)
         deadline = time.monotonic() + timeout
         while pending:
@@ -242,7 +337,7 @@ class KernelTrace:
                 if needle in self._read(logical, max(0, size - 65536)):
                     pending.discard(logical)
             if not pending:
-                return
+                return needle
             if time.monotonic() > deadline:
                 raise LabError(f"nft monitor trace did not print the flush datagram in "
                                f"{sorted(pending)}")

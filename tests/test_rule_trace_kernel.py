@@ -38,10 +38,7 @@ from ambientctl.analyzers.trace import Tracer
 from ambientctl.analyzers.trace_result import Hop, Leg, LegResult, Trace
 from ambientctl.loading import load_snapshot
 from ambientlab.emulate import Landing
-from ambientlab.nftrace import TABLE, KernelTrace, TraceEvent, tcp_of
-
-# (namespace logical id, hook, family, table, chain, position or None for a policy, verdict)
-StepKey = tuple[str, str, str, str, str, int | None, str]
+from ambientlab.nftrace import KernelTrace, StepKey, kernel_steps, tcp_of
 
 # Paths per design: name -> (source, destination, port, uid, plaintext)
 SEED_PATHS: dict[str, tuple[str, str, int | None, int | None, bool]] = {
@@ -87,62 +84,6 @@ def _hop_steps(hop: Hop) -> Iterator[StepKey]:
         assert s.hook and s.family and s.table and s.chain
         verdict = {"reject": "drop"}.get(s.verdict, s.verdict)
         yield (hop.netns, s.hook.lower(), s.family, s.table, s.chain, s.position, verdict)
-
-
-# --------------------------------------------------------------------------- the kernel
-
-
-def _kernel_steps(events: dict[str, list[TraceEvent]], answer: bool,
-                  positions: dict[str, dict[tuple[str, str, int], tuple[str, int]]],
-                  hooks: dict[str, dict[tuple[str, str, str], str]]) -> dict[str, list[StepKey]]:
-    """Per namespace, the steps of the replayed connection's SYN (or of its answer).
-
-    One leg is replayed per window, so its SYN is the SYN of the window (a dropped SYN is
-    not retransmitted: the probe gives up after 0.5 s, before the kernel's first 1 s RTO).
-    Its answer is a SYN-ACK or RST addressed to a source the SYN had in some namespace
-    (before or after a SNAT: the next namespace prints the SNATed one); a late SYN-ACK
-    retransmitted for an earlier leg goes to another (ephemeral) port.
-    """
-    out: dict[str, list[StepKey]] = {}
-    # The SYN's tuples in every namespace: a SNAT in one namespace's nat POSTROUTING is
-    # never printed there (no base chain follows it), the next namespace sees it.
-    syn_tuples = {tcp[1:] for evs in events.values() for e in evs
-                  if e.kind == "packet" and (tcp := tcp_of(e)) is not None and tcp[0] == "syn"}
-    clients = {(t[0], t[1]) for t in syn_tuples}
-    for ns, evs in events.items():
-
-        def wanted(tcp: tuple[str, str, int, str, int] | None) -> bool:
-            if tcp is None:
-                return False
-            if not answer:
-                return tcp[0] == "syn"
-            flags, _sa, _sp, da, dp = tcp
-            return flags in ("0x12", "0x14", "rst") and (da, dp) in clients
-
-        selected: dict[str, bool] = {}
-        hook_of: dict[str, str] = {}
-        steps: list[StepKey] = []
-        for e in evs:
-            if e.kind == "packet":
-                selected[e.trace_id] = wanted(tcp_of(e))
-                base = hooks[ns].get((e.family, e.table, e.chain))
-                if base is not None:
-                    hook_of[e.trace_id] = base
-                continue
-            if e.table == TABLE or not selected.get(e.trace_id):
-                continue
-            hook = hook_of.get(e.trace_id, "?")
-            if e.kind == "rule":
-                assert e.handle is not None, e
-                chain, pos = positions[ns][(e.family, e.table, e.handle)]
-                assert chain == e.chain, e
-                verdict = (e.verdict or "?").split()[0]
-                steps.append((ns, hook, e.family, e.table, e.chain, pos, verdict))
-            elif e.kind == "policy":
-                steps.append((ns, hook, e.family, e.table, e.chain, None, e.verdict or "?"))
-        if steps:
-            out[ns] = steps
-    return out
 
 
 def _by_netns(steps: list[StepKey]) -> dict[str, list[StepKey]]:
@@ -238,7 +179,7 @@ def _run_case(design: str, fault: str | None, work: Path) -> Case:
                     _connect(lab, leg)
                     events = kt.events_since(marks)
                     label = f"{name} leg {leg.index} ({leg.direction})"
-                    kernel_syn = _kernel_steps(events, False, positions, hooks)
+                    kernel_syn = kernel_steps(events, False, positions, hooks)
                     if not any(tcp_of(e) for e in events.get(leg.start_netns, [])):
                         case.errors.append(f"{label}: the kernel traced no TCP packet in "
                                            f"{leg.start_netns}")
@@ -249,7 +190,7 @@ def _run_case(design: str, fault: str | None, work: Path) -> Case:
                         else {}
                     case.compared.append(Compared(
                         f"{label} answer", sim_answer,
-                        _kernel_steps(events, True, positions, hooks)))
+                        kernel_steps(events, True, positions, hooks)))
     return case
 
 
