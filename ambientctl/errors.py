@@ -73,3 +73,8 @@ class TransportError(AmbientError):
     """A transport (docker, kubernetes exec, ssh, local) failed for one target."""
 
     exit_code = ExitCode.COLLECTION
+
+
+class RequestTooLong(TransportError):
+    """The exec request itself was refused as too long (HTTP 414 URI Too Long / 431): a
+    proxy in front of the API server with an 8 KiB request line, not the command."""

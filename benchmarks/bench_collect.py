@@ -4,6 +4,7 @@
     python benchmarks/bench_collect.py memory  [--transport docker|kube|ssh] [--services 10000]
     python benchmarks/bench_collect.py scale   [--nodes 50 500] [--pods 50] [--profile-memory]
                                                [--ztunnel [--whole-dumps]]
+                                               [--max-request-line 8192]
 
 `latency`: 100 emulated targets (10 nodes x (host + 9 pods), each a real network
 namespace) collected through the docker transport against the Engine API test peer,
@@ -23,7 +24,9 @@ imports, and the wall time.
 istio-cni pod answering the discovery and batch scripts in-process with outputs of
 realistic size) collected through the Kubernetes exec transport against the API test
 peer with `--latency` per exec; reports wall time, exec round trips, API list pages and
-the collecting process's peak RSS. `--profile-memory` runs the collection under
+the collecting process's peak RSS. The peer's request line is limited to
+`--max-request-line` bytes (8192, nginx's default in front of an API server: a node
+batch is refused once and cut into groups; 1048576 for an API server reached directly). `--profile-memory` runs the collection under
 tracemalloc instead and reports, for the same run, the traced peak and the 15 source
 lines holding the most memory when the run hands its results to the bundle writer (the
 moment everything a run keeps is alive) and at the traced peak's end of writing; slower
@@ -57,6 +60,7 @@ from ambientlab.netns import Lab
 from tests.peers.docker_engine import DockerEngine, kind_container
 from tests.peers.kube_api import ExecTarget, KubeApi
 from tests.peers.netns import NodeView
+from tests.peers.sim_cluster import SimNode, SimZtunnel, sim_cluster
 
 
 def _cluster(nodes: dict[str, list[tuple[str, str]]]) -> dict[str, Any]:
@@ -290,133 +294,6 @@ def memory_bench(args: argparse.Namespace) -> list[dict[str, Any]]:
 # --------------------------------------------------------------------------- scale
 
 
-class SimNode:
-    """One simulated node behind its istio-cni pod: answers ambientctl's two fixed
-    scripts (discovery, batch) in-process, framed exactly as the node's `sh` frames them
-    (`batch.DISCOVERY_SCRIPT` / `batch.SCRIPT`), with outputs of realistic size. The
-    commands' own cost on a node is not ours to measure here (it is per command and
-    known per transport); what is measured is the collector: round trips, API paging,
-    framing, spill, memory."""
-
-    def __init__(self, index: int, pods: list[tuple[str, str]], host: bytes, pod: bytes) -> None:
-        self.index, self.pods, self.host, self.pod = index, pods, host, pod
-
-    def __call__(self, argv: list[str]) -> tuple[bytes, bytes, int]:
-        from ambientctl.collectors.batch import DISCOVERY_SCRIPT, SCRIPT
-
-        nonce = argv[4]
-        if argv[2] == DISCOVERY_SCRIPT:
-            out = bytearray()
-            for name, ip in self.pods:
-                addr = json.dumps([{"ifname": "eth0", "addr_info": [{"local": ip}]}])
-                out += f"{nonce} N {name}\n{addr}\n{nonce} E 0\n".encode()
-            return bytes(out), b"", 0
-        assert argv[2] == SCRIPT
-        out, err = bytearray(f"{nonce} I net:[{4026530000 + self.index}]\n".encode()), bytearray()
-        from ambientctl.collectors.batch import INDEX, KIND_TOKENS, batch_for
-        from ambientctl.collectors.specs import VERSION_SPECS
-
-        kinds = {tok: [str(INDEX[a]) for a in batch_for(kind)] for kind, tok in KIND_TOKENS.items()}
-        # a tool's version is one short line, not a ruleset
-        versions = {str(INDEX[v.argv]): f"{v.tool} v1.0\n".encode() for v in VERSION_SPECS}
-        tokens = [x for token in argv[6:] for x in kinds.get(token, [token])]
-        body = self.host
-        for n, token in enumerate(tokens):
-            if token[0] in "=@%":
-                body = self.host if token == "=" else self.pod
-                inode = 4026530000 + self.index * 1000 + n
-                out += f"{nonce} S {token} net:[{inode}]\n".encode()
-                err += f"{nonce} S {token}\n".encode()
-            elif token.isdigit():
-                out += f"{nonce} B {token}\n".encode() + versions.get(token, body)
-                out += f"\n{nonce} E {token} 0 1 0 1000000\n".encode()
-                err += f"{nonce} B {token}\n\n{nonce} E {token}\n".encode()
-        return bytes(out), bytes(err), 0
-
-
-class SimZtunnel:
-    """Every simulated ztunnel's admin listener: `GET /config_dump` answers the cluster's
-    workloads (the same bytes on every node, built once) and the node's own
-    `workloadState`, pretty-printed as ztunnel prints it."""
-
-    def __init__(self, nodes: int, pods: int) -> None:
-        self.pods = pods
-        rows = []
-        for n in range(nodes):
-            for p in range(pods):
-                ip = f"10.{64 + n // 256}.{n % 256}.{p + 2}"
-                rows.append({
-                    "uid": f"Kubernetes//Pod/bench/app-{n}-{p}", "workloadIps": [ip],
-                    "protocol": "HBONE", "name": f"app-{n}-{p}", "namespace": "bench",
-                    "trustDomain": "cluster.local", "serviceAccount": "default",
-                    "workloadName": "app", "workloadType": "deployment",
-                    "canonicalName": "app", "canonicalRevision": "latest",
-                    "node": f"sim-node-{n}", "status": "Healthy", "clusterId": "Kubernetes",
-                    "authorizationPolicies": [], "services": {}})
-        self.workloads = json.dumps(rows, indent=2).replace("\n", "\n  ").encode()
-
-    def answer(self, n: int) -> bytes:
-        state = {f"uid-{n}-{p}": {"info": {"name": f"app-{n}-{p}", "namespace": "bench",
-                                            "serviceAccount": "default"},
-                                   "state": "Up", "connections": {"inbound": [], "outbound": []}}
-                 for p in range(self.pods)}
-        body = b"".join([b'{\n  "workloads": ', self.workloads,
-                         b',\n  "services": [],\n  "policies": [],\n  "certificates": [],'
-                         b'\n  "workloadState": ',
-                         json.dumps(state, indent=2).replace("\n", "\n  ").encode(), b"\n}"])
-        head = (f"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
-                f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n").encode()
-        return head + body
-
-
-def _sim_cluster(nodes: int, pods: int, *, ztunnel: bool = False,
-                 ) -> tuple[dict[str, Any], dict[str, list[tuple[str, str]]]]:
-    """API objects: `nodes` nodes, each with an istio-cni pod (hostNetwork) and `pods`
-    app pods (unique IPs), and with `ztunnel` a ztunnel pod (address .1 of the node's
-    pod CIDR); the netns names the simulated nodes list, per node."""
-    items, node_items, netns = [], [], {}
-    for n in range(nodes):
-        node = f"sim-node-{n}"
-        node_items.append({"metadata": {"name": node},
-                           "spec": {"podCIDR": f"10.{64 + n // 256}.{n % 256}.0/24"},
-                           "status": {"addresses": [{"type": "InternalIP",
-                                                     "address": f"172.31.{n // 256}.{n % 256}"}]}})
-        items.append({
-            "metadata": {"name": f"istio-cni-node-{n}", "namespace": "istio-system",
-                         "uid": f"cni-{n}", "labels": {"k8s-app": "istio-cni-node"}},
-            "spec": {"nodeName": node, "hostNetwork": True,
-                     "containers": [{"name": "install-cni", "image": "istio/install-cni"}]},
-            "status": {"phase": "Running", "podIP": f"172.31.{n // 256}.{n % 256}"},
-        })
-        netns[node] = []
-        if ztunnel:
-            zt_ip = f"10.{64 + n // 256}.{n % 256}.1"
-            items.append({
-                "metadata": {"name": f"ztunnel-{n}", "namespace": "istio-system",
-                             "uid": f"zt-{n}", "labels": {"app": "ztunnel"}},
-                "spec": {"nodeName": node, "containers": [{"name": "istio-proxy",
-                                                           "image": "istio/ztunnel"}]},
-                "status": {"phase": "Running", "podIP": zt_ip, "podIPs": [{"ip": zt_ip}]},
-            })
-            netns[node].append((f"cni-{n:04d}-zt", zt_ip))
-        for p in range(pods):
-            ip = f"10.{64 + n // 256}.{n % 256}.{p + 2}"
-            items.append({
-                "metadata": {"name": f"app-{n}-{p}", "namespace": "bench", "uid": f"uid-{n}-{p}"},
-                "spec": {"nodeName": node, "containers": [{"name": "app", "image": "app"}]},
-                "status": {"phase": "Running", "podIP": ip, "podIPs": [{"ip": ip}]},
-            })
-            netns[node].append((f"cni-{n:04d}-{p:04d}", ip))
-
-    def lst(xs: list) -> dict:
-        return {"apiVersion": "v1", "kind": "List", "items": xs}
-
-    docs = {"nodes": lst(node_items), "pods": lst(items), "services": lst([]),
-            "namespaces": lst([{"metadata": {"name": "bench"}}, {"metadata": {"name": "istio-system"}}]),
-            "endpointslices": lst([])}
-    return docs, netns
-
-
 _MEASURE = (
     "import resource, subprocess, sys, time; t = time.monotonic(); "
     "r = subprocess.run(sys.argv[1:]); "
@@ -470,7 +347,7 @@ def scale_bench(args: argparse.Namespace) -> list[dict[str, Any]]:
     pod = b"-A ISTIO_OUTPUT -j ACCEPT\n" * max(1, args.pod_bytes // 26)
     rows = []
     for nodes in args.nodes:
-        docs, netns = _sim_cluster(nodes, args.pods, ztunnel=args.ztunnel)
+        docs, netns = sim_cluster(nodes, args.pods, ztunnel=args.ztunnel)
         targets = {("istio-system", f"istio-cni-node-{n}"): ExecTarget(
             [], respond=SimNode(n, netns[f"sim-node-{n}"], host, pod)) for n in range(nodes)}
         if args.ztunnel:
@@ -479,7 +356,8 @@ def scale_bench(args: argparse.Namespace) -> list[dict[str, Any]]:
                 targets[("istio-system", f"ztunnel-{n}")] = ExecTarget(
                     [], frozenset(), forward=lambda _port, _req, n=n, zt=zt: zt.answer(n))
         with tempfile.TemporaryDirectory(prefix="bench-scale-") as work, \
-                KubeApi(docs, targets, latency=args.latency, enrich=False) as api:
+                KubeApi(docs, targets, latency=args.latency, enrich=False,
+                        max_request_line=args.max_request_line) as api:
             conf = api.kubeconfig(Path(work) / "kubeconfig", context="peer")
             out = Path(work) / "bundle"
             profile = Path(work) / "profile.json"
@@ -503,11 +381,19 @@ def scale_bench(args: argparse.Namespace) -> list[dict[str, Any]]:
                 "nodes": nodes, "pods_per_node": args.pods, "latency_s": args.latency,
                 "concurrency": args.concurrency, "exit": res.returncode,
                 "wall_s": round(float(wall), 1),
+                "max_request_line": args.max_request_line,
                 "exec_round_trips": api.exec_count,
                 "exec_round_trips_per_node": round(api.exec_count / nodes, 2),
                 "api_list_pages": sum(api.list_pages.values()),
                 "targets": len(manifest["targets"]),
                 "entries_not_ok": sum(1 for e in manifest["entries"] if e["status"] != "ok"),
+                # which ones and why: a count alone does not say whether the cluster, the
+                # load or the collector failed them
+                "not_ok_sample": [
+                    {k: e.get(k) for k in ("path", "status", "exit_code", "note",
+                                            "duration_ms") if e.get(k) is not None}
+                    | {"stderr_tail": (e.get("stderr") or "")[-300:]}
+                    for e in manifest["entries"] if e["status"] != "ok"][:8],
                 "bundle_mib": round(size / 2**20, 1),
                 "ztunnel_dumps": ("whole" if args.whole_dumps else "split") if args.ztunnel
                 else None,
@@ -539,6 +425,10 @@ def main() -> None:
     sc.add_argument("--pods", type=int, default=50, help="app pods per node")
     sc.add_argument("--latency", type=float, default=0.3, help="seconds per exec round trip")
     sc.add_argument("--concurrency", type=int, default=8)
+    sc.add_argument("--max-request-line", type=int, default=8192,
+                    help="the API front's request-line limit (8192: nginx's default, where "
+                    "a node batch is cut into groups; 1048576: a real API server reached "
+                    "directly, one batch per node)")
     sc.add_argument("--host-kib", type=int, default=600,
                     help="KiB a node's own netns prints, all commands together (~5k kube-proxy rules)")
     sc.add_argument("--pod-bytes", type=int, default=300, help="bytes per pod command")

@@ -6,6 +6,7 @@ the batch and discovery scripts can run is the catalogue's, and none is a write 
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
 import shlex
@@ -162,7 +163,7 @@ def test_catalogue_is_exactly_the_specs_and_read_only() -> None:
 def _script_commands(script: str) -> list[list[str]]:
     """Every `x ARGV ;;` branch and the discovery command, tokenised like sh would."""
     cmds = [
-        shlex.split(m.group(1)) for m in re.finditer(r"^\s+\d+\) x (.*) ;;$", script, re.MULTILINE)
+        shlex.split(m.group(1)) for m in re.finditer(r"^\s*\d+\) x (.*) ;;$", script, re.MULTILINE)
     ]
     cmds += [
         shlex.split(m.group(1)) for m in re.finditer(r"-- (.*) </dev/null$", script, re.MULTILINE)
@@ -176,14 +177,15 @@ def test_batch_script_runs_only_catalogue_commands() -> None:
     # Outside the branches: the fixed framing, which enters a netns (ip netns exec /
     # nsenter), bounds a command (timeout), prints markers, and writes to no file.
     framing = batch._PROLOGUE + batch._EPILOGUE + batch._kinds() + batch._MAIN
-    assert (
-        SCRIPT
-        == batch._PROLOGUE
+    # ... and nothing else: the script is those parts, only unindented
+    whole = (
+        batch._PROLOGUE
         + "".join(f"  {i}) x {shlex.join(a)} ;;\n" for i, a in enumerate(CATALOGUE))
         + batch._EPILOGUE
         + batch._kinds()
         + batch._MAIN
     )
+    assert SCRIPT == "\n".join(line.lstrip(" ") for line in whole.split("\n"))
     for word in ("iptables", "ipset", "nft", "sysctl", "rm", "mount", "kill", "dd", "tee", "eval"):
         assert not re.search(rf"\b{word}\b", framing), word
     # redirections: /dev/null or file-descriptor duplications (the output cap's exit-code
@@ -462,3 +464,97 @@ def test_the_allowlist_passes_only_catalogue_and_the_two_fixed_scripts() -> None
         t.run(CATALOGUE[0], netns=NetnsRef(name="x;reboot"), timeout=5)
     assert inner.calls == []
     assert t.run(CATALOGUE[0], netns=None, timeout=5).exit_code == 0
+
+
+class _LimitedNode:
+    """A node behind a front that refuses a request past `limit` bytes of `command=`
+    parameters (as an 8 KiB nginx answers 414), answering what fits like the node's `sh`
+    (`tests/peers/sim_cluster.SimNode`); each exec takes `delay` seconds."""
+
+    name = "kube"
+
+    def __init__(self, pods: int, limit: int, delay: float = 0.0) -> None:
+        from tests.peers.sim_cluster import SimNode, netns_name
+
+        self.names = [netns_name(0, p) for p in range(pods)]
+        self.node = SimNode(0, [(n, "10.0.0.1") for n in self.names], b"host\n", b"pod\n")
+        self.limit, self.delay = limit, delay
+        self.sent: list[int] = []  # netns per exec that reached the node
+        self.refused = 0
+
+    def argv_budget(self) -> int:
+        return self.limit
+
+    @staticmethod
+    def argv_cost(args: Sequence[str]) -> int:
+        from ambientctl.collectors.kube import KubeExecTransport
+
+        return KubeExecTransport.argv_cost(args)
+
+    def run(self, argv: Sequence[str], *, netns: NetnsRef | None, timeout: float) -> ExecResult:
+        from ambientctl.errors import RequestTooLong
+
+        if self.argv_cost(argv) > self.limit:
+            self.refused += 1
+            raise RequestTooLong("kube exec: HTTP 414 (Handshake status 414)")
+        import time
+
+        time.sleep(self.delay)
+        self.sent.append(sum(1 for a in argv[6:] if a[:1] in "@%="))
+        out, err, rc = self.node(list(argv))
+        return ExecResult(rc, out, err, 1)
+
+    def close(self) -> None:
+        pass
+
+
+def _room_for(pods: int) -> int:
+    """A limit that holds the batch script and about `pods` pods' tokens."""
+    from ambientctl.collectors.kube import KubeExecTransport
+
+    head = batch.node_batch_argv("0" * 32, 5, [])
+    return KubeExecTransport.argv_cost(head) + pods * 75
+
+
+def _expect_pods(inner: _LimitedNode, **kw: float) -> tuple[BatchingTransport, list]:
+    from ambientctl.collectors.live import RoutedNetns
+
+    t = BatchingTransport(inner, **kw)
+    refs = [RoutedNetns(name=n, kind="pod") for n in inner.names]
+    t.expect(refs)
+    return t, refs
+
+
+def test_a_node_batch_refused_as_too_long_is_sent_again_in_groups_that_fit() -> None:
+    inner = _LimitedNode(pods=60, limit=_room_for(15))
+    t, refs = _expect_pods(inner)
+    first = t.run(("iptables-save",), netns=refs[0], timeout=5)
+    assert first.stdout == b"pod\n"
+    assert inner.refused == 1 and len(inner.sent) >= 2 and sum(inner.sent) == 60
+    for ref in refs[1:]:  # every netns answered from its group, no exec of its own
+        assert t.run(("iptables-save",), netns=ref, timeout=5).stdout == b"pod\n"
+    assert t.round_trips == len(inner.sent) + 1
+    # the next node batch of this transport goes straight to groups: no second 414
+    more = [dataclasses.replace(r, name=r.name + "b") for r in refs[:30]]
+    t.expect(more)
+    t.run(("iptables-save",), netns=more[0], timeout=5)
+    assert inner.refused == 1
+
+
+def test_groups_the_deadline_leaves_no_time_for_time_out_unsent() -> None:
+    inner = _LimitedNode(pods=60, limit=_room_for(15), delay=0.4)
+    t, refs = _expect_pods(inner, target_timeout=0.3)
+    t.run(("iptables-save",), netns=refs[0], timeout=5)
+    assert len(inner.sent) == 1  # the first group ran into the deadline; no other was sent
+    last = t.run(("iptables-save",), netns=refs[-1], timeout=5)
+    assert last.timed_out and last.stdout == b""
+    assert len(inner.sent) == 1
+
+
+def test_a_batch_no_cut_can_fit_keeps_its_error() -> None:
+    from ambientctl.errors import RequestTooLong
+
+    inner = _LimitedNode(pods=3, limit=100)  # not even the script fits
+    t, refs = _expect_pods(inner)
+    with pytest.raises(RequestTooLong):
+        t.run(("iptables-save",), netns=refs[0], timeout=5)

@@ -61,14 +61,14 @@ import re
 import secrets
 import shlex
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from ambientctl.bundle.layout import valid_name
-from ambientctl.collectors.exec_outcome import missing_binary
+from ambientctl.collectors.exec_outcome import Deadline, missing_binary
 from ambientctl.collectors.specs import NETNS_SPECS, VERSION_SPECS, ZTUNNEL_SPECS, specs_for
 from ambientctl.collectors.transport import NetnsRef, Transport
-from ambientctl.errors import TransportError, UsageError
+from ambientctl.errors import RequestTooLong, TransportError, UsageError
 from ambientctl.raw import ExecResult
 
 # Every argv the batch can run, in a fixed order: the index is the script's `case` label.
@@ -169,7 +169,11 @@ def _kinds() -> str:
 
 def _build_script(catalogue: Sequence[tuple[str, ...]]) -> str:
     branches = "".join(f"  {i}) x {shlex.join(argv)} ;;\n" for i, argv in enumerate(catalogue))
-    return _PROLOGUE + branches + _EPILOGUE + _kinds() + _MAIN
+    text = _PROLOGUE + branches + _EPILOGUE + _kinds() + _MAIN
+    # Without its indentation (no line of it continues a quoted string or a here-document):
+    # the script travels in the Kubernetes exec URL, a space as `%20` (an 8 KiB proxy
+    # leaves room for a dozen more pods' tokens per exec without those ~440 bytes).
+    return "\n".join(line.lstrip(" ") for line in text.split("\n"))
 
 
 
@@ -483,6 +487,19 @@ def split_segments(
 # --------------------------------------------------------------------------- transport
 
 
+def _argv_limit(transport: object) -> tuple[Callable[[Sequence[str]], int], int] | None:
+    """(cost of args, bytes available) of the transport under the wrappers whose exec
+    request bounds the argv (`argv_cost`, `argv_budget`: the Kubernetes exec URL), if any."""
+    seen = 0
+    while transport is not None and seen < 8:
+        cost, budget = getattr(transport, "argv_cost", None), getattr(transport, "argv_budget", None)
+        if callable(cost) and callable(budget):
+            return cost, int(budget())
+        transport = getattr(transport, "inner", None)
+        seen += 1
+    return None
+
+
 def _cap_holder(transport: object) -> object | None:
     """The transport under the wrappers (`.inner`) that holds the stream cap, if any."""
     seen = 0
@@ -563,6 +580,7 @@ class BatchingTransport:
         self._expected: dict[object, NetnsRef] = {}
         self._node_lock = threading.Lock()
         self._stream_cap: tuple[object, int] | None = None  # (inner holder, per-netns cap)
+        self._cut = False  # a node batch was refused as too long: send them in groups
 
     def describe_wrapper(self, netns: NetnsRef) -> tuple[str, ...]:
         describe = getattr(self.inner, "describe_wrapper", None)
@@ -621,31 +639,80 @@ class BatchingTransport:
     def _run_node_batch(self, timeout: float) -> None:
         """One exec for every expected netns not answered yet (caller holds the node
         lock): each netns's segment fills its cache. The whole batch gets the target
-        deadline once (`target_timeout`): a hung node costs it once, not per netns."""
+        deadline once (`target_timeout`): a hung node costs it once, not per netns.
+
+        One exec, unless the transport refuses its request as too long
+        (`RequestTooLong`: an 8 KiB proxy in front of the API server, ~40 pods with
+        istio-cni's netns names): then it is sent again cut into groups that fit
+        (`_node_groups`), and so is every later batch of this transport; the groups run
+        one after the other within the same deadline, and a group the deadline leaves no
+        time for is answered "timed out", never sent. An API server reached directly
+        (1 MiB) keeps one exec per node."""
         with self._lock:
             pending = [(k, r) for k, r in self._expected.items() if k not in self._cache]
         if not pending:
             return
         base = self.command_timeout or timeout
-        tokens = {netns_token(ref): key for key, ref in pending}
-        budget = self.target_timeout or sum(
+        deadline = Deadline(self.target_timeout or sum(
             base * FACTOR.get(a, 1.0) for _, ref in pending for a in batch_for(ref)
-        )
+        ))
+        refs = [ref for _, ref in pending]
+        queue = self._node_groups(base, refs) if self._cut else [refs]
+        while queue:
+            group = queue.pop(0)
+            if self._unbatchable:
+                return
+            remaining = deadline.remaining()
+            if remaining <= 0:
+                cut = ExecResult(None, b"", b"", deadline.elapsed_ms(), timed_out=True)
+                for ref in group:
+                    self._cache[self._key(ref)] = self._results(batch_for(ref), {}, cut)
+                continue
+            try:
+                self._run_node_group(group, base, remaining)
+            except RequestTooLong:
+                groups = self._node_groups(base, group)
+                if self._cut or len(groups) < 2:
+                    raise  # cut already, or nothing to cut: the error stands
+                self._cut = True
+                queue = groups + queue
+
+    def _node_groups(self, base: float, refs: list[NetnsRef]) -> list[list[NetnsRef]]:
+        """`refs` cut, in order, into groups whose batch argv fits the transport's request
+        (`_argv_limit`: with this catalogue ~20 pods' tokens fit beside the script in an
+        8 KiB exec URL); one group when the transport has no such limit. A netns is never
+        split."""
+        limit = _argv_limit(self.inner)
+        if limit is None or len(refs) < 2:
+            return [refs]
+        cost, room = limit
+        room -= cost(node_batch_argv("0" * 32, base, [], max_output=self.max_output))
+        groups: list[list[NetnsRef]] = [[]]
+        used = 0
+        for ref in refs:
+            need = cost([netns_token(ref), KIND_TOKENS.get(getattr(ref, "kind", ""), "")])
+            if groups[-1] and used + need > room:
+                groups.append([])
+                used = 0
+            groups[-1].append(ref)
+            used += need
+        return groups
+
+    def _run_node_group(self, refs: list[NetnsRef], base: float, timeout: float) -> None:
+        """One exec running every netns of `refs`; each one's segment fills its cache."""
         nonce = new_nonce()
         self.round_trips += 1
         res = self.inner.run(
-            node_batch_argv(
-                nonce, base, [ref for _, ref in pending], max_output=self.max_output
-            ),
+            node_batch_argv(nonce, base, refs, max_output=self.max_output),
             netns=None,
-            timeout=budget,
+            timeout=timeout,
         )
         if res.not_found:
             self._unbatchable = True
             return
         segments = split_segments(res.stdout, res.stderr, nonce)
-        for token, key in tokens.items():
-            ref = self._expected[key]
+        for ref in refs:
+            token, key = netns_token(ref), self._key(ref)
             inode, pieces = segments.get(token, (None, {}))
             if inode is not None:
                 self.netns_inodes[key] = inode

@@ -51,7 +51,7 @@ import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import quote, quote_plus, urlsplit
 
 from ambientctl.collectors.exec_outcome import (
     DEFAULT_MAX_OUTPUT,
@@ -62,7 +62,7 @@ from ambientctl.collectors.exec_outcome import (
     runtime_says_missing,
 )
 from ambientctl.collectors.transport import NetnsRef
-from ambientctl.errors import TransportError
+from ambientctl.errors import RequestTooLong, TransportError
 from ambientctl.raw import ExecResult
 
 CONNECT_TIMEOUT = 15.0
@@ -167,6 +167,10 @@ def api_error(exc: BaseException, what: str, server: str | None = None) -> Trans
         pass
     detail = message or (f"Handshake status {status}" if m else _first_line(exc))
     hint = RBAC_HINT if status in (401, 403) else None
+    if status in (414, 431):
+        return RequestTooLong(f"{what}: HTTP {status} ({detail})",
+                              hint="the exec URL was too long for the API server or a proxy "
+                              "in front of it (nginx allows 8 KiB)")
     if status:
         return TransportError(f"{what}: HTTP {status} ({detail})", hint=hint)
     where = f" {server}" if server else ""
@@ -186,10 +190,33 @@ def _exit_from_status(status: dict[str, Any]) -> int | None:
     return None
 
 
+# The exec argv travels in the request line (`command=` parameters). The API server takes
+# 1 MiB of it, but what often stands in front of it does not: nginx answers a request line
+# longer than one of its `large_client_header_buffers` (8k by default) with 414 URI Too
+# Long, as does the `websockets` server (MAX_LINE_LENGTH 8192). A node batch refused so is
+# sent again cut into groups that fit (`batch.BatchingTransport._run_node_batch`).
+MAX_REQUEST_LINE = 8192
+# Method, path prefix a proxy may add (Rancher's /k8s/clusters/ID), the other parameters
+# (container, stdin/stdout/stderr/tty) and the HTTP version.
+_REQUEST_LINE_ALLOWANCE = 512
+
+
 class KubeExecTransport:
     """Runs argv in one container of one pod through `pods/exec`."""
 
     name = "kube"
+
+    def argv_budget(self) -> int:
+        """Bytes of `command=` parameters an exec request of this pod may carry."""
+        path = f"/api/v1/namespaces/{self.namespace}/pods/{self.pod}/exec"
+        return MAX_REQUEST_LINE - _REQUEST_LINE_ALLOWANCE - len(path)
+
+    @staticmethod
+    def argv_cost(args: Sequence[str]) -> int:
+        """What `args` add to the request line: `command=` + the arg percent-encoded + `&`
+        each, in the longer of the two encodings clients use (kubernetes 37 sends a space
+        as `%20` and keeps `/`; `urlencode`'s default, `+` and `%2F`)."""
+        return sum(max(len(quote(a, safe="/")), len(quote_plus(a))) + 9 for a in args)
 
     def __init__(
         self,

@@ -55,6 +55,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+from websockets import http11
 from websockets.datastructures import Headers
 from websockets.http11 import Response
 from websockets.sync.server import ServerConnection, serve
@@ -116,6 +117,11 @@ class KubeApi:
     forward_count: int = 0
     requests: list[str] = field(default_factory=list)
     list_pages: dict[str, int] = field(default_factory=dict)  # kind -> pages served
+    # The longest request line served (`GET PATH?QUERY HTTP/1.1`). The `websockets` server
+    # refuses a longer one than `max_request_line` with 414, as nginx in front of a real
+    # API server does past 8 KiB (its default); a real API server takes 1 MiB.
+    longest_request_line: int = 0
+    max_request_line: int = 8192
 
     def __post_init__(self) -> None:
         self._lock = threading.Lock()
@@ -139,11 +145,16 @@ class KubeApi:
         return f"http://127.0.0.1:{self.port}"
 
     def __enter__(self) -> KubeApi:  # noqa: PYI034
+        # websockets reads its limit from a module global at every request: set for the
+        # life of this peer, restored after (peers run one at a time in a test process).
+        self._line_limit = http11.MAX_LINE_LENGTH
+        http11.MAX_LINE_LENGTH = self.max_request_line
         self._thread.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+        http11.MAX_LINE_LENGTH = self._line_limit
 
     def close(self) -> None:
         self._server.shutdown()
@@ -189,6 +200,8 @@ class KubeApi:
         parts = urlsplit(request.path)
         path, query = parts.path.rstrip("/") or "/", parse_qs(parts.query)
         self.requests.append(path)
+        self.longest_request_line = max(self.longest_request_line,
+                                        len(f"GET {request.path} HTTP/1.1"))
         if request.headers.get("Authorization") != f"Bearer {self.token}":
             return _status(401, "Unauthorized", "Unauthorized")
         m = re.match(r"^/api/v1/namespaces/([^/]+)/pods/([^/]+)/exec$", path)
