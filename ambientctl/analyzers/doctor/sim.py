@@ -55,13 +55,20 @@ def local_route_gap(ns: NetNamespace, *, mark: int, mask: int, prio: int, table:
 
 
 def hook(ns: NetNamespace, hook_name: str, pkt: Packet, *, listeners: bool = True,
-         out_dev: str | None = None, out_src: IPAddress | None = None
-         ) -> netfilter.HookResult:
+         out_dev: str | None = None, out_src: IPAddress | None = None,
+         local: frozenset[IPAddress] | None = None) -> netfilter.HookResult:
     """Run one netfilter hook on a sample packet (listeners=False: assume any TPROXY target
-    listens, so that the rules are judged apart from the sockets)."""
+    listens, so that the rules are judged apart from the sockets).
+
+    `local`: `netfilter.local_addresses(ns)` when the caller has it already (a check that
+    sends four sample packets through one pod computed it five times, walking the pod's
+    addresses and routes each time); computed once here otherwise, for every context."""
+    if local is None:
+        local = netfilter.local_addresses(ns)
+
     def context() -> netfilter.Context:
-        return netfilter.Context(ns, netfilter.local_addresses(ns),
-                                 ns.listeners if listeners else None, out_dev, out_src)
+        return netfilter.Context(ns, local, ns.listeners if listeners else None, out_dev,
+                                 out_src)
 
     res = netfilter.run_hook(ns, hook_name, pkt, context())
     if res.verdict != "accept":
