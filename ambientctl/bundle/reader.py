@@ -181,8 +181,7 @@ class Bundle:
             return self._hashes.get(rel)
         typed = self.typed_manifest
         if isinstance(typed, LazyManifest):
-            entry = typed.entry_for(rel, keep=self.keep_entries)
-            return entry.sha256 if entry is not None else None
+            return typed.sha256_for(rel, keep=self.keep_entries)
         return None
 
     def _too_big(self, rel: str, size: int) -> BundleError:
