@@ -29,8 +29,16 @@ from itertools import repeat
 from operator import methodcaller
 from typing import Any
 
+from ambientctl.errors import ParseError
 from ambientctl.jsondoc import load_json
-from ambientctl.manifest_model import Manifest, ManifestEntry, _entry, _Reader, read_manifest
+from ambientctl.manifest_model import (
+    Manifest,
+    ManifestEntry,
+    _entry,
+    _entry_clean,
+    _Reader,
+    read_manifest,
+)
 
 _STR = rb'"(?:[^"\\]++|\\.)*+"'
 # A flat object: its values are scalars, strings or arrays of those (what the writer
@@ -59,6 +67,7 @@ _TAIL = re.compile(rb'\s*+\]\s*+\}\s*+')  # the entries array, then the document
 # quote is escaped, so `"path":` there is preceded by a backslash, never by `{` or `,`.
 _VALUE_RE = re.compile(rb'\s*+:\s*+(' + _STR + rb'|[^,}\s]++)')
 _BATCH = 1 << 20  # bytes of manifest read at a time by `iter_entries`
+_TYPED_AT_ONCE = 1024  # entries `_sweep` decodes as one JSON array
 
 
 class PathIndex:
@@ -116,7 +125,10 @@ class LazyManifest(Manifest):
 
     @property
     def problems(self) -> tuple[str, ...]:
-        return self._all()[1]
+        d = self.__dict__
+        if d["_complete"] is not None:
+            return d["_complete"][1]
+        return self._sweep()
 
     def _init_lazy(self, read: Callable[[int, int], bytes], size: int,
                    starts: Sequence[int], ends: Sequence[int],
@@ -135,6 +147,9 @@ class LazyManifest(Manifest):
         d["_header_problems"] = header_problems
         d["_decoded"] = {}  # index -> (entry or None, its problems)
         d["_complete"] = None
+        # `_sweep`: (problems, per entry (path, sha256) or None, entries whose status is
+        # not "ok" and were not typed)
+        d["_swept"] = None
 
     def _decode(self, i: int, raw: bytes | None = None) -> ManifestEntry | None:
         """Entry `i`, typed and cached (from `raw`, its bytes, when the caller has them)."""
@@ -163,6 +178,104 @@ class LazyManifest(Manifest):
         if isinstance(obj, dict):
             return _entry(r, obj, where), tuple(r.problems)
         return None, (f"{where} is not a JSON object: ignored",)
+
+    def _sweep(self) -> tuple[str, ...]:
+        """Every problem of the manifest, without typing every entry (issue 12: doctor asks
+        for the whole manifest's damage and typed all 80k entries of a 200-node bundle,
+        then held them, ~1 KiB each). The entries not typed yet are decoded a batch at a
+        time as one JSON array (`_TYPED_AT_ONCE`, one call into the C decoder), and each
+        is typed by `_entry` only when `_entry_clean` cannot tell that typing would find
+        nothing; those are cached as `_decode` caches them, so `problems_so_far` and
+        `entry_for` see them. Kept per entry: the path and sha256 `_entry` would type, what
+        `sha256_for` answers a file's hash from. Same problems, in the same order, as
+        `_all`."""
+        d = self.__dict__
+        if d["_swept"] is not None:
+            return d["_swept"][0]
+        decoded = d["_decoded"]
+        n = len(d["_starts"])
+        kept: list[tuple[str | None, str | None] | None] = [None] * n
+        not_ok: list[int] = []
+        todo: list[tuple[int, bytes]] = []
+        for i, raw in self._spans():
+            if i not in decoded:
+                todo.append((i, raw))
+                if len(todo) < _TYPED_AT_ONCE:
+                    continue
+            self._sweep_batch(todo, kept, not_ok)
+            todo.clear()
+        self._sweep_batch(todo, kept, not_ok)
+        problems = list(d["_header_problems"])
+        for i in range(n):
+            got = decoded.get(i)
+            if got is not None:
+                problems.extend(got[1])
+                kept[i] = None if got[0] is None else (got[0].path, got[0].sha256)
+        d["_swept"] = swept = (tuple(problems), kept, tuple(not_ok))
+        return swept[0]
+
+    def _sweep_batch(self, batch: list[tuple[int, bytes]],
+                     kept: list[tuple[str | None, str | None] | None],
+                     not_ok: list[int]) -> None:
+        """`_sweep` over (index, bytes) pairs: the clean entries' path and sha256 into
+        `kept` (and into `not_ok` those whose status is not "ok"), the others typed into
+        `_decoded`. Each span is one `{...}` object, so the
+        joined array holds exactly these values; if it does not decode, each entry is
+        typed alone (`_typed`: a damaged one fails in its own words, with its own line)."""
+        if not batch:
+            return
+        decoded = self.__dict__["_decoded"]
+        try:
+            joined = b"[" + b",".join(raw for _i, raw in batch) + b"]"
+            objs = load_json(joined.decode("utf-8", errors="replace"), "manifest.json",
+                             what="manifest entry")
+        except (ParseError, ValueError):
+            objs = None
+        if not isinstance(objs, list) or len(objs) != len(batch):
+            for i, raw in batch:
+                decoded[i] = self._typed(i, raw)
+            return
+        for (i, _raw), obj in zip(batch, objs, strict=True):
+            if isinstance(obj, dict) and _entry_clean(obj):
+                # what `_entry` types them as (`or None`: an empty string is none)
+                kept[i] = (obj.get("path") or None, obj.get("sha256") or None)
+                if obj.get("status") != "ok":
+                    not_ok.append(i)
+            elif isinstance(obj, dict):
+                r = _Reader()
+                decoded[i] = (_entry(r, obj, f"$.entries[{i}]"), tuple(r.problems))
+            else:
+                decoded[i] = (None, (f"$.entries[{i}] is not a JSON object: ignored",))
+
+    def not_collected_entries(self) -> tuple[ManifestEntry, ...]:
+        """As `Manifest.not_collected_entries`, typing only the entries that may qualify:
+        those `_sweep` found with a status other than "ok", and those it typed (issue 12:
+        AMB102 typed all 80k entries of a 200-node bundle to find the failed commands; a
+        healthy one has none)."""
+        d = self.__dict__
+        if d["_complete"] is not None:
+            return super().not_collected_entries()
+        self._sweep()
+        maybe = sorted({*d["_swept"][2], *d["_decoded"]})
+        return tuple(e for e in map(self._decode, maybe) if e is not None and e.not_collected)
+
+    def sha256_for(self, path: str, *, keep: bool = True) -> str | None:
+        """`entry_for(path, keep=keep).sha256` (None when no entry names the file): from
+        what `_sweep` kept once it ran, without typing the entry again."""
+        d = self.__dict__
+        swept = d["_swept"]
+        if swept is not None:
+            i, _raw = self._index_of(path)
+            if i is None:
+                return None
+            got = d["_decoded"].get(i)
+            if got is not None:
+                e = got[0]
+                return e.sha256 if e is not None and e.path == path else None
+            rec = swept[1][i]
+            return rec[1] if rec is not None and rec[0] == path else None
+        e = self.entry_for(path, keep=keep)
+        return e.sha256 if e is not None else None
 
     def iter_entries(self) -> Iterator[ManifestEntry]:
         """The entries of `entries`, in order, each decoded and typed as it is reached and
@@ -215,15 +328,21 @@ class LazyManifest(Manifest):
             i = j
 
     def _all(self) -> tuple[tuple[ManifestEntry, ...], tuple[str, ...]]:
+        """Every entry typed (and cached), with every problem. The entries not decoded yet
+        are read a batch at a time (`_spans`), not one re-read of manifest.json each
+        (issue 12: doctor at 200 nodes opened manifest.json 80k times here)."""
         d = self.__dict__
         if d["_complete"] is None:
             entries: list[ManifestEntry] = []
             problems = list(d["_header_problems"])
-            for i in range(len(d["_starts"])):
-                e = self._decode(i)
-                if e is not None:
-                    entries.append(e)
-                problems.extend(d["_decoded"][i][1])
+            decoded = d["_decoded"]
+            for i, raw in self._spans():
+                got = decoded.get(i)
+                if got is None:
+                    got = decoded[i] = self._typed(i, raw)
+                if got[0] is not None:
+                    entries.append(got[0])
+                problems.extend(got[1])
             d["_complete"] = (tuple(entries), tuple(problems))
         return d["_complete"]
 
@@ -244,16 +363,7 @@ class LazyManifest(Manifest):
         was (a reader of every file once, `bundle redact`, would otherwise end up holding
         every typed entry, ~1 KiB each; then `problems_so_far` does not name its damage)."""
         d = self.__dict__
-        if d["_paths"] is None:
-            named: dict[str | None, int] = dict(zip(d["_path_list"], range(len(d["_path_list"])),
-                                                    strict=True))
-            named.pop(None, None)  # entries without a path; the last naming a path wins
-            d["_paths"], d["_path_list"] = named, None
-        paths = d["_paths"]
-        if isinstance(paths, PathIndex):
-            i, raw = paths.find(path, d["_read"], d["_starts"], d["_ends"])
-        else:
-            i, raw = paths.get(path), None
+        i, raw = self._index_of(path)
         if i is None:
             return None
         if keep or i in d["_decoded"]:
@@ -262,6 +372,20 @@ class LazyManifest(Manifest):
             e = self._typed(i, raw if raw is not None else d["_read"](d["_starts"][i],
                                                                        d["_ends"][i]))[0]
         return e if e is not None and e.path == path else None
+
+    def _index_of(self, path: str) -> tuple[int | None, bytes | None]:
+        """The index of the last entry whose path is `path` (and its bytes, when finding it
+        read them), or (None, None)."""
+        d = self.__dict__
+        if d["_paths"] is None:
+            named: dict[str | None, int] = dict(zip(d["_path_list"], range(len(d["_path_list"])),
+                                                    strict=True))
+            named.pop(None, None)  # entries without a path; the last naming a path wins
+            d["_paths"], d["_path_list"] = named, None
+        paths = d["_paths"]
+        if isinstance(paths, PathIndex):
+            return paths.find(path, d["_read"], d["_starts"], d["_ends"])
+        return paths.get(path), None
 
     def not_collected(self) -> dict[str, ManifestEntry]:
         """As `Manifest.not_collected`, decoding only the entries whose status is not ok."""

@@ -110,6 +110,11 @@ class Manifest:
     def _dirs(self) -> dict[str, str]:
         return {t.id: t.dir for t in self.targets if t.dir}
 
+    def not_collected_entries(self) -> tuple[ManifestEntry, ...]:
+        """Every entry whose command produced no file for a reason worth reporting
+        (`ManifestEntry.not_collected`), in manifest order, repeats included."""
+        return tuple(e for e in self.entries if e.not_collected)
+
     def not_collected(self) -> dict[str, ManifestEntry]:
         """Bundle path -> entry of every planned command that produced no file for a reason
         worth reporting (`ManifestEntry.not_collected`; its `reason()` says why)."""
@@ -145,6 +150,29 @@ class _Reader:
                                  f"{_JSON_TYPE[want]}: ignored")
             return default
         return value
+
+
+# What `_entry` reads of an entry, and the type each value must have (null aside).
+_ENTRY_TYPES: tuple[tuple[str, type], ...] = (
+    ("argv", list), ("note", str), ("optional_absent", bool), ("spec", str),
+    ("target", str), ("status", str), ("path", str), ("planned_path", str),
+    ("transport", str), ("exit_code", int), ("stderr", str), ("size", int),
+    ("sha256", str))
+_NONE = type(None)
+
+
+def _entry_clean(e: Mapping[str, Any]) -> bool:
+    """Would `_entry` type `e` without a problem? True when every value it reads is null or
+    exactly of its type (JSON decodes to exact types; `type(v) is int` leaves a bool out,
+    as `_Reader.get` does). False only sends the entry through `_entry` itself, which words
+    the problems: a quick test, never a second set of rules (tests/test_manifest_sweep.py
+    pins it against `_entry` key by key)."""
+    get = e.get
+    for key, want in _ENTRY_TYPES:
+        t = type(get(key))
+        if t is not want and t is not _NONE:
+            return False
+    return True
 
 
 def _entry(r: _Reader, e: Mapping[str, Any], where: str) -> ManifestEntry:

@@ -764,14 +764,16 @@ def _malformed(table: Table, chain: Chain, rule: Rule, what: str, exc: Exception
                  f"malformed argument ({type(exc).__name__}: {exc})", rule.source)
 
 
+HookChains = tuple[list[tuple[Table, Chain]], list[str]]
+"""`hook_chains`' answer: the base chains in the kernel's order, and notes on that order."""
+
+
 def hook_tables(ns: NetNamespace, hook: str, family: int) -> list[tuple[Table, Chain]]:
     """Base chains registered at `hook` for `family`, in the order the kernel runs them."""
     return hook_chains(ns, hook, family)[0]
 
 
-def hook_chains(
-    ns: NetNamespace, hook: str, family: int
-) -> tuple[list[tuple[Table, Chain]], list[str]]:
+def hook_chains(ns: NetNamespace, hook: str, family: int) -> HookChains:
     """Base chains the kernel enters at `hook`, in its order, and notes on that order.
 
     - A built-in chain of an iptables-nft table that `nft -j list ruleset` does not list was
@@ -828,13 +830,17 @@ def hook_chains(
     return result, notes
 
 
-def run_hook(ns: NetNamespace, hook: str, packet: Packet, ctx: Context) -> HookResult:
-    """Run every base chain at `hook`, following the first branch of any statistic fork."""
+def run_hook(ns: NetNamespace, hook: str, packet: Packet, ctx: Context, *,
+             chains_at: HookChains | None = None) -> HookResult:
+    """Run every base chain at `hook`, following the first branch of any statistic fork.
+
+    `chains_at`: `hook_chains(ns, hook, packet.family)` when the caller has it already
+    (doctor sends several sample packets through one namespace's hook)."""
     p = packet
     steps: list[NfStep] = []
     is_dst = hook in ("prerouting", "output")
     nat_seen = False
-    chains, order_notes = hook_chains(ns, hook, p.family)
+    chains, order_notes = hook_chains(ns, hook, p.family) if chains_at is None else chains_at
     for n in order_notes:
         if n not in ctx.notes:
             ctx.notes.append(n)

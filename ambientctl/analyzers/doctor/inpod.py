@@ -176,6 +176,7 @@ def inpod_redirect_wrong(ctx: Context, pt: PodTarget) -> Iterator[Issue]:
     eth = _eth(ns)
     dst, dport = _destination(ctx, pt)
     local = netfilter.local_addresses(ns)
+    chains: dict[tuple[str, int], netfilter.HookChains] = {}  # per hook: the 4 packets'
     rules = list(netfilter.iter_rules(ns))
 
     def present(port: int, target: str = "REDIRECT") -> list[str]:
@@ -190,7 +191,8 @@ def inpod_redirect_wrong(ctx: Context, pt: PodTarget) -> Iterator[Issue]:
     # (a) the app's outbound connection -> 15001
     out_pkt = Packet(family=4, proto="tcp", src=ip, dst=dst, sport=40000, dport=dport,
                      local_socket=True)
-    res = sim.hook(ns, "output", out_pkt, listeners=False, out_dev=eth, out_src=ip)
+    res = sim.hook(ns, "output", out_pkt, listeners=False, out_dev=eth, out_src=ip,
+                   local=local, chains=chains)
     if res.verdict == "insufficient-info":
         undecided.append(f"OUTPUT: {res.reason}")
     elif not (res.packet.dport == OUTBOUND_PORT and res.packet.dst in local):
@@ -203,7 +205,8 @@ def inpod_redirect_wrong(ctx: Context, pt: PodTarget) -> Iterator[Issue]:
     # (b) ztunnel's own connection (SO_MARK 0x539) must leave untouched
     zt_pkt = Packet(family=4, proto="tcp", src=ip, dst=dst, sport=40001, dport=HBONE_PORT,
                     mark=INPOD_MARK, local_socket=True)
-    res = sim.hook(ns, "output", zt_pkt, listeners=False, out_dev=eth, out_src=ip)
+    res = sim.hook(ns, "output", zt_pkt, listeners=False, out_dev=eth, out_src=ip,
+                   local=local, chains=chains)
     if res.verdict == "insufficient-info":
         undecided.append(f"OUTPUT 0x539: {res.reason}")
     elif res.verdict != "accept" or res.packet.dst_addr != zt_pkt.dst_addr:
@@ -217,7 +220,7 @@ def inpod_redirect_wrong(ctx: Context, pt: PodTarget) -> Iterator[Issue]:
     if inbound:
         port = _app_port(pt.pod)
         in_pkt = Packet(family=4, proto="tcp", src=peer, dst=ip, sport=40002, dport=port, iif=eth)
-        res = sim.hook(ns, "prerouting", in_pkt, listeners=False)
+        res = sim.hook(ns, "prerouting", in_pkt, listeners=False, local=local, chains=chains)
         got = res.packet.tproxy.port if res.packet.tproxy else (
             res.packet.dport if res.packet.dst in local and res.packet.dport != port else None)
         if res.verdict == "insufficient-info":
@@ -233,7 +236,7 @@ def inpod_redirect_wrong(ctx: Context, pt: PodTarget) -> Iterator[Issue]:
                                     present(INBOUND_PLAINTEXT_PORT)))
     # (d) HBONE inbound must reach ztunnel's own :15008
     hb_pkt = Packet(family=4, proto="tcp", src=peer, dst=ip, sport=40003, dport=HBONE_PORT, iif=eth)
-    res = sim.hook(ns, "prerouting", hb_pkt, listeners=False)
+    res = sim.hook(ns, "prerouting", hb_pkt, listeners=False, local=local, chains=chains)
     if res.verdict == "insufficient-info":
         undecided.append(f"PREROUTING 15008: {res.reason}")
     else:

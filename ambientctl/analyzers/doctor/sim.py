@@ -55,15 +55,31 @@ def local_route_gap(ns: NetNamespace, *, mark: int, mask: int, prio: int, table:
 
 
 def hook(ns: NetNamespace, hook_name: str, pkt: Packet, *, listeners: bool = True,
-         out_dev: str | None = None, out_src: IPAddress | None = None
+         out_dev: str | None = None, out_src: IPAddress | None = None,
+         local: frozenset[IPAddress] | None = None,
+         chains: dict[tuple[str, int], netfilter.HookChains] | None = None,
          ) -> netfilter.HookResult:
     """Run one netfilter hook on a sample packet (listeners=False: assume any TPROXY target
-    listens, so that the rules are judged apart from the sockets)."""
-    def context() -> netfilter.Context:
-        return netfilter.Context(ns, netfilter.local_addresses(ns),
-                                 ns.listeners if listeners else None, out_dev, out_src)
+    listens, so that the rules are judged apart from the sockets).
 
-    res = netfilter.run_hook(ns, hook_name, pkt, context())
+    `local`: `netfilter.local_addresses(ns)` when the caller has it already (a check that
+    sends four sample packets through one pod computed it five times, walking the pod's
+    addresses and routes each time); computed once here otherwise, for every context.
+    `chains`: the caller's memo of `netfilter.hook_chains` for this namespace, by (hook,
+    family), filled here (the walk and the later nat tables below both need it, and a
+    check asks the same hook of one pod for several packets)."""
+    if local is None:
+        local = netfilter.local_addresses(ns)
+    memo: dict[tuple[str, int], netfilter.HookChains] = {} if chains is None else chains
+    at = memo.get((hook_name, pkt.family))
+    if at is None:
+        at = memo[(hook_name, pkt.family)] = netfilter.hook_chains(ns, hook_name, pkt.family)
+
+    def context() -> netfilter.Context:
+        return netfilter.Context(ns, local, ns.listeners if listeners else None, out_dev,
+                                 out_src)
+
+    res = netfilter.run_hook(ns, hook_name, pkt, context(), chains_at=at)
     if res.verdict != "accept":
         return res
     # The kernel runs the nat base chains of a hook in priority order *until one sets up a
@@ -74,7 +90,7 @@ def hook(ns: NetNamespace, hook_name: str, pkt: Packet, *, listeners: bool = Tru
     # the manip decided after the first nat table, so the later nat tables are run here.
     dst_manip = hook_name in ("prerouting", "output")
     walked = {id(st.table) for st in res.steps}
-    later = [t for t, ch in netfilter.hook_tables(ns, hook_name, pkt.family)
+    later = [t for t, ch in at[0]
              if ch.base is not None and ch.base.kind == "nat" and id(t) not in walked]
     p = res.packet
     steps = list(res.steps)

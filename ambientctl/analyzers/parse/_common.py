@@ -7,6 +7,7 @@ truncated capture ends, and address parsing that turns `ValueError` into `ParseE
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import json
 from collections.abc import Iterator
@@ -207,10 +208,33 @@ def compact_json(obj: Any) -> str:
     return json.dumps(obj, separators=(",", ":"), sort_keys=False)
 
 
+# Address texts parsed once per process (bounded): the same few hundred addresses and
+# prefixes (loopback, the node's gateway, pod CIDRs, `ff00::/8`) recur in every pod's
+# `ip addr`/`ip route`/`ip rule`, and ipaddress parses in pure Python (issue 12: ~5% of a
+# 200-node doctor). The objects are immutable and equal whoever asks; a bad text raises
+# each time (exceptions are not cached). Strings only: `True` and `1` would share a key.
+_ADDR_CACHE = 4096
+
+
+@functools.lru_cache(maxsize=_ADDR_CACHE)
+def _address(value: str) -> model.IPAddress:
+    return ipaddress.ip_address(value)
+
+
+@functools.lru_cache(maxsize=_ADDR_CACHE)
+def _network(value: str) -> model.IPNetwork:
+    return ipaddress.ip_network(value, strict=False)
+
+
+@functools.lru_cache(maxsize=_ADDR_CACHE)
+def _interface(value: str) -> model.IPInterface:
+    return ipaddress.ip_interface(value)
+
+
 def ip_address(value: str, path: str, line: int | None, what: str) -> model.IPAddress:
     """An address, or ParseError naming `what` (e.g. "gateway")."""
     try:
-        return ipaddress.ip_address(value)
+        return _address(value) if type(value) is str else ipaddress.ip_address(value)
     except ValueError:
         raise ParseError(path, line, f"{what} {value!r} is not an IP address") from None
 
@@ -218,7 +242,8 @@ def ip_address(value: str, path: str, line: int | None, what: str) -> model.IPAd
 def ip_network(value: str, path: str, line: int | None, what: str) -> model.IPNetwork:
     """A prefix; a bare address means a host route (/32 or /128), host bits are tolerated."""
     try:
-        return ipaddress.ip_network(value, strict=False)
+        return (_network(value) if type(value) is str
+                else ipaddress.ip_network(value, strict=False))
     except ValueError:
         raise ParseError(path, line, f"{what} {value!r} is not an IP prefix") from None
 
@@ -226,7 +251,7 @@ def ip_network(value: str, path: str, line: int | None, what: str) -> model.IPNe
 def ip_interface(value: str, path: str, line: int | None, what: str) -> model.IPInterface:
     """An address with its prefix length (`10.244.1.7/24`)."""
     try:
-        return ipaddress.ip_interface(value)
+        return _interface(value) if type(value) is str else ipaddress.ip_interface(value)
     except ValueError:
         raise ParseError(path, line, f"{what} {value!r} is not an address/prefix") from None
 
