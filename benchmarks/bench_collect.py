@@ -26,15 +26,16 @@ realistic size) collected through the Kubernetes exec transport against the API 
 peer with `--latency` per exec; reports wall time, exec round trips, API list pages and
 the collecting process's peak RSS. The peer's request line is limited to
 `--max-request-line` bytes (8192, nginx's default in front of an API server: a node
-batch is refused once and cut into groups; 1048576 for an API server reached directly). `--profile-memory` runs the collection under
-tracemalloc instead and reports, for the same run, the traced peak and the 15 source
-lines holding the most memory when the run hands its results to the bundle writer (the
-moment everything a run keeps is alive) and at the traced peak's end of writing; slower
-(tracemalloc costs ~2x), so its wall time is not comparable. `--ztunnel` adds a ztunnel
-pod per node whose admin `config_dump` (read through the API's port-forward, answered
-in-process) lists every app pod of the cluster as a workload (~0.5 KB each, as upstream)
-plus that node's own `workloadState`: the cluster-wide sections every node shares, stored
-once (bundle format 2), or per node with `--whole-dumps` (`collect --whole-ztunnel-dumps`).
+batch is refused once and cut into groups; 1048576 for an API server reached directly).
+`--profile-memory` runs the collection under tracemalloc instead and reports, for the
+same run, the traced peak and the 15 source lines holding the most memory when the run
+hands its results to the bundle writer (the moment everything a run keeps is alive) and
+at the traced peak's end of writing; slower (tracemalloc costs ~2x), so its wall time is
+not comparable. `--ztunnel` adds a ztunnel pod per node whose admin `config_dump` (read
+through the API's port-forward, answered in-process) lists every app pod of the cluster
+as a workload (~0.5 KB each, as upstream) plus that node's own `workloadState`: the
+cluster-wide sections every node shares, stored once (bundle format 2), or per node with
+`--whole-dumps` (`collect --whole-ztunnel-dumps`).
 
 Needs root (network namespaces). Every namespace is created through `ambientlab.netns.Lab`
 (registered, removed at exit, even on failure). No Docker engine or cluster is needed.
