@@ -346,6 +346,24 @@ def _list_raw(
     return [item for page in _pages(api_call, timeout, page_size=page_size) for item in page]
 
 
+def _read_projected(
+    kind: str, api_call: Callable[..., Any], timeout: float, page_size: int
+) -> tuple[list[dict[str, Any]], list[dict[str, str]]]:
+    """(projections, skip notes) of a whole core list, each page projected as it arrives
+    (see `_pages`); raises as `api_call` does, and then nothing of the list is kept."""
+    projected: list[dict[str, Any]] = []
+    dropped: list[dict[str, str]] = []
+    for page in _pages(api_call, timeout, page_size=page_size):
+        for item in page:
+            why = _invalid_name(kind, item) if isinstance(item, Mapping) else "not an object"
+            if why is not None:
+                dropped.append({"kind": kind, "why": why})
+                continue
+            projected.append(PROJECTIONS[kind](item))
+        del page
+    return projected, dropped
+
+
 def _invalid_name(kind: str, obj: Mapping[str, Any]) -> str | None:
     """Why `obj` cannot be collected (a name that is not DNS-1123), or None."""
     meta = obj.get("metadata") or {}
@@ -394,18 +412,8 @@ def discover_cluster(
         errors: dict[str, str] = {}
         skipped: list[dict[str, str]] = []
         for kind, call in calls.items():
-            projected: list[dict[str, Any]] = []
-            dropped: list[dict[str, str]] = []  # kept only if the whole list was read
             try:
-                for page in _pages(call, timeout, page_size=page_size):
-                    for item in page:  # projected as its page arrives (see `_pages`)
-                        why = (_invalid_name(kind, item) if isinstance(item, Mapping)
-                               else "not an object")
-                        if why is not None:
-                            dropped.append({"kind": kind, "why": why})
-                            continue
-                        projected.append(PROJECTIONS[kind](item))
-                    del page
+                projected, dropped = _read_projected(kind, call, timeout, page_size)
             except Exception as exc:  # noqa: BLE001 - ApiException, urllib3 errors: all recorded
                 err = api_error(exc, f"list {kind}", api_client.configuration.host)
                 if kind == "endpointslices":  # optional in the bundle contract
