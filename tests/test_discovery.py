@@ -416,3 +416,18 @@ def test_a_paged_list_is_projected_page_by_page_never_held_raw_whole() -> None:
     assert all("env" not in c for p in projected for c in p["spec"]["containers"])
     assert peak < 3_000_000, peak  # measured ~1.8 MB; held whole: ~8.9 MB
 
+
+def test_a_live_plan_keeps_the_cluster_files_not_its_objects() -> None:
+    """Why: the projected objects (~1.8 KB a pod, 18 MiB at 200 x 50) serve planning only;
+    a plan that kept them held them through the whole run and the write."""
+    from ambientctl.collectors.discovery import ClusterView
+    from ambientctl.collectors.live import RoutedNetns, _assemble
+    from ambientctl.collectors.runner import Target
+
+    view = ClusterView({"pods": [_pod("a", "10.0.0.1")], "nodes": [{"metadata": {"name": "n1"}}]},
+                       {"cluster/pods.json": b"{}\n"}, {"endpointslices": "forbidden"})
+    target = Target.node_target("n1", RoutedNetns(route="r", kind="node"))
+    plan = _assemble("kube", {}, selected_names=["n1"], results=[[target]], view=view, notes={})
+    assert plan.cluster is not None and plan.cluster.objects == {}
+    assert plan.cluster.files == view.files and plan.cluster.errors == view.errors
+    assert plan.targets == [target]
