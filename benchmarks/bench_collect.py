@@ -28,10 +28,10 @@ peer with `--latency` per exec; reports wall time, exec round trips, API list pa
 the collecting process's peak RSS. The peer's request line is limited to
 `--max-request-line` bytes (8192, nginx's default in front of an API server: a node
 batch is refused once and cut into groups; 1048576 for an API server reached directly).
-`--profile-memory` runs the collection under tracemalloc instead and reports, for the same run, the traced peak and the 15 source
-lines holding the most memory when the run hands its results to the bundle writer (the
-moment everything a run keeps is alive; `run_peak_mib`: the traced peak before it) and at
-the traced peak's end of writing; slower
+`--profile-memory` runs the collection under tracemalloc instead and reports, for the
+same run, the traced peak and the 15 source lines holding the most memory when the run
+hands its results to the bundle writer (the moment everything a run keeps is alive;
+`run_peak_mib`: the traced peak before it) and at the traced peak's end of writing; slower
 (tracemalloc costs ~2x), so its wall time is not comparable. `--ztunnel` adds a ztunnel
 pod per node whose admin `config_dump` (read through the API's port-forward, answered
 in-process) lists every app pod of the cluster as a workload (~0.5 KB each, as upstream)
