@@ -59,7 +59,7 @@ class SimNode:
         versions = {str(INDEX[v.argv]): f"{v.tool} v1.0\n".encode() for v in VERSION_SPECS}
         tokens = [x for token in argv[6:] for x in kinds.get(token, [token])]
         body = self.host
-        for n, token in enumerate(tokens):
+        for token in tokens:
             if token[0] in "=@%":
                 body = self.host if token == "=" else self.pod
                 inode = self._inode(token)
