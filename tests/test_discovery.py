@@ -431,3 +431,22 @@ def test_a_live_plan_keeps_the_cluster_files_not_its_objects() -> None:
     assert plan.cluster is not None and plan.cluster.objects == {}
     assert plan.cluster.files == view.files and plan.cluster.errors == view.errors
     assert plan.targets == [target]
+
+
+def test_a_failed_list_is_told_from_a_projection_bug() -> None:
+    """Why: projecting page by page moved the projection inside the list's error handling;
+    only the API's failures may become the `list KIND` transport error, a projection that
+    breaks still surfaces as itself (as when the whole list was read first)."""
+    from ambientctl.collectors.discovery import _ListFailed, _read_projected
+
+    class Resp:
+        data = json.dumps({"items": [_pod("a", "10.0.0.1", containers="not-a-list")]}).encode()
+
+    def refused(**kwargs: Any) -> Any:
+        raise OSError("connection refused")
+
+    with pytest.raises(_ListFailed) as failed:
+        _read_projected("pods", refused, 1.0, 10)
+    assert isinstance(failed.value.error, OSError)
+    with pytest.raises(AttributeError):
+        _read_projected("pods", lambda **kwargs: Resp(), 1.0, 10)

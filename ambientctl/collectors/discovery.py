@@ -346,14 +346,30 @@ def _list_raw(
     return [item for page in _pages(api_call, timeout, page_size=page_size) for item in page]
 
 
+class _ListFailed(Exception):
+    """The API failed a list (`error`), as opposed to a bug projecting what it returned,
+    which propagates as it did when the list was read whole before projecting."""
+
+    def __init__(self, error: Exception) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
 def _read_projected(
     kind: str, api_call: Callable[..., Any], timeout: float, page_size: int
 ) -> tuple[list[dict[str, Any]], list[dict[str, str]]]:
     """(projections, skip notes) of a whole core list, each page projected as it arrives
-    (see `_pages`); raises as `api_call` does, and then nothing of the list is kept."""
+    (see `_pages`); `_ListFailed` when the API fails it, and then nothing of it is kept."""
     projected: list[dict[str, Any]] = []
     dropped: list[dict[str, str]] = []
-    for page in _pages(api_call, timeout, page_size=page_size):
+    pages = _pages(api_call, timeout, page_size=page_size)
+    while True:
+        try:
+            page = next(pages)
+        except StopIteration:
+            break
+        except Exception as exc:  # noqa: BLE001 - the API's failure, told from a projection's
+            raise _ListFailed(exc) from exc
         for item in page:
             why = _invalid_name(kind, item) if isinstance(item, Mapping) else "not an object"
             if why is not None:
@@ -414,8 +430,8 @@ def discover_cluster(
         for kind, call in calls.items():
             try:
                 projected, dropped = _read_projected(kind, call, timeout, page_size)
-            except Exception as exc:  # noqa: BLE001 - ApiException, urllib3 errors: all recorded
-                err = api_error(exc, f"list {kind}", api_client.configuration.host)
+            except _ListFailed as failed:  # ApiException, urllib3 errors: all recorded
+                err = api_error(failed.error, f"list {kind}", api_client.configuration.host)
                 if kind == "endpointslices":  # optional in the bundle contract
                     errors[kind] = err.message
                     continue
