@@ -3,6 +3,7 @@
     python benchmarks/bench_collect.py latency [--targets 100] [--latency 0.2] [--sequential]
     python benchmarks/bench_collect.py memory  [--transport docker|kube|ssh] [--services 10000]
     python benchmarks/bench_collect.py scale   [--nodes 50 500] [--pods 50] [--profile-memory]
+                                               [--phases] [--keep-bundle DIR]
                                                [--ztunnel [--whole-dumps]]
                                                [--max-request-line 8192]
 
@@ -29,13 +30,17 @@ the collecting process's peak RSS. The peer's request line is limited to
 batch is refused once and cut into groups; 1048576 for an API server reached directly).
 `--profile-memory` runs the collection under tracemalloc instead and reports, for the
 same run, the traced peak and the 15 source lines holding the most memory when the run
-hands its results to the bundle writer (the moment everything a run keeps is alive) and
-at the traced peak's end of writing; slower (tracemalloc costs ~2x), so its wall time is
-not comparable. `--ztunnel` adds a ztunnel pod per node whose admin `config_dump` (read
-through the API's port-forward, answered in-process) lists every app pod of the cluster
-as a workload (~0.5 KB each, as upstream) plus that node's own `workloadState`: the
-cluster-wide sections every node shares, stored once (bundle format 2), or per node with
-`--whole-dumps` (`collect --whole-ztunnel-dumps`).
+hands its results to the bundle writer (the moment everything a run keeps is alive;
+`run_peak_mib`: the traced peak before it) and at the traced peak's end of writing; slower
+(tracemalloc costs ~2x), so its wall time is not comparable. `--ztunnel` adds a ztunnel
+pod per node whose admin `config_dump` (read through the API's port-forward, answered
+in-process) lists every app pod of the cluster as a workload (~0.5 KB each, as upstream)
+plus that node's own `workloadState`: the cluster-wide sections every node shares, stored
+once (bundle format 2), or per node with `--whole-dumps` (`collect --whole-ztunnel-dumps`).
+`--phases` samples the collector's RSS (no tracemalloc, so the figures hold): at the start
+and end of planning, the run and the write, the highest RSS between, and pymalloc's arenas
+and bytes in use (which tell Python objects held from memory freed but not returned).
+`--keep-bundle DIR` copies each bundle to DIR/NODESxPODS (to compare two trees' bundles).
 
 Needs root (network namespaces). Every namespace is created through `ambientlab.netns.Lab`
 (registered, removed at exit, even on failure). No Docker engine or cluster is needed.
@@ -47,6 +52,7 @@ import argparse
 import json
 import os
 import resource
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -318,7 +324,9 @@ def top(snap, n=15):
 
 
 def traced(*args, **kwargs):
-    report["at_write_mib"] = round(tracemalloc.get_traced_memory()[0] / 2**20, 1)
+    now, run_peak = tracemalloc.get_traced_memory()
+    report["at_write_mib"] = round(now / 2**20, 1)
+    report["run_peak_mib"] = round(run_peak / 2**20, 1)  # the collection's own peak
     report["top_at_write"] = top(tracemalloc.take_snapshot())
     tracemalloc.reset_peak()
     try:
@@ -333,6 +341,77 @@ def traced(*args, **kwargs):
 runner.write_bundle = traced
 sys.argv = ["ambientctl", *sys.argv[1:]]
 runpy.run_module("ambientctl", run_name="__main__")
+"""
+
+
+_PHASES = r"""
+import json, os, runpy, sys, threading, time
+from ambientctl.collectors import live, runner
+
+marks, peak = [], [0]
+
+
+def rss():
+    with open("/proc/self/status") as fh:
+        for line in fh:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) // 1024
+    return 0
+
+
+def sample():
+    while True:
+        peak[0] = max(peak[0], rss())
+        time.sleep(0.05)
+
+
+def pymalloc():
+    # pymalloc arenas held (1 MiB each in 3.11), MiB of blocks in use in them
+    import re, tempfile
+    with tempfile.TemporaryFile() as tmp:
+        saved = os.dup(2)
+        os.dup2(tmp.fileno(), 2)
+        try:
+            sys._debugmallocstats()
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+        tmp.seek(0)
+        text = tmp.read().decode()
+    arenas = int(re.search(r"# arenas allocated current\s*=\s*([\d,]+)", text)[1].replace(",", ""))
+    used = int(re.search(r"# bytes in allocated blocks\s*=\s*([\d,]+)", text)[1].replace(",", ""))
+    return arenas, round(used / 2**20, 1)  # 1 MiB arenas (3.11)
+
+
+def mark(what):
+    now = rss()
+    marks.append([what, now, max(peak[0], now), *pymalloc()])
+    peak[0] = 0
+    with open(os.environ["AMBIENTCTL_PROFILE_OUT"], "w") as fh:
+        json.dump(marks, fh)
+
+
+def wrap(mod, name):
+    real = getattr(mod, name)
+
+    def wrapped(*a, **k):
+        mark(f"before {name}")
+        try:
+            return real(*a, **k)
+        finally:
+            mark(f"after {name}")
+    setattr(mod, name, wrapped)
+
+
+wrap(live, "plan_live")
+wrap(runner.Runner, "run")
+wrap(runner, "write_bundle")
+threading.Thread(target=sample, daemon=True).start()
+sys.argv = ["ambientctl", *sys.argv[1:]]
+try:
+    runpy.run_module("ambientctl", run_name="__main__")
+finally:
+    mark("exit")
 """
 
 
@@ -362,7 +441,8 @@ def scale_bench(args: argparse.Namespace) -> list[dict[str, Any]]:
             conf = api.kubeconfig(Path(work) / "kubeconfig", context="peer")
             out = Path(work) / "bundle"
             profile = Path(work) / "profile.json"
-            cli = ["-c", _PROFILE] if args.profile_memory else ["-m", "ambientctl"]
+            cli = (["-c", _PROFILE] if args.profile_memory else ["-c", _PHASES] if args.phases
+                   else ["-m", "ambientctl"])
             res = subprocess.run(
                 [sys.executable, "-c", _MEASURE, sys.executable, *cli, "collect",
                  "--kubeconfig", str(conf), "--context", "peer", "--concurrency",
@@ -373,6 +453,9 @@ def scale_bench(args: argparse.Namespace) -> list[dict[str, Any]]:
             )
             if not (out / "manifest.json").exists():
                 raise SystemExit(f"collection of {nodes} nodes failed: {res.stderr.strip()[-2000:]}")
+            if args.keep_bundle:
+                # kept for comparing two trees' bundles (the run's directory is deleted)
+                shutil.copytree(out, Path(args.keep_bundle) / f"{nodes}x{args.pods}")
             wall, peak_kib = res.stdout.strip().splitlines()[-1].split()
             manifest = json.loads((out / "manifest.json").read_text())
             size = sum(f.stat().st_size for f in out.rglob("*") if f.is_file())
@@ -405,6 +488,8 @@ def scale_bench(args: argparse.Namespace) -> list[dict[str, Any]]:
             })
             if args.profile_memory:
                 rows[-1]["tracemalloc"] = json.loads(profile.read_text())
+            if args.phases:  # [phase, RSS MiB then, highest RSS MiB since the previous mark]
+                rows[-1]["rss_phases"] = json.loads(profile.read_text())
     return rows
 
 
@@ -437,6 +522,11 @@ def main() -> None:
                     help="a ztunnel per node whose config_dump lists every app pod")
     sc.add_argument("--whole-dumps", action="store_true",
                     help="collect with --whole-ztunnel-dumps (every dump stored whole)")
+    sc.add_argument("--keep-bundle", metavar="DIR",
+                    help="copy each bundle to DIR/NODESxPODS before the run's directory goes")
+    sc.add_argument("--phases", action="store_true",
+                    help="sample the collector's RSS: at each phase's start and end, and its "
+                    "highest between (planning, the run, writing)")
     sc.add_argument("--profile-memory", action="store_true",
                     help="run under tracemalloc: what holds memory when the bundle is written")
     child = sub.add_parser("_child")

@@ -457,6 +457,16 @@ def test_runner_maps_every_outcome_to_a_status() -> None:
     assert result.versions["node/n1"][0].tool == "iptables"
 
 
+
+def test_a_run_hands_its_refused_paths_over_once() -> None:
+    """Why: a spec's `keep` refuses about two outputs a pod (a path each: 3.5 MiB at
+    200 x 50), and the run copied that set into its result while keeping its own (the
+    runner lives as long as the write): two sets held through the write, not one."""
+    runner = Runner(ScriptedTransport())
+    result = runner.run(_plan())
+    assert "nodes/n1/host/iptables-legacy-save.txt" in result.not_kept
+    assert not runner._not_kept  # handed over, not copied
+
 def test_writer_stores_ok_outputs_only_and_records_everything(tmp_path: Path) -> None:
     result = Runner(ScriptedTransport()).run(_plan())
     written = write_bundle(

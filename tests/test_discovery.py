@@ -380,3 +380,73 @@ def test_istio_and_gateway_objects_are_collected_projected_and_read(peer_dir: Pa
     from ambientctl.bundle.layout import MESH_APIS
 
     assert set(bare.errors) >= {plural for _g, _v, plural in MESH_APIS.values()}
+
+
+def test_a_paged_list_is_projected_page_by_page_never_held_raw_whole() -> None:
+    """Why: a 500-node cluster's pod list is tens of MB raw (env, args, managedFields),
+    and it was held whole beside its projection (most of discovery's peak). Here 800 pods
+    carry 8 KB each that the projection drops: reading them 20 a page must peak near one
+    page's raw objects beside the projections, far under the 6.4 MB of the whole raw list."""
+    import tracemalloc
+
+    from ambientctl.collectors.discovery import _read_projected
+
+    class Resp:
+        def __init__(self, data: bytes) -> None:
+            self.data = data
+
+    n, size = 800, 20
+
+    def call(**kwargs: Any) -> Resp:
+        start = int(kwargs.get("_continue") or 0)
+        env = [{"name": "BIG", "value": "x" * 8000}]
+        items = [_pod(f"p{i}", node="n1", ip=f"10.1.{i // 250}.{i % 250 + 1}",
+                      containers=[{"name": "app", "image": "app:1", "env": env}])
+                 for i in range(start, min(n, start + size))]
+        more = {"continue": str(start + size)} if start + size < n else {}
+        return Resp(json.dumps({"items": items, "metadata": more}).encode())
+
+    tracemalloc.start()
+    try:
+        projected, dropped = _read_projected("pods", call, 1.0, size)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert len(projected) == n and not dropped
+    assert all("env" not in c for p in projected for c in p["spec"]["containers"])
+    assert peak < 3_000_000, peak  # measured ~1.8 MB; held whole: ~8.9 MB
+
+
+def test_a_live_plan_keeps_the_cluster_files_not_its_objects() -> None:
+    """Why: the projected objects (~1.8 KB a pod, 18 MiB at 200 x 50) serve planning only;
+    a plan that kept them held them through the whole run and the write."""
+    from ambientctl.collectors.discovery import ClusterView
+    from ambientctl.collectors.live import RoutedNetns, _assemble
+    from ambientctl.collectors.runner import Target
+
+    view = ClusterView({"pods": [_pod("a", "10.0.0.1")], "nodes": [{"metadata": {"name": "n1"}}]},
+                       {"cluster/pods.json": b"{}\n"}, {"endpointslices": "forbidden"})
+    target = Target.node_target("n1", RoutedNetns(route="r", kind="node"))
+    plan = _assemble("kube", {}, selected_names=["n1"], results=[[target]], view=view, notes={})
+    assert plan.cluster is not None and plan.cluster.objects == {}
+    assert plan.cluster.files == view.files and plan.cluster.errors == view.errors
+    assert plan.targets == [target]
+
+
+def test_a_failed_list_is_told_from_a_projection_bug() -> None:
+    """Why: projecting page by page moved the projection inside the list's error handling;
+    only the API's failures may become the `list KIND` transport error, a projection that
+    breaks still surfaces as itself (as when the whole list was read first)."""
+    from ambientctl.collectors.discovery import _ListFailed, _read_projected
+
+    class Resp:
+        data = json.dumps({"items": [_pod("a", "10.0.0.1", containers="not-a-list")]}).encode()
+
+    def refused(**kwargs: Any) -> Any:
+        raise OSError("connection refused")
+
+    with pytest.raises(_ListFailed) as failed:
+        _read_projected("pods", refused, 1.0, 10)
+    assert isinstance(failed.value.error, OSError)
+    with pytest.raises(AttributeError):
+        _read_projected("pods", lambda **kwargs: Resp(), 1.0, 10)

@@ -177,6 +177,23 @@ class Manifest:
         return (json.dumps(self.document(), indent=2, ensure_ascii=False) + "\n").encode()
 
 
+def _write_open_json(dest: IO[bytes], doc: Mapping[str, Any]) -> None:
+    """Write `json.dumps(doc, indent=2, ensure_ascii=False)` without its closing `\n}`,
+    encoded chunk by chunk as the encoder yields them. The header holds every target (at
+    200 nodes x 50 pods 10,200 of them: json.dumps's pure-Python indenting encoder lists
+    all its chunks before joining them, ~26 MiB for a 4 MiB text, then the text is
+    encoded once more): here only a few chunks are held at a time."""
+    chunks = json.JSONEncoder(indent=2, ensure_ascii=False).iterencode(dict(doc))
+    held = ""  # the last two characters written so far are held back: they are "\n}"
+    for chunk in chunks:
+        held += chunk
+        if len(held) > 2:
+            dest.write(held[:-2].encode())
+            held = held[-2:]
+    if held != "\n}":
+        raise ValueError(f"a JSON object's text ends with '\\n}}', not {held!r}")
+
+
 class EntrySpool:
     """Manifest entries written to an unnamed temporary file as they are made, so that a
     collection never holds them all (500 nodes x 50 pods: about a million entries, ~1 KB
@@ -224,16 +241,18 @@ class EntrySpool:
         `json.dump(doc, indent=2, ensure_ascii=False)` plus a newline give, the entries
         copied from the spool in chunks (`head` and `tail` are small: no entries in them)."""
         # '{\n  "k": v\n}' loses its closing '\n}' (head) or both braces (tail)
-        lead = "{\n"
         if head:
-            lead = json.dumps(dict(head), indent=2, ensure_ascii=False)[:-2] + ",\n"
+            _write_open_json(dest, head)
+            dest.write(b",\n")
+        else:
+            dest.write(b"{\n")
         after = ""
         if tail:
             after = "," + json.dumps(dict(tail), indent=2, ensure_ascii=False)[1:-2]
         if not self.count:
-            dest.write((lead + '  "entries": []' + after + "\n}\n").encode())
+            dest.write(('  "entries": []' + after + "\n}\n").encode())
             return
-        dest.write((lead + '  "entries": [\n').encode())
+        dest.write(b'  "entries": [\n')
         self._fh.flush()
         self._fh.seek(0)
         shutil.copyfileobj(self._fh, dest, 1 << 20)

@@ -268,7 +268,8 @@ def write_bundle(
     split, their cluster-wide sections once (`SharedDumps`).
     Returns the manifest and the failed entries; raises `UsageError` when `out` exists.
     """
-    skip = set(not_kept)
+    # the run's own set as it is (a path per refused output): not copied once more
+    skip = not_kept if isinstance(not_kept, set | frozenset) else set(not_kept)
     if spill is None:
         check_output_path(out)
         staging = Path(out + ".partial")
