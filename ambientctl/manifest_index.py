@@ -169,9 +169,10 @@ class LazyManifest(Manifest):
         try:
             obj = load_json(raw.decode("utf-8", errors="replace"), "manifest.json",
                             what="manifest entry")
-        except ValueError:
-            # Invalid JSON inside the array: the whole document says so in the eager
-            # reader's words (and line), as if it had been decoded up front.
+        except (ValueError, ParseError):
+            # Invalid JSON inside the array (load_json raises ParseError, with a line
+            # counted inside the entry): the whole document says so in the eager reader's
+            # words and at its line in manifest.json, as if it had been decoded up front.
             load_json(d["_read"](0, d["_size"]).decode("utf-8", errors="replace"),
                       "manifest.json")
             obj = None

@@ -151,3 +151,18 @@ def test_a_second_status_key_is_read_as_the_exact_scan_reads_it() -> None:
     fast = _fast_index(raw)
     assert fast is not None and _plain(fast) == _plain(_exact_index(raw))
     assert fast[1][3] == (2,)
+
+
+def test_an_entry_that_is_not_json_is_reported_at_its_line_in_the_document() -> None:
+    """The index proves the entries' layout, not their tokens: `"size": 40x` passes it, and
+    the entry fails only when decoded. The error names the line in manifest.json where the
+    damage is, as the eager reader would, not a line counted inside the entry."""
+    from ambientctl.errors import ParseError
+
+    raw = _written([_entry(i) for i in range(50)]).replace(b'"size": 40,', b'"size": 40x,')
+    line = raw[:raw.index(b"40x")].count(b"\n") + 1
+    found = index_manifest(raw)
+    assert found is not None
+    _header, lazy = found
+    with pytest.raises(ParseError, match=rf"^manifest.json:{line}: "):
+        lazy.entry_for("nodes/n30/host/ip-addr-30.txt")
