@@ -82,6 +82,19 @@ def _file_kind(mode: int) -> str:
     return "not a regular file"
 
 
+def _read_up_to(fd: int, n: int) -> bytes:
+    """Up to `n` bytes of `fd`, fewer only at its end (what a buffered `read(n)` returns;
+    one `os.read` may return less)."""
+    parts: list[bytes] = []
+    while n > 0:
+        chunk = os.read(fd, n)
+        if not chunk:
+            break
+        parts.append(chunk)
+        n -= len(chunk)
+    return parts[0] if len(parts) == 1 else b"".join(parts)
+
+
 class Bundle:
     """An opened bundle: an index of its regular files and their bytes on demand.
 
@@ -506,14 +519,21 @@ class Bundle:
     def _read_file(self, rel: str, root: str) -> bytes:
         """A directory bundle's file, read with the member cap enforced on what is read
         (the file may have grown, or been swapped for a FIFO, since it was indexed)."""
-        fh, st = self._open_file(rel, root)
-        with fh:
+        fd, st = self._open_fd(rel, root)
+        return self._read_fd(rel, fd, st)
+
+    def _read_fd(self, rel: str, fd: int, st: os.stat_result) -> bytes:
+        """`_read_file` of a descriptor `_open_fd` opened (and closes): straight from the
+        descriptor, no buffered reader around it (`read_text` of a small file too)."""
+        try:
             # Ask for the size fstat reports (+1 to notice growth), not for the cap: a
             # read(cap) allocates a cap-sized buffer first (512 MiB by default).
             cap = self.limits.max_member + 1
-            data = fh.read(min(st.st_size + 1, cap))
+            data = _read_up_to(fd, min(st.st_size + 1, cap))
             if len(data) > st.st_size and len(data) < cap:  # grew since fstat: the rest
-                data += fh.read(cap - len(data))
+                data += _read_up_to(fd, cap - len(data))
+        finally:
+            os.close(fd)
         if len(data) > self.limits.max_member:
             raise self._too_big(rel, len(data))
         return data
@@ -576,7 +596,7 @@ class Bundle:
         expected = self._expected(rel)
         fd, st = self._open_fd(rel, member)
         if st.st_size < _TEXT_CHUNK:
-            return self._small_text(rel, fd, expected)
+            return self._small_text(rel, fd, st, expected)
         digest = hashlib.sha256() if expected is not None else None
         decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
         cap, size = self.limits.max_member, 0
@@ -604,28 +624,13 @@ class Bundle:
             raise self._hash_mismatch(rel)
         return text
 
-    def _small_text(self, rel: str, fd: int, expected: str | None) -> str:
+    def _small_text(self, rel: str, fd: int, st: os.stat_result, expected: str | None) -> str:
         """`read_text` of a file fstat found smaller than one chunk (nearly every file of a
-        bundle: doctor reads ~55k at 200 nodes): read straight from the descriptor,
-        hashed and decoded once, without a buffered reader and an incremental decoder per
-        file (issue 12). Same checks as the chunked path: the member cap on what is read
-        (the file may have grown since fstat), the sha256; one-shot UTF-8 decoding with
-        `replace` gives what the incremental decoder gives over the same bytes."""
-        cap = self.limits.max_member
-        parts: list[bytes] = []
-        size = 0
-        try:
-            while True:
-                chunk = os.read(fd, _TEXT_CHUNK)
-                if not chunk:
-                    break
-                size += len(chunk)
-                if size > cap:
-                    raise self._too_big(rel, size)
-                parts.append(chunk)
-        finally:
-            os.close(fd)
-        data = parts[0] if len(parts) == 1 else b"".join(parts)  # b"" for an empty file
+        bundle: doctor reads ~55k at 200 nodes): read whole (`_read_fd`, the same member
+        cap), hashed and decoded once, without an incremental decoder per file (issue 12);
+        one-shot UTF-8 decoding with `replace` gives what the incremental decoder gives
+        over the same bytes."""
+        data = self._read_fd(rel, fd, st)
         if expected is not None and hashlib.sha256(data).hexdigest() != expected:
             raise self._hash_mismatch(rel)
         return data.decode("utf-8", errors="replace")
