@@ -61,7 +61,7 @@ import re
 import secrets
 import shlex
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 from ambientctl.bundle.layout import valid_name
@@ -487,29 +487,30 @@ def split_segments(
 # --------------------------------------------------------------------------- transport
 
 
+def _layers(transport: object) -> Iterator[object]:
+    """`transport` and the transports under its wrappers (`.inner`), outermost first."""
+    for _ in range(8):  # a bound, not a depth any wrapping reaches
+        if transport is None:
+            return
+        yield transport
+        transport = getattr(transport, "inner", None)
+
+
 def _argv_limit(transport: object) -> tuple[Callable[[Sequence[str]], int], int] | None:
     """(cost of args, bytes available) of the transport under the wrappers whose exec
     request bounds the argv (`argv_cost`, `argv_budget`: the Kubernetes exec URL), if any."""
-    seen = 0
-    while transport is not None and seen < 8:
-        cost, budget = getattr(transport, "argv_cost", None), getattr(transport, "argv_budget", None)
+    for layer in _layers(transport):
+        cost, budget = getattr(layer, "argv_cost", None), getattr(layer, "argv_budget", None)
         if callable(cost) and callable(budget):
             return cost, int(budget())
-        transport = getattr(transport, "inner", None)
-        seen += 1
     return None
 
 
 def _cap_holder(transport: object) -> object | None:
     """The transport under the wrappers (`.inner`) that holds the stream cap, if any."""
-    seen = 0
-    while transport is not None and seen < 8:
-        if isinstance(getattr(transport, "max_output", None), int) and not hasattr(
-            transport, "inner"
-        ):
-            return transport
-        transport = getattr(transport, "inner", None)
-        seen += 1
+    for layer in _layers(transport):
+        if isinstance(getattr(layer, "max_output", None), int) and not hasattr(layer, "inner"):
+            return layer
     return None
 
 
