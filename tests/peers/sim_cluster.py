@@ -31,13 +31,14 @@ class SimNode:
 
     def __init__(self, index: int, pods: list[tuple[str, str]], host: bytes, pod: bytes) -> None:
         self.index, self.pods, self.host, self.pod = index, pods, host, pod
+        self._numbers = {name: i + 1 for i, (name, _ip) in enumerate(pods)}  # 0: the node
 
     def _inode(self, token: str) -> int:
         """The netns inode a token's netns has: one per netns, the same in every exec
         (the collector refuses two targets read from one netns)."""
-        names = {name: i + 1 for i, (name, _ip) in enumerate(self.pods)}
         # `@NAME`, or `%PATH` ending in the name (the node's own netns: `=`, 0)
-        return 4026530000 + self.index * 100_000 + names.get(token[1:].rsplit("/", 1)[-1], 0)
+        name = token[1:].rsplit("/", 1)[-1]
+        return 4026530000 + self.index * 100_000 + self._numbers.get(name, 0)
 
     def __call__(self, argv: list[str]) -> tuple[bytes, bytes, int]:
         from ambientctl.collectors.batch import DISCOVERY_SCRIPT, SCRIPT
